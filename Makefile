@@ -1,0 +1,58 @@
+# Sluice: the two commands of the README, and the rest.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+LOCAL_DATA_DIR ?= $(shell $(PYTHON) -c 'import tempfile,os;print(os.path.join(tempfile.gettempdir(),"sluice-local"))')
+export LOCAL_DATA_DIR
+
+.PHONY: install run test unit functional integration lint typecheck bench migrate clean token deploy db-pair-start db-pair-stop
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(BIN)/.installed
+
+run: install ## serve the API on http://127.0.0.1:8000 with the embedded defaults
+	@echo "LOCAL_DATA_DIR=$(LOCAL_DATA_DIR)  (Firehose-layout objects and the SQLite file)"
+	$(BIN)/chalice local --host 127.0.0.1 --port 8000
+
+token: install ## a development token: make token SUB=alice [GROUPS=admins]
+	@$(PY) -m chalicelib.cli token --sub "$(or $(SUB),alice)" $(if $(GROUPS),--groups "$(GROUPS)")
+
+test: install lint typecheck ## every tier; MariaDB and Redis tests skip (or fail in CI) without the services
+	$(BIN)/pytest
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+functional: install
+	$(BIN)/pytest tests/functional
+
+integration: install
+	$(BIN)/pytest tests/integration
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy chalicelib app.py
+
+migrate: install
+	$(PY) -m chalicelib.cli migrate
+
+bench: install
+	$(PY) -m bench
+
+db-pair-start:
+	scripts/db-pair start
+
+db-pair-stop:
+	scripts/db-pair stop
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,233 @@
+"""Sluice: routes only. Each reads identity and input, calls one object from chalicelib, answers.
+
+Reads go to replicas; writes become commands on the write transport and answer 202; the S3 event
+handler and the scheduled reconciler load delivered objects into the master.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from chalice import Chalice, CognitoUserPoolAuthorizer, Rate, Response
+from chalice.app import Request
+
+from chalicelib import observe
+from chalicelib.bootstrap import services
+from chalicelib.errors import ApiError, forbidden, validation_error
+from chalicelib.http import (
+    accepted,
+    check_id,
+    check_size,
+    decode_cursor,
+    encode_cursor,
+    etag_matches,
+    guarded,
+    parse_limit,
+    parse_state,
+    query_value,
+    raw_body,
+    read_json,
+    read_response,
+)
+from chalicelib.identity import Principal, principal_from_context
+from chalicelib.models import Invalid, validate_batch, validate_profile, validate_todo
+
+app = Chalice(app_name="sluice")
+app.api.binary_types = []  # every body is JSON text; raw bytes are checked as UTF-8 by us
+
+LOCAL_POOL_ARN = "arn:aws:cognito-idp:us-east-1:000000000000:userpool/us-east-1_localdev"
+authorizer = CognitoUserPoolAuthorizer(
+    "sluice-users", provider_arns=[os.environ.get("COGNITO_USER_POOL_ARN") or LOCAL_POOL_ARN]
+)
+ANY = ["*/*"]  # media types are checked by chalicelib.http, in the contract's order
+
+if not os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+    # chalice local / test client only: answer as API Gateway does for bad tokens and unknown
+    # paths, in the contract's error shape. Never imported in Lambda.
+    from chalicelib import localdev
+
+    localdev.install()
+
+app.register_middleware(observe.http_middleware, "http")
+
+
+def _request() -> Request:
+    request = app.current_request
+    assert request is not None, "only called while serving a request"
+    return request
+
+
+def _who() -> Principal:
+    return principal_from_context(_request().context)
+
+
+def _idempotency_key(fields: dict[str, list[str]]) -> str | None:
+    key = _request().headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 128 or not all(" " <= ch <= "~" for ch in key):
+        fields["Idempotency-Key"] = ["must be 1 to 128 printable ASCII characters"]
+        return None
+    return key
+
+
+def _validated(validate: Any, body: Any, fields: dict[str, list[str]]) -> Any:
+    try:
+        value = validate(body)
+    except Invalid as exc:
+        fields.update(exc.fields)
+        value = None
+    if fields:
+        raise validation_error(fields)
+    return value
+
+
+@app.route("/health", methods=["GET"])
+@guarded
+def health() -> Response:
+    return read_response({"status": "ok"}, 0)
+
+
+@app.route("/openapi.json", methods=["GET"])
+@guarded
+def openapi() -> Response:
+    from chalicelib.openapi import document
+
+    return read_response(document(), 300)
+
+
+@app.route("/todos", methods=["POST"], authorizer=authorizer, content_types=ANY)
+@guarded
+def create_todo() -> Response:
+    who = _who()
+    ctx = services()
+    body = read_json(_request(), ctx.settings.max_body_bytes)
+    fields: dict[str, list[str]] = {}
+    key = _idempotency_key(fields)
+    data = _validated(validate_todo, body, fields)
+    done = ctx.service.create_todo(who, data, key)
+    return accepted(done.id, done.version, f"/todos/{done.id}")
+
+
+@app.route("/todos/batch", methods=["POST"], authorizer=authorizer, content_types=ANY)
+@guarded
+def create_todos() -> Response:
+    who = _who()
+    ctx = services()
+    body = read_json(_request(), ctx.settings.max_body_bytes)
+    fields: dict[str, list[str]] = {}
+    key = _idempotency_key(fields)
+    items = _validated(validate_batch, body, fields)
+    done = ctx.service.create_todos(who, items, key)
+    return Response(
+        body={"accepted": [{"id": a.id, "version": a.version} for a in done]},
+        status_code=202,
+        headers={"Content-Type": "application/json", "Cache-Control": "no-store"},
+    )
+
+
+@app.route("/todos", methods=["GET"], authorizer=authorizer)
+@guarded
+def list_todos() -> Response:
+    who = _who()
+    return _list(who.sub)
+
+
+def _list(owner: str) -> Response:
+    request = _request()
+    limit = parse_limit(query_value(request, "limit"))
+    after = decode_cursor(query_value(request, "cursor"))
+    state = parse_state(query_value(request, "state"))
+    ctx = services()
+    page = ctx.service.list_todos(owner, after, limit, state)
+    cursor = encode_cursor(page.last_id) if page.last_id else None
+    return read_response({"todos": page.rows, "next_cursor": cursor}, ctx.settings.cache_max_age)
+
+
+@app.route("/todos/{todo_id}", methods=["GET"], authorizer=authorizer)
+@guarded
+def get_todo(todo_id: str) -> Response:
+    who = _who()
+    check_id(todo_id)
+    ctx = services()
+    row = ctx.service.get_todo(who.sub, todo_id)
+    etag = f'"{row["version"]}"'
+    if etag_matches(_request().headers.get("if-none-match"), etag):
+        return read_response("", ctx.settings.cache_max_age, etag, status=304)
+    return read_response(row, ctx.settings.cache_max_age, etag)
+
+
+@app.route("/todos/{todo_id}", methods=["PUT"], authorizer=authorizer, content_types=ANY)
+@guarded
+def put_todo(todo_id: str) -> Response:
+    who = _who()
+    check_id(todo_id)
+    ctx = services()
+    body = read_json(_request(), ctx.settings.max_body_bytes)
+    data = _validated(validate_todo, body, {})
+    done = ctx.service.put_todo(who, todo_id, data)
+    return accepted(done.id, done.version, f"/todos/{done.id}")
+
+
+@app.route("/todos/{todo_id}", methods=["DELETE"], authorizer=authorizer, content_types=ANY)
+@guarded
+def delete_todo(todo_id: str) -> Response:
+    who = _who()
+    check_id(todo_id)
+    ctx = services()
+    check_size(raw_body(_request()), ctx.settings.max_body_bytes)
+    done = ctx.service.delete_todo(who, todo_id)
+    return accepted(done.id, done.version, f"/todos/{done.id}")
+
+
+@app.route("/me", methods=["GET"], authorizer=authorizer)
+@guarded
+def get_me() -> Response:
+    who = _who()
+    ctx = services()
+    row = ctx.service.get_profile(who.sub)
+    return read_response(row, ctx.settings.cache_max_age, f'"{row["version"]}"')
+
+
+@app.route("/me", methods=["PUT"], authorizer=authorizer, content_types=ANY)
+@guarded
+def put_me() -> Response:
+    who = _who()
+    ctx = services()
+    body = read_json(_request(), ctx.settings.max_body_bytes)
+    data = _validated(validate_profile, body, {})
+    done = ctx.service.put_profile(who, data)
+    return accepted(done.id, done.version, "/me")
+
+
+@app.route("/users/{sub}/todos", methods=["GET"], authorizer=authorizer)
+@guarded
+def admin_list_todos(sub: str) -> Response:
+    who = _who()
+    if not who.is_admin:
+        raise forbidden()
+    from urllib.parse import unquote
+
+    owner = unquote(sub)
+    if not 0 < len(owner) <= 128 or not owner.isprintable():
+        raise ApiError(400, "invalid_id", "The user id is not valid.")
+    return _list(owner)
+
+
+# -- loading: S3 events and the reconciler (CONTRACT section 5) -----------------------------
+WRITES_BUCKET = os.environ.get("WRITES_BUCKET") or "sluice-local-writes"
+
+
+@app.on_s3_event(bucket=WRITES_BUCKET, prefix="writes/", events=["s3:ObjectCreated:*"], name="load_writes")
+def load_writes(event: Any) -> dict[str, int]:
+    from chalicelib.loader.events import handle_s3_event
+
+    return handle_s3_event(event.to_dict(), services())
+
+
+@app.schedule(Rate(15, unit=Rate.MINUTES), name="reconcile_writes")
+def reconcile_writes(event: Any) -> dict[str, int]:
+    from chalicelib.loader.reconciler import reconcile_recent
+
+    return reconcile_recent(services())

@@ -1,0 +1,1 @@
+"""Sluice: a Chalice service whose writes travel through Firehose and S3."""

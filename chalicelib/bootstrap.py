@@ -1,0 +1,85 @@
+"""The composition root: builds readers, writers and the loader from Settings, lazily, once per
+process. Tests hand in their own with `use()` and drop them with `reset()`."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from chalicelib.config import Settings
+from chalicelib.db.database import Database, open_database
+from chalicelib.ids import VersionClock
+from chalicelib.loader import BatchLoader, local_etag
+from chalicelib.readers import TodoReader
+from chalicelib.readers.sql import SqlReader
+from chalicelib.service import TodoService
+from chalicelib.writers import CommandWriter
+
+
+@dataclass
+class Services:
+    settings: Settings
+    master: Database
+    reader: TodoReader
+    writer: CommandWriter
+    loader: BatchLoader
+    service: TodoService
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def build(
+    settings: Settings | None = None, writer: CommandWriter | None = None, reader: TodoReader | None = None
+) -> Services:
+    settings = settings or Settings.from_env()
+    master = open_database(settings.database_url)
+    loader = BatchLoader(master)
+    if reader is None:
+        if settings.replica_urls == (settings.database_url,):
+            reader = SqlReader(master)
+        else:
+            from chalicelib.readers.replicas import ReplicaReader
+
+            reader = ReplicaReader.from_urls(settings.replica_urls, master)
+    if writer is None:
+        writer = _writer(settings, loader)
+    service = TodoService(reader, writer, VersionClock())
+    return Services(settings, master, reader, writer, loader, service)
+
+
+def _writer(settings: Settings, loader: BatchLoader) -> CommandWriter:
+    if settings.write_transport == "firehose":
+        from chalicelib.writers.firehose import FirehoseWriter
+
+        return FirehoseWriter.from_settings(settings)
+    from chalicelib.writers.local import LOCAL_BUCKET, LocalWriter
+
+    def load(key: str, body: bytes) -> object:
+        return loader.load(LOCAL_BUCKET, key, local_etag(body), body)
+
+    return LocalWriter(settings.local_data_dir, load=load)
+
+
+_lock = threading.Lock()
+_services: Services | None = None
+
+
+def services() -> Services:
+    global _services
+    current = _services
+    if current is None:
+        with _lock:
+            if _services is None:
+                _services = build()
+            current = _services
+    return current
+
+
+def use(value: Services) -> None:
+    global _services
+    _services = value
+
+
+def reset() -> None:
+    global _services
+    _services = None

@@ -1,0 +1,119 @@
+"""Versioned, idempotent migrations: the same schema in SQLite and MySQL/MariaDB.
+
+Each migration is a list of statements per dialect; `schema_migrations` records what ran.
+Timestamps are kept as fixed-width UTC text in SQLite and DATETIME(6) in MySQL, so that their
+order is the time order in both (the loader takes LEAST(created_at, ...)).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MYSQL_TABLE = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+
+MIGRATIONS: list[tuple[int, str, dict[str, list[str]]]] = [
+    (
+        1,
+        "todos, profiles, ingest ledger and rejects",
+        {
+            "sqlite": [
+                """CREATE TABLE IF NOT EXISTS todos (
+                    owner TEXT NOT NULL, id TEXT NOT NULL,
+                    title TEXT NOT NULL, notes TEXT NOT NULL, state TEXT NOT NULL,
+                    tags TEXT NOT NULL, due_at TEXT NULL,
+                    version INTEGER NOT NULL, op_id TEXT NOT NULL, deleted INTEGER NOT NULL,
+                    created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+                    PRIMARY KEY (owner, id)) WITHOUT ROWID""",
+                """CREATE TABLE IF NOT EXISTS profiles (
+                    owner TEXT NOT NULL PRIMARY KEY,
+                    display_name TEXT NOT NULL, locale TEXT NOT NULL, timezone TEXT NOT NULL,
+                    version INTEGER NOT NULL, op_id TEXT NOT NULL, deleted INTEGER NOT NULL,
+                    created_at TEXT NOT NULL, updated_at TEXT NOT NULL) WITHOUT ROWID""",
+                """CREATE TABLE IF NOT EXISTS ingest_batches (
+                    batch_id TEXT NOT NULL PRIMARY KEY,
+                    bucket TEXT NOT NULL, object_key TEXT NOT NULL, etag TEXT NOT NULL,
+                    applied INTEGER NOT NULL, stale INTEGER NOT NULL, rejected INTEGER NOT NULL,
+                    loads INTEGER NOT NULL, first_loaded_at TEXT NOT NULL, last_loaded_at TEXT NOT NULL)""",
+                """CREATE INDEX IF NOT EXISTS ingest_batches_key ON ingest_batches (object_key)""",
+                """CREATE TABLE IF NOT EXISTS ingest_rejects (
+                    batch_id TEXT NOT NULL, line_no INTEGER NOT NULL, part INTEGER NOT NULL,
+                    bucket TEXT NOT NULL, object_key TEXT NOT NULL, etag TEXT NOT NULL,
+                    reason TEXT NOT NULL, line TEXT NOT NULL, rejected_at TEXT NOT NULL,
+                    PRIMARY KEY (batch_id, line_no, part))""",
+            ],
+            "mysql": [
+                f"""CREATE TABLE IF NOT EXISTS todos (
+                    owner VARCHAR(128) NOT NULL,
+                    id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+                    title VARCHAR(200) NOT NULL, notes TEXT NOT NULL,
+                    state VARCHAR(8) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+                    tags VARCHAR(1024) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+                    due_at VARCHAR(40) CHARACTER SET ascii COLLATE ascii_bin NULL,
+                    version BIGINT NOT NULL,
+                    op_id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+                    deleted TINYINT NOT NULL,
+                    created_at DATETIME(6) NOT NULL, updated_at DATETIME(6) NOT NULL,
+                    PRIMARY KEY (owner, id)) {MYSQL_TABLE}""",
+                f"""CREATE TABLE IF NOT EXISTS profiles (
+                    owner VARCHAR(128) NOT NULL PRIMARY KEY,
+                    display_name VARCHAR(100) NOT NULL,
+                    locale VARCHAR(35) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+                    timezone VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+                    version BIGINT NOT NULL,
+                    op_id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+                    deleted TINYINT NOT NULL,
+                    created_at DATETIME(6) NOT NULL, updated_at DATETIME(6) NOT NULL) {MYSQL_TABLE}""",
+                f"""CREATE TABLE IF NOT EXISTS ingest_batches (
+                    batch_id CHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
+                    bucket VARCHAR(255) NOT NULL, object_key VARCHAR(1024) NOT NULL,
+                    etag VARCHAR(128) NOT NULL,
+                    applied INT NOT NULL, stale INT NOT NULL, rejected INT NOT NULL,
+                    loads INT NOT NULL,
+                    first_loaded_at DATETIME(6) NOT NULL, last_loaded_at DATETIME(6) NOT NULL,
+                    KEY ingest_batches_key (object_key(255))) {MYSQL_TABLE}""",
+                f"""CREATE TABLE IF NOT EXISTS ingest_rejects (
+                    batch_id CHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+                    line_no INT NOT NULL, part INT NOT NULL,
+                    bucket VARCHAR(255) NOT NULL, object_key VARCHAR(1024) NOT NULL,
+                    etag VARCHAR(128) NOT NULL,
+                    reason VARCHAR(512) NOT NULL, line TEXT NOT NULL,
+                    rejected_at DATETIME(6) NOT NULL,
+                    PRIMARY KEY (batch_id, line_no, part)) {MYSQL_TABLE}""",
+            ],
+        },
+    ),
+]
+
+LEDGER_TABLE = {
+    "sqlite": """CREATE TABLE IF NOT EXISTS schema_migrations (
+        version INTEGER NOT NULL PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)""",
+    "mysql": f"""CREATE TABLE IF NOT EXISTS schema_migrations (
+        version INT NOT NULL PRIMARY KEY, description VARCHAR(255) NOT NULL,
+        applied_at DATETIME(6) NOT NULL) {MYSQL_TABLE}""",
+}
+
+
+def migrate(conn: Any, dialect: str, now: str) -> list[int]:
+    """Apply every migration not yet recorded. Returns the versions applied now."""
+    mark = "?" if dialect == "sqlite" else "%s"
+    cur = conn.cursor()
+    cur.execute(LEDGER_TABLE[dialect])
+    cur.execute("SELECT version FROM schema_migrations")
+    done = {int(row[0]) for row in cur.fetchall()}
+    applied = []
+    for version, description, statements in MIGRATIONS:
+        if version in done:
+            continue
+        for statement in statements[dialect]:
+            cur.execute(statement)
+        cur.execute(
+            f"INSERT INTO schema_migrations (version, description, applied_at) VALUES ({mark}, {mark}, {mark})",
+            (version, description, now),
+        )
+        applied.append(version)
+    conn.commit()
+    return applied
+
+
+def latest_version() -> int:
+    return MIGRATIONS[-1][0]

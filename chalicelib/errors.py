@@ -1,0 +1,77 @@
+"""The project's own exceptions. One place (chalicelib.http) maps them to HTTP answers."""
+
+from __future__ import annotations
+
+
+class SluiceError(Exception):
+    """Base of every error this project raises on purpose."""
+
+
+class ApiError(SluiceError):
+    """An answer to the client: status, machine code, human message, optional field errors."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        fields: dict[str, list[str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.fields = fields
+        self.headers = headers or {}
+        self.extra: dict[str, object] = {}
+
+    def with_body_extra(self, extra: dict[str, object]) -> ApiError:
+        """Add members to the error body (e.g. which todos of a batch were accepted)."""
+        self.extra.update(extra)
+        return self
+
+
+def unauthorized() -> ApiError:
+    return ApiError(401, "unauthorized", "A valid identity token is required.")
+
+
+def forbidden() -> ApiError:
+    return ApiError(403, "forbidden", "You are not allowed to do this.")
+
+
+def not_found(what: str = "resource") -> ApiError:
+    return ApiError(404, "not_found", f"No such {what}.")
+
+
+def invalid_id() -> ApiError:
+    return ApiError(400, "invalid_id", "The id must be a canonical UUID (lowercase, hyphenated).")
+
+
+def validation_error(fields: dict[str, list[str]]) -> ApiError:
+    return ApiError(400, "validation_error", "The request is not valid.", fields=fields)
+
+
+def invalid_query(message: str) -> ApiError:
+    return ApiError(400, "invalid_query", message)
+
+
+def unavailable(message: str, retry_after: int = 5) -> ApiError:
+    return ApiError(503, "unavailable", message, headers={"Retry-After": str(retry_after)})
+
+
+class DatabaseUnavailable(SluiceError):
+    """No database server (master or replica) could be reached or it failed mid-way."""
+
+
+class TransportUnavailable(SluiceError):
+    """The write transport did not durably take one or more commands."""
+
+    def __init__(self, message: str, accepted: list[int] | None = None) -> None:
+        super().__init__(message)
+        # positions (within the submitted commands) that were durably accepted
+        self.accepted = accepted or []
+
+
+class ObjectUnavailable(SluiceError):
+    """A delivered object could not be read (S3 or disk)."""

@@ -1,0 +1,209 @@
+"""HTTP edges: reading requests safely and shaping every answer, errors included.
+
+Check order on writes (CONTRACT section 3): 401, invalid_id, 413, 415, invalid_json,
+validation_error.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from chalice import Response
+
+from chalicelib.errors import ApiError, DatabaseUnavailable, TransportUnavailable, invalid_id, invalid_query
+from chalicelib.ids import is_canonical_uuid
+
+log = logging.getLogger("sluice.http")
+
+JSON = "application/json"
+
+
+def error_body(code: str, message: str, fields: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": code, "message": message}
+    if fields is not None:
+        body["fields"] = fields
+    return body
+
+
+def error_response(exc: ApiError) -> Response:
+    headers: dict[str, str | list[str]] = {"Content-Type": JSON, "Cache-Control": "no-store", **exc.headers}
+    body = error_body(exc.code, exc.message, exc.fields)
+    body.update(exc.extra)
+    return Response(body=body, status_code=exc.status, headers=headers)
+
+
+def guarded(view: Callable[..., Response]) -> Callable[..., Response]:
+    """Turn the project's exceptions into answers; anything unexpected is a bare 500."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Response:
+        try:
+            return view(*args, **kwargs)
+        except ApiError as exc:
+            return error_response(exc)
+        except DatabaseUnavailable as exc:
+            log.warning("database unavailable: %s", exc)
+            return error_response(
+                ApiError(
+                    503, "unavailable", "The database is unavailable; try again shortly.", headers={"Retry-After": "5"}
+                )
+            )
+        except TransportUnavailable as exc:
+            log.warning("write transport unavailable: %s", exc)
+            return error_response(
+                ApiError(
+                    503,
+                    "unavailable",
+                    "The write could not be accepted; try again shortly.",
+                    headers={"Retry-After": "2"},
+                )
+            )
+        except Exception:
+            log.exception("unhandled error")
+            return error_response(ApiError(500, "internal_error", "Something went wrong on our side."))
+
+    wrapper.__name__ = view.__name__
+    wrapper.__doc__ = view.__doc__
+    return wrapper
+
+
+def check_id(value: str) -> str:
+    if not is_canonical_uuid(value):
+        raise invalid_id()
+    return value
+
+
+def raw_body(request: Any) -> bytes:
+    body = request.raw_body
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    return body or b""
+
+
+def check_size(body: bytes, limit: int) -> None:
+    if len(body) > limit:
+        raise ApiError(413, "payload_too_large", f"The body is larger than {limit} bytes.")
+
+
+def check_json_media_type(headers: Any) -> None:
+    raw = headers.get("content-type") if headers is not None else None
+    if not raw:
+        raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
+    media, _, params = raw.partition(";")
+    if media.strip().lower() != JSON:
+        raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            raise ApiError(415, "unsupported_media_type", "JSON bodies must be UTF-8.")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "invalid_json", "The body is not valid UTF-8.") from exc
+    try:
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+    except RecursionError as exc:
+        raise ApiError(400, "invalid_json", "The body is nested too deeply.") from exc
+    except ValueError as exc:
+        raise ApiError(400, "invalid_json", f"The body is not valid JSON: {str(exc)[:120]}") from exc
+
+
+def read_json(request: Any, limit: int) -> Any:
+    """413, then 415, then invalid_json: the body of a POST or PUT."""
+    body = raw_body(request)
+    check_size(body, limit)
+    check_json_media_type(request.headers)
+    return parse_json(body)
+
+
+def query_value(request: Any, name: str) -> str | None:
+    params = request.query_params
+    if not params or name not in params:
+        return None
+    values = params.getlist(name)
+    if len(values) != 1:
+        raise invalid_query(f"Give {name} once.")
+    return str(values[0])
+
+
+def parse_limit(raw: str | None) -> int:
+    if raw is None:
+        return 50
+    if not raw.isdigit() or not raw.isascii() or len(raw) > 4 or not 1 <= int(raw) <= 100:
+        raise invalid_query("limit must be an integer from 1 to 100.")
+    return int(raw)
+
+
+def parse_state(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    if raw not in ("open", "done"):
+        raise invalid_query("state must be 'open' or 'done'.")
+    return raw
+
+
+def encode_cursor(last_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": last_id}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        if len(raw) > 200 or not raw.isascii():
+            raise ValueError("bad cursor")
+        data = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("utf-8"))
+        after = data["after"]
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+        raise invalid_query("cursor is not one this API gave.") from exc
+    if not is_canonical_uuid(after):
+        raise invalid_query("cursor is not one this API gave.")
+    return str(after)
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    for candidate in header.split(","):
+        tag = candidate.strip()
+        if tag.startswith("W/"):
+            tag = tag[2:]
+        if tag == etag:
+            return True
+    return False
+
+
+def read_response(body: Any, max_age: int, etag: str | None = None, status: int = 200) -> Response:
+    headers: dict[str, str | list[str]] = {"Content-Type": JSON, "Cache-Control": f"private, max-age={max_age}"}
+    if etag is not None:
+        headers["ETag"] = etag
+    return Response(body=body, status_code=status, headers=headers)
+
+
+def accepted(id_: str, version: int, location: str | None) -> Response:
+    headers: dict[str, str | list[str]] = {"Content-Type": JSON, "Cache-Control": "no-store"}
+    if location:
+        headers["Location"] = location
+    return Response(body={"id": id_, "version": version, "status": "accepted"}, status_code=202, headers=headers)

@@ -1,0 +1,50 @@
+"""Who is calling: only the authorizer's claims count (CONTRACT section 2)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib.errors import unauthorized
+
+ADMIN_GROUP = "admins"
+MAX_SUB_CHARS = 128
+
+
+@dataclass(frozen=True)
+class Principal:
+    sub: str
+    groups: frozenset[str]
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMIN_GROUP in self.groups
+
+
+def parse_groups(raw: Any) -> frozenset[str]:
+    """`cognito:groups` as a list (chalice local) or a string: "admins", "a,b" or "[a b]"."""
+    if raw is None:
+        return frozenset()
+    if isinstance(raw, (list, tuple)):
+        return frozenset(g for g in raw if isinstance(g, str) and g)
+    if isinstance(raw, str):
+        text = raw.strip()
+        if text.startswith("[") and text.endswith("]"):
+            text = text[1:-1]
+        return frozenset(g for g in re.split(r"[,\s]+", text) if g)
+    return frozenset()
+
+
+def principal_from_context(context: Any) -> Principal:
+    """The caller from requestContext.authorizer.claims; 401 when there is no usable `sub`."""
+    if not isinstance(context, dict):
+        raise unauthorized()
+    authorizer = context.get("authorizer")
+    claims = authorizer.get("claims") if isinstance(authorizer, dict) else None
+    if not isinstance(claims, dict):
+        raise unauthorized()
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not 0 < len(sub) <= MAX_SUB_CHARS or not sub.isprintable() or sub.strip() != sub:
+        raise unauthorized()
+    return Principal(sub=sub, groups=parse_groups(claims.get("cognito:groups")))

@@ -1,0 +1,104 @@
+"""Ids, versions and timestamps (CONTRACT sections 3 and 4)."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+MAX_VERSION = 2**53 - 1
+# Namespace for ids derived from (owner, Idempotency-Key[, position]).
+IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d3c9e-52a4-4d1b-9d55-7b0e3c2a9f10")
+
+
+def is_canonical_uuid(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 36 and CANONICAL_UUID.fullmatch(value) is not None
+
+
+def uuid7(now_ms: int | None = None) -> str:
+    """A version 7 UUID (RFC 9562): 48-bit Unix milliseconds, then random bits."""
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & 0xFFFFFFFFFFFF) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & 0x3FFFFFFFFFFFFFFF
+    return str(uuid.UUID(int=value))
+
+
+def derived_id(owner: str, key: str, position: int | None = None) -> str:
+    """The todo id named by (caller, Idempotency-Key[, batch position]): the same on every retry."""
+    name = f"{len(owner)}:{owner}\n{key}" if position is None else f"{len(owner)}:{owner}\n{key}\n{position}"
+    return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, name))
+
+
+def new_op_id() -> str:
+    return str(uuid.uuid4())
+
+
+class VersionClock:
+    """Microseconds since the epoch, strictly increasing within the process."""
+
+    def __init__(self, clock: Callable[[], int] | None = None) -> None:
+        self._clock = clock or time.time_ns
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> int:
+        now = self._clock() // 1000
+        with self._lock:
+            value = now if now > self._last else self._last + 1
+            self._last = value
+        if value > MAX_VERSION:
+            raise OverflowError("version clock beyond 2**53")
+        return value
+
+
+def format_ts(moment: datetime) -> str:
+    """RFC 3339 in UTC with a Z: 2026-01-02T03:04:05Z, or with .ffffff when not whole seconds."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    text = moment.isoformat()
+    return text + "Z"
+
+
+def version_to_ts(version: int) -> str:
+    """The acceptance time a version stands for, as RFC 3339 UTC with microseconds."""
+    seconds, micros = divmod(version, 1_000_000)
+    moment = datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=micros, tzinfo=None)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?(?:([Zz])|([+-])(\d{2}):(\d{2}))"
+)
+
+
+def parse_rfc3339(value: str) -> datetime:
+    """Parse an RFC 3339 date-time with an offset; returns a naive UTC datetime. ValueError if not."""
+    match = _RFC3339.fullmatch(value)
+    if match is None:
+        raise ValueError("must be an RFC 3339 date-time with an offset, such as 2026-01-31T09:00:00Z")
+    year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
+    fraction = match.group(7)
+    micros = int((fraction[1:] + "000000")[:6]) if fraction else 0
+    try:
+        moment = datetime(year, month, day, hour, minute, second, micros)
+    except ValueError as exc:
+        raise ValueError("is not a valid date-time") from exc
+    if match.group(8) is None:
+        sign = 1 if match.group(9) == "+" else -1
+        off_h, off_m = int(match.group(10)), int(match.group(11))
+        if off_h > 23 or off_m > 59:
+            raise ValueError("has an invalid offset")
+        try:
+            moment = moment - sign * timedelta(hours=off_h, minutes=off_m)
+        except OverflowError as exc:
+            raise ValueError("is out of range") from exc
+    return moment

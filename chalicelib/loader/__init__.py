@@ -1,0 +1,143 @@
+"""The loader: apply one delivered object to the master, in one transaction with its ledger row.
+
+Rules (CONTRACT section 5): for each (resource, owner, id) the command with the greatest
+(version, op_id) wins whatever the order; deletes leave tombstones; an object already in the
+ledger `ingest_batches` is skipped unless forced; bad lines go to `ingest_rejects` and never stop
+the rest of the object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from chalicelib.commands import Reject, WriteCommand, parse_object
+from chalicelib.db.database import Database, utc_now_stored
+from chalicelib.loader.apply import Applier, applier_for
+
+
+@dataclass
+class LoadResult:
+    applied: int = 0
+    stale: int = 0
+    rejected: int = 0
+    skipped: int = 0
+    objects: int = 0
+
+    def add(self, other: LoadResult) -> None:
+        self.applied += other.applied
+        self.stale += other.stale
+        self.rejected += other.rejected
+        self.skipped += other.skipped
+        self.objects += other.objects
+
+    def line(self) -> str:
+        return f"applied={self.applied} stale={self.stale} rejected={self.rejected} skipped={self.skipped}"
+
+
+def ledger_key(key: str) -> str:
+    """The object's key from its `writes/` component on (so prefixes above it do not matter)."""
+    index = key.find("writes/")
+    return key[index:] if index >= 0 else key
+
+
+def batch_id(key: str, etag: str) -> str:
+    return hashlib.sha256(f"{ledger_key(key)}\n{etag.strip(chr(34))}".encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def local_etag(body: bytes) -> str:
+    """What S3 gives as the ETag of a single-part upload: the MD5 of the bytes."""
+    return hashlib.md5(body, usedforsecurity=False).hexdigest()
+
+
+class BatchLoader:
+    def __init__(self, db: Database, applier: Applier | None = None) -> None:
+        self.db = db
+        self.applier = applier or applier_for(db)
+
+    def is_loaded(self, key: str, etag: str) -> bool:
+        rows = self.db.query("SELECT 1 FROM ingest_batches WHERE batch_id = %s", (batch_id(key, etag),))
+        return bool(rows)
+
+    def loaded_ids(self, ids: list[str]) -> set[str]:
+        """Which of these batch ids the ledger holds (one query per 500)."""
+        found: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join(["%s"] * len(chunk))
+            rows = self.db.query(f"SELECT batch_id FROM ingest_batches WHERE batch_id IN ({marks})", chunk)
+            found.update(r[0] for r in rows)
+        return found
+
+    def load(self, bucket: str, key: str, etag: str, body: bytes, force: bool = False) -> LoadResult:
+        """Load one object. Raises DatabaseUnavailable (nothing applied) when the master fails."""
+        commands, rejects = parse_object(body)
+        return self.load_parsed(bucket, key, etag, commands, rejects, force)
+
+    def load_parsed(
+        self,
+        bucket: str,
+        key: str,
+        etag: str,
+        commands: list[WriteCommand],
+        rejects: list[Reject],
+        force: bool = False,
+    ) -> LoadResult:
+        bid = batch_id(key, etag)
+        lkey = ledger_key(key)
+        etag = etag.strip('"')
+        now = utc_now_stored()
+        result = LoadResult(objects=1)
+        with self.db.transaction() as cur:
+            if not self._claim(cur, bid, bucket, lkey, etag, now, force):
+                result.skipped = 1
+                return result
+            result.applied, result.stale = self.applier.apply(cur, commands)
+            if rejects:
+                self._quarantine(cur, bid, bucket, lkey, etag, rejects, now)
+            result.rejected = len(rejects)
+            cur.execute(
+                self.db.sql("UPDATE ingest_batches SET applied = %s, stale = %s, rejected = %s WHERE batch_id = %s"),
+                (result.applied, result.stale, result.rejected, bid),
+            )
+        return result
+
+    def _claim(self, cur: object, bid: str, bucket: str, key: str, etag: str, now: str, force: bool) -> bool:
+        """Insert the ledger row first: a concurrent load of the same object waits on it."""
+        sql = self.db.sql(
+            "INSERT INTO ingest_batches (batch_id, bucket, object_key, etag, applied, stale, rejected, "
+            "loads, first_loaded_at, last_loaded_at) VALUES (%s, %s, %s, %s, 0, 0, 0, 1, %s, %s)"
+        )
+        try:
+            cur.execute(sql, (bid, bucket, key[:1024], etag[:128], now, now))  # type: ignore[attr-defined]
+            return True
+        except Exception as exc:
+            if not self.db.is_duplicate_key(exc):
+                raise
+        if not force:
+            return False
+        cur.execute(  # type: ignore[attr-defined]
+            self.db.sql("UPDATE ingest_batches SET loads = loads + 1, last_loaded_at = %s WHERE batch_id = %s"),
+            (now, bid),
+        )
+        return True
+
+    def _quarantine(
+        self, cur: object, bid: str, bucket: str, key: str, etag: str, rejects: list[Reject], now: str
+    ) -> None:
+        parts: dict[int, int] = {}
+        rows = []
+        for reject in rejects:
+            part = parts.get(reject.line_no, 0)
+            parts[reject.line_no] = part + 1
+            rows.append(
+                (bid, reject.line_no, part, bucket, key[:1024], etag[:128], reject.reason[:500], reject.line, now)
+            )
+        verb = "INSERT OR IGNORE" if self.db.dialect == "sqlite" else "INSERT IGNORE"
+        cur.executemany(  # type: ignore[attr-defined]
+            self.db.sql(
+                f"{verb} INTO ingest_rejects (batch_id, line_no, part, bucket, object_key, etag, reason, line, "
+                "rejected_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            ),
+            rows,
+        )

@@ -1,0 +1,209 @@
+"""Applying commands to the tables with last-writer-wins, in the caller's transaction.
+
+`SqlApplier` works on both dialects with few round trips: it folds the object's commands to one
+winner per key, reads the stored (version, op_id) of those keys in chunks, and writes only the
+winners that are newer, with a multi-row guarded upsert (the guard keeps it right even if another
+loader wrote the same key in between). created_at is the earliest `at` ever seen for a key, so
+it does not depend on the order objects arrive in.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from chalicelib.commands import WriteCommand
+from chalicelib.db.database import Database
+
+CHUNK = 500
+
+
+class ResourceTable:
+    def __init__(self, name: str, key_columns: tuple[str, ...], data_columns: tuple[str, ...]) -> None:
+        self.name = name
+        self.key_columns = key_columns
+        self.data_columns = data_columns
+        self.columns = key_columns + data_columns + ("version", "op_id", "deleted", "created_at", "updated_at")
+
+    def row(self, command: WriteCommand, created_at: str) -> tuple[Any, ...]:
+        keys = (command.owner, command.id) if len(self.key_columns) == 2 else (command.owner,)
+        return (
+            keys
+            + self.values(command)
+            + (
+                command.version,
+                command.op_id,
+                1 if command.op == "delete" else 0,
+                created_at,
+                command.stored_at,
+            )
+        )
+
+    def values(self, command: WriteCommand) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+
+class TodoTable(ResourceTable):
+    def __init__(self) -> None:
+        super().__init__("todos", ("owner", "id"), ("title", "notes", "state", "tags", "due_at"))
+
+    def values(self, command: WriteCommand) -> tuple[Any, ...]:
+        data = command.data
+        if data is None:
+            return ("", "", "open", "[]", None)
+        return (
+            data["title"],
+            data["notes"],
+            data["state"],
+            json.dumps(data["tags"], separators=(",", ":")),
+            data["due_at"],
+        )
+
+
+class ProfileTable(ResourceTable):
+    def __init__(self) -> None:
+        super().__init__("profiles", ("owner",), ("display_name", "locale", "timezone"))
+
+    def values(self, command: WriteCommand) -> tuple[Any, ...]:
+        data = command.data
+        if data is None:
+            return ("", "en", "UTC")
+        return (data["display_name"], data["locale"], data["timezone"])
+
+
+TABLES = {"todos": TodoTable(), "profiles": ProfileTable()}
+
+
+def fold(
+    commands: Iterable[WriteCommand],
+) -> tuple[dict[tuple[str, str, str], WriteCommand], dict[tuple[str, str, str], str], int]:
+    """One winner per key, the earliest stored_at per key, and how many commands lost inside."""
+    winners: dict[tuple[str, str, str], WriteCommand] = {}
+    earliest: dict[tuple[str, str, str], str] = {}
+    superseded = 0
+    for command in commands:
+        key = (command.resource, command.owner, command.id)
+        best = winners.get(key)
+        if best is None:
+            winners[key] = command
+            earliest[key] = command.stored_at
+            continue
+        superseded += 1
+        if (command.version, command.op_id) > (best.version, best.op_id):
+            winners[key] = command
+        if command.stored_at < earliest[key]:
+            earliest[key] = command.stored_at
+    return winners, earliest, superseded
+
+
+class Applier(ABC):
+    @abstractmethod
+    def apply(self, cur: Any, commands: Sequence[WriteCommand]) -> tuple[int, int]:
+        """Apply in the caller's transaction; returns (applied, stale)."""
+
+
+class SqlApplier(Applier):
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.dialect = db.dialect
+
+    def apply(self, cur: Any, commands: Sequence[WriteCommand]) -> tuple[int, int]:
+        winners, earliest, stale = fold(commands)
+        applied = 0
+        by_resource: dict[str, list[tuple[str, str, str]]] = {}
+        for key in winners:
+            by_resource.setdefault(key[0], []).append(key)
+        for resource, keys in by_resource.items():
+            table = TABLES[resource]
+            for start in range(0, len(keys), CHUNK):
+                chunk = keys[start : start + CHUNK]
+                a, s = self._apply_chunk(cur, table, chunk, winners, earliest)
+                applied += a
+                stale += s
+        return applied, stale
+
+    def _stored(
+        self, cur: Any, table: ResourceTable, keys: list[tuple[str, str, str]]
+    ) -> dict[tuple[str, ...], tuple[int, str, Any]]:
+        if len(table.key_columns) == 2:
+            if self.dialect == "sqlite":
+                where = "(owner, id) IN (VALUES " + ", ".join(["(?, ?)"] * len(keys)) + ")"
+            else:
+                where = "(owner, id) IN (" + ", ".join(["(%s, %s)"] * len(keys)) + ")"
+            params: list[Any] = [part for key in keys for part in key[1:]]
+            cur.execute(f"SELECT owner, id, version, op_id, created_at FROM {table.name} WHERE {where}", params)
+            return {(r[0], r[1]): (int(r[2]), r[3], r[4]) for r in cur.fetchall()}
+        mark = self.db.mark
+        where = "owner IN (" + ", ".join([mark] * len(keys)) + ")"
+        cur.execute(f"SELECT owner, version, op_id, created_at FROM {table.name} WHERE {where}", [k[1] for k in keys])
+        return {(r[0],): (int(r[1]), r[2], r[3]) for r in cur.fetchall()}
+
+    def _apply_chunk(
+        self,
+        cur: Any,
+        table: ResourceTable,
+        keys: list[tuple[str, str, str]],
+        winners: dict[tuple[str, str, str], WriteCommand],
+        earliest: dict[tuple[str, str, str], str],
+    ) -> tuple[int, int]:
+        stored = self._stored(cur, table, keys)
+        two = len(table.key_columns) == 2
+        rows = []
+        older_created: list[tuple[str, ...]] = []
+        stale = 0
+        for key in keys:
+            command = winners[key]
+            skey = key[1:] if two else key[1:2]
+            have = stored.get(skey)
+            if have is None or (command.version, command.op_id) > (have[0], have[1]):
+                rows.append(table.row(command, earliest[key]))
+                continue
+            stale += 1
+            if earliest[key] < _stored_text(have[2]):
+                older_created.append((earliest[key],) + skey)
+        if rows:
+            cur.executemany(self._upsert_sql(table), rows)
+        if older_created:
+            where = " AND ".join(f"{c} = {self.db.mark}" for c in table.key_columns)
+            cur.executemany(
+                self.db.sql(f"UPDATE {table.name} SET created_at = %s WHERE {where}"),
+                older_created,
+            )
+        return len(rows), stale
+
+    def _upsert_sql(self, table: ResourceTable) -> str:
+        cols = ", ".join(table.columns)
+        marks = ", ".join([self.db.mark] * len(table.columns))
+        keys = ", ".join(table.key_columns)
+        if self.dialect == "sqlite":
+            sets = ", ".join(f"{c} = excluded.{c}" for c in table.data_columns)
+            return (
+                f"INSERT INTO {table.name} ({cols}) VALUES ({marks}) ON CONFLICT ({keys}) DO UPDATE SET {sets}, "
+                f"version = excluded.version, op_id = excluded.op_id, deleted = excluded.deleted, "
+                f"created_at = MIN({table.name}.created_at, excluded.created_at), updated_at = excluded.updated_at "
+                f"WHERE (excluded.version, excluded.op_id) > ({table.name}.version, {table.name}.op_id)"
+            )
+        # MySQL/MariaDB: the VALUES() form (PyMySQL folds it into one multi-row statement; MariaDB
+        # has no `AS new` alias). Columns are assigned left to right, so the guard's own columns
+        # (op_id, then version) come last.
+        newer = "((VALUES(version), VALUES(op_id)) > (version, op_id))"
+        guarded = [f"{c} = IF({newer}, VALUES({c}), {c})" for c in table.data_columns + ("deleted", "updated_at")]
+        sets = ", ".join(
+            guarded
+            + ["created_at = LEAST(created_at, VALUES(created_at))"]
+            + [f"op_id = IF({newer}, VALUES(op_id), op_id)", f"version = IF({newer}, VALUES(version), version)"]
+        )
+        return f"INSERT INTO {table.name} ({cols}) VALUES ({marks}) ON DUPLICATE KEY UPDATE {sets}"
+
+
+def _stored_text(value: Any) -> str:
+    """created_at as the fixed-width text the loader compares with."""
+    if isinstance(value, str):
+        return value
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def applier_for(db: Database) -> Applier:
+    return SqlApplier(db)

@@ -1,0 +1,80 @@
+"""SQL readers: one database (`SqlReader`), and replicas with failover (`ReplicaReader`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from chalicelib.db.database import Database
+from chalicelib.ids import format_ts
+from chalicelib.readers import Row, TodoReader
+
+TODO_COLUMNS = "id, title, notes, state, tags, due_at, version, created_at, updated_at"
+GET_TODO = f"SELECT {TODO_COLUMNS} FROM todos WHERE owner = %s AND id = %s AND deleted = 0"
+LIST_TODOS = f"SELECT {TODO_COLUMNS} FROM todos WHERE owner = %s AND id > %s AND deleted = 0"
+LIST_TODOS_STATE = LIST_TODOS + " AND state = %s"
+GET_PROFILE = (
+    "SELECT display_name, locale, timezone, version, created_at, updated_at "
+    "FROM profiles WHERE owner = %s AND deleted = 0"
+)
+
+
+def ts_out(value: Any) -> str:
+    """A stored timestamp (datetime from MySQL, fixed-width text from SQLite) as RFC 3339 UTC."""
+    if isinstance(value, datetime):
+        return format_ts(value)
+    return format_ts(datetime.fromisoformat(value))
+
+
+def todo_row(row: Sequence[Any]) -> Row:
+    return {
+        "id": row[0],
+        "title": row[1],
+        "notes": row[2],
+        "state": row[3],
+        "tags": json.loads(row[4]),
+        "due_at": row[5],
+        "version": int(row[6]),
+        "created_at": ts_out(row[7]),
+        "updated_at": ts_out(row[8]),
+    }
+
+
+def profile_row(row: Sequence[Any]) -> Row:
+    return {
+        "display_name": row[0],
+        "locale": row[1],
+        "timezone": row[2],
+        "version": int(row[3]),
+        "created_at": ts_out(row[4]),
+        "updated_at": ts_out(row[5]),
+    }
+
+
+class SqlReader(TodoReader):
+    """Reads one database (the master, a replica, or the embedded SQLite file)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._get_todo = db.sql(GET_TODO)
+        self._get_profile = db.sql(GET_PROFILE)
+
+    def get_todo(self, owner: str, todo_id: str) -> Row | None:
+        rows = self.db.query(GET_TODO, (owner, todo_id))
+        return todo_row(rows[0]) if rows else None
+
+    def list_todos(self, owner: str, after: str | None, limit: int, state: str | None) -> list[Row]:
+        params: list[Any] = [owner, after or ""]
+        text = LIST_TODOS
+        if state is not None:
+            text = LIST_TODOS_STATE
+            params.append(state)
+        text += " ORDER BY id LIMIT %s"
+        params.append(limit)
+        return [todo_row(r) for r in self.db.query(text, params)]
+
+    def get_profile(self, owner: str) -> Row | None:
+        rows = self.db.query(GET_PROFILE, (owner,))
+        return profile_row(rows[0]) if rows else None

@@ -1,0 +1,14 @@
+"""Write side: a writer durably accepts commands or raises TransportUnavailable."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from chalicelib.commands import WriteCommand
+
+
+class CommandWriter(ABC):
+    @abstractmethod
+    def write(self, commands: Sequence[WriteCommand]) -> None:
+        """Durably accept every command, or raise TransportUnavailable naming those that were."""
