@@ -1,0 +1,169 @@
+"""Shared fixtures for every tier.
+
+Services: tests that need MariaDB, the MariaDB master/replica pair or Redis ask for a fixture
+below. Outside CI a missing service skips the test with a reason that says how to run it; in CI
+(CI=true) it fails, so nothing is silently skipped there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+os.environ.setdefault("SLUICE_LOG", "0")  # the JSON access log is tested on its own
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() == "true"
+MARIADB_HOST = os.environ.get("SLUICE_TEST_MARIADB_HOST", "127.0.0.1")
+MARIADB_PORT = int(os.environ.get("SLUICE_TEST_MARIADB_PORT", "3306"))
+REDIS_HOST = os.environ.get("SLUICE_TEST_REDIS_HOST", "127.0.0.1")
+REDIS_PORT = int(os.environ.get("SLUICE_TEST_REDIS_PORT", "6379"))
+PAIR_DIR = os.environ.get("SLUICE_PAIR_DIR", "/tmp/sluice-db-pair")
+
+
+def reachable(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def need_service(name: str, host: str, port: int, how: str) -> None:
+    if reachable(host, port):
+        return
+    message = f"{name} is not reachable on {host}:{port}. {how}"
+    if IN_CI:
+        pytest.fail(f"CI=true and {message}", pytrace=False)
+    pytest.skip(message)
+
+
+# -- identity -------------------------------------------------------------------------------
+def token(sub: str, groups: list[str] | None = None, username: str | None = None) -> str:
+    from chalicelib.cli import make_token
+
+    return make_token(sub, username, None, groups or [], 3600)
+
+
+def auth(sub: str = "alice", groups: list[str] | None = None, json_body: bool = True) -> dict[str, str]:
+    headers = {"Authorization": token(sub, groups)}
+    if json_body:
+        headers["Content-Type"] = "application/json"
+    return headers
+
+
+# -- the app on the embedded defaults -----------------------------------------------------------
+@pytest.fixture
+def local_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "local"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def settings_env(local_dir: Path) -> dict[str, str]:
+    """Environment for a Settings on the embedded defaults (local transport, SQLite)."""
+    return {"LOCAL_DATA_DIR": str(local_dir)}
+
+
+@pytest.fixture
+def services(settings_env: dict[str, str]) -> Iterator[Any]:
+    from chalicelib import bootstrap
+    from chalicelib.config import Settings
+
+    built = bootstrap.build(Settings.from_env(settings_env))
+    bootstrap.use(built)
+    yield built
+    bootstrap.reset()
+
+
+@pytest.fixture
+def client(services: Any) -> Iterator[Any]:
+    from chalice.test import Client
+
+    import app as app_module
+
+    with Client(app_module.app) as test_client:
+        yield test_client
+
+
+def body(payload: Any) -> str:
+    return json.dumps(payload)
+
+
+# -- real services --------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def mariadb_server() -> dict[str, Any]:
+    need_service(
+        "MariaDB",
+        MARIADB_HOST,
+        MARIADB_PORT,
+        "Start it (root, empty password) or set SLUICE_TEST_MARIADB_HOST/PORT; see README 'Tests'.",
+    )
+    return {"host": MARIADB_HOST, "port": MARIADB_PORT, "user": "root", "password": ""}
+
+
+@pytest.fixture
+def mysql_url(mariadb_server: dict[str, Any]) -> Iterator[str]:
+    """A fresh, empty database on the machine's MariaDB, dropped afterwards."""
+    import pymysql
+
+    name = f"sluice_t_{uuid.uuid4().hex[:12]}"
+    admin = pymysql.connect(
+        host=mariadb_server["host"], port=mariadb_server["port"], user="root", password="", autocommit=True
+    )
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+    try:
+        yield f"mysql://root@{mariadb_server['host']}:{mariadb_server['port']}/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.close()
+
+
+def _read_pair_env(directory: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    path = Path(directory) / "env"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                env[key.strip()] = value.strip().strip("'\"")
+    return env
+
+
+@pytest.fixture(scope="session")
+def db_pair() -> dict[str, str]:
+    """The throwaway MariaDB master/replica pair (scripts/db-pair), started when not up."""
+    script = ROOT / "scripts" / "db-pair"
+    status = subprocess.run([str(script), "status", PAIR_DIR], capture_output=True, text=True)
+    if status.returncode != 0:
+        started = subprocess.run([str(script), "start", PAIR_DIR], capture_output=True, text=True)
+        if started.returncode != 0:
+            message = f"could not start the MariaDB pair with scripts/db-pair: {started.stderr.strip()[-500:]}"
+            if IN_CI:
+                pytest.fail(message, pytrace=False)
+            pytest.skip(message)
+    env = _read_pair_env(PAIR_DIR)
+    env["script"] = str(script)
+    env["dir"] = PAIR_DIR
+    return env
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> str:
+    need_service(
+        "Redis",
+        REDIS_HOST,
+        REDIS_PORT,
+        "Start redis-server or set SLUICE_TEST_REDIS_HOST/PORT; see README 'Tests'.",
+    )
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
