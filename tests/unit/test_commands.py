@@ -1,0 +1,148 @@
+"""Write commands on the line, and reading delivered objects as Firehose really delivers them."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from chalicelib.commands import command_from_dict, inflate, make_command, parse_object
+
+OWNER = "alice"
+TODO_ID = "0190b2a0-0000-7000-8000-000000000001"
+OP_ID = "6a9c5d2e-1111-4222-8333-444455556666"
+DATA = {"title": "t", "notes": "", "state": "open", "tags": [], "due_at": None}
+
+
+def line(**over):  # type: ignore[no-untyped-def]
+    cmd = {
+        "v": 1,
+        "op": "put",
+        "resource": "todos",
+        "owner": OWNER,
+        "id": TODO_ID,
+        "version": 1_800_000_000_000_000,
+        "op_id": OP_ID,
+        "at": "2027-01-15T08:00:00.000000Z",
+        "data": DATA,
+    }
+    cmd.update(over)
+    return json.dumps(cmd)
+
+
+def test_command_line_has_exactly_the_contract_fields_and_ends_in_newline():
+    command = make_command("put", "todos", OWNER, TODO_ID, 1_800_000_000_000_001, OP_ID, DATA)
+    raw = command.to_line()
+    assert raw.endswith(b"\n") and raw.count(b"\n") == 1
+    decoded = json.loads(raw)
+    assert set(decoded) == {"v", "op", "resource", "owner", "id", "version", "op_id", "at", "data"}
+    assert decoded["v"] == 1 and decoded["at"] == "2027-01-15T08:00:00.000001Z"
+    assert command_from_dict(decoded) == command
+
+
+def test_delete_has_null_data():
+    command = make_command("delete", "todos", OWNER, TODO_ID, 1, OP_ID, None)
+    assert json.loads(command.to_line())["data"] is None
+
+
+def test_unicode_travels_unescaped_and_intact():
+    data = dict(DATA, title="café 💧")
+    command = make_command("put", "todos", OWNER, TODO_ID, 7, OP_ID, data)
+    assert "café 💧".encode() in command.to_line()
+    commands, rejects = parse_object(command.to_line())
+    assert commands[0].data["title"] == "café 💧" and not rejects
+
+
+@pytest.mark.parametrize(
+    ("over", "reason"),
+    [
+        ({"v": 2}, "v must be 1"),
+        ({"v": True}, "v must be 1"),
+        ({"op": "patch"}, "op"),
+        ({"resource": "users"}, "resource"),
+        ({"owner": ""}, "owner"),
+        ({"owner": "x" * 129}, "owner"),
+        ({"id": TODO_ID.upper()}, "id"),
+        ({"version": 0}, "version"),
+        ({"version": 2**53}, "version"),
+        ({"version": "5"}, "version"),
+        ({"version": 5.0}, "version"),
+        ({"op_id": "x"}, "op_id"),
+        ({"at": "yesterday"}, "at"),
+        ({"at": "1900-01-01T00:00:00Z"}, "at"),
+        ({"data": None}, "invalid data"),
+        ({"data": {"title": ""}}, "invalid data"),
+        ({"data": dict(DATA, extra=1)}, "invalid data"),
+        ({"op": "delete", "data": DATA}, "null for a delete"),
+        ({"resource": "profiles", "id": "bob", "data": {"display_name": "B"}}, "equal its owner"),
+        ({"surprise": 1}, "unknown keys"),
+    ],
+)
+def test_invalid_commands_are_rejected_with_a_reason(over, reason):
+    commands, rejects = parse_object((line(**over) + "\n").encode())
+    assert commands == []
+    assert len(rejects) == 1 and reason in rejects[0].reason and rejects[0].line_no == 1
+
+
+def test_data_defaults_are_filled_when_the_loader_reads_a_minimal_put():
+    commands, _ = parse_object(line(data={"title": "x"}).encode())
+    assert commands[0].data == {"title": "x", "notes": "", "state": "open", "tags": [], "due_at": None}
+
+
+def test_concatenated_commands_without_newlines_are_all_read():
+    body = (line(version=1) + line(version=2) + " " + line(version=3) + "\n" + line(version=4)).encode()
+    commands, rejects = parse_object(body)
+    assert [c.version for c in commands] == [1, 2, 3, 4] and not rejects
+
+
+def test_bad_lines_are_kept_with_their_line_number_and_do_not_stop_the_rest():
+    body = "\n".join([line(version=1), "not json", "", line(version=0), "[1,2]", line(version=3), "{"]).encode()
+    commands, rejects = parse_object(body)
+    assert [c.version for c in commands] == [1, 3]
+    assert [r.line_no for r in rejects] == [2, 4, 5, 7]
+    assert rejects[0].line == "not json"
+
+
+def test_a_bad_command_inside_a_concatenated_line_rejects_only_itself():
+    body = (line(version=1) + line(version=0) + line(version=2)).encode()
+    commands, rejects = parse_object(body)
+    assert [c.version for c in commands] == [1, 2]
+    assert len(rejects) == 1 and rejects[0].line_no == 1
+
+
+def test_gzip_is_recognised_by_content_including_several_members():
+    part1 = gzip.compress((line(version=1) + "\n").encode())
+    part2 = gzip.compress((line(version=2) + "\n").encode())
+    commands, rejects = parse_object(part1 + part2)
+    assert [c.version for c in commands] == [1, 2] and not rejects
+
+
+def test_truncated_gzip_keeps_what_inflated_and_records_the_problem():
+    whole = gzip.compress(("\n".join(line(version=v) for v in range(1, 200)) + "\n").encode())
+    commands, rejects = parse_object(whole[: len(whole) - 20])
+    assert commands  # the part before the cut
+    assert any("gzip" in r.reason for r in rejects)
+
+
+def test_invalid_utf8_rejects_only_its_line():
+    body = line(version=1).encode() + b"\n" + b'{"v":1,"owner":"\xff\xfe"}\n' + line(version=2).encode()
+    commands, rejects = parse_object(body)
+    assert [c.version for c in commands] == [1, 2]
+    assert len(rejects) == 1 and rejects[0].line_no == 2
+    rejects[0].line.encode("utf-8")  # storable
+
+
+def test_deeply_nested_line_is_a_reject_not_a_crash():
+    body = (line(version=1) + "\n" + "[" * 100000 + "]" * 100000 + "\n").encode()
+    commands, rejects = parse_object(body)
+    assert len(commands) == 1 and len(rejects) == 1
+
+
+def test_huge_reject_lines_are_clipped():
+    _, rejects = parse_object(("x" * 100000).encode())
+    assert len(rejects[0].line) < 3000
+
+
+def test_inflate_passes_plain_bytes_through():
+    assert inflate(b"abc") == (b"abc", None)
