@@ -51,7 +51,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                         break
             except OSError:
                 if process.poll() is not None:
-                    raise RuntimeError(process.stderr.read().decode() if process.stderr else "chalice local died")
+                    raise RuntimeError(
+                        process.stderr.read().decode() if process.stderr else "chalice local died"
+                    ) from None
                 time.sleep(0.1)
         else:
             raise RuntimeError("chalice local did not answer /health")
