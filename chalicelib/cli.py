@@ -103,7 +103,7 @@ def _load_target(target: str, loader, force: bool):  # type: ignore[no-untyped-d
     from chalicelib.loader import local_etag
 
     if target.startswith("s3://"):
-        from chalicelib.loader.sources import S3ObjectStore, s3_client
+        from chalicelib.loader.sources import ObjectMissing, S3ObjectStore, s3_client
 
         bucket, _, key = target[5:].partition("/")
         if not bucket or not key:
@@ -111,7 +111,7 @@ def _load_target(target: str, loader, force: bool):  # type: ignore[no-untyped-d
         store = S3ObjectStore(s3_client(), bucket)
         try:
             body, etag = store.get(key)
-        except KeyError as exc:
+        except ObjectMissing as exc:
             raise RuntimeError(f"no such object: {target}") from exc
         return loader.load(bucket, key, etag, body, force=force)
     try:
@@ -136,7 +136,7 @@ def cmd_load(settings: Settings, targets: Sequence[str], force: bool) -> str:
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> str:
-    from chalicelib.loader.reconciler import hour_prefixes, parse_hour, reconcile
+    from chalicelib.loader.reconciler import covering_prefixes, parse_hour, reconcile
     from chalicelib.loader.sources import LocalObjectStore, ObjectStore, S3ObjectStore, s3_client
 
     try:
@@ -144,16 +144,18 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> str:
         since = parse_hour(args.since) if args.since else None
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+    if since is None and args.until:
+        raise UsageError("--until needs --since")
     if since is not None and since > until:
         raise UsageError("--since is after --until")
+    if not args.local and not args.bucket.strip():
+        raise UsageError("--bucket must not be empty")
     prefix = args.prefix if args.prefix.endswith("/") else args.prefix + "/"
     store: ObjectStore = (
         LocalObjectStore(settings.local_data_dir) if args.local else S3ObjectStore(s3_client(), args.bucket)
     )
-    prefixes = [prefix] if since is None else list(hour_prefixes(prefix, since, until))
-    if since is None and args.until:
-        raise UsageError("--until needs --since")
-    report = reconcile(store, _services(settings).loader, prefixes, force=args.force)
+    prefixes = [prefix] if since is None else list(covering_prefixes(prefix, since, until))
+    report = reconcile(store, _services(settings).loader, prefixes, force=args.force, source=None)
     if report.failed:
         raise RuntimeError(f"{report.failed} object(s) could not be read; {report.result.line()}")
     return report.result.line()

@@ -48,6 +48,7 @@ class Settings:
     database_secret_arn: str = ""
     cache_ttl_seconds: int = 300
     reconcile_max_objects: int = 500
+    reconcile_lookback_hours: int = 48
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -75,4 +76,5 @@ class Settings:
             database_secret_arn=env.get("DATABASE_SECRET_ARN", "").strip(),
             cache_ttl_seconds=_int(env, "CACHE_TTL_SECONDS", 300, 1, 86400),
             reconcile_max_objects=_int(env, "RECONCILE_MAX_OBJECTS", 500, 1, 100000),
+            reconcile_lookback_hours=_int(env, "RECONCILE_LOOKBACK_HOURS", 48, 1, 24 * 366),
         )

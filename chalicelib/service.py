@@ -52,16 +52,17 @@ class TodoService:
         try:
             return self._send(commands)
         except TransportUnavailable as exc:
-            if not exc.accepted:
-                raise
+            # The answer always says which todos got through (possibly none), so a client can
+            # rely on the member; retrying the whole batch with the same key names the same ids.
             accepted = [{"id": commands[i].id, "version": commands[i].version} for i in exc.accepted]
-            raise ApiError(
-                503,
-                "unavailable",
-                "Some todos were not accepted; retry the whole batch with the same Idempotency-Key.",
-                headers={"Retry-After": "2"},
-                fields=None,
-            ).with_body_extra({"accepted": accepted}) from exc
+            message = (
+                "Some todos were not accepted; retry the whole batch with the same Idempotency-Key."
+                if accepted
+                else "The todos could not be accepted; try again shortly."
+            )
+            raise ApiError(503, "unavailable", message, headers={"Retry-After": "2"}, fields=None).with_body_extra(
+                {"accepted": accepted}
+            ) from exc
 
     def put_todo(self, who: Principal, todo_id: str, data: dict[str, Any]) -> Accepted:
         return self._send([self._command("put", "todos", who.sub, todo_id, data)])[0]

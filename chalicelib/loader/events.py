@@ -1,43 +1,60 @@
 """The S3 event handler's body: every record of the event, keys URL-decoded.
 
-Chalice's S3Event shows only the first record; S3 may put several in one event. A record whose
-object cannot be loaded because the database (or S3) is unavailable makes the invocation fail
-after the other records are done, so Lambda retries the event (records already loaded are then
-skipped by the ledger). Bad lines never fail it: they are quarantined.
+Chalice's S3Event shows only the first record; S3 may put several in one event. Each record is
+loaded on its own. A record whose object cannot be loaded now, because the database or S3 is
+unavailable (or anything unforeseen went wrong), makes the invocation fail once the other records
+are done, so Lambda retries the event; records already loaded are then skipped by the ledger.
+Bad lines never fail it (the loader quarantines them), and neither does an object that is gone:
+retrying cannot bring it back, so it is logged.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
 from chalicelib import observe
-from chalicelib.errors import DatabaseUnavailable, ObjectUnavailable
+from chalicelib.errors import DatabaseUnavailable, ObjectUnavailable, SluiceError
 from chalicelib.loader import LoadResult
-from chalicelib.loader.sources import ObjectStore
+from chalicelib.loader.sources import ObjectMissing, ObjectStore
 
 log = logging.getLogger(__name__)
 
 
-class RetryLater(Exception):
+class RetryLater(SluiceError):
     """Raised so that Lambda retries the event: some object could not be loaded now."""
 
 
-def records(event: dict[str, Any]) -> list[tuple[str, str, str | None, str | None]]:
-    """(bucket, key, etag, event time) of every S3 record in the event."""
+@dataclass(frozen=True)
+class S3Record:
+    bucket: str
+    key: str  # URL-decoded
+    etag: str | None  # as the event gives it (may be absent in hand-made events)
+    event_time: str | None
+
+
+def records(event: dict[str, Any]) -> list[S3Record]:
+    """Every object-created record of the event, keys URL-decoded (S3 encodes them as a form)."""
     out = []
     for record in event.get("Records") or []:
+        name = str(record.get("eventName") or "ObjectCreated")
+        if not name.removeprefix("s3:").startswith("ObjectCreated"):
+            log.info("ignoring S3 event record %s", name)
+            continue
         s3 = record.get("s3") or {}
         bucket = (s3.get("bucket") or {}).get("name")
         obj = s3.get("object") or {}
         key = obj.get("key")
         if not bucket or not key:
+            log.warning("ignoring an S3 event record with no bucket or key")
             continue
         etag = obj.get("eTag") or obj.get("etag")
-        out.append((bucket, unquote_plus(key), etag, record.get("eventTime")))
+        out.append(S3Record(bucket, unquote_plus(key), etag or None, record.get("eventTime")))
     return out
 
 
@@ -48,48 +65,54 @@ def _lag_seconds(event_time: str | None) -> float | None:
         arrived = datetime.fromisoformat(event_time.replace("Z", "+00:00"))
     except ValueError:
         return None
+    if arrived.tzinfo is None:
+        arrived = arrived.replace(tzinfo=UTC)
     return max(0.0, (datetime.now(UTC) - arrived).total_seconds())
 
 
-def handle_s3_event(event: dict[str, Any], services: Any, store_for: Any = None) -> dict[str, int]:
+def load_record(record: S3Record, store: ObjectStore, loader: Any) -> LoadResult | None:
+    """Load one record's object; None when the object is gone. Raises when it cannot be loaded now."""
+    if record.etag and loader.is_loaded(record.key, record.etag):
+        return LoadResult(skipped=1, objects=1)  # a repeated event: not even read from S3
+    try:
+        body, etag = store.get(record.key)
+    except ObjectMissing:
+        log.error("object s3://%s/%s named by the event does not exist; nothing to load", record.bucket, record.key)
+        return None
+    result: LoadResult = loader.load(record.bucket, record.key, etag, body)
+    return result
+
+
+def _default_store(bucket: str) -> ObjectStore:
     from chalicelib.loader.sources import S3ObjectStore, s3_client
 
-    store_for = store_for or (lambda bucket: S3ObjectStore(s3_client(), bucket))
+    return S3ObjectStore(s3_client(), bucket)
+
+
+def handle_s3_event(
+    event: dict[str, Any], services: Any, store_for: Callable[[str], ObjectStore] | None = None
+) -> dict[str, int]:
+    make_store = store_for or _default_store
     total = LoadResult()
-    failures = []
-    for bucket, key, etag, event_time in records(event):
-        store: ObjectStore = store_for(bucket)
+    failures: list[str] = []
+    for record in records(event):
         started = time.perf_counter()
         try:
-            if etag and services.loader.is_loaded(key, etag):
-                total.skipped += 1
-                total.objects += 1
-                continue
-            body, real_etag = store.get(key)
-            result = services.loader.load(bucket, key, real_etag, body)
-        except KeyError:
-            log.error("object s3://%s/%s named by the event no longer exists", bucket, key)
-            continue
+            result = load_record(record, make_store(record.bucket), services.loader)
         except (DatabaseUnavailable, ObjectUnavailable) as exc:
-            log.warning("could not load s3://%s/%s now: %s", bucket, key, exc)
-            failures.append(key)
+            log.warning("could not load s3://%s/%s now: %s", record.bucket, record.key, exc)
+            failures.append(record.key)
+            continue
+        except Exception:
+            # Unforeseen: keep the other records going, then fail so the event is retried and the
+            # failure shows (the reconciler tries the object again as well).
+            log.exception("loading s3://%s/%s failed", record.bucket, record.key)
+            failures.append(record.key)
+            continue
+        if result is None:
             continue
         total.add(result)
-        lag = _lag_seconds(event_time)
-        observe.metrics(
-            {"Stage": observe.stage()},
-            {
-                "RecordsApplied": (result.applied, "Count"),
-                "RecordsStale": (result.stale, "Count"),
-                "RecordsRejected": (result.rejected, "Count"),
-                "ObjectLagSeconds": (lag if lag is not None else 0.0, "Seconds"),
-            },
-            type="load",
-            bucket=bucket,
-            key=key,
-            skipped=result.skipped,
-            latency_ms=round((time.perf_counter() - started) * 1000, 3),
-        )
+        _emit(record, result, started)
     if failures:
         observe.metrics({"Stage": observe.stage()}, {"LoadFailures": (len(failures), "Count")})
         raise RetryLater(f"{len(failures)} object(s) not loaded; the event will be retried: {failures[:5]}")
@@ -100,3 +123,17 @@ def handle_s3_event(event: dict[str, Any], services: Any, store_for: Any = None)
         "skipped": total.skipped,
         "objects": total.objects,
     }
+
+
+def _emit(record: S3Record, result: LoadResult, started: float) -> None:
+    observe.loaded_object(
+        record.bucket,
+        record.key,
+        result.applied,
+        result.stale,
+        result.rejected,
+        result.skipped,
+        (time.perf_counter() - started) * 1000,
+        _lag_seconds(record.event_time),
+        source="event",
+    )

@@ -8,15 +8,17 @@ its bound or a failure simply continues on the next run.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chalicelib import observe
+from chalicelib.config import ConfigError
 from chalicelib.errors import DatabaseUnavailable, ObjectUnavailable
 from chalicelib.loader import BatchLoader, LoadResult, batch_id
-from chalicelib.loader.sources import ObjectStore
+from chalicelib.loader.sources import ObjectMissing, ObjectStore, StoredObject
 
 log = logging.getLogger(__name__)
 
@@ -51,19 +53,68 @@ def parse_hour(text: str) -> datetime:
 
 
 def hour_prefixes(prefix: str, since: datetime, until: datetime) -> Iterator[str]:
-    hour = since.replace(minute=0, second=0, microsecond=0)
+    """One prefix per hour from `since` to `until` (both included), oldest first."""
+    hour = _hour(since)
     while hour <= until:
         yield f"{prefix}{hour:%Y/%m/%d/%H}/"
         hour += timedelta(hours=1)
 
 
+def covering_prefixes(prefix: str, since: datetime, until: datetime) -> Iterator[str]:
+    """The fewest prefixes that hold exactly the hours from `since` to `until`, oldest first.
+
+    Whole years, months and days inside the range are listed as one prefix each, so replaying
+    months costs a LIST call per page of objects rather than one per hour.
+    """
+    hour, last = _hour(since), _hour(until)
+    while hour <= last:
+        for form, start, end in _spans(hour):
+            if hour == start and end is not None and end - timedelta(hours=1) <= last:
+                yield f"{prefix}{hour:{form}}/"
+                hour = end
+                break
+        else:
+            yield f"{prefix}{hour:%Y/%m/%d/%H}/"
+            if hour == last:
+                return  # (the hour after 9999-12-31T23 does not exist)
+            hour += timedelta(hours=1)
+
+
+def _spans(hour: datetime) -> list[tuple[str, datetime, datetime | None]]:
+    """(key format, first hour, first hour after) of the year, month and day holding `hour`."""
+    year_start = hour.replace(month=1, day=1, hour=0)
+    month_start = hour.replace(day=1, hour=0)
+    day_start = hour.replace(hour=0)
+    try:
+        next_day: datetime | None = day_start + timedelta(days=1)
+        next_month: datetime | None = (month_start + timedelta(days=32)).replace(day=1)
+        next_year: datetime | None = year_start.replace(year=hour.year + 1)
+    except (OverflowError, ValueError):  # the last day of year 9999
+        next_day = next_month = next_year = None
+    return [("%Y", year_start, next_year), ("%Y/%m", month_start, next_month), ("%Y/%m/%d", day_start, next_day)]
+
+
+def _hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
 def reconcile(
     store: ObjectStore,
     loader: BatchLoader,
-    prefixes: Iterator[str] | list[str],
+    prefixes: Iterable[str],
     max_objects: int | None = None,
     force: bool = False,
+    source: str | None = "reconcile",
 ) -> ReconcileReport:
+    """Load every object under `prefixes` missing from the ledger (every object with `force`).
+
+    Oldest hour first, at most `max_objects` loads; the rest is counted in `left` for the next
+    run. An object that cannot be read, or fails in a way other than the database being
+    unavailable, is counted in `failed` and left for the next run without stopping this one.
+    DatabaseUnavailable stops the run (every further load would fail the same way).
+    Each object loaded writes its log line and loader metrics, marked `source`; None writes none
+    (the CLI, whose standard output is its one summary line).
+    """
     report = ReconcileReport()
     for hour_prefix in prefixes:
         objects = list(store.list(hour_prefix))
@@ -76,31 +127,77 @@ def reconcile(
                 report.left += 1
                 report.missing += 1
                 continue
-            try:
-                body, etag = store.get(item.key)
-            except KeyError:
-                continue
-            except ObjectUnavailable as exc:
-                log.warning("reconciler could not read %s: %s", item.key, exc)
-                report.failed += 1
-                report.left += 1
-                report.missing += 1
-                continue
-            if not force and item.etag is None and loader.is_loaded(item.key, etag):
-                report.result.skipped += 1
-                continue
-            report.missing += 1
-            report.result.add(loader.load(store.bucket, item.key, etag, body, force=force))
+            _load_one(store, loader, item, force, report, source)
     return report
 
 
-def reconcile_recent(services: Any, hours: int = 24, now: datetime | None = None) -> dict[str, int]:
-    """The scheduled run: the last `hours` hours of the writes bucket (or LOCAL_DATA_DIR)."""
+def _load_one(
+    store: ObjectStore,
+    loader: BatchLoader,
+    item: StoredObject,
+    force: bool,
+    report: ReconcileReport,
+    source: str | None,
+) -> None:
+    key = item.key
+    started = time.perf_counter()
+    try:
+        body, etag = store.get(key)
+        if item.etag is None and not force and loader.is_loaded(key, etag):
+            report.result.skipped += 1  # a local file: its MD5 is known only once read
+            return
+        result = loader.load(store.bucket, key, etag, body, force=force)
+    except ObjectMissing:
+        return  # deleted since it was listed
+    except DatabaseUnavailable:
+        raise
+    except ObjectUnavailable as exc:
+        log.warning("reconciler could not read %s: %s", key, exc)
+        _count_failure(report)
+        return
+    except Exception:
+        log.exception("reconciler could not load %s; it is left for the next run", key)
+        _count_failure(report)
+        return
+    report.result.add(result)
+    report.missing += 1
+    if source is not None:
+        lag = (datetime.now(UTC) - item.last_modified).total_seconds() if item.last_modified else None
+        observe.loaded_object(
+            store.bucket,
+            key,
+            result.applied,
+            result.stale,
+            result.rejected,
+            result.skipped,
+            (time.perf_counter() - started) * 1000,
+            max(0.0, lag) if lag is not None else None,
+            source=source,
+        )
+
+
+def _count_failure(report: ReconcileReport) -> None:
+    report.failed += 1
+    report.left += 1
+    report.missing += 1
+
+
+def reconcile_recent(services: Any, hours: int | None = None, now: datetime | None = None) -> dict[str, int]:
+    """The scheduled run: the last `hours` hours of the writes bucket (or LOCAL_DATA_DIR).
+
+    Emits `ReconcilerBacklog` (missing objects this run did not load) and, when the run cannot
+    go on (database or bucket unavailable), `ReconcilerFailures` before raising.
+    """
     from chalicelib.loader.sources import LocalObjectStore, S3ObjectStore, s3_client
 
     settings = services.settings
-    if settings.write_transport == "firehose" or settings.writes_bucket:
-        store: ObjectStore = S3ObjectStore(s3_client(), settings.writes_bucket)
+    if hours is None:
+        hours = settings.reconcile_lookback_hours
+    store: ObjectStore
+    if settings.writes_bucket:
+        store = S3ObjectStore(s3_client(), settings.writes_bucket)
+    elif settings.write_transport == "firehose":
+        raise ConfigError("the reconciler needs WRITES_BUCKET when WRITE_TRANSPORT=firehose")
     else:
         store = LocalObjectStore(settings.local_data_dir)
     now = now or datetime.now(UTC)
@@ -111,8 +208,8 @@ def reconcile_recent(services: Any, hours: int = 24, now: datetime | None = None
             hour_prefixes("writes/", now - timedelta(hours=hours), now),
             max_objects=settings.reconcile_max_objects,
         )
-    except DatabaseUnavailable:
-        observe.metrics({"Stage": observe.stage()}, {"ReconcilerFailures": (1, "Count")})
+    except (DatabaseUnavailable, ObjectUnavailable):
+        observe.metrics({"Stage": observe.stage()}, {"ReconcilerFailures": (1, "Count")}, type="reconcile")
         raise
     counts = report.as_dict()
     observe.metrics(

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import os
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from chalicelib.errors import ObjectUnavailable
 from chalicelib.loader import local_etag
 
 
+class ObjectMissing(KeyError):
+    """The object is not there (deleted, or never written): retrying will not bring it back."""
+
+
 @dataclass(frozen=True)
 class StoredObject:
     key: str
     etag: str | None  # None when the listing does not give it (local files: the MD5 is read on get)
+    last_modified: datetime | None = None  # when it arrived, where the listing says
 
 
 class ObjectStore(ABC):
@@ -27,7 +34,7 @@ class ObjectStore(ABC):
 
     @abstractmethod
     def get(self, key: str) -> tuple[bytes, str]:
-        """(body, etag). Raises ObjectUnavailable when it cannot be read now, KeyError if gone."""
+        """(body, etag). Raises ObjectUnavailable when it cannot be read now, ObjectMissing if gone."""
 
 
 class LocalObjectStore(ObjectStore):
@@ -38,7 +45,7 @@ class LocalObjectStore(ObjectStore):
     def _path(self, key: str) -> str:
         parts = key.split("/")
         if any(p in ("", ".", "..") for p in parts):
-            raise KeyError(key)
+            raise ObjectMissing(key)
         return os.path.join(self.root, *parts)
 
     def list(self, prefix: str) -> Iterator[StoredObject]:
@@ -61,8 +68,8 @@ class LocalObjectStore(ObjectStore):
         try:
             with open(self._path(key), "rb") as handle:
                 body = handle.read()
-        except FileNotFoundError as exc:
-            raise KeyError(key) from exc
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise ObjectMissing(key) from exc
         except OSError as exc:
             raise ObjectUnavailable(f"cannot read {key}: {exc.strerror}") from exc
         return body, local_etag(body)
@@ -82,7 +89,7 @@ class S3ObjectStore(ObjectStore):
             paginator = self.client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
-                    yield StoredObject(item["Key"], item["ETag"].strip('"'))
+                    yield StoredObject(item["Key"], item["ETag"].strip('"'), item.get("LastModified"))
         except (ClientError, BotoCoreError) as exc:
             raise ObjectUnavailable(f"cannot list s3://{self.bucket}/{prefix}: {exc}") from exc
 
@@ -93,26 +100,41 @@ class S3ObjectStore(ObjectStore):
             response = self.client.get_object(Bucket=self.bucket, Key=key)
             body = response["Body"].read()
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise KeyError(key) from exc
+            if exc.response.get("Error", {}).get("Code") in MISSING_CODES:
+                raise ObjectMissing(key) from exc
             raise ObjectUnavailable(f"cannot read s3://{self.bucket}/{key}: {exc}") from exc
-        except BotoCoreError as exc:
+        except (BotoCoreError, OSError) as exc:
+            # BotoCoreError covers timeouts, connection errors and a body cut short while read.
             raise ObjectUnavailable(f"cannot read s3://{self.bucket}/{key}: {exc}") from exc
         return body, response["ETag"].strip('"')
 
 
+# A missing bucket is not "missing": the bucket name or the permissions are wrong, which an
+# operator can mend, so it stays ObjectUnavailable (the event is retried, replay exits 1).
+MISSING_CODES = frozenset(("NoSuchKey", "404", "NotFound"))
+
 _s3_client: Any = None
+_s3_lock = threading.Lock()
 
 
 def s3_client() -> Any:
-    """One S3 client per process, with explicit timeouts and retries."""
+    """One S3 client per process, with explicit timeouts and retries; boto3 imported only now."""
     global _s3_client
     if _s3_client is None:
-        import boto3
-        from botocore.config import Config
+        with _s3_lock:
+            if _s3_client is None:
+                import boto3
+                from botocore.config import Config
 
-        _s3_client = boto3.client(
-            "s3",
-            config=Config(connect_timeout=3, read_timeout=30, retries={"max_attempts": 5, "mode": "standard"}),
-        )
+                _s3_client = boto3.client(
+                    "s3",
+                    config=Config(connect_timeout=3, read_timeout=30, retries={"max_attempts": 5, "mode": "standard"}),
+                )
     return _s3_client
+
+
+def reset_client() -> None:
+    """Forget the process's S3 client (tests)."""
+    global _s3_client
+    with _s3_lock:
+        _s3_client = None
