@@ -231,3 +231,9 @@ def reconcile_writes(event: Any) -> dict[str, int]:
     from chalicelib.loader.reconciler import reconcile_recent
 
     return reconcile_recent(services())
+
+
+@app.lambda_function(name="migrate")
+def migrate(event: Any, context: Any) -> dict[str, list[int]]:
+    """Create or upgrade the master's schema from inside the VPC (the deploy step invokes it)."""
+    return {"applied": services().master.migrate()}

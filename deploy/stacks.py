@@ -1,0 +1,126 @@
+"""CloudFormation: create or update a stack and wait, read its outputs.
+
+Parameters: the deploy step passes the ones it owns (Stage, ApiId, ...) and any the operator gives
+(`--parameter KEY=VALUE`); every other parameter the stack already has keeps its previous value,
+so a choice made once (AlarmEmail, EnableCache) survives later runs. A new stack takes the
+template's defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+TEMPLATE_BODY_LIMIT = 51_200  # bytes; a larger template must go through S3 (TemplateURL)
+# RDS Multi-AZ with two replicas and a proxy takes the better part of an hour to create.
+WAITER_CONFIG = {"Delay": 30, "MaxAttempts": 240}
+NO_UPDATES = "No updates are to be performed"
+FAILED_CREATE_STATES = frozenset({"ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "DELETE_FAILED"})
+
+
+class StackError(RuntimeError):
+    """A stack could not be deployed; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    name: str
+    template_body: str
+    parameters: Mapping[str, str]
+    capabilities: tuple[str, ...] = ()
+    termination_protection: bool = False
+    tags: Mapping[str, str] | None = None
+
+
+def describe(cfn: Any, name: str) -> dict[str, Any] | None:
+    """The stack's description, or None when it does not exist."""
+    from botocore.exceptions import ClientError
+
+    try:
+        stacks = cfn.describe_stacks(StackName=name)["Stacks"]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ValidationError" and "does not exist" in str(exc):
+            return None
+        raise
+    return stacks[0] if stacks else None
+
+
+def outputs(stack: Mapping[str, Any]) -> dict[str, str]:
+    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+
+def stack_parameters(spec: StackSpec, existing: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The Parameters argument: ours and the operator's; the rest keep their previous values."""
+    given = [{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(spec.parameters.items())]
+    if existing is None:
+        return given
+    previous = sorted(p["ParameterKey"] for p in existing.get("Parameters", []))
+    kept = [{"ParameterKey": k, "UsePreviousValue": True} for k in previous if k not in spec.parameters]
+    return given + kept
+
+
+def plan(cfn: Any, spec: StackSpec) -> tuple[str, dict[str, Any] | None]:
+    """("create" | "update", the existing stack or None). Raises StackError for a stuck stack."""
+    if len(spec.template_body.encode("utf-8")) > TEMPLATE_BODY_LIMIT:
+        raise StackError(f"{spec.name}: the template is over {TEMPLATE_BODY_LIMIT} bytes; upload it to S3 first")
+    existing = describe(cfn, spec.name)
+    if existing is None:
+        return "create", None
+    status = existing["StackStatus"]
+    if status in FAILED_CREATE_STATES:
+        raise StackError(
+            f"{spec.name} is {status}: its first creation failed. Read its events, delete it "
+            f"(aws cloudformation delete-stack --stack-name {spec.name}) and run the deploy again."
+        )
+    if status.endswith("_IN_PROGRESS"):
+        raise StackError(f"{spec.name} is {status}; wait for it to finish and run the deploy again")
+    return "update", existing
+
+
+def deploy(cfn: Any, spec: StackSpec, log: Any = print) -> dict[str, str]:
+    """Create or update the stack, wait for it, and return its outputs."""
+    from botocore.exceptions import ClientError, WaiterError
+
+    action, existing = plan(cfn, spec)
+    request: dict[str, Any] = {
+        "StackName": spec.name,
+        "TemplateBody": spec.template_body,
+        "Parameters": stack_parameters(spec, existing),
+        "Capabilities": list(spec.capabilities),
+        "Tags": [{"Key": k, "Value": v} for k, v in sorted((spec.tags or {}).items())],
+    }
+    if action == "create":
+        log(f"creating stack {spec.name}")
+        cfn.create_stack(**request, EnableTerminationProtection=spec.termination_protection)
+        waiter = "stack_create_complete"
+    else:
+        if spec.termination_protection and not (existing or {}).get("EnableTerminationProtection"):
+            cfn.update_termination_protection(StackName=spec.name, EnableTerminationProtection=True)
+        try:
+            cfn.update_stack(**request)
+        except ClientError as exc:
+            if NO_UPDATES not in str(exc):
+                raise
+            log(f"stack {spec.name}: no changes")
+            return outputs(existing or {})
+        log(f"updating stack {spec.name}")
+        waiter = "stack_update_complete"
+    try:
+        cfn.get_waiter(waiter).wait(StackName=spec.name, WaiterConfig=WAITER_CONFIG)
+    except WaiterError as exc:
+        raise StackError(f"{spec.name}: {action} did not complete: {failure_reason(cfn, spec.name)}") from exc
+    stack = describe(cfn, spec.name)
+    return outputs(stack or {})
+
+
+def failure_reason(cfn: Any, name: str) -> str:
+    """The first resource failure in the stack's recent events, for the error message."""
+    try:
+        events = cfn.describe_stack_events(StackName=name)["StackEvents"]
+    except Exception:  # noqa: BLE001 - the message is a courtesy; the failure is reported anyway
+        return "see the stack's events"
+    for event in reversed(events):
+        if event.get("ResourceStatus", "").endswith("_FAILED"):
+            return f"{event.get('LogicalResourceId')}: {event.get('ResourceStatusReason', '')}"
+    return "see the stack's events"

@@ -1,0 +1,62 @@
+"""Chalice's record of a stage, kept in the account so any machine can deploy.
+
+`chalice deploy` remembers what it made (function ARNs, role names, the REST API id) in
+`.chalice/deployed/<stage>.json`, a file git ignores. Deployed from a machine without it,
+Chalice would try to create everything again (a second API; roles that already exist). So the
+deploy step keeps the record in SSM Parameter Store (`/<app>/<stage>/chalice-deployed`): it is
+written into the project before `chalice deploy` and saved back after it, even when the deploy
+failed half way (Chalice records what it made before the failure). It holds ids and ARNs only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def parameter_name(app_name: str, stage: str) -> str:
+    return f"/{app_name}/{stage}/chalice-deployed"
+
+
+def record_path(project_dir: Path, stage: str) -> Path:
+    return project_dir / ".chalice" / "deployed" / f"{stage}.json"
+
+
+def fetch(ssm: Any, name: str) -> dict[str, Any] | None:
+    """The record kept in the account, or None when there is none yet."""
+    from botocore.exceptions import ClientError
+
+    try:
+        value = ssm.get_parameter(Name=name)["Parameter"]["Value"]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ParameterNotFound":
+            return None
+        raise
+    return dict(json.loads(value))
+
+
+def restore(ssm: Any, name: str, path: Path) -> bool:
+    """Write the account's record over the local one (the account's is the last deploy's)."""
+    record = fetch(ssm, name)
+    if record is None:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return True
+
+
+def save(ssm: Any, name: str, path: Path) -> bool:
+    """Keep the local record in the account (nothing to keep before the first deploy)."""
+    if not path.exists():
+        return False
+    value = json.dumps(json.loads(path.read_text(encoding="utf-8")), separators=(",", ":"))
+    ssm.put_parameter(
+        Name=name,
+        Value=value,
+        Type="String",
+        Overwrite=True,
+        Tier="Intelligent-Tiering",  # standard (free) while under 4 KB
+        Description="chalice deploy's record of this stage (written by deploy/deploy.py)",
+    )
+    return True
