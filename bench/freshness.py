@@ -1,0 +1,142 @@
+"""Row 6: end-to-end freshness, from the 202 of a POST to the todo being readable on the replica.
+
+Ours: the write path batched like Firehose (chalicelib.writers.batching.BatchingWriter: each
+request's lines appended and fsynced before the 202, one object per buffer interval, loaded by
+the real loader into the pair's master, replicated to the replica). The buffer interval is scaled
+down from Firehose's 60 s minimum to 1 s so the row runs in seconds; in production add the
+difference (the median grows to about half the interval, the p99 to about the whole interval,
+plus S3's event delivery and the loader's start).
+Baseline: the write-through local transport (LocalWriter: one object per request, loaded before
+the 202), i.e. what replication alone costs.
+
+POSTs go through `app.app` at a steady rate; a second thread polls the replica every 2 ms for
+the ids still pending, so a write is "readable" when a GET served by the replica would find it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+from typing import Any
+
+from bench.common import Pair, Row, admin, fresh_database, median, percentile, production_loader, quiet_stdout, row
+from bench.events import LambdaContext, post_event
+
+SECTION = "6. End-to-end freshness"
+OWNER = "7d3c1e5a-9b2f-4c6d-8e0a-1f2b3c4d5e6f"
+INTERVAL = 1.0
+RATE = 40  # writes per second
+
+
+class ReplicaWatch(threading.Thread):
+    """Polls the replica for pending ids and records, for each, when it first became visible."""
+
+    def __init__(self, pair: Pair, database: str) -> None:
+        super().__init__(name="replica-watch", daemon=True)
+        self.conn = admin(pair, "replica", database)
+        self.pending: dict[str, float] = {}
+        self.latencies: list[float] = []
+        self.lock = threading.Lock()
+        self.stopping = False
+
+    def expect(self, todo_id: str, accepted_at: float) -> None:
+        with self.lock:
+            self.pending[todo_id] = accepted_at
+
+    def run(self) -> None:
+        with self.conn.cursor() as cur:
+            while True:
+                with self.lock:
+                    ids = list(self.pending)
+                if not ids:
+                    if self.stopping:
+                        return
+                    time.sleep(0.002)
+                    continue
+                marks = ", ".join(["%s"] * len(ids))
+                cur.execute(f"SELECT id FROM todos WHERE owner = %s AND id IN ({marks})", [OWNER, *ids])
+                now = time.perf_counter()
+                with self.lock:
+                    for (found,) in cur.fetchall():
+                        accepted = self.pending.pop(found, None)
+                        if accepted is not None:
+                            self.latencies.append(now - accepted)
+                time.sleep(0.002)
+
+    def finish(self, timeout: float) -> list[float]:
+        self.stopping = True
+        self.join(timeout)
+        self.conn.close()
+        if self.is_alive() or self.pending:
+            raise RuntimeError(f"{len(self.pending)} accepted writes never became readable")
+        return self.latencies
+
+
+def drive(pair: Pair, database: str, services: Any, count: int, rate: float, interval: float) -> list[float]:
+    import app as app_module
+    from chalicelib import bootstrap
+
+    event, context = post_event(OWNER), LambdaContext()
+    watch = ReplicaWatch(pair, database)
+    watch.start()
+    bootstrap.use(services)
+    start = time.perf_counter()
+    with quiet_stdout():
+        for index in range(count):
+            answer = app_module.app(event, context)
+            accepted_at = time.perf_counter()
+            if answer["statusCode"] != 202:
+                raise RuntimeError(f"POST answered {answer['statusCode']}: {answer['body']}")
+            watch.expect(json.loads(answer["body"])["id"], accepted_at)
+            pause = start + (index + 1) / rate - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+    return watch.finish(timeout=interval * 3 + 10)
+
+
+def run(pair: Pair, quick: bool = False, count: int | None = None, interval: float = INTERVAL) -> list[Row]:
+    os.environ.setdefault("AWS_LAMBDA_FUNCTION_NAME", "sluice-bench")
+    from chalicelib import bootstrap
+    from chalicelib.config import Settings
+    from chalicelib.loader import local_etag
+    from chalicelib.writers.batching import BatchingWriter
+    from chalicelib.writers.local import LocalWriter
+
+    count = count or int(RATE * (3 if quick else 10))
+    with fresh_database(pair) as (master_url, replica_url), tempfile.TemporaryDirectory() as local:
+        database = master_url.rsplit("/", 1)[1]
+        loader = production_loader(master_url)
+
+        def load(key: str, body: bytes) -> object:
+            return loader.load("local", key, local_etag(body), body)
+
+        settings = Settings.from_env({"DATABASE_URL": master_url, "REPLICA_URLS": replica_url, "LOCAL_DATA_DIR": local})
+        batching = BatchingWriter(os.path.join(local, "batched"), load, max_interval=interval)
+        try:
+            ours = drive(pair, database, bootstrap.build(settings, writer=batching), count, RATE, interval)
+        finally:
+            batching.close()
+        through = LocalWriter(os.path.join(local, "through"), load=load)
+        baseline = drive(pair, database, bootstrap.build(settings, writer=through), count, RATE, interval)
+        bootstrap.reset()
+        objects = len(batching.objects)
+    note = (
+        f"{count} POSTs at {RATE}/s; ours made {objects} objects (buffer interval {interval:g} s, "
+        "scaled down from Firehose's 60 s minimum: in production add the difference)"
+    )
+    ms = 1000.0
+    return [
+        row("202 → readable on the replica, median", median(ours) * ms, median(baseline) * ms, "ms", "", note, SECTION),
+        row(
+            "202 → readable on the replica, p99",
+            percentile(ours, 99) * ms,
+            percentile(baseline, 99) * ms,
+            "ms",
+            "",
+            "baseline: write-through local transport (an object per request, loaded before the 202)",
+            SECTION,
+        ),
+    ]

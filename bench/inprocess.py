@@ -1,0 +1,282 @@
+"""Rows 3 and 5: what one request costs inside the Lambda process, `app.app(event, context)` with
+API Gateway proxy events as production sends them, no HTTP in between.
+
+Ours: the real app, reading the bench pair's replica (ReplicaReader: replica, then master), with
+a writer that only renders each command's line and discards it (the transport is excluded).
+Baselines, measured in the same rounds: a bare Chalice app whose routes return a constant, and a
+raw PyMySQL select by primary key (and of one page) on the same replica over one warm
+autocommit connection. Row 5 puts the same GET behind the Redis cache, warm.
+
+Each case: warm-up, then rounds of back-to-back calls, rounds interleaved between cases; the
+figure is the median of the rounds' per-call times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from bench.common import (
+    REDIS_URL,
+    Pair,
+    Row,
+    fresh_database,
+    interleaved,
+    production_loader,
+    profile_summary,
+    quiet_stdout,
+    row,
+)
+from bench.events import LambdaContext, get_todo_event, list_event, post_event
+
+SECTION_REQUESTS = "3. Per-request cost in process"
+SECTION_CACHE = "5. GET by id with a warm Redis cache"
+OWNER = "0b5e6f7a-1c2d-4e3f-8a9b-0c1d2e3f4a5b"
+SEED_TODOS = 300
+
+
+def discard_writer() -> Any:
+    from chalicelib.writers import CommandWriter
+
+    class DiscardWriter(CommandWriter):
+        """Renders each command's line as every transport must, then drops it."""
+
+        def write(self, commands: Sequence[Any]) -> None:
+            for command in commands:
+                command.to_line()
+
+    return DiscardWriter()
+
+
+def bare_app() -> Any:
+    from chalice import Chalice, Response
+
+    bare = Chalice(app_name="bare")
+
+    @bare.route("/todos/{todo_id}", methods=["GET"])
+    def get_todo(todo_id: str) -> dict[str, str]:
+        return {"id": todo_id}
+
+    @bare.route("/todos", methods=["POST"])
+    def create_todo() -> Response:
+        return Response(body={"status": "accepted"}, status_code=202)
+
+    return bare
+
+
+def ConstantReader(row_now: Any) -> Any:
+    from chalicelib.readers import TodoReader
+
+    class Constant(TodoReader):
+        """Answers the same row from memory: the app's own cost without a database."""
+
+        def get_todo(self, owner: str, todo_id: str) -> Any:
+            return dict(row_now)
+
+        def list_todos(self, owner: str, after: str | None, limit: int, state: str | None) -> list[Any]:
+            return []
+
+        def get_profile(self, owner: str) -> Any:
+            return None
+
+    return Constant()
+
+
+def post_breakdown(services: Any, calls: int) -> str:
+    """Where a POST's time goes, by timing its steps on their own (median of 5 rounds each)."""
+    try:
+        from chalicelib import observe
+        from chalicelib.identity import Principal
+        from chalicelib.models import validate_todo
+
+        body = post_event(OWNER)["body"]
+        data = validate_todo(json.loads(body))
+        who = Principal(OWNER, frozenset())
+        record = observe.request_record(None, 202, None, 0.1)
+        steps = {
+            "json.loads of the body": lambda: json.loads(body),
+            "validate_todo": lambda: validate_todo(json.loads(body)),
+            "service.create_todo (ids, version, command, line)": lambda: services.service.create_todo(who, data, None),
+            "access-log record with EMF (build + json.dumps)": lambda: json.dumps(
+                observe.request_record(None, 202, None, 0.1), separators=(",", ":"), default=str
+            ),
+        }
+        assert record
+        timed = interleaved(steps, 5, calls, calls // 4)
+    except Exception as exc:  # noqa: BLE001 - the breakdown is commentary; the row stands without it
+        return f"(breakdown unavailable: {exc!r})"
+    return "Steps on their own: " + "; ".join(f"{name} {value * 1e6:.1f} µs" for name, value in timed.items()) + "."
+
+
+def seed(master_url: str, owner: str, count: int) -> list[str]:
+    from chalicelib.commands import make_command
+    from chalicelib.ids import VersionClock, new_op_id, uuid7
+    from chalicelib.loader import local_etag
+    from chalicelib.models import validate_todo
+
+    clock = VersionClock()
+    ids = sorted(uuid7() for _ in range(count))
+    data = validate_todo({"title": "Water the plants", "notes": "the big ones first", "tags": ["home", "q1"]})
+    body = b"".join(make_command("put", "todos", owner, i, clock.next(), new_op_id(), data).to_line() for i in ids)
+    loader = production_loader(master_url)
+    loader.load("seed", "writes/2026/01/01/00/seed", local_etag(body), body)
+    loader.db.discard()
+    return ids
+
+
+def raw_select(replica_url: str, owner: str, todo_id: str) -> tuple[Callable[[], Any], Callable[[], Any], Any]:
+    import pymysql
+
+    from chalicelib.db.urls import parse_db_url
+    from chalicelib.readers.sql import GET_TODO, LIST_TODOS
+
+    parsed = parse_db_url(replica_url)
+    conn = pymysql.connect(
+        host=parsed.host,
+        port=parsed.port,
+        user=parsed.user,
+        database=parsed.database,
+        charset="utf8mb4",
+        autocommit=True,
+    )
+    cur = conn.cursor()
+    page = LIST_TODOS + " ORDER BY id LIMIT %s"
+
+    def by_key() -> Any:
+        cur.execute(GET_TODO, (owner, todo_id))
+        return cur.fetchone()
+
+    def one_page() -> Any:
+        cur.execute(page, (owner, "", 51))
+        return cur.fetchall()
+
+    return by_key, one_page, conn
+
+
+def run(pair: Pair, quick: bool = False) -> list[Row]:
+    os.environ.setdefault("AWS_LAMBDA_FUNCTION_NAME", "sluice-bench")
+    import app as app_module
+    from chalicelib import bootstrap
+    from chalicelib.config import Settings
+    from chalicelib.readers.cache import CachedReader
+    from chalicelib.readers.resp import RespClient
+
+    rounds, calls, warmup = (5, 50, 50) if quick else (15, 200, 300)
+    prefix = f"sluice-bench-{uuid.uuid4().hex[:8]}:v1"
+    redis = RespClient.from_url(REDIS_URL)
+    with fresh_database(pair) as (master_url, replica_url), tempfile.TemporaryDirectory() as local:
+        from bench.common import sync_replica
+
+        ids = seed(master_url, OWNER, SEED_TODOS)
+        sync_replica(pair)
+        settings = Settings.from_env({"DATABASE_URL": master_url, "REPLICA_URLS": replica_url, "LOCAL_DATA_DIR": local})
+        plain = bootstrap.build(settings, writer=discard_writer())
+        cached_reader = CachedReader(plain.reader, redis, 300, prefix=prefix)
+        cached = bootstrap.build(settings, writer=discard_writer(), reader=cached_reader)
+        todo_id = ids[len(ids) // 2]
+        context = LambdaContext()
+        bare = bare_app()
+        events = {
+            "get": get_todo_event(OWNER, todo_id),
+            "list": list_event(OWNER, 50),
+            "post": post_event(OWNER),
+        }
+
+        def through(services: Any, event: dict[str, Any], status: int) -> Callable[[], Any]:
+            def call() -> Any:
+                bootstrap.use(services)
+                return app_module.app(event, context)
+
+            with quiet_stdout():
+                answer = call()
+            if answer["statusCode"] != status:
+                raise RuntimeError(f"{event['httpMethod']} {event['path']} answered {answer['statusCode']}: {answer}")
+            return call
+
+        def bare_call(event: dict[str, Any]) -> Callable[[], Any]:
+            return lambda: bare(event, context)
+
+        by_key, one_page, conn = raw_select(replica_url, OWNER, todo_id)
+        row_now = plain.reader.get_todo(OWNER, todo_id)
+        constant = bootstrap.build(settings, writer=discard_writer(), reader=ConstantReader(row_now))
+        cases = {
+            "ours_get": through(plain, events["get"], 200),
+            "ours_list": through(plain, events["list"], 200),
+            "ours_post": through(plain, events["post"], 202),
+            "ours_cached_get": through(cached, events["get"], 200),
+            "app_only_get": through(constant, events["get"], 200),
+            "reader_get": lambda: plain.reader.get_todo(OWNER, todo_id),
+            "bare_get": bare_call(events["get"]),
+            "bare_post": bare_call(events["post"]),
+            "raw_select": by_key,
+            "raw_page": one_page,
+        }
+        try:
+            with quiet_stdout():
+                hits_before = cached_reader.hits
+                seconds = interleaved(cases, rounds, calls, warmup)
+                if cached_reader.hits - hits_before < rounds * calls:
+                    raise RuntimeError("the cached GET did not hit Redis; the cache row would be meaningless")
+                us = {name: value * 1e6 for name, value in seconds.items()}
+                rows = _rows(us)
+                rows[2]["note"] += " " + post_breakdown(plain, calls * 4)
+                for item, case in zip(rows, ("ours_get", "ours_list", "ours_post", "ours_cached_get"), strict=True):
+                    if item["met"] is False:
+                        item["note"] += f" Profile of ours (own time): {profile_summary(cases[case], calls * 2)}"
+        finally:
+            conn.close()
+            plain.master.discard()
+            bootstrap.reset()
+            for key in redis.execute_command("KEYS", prefix + ":*") or []:
+                redis.execute_command("DEL", key)
+    return rows
+
+
+def _rows(us: dict[str, float]) -> list[Row]:
+    get_base = us["bare_get"] + us["raw_select"]
+    page_base = us["bare_get"] + us["raw_page"]
+    return [
+        row(
+            "GET /todos/{id} in process",
+            us["ours_get"],
+            get_base,
+            "µs",
+            "<= 1.3",
+            f"baseline = bare Chalice route {us['bare_get']:.0f} µs + raw PyMySQL PK select {us['raw_select']:.0f} µs. "
+            f"Ours split: the app over an in-memory reader {us['app_only_get']:.0f} µs (+{us['app_only_get'] - us['bare_get']:.0f} "
+            f"over the bare route), the reader stack alone {us['reader_get']:.0f} µs "
+            f"(+{us['reader_get'] - us['raw_select']:.0f} over the raw select).",
+            SECTION_REQUESTS,
+        ),
+        row(
+            "GET /todos (page of 50) in process",
+            us["ours_list"],
+            page_base,
+            "µs",
+            "",
+            f"baseline = bare route {us['bare_get']:.0f} µs + raw select of 51 rows {us['raw_page']:.0f} µs.",
+            SECTION_REQUESTS,
+        ),
+        row(
+            "POST /todos in process, transport excluded",
+            us["ours_post"],
+            us["bare_post"],
+            "µs",
+            "<= 3",
+            "baseline = bare Chalice POST route returning a constant 202.",
+            SECTION_REQUESTS,
+        ),
+        row(
+            "GET /todos/{id}, warm Redis cache vs replica",
+            us["ours_cached_get"],
+            us["ours_get"],
+            "µs",
+            "<= 0.7",
+            "both through app.app; baseline is the uncached GET reading the replica.",
+            SECTION_CACHE,
+        ),
+    ]

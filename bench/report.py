@@ -1,0 +1,165 @@
+"""The table on the terminal and BENCHMARKS.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.common import Row, target_met
+
+# What the profiles showed when a target was missed while this suite was written; printed only
+# beside a row that misses its target in the current run, after that run's own profile.
+KNOWN_CAUSES = {
+    "GET /todos/{id} in process": (
+        "The row's own split (above) shows the two parts: the app over a bare route (the JSON access "
+        "log with its EMF record in chalicelib/observe.py, claims parsing, the ETag and response "
+        "shaping) and the reader stack over a raw cursor (`Database.query`'s health check and new "
+        "cursor per query, socket timeouts, `SqlReader` turning DATETIMEs into RFC 3339 and the tags "
+        "into a list, `ReplicaReader` ordering). Measured alone they add up to less than the whole "
+        "request: the database round trip itself is slower when the client does other work between "
+        "queries than in the raw baseline's back-to-back loop (the server thread goes idle and is "
+        "woken; on this 2-core machine a probe with 60-120 µs of CPU work between raw selects added "
+        "roughly 40-50 µs per select). Readers already use autocommit (one round trip per GET)."
+    ),
+    "POST /todos in process, transport excluded": (
+        "The bare route does nothing; the row's step timings (above) show where ours goes: making "
+        "the command (UUIDv7 and UUIDv4, the version clock, `version_to_ts` formatting the version "
+        "with strftime, then `stored_ts` parsing it back) and rendering its line, and the access-log "
+        "line with its EMF record, which `observe.emf` validates and builds afresh on every request "
+        "(dimension-set and unit checks, nested dicts) before `json.dumps(default=str)`. A prebuilt "
+        "EMF skeleton per route and computing `at`/`stored_at` straight from the integer version "
+        "would take most of the gap."
+    ),
+    "cold start: import + first GET": (
+        "PyMySQL 1.2 defaults to TLS PREFERRED: with no `ssl` argument every `connect()` calls "
+        "`ssl.create_default_context()` (the system CA store, 20-35 ms here); keep one context per "
+        "process (chalicelib/db/tls.py) or `ssl_disabled` where TLS is off. `chalicelib/bootstrap.py` "
+        "imports `chalicelib.loader` (with commands, models and their regular expressions, about "
+        "13 ms) at import time although a GET never loads. In this venv `pymysql._auth` also imports "
+        "`cryptography` (brought by moto), which a Lambda package without it does not pay."
+    ),
+    "GET /todos/{id}, warm Redis cache vs replica": (
+        "A hit is one GET to Redis plus json.loads of the row; what remains is the app's own work (see the GET row)."
+    ),
+}
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, str):
+        return value
+    number = float(value)
+    if abs(number) >= 100:
+        return f"{number:,.0f}"
+    if abs(number) >= 10:
+        return f"{number:.1f}"
+    if number == 0:
+        return "0"
+    return f"{number:.3g}"
+
+
+def normalise(item: dict[str, Any], section: str) -> Row:
+    """Rows from other modules (bench/loader.py) may carry only the six required keys."""
+    out: Row = {
+        "name": str(item.get("name", "?")),
+        "ours": item.get("ours"),
+        "baseline": item.get("baseline"),
+        "unit": str(item.get("unit", "")),
+        "ratio": item.get("ratio"),
+        "target": item.get("target", ""),
+        "note": str(item.get("note", "")),
+        "section": item.get("section") or section,
+    }
+    if out["ratio"] is None and out["ours"] is not None and out["baseline"]:
+        out["ratio"] = out["ours"] / out["baseline"]
+    met = item.get("met")
+    out["met"] = met if isinstance(met, bool) else target_met(out["ratio"], out["target"])
+    return out
+
+
+def verdict(item: Row) -> str:
+    if item["met"] is None:
+        return "—"
+    if item["met"]:
+        return "yes"
+    return "NO, " + miss(item)
+
+
+def miss(item: Row) -> str:
+    text = str(item["target"]).replace("≤", "<=").replace("≥", ">=").strip()
+    try:
+        bound = float(text[2:].strip().split()[0].rstrip("x×"))
+    except (ValueError, IndexError):
+        return "missed"
+    ratio = float(item["ratio"])
+    if text.startswith("<="):
+        return f"{(ratio / bound - 1) * 100:.0f}% over"
+    return f"{(1 - ratio / bound) * 100:.0f}% under"
+
+
+def table(rows: list[Row]) -> str:
+    header = ["row", "ours", "baseline", "unit", "ratio", "target", "met"]
+    body = [
+        [r["name"], fmt(r["ours"]), fmt(r["baseline"]), r["unit"], fmt(r["ratio"]), str(r["target"] or "—"), verdict(r)]
+        for r in rows
+    ]
+    widths = [max(len(str(line[i])) for line in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(line)).rstrip() for line in [header, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown(rows: list[Row], info: dict[str, str], quick: bool, seconds: float) -> str:
+    out = [
+        "# Sluice benchmarks",
+        "",
+        "Written by `make bench` (`.venv/bin/python -m bench`); do not edit by hand. Every baseline was "
+        "measured in the same run, on the same machine, as the figure beside it. `ratio` is always "
+        "ours / baseline; `target` is the bound the ratio must keep (issue 6).",
+        "",
+        f"Run: {info.get('date', '?')}, {'QUICK smoke sizes (not for comparison)' if quick else 'full sizes'}, "
+        f"{seconds:.0f} s in all.",
+        "",
+        "## Machine",
+        "",
+        "| | |",
+        "|---|---|",
+    ]
+    out += [f"| {key} | {value} |" for key, value in info.items()]
+    out += [
+        "",
+        "## Results",
+        "",
+        "| # | row | ours | baseline | unit | ratio | target | met |",
+        "|---|---|---:|---:|---|---:|---|---|",
+    ]
+    for item in rows:
+        number = str(item["section"]).split(".", 1)[0]
+        out.append(
+            f"| {number} | {item['name']} | {fmt(item['ours'])} | {fmt(item['baseline'])} | {item['unit']} | "
+            f"{fmt(item['ratio'])} | {item['target'] or '—'} | {verdict(item)} |"
+        )
+    out += ["", "## Notes per row", ""]
+    section = None
+    for item in rows:
+        if item["section"] != section:
+            section = item["section"]
+            out += [f"### {section}", ""]
+        line = f"- **{item['name']}**: {item['note'] or 'no notes.'}"
+        out.append(line)
+        if item["met"] is False:
+            out.append(f"  - Target missed ({miss(item)}: ratio {fmt(item['ratio'])}, target {item['target']}).")
+            cause = KNOWN_CAUSES.get(item["name"])
+            if cause:
+                out.append(f"  - What stands in the way: {cause}")
+        out.append("")
+    out += [
+        "## How the rows are measured",
+        "",
+        "See the docstring at the top of each module: `bench/master_load.py` (1), `bench/loader.py` (2), "
+        "`bench/inprocess.py` (3, 5), `bench/cold_start.py` (4), `bench/freshness.py` (6). Timings use "
+        "`time.perf_counter`, warm-ups and the median of repeated rounds; the MariaDB rows run on a "
+        "private master/replica pair started by `scripts/db-pair` (ports 3317/3318), Redis on 127.0.0.1:6379.",
+        "",
+    ]
+    return "\n".join(out)

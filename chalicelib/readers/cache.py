@@ -1,0 +1,403 @@
+"""The Redis read cache (CACHE_URL): read-through for one todo and one profile, kept right by the loader.
+
+Entries
+    `sluice:v1:todo:{owner}:{id}` and `sluice:v1:profile:{owner}`, where {owner} is the `sub`
+    itself when it is made of [A-Za-z0-9_-] (Cognito subs are UUIDs) and otherwise `~` and 32 hex
+    digits of its SHA-256 (so no owner can write into another's key space). A value is
+    `STATE|VERSION|OP_ID|PAYLOAD`: STATE `p` (present, PAYLOAD is the row as JSON), `a` (absent:
+    deleted or never written, PAYLOAD empty) or `m` (the loader wrote VERSION but did not say
+    what the row is: a miss that still fences older fills). Every entry has a TTL.
+
+Ordering
+    Entries are ordered like the loader orders commands: by (version, op_id). One Lua script
+    (GUARDED_SET, sent with EVALSHA) writes entries only when they are newer than what is stored,
+    atomically in Redis. The loader's writes (`CacheInvalidator`, after its transaction commits)
+    carry the command's (version, op_id). A reader's fill carries the row's version and an empty
+    op_id, because rows as read do not show op_id: so a fill never replaces an entry of the same
+    version, and the loader's entry of a version always replaces a fill of that version.
+
+The race this closes
+    A reader misses, reads version 1 from a lagging replica; the loader commits version 2 and
+    writes the entry; the reader then fills version 1. The script refuses the fill (1 < 2), so the
+    cache keeps version 2. "Absent" is filled as version 0 and so never replaces anything the
+    loader wrote: negative caching is safe under the same rule (with a shorter TTL).
+
+What it does not promise
+    The fence is the entry itself: if Redis drops the loader's entry (TTL, or eviction under an
+    `allkeys-*` maxmemory policy) before a lagging reader's fill arrives, that fill can hold an old
+    row for up to its TTL. Loaders that write the master without the invalidator (CACHE_URL unset
+    in that process) leave entries stale for up to the TTL. Run Redis with `noeviction` or
+    `volatile-*` policies and keep CACHE_TTL_SECONDS short.
+
+Outages
+    Every Redis failure (refused, timed out, garbage) is logged and answered from the database. A
+    failure opens a breaker for `cooldown` seconds, during which readers do not try Redis at all,
+    so a dead cache costs one short timeout per cool-down, not one per request. The invalidator
+    always tries (a skipped update would leave a stale entry) and reports to the same breaker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Final, Protocol
+from urllib.parse import parse_qs, urlsplit
+
+from chalicelib.readers import Row, TodoReader
+
+if TYPE_CHECKING:
+    from chalicelib.commands import WriteCommand
+    from chalicelib.config import Settings
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "sluice:v1"
+SAFE_OWNER = re.compile(r"[A-Za-z0-9_-]{1,64}")
+PRESENT, ABSENT, UNKNOWN = b"p", b"a", b"m"
+DEFAULT_COOLDOWN_SECONDS = 5.0
+MAX_NEGATIVE_TTL_SECONDS = 60
+INVALIDATE_CHUNK = 200  # keys per EVALSHA
+
+GUARDED_SET = """
+-- Version-guarded writes of cache entries (chalicelib/readers/cache.py).
+-- KEYS: entry keys. ARGV[1]: "load" or "fill"; ARGV[2]: TTL in ms; then per key:
+-- state, version, op_id, payload. An entry is "STATE|VERSION|OP_ID|PAYLOAD".
+-- Lua compares strings with strcoll (the server's locale), so op_ids are compared byte by byte;
+-- versions are below 2^53 and so exact as Lua numbers.
+local function bytes_cmp(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then
+      if x < y then return -1 end
+      return 1
+    end
+  end
+  if #a == #b then return 0 end
+  if #a < #b then return -1 end
+  return 1
+end
+
+local mode, ttl = ARGV[1], ARGV[2]
+local written = 0
+for i = 1, #KEYS do
+  local at = 2 + (i - 1) * 4
+  local state, version_text, op_id, payload = ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
+  local version = tonumber(version_text)
+  local write = true
+  local current = redis.call("GET", KEYS[i])
+  if current then
+    local a = string.find(current, "|", 1, true)
+    local b = a and string.find(current, "|", a + 1, true)
+    local c = b and string.find(current, "|", b + 1, true)
+    local cur_version = c and tonumber(string.sub(current, a + 1, b - 1))
+    if cur_version then
+      local cur_state = string.sub(current, 1, a - 1)
+      local cur_op = string.sub(current, b + 1, c - 1)
+      if mode == "fill" and cur_state == "m" then
+        write = version >= cur_version
+      elseif version ~= cur_version then
+        write = version > cur_version
+      else
+        write = bytes_cmp(op_id, cur_op) > 0
+      end
+    end
+  end
+  if write then
+    redis.call("SET", KEYS[i], state .. "|" .. version_text .. "|" .. op_id .. "|" .. payload, "PX", ttl)
+    written = written + 1
+  end
+end
+return written
+"""
+GUARDED_SET_SHA = hashlib.sha1(GUARDED_SET.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+class CacheClient(Protocol):
+    """What the cache needs of a Redis client: RespClient, or redis-py's Redis (bytes replies)."""
+
+    def execute_command(self, *args: Any) -> Any: ...
+
+
+class _RowUnknown:
+    def __repr__(self) -> str:
+        return "ROW_UNKNOWN"
+
+
+# A change whose new row the loader does not give: the entry becomes a fence ("m"), a miss.
+ROW_UNKNOWN: Final = _RowUnknown()
+
+# What the loader hands over after its commit, one per key it changed:
+# (resource, owner, id, version, op_id, row as GET shows it | None for a delete | ROW_UNKNOWN)
+Change = tuple[str, str, str, int, str, Any]
+
+
+# -- keys and values ---------------------------------------------------------------------------
+def owner_part(owner: str) -> str:
+    if SAFE_OWNER.fullmatch(owner):
+        return owner
+    return "~" + hashlib.sha256(owner.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def todo_key(owner: str, todo_id: str, prefix: str = KEY_PREFIX) -> str:
+    return f"{prefix}:todo:{owner_part(owner)}:{todo_id}"
+
+
+def profile_key(owner: str, prefix: str = KEY_PREFIX) -> str:
+    return f"{prefix}:profile:{owner_part(owner)}"
+
+
+def entry_key(resource: str, owner: str, id_: str, prefix: str = KEY_PREFIX) -> str:
+    if resource == "todos":
+        return todo_key(owner, id_, prefix)
+    if resource == "profiles":
+        return profile_key(owner, prefix)
+    raise ValueError(f"no cache entries for resource {resource!r}")
+
+
+def dump_row(row: Row) -> bytes:
+    return json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def parse_entry(raw: Any) -> tuple[bytes, int, str, Row | None] | None:
+    """(state, version, op_id, row) of a stored value, or None when it is not a readable entry."""
+    if not raw:
+        return None
+    try:
+        state, version, op_id, payload = bytes(raw).split(b"|", 3)
+        row = json.loads(payload) if state == PRESENT else None
+        return state, int(version), op_id.decode("ascii"), row
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _is_noscript(exc: BaseException) -> bool:
+    return type(exc).__name__ == "NoScriptError" or str(exc).startswith("NOSCRIPT")
+
+
+def guarded_set(
+    client: CacheClient, mode: str, ttl_ms: int, entries: Sequence[tuple[str, bytes, int, str, bytes]]
+) -> int:
+    """Run GUARDED_SET over (key, state, version, op_id, payload) entries; returns how many were
+    written. EVALSHA first; on NOSCRIPT (a restarted or flushed server) EVAL, which also caches it."""
+    keys = [e[0] for e in entries]
+    args: list[Any] = [mode, ttl_ms]
+    for _, state, version, op_id, payload in entries:
+        args += [state, version, op_id, payload]
+    try:
+        return int(client.execute_command("EVALSHA", GUARDED_SET_SHA, len(keys), *keys, *args))
+    except Exception as exc:  # only NOSCRIPT is handled here; the rest is re-raised
+        if not _is_noscript(exc):
+            raise
+    return int(client.execute_command("EVAL", GUARDED_SET, len(keys), *keys, *args))
+
+
+# -- outages ---------------------------------------------------------------------------------
+class Breaker:
+    """After a failure, readers leave Redis alone for `cooldown` seconds, then try once more."""
+
+    def __init__(self, cooldown: float = DEFAULT_COOLDOWN_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+        self.cooldown = cooldown
+        self.clock = clock
+        self.open_until = 0.0
+        self.failures = 0
+        self._lock = threading.Lock()
+
+    def allows(self) -> bool:
+        return self.open_until == 0.0 or self.clock() >= self.open_until
+
+    def failed(self, exc: BaseException, doing: str) -> None:
+        with self._lock:
+            was_closed = self.open_until == 0.0
+            self.open_until = self.clock() + self.cooldown
+            self.failures += 1
+        if was_closed:
+            log.warning("cache unavailable while %s, reading the database for %.0f s: %r", doing, self.cooldown, exc)
+
+    def succeeded(self) -> None:
+        if self.open_until:
+            with self._lock:
+                self.open_until = 0.0
+            log.info("cache available again")
+
+
+# -- reading -----------------------------------------------------------------------------------
+class CachedReader(TodoReader):
+    """Read-through cache in front of another reader (usually ReplicaReader). Lists are not cached."""
+
+    def __init__(
+        self,
+        inner: TodoReader,
+        redis_client: CacheClient,
+        ttl: float,
+        *,
+        negative_ttl: float | None = None,
+        breaker: Breaker | None = None,
+        prefix: str = KEY_PREFIX,
+    ) -> None:
+        if ttl <= 0:
+            raise ValueError("the cache TTL must be positive")
+        self.inner = inner
+        self.client = redis_client
+        self.ttl_ms = int(ttl * 1000)
+        negative = min(ttl, MAX_NEGATIVE_TTL_SECONDS) if negative_ttl is None else negative_ttl
+        self.negative_ttl_ms = max(1, int(negative * 1000))
+        self.breaker = breaker or Breaker()
+        self.prefix = prefix
+        self.hits = 0
+        self.misses = 0
+
+    def get_todo(self, owner: str, todo_id: str) -> Row | None:
+        return self._read(todo_key(owner, todo_id, self.prefix), lambda: self.inner.get_todo(owner, todo_id))
+
+    def get_profile(self, owner: str) -> Row | None:
+        return self._read(profile_key(owner, self.prefix), lambda: self.inner.get_profile(owner))
+
+    def list_todos(self, owner: str, after: str | None, limit: int, state: str | None) -> list[Row]:
+        return self.inner.list_todos(owner, after, limit, state)
+
+    def _read(self, key: str, load: Callable[[], Row | None]) -> Row | None:
+        use_cache = self.breaker.allows()
+        if use_cache:
+            try:
+                raw = self.client.execute_command("GET", key)
+            except Exception as exc:  # noqa: BLE001 - any cache failure degrades to the database
+                self.breaker.failed(exc, "reading")
+                use_cache = False
+            else:
+                self.breaker.succeeded()
+                entry = parse_entry(raw)
+                if entry is not None and entry[0] != UNKNOWN:
+                    self.hits += 1
+                    return entry[3]
+        self.misses += 1
+        row = load()
+        if use_cache:
+            self._fill(key, row)
+        return row
+
+    def _fill(self, key: str, row: Row | None) -> None:
+        if row is None:
+            entry = (key, ABSENT, 0, "", b"")
+            ttl_ms = self.negative_ttl_ms
+        else:
+            entry = (key, PRESENT, int(row["version"]), "", dump_row(row))
+            ttl_ms = self.ttl_ms
+        try:
+            guarded_set(self.client, "fill", ttl_ms, [entry])
+        except Exception as exc:  # noqa: BLE001 - the row is answered all the same
+            self.breaker.failed(exc, "filling")
+        else:
+            self.breaker.succeeded()
+
+
+# -- the loader's side -----------------------------------------------------------------------------
+class CacheInvalidator:
+    """Called by the loader after its transaction commits, with the keys it changed. Writes each
+    key's new entry (version-guarded), a tombstone for a delete, or a fence when the row is not
+    given. Never raises: returns how many entries it wrote (0 when Redis failed)."""
+
+    def __init__(
+        self,
+        redis_client: CacheClient,
+        ttl: float,
+        *,
+        breaker: Breaker | None = None,
+        prefix: str = KEY_PREFIX,
+        chunk: int = INVALIDATE_CHUNK,
+    ) -> None:
+        self.client = redis_client
+        self.ttl_ms = int(ttl * 1000)
+        self.breaker = breaker or Breaker()
+        self.prefix = prefix
+        self.chunk = chunk
+
+    def __call__(self, changes: Iterable[Change]) -> int:
+        return self.apply(changes)
+
+    def apply(self, changes: Iterable[Change]) -> int:
+        entries = [self._entry(change) for change in changes]
+        written = 0
+        try:
+            for start in range(0, len(entries), self.chunk):
+                written += guarded_set(self.client, "load", self.ttl_ms, entries[start : start + self.chunk])
+        except Exception as exc:  # noqa: BLE001 - the load is committed; the TTL bounds staleness
+            self.breaker.failed(exc, "updating after a load")
+            log.warning(
+                "cache not updated for %d keys; entries may be stale for up to %d s", len(entries), self.ttl_ms // 1000
+            )
+            return written
+        self.breaker.succeeded()
+        return written
+
+    def _entry(self, change: Change) -> tuple[str, bytes, int, str, bytes]:
+        resource, owner, id_, version, op_id, row = change
+        key = entry_key(resource, owner, id_, self.prefix)
+        if row is ROW_UNKNOWN:
+            return (key, UNKNOWN, int(version), op_id, b"")
+        if row is None:
+            return (key, ABSENT, int(version), op_id, b"")
+        return (key, PRESENT, int(version), op_id, dump_row(row))
+
+
+def row_for_command(command: WriteCommand, created_at: str) -> Row | None:
+    """The row GET shows after `command` won, given the key's stored `created_at` (the loader's
+    fixed-width text, or a datetime). None for a delete."""
+    from chalicelib.readers.sql import ts_out
+
+    if command.op == "delete" or command.data is None:
+        return None
+    data = command.data
+    if command.resource == "todos":
+        return {
+            "id": command.id,
+            "title": data["title"],
+            "notes": data["notes"],
+            "state": data["state"],
+            "tags": list(data["tags"]),
+            "due_at": data["due_at"],
+            "version": command.version,
+            "created_at": ts_out(created_at),
+            "updated_at": ts_out(command.stored_at),
+        }
+    return {
+        "display_name": data["display_name"],
+        "locale": data["locale"],
+        "timezone": data["timezone"],
+        "version": command.version,
+        "created_at": ts_out(created_at),
+        "updated_at": ts_out(command.stored_at),
+    }
+
+
+def change_for(command: WriteCommand, created_at: str | None = None) -> Change:
+    """The Change for a command the loader applied. Without created_at the row is not known and
+    the entry becomes a fence (the next read goes to the database)."""
+    row = ROW_UNKNOWN if created_at is None else row_for_command(command, created_at)
+    if command.op == "delete":
+        row = None
+    return (command.resource, command.owner, command.id, command.version, command.op_id, row)
+
+
+# -- composition -------------------------------------------------------------------------------------
+def build_cache(settings: Settings) -> tuple[Callable[[TodoReader], CachedReader], CacheInvalidator] | None:
+    """From CACHE_URL: (wrap a reader, the loader's invalidator), sharing one client and breaker;
+    None when no cache is configured. Nothing connects until the first command."""
+    if not settings.cache_url:
+        return None
+    from chalicelib.readers.resp import RespClient
+
+    client = RespClient.from_url(settings.cache_url)
+    query = parse_qs(urlsplit(settings.cache_url).query)
+    breaker = Breaker(float(query.get("cooldown", [DEFAULT_COOLDOWN_SECONDS])[-1]))
+    ttl = settings.cache_ttl_seconds
+
+    def wrap(inner: TodoReader) -> CachedReader:
+        return CachedReader(inner, client, ttl, breaker=breaker)
+
+    return wrap, CacheInvalidator(client, ttl, breaker=breaker)

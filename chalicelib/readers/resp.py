@@ -1,0 +1,275 @@
+"""A small Redis client (RESP2 over one TCP or TLS socket), just what the read cache needs.
+
+Why not redis-py: the API Lambda imports this module whenever `CACHE_URL` is set, and the cache
+needs five commands (GET, SET, DEL, EVALSHA/EVAL, SCRIPT LOAD). This module costs about a
+millisecond to import and keeps the deployment package free of another dependency.
+
+- One socket per process, opened lazily on the first command, reopened after any failure and
+  after a fork. Commands from several threads are serialised by a lock.
+- Short timeouts: `connect_timeout` for the TCP (and TLS) handshake, `timeout` for each reply.
+- Failures raise `RespConnectionError` (an `OSError`): the connection is dropped and the next
+  command reconnects. A command sent on a connection that had been idle and turns out closed by
+  the server is retried once on a fresh connection (every command the cache sends is idempotent).
+- Error replies (`-ERR ...`) raise `RespError` and leave the connection usable.
+
+URL: `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?timeout=S&connect_timeout=S]`, or `rediss://`
+for TLS (ElastiCache in-transit encryption), verified against the system's CA store.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+CRLF = b"\r\n"
+DEFAULT_PORT = 6379
+DEFAULT_CONNECT_TIMEOUT = 0.2
+DEFAULT_TIMEOUT = 0.1
+RECV_BYTES = 65536
+MAX_LINE_BYTES = 64 * 1024
+
+
+class RespError(Exception):
+    """An error reply from the server, such as `NOSCRIPT ...` or `WRONGTYPE ...`."""
+
+    @property
+    def kind(self) -> str:
+        return str(self).split(" ", 1)[0]
+
+
+class RespConnectionError(ConnectionError):
+    """The server could not be reached, closed the connection, timed out or spoke nonsense."""
+
+
+def _encode(arg: Any) -> bytes:
+    if isinstance(arg, bytes):
+        return arg
+    if isinstance(arg, str):
+        return arg.encode("utf-8", "surrogatepass")
+    if isinstance(arg, bool):
+        raise TypeError("booleans are not Redis arguments")
+    if isinstance(arg, (int, float)):
+        return repr(arg).encode("ascii")
+    if isinstance(arg, (bytearray, memoryview)):
+        return bytes(arg)
+    raise TypeError(f"cannot send {type(arg).__name__} to Redis")
+
+
+def encode_command(args: Sequence[Any]) -> bytes:
+    """One command as a RESP array of bulk strings."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = _encode(arg)
+        parts.append(b"$%d\r\n" % len(data))
+        parts.append(data)
+        parts.append(CRLF)
+    return b"".join(parts)
+
+
+class RespClient:
+    """A Redis connection for one process. See the module docstring."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        *,
+        db: int = 0,
+        username: str | None = None,
+        password: str | None = None,
+        tls: bool = False,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.db = db
+        self.username = username
+        self.password = password
+        self.tls = tls
+        self.connect_timeout = connect_timeout
+        self.timeout = timeout
+        self.connects = 0  # how many connections were opened (tests and metrics read it)
+        self._sock: socket.socket | None = None
+        self._pid = 0
+        self._buf = bytearray()
+        self._pos = 0
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> RespClient:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ValueError(f"a cache URL starts with redis:// or rediss://, got {parts.scheme or url!r}")
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        path = parts.path.strip("/")
+        options: dict[str, Any] = {
+            "db": int(path) if path else int(query.get("db", 0)),
+            "username": unquote(parts.username) if parts.username else None,
+            "password": unquote(parts.password) if parts.password is not None else None,
+            "tls": parts.scheme == "rediss",
+            "connect_timeout": float(query.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)),
+            "timeout": float(query.get("timeout", DEFAULT_TIMEOUT)),
+        }
+        options.update(overrides)
+        return cls(parts.hostname or "127.0.0.1", parts.port or DEFAULT_PORT, **options)
+
+    # -- connection --------------------------------------------------------------------------
+    def _open(self) -> socket.socket:
+        sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.tls:
+                import ssl  # only for rediss://
+
+                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=self.host)
+            sock.settimeout(self.timeout)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock, self._pid = sock, os.getpid()
+        self._buf, self._pos = bytearray(), 0
+        self.connects += 1
+        if self.password is not None:
+            self._handshake(["AUTH", self.username, self.password] if self.username else ["AUTH", self.password])
+        if self.db:
+            self._handshake(["SELECT", self.db])
+        return sock
+
+    def _handshake(self, args: list[Any]) -> None:
+        reply = self._roundtrip([args])[0]
+        if isinstance(reply, RespError):
+            raise RespConnectionError(f"redis refused {args[0]}: {reply.kind}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        sock, self._sock = self._sock, None
+        self._buf, self._pos = bytearray(), 0
+        if sock is not None and self._pid == os.getpid():
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    # -- commands ----------------------------------------------------------------------------
+    def execute_command(self, *args: Any) -> Any:
+        """Send one command and return its reply (bytes, int, list, None). Raises RespError for an
+        error reply and RespConnectionError when the server cannot be used."""
+        reply = self.pipeline([args])[0]
+        if isinstance(reply, RespError):
+            raise reply
+        return reply
+
+    def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Send several commands in one write and read every reply; error replies come back as
+        RespError values in their place, so one bad command does not hide the others' replies."""
+        if not commands:
+            return []
+        payload = b"".join(encode_command(c) for c in commands)
+        with self._lock:
+            for attempt in (1, 2):
+                reused = self._sock is not None and self._pid == os.getpid()
+                try:
+                    if not reused:
+                        self._drop()
+                        self._open()
+                    return self._roundtrip(commands, payload)
+                except (OSError, RespConnectionError) as exc:
+                    self._drop()
+                    # Retry once only when an idle connection turned out closed; never after a
+                    # timeout (the server is slow, and waiting twice would double the stall).
+                    if attempt == 2 or not reused or isinstance(exc, TimeoutError):
+                        if isinstance(exc, RespConnectionError):
+                            raise
+                        raise RespConnectionError(f"redis {self.host}:{self.port}: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def _roundtrip(self, commands: Sequence[Sequence[Any]], payload: bytes | None = None) -> list[Any]:
+        sock = self._sock
+        assert sock is not None
+        sock.sendall(payload if payload is not None else b"".join(encode_command(c) for c in commands))
+        return [self._reply() for _ in commands]
+
+    # -- convenience -------------------------------------------------------------------------
+    def get(self, key: str | bytes) -> bytes | None:
+        value = self.execute_command("GET", key)
+        return value if value is None else bytes(value)
+
+    def set(self, key: str | bytes, value: Any, px: int | None = None) -> bool:
+        args: list[Any] = ["SET", key, value]
+        if px is not None:
+            args += ["PX", px]
+        return self.execute_command(*args) == b"OK"
+
+    def delete(self, *keys: str | bytes) -> int:
+        return int(self.execute_command("DEL", *keys)) if keys else 0
+
+    def script_load(self, script: str) -> str:
+        return bytes(self.execute_command("SCRIPT", "LOAD", script)).decode("ascii")
+
+    def evalsha(self, sha: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        return self.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+
+    def eval(self, script: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        return self.execute_command("EVAL", script, len(keys), *keys, *args)
+
+    # -- reading replies ---------------------------------------------------------------------
+    def _fill(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        chunk = sock.recv(RECV_BYTES)
+        if not chunk:
+            raise RespConnectionError("redis closed the connection")
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += chunk
+
+    def _line(self) -> bytes:
+        while True:
+            end = self._buf.find(CRLF, self._pos)
+            if end >= 0:
+                line = bytes(self._buf[self._pos : end])
+                self._pos = end + 2
+                return line
+            if len(self._buf) - self._pos > MAX_LINE_BYTES:
+                raise RespConnectionError("redis sent an overlong line")
+            self._fill()
+
+    def _exact(self, size: int) -> bytes:
+        while len(self._buf) - self._pos < size + 2:
+            self._fill()
+        data = bytes(self._buf[self._pos : self._pos + size])
+        if self._buf[self._pos + size : self._pos + size + 2] != CRLF:
+            raise RespConnectionError("redis sent a bulk string without its CRLF")
+        self._pos += size + 2
+        return data
+
+    def _reply(self) -> Any:
+        line = self._line()
+        if not line:
+            raise RespConnectionError("redis sent an empty line")
+        kind, rest = line[:1], line[1:]
+        try:
+            if kind == b"+":
+                return rest
+            if kind == b"-":
+                return RespError(rest.decode("utf-8", "replace"))
+            if kind == b":":
+                return int(rest)
+            if kind == b"$":
+                size = int(rest)
+                return None if size < 0 else self._exact(size)
+            if kind == b"*":
+                count = int(rest)
+                return None if count < 0 else [self._reply() for _ in range(count)]
+        except ValueError as exc:
+            raise RespConnectionError(f"redis sent a bad length: {line[:40]!r}") from exc
+        raise RespConnectionError(f"redis sent an unknown reply type: {line[:40]!r}")
