@@ -70,9 +70,11 @@ def format_ts(moment: datetime) -> str:
 
 def version_to_ts(version: int) -> str:
     """The acceptance time a version stands for, as RFC 3339 UTC with microseconds."""
-    seconds, micros = divmod(version, 1_000_000)
-    moment = datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=micros, tzinfo=None)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    moment = _EPOCH + timedelta(microseconds=version)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond:06d}Z"
+
+
+_EPOCH = datetime(1970, 1, 1)
 
 
 _RFC3339 = re.compile(

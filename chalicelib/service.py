@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from chalicelib.commands import WriteCommand, make_command
 from chalicelib.errors import ApiError, TransportUnavailable, not_found
 from chalicelib.identity import Principal
 from chalicelib.ids import VersionClock, derived_id, new_op_id, uuid7
 from chalicelib.readers import Row, TodoReader
 from chalicelib.writers import CommandWriter
+
+if TYPE_CHECKING:
+    from chalicelib.commands import WriteCommand
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class TodoService:
 
     # -- writes: never touch the database ------------------------------------------------
     def _command(self, op: str, resource: str, owner: str, id_: str, data: dict[str, Any] | None) -> WriteCommand:
+        from chalicelib.commands import make_command  # not on the read path: GETs never import it
+
         return make_command(op, resource, owner, id_, self.clock.next(), new_op_id(), data)
 
     def _send(self, commands: Sequence[WriteCommand]) -> list[Accepted]:
