@@ -341,3 +341,17 @@ def _git_commit() -> str:
     except OSError:
         return "unknown"
     return head.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+
+
+@contextlib.contextmanager
+def lambda_environment() -> Iterator[None]:
+    """Mark the process as running in Lambda (as production is) for the block, then restore."""
+    previous = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+    os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "sluice-bench"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("AWS_LAMBDA_FUNCTION_NAME", None)
+        else:
+            os.environ["AWS_LAMBDA_FUNCTION_NAME"] = previous

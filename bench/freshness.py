@@ -22,7 +22,18 @@ import threading
 import time
 from typing import Any
 
-from bench.common import Pair, Row, admin, fresh_database, median, percentile, production_loader, quiet_stdout, row
+from bench.common import (
+    Pair,
+    Row,
+    admin,
+    fresh_database,
+    lambda_environment,
+    median,
+    percentile,
+    production_loader,
+    quiet_stdout,
+    row,
+)
 from bench.events import LambdaContext, post_event
 
 SECTION = "6. End-to-end freshness"
@@ -98,7 +109,12 @@ def drive(pair: Pair, database: str, services: Any, count: int, rate: float, int
 
 
 def run(pair: Pair, quick: bool = False, count: int | None = None, interval: float = INTERVAL) -> list[Row]:
-    os.environ.setdefault("AWS_LAMBDA_FUNCTION_NAME", "sluice-bench")
+    """Run with Lambda's environment marker set, and put the environment back afterwards."""
+    with lambda_environment():
+        return _run(pair, quick, count, interval)
+
+
+def _run(pair: Pair, quick: bool = False, count: int | None = None, interval: float = INTERVAL) -> list[Row]:
     from chalicelib import bootstrap
     from chalicelib.config import Settings
     from chalicelib.loader import local_etag

@@ -14,7 +14,6 @@ figure is the median of the rounds' per-call times.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import uuid
 from collections.abc import Callable, Sequence
@@ -26,6 +25,7 @@ from bench.common import (
     Row,
     fresh_database,
     interleaved,
+    lambda_environment,
     production_loader,
     profile_summary,
     quiet_stdout,
@@ -158,7 +158,12 @@ def raw_select(replica_url: str, owner: str, todo_id: str) -> tuple[Callable[[],
 
 
 def run(pair: Pair, quick: bool = False) -> list[Row]:
-    os.environ.setdefault("AWS_LAMBDA_FUNCTION_NAME", "sluice-bench")
+    """Run with Lambda's environment marker set, and put the environment back afterwards."""
+    with lambda_environment():
+        return _run(pair, quick)
+
+
+def _run(pair: Pair, quick: bool = False) -> list[Row]:
     import app as app_module
     from chalicelib import bootstrap
     from chalicelib.config import Settings

@@ -1,5 +1,20 @@
 """Observability: one JSON log line per request and per loaded object, and CloudWatch Embedded
-Metric Format (EMF) records for the numbers worth alarming on. Never logs tokens or bodies."""
+Metric Format (EMF) records for the numbers worth alarming on. Never logs tokens or bodies.
+
+Each request writes exactly one line to standard output: a structured log record that is also an
+EMF record, so CloudWatch turns it into the API's metrics without an API call:
+
+- `Requests`, `Latency` (ms), `ServerErrors` (a 5xx) and `WriteAcceptanceFailures` (a 503 on a
+  write: the transport did not take the command), per stage and per stage/route/method.
+
+The loader's per-object line (`type: load`) and the reconciler's line come from
+chalicelib.loader through `loaded_object()` and `metrics()`: `RecordsApplied`, `RecordsStale`,
+`RecordsRejected` and `ObjectLagSeconds` (from the object's arrival in S3 to its commit).
+
+What a line may carry is an allow-list (`REQUEST_FIELDS`): request id, route template (never the
+concrete path, which holds user ids), method, status, latency, the error code of an error answer.
+Headers, query strings, claims and bodies are never read here.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +22,46 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from chalicelib.http import error_body
 
 NAMESPACE = "Sluice"
+WRITE_METHODS = frozenset(("POST", "PUT", "DELETE", "PATCH"))
+# The units CloudWatch accepts (PutMetricData's StandardUnit).
+UNITS = frozenset(
+    (
+        "Seconds",
+        "Microseconds",
+        "Milliseconds",
+        "Bytes",
+        "Kilobytes",
+        "Megabytes",
+        "Gigabytes",
+        "Terabytes",
+        "Bits",
+        "Kilobits",
+        "Megabits",
+        "Gigabits",
+        "Terabits",
+        "Percent",
+        "Count",
+        "Bytes/Second",
+        "Kilobytes/Second",
+        "Megabytes/Second",
+        "Gigabytes/Second",
+        "Terabytes/Second",
+        "Bits/Second",
+        "Kilobits/Second",
+        "Megabits/Second",
+        "Gigabits/Second",
+        "Terabits/Second",
+        "Count/Second",
+        "None",
+    )
+)
+REQUEST_FIELDS = ("type", "request_id", "lambda_request_id", "method", "route", "status", "error", "latency_ms")
 _FRAMEWORK_CODES = {
     405: ("method_not_allowed", "This path does not take that method."),
     400: ("invalid_json", "The body is not valid JSON."),
@@ -26,30 +75,84 @@ def emit(record: dict[str, Any]) -> None:
     if os.environ.get("SLUICE_LOG", "1") == "0":
         return
     sys.stdout.write(json.dumps(record, separators=(",", ":"), default=str) + "\n")
+    sys.stdout.flush()
 
 
-def metrics(dimensions: dict[str, str], values: dict[str, tuple[float, str]], **fields: Any) -> None:
-    """One EMF record: CloudWatch turns it into metrics without an API call."""
-    record: dict[str, Any] = {
+def emf(
+    dimensions: Mapping[str, str],
+    values: Mapping[str, tuple[float, str]],
+    dimension_sets: list[list[str]] | None = None,
+) -> dict[str, Any]:
+    """The EMF members of a record: the `_aws` directive, the dimension values, the metric values."""
+    sets = dimension_sets if dimension_sets is not None else [sorted(dimensions)]
+    for names in sets:
+        missing = [name for name in names if name not in dimensions]
+        if missing:
+            raise ValueError(f"dimension set names undefined dimensions: {missing}")
+    for name, (value, unit) in values.items():
+        if unit not in UNITS:
+            raise ValueError(f"metric {name}: {unit!r} is not a CloudWatch unit")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"metric {name}: {value!r} is not a number")
+    return {
         "_aws": {
             "Timestamp": int(time.time() * 1000),
             "CloudWatchMetrics": [
                 {
                     "Namespace": NAMESPACE,
-                    "Dimensions": [sorted(dimensions)],
+                    "Dimensions": [list(names) for names in sets],
                     "Metrics": [{"Name": name, "Unit": unit} for name, (_, unit) in values.items()],
                 }
             ],
         },
-        **dimensions,
+        **{name: str(value) for name, value in dimensions.items()},
         **{name: value for name, (value, _) in values.items()},
-        **fields,
     }
-    emit(record)
+
+
+def metrics(dimensions: dict[str, str], values: dict[str, tuple[float, str]], **fields: Any) -> None:
+    """One EMF record (and log line): CloudWatch turns it into metrics without an API call."""
+    record = emf(dimensions, values)
+    clash = set(fields) & set(record)
+    if clash:
+        raise ValueError(f"fields would overwrite metric members: {sorted(clash)}")
+    emit({**record, **fields})
 
 
 def stage() -> str:
     return os.environ.get("SLUICE_STAGE", "local")
+
+
+def loaded_object(
+    bucket: str,
+    key: str,
+    applied: int,
+    stale: int,
+    rejected: int,
+    skipped: int,
+    latency_ms: float,
+    lag_seconds: float | None,
+    source: str = "event",
+) -> None:
+    """The line for one loaded object, with the loader's metrics. `lag_seconds` is the time from the
+    object's arrival (S3 event time or LastModified) to the commit; None when unknown (no metric)."""
+    values: dict[str, tuple[float, str]] = {
+        "RecordsApplied": (applied, "Count"),
+        "RecordsStale": (stale, "Count"),
+        "RecordsRejected": (rejected, "Count"),
+    }
+    if lag_seconds is not None:
+        values["ObjectLagSeconds"] = (round(lag_seconds, 3), "Seconds")
+    metrics(
+        {"Stage": stage()},
+        values,
+        type="load",
+        source=source,
+        bucket=bucket,
+        key=key,
+        skipped=skipped,
+        latency_ms=round(latency_ms, 3),
+    )
 
 
 def _reshape_framework_error(response: Any) -> None:
@@ -61,21 +164,48 @@ def _reshape_framework_error(response: Any) -> None:
         response.headers["Content-Type"] = "application/json"
 
 
+def _error_code(response: Any) -> str | None:
+    body = response.body
+    if response.status_code >= 400 and isinstance(body, dict) and isinstance(body.get("error"), str):
+        return str(body["error"])[:64]
+    return None
+
+
+def request_record(event: Any, status: int, error: str | None, latency_ms: float) -> dict[str, Any]:
+    """The request's log line, from the allow-listed fields only."""
+    context = getattr(event, "context", None)
+    context = context if isinstance(context, dict) else {}
+    lambda_context = getattr(event, "lambda_context", None)
+    lambda_id = getattr(lambda_context, "aws_request_id", None)
+    method = str(getattr(event, "method", "") or context.get("httpMethod") or "").upper()
+    route = context.get("resourcePath")
+    server_error = status >= 500
+    values: dict[str, tuple[float, str]] = {
+        "Requests": (1, "Count"),
+        "Latency": (round(latency_ms, 3), "Milliseconds"),
+        "ServerErrors": (1 if server_error else 0, "Count"),
+        "WriteAcceptanceFailures": (1 if status == 503 and method in WRITE_METHODS else 0, "Count"),
+    }
+    dimensions = {"Stage": stage(), "Route": str(route or "unknown"), "Method": method or "unknown"}
+    record: dict[str, Any] = {
+        "type": "request",
+        "request_id": context.get("requestId") or lambda_id,
+        "lambda_request_id": lambda_id,
+        "method": method or None,
+        "route": route,
+        "status": status,
+        "error": error,
+        "latency_ms": round(latency_ms, 3),
+    }
+    if server_error:
+        record["level"] = "error"
+    return {**emf(dimensions, values, [["Stage"], ["Stage", "Route", "Method"]]), **record}
+
+
 def http_middleware(event: Any, get_response: Callable[[Any], Any]) -> Any:
     started = time.perf_counter()
     response = get_response(event)
     _reshape_framework_error(response)
     elapsed_ms = (time.perf_counter() - started) * 1000
-    context = getattr(event, "context", None) or {}
-    record = {
-        "type": "request",
-        "request_id": context.get("requestId"),
-        "method": getattr(event, "method", None),
-        "route": context.get("resourcePath"),
-        "status": response.status_code,
-        "latency_ms": round(elapsed_ms, 3),
-    }
-    if response.status_code >= 500:
-        record["level"] = "error"
-    emit(record)
+    emit(request_record(event, response.status_code, _error_code(response), elapsed_ms))
     return response

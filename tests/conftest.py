@@ -12,12 +12,19 @@ import os
 import socket
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 os.environ.setdefault("SLUICE_LOG", "0")  # the JSON access log is tested on its own
+
+from chalicelib import localdev
+
+# The gateway emulation of chalice local, whatever imports `app` first (a bench row marks the
+# process as Lambda's for a while, and app.py installs it only outside Lambda).
+localdev.install()
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"

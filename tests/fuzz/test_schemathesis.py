@@ -1,0 +1,241 @@
+"""API fuzzing with schemathesis against `chalice local`, over real HTTP (CONTRACT section 3).
+
+The server runs as `make run` runs it, on a free port with a temporary LOCAL_DATA_DIR (local
+transport, embedded SQLite). The document is loaded from the running server's GET /openapi.json,
+so what is checked is what clients get. For every operation:
+
+- with a valid development token, schema-valid (positive) and schema-violating (negative) requests:
+  no 5xx, the status code is documented, and the body, content type and documented headers
+  conform to the document;
+- without a token and with garbage tokens: 401 in the contract's error shape (the two open
+  routes answer 200).
+
+Bounded: a fixed number of examples per operation (FUZZ_EXAMPLES, default 40), no shrinking
+database, no deadline; the whole module takes well under a minute here.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from chalicelib.cli import make_token
+from chalicelib.openapi import document
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
+OPERATIONS = [
+    (method.upper(), path)
+    for path, item in document()["paths"].items()
+    for method in item
+    if method in ("get", "put", "post", "delete", "patch")
+]
+SECURED = [(m, p) for m, p in OPERATIONS if p not in ("/health", "/openapi.json")]
+# Negative generation needs something to violate: parameters or a body.
+WITH_INPUT = [
+    (m, p)
+    for m, p in OPERATIONS
+    if document()["paths"][p].get("parameters")
+    or document()["paths"][p][m.lower()].get("parameters")
+    or "requestBody" in document()["paths"][p][m.lower()]
+]
+CASES = [(m, p, GenerationMode.POSITIVE) for m, p in OPERATIONS] + [
+    (m, p, GenerationMode.NEGATIVE) for m, p in WITH_INPUT
+]
+SEEDED_ID = "0190b2a0-1234-7abc-8def-0123456789ab"
+GARBAGE_TOKENS = [
+    "garbage",
+    "Bearer garbage",
+    "a.b.c",
+    "..",
+    "eyJhbGciOiJub25lIn0.%%%.",
+    "eyJhbGciOiJub25lIn0.eyJzdWIiOjF9.",  # sub is a number
+    "eyJhbGciOiJub25lIn0.W10.",  # payload is a list
+    "eyJhbGciOiJub25lIn0.eyJjb2duaXRvOnVzZXJuYW1lIjoieCJ9.",  # no sub
+    "x" * 5000,
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    data = tmp_path_factory.mktemp("fuzz-local")
+    log_path = data / "chalice-local.log"
+    env = {**os.environ, "LOCAL_DATA_DIR": str(data), "SLUICE_LOG": "0"}
+    for name in ("DATABASE_URL", "REPLICA_URLS", "WRITE_TRANSPORT", "CACHE_URL", "AWS_LAMBDA_FUNCTION_NAME"):
+        env.pop(name, None)
+    chalice = Path(sys.executable).with_name("chalice")
+    with open(log_path, "wb") as log:  # a file, not a pipe: a full pipe would stall the server
+        process = subprocess.Popen(
+            [str(chalice), "local", "--no-autoreload", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=1) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                if process.poll() is not None:
+                    raise RuntimeError(f"chalice local died:\n{log_path.read_text()[-3000:]}") from None
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("chalice local did not answer /health")
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        assert "Traceback" not in log_path.read_text(errors="replace"), "the server logged a traceback"
+
+
+@pytest.fixture(scope="module")
+def schema(server: str) -> Any:
+    loaded = schemathesis.openapi.from_url(f"{server}/openapi.json")
+    assert loaded.raw_schema == document(), "the served document is not chalicelib.openapi.document()"
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def tokens(server: str) -> dict[str, str]:
+    """alice's token (with a todo of a known id and a profile, so reads also answer 200 and 304),
+    and an admin's (the admin route answers 200 for them, 403 for alice)."""
+    alice = make_token("alice", None, None, [], 3600)
+    headers = {"Authorization": alice, "Content-Type": "application/json"}
+    assert requests.put(f"{server}/todos/{SEEDED_ID}", json={"title": "seed"}, headers=headers).status_code == 202
+    assert requests.put(f"{server}/me", json={"display_name": "Alice"}, headers=headers).status_code == 202
+    return {"alice": alice, "admin": make_token("root", None, None, ["admins"], 3600)}
+
+
+SEEDS = {"{todo_id}": {"todo_id": SEEDED_ID}, "{sub}": {"sub": "alice"}}
+
+
+def strategy(schema: Any, method: str, path: str, mode: GenerationMode, headers: dict[str, str]) -> Any:
+    operation = schema[path][method]
+    generated = operation.as_strategy(generation_mode=mode, headers=headers)
+    for variable, known in SEEDS.items():
+        if mode is GenerationMode.POSITIVE and variable in path:
+            seeded = operation.as_strategy(generation_mode=mode, headers=headers, path_parameters=known)
+            return st.one_of(generated, seeded)
+    return generated
+
+
+def fuzz(
+    schema: Any,
+    server: str,
+    method: str,
+    path: str,
+    mode: GenerationMode,
+    auth: dict,
+    examples: int = EXAMPLES,
+) -> dict[int, int]:
+    """Run the examples; returns how many answers of each status were seen."""
+    seen: dict[int, int] = {}
+
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+        derandomize=os.environ.get("FUZZ_DERANDOMIZE", "") == "1",
+    )
+    @given(case=strategy(schema, method, path, mode, auth))
+    def run(case: Any) -> None:
+        try:
+            # A new connection per request: chalice local's server and a kept-alive connection
+            # meet Nagle's algorithm and delayed ACKs (40 ms per request instead of 2).
+            response = case.call(base_url=server, timeout=30)
+        except (requests.exceptions.InvalidHeader, UnicodeEncodeError, ValueError) as exc:
+            if "header" in str(exc).lower() or isinstance(exc, UnicodeEncodeError):
+                return  # an HTTP client cannot send this header; nothing reached the server
+            raise
+        seen[response.status_code] = seen.get(response.status_code, 0) + 1
+        case.validate_response(response, checks=CHECKS)
+
+    run()
+    return seen
+
+
+@pytest.mark.parametrize(("method", "path", "mode"), CASES, ids=[f"{m} {p} {g.value}" for m, p, g in CASES])
+def test_fuzz_with_a_valid_token(
+    schema: Any,
+    server: str,
+    tokens: dict[str, str],
+    method: str,
+    path: str,
+    mode: GenerationMode,
+) -> None:
+    token = tokens["admin" if path.startswith("/users/") else "alice"]
+    seen = fuzz(schema, server, method, path, mode, {"Authorization": token})
+    print(f"{method} {path} [{mode.value}] statuses: {dict(sorted(seen.items()))}")
+    assert seen, "no request reached the server"
+    assert not any(status >= 500 for status in seen)
+
+
+@pytest.mark.parametrize(("method", "path"), SECURED, ids=[f"{m} {p}" for m, p in SECURED])
+def test_fuzz_without_a_token_is_401(schema: Any, server: str, method: str, path: str) -> None:
+    seen = fuzz(schema, server, method, path, GenerationMode.POSITIVE, {})
+    assert set(seen) == {401}, seen
+
+
+@pytest.mark.parametrize(("method", "path"), SECURED, ids=[f"{m} {p}" for m, p in SECURED])
+def test_fuzz_with_garbage_tokens_is_401(schema: Any, server: str, method: str, path: str) -> None:
+    seen: dict[int, int] = {}
+    for garbage in GARBAGE_TOKENS:
+        answers = fuzz(
+            schema,
+            server,
+            method,
+            path,
+            GenerationMode.POSITIVE,
+            {"Authorization": garbage},
+            examples=max(3, EXAMPLES // 4),
+        )
+        for status, count in answers.items():
+            seen[status] = seen.get(status, 0) + count
+    assert set(seen) == {401}, seen
