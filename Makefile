@@ -45,6 +45,7 @@ integration: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(PY) scripts/gen-openapi --check
 
 typecheck: install
 	$(BIN)/mypy chalicelib app.py deploy
