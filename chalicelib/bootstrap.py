@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.config import Settings
-from chalicelib.db.database import Database, open_database
+from chalicelib.db.database import Database, open_master, open_reader
 from chalicelib.ids import VersionClock
 from chalicelib.loader import BatchLoader, local_etag
 from chalicelib.readers import TodoReader
@@ -32,15 +32,20 @@ def build(
     settings: Settings | None = None, writer: CommandWriter | None = None, reader: TodoReader | None = None
 ) -> Services:
     settings = settings or Settings.from_env()
-    master = open_database(settings.database_url)
+    master = open_master(settings.database_url, settings.database_secret_arn)
     loader = BatchLoader(master)
     if reader is None:
-        if settings.replica_urls == (settings.database_url,):
+        if master.dialect == "sqlite":
             reader = SqlReader(master)
         else:
+            # Reads get databases of their own (autocommit, short timeouts), the master last.
             from chalicelib.readers.replicas import ReplicaReader
 
-            reader = ReplicaReader.from_urls(settings.replica_urls, master)
+            reader = ReplicaReader.from_urls(
+                settings.replica_urls,
+                settings.database_url,
+                open_db=lambda url: open_reader(url, settings.database_secret_arn),
+            )
     if writer is None:
         writer = _writer(settings, loader)
     service = TodoService(reader, writer, VersionClock())

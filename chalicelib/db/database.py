@@ -19,6 +19,8 @@ from functools import lru_cache
 from typing import Any
 
 from chalicelib.db.schema import migrate
+from chalicelib.db.secrets import Credentials, CredentialSource
+from chalicelib.db.tls import TlsPolicy, context_for, policy_for
 from chalicelib.db.urls import DbUrl, parse_db_url
 from chalicelib.errors import DatabaseUnavailable
 
@@ -49,6 +51,10 @@ class Database(ABC):
 
     def _healthy(self, conn: Any, idle: float) -> bool:
         return True
+
+    def is_retryable(self, exc: BaseException | None) -> bool:
+        """Whether a transaction that failed with `exc` may simply run again (deadlock victim)."""
+        return False
 
     def connection(self) -> Any:
         conn = getattr(self._local, "conn", None)
@@ -181,12 +187,32 @@ class _AutoCommitting:
         self._conn.execute("COMMIT")
 
 
+# Client errors that mean the connection itself is gone (server restarted, idle timeout, network).
+CONNECTION_LOST = frozenset({2006, 2013, 2055})
+ACCESS_DENIED = 1045
+SSL_NOT_OFFERED = 2026  # CR_SSL_CONNECTION_ERROR: "SSL is required but the server doesn't support it"
+RETRYABLE = frozenset({1205, 1213})  # lock wait timeout, deadlock: the transaction can run again
+
+
+def mysql_error_code(exc: BaseException | None) -> int | None:
+    args = getattr(exc, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
 class MySQLDatabase(Database):
-    """MySQL or MariaDB through PyMySQL. Imported lazily: a process on SQLite never pays for it."""
+    """MySQL or MariaDB through PyMySQL (imported on first connect: a process on SQLite never
+    pays for it).
+
+    One connection per thread, made on first use and kept across invocations (Lambda reuses the
+    process). Before use it is checked locally (still open?) and, after `ping_after_idle`
+    seconds unused, with a ping; a dead one is replaced. A read that finds its reused connection
+    gone is run once more on a new one. TLS uses one SSL context per process (chalicelib.db.tls);
+    credentials come from the URL or a CredentialSource (Secrets Manager), asked again once when
+    a login is refused (rotation).
+    """
 
     dialect = "mysql"
     mark = "%s"
-    PING_AFTER_IDLE_SECONDS = 30.0
 
     def __init__(
         self,
@@ -194,38 +220,91 @@ class MySQLDatabase(Database):
         connect_timeout: float = 3,
         read_timeout: float = 30,
         ssl_context: Any = None,
-        credentials: Callable[[], tuple[str, str]] | None = None,
+        credentials: CredentialSource | None = None,
+        *,
+        tls: TlsPolicy | None = None,
+        local_infile: bool = False,
+        autocommit: bool = False,
+        ping_after_idle: float = 30.0,
+        connect: Callable[..., Any] | None = None,
     ) -> None:
         super().__init__(url)
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self.tls = tls or (TlsPolicy("required") if ssl_context is not None else policy_for(url))
         self.ssl_context = ssl_context
         self.credentials = credentials
+        self.local_infile = local_infile
+        self.autocommit = autocommit
+        self.ping_after_idle = ping_after_idle
+        self._connect_fn = connect
+        self._plain_tcp = self.tls.mode == "disabled"  # preferred: set once the server offers no TLS
 
+    # -- connecting ---------------------------------------------------------------------------
     def _connect(self) -> Any:
+        creds = self.credentials.get() if self.credentials else None
+        try:
+            return self._open(creds)
+        except Exception as exc:
+            if mysql_error_code(exc) != ACCESS_DENIED or self.credentials is None:
+                raise
+            fresh = self.credentials.refresh()
+            if fresh is None:
+                raise
+            return self._open(fresh)
+
+    def _open(self, creds: Credentials | None) -> Any:
+        kwargs = self._connect_kwargs(creds)
+        if self._plain_tcp:
+            return self._pymysql_connect(**kwargs, ssl_disabled=True)
+        try:
+            return self._pymysql_connect(**kwargs, ssl=self._context())
+        except Exception as exc:
+            if self.tls.mode != "preferred" or mysql_error_code(exc) != SSL_NOT_OFFERED:
+                raise
+            self._plain_tcp = True  # this server offers no TLS; don't ask again
+            return self._pymysql_connect(**kwargs, ssl_disabled=True)
+
+    def _context(self) -> Any:
+        return self.ssl_context if self.ssl_context is not None else context_for(self.tls)
+
+    def _pymysql_connect(self, **kwargs: Any) -> Any:
+        if self._connect_fn is not None:
+            return self._connect_fn(**kwargs)
         import pymysql
 
-        user, password = self.credentials() if self.credentials else (self.url.user, self.url.password)
-        return pymysql.connect(
-            host=self.url.host,
-            port=self.url.port,
-            user=user,
-            password=password,
-            database=self.url.database or None,
-            charset="utf8mb4",
-            autocommit=False,
-            connect_timeout=self.connect_timeout,
-            read_timeout=self.read_timeout,
-            write_timeout=self.read_timeout,
-            local_infile=True,
-            ssl=self.ssl_context,
-            init_command="SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES'), time_zone = '+00:00'",
-        )
+        return pymysql.connect(**kwargs)
+
+    def _connect_kwargs(self, creds: Credentials | None) -> dict[str, Any]:
+        url = self.url
+        host, port, database = url.host, url.port, url.database
+        user, password = url.user, url.password
+        if creds is not None:
+            user, password = creds.user, creds.password
+            if not host:
+                host, port = creds.host, creds.port or 3306
+            database = database or creds.database
+        if not host:
+            raise ValueError("the database URL names no host and the credentials give none")
+        return {
+            "host": host,
+            "port": port,
+            "user": user,
+            "password": password,
+            "database": database or None,
+            "charset": "utf8mb4",
+            "autocommit": self.autocommit,
+            "connect_timeout": self.connect_timeout,
+            "read_timeout": self.read_timeout,
+            "write_timeout": self.read_timeout,
+            "local_infile": self.local_infile,
+            "init_command": INIT_COMMAND,
+        }
 
     def _healthy(self, conn: Any, idle: float) -> bool:
         if not conn.open:
             return False
-        if idle < self.PING_AFTER_IDLE_SECONDS:
+        if idle < self.ping_after_idle:
             return True
         try:
             conn.ping(reconnect=False)
@@ -233,9 +312,26 @@ class MySQLDatabase(Database):
             return False
         return True
 
+    # -- using --------------------------------------------------------------------------------
+    def _begin(self, cur: Any) -> None:
+        if self.autocommit:
+            cur.execute("START TRANSACTION")
+
     def _end_read(self, conn: Any) -> None:
-        # End the read's implicit transaction so the next read sees fresh replicated rows.
-        conn.commit()
+        # End the read's snapshot so the next read sees fresh replicated rows (autocommit: none).
+        if not self.autocommit:
+            conn.commit()
+
+    def query(self, text: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        reused = getattr(self._local, "conn", None) is not None
+        try:
+            return super().query(text, params)
+        except DatabaseUnavailable as exc:
+            # A kept connection the server dropped since (restart, wait_timeout, failover): try once
+            # more on a new one before calling the server unavailable.
+            if not reused or mysql_error_code(exc.__cause__) not in CONNECTION_LOST:
+                raise
+            return super().query(text, params)
 
     def _is_unavailable(self, exc: BaseException) -> bool:
         import pymysql
@@ -247,11 +343,45 @@ class MySQLDatabase(Database):
     def is_duplicate_key(self, exc: BaseException) -> bool:
         import pymysql
 
-        return isinstance(exc, pymysql.err.IntegrityError) and exc.args and exc.args[0] == 1062  # type: ignore[return-value]
+        return isinstance(exc, pymysql.err.IntegrityError) and mysql_error_code(exc) == 1062
+
+    def is_retryable(self, exc: BaseException | None) -> bool:
+        return mysql_error_code(exc) in RETRYABLE
+
+
+# Strict for every table, and UTC for the session. CONCAT_WS skips an empty sql_mode.
+INIT_COMMAND = (
+    "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@sql_mode, ''), 'STRICT_ALL_TABLES'), time_zone = '+00:00'"
+)
 
 
 def open_database(url: str, **kwargs: Any) -> Database:
-    parsed = parse_db_url(url)
+    """A Database for `url`; keyword arguments go to MySQLDatabase (timeouts, TLS, credentials)."""
+    parsed = parse_db_url(url, need_host=kwargs.get("credentials") is None)
     if parsed.dialect == "sqlite":
         return SqliteDatabase(parsed)
     return MySQLDatabase(parsed, **kwargs)
+
+
+# Timeouts: a reader gives up quickly and fails over; the loader's statements can move a whole
+# Firehose object (LOAD DATA of 100k+ rows) and PyMySQL's read timeout is per socket read.
+READER_OPTIONS: dict[str, Any] = {"connect_timeout": 2, "read_timeout": 5, "autocommit": True}
+MASTER_OPTIONS: dict[str, Any] = {"connect_timeout": 3, "read_timeout": 60, "local_infile": True}
+
+
+def _credentials(secret_arn: str) -> CredentialSource | None:
+    if not secret_arn:
+        return None
+    from chalicelib.db.secrets import secret_credentials
+
+    return secret_credentials(secret_arn)
+
+
+def open_master(url: str, secret_arn: str = "", **overrides: Any) -> Database:
+    """The master as the loader and `migrate` use it (transactions, LOAD DATA LOCAL allowed)."""
+    return open_database(url, **{**MASTER_OPTIONS, "credentials": _credentials(secret_arn), **overrides})
+
+
+def open_reader(url: str, secret_arn: str = "", **overrides: Any) -> Database:
+    """A database for GET routes: autocommit reads, short timeouts, no LOAD DATA."""
+    return open_database(url, **{**READER_OPTIONS, "credentials": _credentials(secret_arn), **overrides})

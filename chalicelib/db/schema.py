@@ -93,25 +93,43 @@ LEDGER_TABLE = {
 }
 
 
+MIGRATE_LOCK = "sluice_migrate"
+MIGRATE_LOCK_SECONDS = 60
+
+
 def migrate(conn: Any, dialect: str, now: str) -> list[int]:
-    """Apply every migration not yet recorded. Returns the versions applied now."""
+    """Apply every migration not yet recorded. Returns the versions applied now.
+
+    On MySQL/MariaDB each DDL statement commits by itself, so a migration is made idempotent
+    statement by statement (IF NOT EXISTS) and recorded last; two `migrate` runs at once are
+    serialised with a named lock, so the second finds the work done.
+    """
     mark = "?" if dialect == "sqlite" else "%s"
     cur = conn.cursor()
-    cur.execute(LEDGER_TABLE[dialect])
-    cur.execute("SELECT version FROM schema_migrations")
-    done = {int(row[0]) for row in cur.fetchall()}
-    applied = []
-    for version, description, statements in MIGRATIONS:
-        if version in done:
-            continue
-        for statement in statements[dialect]:
-            cur.execute(statement)
-        cur.execute(
-            f"INSERT INTO schema_migrations (version, description, applied_at) VALUES ({mark}, {mark}, {mark})",
-            (version, description, now),
-        )
-        applied.append(version)
-    conn.commit()
+    if dialect == "mysql":
+        cur.execute("SELECT GET_LOCK(%s, %s)", (MIGRATE_LOCK, MIGRATE_LOCK_SECONDS))
+        if cur.fetchone()[0] != 1:
+            raise RuntimeError("another migrate holds the schema lock; try again")
+    try:
+        cur.execute(LEDGER_TABLE[dialect])
+        cur.execute("SELECT version FROM schema_migrations")
+        done = {int(row[0]) for row in cur.fetchall()}
+        applied = []
+        for version, description, statements in MIGRATIONS:
+            if version in done:
+                continue
+            for statement in statements[dialect]:
+                cur.execute(statement)
+            cur.execute(
+                f"INSERT INTO schema_migrations (version, description, applied_at) VALUES ({mark}, {mark}, {mark})",
+                (version, description, now),
+            )
+            applied.append(version)
+        conn.commit()
+    finally:
+        if dialect == "mysql":
+            cur.execute("SELECT RELEASE_LOCK(%s)", (MIGRATE_LOCK,))
+            cur.fetchall()
     return applied
 
 

@@ -23,7 +23,12 @@ class DbUrl:
         return f"mysql://{self.user}:***@{self.host}:{self.port}/{self.database}"
 
 
-def parse_db_url(url: str) -> DbUrl:
+def parse_db_url(url: str, need_host: bool = True) -> DbUrl:
+    """Parse a database URL. ValueError (never echoing the password) when it is not usable.
+
+    `need_host=False` admits `mysql:///DB` (no host), for credentials that name the host
+    (a Secrets Manager secret).
+    """
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///") :]
         if not path:
@@ -32,7 +37,7 @@ def parse_db_url(url: str) -> DbUrl:
     parts = urlsplit(url)
     if parts.scheme not in ("mysql", "mariadb", "mysql+pymysql"):
         raise ValueError("database URL must start with mysql:// or sqlite:///")
-    if not parts.hostname:
+    if not parts.hostname and need_host:
         raise ValueError("mysql URL needs a host")
     try:
         port = parts.port or 3306
@@ -41,7 +46,7 @@ def parse_db_url(url: str) -> DbUrl:
     options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     return DbUrl(
         "mysql",
-        host=parts.hostname,
+        host=parts.hostname or "",
         port=port,
         user=unquote(parts.username or ""),
         password=unquote(parts.password or ""),

@@ -9,11 +9,19 @@ the rest of the object.
 from __future__ import annotations
 
 import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from chalicelib.commands import Reject, WriteCommand, parse_object
 from chalicelib.db.database import Database, utc_now_stored
+from chalicelib.errors import DatabaseUnavailable
 from chalicelib.loader.apply import Applier, applier_for
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,7 +58,13 @@ def local_etag(body: bytes) -> str:
     return hashlib.md5(body, usedforsecurity=False).hexdigest()
 
 
+Work = Callable[[Any], tuple[int, int, list[Reject]]]
+
+
 class BatchLoader:
+    ATTEMPTS = 5
+    RETRY_PAUSE_SECONDS = 0.025  # doubled on each attempt, jittered
+
     def __init__(self, db: Database, applier: Applier | None = None) -> None:
         self.db = db
         self.applier = applier or applier_for(db)
@@ -71,8 +85,13 @@ class BatchLoader:
 
     def load(self, bucket: str, key: str, etag: str, body: bytes, force: bool = False) -> LoadResult:
         """Load one object. Raises DatabaseUnavailable (nothing applied) when the master fails."""
-        commands, rejects = parse_object(body)
-        return self.load_parsed(bucket, key, etag, commands, rejects, force)
+        apply_object = getattr(self.applier, "apply_object", None)
+        if apply_object is None:
+            commands, rejects = parse_object(body)
+            return self.load_parsed(bucket, key, etag, commands, rejects, force)
+        # The applier parses as it applies (MySQL fast path): inside the transaction, after the
+        # ledger claim, so an object already loaded is not even parsed.
+        return self._load(bucket, key, etag, force, lambda cur: apply_object(cur, body))
 
     def load_parsed(
         self,
@@ -83,6 +102,28 @@ class BatchLoader:
         rejects: list[Reject],
         force: bool = False,
     ) -> LoadResult:
+        def work(cur: Any) -> tuple[int, int, list[Reject]]:
+            applied, stale = self.applier.apply(cur, commands)
+            return applied, stale, rejects
+
+        return self._load(bucket, key, etag, force, work)
+
+    def _load(self, bucket: str, key: str, etag: str, force: bool, work: Work) -> LoadResult:
+        """One transaction; run again (up to ATTEMPTS, after a short random pause) when the server
+        chose it as a deadlock victim or its lock wait timed out, which only concurrent loads of
+        the same keys cause."""
+        attempt = 1
+        while True:
+            try:
+                return self._load_once(bucket, key, etag, force, work)
+            except DatabaseUnavailable as exc:
+                if attempt >= self.ATTEMPTS or not self.db.is_retryable(exc.__cause__):
+                    raise
+                log.info("load of %s retried after: %s", key, exc)
+                time.sleep(random.uniform(0, self.RETRY_PAUSE_SECONDS * 2**attempt))
+                attempt += 1
+
+    def _load_once(self, bucket: str, key: str, etag: str, force: bool, work: Work) -> LoadResult:
         bid = batch_id(key, etag)
         lkey = ledger_key(key)
         etag = etag.strip('"')
@@ -92,7 +133,7 @@ class BatchLoader:
             if not self._claim(cur, bid, bucket, lkey, etag, now, force):
                 result.skipped = 1
                 return result
-            result.applied, result.stale = self.applier.apply(cur, commands)
+            result.applied, result.stale, rejects = work(cur)
             if rejects:
                 self._quarantine(cur, bid, bucket, lkey, etag, rejects, now)
             result.rejected = len(rejects)

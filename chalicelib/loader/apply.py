@@ -206,4 +206,9 @@ def _stored_text(value: Any) -> str:
 
 
 def applier_for(db: Database) -> Applier:
+    """MySQL/MariaDB get the LOAD DATA fast path (chalicelib.loader.mysql_fast); SQLite the upsert."""
+    if db.dialect == "mysql":
+        from chalicelib.loader.mysql_fast import MySQLFastApplier
+
+        return MySQLFastApplier(db)
     return SqlApplier(db)

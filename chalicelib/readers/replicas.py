@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from chalicelib.db.database import Database, open_database
+from chalicelib.db.database import open_reader
 from chalicelib.errors import DatabaseUnavailable
 from chalicelib.readers import Row, TodoReader
 from chalicelib.readers.sql import SqlReader
@@ -16,10 +18,23 @@ log = logging.getLogger(__name__)
 
 
 class ReplicaReader(TodoReader):
-    """Readers in preference order: a replica chosen once per process, the other replicas, then
-    the master. A reader that fails is skipped for this call; the first one that answers wins."""
+    """Readers in preference order: a replica chosen once per process (at random, so processes
+    spread over the replicas), the other replicas, then the master.
 
-    def __init__(self, readers: Sequence[TodoReader], choose: Callable[[int], int] | None = None) -> None:
+    A reader that cannot be reached (DatabaseUnavailable) is skipped for `cooldown` seconds, so
+    requests during an outage go straight to the next reader instead of each paying the dead
+    one's connect timeout; after the cool-down it is tried again (and, answering, preferred
+    again). When every reader is cooling down, all are tried in order anyway: the service never
+    answers 503 without asking.
+    """
+
+    def __init__(
+        self,
+        readers: Sequence[TodoReader],
+        choose: Callable[[int], int] | None = None,
+        cooldown: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if not readers:
             raise ValueError("ReplicaReader needs at least one reader")
         readers = list(readers)
@@ -28,20 +43,44 @@ class ReplicaReader(TodoReader):
             start = (choose or (lambda n: random.randrange(n)))(len(replicas))
             replicas = replicas[start:] + replicas[:start]
         self.readers = replicas + master
+        self.cooldown = cooldown
+        self._clock = clock
+        self._down_until: dict[int, float] = {}
+        self._lock = threading.Lock()
 
     @classmethod
-    def from_urls(cls, urls: Sequence[str], master: Database, **kwargs: Any) -> ReplicaReader:
-        databases = [open_database(u, **kwargs) for u in urls if u != master.url]
-        return cls([SqlReader(d) for d in databases] + [SqlReader(master)])
+    def from_urls(
+        cls, urls: Sequence[str], master_url: str, open_db: Callable[[str], Any] = open_reader, **kwargs: Any
+    ) -> ReplicaReader:
+        """Replicas from REPLICA_URLS (the master's URL among them is ignored), then the master."""
+        replicas = [SqlReader(open_db(u)) for u in dict.fromkeys(urls) if u != master_url]
+        return cls([*replicas, SqlReader(open_db(master_url))], **kwargs)
+
+    def _order(self) -> list[int]:
+        now = self._clock()
+        down = self._down_until
+        up = [i for i in range(len(self.readers)) if down.get(i, 0.0) <= now]
+        if len(up) == len(self.readers):
+            return up
+        cooling = sorted((i for i in range(len(self.readers)) if i not in up), key=lambda i: down[i])
+        return up + cooling
 
     def _first(self, call: Callable[[TodoReader], Any]) -> Any:
         last: DatabaseUnavailable | None = None
-        for reader in self.readers:
+        order = self._order()
+        for index in order:
             try:
-                return call(reader)
+                result = call(self.readers[index])
             except DatabaseUnavailable as exc:
-                log.warning("reader unavailable, trying the next: %s", exc)
+                log.warning("reader %d unavailable, trying the next: %s", index, exc)
+                with self._lock:
+                    self._down_until[index] = self._clock() + self.cooldown
                 last = exc
+                continue
+            if index in self._down_until:
+                with self._lock:
+                    self._down_until.pop(index, None)
+            return result
         assert last is not None
         raise DatabaseUnavailable(f"no replica and no master answered: {last}") from last
 

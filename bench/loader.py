@@ -1,0 +1,326 @@
+"""Loader rows/s beside per-row autocommit and LOAD DATA, measured side by side in one run.
+
+    .venv/bin/python -m bench.loader [--n 50000] [--rounds 3] [--url mysql://root@127.0.0.1:3307/]
+
+The same N realistic todo puts (several owners, titles, notes, tags, due dates) are used by every
+case. The server is the db pair's master when it is up (scripts/db-pair start: binary log on, as
+a real master with replicas has), else the MariaDB on 127.0.0.1:3306; every case gets a fresh
+database of its own, dropped afterwards.
+
+(a) per-row autocommit: one INSERT per row, autocommit, one warm connection (a write Lambda
+    talking to RDS). Timed over the first `per_row` rows (rows/s is a rate).
+(b) LOAD DATA LOCAL INFILE of the same rows into a fresh table: the file is written beforehand,
+    only the statement (and its commit) is timed. The baseline of both loader rows.
+(c) our BatchLoader on a fresh table, from Firehose-sized GZIP objects (bytes in memory): inflate,
+    parse, validate, fold, apply with last-writer-wins, ledger row, one transaction per object.
+(d) the same objects over a table that already holds every key, half of them stored newer than
+    the incoming row (so half the rows apply and half are stale).
+
+(b), (c) and (d) run `rounds` times interleaved (drift hits every case alike); medians are
+reported. Counts are checked exactly (c: all applied; d: half applied, half stale) and the run
+fails if they are wrong. Targets (issue 3/6): c >= 0.6 x b, d >= 0.45 x b, c >= 15 x a.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PAIR_ENV = Path(os.environ.get("SLUICE_PAIR_DIR", "/tmp/sluice-db-pair")) / "env"
+SECTION = "2. Loader rows/s"
+OBJECT_BYTES = 5 * 1024 * 1024  # Firehose's default buffer size: an object holds up to ~5 MiB
+BASE_VERSION = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
+WORDS = (
+    "buy milk eggs call mum about the report taxes fix bike book flight garden paint fence write plan "
+    "review slides email team renew passport dentist groceries water plants clean kitchen pay rent"
+).split()
+TAGS = ("home", "work", "urgent", "later", "errand", "q3", "health", "family")
+
+
+# -- the workload ------------------------------------------------------------------------------
+def make_commands(n: int, seed: int = 7) -> list[Any]:
+    """N todo puts with distinct keys, like a busy hour of traffic: ~20 todos per owner."""
+    from chalicelib.commands import make_command
+    from chalicelib.ids import uuid7
+
+    rng = random.Random(seed)
+    owners = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(max(1, n // 20))]
+    commands = []
+    for i in range(n):
+        data = {
+            "title": " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 8))).capitalize(),
+            "notes": " ".join(rng.choice(WORDS) for _ in range(rng.choice((0, 0, 5, 20, 60)))),
+            "state": rng.choice(("open", "open", "done")),
+            "tags": rng.sample(TAGS, rng.randint(0, 3)),
+            "due_at": None
+            if rng.random() < 0.5
+            else f"2026-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T09:00:00Z",
+        }
+        todo_id = uuid7(BASE_VERSION // 1000 + i)  # POST ids: UUIDv7, in time order
+        op_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        commands.append(make_command("put", "todos", rng.choice(owners), todo_id, BASE_VERSION + i * 1000, op_id, data))
+    return commands
+
+
+def firehose_objects(commands: list[Any], max_bytes: int = OBJECT_BYTES) -> list[tuple[str, bytes]]:
+    """(key, GZIP body) objects of at most max_bytes of lines each, as the delivery stream writes."""
+    objects: list[tuple[str, bytes]] = []
+    lines: list[bytes] = []
+    size = 0
+
+    def flush() -> None:
+        key = f"writes/2026/01/01/00/sluice-bench-1-2026-01-01-00-00-00-{len(objects):04d}"
+        objects.append((key, gzip.compress(b"".join(lines), 6)))
+
+    for command in commands:
+        line = command.to_line()
+        if lines and size + len(line) > max_bytes:
+            flush()
+            lines, size = [], 0
+        lines.append(line)
+        size += len(line)
+    if lines:
+        flush()
+    return objects
+
+
+def rows_of(commands: list[Any]) -> list[tuple[Any, ...]]:
+    from chalicelib.loader.apply import TABLES
+
+    table = TABLES["todos"]
+    return [table.row(c, c.stored_at) for c in commands]
+
+
+CREATED_EARLIER = "2025-12-01 00:00:00.000000"  # stored rows were created before any incoming `at`
+
+
+def write_tsv(commands: list[Any], path: str, version_shift: Callable[[int], int] | None = None) -> None:
+    """The rows as LOAD DATA reads them; with `version_shift`, as stored earlier (created before)."""
+    from chalicelib.commands import make_command
+    from chalicelib.loader.mysql_fast import tsv_line
+
+    with open(path, "w", encoding="utf-8") as handle:
+        for i, c in enumerate(commands):
+            created_at = c.stored_at
+            if version_shift is not None:
+                c = make_command(c.op, c.resource, c.owner, c.id, c.version + version_shift(i), c.op_id, c.data)
+                created_at = CREATED_EARLIER
+            handle.write(tsv_line(c, created_at))
+
+
+# -- the server --------------------------------------------------------------------------------
+def server_url() -> str:
+    """SLUICE_BENCH_MYSQL_URL, else the db pair's master when it answers, else 127.0.0.1:3306."""
+    explicit = os.environ.get("SLUICE_BENCH_MYSQL_URL", "").strip()
+    if explicit:
+        return explicit
+    if PAIR_ENV.exists():
+        for line in PAIR_ENV.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "SLUICE_MASTER_URL":
+                url = value.strip().strip("'\"")
+                if _reachable(url):
+                    return url
+    return "mysql://root@127.0.0.1:3306/"
+
+
+def _reachable(url: str) -> bool:
+    import socket
+
+    from chalicelib.db.urls import parse_db_url
+
+    parsed = parse_db_url(url)
+    try:
+        with socket.create_connection((parsed.host, parsed.port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _connect(url: str, database: str | None = None, **extra: Any) -> Any:
+    import pymysql
+
+    from chalicelib.db.urls import parse_db_url
+
+    parsed = parse_db_url(url)
+    return pymysql.connect(
+        host=parsed.host,
+        port=parsed.port,
+        user=parsed.user,
+        password=parsed.password,
+        database=database,
+        charset="utf8mb4",
+        ssl_disabled=True,
+        **extra,
+    )
+
+
+@contextmanager
+def fresh_database(url: str) -> Iterator[str]:
+    """A new database with the schema migrated; yields its URL; dropped afterwards."""
+    from chalicelib.db.database import open_master
+    from chalicelib.db.urls import parse_db_url
+
+    name = f"sluice_bench_{uuid.uuid4().hex[:10]}"
+    admin = _connect(url, autocommit=True)
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+    parsed = parse_db_url(url)
+    auth = parsed.user + (f":{parsed.password}" if parsed.password else "")
+    db_url = f"mysql://{auth}@{parsed.host}:{parsed.port}/{name}"
+    try:
+        db = open_master(db_url)
+        db.migrate()
+        db.discard()
+        yield db_url
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.close()
+
+
+# -- the cases ---------------------------------------------------------------------------------
+INSERT_COLUMNS = "owner, id, title, notes, state, tags, due_at, version, op_id, deleted, created_at, updated_at"
+
+
+def per_row_autocommit(url: str, rows: list[tuple[Any, ...]]) -> float:
+    """(a) rows/s: one INSERT per row, autocommit."""
+    from chalicelib.db.urls import parse_db_url
+
+    with fresh_database(url) as db_url:
+        conn = _connect(url, parse_db_url(db_url).database, autocommit=True)
+        marks = ", ".join(["%s"] * 12)
+        sql = f"INSERT INTO todos ({INSERT_COLUMNS}) VALUES ({marks})"
+        with conn.cursor() as cur:
+            start = time.perf_counter()
+            for values in rows:
+                cur.execute(sql, values)
+            elapsed = time.perf_counter() - start
+        conn.close()
+    return len(rows) / elapsed
+
+
+def load_data(url: str, path: str, n: int) -> float:
+    """(b) rows/s: LOAD DATA LOCAL INFILE of a prepared file into a fresh table."""
+    from chalicelib.db.urls import parse_db_url
+
+    with fresh_database(url) as db_url:
+        conn = _connect(url, parse_db_url(db_url).database, local_infile=True, autocommit=False)
+        with conn.cursor() as cur:
+            start = time.perf_counter()
+            loaded = cur.execute(
+                f"LOAD DATA LOCAL INFILE %s INTO TABLE todos CHARACTER SET utf8mb4 ({INSERT_COLUMNS})", (path,)
+            )
+            conn.commit()
+            elapsed = time.perf_counter() - start
+        conn.close()
+    if loaded != n:
+        raise RuntimeError(f"LOAD DATA loaded {loaded} rows of {n}")
+    return n / elapsed
+
+
+def our_loader(url: str, objects: list[tuple[str, bytes]], n: int, preload: str | None = None) -> float:
+    """(c)/(d) rows/s: BatchLoader over the objects; `preload` (a TSV file) fills the table first."""
+    from chalicelib.db.database import open_master
+    from chalicelib.loader import BatchLoader, LoadResult, local_etag
+
+    with fresh_database(url) as db_url:
+        db = open_master(db_url)
+        if preload is not None:
+            with db.transaction() as cur:
+                cur.execute(
+                    f"LOAD DATA LOCAL INFILE %s INTO TABLE todos CHARACTER SET utf8mb4 ({INSERT_COLUMNS})", (preload,)
+                )
+        loader = BatchLoader(db)
+        db.connection()  # connected before the clock starts, as in a warm Lambda
+        total = LoadResult()
+        start = time.perf_counter()
+        for key, body in objects:
+            total.add(loader.load("bench", key, local_etag(body), body))
+        elapsed = time.perf_counter() - start
+        db.discard()
+    want = (n, 0) if preload is None else ((n + 1) // 2, n // 2)
+    if (total.applied, total.stale) != want:
+        raise RuntimeError(f"loader counted applied={total.applied} stale={total.stale}, expected {want}")
+    return n / elapsed
+
+
+def _row(name: str, ours: float, baseline: float, target: float, note: str) -> dict[str, Any]:
+    ratio = ours / baseline
+    return {
+        "name": name,
+        "ours": round(ours),
+        "baseline": round(baseline),
+        "unit": "rows/s",
+        "ratio": round(ratio, 3),
+        "target": f">= {target}",
+        "met": ratio >= target,
+        "note": note,
+        "section": SECTION,
+    }
+
+
+def run(n: int = 50_000, rounds: int = 3, url: str | None = None, per_row: int = 5_000) -> list[dict[str, Any]]:
+    """The three loader rows (name, ours, baseline, unit, ratio, target, met, note, section)."""
+    url = url or server_url()
+    commands = make_commands(n)
+    objects = firehose_objects(commands)
+    with tempfile.TemporaryDirectory(prefix="sluice-bench-") as folder:
+        rows_file = os.path.join(folder, "rows.tsv")
+        stored_file = os.path.join(folder, "stored.tsv")
+        write_tsv(commands, rows_file)
+        # Every key stored; the even ones stored older than the incoming row, the odd ones newer.
+        write_tsv(commands, stored_file, lambda i: -500 if i % 2 == 0 else 500)
+        autocommit = per_row_autocommit(url, rows_of(commands[:per_row]))
+        samples: dict[str, list[float]] = {"load_data": [], "fresh": [], "half": []}
+        for _ in range(rounds):
+            samples["load_data"].append(load_data(url, rows_file, n))
+            samples["fresh"].append(our_loader(url, objects, n))
+            samples["half"].append(our_loader(url, objects, n, preload=stored_file))
+    load, fresh, half = (statistics.median(samples[k]) for k in ("load_data", "fresh", "half"))
+    where = f"{n:,} rows in {len(objects)} GZIP objects, median of {rounds}, server {_where(url)}"
+    return [
+        _row("loader, fresh table vs LOAD DATA", fresh, load, 0.6, where),
+        _row("loader, half the rows newer vs LOAD DATA (fresh)", half, load, 0.45, where),
+        _row("loader, fresh table vs per-row autocommit", fresh, autocommit, 15, f"per-row over {per_row:,} rows"),
+    ]
+
+
+def _where(url: str) -> str:
+    from chalicelib.db.urls import parse_db_url
+
+    parsed = parse_db_url(url)
+    return f"{parsed.host}:{parsed.port}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.loader", description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=50_000, help="rows (default 50,000)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--url", help="server URL (default: the db pair's master, else 127.0.0.1:3306)")
+    parser.add_argument("--per-row", type=int, default=5_000, help="rows for the per-row autocommit case")
+    args = parser.parse_args(argv)
+    rows = run(args.n, args.rounds, args.url, args.per_row)
+    print(f"{'row':52} {'ours':>9} {'baseline':>9} {'ratio':>7} {'target':>8}  met")
+    for r in rows:
+        met = "yes" if r["met"] else "NO"
+        print(f"{r['name']:52} {r['ours']:>9,} {r['baseline']:>9,} {r['ratio']:>7.2f} {r['target']:>8}  {met}")
+    print(f"({rows[0]['note']}; rows/s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main())

@@ -1,0 +1,602 @@
+"""The loader's fast path on MySQL/MariaDB: whole chunks of rows per statement, with LOAD DATA.
+
+`MySQLFastApplier` keeps every rule of `SqlApplier` (last writer wins by (version, op_id),
+tombstones, created_at = the earliest `at` ever seen, exact applied/stale counts, all inside the
+caller's transaction with the ledger row) and changes only how rows reach the server:
+
+- An object is parsed in chunks of lines. Each command is folded into a per-key winner as it is
+  read; the first time a key is seen its row goes, tab-separated, into a chunk file that a worker
+  thread sends with `LOAD DATA LOCAL INFILE` while the next chunk is parsed: parsing (Python) and
+  writing (the server) overlap instead of adding up.
+- How a chunk is written depends on a probe of a few keys of the first chunk:
+  * none stored ("fresh"): straight into `todos` with `IGNORE`. Every key is then new, so the
+    rows inserted must equal the rows sent; if a chunk inserts fewer (some keys existed after
+    all), the work is rolled back to a savepoint and redone the "keys" way.
+  * some stored ("keys"): the chunk's keys, versions and created_at go into a narrow TEMPORARY
+    table; one locking join against `todos` returns which keys are new, newer or stale (the
+    stored rows, and the gaps where new keys go, stay locked against other loaders until
+    commit); the new and newer rows are then written with one `LOAD DATA ... REPLACE` (InnoDB
+    turns a replace on the primary key into an in-place update), with created_at = the earlier
+    of the stored one and ours. Stale rows whose `at` is earlier than the stored created_at get
+    just that column fixed, with the guarded multi-row upsert.
+- A key seen again in a later chunk is fixed at the end (a handful of rows, one multi-row
+  guarded upsert), so every key ends with its winner and earliest `at`, counted once.
+- When the server (or a proxy) refuses LOAD DATA LOCAL (errors 1148, 3948, 4166) or a temporary
+  table (1787 under GTID consistency with statement logging), the work since the savepoint is
+  rolled back and the object is applied with `SqlApplier`'s multi-row guarded upsert; the refusal
+  is remembered for a while so later objects go there directly.
+- Small objects (under `min_rows` lines) use `SqlApplier` directly: a multi-row upsert is as
+  fast there and needs no file.
+
+Profiles are rare (one per user) and always take `SqlApplier`'s path, in the same transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+from chalicelib.commands import Reject, WriteCommand, gc_paused, object_lines, parse_lines, problem_reject
+from chalicelib.db.database import Database
+from chalicelib.loader.apply import TABLES, SqlApplier
+
+log = logging.getLogger(__name__)
+
+TODO_COLUMNS = TABLES["todos"].columns
+COLUMN_LIST = ", ".join(TODO_COLUMNS)
+KEYS = "sluice_load_keys"
+# Defaults of LOAD DATA: fields end at a tab, lines at a newline, backslash escapes (\t \n \\ \N).
+LOAD_NEW = f"LOAD DATA LOCAL INFILE %s IGNORE INTO TABLE todos CHARACTER SET utf8mb4 ({COLUMN_LIST})"
+LOAD_REPLACE = f"LOAD DATA LOCAL INFILE %s REPLACE INTO TABLE todos CHARACTER SET utf8mb4 ({COLUMN_LIST})"
+LOAD_KEYS = (
+    f"LOAD DATA LOCAL INFILE %s INTO TABLE {KEYS} CHARACTER SET utf8mb4 (seq, owner, id, version, op_id, created_at)"
+)
+# MEMORY: the rows are scratch (a chunk's keys, emptied once decided), and a heap table takes them
+# several times faster than InnoDB. InnoDB when the server has no MEMORY engine.
+KEYS_COLUMNS = """seq INT UNSIGNED NOT NULL,
+        owner VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+        id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+        version BIGINT NOT NULL,
+        op_id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+        created_at DATETIME(6) NOT NULL"""
+CREATE_KEYS = (
+    f"DROP TEMPORARY TABLE IF EXISTS {KEYS}",
+    f"CREATE TEMPORARY TABLE {KEYS} ({KEYS_COLUMNS}, PRIMARY KEY USING BTREE (seq)) ENGINE=MEMORY",
+)
+CREATE_KEYS_INNODB = f"CREATE TEMPORARY TABLE {KEYS} ({KEYS_COLUMNS}, PRIMARY KEY (seq)) ENGINE=InnoDB"
+EMPTY_KEYS = f"DELETE FROM {KEYS}"
+DROP_KEYS = f"DROP TEMPORARY TABLE IF EXISTS {KEYS}"
+NEW, NEWER, OLDER_CREATED = 0, 1, 2
+# Which keys of a chunk need a write: "seq|state|stored created_at if earlier" items in one
+# string (one result row instead of thousands: PyMySQL decodes rows in Python), with their count
+# to prove nothing was cut at group_concat_max_len. The read locks what it reads (the stored rows,
+# and the gaps where the new keys go) until commit, so the unguarded REPLACE below cannot
+# overwrite another loader's newer row.
+DECIDE = (
+    f"SELECT COUNT(*), GROUP_CONCAT(s.seq, '|', CASE WHEN t.id IS NULL THEN {NEW} "
+    f"WHEN (s.version, s.op_id) > (t.version, t.op_id) THEN {NEWER} ELSE {OLDER_CREATED} END, '|', "
+    "IF(t.created_at < s.created_at, CAST(t.created_at AS CHAR), '') SEPARATOR ',') "
+    f"FROM {KEYS} s LEFT JOIN todos t ON t.owner = s.owner AND t.id = s.id "
+    "WHERE s.seq BETWEEN %s AND %s "
+    "AND (t.id IS NULL OR (s.version, s.op_id) > (t.version, t.op_id) OR s.created_at < t.created_at) "
+    "FOR UPDATE"
+)
+# Stale rows whose `at` is earlier than the stored created_at: just that column.
+LOWER_CREATED = (
+    f"UPDATE {KEYS} s STRAIGHT_JOIN todos t ON t.owner = s.owner AND t.id = s.id "
+    "SET t.created_at = s.created_at "
+    "WHERE s.seq BETWEEN %s AND %s AND s.created_at < t.created_at "
+    "AND (s.version, s.op_id) <= (t.version, t.op_id)"
+)
+GROUP_CONCAT_MAX = "SET SESSION group_concat_max_len = 67108864"
+SAVEPOINT = "SAVEPOINT sluice_fast"
+ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT sluice_fast"
+
+# Server or proxy will not take LOAD DATA LOCAL / a temporary table inside a transaction.
+REFUSED_ERRORS = frozenset({1148, 3948, 4166, 1787, 1785})
+NO_MEMORY_ENGINE = frozenset({1286, 1289})  # unknown / disabled storage engine
+REFUSAL_MEMORY_SECONDS = 600.0
+PROBE_KEYS = 64
+
+Key = tuple[str, str]
+Row = tuple[WriteCommand, str]  # the command to write and the created_at to write with it
+
+
+class LoadRefused(Exception):
+    """The server will not run the fast path's statements; use the multi-row upsert."""
+
+
+# -- rows as LOAD DATA reads them ------------------------------------------------------------------
+_SPECIAL = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\x00": "\\0"})
+
+
+def _field(text: str) -> str:
+    if "\\" in text or "\t" in text or "\n" in text or "\r" in text or "\x00" in text:
+        return text.translate(_SPECIAL)
+    return text
+
+
+def tsv_line(command: WriteCommand, created_at: str) -> str:
+    """One todos row in LOAD DATA's default format, columns in TODO_COLUMNS order.
+
+    id, op_id, state, tags (validated [a-z0-9_-] inside JSON), due_at and the timestamps never
+    hold a tab, newline or backslash; owner, title and notes are escaped.
+    """
+    data = command.data
+    if data is None:
+        title = notes = ""
+        state, tags, due_at, deleted = "open", "[]", "\\N", "1"
+    else:
+        title, notes, state, deleted = _field(data["title"]), _field(data["notes"]), data["state"], "0"
+        tag_list = data["tags"]
+        tags = '["' + '","'.join(tag_list) + '"]' if tag_list else "[]"
+        due_at = data["due_at"] or "\\N"
+    return (
+        f"{_field(command.owner)}\t{command.id}\t{title}\t{notes}\t{state}\t{tags}\t{due_at}\t"
+        f"{command.version}\t{command.op_id}\t{deleted}\t{created_at}\t{command.stored_at}\n"
+    )
+
+
+# -- folding as chunks arrive ----------------------------------------------------------------------
+class Fold:
+    """The winner and the earliest `at` of every key so far, and what was already sent per key."""
+
+    def __init__(self) -> None:
+        self.best: dict[Key, WriteCommand] = {}
+        self.earliest: dict[Key, str] = {}
+        self.sent: dict[Key, Row] = {}
+        self.commands = 0
+
+    def add(self, commands: Sequence[WriteCommand]) -> list[Row]:
+        """Fold a chunk in; returns the rows of keys seen for the first time (to send now)."""
+        best, earliest = self.best, self.earliest
+        new: list[Key] = []
+        for command in commands:
+            key = (command.owner, command.id)
+            have = best.get(key)
+            if have is None:
+                best[key] = command
+                earliest[key] = command.stored_at
+                new.append(key)
+                continue
+            if command.version > have.version or (command.version == have.version and command.op_id > have.op_id):
+                best[key] = command
+            if command.stored_at < earliest[key]:
+                earliest[key] = command.stored_at
+        self.commands += len(commands)
+        rows = [(best[key], earliest[key]) for key in new]
+        self.sent.update(zip(new, rows, strict=True))
+        return rows
+
+    def fixups(self) -> list[Row]:
+        """Keys whose sent row is no longer their winner or their earliest `at`."""
+        best, earliest = self.best, self.earliest
+        return [
+            (best[key], earliest[key])
+            for key, (command, created_at) in self.sent.items()
+            if best[key] is not command or earliest[key] != created_at
+        ]
+
+
+# -- the worker thread that talks to the server ----------------------------------------------------
+_switch_lock = threading.Lock()
+_switch_users = 0
+_switch_saved = 0.005
+
+
+@contextmanager
+def short_switch_interval(seconds: float = 0.0002) -> Iterator[None]:
+    """Let the worker thread take the GIL back quickly after each packet it sends.
+
+    With CPython's default 5 ms switch interval, a thread sending a file in 16 KiB packets while
+    another thread parses waits up to 5 ms per packet, and the overlap is lost. Process-wide while
+    any load runs; restored after the last one.
+    """
+    global _switch_users, _switch_saved
+    with _switch_lock:
+        if _switch_users == 0:
+            _switch_saved = sys.getswitchinterval()
+            sys.setswitchinterval(min(_switch_saved, seconds))
+        _switch_users += 1
+    try:
+        yield
+    finally:
+        with _switch_lock:
+            _switch_users -= 1
+            if _switch_users == 0:
+                sys.setswitchinterval(_switch_saved)
+
+
+class _Worker:
+    """Runs statements in order on one thread (or inline); the caller never touches the
+    connection while a task is pending."""
+
+    def __init__(self, threaded: bool) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="sluice-load") if threaded else None
+        self._pending: deque[tuple[Future[Any], Any]] = deque()
+
+    def submit(self, tag: Any, fn: Callable[..., Any], *args: Any) -> None:
+        if self._pool is not None:
+            self._pending.append((self._pool.submit(fn, *args), tag))
+            return
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future
+            future.set_exception(exc)
+        self._pending.append((future, tag))
+
+    def finished(self) -> Iterator[tuple[Any, Any]]:
+        """(tag, result) of tasks done so far, in order, without waiting; raises a task's error."""
+        while self._pending and self._pending[0][0].done():
+            future, tag = self._pending.popleft()
+            yield tag, future.result()
+
+    def drain(self) -> Iterator[tuple[Any, Any]]:
+        """(tag, result) of every pending task, waiting; on an error, waits for the rest first."""
+        while self._pending:
+            future, tag = self._pending.popleft()
+            try:
+                result = future.result()
+            except BaseException:
+                self.settle()
+                raise
+            yield tag, result
+
+    def settle(self) -> None:
+        """Wait for every pending task, ignoring results (before the caller uses the connection)."""
+        while self._pending:
+            future, _ = self._pending.popleft()
+            try:
+                future.result()
+            except BaseException:  # noqa: BLE001 - the first error was already raised
+                pass
+
+    def close(self) -> None:
+        self.settle()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
+def _error_code(exc: BaseException) -> int | None:
+    args = getattr(exc, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def _load_file(cur: Any, statement: str, text: str) -> int:
+    """Write one chunk to a temporary file and LOAD DATA it; returns the rows the server took."""
+    handle = tempfile.NamedTemporaryFile("wb", prefix="sluice-load-", suffix=".tsv", delete=False)
+    try:
+        with handle:
+            handle.write(text.encode("utf-8"))
+        try:
+            return int(cur.execute(statement, (handle.name,)))
+        except Exception as exc:
+            if _error_code(exc) in REFUSED_ERRORS:
+                raise LoadRefused(str(exc)) from exc
+            raise
+    finally:
+        os.unlink(handle.name)
+
+
+def _load_rows(cur: Any, statement: str, rows: list[Row]) -> int:
+    """LOAD DATA these rows (on the worker thread, which otherwise mostly waits for the server)."""
+    # In primary-key order, InnoDB appends to the pages it just wrote instead of splitting pages
+    # all over the index (utf8mb4_bin and ascii_bin order is Python's str order).
+    ordered = sorted(rows, key=_primary_key)
+    return _load_file(cur, statement, "".join([tsv_line(command, created_at) for command, created_at in ordered]))
+
+
+def _primary_key(row: Row) -> Key:
+    return (row[0].owner, row[0].id)
+
+
+def keys_line(seq: int, command: WriteCommand, created_at: str) -> str:
+    return f"{seq}\t{_field(command.owner)}\t{command.id}\t{command.version}\t{command.op_id}\t{created_at}\n"
+
+
+class _Session:
+    """One object's todos on the fast path, inside the caller's transaction."""
+
+    def __init__(self, applier: MySQLFastApplier, cur: Any, worker: _Worker) -> None:
+        self.applier = applier
+        self.cur = cur
+        self.worker = worker
+        self.fold = Fold()
+        self.mode = ""  # "fresh" or "keys", chosen by the first chunk
+        self.sent: list[list[Row]] = []  # fresh: the chunks sent, to redo them the keys way if needed
+        self.seq = 0  # keys: rows numbered across the object
+        self.applied = 0
+        self.written: set[Key] = set()  # keys: keys written (new or newer than stored)
+
+    # -- the caller's thread: parse, fold, hand chunks to the worker ----------------------------
+    def add(self, commands: Sequence[WriteCommand]) -> None:
+        rows = self.fold.add(commands)
+        if not rows:
+            return
+        if not self.mode:
+            self._start(rows)
+        self._collect(self.worker.finished())
+        self._send(rows)
+
+    def _send(self, rows: list[Row]) -> None:
+        if self.mode == "fresh":
+            self.sent.append(rows)
+            self.worker.submit(("fresh", len(rows)), _load_rows, self.cur, LOAD_NEW, rows)
+        else:
+            first = self.seq + 1
+            self.seq += len(rows)
+            self.worker.submit(("keys", 0), self._keys_chunk, first, rows)
+
+    def _start(self, rows: list[Row]) -> None:
+        step = max(1, len(rows) // PROBE_KEYS)
+        sample = [command for command, _ in rows[::step][:PROBE_KEYS]]
+        cur = self.cur
+        cur.execute(SAVEPOINT)
+        marks = ", ".join(["(%s, %s)"] * len(sample))
+        cur.execute(
+            f"SELECT COUNT(*) FROM todos WHERE (owner, id) IN ({marks})",
+            [part for command in sample for part in (command.owner, command.id)],
+        )
+        if int(cur.fetchone()[0]) == 0 and not self.applier.prefers_keys:
+            self.mode = "fresh"
+        else:
+            self._use_keys()
+        self.applier.paths[self.mode] += 1
+
+    def _use_keys(self) -> None:
+        self.mode = "keys"
+        try:
+            for statement in (GROUP_CONCAT_MAX, *CREATE_KEYS):
+                try:
+                    self.cur.execute(statement)
+                except Exception as exc:
+                    if statement is not CREATE_KEYS[-1] or _error_code(exc) not in NO_MEMORY_ENGINE:
+                        raise
+                    self.cur.execute(CREATE_KEYS_INNODB)
+        except Exception as exc:
+            if _error_code(exc) in REFUSED_ERRORS:
+                raise LoadRefused(str(exc)) from exc
+            raise
+
+    def _collect(self, done: Iterator[tuple[Any, Any]]) -> None:
+        for (kind, expected), result in done:
+            if kind == "keys":
+                applied, written = result
+                self.applied += applied
+                self.written.update(written)
+            elif self.mode == "fresh":
+                self.applied += result
+                if result != expected:
+                    self._fresh_to_keys()
+
+    def _fresh_to_keys(self) -> None:
+        """Some keys were stored after all: undo the direct inserts and send every chunk sent so
+        far the keys way (later chunks follow)."""
+        log.info("fast load: keys already stored; redoing this object the keys way")
+        self.applier.paths["redo"] += 1
+        self.worker.settle()
+        self.cur.execute(ROLLBACK_TO_SAVEPOINT)
+        self.applied = 0
+        self._use_keys()
+        sent, self.sent = self.sent, []
+        for rows in sent:
+            self._send(rows)
+
+    # -- the worker thread ------------------------------------------------------------------
+    def _keys_chunk(self, first: int, rows: list[Row]) -> tuple[int, list[Key]]:
+        """Decide and write one chunk the keys way; (rows applied, keys written)."""
+        cur = self.cur
+        last = first + len(rows) - 1
+        rows.sort(key=_primary_key)  # seq numbers, and so the writes, in primary-key order
+        _load_file(cur, LOAD_KEYS, "".join([keys_line(first + i, c, at) for i, (c, at) in enumerate(rows)]))
+        cur.execute(DECIDE, (first, last))
+        count, packed = cur.fetchone()
+        items = packed.split(",") if packed else []
+        if len(items) != int(count):
+            raise RuntimeError(f"fast load: {len(items)} decisions of {count} (group_concat_max_len?)")
+        writes: list[str] = []
+        written: list[Key] = []
+        older_created = False
+        for item in items:
+            seq, state, stored_created = item.split("|")
+            command, created_at = rows[int(seq) - first]
+            if state == "2":  # OLDER_CREATED
+                older_created = True
+                continue
+            if stored_created and stored_created < created_at:
+                created_at = stored_created
+            writes.append(tsv_line(command, created_at))
+            written.append((command.owner, command.id))
+        if writes:
+            _load_file(cur, LOAD_REPLACE, "".join(writes))
+        if older_created:
+            cur.execute(LOWER_CREATED, (first, last))
+        cur.execute(EMPTY_KEYS)
+        return len(writes), written
+
+    def _upsert(self, rows: list[Row]) -> None:
+        """The guarded multi-row upsert: applies what is newer, lowers created_at where earlier."""
+        table = TABLES["todos"]
+        self.cur.executemany(self.applier._upsert_sql(table), [table.row(c, at) for c, at in rows])
+
+    # -- the end ----------------------------------------------------------------------------
+    def finish(self) -> tuple[int, int]:
+        """Wait for the worker, then fix keys seen again in later chunks; (applied, stale)."""
+        if not self.mode:
+            return 0, self.fold.commands
+        self._collect(self.worker.drain())
+        fixups = self.fold.fixups()
+        if fixups and self.mode == "keys":
+            self.applied += self._newly_applied([c for c, _ in fixups if (c.owner, c.id) not in self.written])
+        if fixups:
+            self._upsert(fixups)
+        if self.mode == "keys":
+            self.cur.execute(DROP_KEYS)
+        return self.applied, self.fold.commands - self.applied
+
+    def _newly_applied(self, winners: list[WriteCommand]) -> int:
+        """Of keys left alone when first seen (stored was newer), how many a later chunk's winner
+        beats. The stored rows are as they were: not written by us, locked against others."""
+        count = 0
+        for start in range(0, len(winners), 500):
+            part = winners[start : start + 500]
+            marks = ", ".join(["(%s, %s)"] * len(part))
+            self.cur.execute(
+                f"SELECT owner, id, version, op_id FROM todos WHERE (owner, id) IN ({marks})",
+                [v for c in part for v in (c.owner, c.id)],
+            )
+            stored = {(r[0], r[1]): (int(r[2]), r[3]) for r in self.cur.fetchall()}
+            count += sum(1 for c in part if (c.version, c.op_id) > stored[(c.owner, c.id)])
+        return count
+
+
+def chunk_sizes(total: int, size: int) -> list[int]:
+    """Chunk lengths covering `total` lines: small at both ends, `size` in the middle.
+
+    A small first chunk gets the server working soon after the object is opened; a small last
+    one leaves little for the caller to wait for once parsing is done.
+    """
+    ramp = [max(1, size >> shift) for shift in (3, 2, 1)]
+    head: list[int] = []
+    tail: list[int] = []
+    rest = total
+    for step in ramp:
+        for side in (head, tail):
+            if rest > 0:
+                side.append(min(step, rest))
+                rest -= side[-1]
+    middle = []
+    while rest > 0:
+        middle.append(min(size, rest))
+        rest -= middle[-1]
+    return head + middle + tail[::-1]
+
+
+class MySQLFastApplier(SqlApplier):
+    def __init__(
+        self,
+        db: Database,
+        min_rows: int = 200,
+        chunk_lines: int = 4000,
+        threaded: bool = True,
+        prefers_keys: bool = False,
+    ) -> None:
+        super().__init__(db)
+        self.min_rows = min_rows
+        self.chunk_lines = chunk_lines
+        self.threaded = threaded
+        self.prefers_keys = prefers_keys  # tests: take the keys way even on a fresh table
+        self._refused_until = 0.0
+        self.paths: Counter[str] = Counter()  # how objects went: small, fresh, keys, redo, refused
+
+    @property
+    def fast_allowed(self) -> bool:
+        return time.monotonic() >= self._refused_until
+
+    def _refused(self, exc: LoadRefused) -> None:
+        log.warning("fast load refused by the server, using multi-row upserts for a while: %s", exc)
+        self.paths["refused"] += 1
+        self._refused_until = time.monotonic() + REFUSAL_MEMORY_SECONDS
+
+    # -- already parsed (BatchLoader.load_parsed) ------------------------------------------------
+    def apply(self, cur: Any, commands: Sequence[WriteCommand]) -> tuple[int, int]:
+        todos = [c for c in commands if c.resource == "todos"]
+        if len(todos) < self.min_rows or not self.fast_allowed:
+            self.paths["small" if self.fast_allowed else "upsert"] += 1
+            return super().apply(cur, commands)
+        others = [c for c in commands if c.resource != "todos"]
+        result = self._run(cur, [todos], threaded=False)
+        if result is None:
+            return super().apply(cur, commands)
+        applied, stale = result
+        if others:
+            a, s = super().apply(cur, others)
+            applied, stale = applied + a, stale + s
+        return applied, stale
+
+    # -- straight from the object's bytes (BatchLoader.load) -------------------------------------
+    def apply_object(self, cur: Any, body: bytes) -> tuple[int, int, list[Reject]]:
+        """Parse and apply one object in the caller's transaction; (applied, stale, rejects)."""
+        # No cyclic GC while the object's commands are alive: nothing here makes cycles, and a
+        # collection would walk every one of them. They are released before the collector runs.
+        with gc_paused():
+            lines, problem = object_lines(body)
+            rejects: list[Reject] = []
+            others: list[WriteCommand] = []
+            kept: list[WriteCommand] = []  # every todo command, for the fallback
+            try:
+                applied, stale = self._apply_lines(cur, lines, rejects, others, kept)
+                if problem:
+                    rejects.append(problem_reject(lines, problem))
+                return applied, stale, rejects
+            finally:
+                lines.clear()
+                others.clear()
+                kept.clear()
+
+    def _apply_lines(
+        self, cur: Any, lines: list[str], rejects: list[Reject], others: list[WriteCommand], kept: list[WriteCommand]
+    ) -> tuple[int, int]:
+        def chunks() -> Iterator[list[WriteCommand]]:
+            start = 0
+            for size in chunk_sizes(len(lines), self.chunk_lines):
+                commands, bad = parse_lines(lines, start, start + size)
+                start += size
+                rejects.extend(bad)
+                todos: list[WriteCommand] = []
+                for command in commands:
+                    (todos if command.resource == "todos" else others).append(command)
+                kept.extend(todos)
+                yield todos
+
+        parts = chunks()
+        if len(lines) < self.min_rows or not self.fast_allowed:
+            return self.apply(cur, [c for chunk in parts for c in chunk] + others)
+        result = self._run(cur, parts, threaded=self.threaded and len(lines) > self.chunk_lines)
+        if result is None:
+            for _ in parts:  # parse whatever the refusal interrupted
+                pass
+            applied, stale = SqlApplier.apply(self, cur, kept)
+        else:
+            applied, stale = result
+        if others:
+            a, s = SqlApplier.apply(self, cur, others)
+            applied, stale = applied + a, stale + s
+        return applied, stale
+
+    def _run(self, cur: Any, chunks: Iterator[list[WriteCommand]] | list[list[WriteCommand]], threaded: bool) -> Any:
+        """(applied, stale) of the todos, or None when the server refused (nothing left applied)."""
+        worker = _Worker(threaded)
+        session = _Session(self, cur, worker)
+        try:
+            with short_switch_interval() if threaded else _nothing():
+                for todos in chunks:
+                    session.add(todos)
+                return session.finish()
+        except LoadRefused as exc:
+            worker.settle()
+            self._refused(exc)
+            if session.mode:
+                cur.execute(ROLLBACK_TO_SAVEPOINT)
+                try:
+                    cur.execute(DROP_KEYS)
+                except Exception:
+                    log.debug("could not drop the keys table", exc_info=True)
+            return None
+        finally:
+            worker.close()
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
