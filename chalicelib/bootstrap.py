@@ -33,7 +33,13 @@ def build(
 ) -> Services:
     settings = settings or Settings.from_env()
     master = open_master(settings.database_url, settings.database_secret_arn)
-    loader = BatchLoader(master)
+    cache = None
+    if settings.cache_url:  # the optional Redis read cache: reads through it, loads keep it right
+        from chalicelib.readers.cache import build_cache
+
+        cache = build_cache(settings)
+    loader = BatchLoader(master, on_commit=cache[1] if cache else None)
+    built_reader = reader is None
     if reader is None:
         if master.dialect == "sqlite":
             reader = SqlReader(master)
@@ -46,6 +52,8 @@ def build(
                 settings.database_url,
                 open_db=lambda url: open_reader(url, settings.database_secret_arn),
             )
+    if cache is not None and built_reader:
+        reader = cache[0](reader)
     if writer is None:
         writer = _writer(settings, loader)
     service = TodoService(reader, writer, VersionClock())

@@ -65,9 +65,16 @@ class BatchLoader:
     ATTEMPTS = 5
     RETRY_PAUSE_SECONDS = 0.025  # doubled on each attempt, jittered
 
-    def __init__(self, db: Database, applier: Applier | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        applier: Applier | None = None,
+        on_commit: Callable[[list[Any]], object] | None = None,
+    ) -> None:
         self.db = db
         self.applier = applier or applier_for(db)
+        # Called after a load commits with the changes for the read cache (CacheInvalidator).
+        self.on_commit = on_commit
 
     def is_loaded(self, key: str, etag: str) -> bool:
         rows = self.db.query("SELECT 1 FROM ingest_batches WHERE batch_id = %s", (batch_id(key, etag),))
@@ -91,7 +98,10 @@ class BatchLoader:
             return self.load_parsed(bucket, key, etag, commands, rejects, force)
         # The applier parses as it applies (MySQL fast path): inside the transaction, after the
         # ledger claim, so an object already loaded is not even parsed.
-        return self._load(bucket, key, etag, force, lambda cur: apply_object(cur, body))
+        touched: list[WriteCommand] | None = [] if self.on_commit else None
+        result = self._load(bucket, key, etag, force, lambda cur: apply_object(cur, body, touched))
+        self._committed(result, touched or [])  # the fast path reports no rows: fences
+        return result
 
     def load_parsed(
         self,
@@ -102,11 +112,36 @@ class BatchLoader:
         rejects: list[Reject],
         force: bool = False,
     ) -> LoadResult:
+        changes: list[tuple[WriteCommand, str]] | None = [] if self.on_commit else None
+
         def work(cur: Any) -> tuple[int, int, list[Reject]]:
-            applied, stale = self.applier.apply(cur, commands)
+            if changes is not None:
+                changes.clear()  # a retried transaction starts over
+            applied, stale = self.applier.apply(cur, commands, changes)
             return applied, stale, rejects
 
-        return self._load(bucket, key, etag, force, work)
+        result = self._load(bucket, key, etag, force, work)
+        self._committed(result, commands, changes or [])
+        return result
+
+    def _committed(
+        self, result: LoadResult, commands: list[WriteCommand], written: list[tuple[WriteCommand, str]] | None = None
+    ) -> None:
+        """After COMMIT: hand the read cache the keys that may have changed, version-guarded.
+        A row the applier wrote goes in whole (so reads hit at once, even on a lagging replica);
+        any other key's winner in the object becomes a fence (reads miss until they fill a row
+        at least that new; a stale command's fence is refused by the guard). Never raises."""
+        if self.on_commit is None or not result.applied or not commands:
+            return
+        try:
+            from chalicelib.loader.apply import fold
+            from chalicelib.readers.cache import change_for
+
+            rows = {c.key: change_for(c, created) for c, created in written or []}
+            winners, _, _ = fold(commands)
+            self.on_commit([rows.get(k) or change_for(c) for k, c in winners.items()])
+        except Exception:
+            log.exception("could not update the read cache after a load")
 
     def _load(self, bucket: str, key: str, etag: str, force: bool, work: Work) -> LoadResult:
         """One transaction; run again (up to ATTEMPTS, after a short random pause) when the server

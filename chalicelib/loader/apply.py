@@ -100,8 +100,11 @@ def fold(
 
 class Applier(ABC):
     @abstractmethod
-    def apply(self, cur: Any, commands: Sequence[WriteCommand]) -> tuple[int, int]:
-        """Apply in the caller's transaction; returns (applied, stale)."""
+    def apply(
+        self, cur: Any, commands: Sequence[WriteCommand], changes: list[tuple[WriteCommand, str]] | None = None
+    ) -> tuple[int, int]:
+        """Apply in the caller's transaction; returns (applied, stale). With `changes`, adds
+        (command, created_at) for every command written, for the read cache."""
 
 
 class SqlApplier(Applier):
@@ -109,7 +112,9 @@ class SqlApplier(Applier):
         self.db = db
         self.dialect = db.dialect
 
-    def apply(self, cur: Any, commands: Sequence[WriteCommand]) -> tuple[int, int]:
+    def apply(
+        self, cur: Any, commands: Sequence[WriteCommand], changes: list[tuple[WriteCommand, str]] | None = None
+    ) -> tuple[int, int]:
         winners, earliest, stale = fold(commands)
         applied = 0
         by_resource: dict[str, list[tuple[str, str, str]]] = {}
@@ -119,7 +124,7 @@ class SqlApplier(Applier):
             table = TABLES[resource]
             for start in range(0, len(keys), CHUNK):
                 chunk = keys[start : start + CHUNK]
-                a, s = self._apply_chunk(cur, table, chunk, winners, earliest)
+                a, s = self._apply_chunk(cur, table, chunk, winners, earliest, changes)
                 applied += a
                 stale += s
         return applied, stale
@@ -147,6 +152,7 @@ class SqlApplier(Applier):
         keys: list[tuple[str, str, str]],
         winners: dict[tuple[str, str, str], WriteCommand],
         earliest: dict[tuple[str, str, str], str],
+        changes: list[tuple[WriteCommand, str]] | None = None,
     ) -> tuple[int, int]:
         stored = self._stored(cur, table, keys)
         two = len(table.key_columns) == 2
@@ -159,6 +165,9 @@ class SqlApplier(Applier):
             have = stored.get(skey)
             if have is None or (command.version, command.op_id) > (have[0], have[1]):
                 rows.append(table.row(command, earliest[key]))
+                if changes is not None:
+                    created = earliest[key] if have is None else min(earliest[key], _stored_text(have[2]))
+                    changes.append((command, created))
                 continue
             stale += 1
             if earliest[key] < _stored_text(have[2]):

@@ -509,24 +509,31 @@ class MySQLFastApplier(SqlApplier):
         self._refused_until = time.monotonic() + REFUSAL_MEMORY_SECONDS
 
     # -- already parsed (BatchLoader.load_parsed) ------------------------------------------------
-    def apply(self, cur: Any, commands: Sequence[WriteCommand]) -> tuple[int, int]:
+    def apply(
+        self, cur: Any, commands: Sequence[WriteCommand], changes: list[tuple[WriteCommand, str]] | None = None
+    ) -> tuple[int, int]:
+        # `changes` is filled where rows are written by the upsert; the LOAD DATA path leaves
+        # its keys out, and BatchLoader fences those in the cache instead.
         todos = [c for c in commands if c.resource == "todos"]
         if len(todos) < self.min_rows or not self.fast_allowed:
             self.paths["small" if self.fast_allowed else "upsert"] += 1
-            return super().apply(cur, commands)
+            return super().apply(cur, commands, changes)
         others = [c for c in commands if c.resource != "todos"]
         result = self._run(cur, [todos], threaded=False)
         if result is None:
-            return super().apply(cur, commands)
+            return super().apply(cur, commands, changes)
         applied, stale = result
         if others:
-            a, s = super().apply(cur, others)
+            a, s = super().apply(cur, others, changes)
             applied, stale = applied + a, stale + s
         return applied, stale
 
     # -- straight from the object's bytes (BatchLoader.load) -------------------------------------
-    def apply_object(self, cur: Any, body: bytes) -> tuple[int, int, list[Reject]]:
-        """Parse and apply one object in the caller's transaction; (applied, stale, rejects)."""
+    def apply_object(
+        self, cur: Any, body: bytes, touched: list[WriteCommand] | None = None
+    ) -> tuple[int, int, list[Reject]]:
+        """Parse and apply one object in the caller's transaction; (applied, stale, rejects).
+        With `touched`, every valid command of the object is added to it (for the read cache)."""
         # No cyclic GC while the object's commands are alive: nothing here makes cycles, and a
         # collection would walk every one of them. They are released before the collector runs.
         with gc_paused():
@@ -536,6 +543,9 @@ class MySQLFastApplier(SqlApplier):
             kept: list[WriteCommand] = []  # every todo command, for the fallback
             try:
                 applied, stale = self._apply_lines(cur, lines, rejects, others, kept)
+                if touched is not None:
+                    touched.extend(kept)
+                    touched.extend(others)
                 if problem:
                     rejects.append(problem_reject(lines, problem))
                 return applied, stale, rejects

@@ -183,8 +183,8 @@ def test_database_failure_applies_nothing_of_the_object(loader, monkeypatch):
     applier = loader.applier
 
     class Boom:
-        def apply(self, cur, commands):  # type: ignore[no-untyped-def]
-            applier.apply(cur, commands)  # the rows are written in the transaction...
+        def apply(self, cur, commands, changes=None):  # type: ignore[no-untyped-def]
+            applier.apply(cur, commands, changes)  # the rows are written in the transaction...
             import sqlite3
 
             raise sqlite3.OperationalError("disk I/O error")  # ...then the server fails
