@@ -4,7 +4,8 @@ and every load that commits fences the keys it changed, so a write is never hidd
 from __future__ import annotations
 
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
