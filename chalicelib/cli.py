@@ -92,9 +92,10 @@ def _services(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 def cmd_migrate(settings: Settings) -> str:
-    from chalicelib.db.database import open_database
+    from chalicelib.db.database import open_master
 
-    db = open_database(settings.database_url)
+    # The same connection as the loader's: credentials from DATABASE_SECRET_ARN when set.
+    db = open_master(settings.database_url, settings.database_secret_arn)
     applied = db.migrate()
     return f"migrated {db.url.redacted()}: " + (f"applied {applied}" if applied else "already up to date")
 
