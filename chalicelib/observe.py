@@ -19,6 +19,7 @@ Headers, query strings, claims and bodies are never read here.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -171,35 +172,123 @@ def _error_code(response: Any) -> str | None:
     return None
 
 
-def request_record(event: Any, status: int, error: str | None, latency_ms: float) -> dict[str, Any]:
-    """The request's log line, from the allow-listed fields only."""
+_REQUEST_VALUES = (("Requests", "Count"), ("Latency", "Milliseconds"), ("ServerErrors", "Count"))
+_REQUEST_UNITS = (*_REQUEST_VALUES, ("WriteAcceptanceFailures", "Count"))
+_REQUEST_SETS = [["Stage"], ["Stage", "Route", "Method"]]
+# The request line's `_aws` directive is the same on every request but for its timestamp: checked
+# once here (as `emf` would) and rendered once, so a request only encodes what varies.
+emf({"Stage": "", "Route": "", "Method": ""}, {name: (0, unit) for name, unit in _REQUEST_UNITS}, _REQUEST_SETS)
+_REQUEST_DIRECTIVE = [
+    {
+        "Namespace": NAMESPACE,
+        "Dimensions": _REQUEST_SETS,
+        "Metrics": [{"Name": name, "Unit": unit} for name, unit in _REQUEST_UNITS],
+    }
+]
+_REQUEST_DIRECTIVE_JSON = json.dumps(_REQUEST_DIRECTIVE, separators=(",", ":"))
+_json_str = json.encoder.encode_basestring_ascii  # what json.dumps uses for a str (ensure_ascii)
+# (stage, route, method) -> the line's fixed text around the latency and around the status.
+_REQUEST_TEMPLATES: dict[tuple[str, Any, str], tuple[str, str]] = {}
+_MAX_TEMPLATES = 512
+
+
+def _request_parts(event: Any) -> tuple[str | None, str | None, str, Any]:
+    """request id, Lambda request id, method (upper case, may be empty), route template."""
     context = getattr(event, "context", None)
     context = context if isinstance(context, dict) else {}
     lambda_context = getattr(event, "lambda_context", None)
     lambda_id = getattr(lambda_context, "aws_request_id", None)
     method = str(getattr(event, "method", "") or context.get("httpMethod") or "").upper()
-    route = context.get("resourcePath")
+    return context.get("requestId") or lambda_id, lambda_id, method, context.get("resourcePath")
+
+
+def request_record(event: Any, status: int, error: str | None, latency_ms: float) -> dict[str, Any]:
+    """The request's log line, from the allow-listed fields only."""
+    request_id, lambda_id, method, route = _request_parts(event)
     server_error = status >= 500
-    values: dict[str, tuple[float, str]] = {
-        "Requests": (1, "Count"),
-        "Latency": (round(latency_ms, 3), "Milliseconds"),
-        "ServerErrors": (1 if server_error else 0, "Count"),
-        "WriteAcceptanceFailures": (1 if status == 503 and method in WRITE_METHODS else 0, "Count"),
-    }
-    dimensions = {"Stage": stage(), "Route": str(route or "unknown"), "Method": method or "unknown"}
+    latency = round(latency_ms, 3)
     record: dict[str, Any] = {
+        "_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": _REQUEST_DIRECTIVE},
+        "Stage": stage(),
+        "Route": str(route or "unknown"),
+        "Method": method or "unknown",
+        "Requests": 1,
+        "Latency": latency,
+        "ServerErrors": 1 if server_error else 0,
+        "WriteAcceptanceFailures": 1 if status == 503 and method in WRITE_METHODS else 0,
         "type": "request",
-        "request_id": context.get("requestId") or lambda_id,
+        "request_id": request_id,
         "lambda_request_id": lambda_id,
         "method": method or None,
         "route": route,
         "status": status,
         "error": error,
-        "latency_ms": round(latency_ms, 3),
+        "latency_ms": latency,
     }
     if server_error:
         record["level"] = "error"
-    return {**emf(dimensions, values, [["Stage"], ["Stage", "Route", "Method"]]), **record}
+    return record
+
+
+def _json_opt(value: str | None) -> str:
+    return "null" if value is None else _json_str(value)
+
+
+def request_line(event: Any, status: int, error: str | None, latency_ms: float) -> str:
+    """`request_record` as its JSON line (what `emit` writes), rendering only the parts that vary."""
+    request_id, lambda_id, method, route = _request_parts(event)
+    if (
+        type(status) is not int
+        or type(latency_ms) is not float
+        or not math.isfinite(latency_ms)
+        or not isinstance(route, (str, type(None)))
+        or not isinstance(request_id, (str, type(None)))
+        or not isinstance(lambda_id, (str, type(None)))
+        or not isinstance(error, (str, type(None)))
+    ):
+        record = request_record(event, status, error, latency_ms)
+        return json.dumps(record, separators=(",", ":"), default=str)
+    key = (stage(), route, method)
+    parts = _REQUEST_TEMPLATES.get(key)
+    if parts is None:
+        dimensions = json.dumps(
+            {"Stage": key[0], "Route": str(route or "unknown"), "Method": method or "unknown"}, separators=(",", ":")
+        )
+        parts = (
+            "," + dimensions[1:-1] + ',"Requests":1,"Latency":',
+            ',"method":' + _json_opt(method or None) + ',"route":' + _json_opt(route) + ',"status":',
+        )
+        if len(_REQUEST_TEMPLATES) >= _MAX_TEMPLATES:
+            _REQUEST_TEMPLATES.clear()
+        _REQUEST_TEMPLATES[key] = parts
+    server_error = status >= 500
+    latency = repr(round(latency_ms, 3))
+    return "".join(
+        (
+            '{"_aws":{"Timestamp":',
+            str(int(time.time() * 1000)),
+            ',"CloudWatchMetrics":',
+            _REQUEST_DIRECTIVE_JSON,
+            "}",
+            parts[0],
+            latency,
+            ',"ServerErrors":',
+            "1" if server_error else "0",
+            ',"WriteAcceptanceFailures":',
+            "1" if status == 503 and method in WRITE_METHODS else "0",
+            ',"type":"request","request_id":',
+            _json_opt(request_id),
+            ',"lambda_request_id":',
+            _json_opt(lambda_id),
+            parts[1],
+            str(status),
+            ',"error":',
+            _json_opt(error),
+            ',"latency_ms":',
+            latency,
+            ',"level":"error"}' if server_error else "}",
+        )
+    )
 
 
 def http_middleware(event: Any, get_response: Callable[[Any], Any]) -> Any:
@@ -207,5 +296,8 @@ def http_middleware(event: Any, get_response: Callable[[Any], Any]) -> Any:
     response = get_response(event)
     _reshape_framework_error(response)
     elapsed_ms = (time.perf_counter() - started) * 1000
-    emit(request_record(event, response.status_code, _error_code(response), elapsed_ms))
+    if os.environ.get("SLUICE_LOG", "1") != "0":
+        line = request_line(event, response.status_code, _error_code(response), elapsed_ms)
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
     return response

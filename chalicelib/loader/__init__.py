@@ -99,6 +99,8 @@ class BatchLoader:
         # The applier parses as it applies (MySQL fast path): inside the transaction, after the
         # ledger claim, so an object already loaded is not even parsed.
         touched: list[WriteCommand] | None = [] if self.on_commit else None
+        if touched is None:  # no cache: the applier's plain interface
+            return self._load(bucket, key, etag, force, lambda cur: apply_object(cur, body))
         result = self._load(bucket, key, etag, force, lambda cur: apply_object(cur, body, touched))
         self._committed(result, touched or [])  # the fast path reports no rows: fences
         return result
@@ -115,9 +117,11 @@ class BatchLoader:
         changes: list[tuple[WriteCommand, str]] | None = [] if self.on_commit else None
 
         def work(cur: Any) -> tuple[int, int, list[Reject]]:
-            if changes is not None:
+            if changes is None:
+                applied, stale = self.applier.apply(cur, commands)
+            else:
                 changes.clear()  # a retried transaction starts over
-            applied, stale = self.applier.apply(cur, commands, changes)
+                applied, stale = self.applier.apply(cur, commands, changes)
             return applied, stale, rejects
 
         result = self._load(bucket, key, etag, force, work)

@@ -493,22 +493,22 @@ class TrippingApplier(Applier):
             self.tripped.append(where)
             fault()
 
-    def apply(self, cur: Any, commands: Any) -> tuple[int, int]:
+    def apply(self, cur: Any, commands: Any, changes: Any = None) -> tuple[int, int]:
         if len(commands) < self._min_lines:
-            return self.inner.apply(cur, commands)
+            return self.inner.apply(cur, commands, changes)
         self._trip("claim")
-        result = self.inner.apply(self._cursor(cur), commands)
+        result = self.inner.apply(self._cursor(cur), commands, changes)
         self._trip("commit")
         self._missed_work()
         return result
 
-    def apply_object(self, cur: Any, body: bytes) -> Any:
+    def apply_object(self, cur: Any, body: bytes, *touched: Any) -> Any:
         from chalicelib.commands import object_lines
 
         if self._min_lines and len(object_lines(body)[0]) < self._min_lines:
-            return self.inner.apply_object(cur, body)  # type: ignore[attr-defined]
+            return self.inner.apply_object(cur, body, *touched)  # type: ignore[attr-defined]
         self._trip("claim")
-        result = self.inner.apply_object(self._cursor(cur), body)  # type: ignore[attr-defined]
+        result = self.inner.apply_object(self._cursor(cur), body, *touched)  # type: ignore[attr-defined]
         self._trip("commit")
         self._missed_work()
         return result
