@@ -115,13 +115,19 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+# Built once: json.loads with these options would build a new decoder on every call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+
+
 def parse_json(body: bytes) -> Any:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ApiError(400, "invalid_json", "The body is not valid UTF-8.") from exc
     try:
-        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+        if text.startswith("\ufeff"):  # as json.loads does for a str
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        return _DECODER.decode(text)
     except RecursionError as exc:
         raise ApiError(400, "invalid_json", "The body is nested too deeply.") from exc
     except ValueError as exc:

@@ -23,6 +23,8 @@ GET_PROFILE = (
 
 def ts_out(value: Any) -> str:
     """A stored timestamp (datetime from MySQL, fixed-width text from SQLite) as RFC 3339 UTC."""
+    if type(value) is datetime and value.tzinfo is None:  # MySQL's, stored in UTC: format_ts's result
+        return value.isoformat() + "Z"
     if isinstance(value, datetime):
         return format_ts(value)
     return format_ts(datetime.fromisoformat(value))
