@@ -83,6 +83,17 @@ def _validated(validate: Any, body: Any, fields: dict[str, list[str]]) -> Any:
     return value
 
 
+def _post_input(validate: Any) -> tuple[Principal, Any, Any, str | None]:
+    """A POST's caller, services, validated body and Idempotency-Key, checked in contract order
+    (401, 413, 415, invalid_json, then the body's and the key's validation errors together)."""
+    who = _who()
+    ctx = services()
+    body = read_json(_request(), ctx.settings.max_body_bytes)
+    fields: dict[str, list[str]] = {}
+    key = _idempotency_key(fields)
+    return who, ctx, _validated(validate, body, fields), key
+
+
 @app.route("/health", methods=["GET"])
 @guarded
 def health() -> Response:
@@ -100,12 +111,7 @@ def openapi() -> Response:
 @app.route("/todos", methods=["POST"], authorizer=authorizer, content_types=ANY)
 @guarded
 def create_todo() -> Response:
-    who = _who()
-    ctx = services()
-    body = read_json(_request(), ctx.settings.max_body_bytes)
-    fields: dict[str, list[str]] = {}
-    key = _idempotency_key(fields)
-    data = _validated(validate_todo, body, fields)
+    who, ctx, data, key = _post_input(validate_todo)
     done = ctx.service.create_todo(who, data, key)
     return accepted(done.id, done.version, f"/todos/{done.id}")
 
@@ -113,12 +119,7 @@ def create_todo() -> Response:
 @app.route("/todos/batch", methods=["POST"], authorizer=authorizer, content_types=ANY)
 @guarded
 def create_todos() -> Response:
-    who = _who()
-    ctx = services()
-    body = read_json(_request(), ctx.settings.max_body_bytes)
-    fields: dict[str, list[str]] = {}
-    key = _idempotency_key(fields)
-    items = _validated(validate_batch, body, fields)
+    who, ctx, items, key = _post_input(validate_batch)
     done = ctx.service.create_todos(who, items, key)
     return Response(
         body={"accepted": [{"id": a.id, "version": a.version} for a in done]},
