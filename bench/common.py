@@ -127,7 +127,7 @@ def profile_summary(fn: Callable[[], Any], calls: int, top: int = 6) -> str:
 
 
 def _short_path(filename: str) -> str:
-    for marker in ("site-packages/", "/work/main/", str(ROOT) + "/"):
+    for marker in ("site-packages/", str(ROOT) + "/"):
         if marker in filename:
             return filename.split(marker, 1)[1]
     return os.path.basename(filename) if filename.startswith("/") else filename
