@@ -4,66 +4,24 @@ session pasted as is, and the edges API Gateway emulation owns (bad tokens, unkn
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT, token
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.localserver import chalice_local
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    data = tmp_path_factory.mktemp("chalice-local")
-    env = {**os.environ, "LOCAL_DATA_DIR": str(data), "SLUICE_LOG": "0"}
-    for name in ("DATABASE_URL", "REPLICA_URLS", "WRITE_TRANSPORT", "CACHE_URL"):
-        env.pop(name, None)
-    chalice = Path(sys.executable).with_name("chalice")
-    process = subprocess.Popen(
-        [str(chalice), "local", "--no-autoreload", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=1) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                if process.poll() is not None:
-                    raise RuntimeError(
-                        process.stderr.read().decode() if process.stderr else "chalice local died"
-                    ) from None
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("chalice local did not answer /health")
+    with chalice_local(tmp_path_factory.mktemp("chalice-local")) as (base, log_path):
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    assert "Traceback" not in log_path.read_text(errors="replace"), "the server logged a traceback"
 
 
 def request(base: str, method: str, path: str, headers: dict[str, str] | None = None, data: bytes | None = None):  # type: ignore[no-untyped-def]

@@ -17,13 +17,7 @@ database, no deadline; the whole module takes well under a minute here.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,7 +36,7 @@ from schemathesis.specs.openapi.checks import (
 
 from chalicelib.cli import make_token
 from chalicelib.openapi import document
-from tests.conftest import ROOT
+from tests.localserver import chalice_local
 
 pytestmark = pytest.mark.slow
 
@@ -86,51 +80,11 @@ GARBAGE_TOKENS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    data = tmp_path_factory.mktemp("fuzz-local")
-    log_path = data / "chalice-local.log"
-    env = {**os.environ, "LOCAL_DATA_DIR": str(data), "SLUICE_LOG": "0"}
-    for name in ("DATABASE_URL", "REPLICA_URLS", "WRITE_TRANSPORT", "CACHE_URL", "AWS_LAMBDA_FUNCTION_NAME"):
-        env.pop(name, None)
-    chalice = Path(sys.executable).with_name("chalice")
-    with open(log_path, "wb") as log:  # a file, not a pipe: a full pipe would stall the server
-        process = subprocess.Popen(
-            [str(chalice), "local", "--no-autoreload", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=1) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                if process.poll() is not None:
-                    raise RuntimeError(f"chalice local died:\n{log_path.read_text()[-3000:]}") from None
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("chalice local did not answer /health")
+    with chalice_local(tmp_path_factory.mktemp("fuzz-local")) as (base, log_path):
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        assert "Traceback" not in log_path.read_text(errors="replace"), "the server logged a traceback"
+    assert "Traceback" not in log_path.read_text(errors="replace"), "the server logged a traceback"
 
 
 @pytest.fixture(scope="module")
