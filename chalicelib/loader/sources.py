@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from chalicelib.aws import ProcessClient
 from chalicelib.errors import ObjectUnavailable
 from chalicelib.loader import local_etag
 
@@ -113,28 +113,23 @@ class S3ObjectStore(ObjectStore):
 # operator can mend, so it stays ObjectUnavailable (the event is retried, replay exits 1).
 MISSING_CODES = frozenset(("NoSuchKey", "404", "NotFound"))
 
-_s3_client: Any = None
-_s3_lock = threading.Lock()
+
+def _make_s3_client() -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        config=Config(connect_timeout=3, read_timeout=30, retries={"max_attempts": 5, "mode": "standard"}),
+    )
+
+
+_S3 = ProcessClient(_make_s3_client)
 
 
 def s3_client() -> Any:
     """One S3 client per process, with explicit timeouts and retries; boto3 imported only now."""
-    global _s3_client
-    if _s3_client is None:
-        with _s3_lock:
-            if _s3_client is None:
-                import boto3
-                from botocore.config import Config
-
-                _s3_client = boto3.client(
-                    "s3",
-                    config=Config(connect_timeout=3, read_timeout=30, retries={"max_attempts": 5, "mode": "standard"}),
-                )
-    return _s3_client
+    return _S3.get()
 
 
-def reset_client() -> None:
-    """Forget the process's S3 client (tests)."""
-    global _s3_client
-    with _s3_lock:
-        _s3_client = None
+reset_client = _S3.reset

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from chalicelib.aws import ProcessClient
 from chalicelib.commands import WriteCommand
 from chalicelib.errors import TransportUnavailable
 from chalicelib.writers import CommandWriter
@@ -225,32 +225,26 @@ def _retryable(exc: Any) -> bool:
 
 
 # -- the client, one per process ---------------------------------------------------------------
-_client: Any = None
-_client_lock = threading.Lock()
+def _make_firehose_client() -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "firehose",
+        config=Config(
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            read_timeout=READ_TIMEOUT_SECONDS,
+            retries={"max_attempts": BOTOCORE_MAX_ATTEMPTS, "mode": "standard"},
+        ),
+    )
+
+
+_FIREHOSE = ProcessClient(_make_firehose_client)
 
 
 def firehose_client() -> Any:
     """The process's Firehose client: explicit timeouts and retries, boto3 imported only now."""
-    global _client
-    if _client is None:
-        with _client_lock:
-            if _client is None:
-                import boto3
-                from botocore.config import Config
-
-                _client = boto3.client(
-                    "firehose",
-                    config=Config(
-                        connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                        read_timeout=READ_TIMEOUT_SECONDS,
-                        retries={"max_attempts": BOTOCORE_MAX_ATTEMPTS, "mode": "standard"},
-                    ),
-                )
-    return _client
+    return _FIREHOSE.get()
 
 
-def reset_client() -> None:
-    """Forget the process's client (tests)."""
-    global _client
-    with _client_lock:
-        _client = None
+reset_client = _FIREHOSE.reset
