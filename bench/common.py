@@ -210,6 +210,23 @@ def admin(pair: Pair, role: str = "master", database: str | None = None) -> Any:
     return pymysql.connect(host="127.0.0.1", port=port, user="root", password="", database=database, autocommit=True)
 
 
+def raw_connection(url: str) -> Any:
+    """A plain PyMySQL connection (autocommit) to a mysql:// URL: what the baselines use."""
+    import pymysql
+
+    from chalicelib.db.urls import parse_db_url
+
+    parsed = parse_db_url(url)
+    return pymysql.connect(
+        host=parsed.host,
+        port=parsed.port,
+        user=parsed.user,
+        database=parsed.database,
+        charset="utf8mb4",
+        autocommit=True,
+    )
+
+
 @contextlib.contextmanager
 def fresh_database(pair: Pair, migrate: bool = True) -> Iterator[tuple[str, str]]:
     """A new database on the master (replicated), migrated; yields (master_url, replica_url)."""

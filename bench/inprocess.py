@@ -29,6 +29,7 @@ from bench.common import (
     production_loader,
     profile_summary,
     quiet_stdout,
+    raw_connection,
     row,
 )
 from bench.events import LambdaContext, get_todo_event, list_event, post_event
@@ -129,20 +130,9 @@ def seed(master_url: str, owner: str, count: int) -> list[str]:
 
 
 def raw_select(replica_url: str, owner: str, todo_id: str) -> tuple[Callable[[], Any], Callable[[], Any], Any]:
-    import pymysql
-
-    from chalicelib.db.urls import parse_db_url
     from chalicelib.readers.sql import GET_TODO, LIST_TODOS
 
-    parsed = parse_db_url(replica_url)
-    conn = pymysql.connect(
-        host=parsed.host,
-        port=parsed.port,
-        user=parsed.user,
-        database=parsed.database,
-        charset="utf8mb4",
-        autocommit=True,
-    )
+    conn = raw_connection(replica_url)
     cur = conn.cursor()
     page = LIST_TODOS + " ORDER BY id LIMIT %s"
 

@@ -23,7 +23,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.common import Pair, Row, admin, fresh_database, global_status, process_cpu_seconds, production_loader, row
+from bench.common import (
+    Pair,
+    Row,
+    admin,
+    fresh_database,
+    global_status,
+    process_cpu_seconds,
+    production_loader,
+    raw_connection,
+    row,
+)
 from bench.events import write_stream
 
 SECTION = "1. Master write load"
@@ -47,20 +57,9 @@ def naive_sql(table: Any) -> str:
 
 
 def apply_per_request(url: str, commands: list[Any]) -> Callable[[], None]:
-    import pymysql
-
-    from chalicelib.db.urls import parse_db_url
     from chalicelib.loader.apply import TABLES
 
-    parsed = parse_db_url(url)
-    conn = pymysql.connect(
-        host=parsed.host,
-        port=parsed.port,
-        user=parsed.user,
-        database=parsed.database,
-        charset="utf8mb4",
-        autocommit=True,
-    )
+    conn = raw_connection(url)
     statements = {name: naive_sql(table) for name, table in TABLES.items()}
     rows = [(statements[c.resource], TABLES[c.resource].row(c, c.stored_at)) for c in commands]
 
