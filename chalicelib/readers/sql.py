@@ -59,9 +59,7 @@ class SqlReader(TodoReader):
     """Reads one database (the master, a replica, or the embedded SQLite file)."""
 
     def __init__(self, db: Database) -> None:
-        self.db = db
-        self._get_todo = db.sql(GET_TODO)
-        self._get_profile = db.sql(GET_PROFILE)
+        self.db = db  # db.query rewrites the %s placeholders for SQLite (cached per statement)
 
     def get_todo(self, owner: str, todo_id: str) -> Row | None:
         rows = self.db.query(GET_TODO, (owner, todo_id))
