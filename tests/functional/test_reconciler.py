@@ -5,7 +5,6 @@ resumable; the CLI prints one summary line and exits 0, 2 or 1."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,31 +23,13 @@ from tests.functional.aws_fakes import (
     build_services,
     command_line,
     ledger_keys,
-    make_bucket,
-    moto_aws,
     put_object,
     stored_todo,
 )
 
 
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
-    with moto_aws(monkeypatch, tmp_path):
-        client = boto_client("s3")
-        make_bucket(client)
-        yield client
-
-
 def make_services(local_dir: Path, **env: str) -> Any:
     return build_services({"LOCAL_DATA_DIR": str(local_dir), "WRITES_BUCKET": BUCKET, **env})
-
-
-@pytest.fixture
-def services_(local_dir: Path) -> Iterator[Any]:
-    from chalicelib import bootstrap
-
-    yield make_services(local_dir)
-    bootstrap.reset()
 
 
 def hour_key(hour: datetime, name: str) -> str:
@@ -81,7 +62,7 @@ def emf_records(captured: str, metric: str) -> list[dict[str, Any]]:
 
 
 # -- the scheduled run ----------------------------------------------------------------------------
-def test_scheduled_run_loads_exactly_the_objects_missing_from_the_ledger(s3, services_, monkeypatch, capsys):
+def test_scheduled_run_loads_exactly_the_objects_missing_from_the_ledger(s3, bucket_services, monkeypatch, capsys):
     from chalice.test import Client
 
     import app as app_module
@@ -96,7 +77,7 @@ def test_scheduled_run_loads_exactly_the_objects_missing_from_the_ledger(s3, ser
     stored = {key: add_object(s3, key, title) for key, title in objects.items()}
     already = sorted(objects)[1:3]
     for key in already:
-        preload(services_, key, *stored[key][1:])
+        preload(bucket_services, key, *stored[key][1:])
     put_object(s3, "errors/2024/05/01/10/not-ours", command_line("error output")[1])
     monkeypatch.setenv("SLUICE_LOG", "1")
 
@@ -107,10 +88,10 @@ def test_scheduled_run_loads_exactly_the_objects_missing_from_the_ledger(s3, ser
     # THEN the six missing ones are loaded, once each, and the two known ones are not read again
     assert counts["applied"] == 6 and counts["objects"] == 6
     assert counts["skipped"] == 2 and counts["left"] == 0 and counts["failed"] == 0
-    assert ledger_keys(services_) == sorted(objects)
-    assert set(loads_of(services_).values()) == {1}
+    assert ledger_keys(bucket_services) == sorted(objects)
+    assert set(loads_of(bucket_services).values()) == {1}
     for key, title in objects.items():
-        assert stored_todo(services_, "alice", stored[key][0])["title"] == title
+        assert stored_todo(bucket_services, "alice", stored[key][0])["title"] == title
     out = capsys.readouterr().out
     backlog = emf_records(out, "ReconcilerBacklog")
     assert [r["ReconcilerBacklog"] for r in backlog] == [0]
@@ -162,7 +143,7 @@ def test_oldest_objects_are_loaded_first(s3, local_dir):
     assert ledger_keys(services) == keys[:2]
 
 
-def test_an_unreadable_object_does_not_stop_the_run(s3, services_):
+def test_an_unreadable_object_does_not_stop_the_run(s3, bucket_services):
     hour = datetime(2024, 5, 1, 10, tzinfo=UTC)
     keys = [hour_key(hour, name) for name in ("a", "b-unreadable", "c")]
     for key in keys:
@@ -174,12 +155,12 @@ def test_an_unreadable_object_does_not_stop_the_run(s3, services_):
                 raise ObjectUnavailable(f"cannot read {key}")
             return super().get(key)
 
-    report = reconcile(Flaky(boto_client("s3"), BUCKET), services_.loader, [hour_key(hour, "")])
+    report = reconcile(Flaky(boto_client("s3"), BUCKET), bucket_services.loader, [hour_key(hour, "")])
     assert (report.result.objects, report.failed, report.left) == (2, 1, 1)
-    assert ledger_keys(services_) == [keys[0], keys[2]]
+    assert ledger_keys(bucket_services) == [keys[0], keys[2]]
 
     # the next run, with S3 answering, loads what was left
-    again = reconcile(S3ObjectStore(boto_client("s3"), BUCKET), services_.loader, [hour_key(hour, "")])
+    again = reconcile(S3ObjectStore(boto_client("s3"), BUCKET), bucket_services.loader, [hour_key(hour, "")])
     assert (again.result.objects, again.result.skipped, again.failed) == (1, 2, 0)
 
 
@@ -218,7 +199,7 @@ def test_an_unreachable_bucket_fails_the_scheduled_run(s3, local_dir, monkeypatc
 # -- replay and load through the CLI --------------------------------------------------------------
 @pytest.fixture
 def cli_env(s3, local_dir, monkeypatch) -> Path:
-    """The CLI reads its settings from the environment: the same SQLite file as `services_`."""
+    """The CLI reads its settings from the environment: the same SQLite file as `bucket_services`."""
     monkeypatch.setenv("LOCAL_DATA_DIR", str(local_dir))
     for name in ("DATABASE_URL", "REPLICA_URLS", "WRITE_TRANSPORT", "FIREHOSE_STREAM", "WRITES_BUCKET"):
         monkeypatch.delenv(name, raising=False)
@@ -231,21 +212,21 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
     return code, out, err
 
 
-def test_replay_loads_an_hour_range(s3, cli_env, services_, capsys):
+def test_replay_loads_an_hour_range(s3, cli_env, bucket_services, capsys):
     base = datetime(2024, 5, 1, 8, tzinfo=UTC)
     keys = {h: hour_key(base + timedelta(hours=h), f"obj-{h}") for h in range(5)}  # 08:00 to 12:00
     stored = {h: add_object(s3, key, f"hour {h}") for h, key in keys.items()}
-    preload(services_, keys[2], *stored[2][1:])  # 10:00 is already in the ledger
+    preload(bucket_services, keys[2], *stored[2][1:])  # 10:00 is already in the ledger
     put_object(s3, hour_key(base + timedelta(hours=3), "bad-line"), b"this is not a command\n")
 
     code, out, err = run(["replay", "--bucket", BUCKET, "--since", "2024-05-01T09", "--until", "2024-05-01T11"], capsys)
 
     assert (code, err) == (0, "")
     assert out == "applied=2 stale=0 rejected=1 skipped=1\n"
-    assert stored_todo(services_, "alice", stored[0][0]) is None  # 08:00: before the range
-    assert stored_todo(services_, "alice", stored[4][0]) is None  # 12:00: after it
+    assert stored_todo(bucket_services, "alice", stored[0][0]) is None  # 08:00: before the range
+    assert stored_todo(bucket_services, "alice", stored[4][0]) is None  # 12:00: after it
     for h in (1, 2, 3):
-        assert stored_todo(services_, "alice", stored[h][0])["title"] == f"hour {h}"
+        assert stored_todo(bucket_services, "alice", stored[h][0])["title"] == f"hour {h}"
 
     # a second replay finds everything in the ledger; --force applies again and changes nothing newer
     assert run(["replay", "--bucket", BUCKET, "--since", "2024-05-01T09", "--until", "2024-05-01T11"], capsys)[1] == (
@@ -257,18 +238,20 @@ def test_replay_loads_an_hour_range(s3, cli_env, services_, capsys):
     assert forced[:2] == (0, "applied=0 stale=3 rejected=1 skipped=0\n")
 
 
-def test_replay_prints_only_its_summary_line_even_with_the_json_log_on(s3, cli_env, services_, capsys, monkeypatch):
+def test_replay_prints_only_its_summary_line_even_with_the_json_log_on(
+    s3, cli_env, bucket_services, capsys, monkeypatch
+):
     add_object(s3, "writes/2024/05/01/10/one", "one")
     monkeypatch.setenv("SLUICE_LOG", "1")
     code, out, err = run(["replay", "--bucket", BUCKET, "--since", "2024-05-01T10", "--until", "2024-05-01T10"], capsys)
     assert (code, out, err) == (0, "applied=1 stale=0 rejected=0 skipped=0\n", "")
 
 
-def test_replay_with_another_prefix(s3, cli_env, services_, capsys):
+def test_replay_with_another_prefix(s3, cli_env, bucket_services, capsys):
     todo_id, _, _ = add_object(s3, "archive/writes/2024/05/01/10/moved", "moved")
     code, out, _ = run(["replay", "--bucket", BUCKET, "--prefix", "archive/writes", "--since", "2024-05-01T10"], capsys)
     assert (code, out) == (0, "applied=1 stale=0 rejected=0 skipped=0\n")
-    assert stored_todo(services_, "alice", todo_id)["title"] == "moved"
+    assert stored_todo(bucket_services, "alice", todo_id)["title"] == "moved"
 
 
 @pytest.mark.parametrize(
@@ -291,20 +274,20 @@ def test_bad_arguments_exit_2_with_one_line(cli_env, capsys, argv):
     assert err.count("\n") == 1 and err.startswith("error: ")
 
 
-def test_an_unreachable_bucket_exits_1_with_one_line(cli_env, services_, capsys):
+def test_an_unreachable_bucket_exits_1_with_one_line(cli_env, bucket_services, capsys):
     code, out, err = run(["replay", "--bucket", "no-such-bucket", "--since", "2024-05-01T10"], capsys)
     assert (code, out) == (1, "")
     assert err.count("\n") == 1 and err.startswith("error: ") and "no-such-bucket" in err
     assert "Traceback" not in err
 
 
-def test_load_an_s3_object(s3, cli_env, services_, capsys):
+def test_load_an_s3_object(s3, cli_env, bucket_services, capsys):
     key = hour_key(datetime(2024, 5, 1, 10, tzinfo=UTC), "a b+c")
     todo_id, etag, _ = add_object(s3, key, "loaded by hand")
 
     assert run(["load", f"s3://{BUCKET}/{key}"], capsys)[:2] == (0, "applied=1 stale=0 rejected=0 skipped=0\n")
-    assert stored_todo(services_, "alice", todo_id)["title"] == "loaded by hand"
-    assert ledger_keys(services_) == [key]
+    assert stored_todo(bucket_services, "alice", todo_id)["title"] == "loaded by hand"
+    assert ledger_keys(bucket_services) == [key]
     assert run(["load", f"s3://{BUCKET}/{key}"], capsys)[:2] == (0, "applied=0 stale=0 rejected=0 skipped=1\n")
     assert run(["load", "--force", f"s3://{BUCKET}/{key}"], capsys)[:2] == (
         0,
@@ -312,7 +295,7 @@ def test_load_an_s3_object(s3, cli_env, services_, capsys):
     )
 
 
-def test_load_a_missing_s3_object_exits_1(s3, cli_env, services_, capsys):
+def test_load_a_missing_s3_object_exits_1(s3, cli_env, bucket_services, capsys):
     code, out, err = run(["load", f"s3://{BUCKET}/writes/2024/05/01/10/absent"], capsys)
     assert (code, out) == (1, "")
     assert err == f"error: no such object: s3://{BUCKET}/writes/2024/05/01/10/absent\n"
