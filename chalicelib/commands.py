@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from chalicelib.ids import CANONICAL_UUID, MAX_VERSION, is_canonical_uuid, parse_rfc3339, version_to_ts
-from chalicelib.models import VALIDATORS, Invalid, _todo_fast
+from chalicelib.models import VALIDATORS, Invalid, _canonical_due_at, _todo_fast
 
 RESOURCES = ("todos", "profiles")
 OPS = ("put", "delete")
@@ -226,6 +226,69 @@ def _fast_command(raw: dict[str, Any]) -> WriteCommand | None:
     return _new_command(op, resource, owner, id_, version, op_id, at, data, at_norm)
 
 
+# The line of a todo command exactly as WriteCommand.to_line writes it, with no JSON escape in any
+# string (a string without a backslash decodes to its own text). Such a line is recognised by one
+# regular expression instead of being decoded to dicts and validated field by field; anything else
+# (escapes, other key orders or spacing, profiles, invalid values) takes the general path, which
+# gives the same command or the reason it is not one. tests/unit/test_command_lane.py holds the
+# two paths to the same answers. Inside a string, _PLAIN takes any character but a quote, a
+# backslash (the start of an escape) and a control character (JSON writes those escaped); a line
+# that is not ASCII must also encode to UTF-8 (no lone surrogate from an invalid byte).
+_PLAIN = r'[^"\\\x00-\x1f]'
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_QUOTED_TAG = r'"[a-z0-9][a-z0-9_-]{0,31}"'  # models.TAG, quoted
+_TODO_LINE = re.compile(
+    r'\{"v":1,"op":"(put|delete)","resource":"todos","owner":"(' + _PLAIN + r'{1,128})",'
+    r'"id":"(' + _UUID + r')","version":([1-9][0-9]{0,15}),"op_id":"(' + _UUID + r')",'
+    r'"at":"([0-9][^"]{26})","data":(?:null|\{"title":"(' + _PLAIN + r'{1,200})",'
+    r'"notes":"(' + _PLAIN + r'{0,10000})","state":"(open|done)",'
+    r'"tags":\[((?:' + _QUOTED_TAG + r"(?:," + _QUOTED_TAG + r"){0,19})?)\],"
+    r'"due_at":(?:null|"([0-9][^"]{19,26})")\})\}'
+)
+_todo_line = _TODO_LINE.fullmatch
+
+
+def _todo_from_line(line: str) -> WriteCommand | None:
+    """The command of a canonical todo line (see _TODO_LINE); None when the line is not one, or
+    when any value needs a closer look (the general path then decides)."""
+    if not line.isascii() and not _is_utf8(line):
+        return None
+    match = _todo_line(line)
+    if match is None:
+        return None
+    op, owner, id_, version_text, op_id, at, title, notes, state, tags_text, due_at = match.groups()
+    if owner not in _known_owners:
+        if not _owner_ok(owner):
+            return None
+        if len(_known_owners) >= _KNOWN_OWNERS_MAX:
+            _known_owners.clear()
+        _known_owners.add(owner)
+    version = int(version_text)
+    if version > MAX_VERSION:
+        return None
+    at_norm = _canonical_stored_ts(at)
+    if at_norm is None:
+        return None
+    if title is None:  # "data":null
+        if op != "delete":
+            return None
+        return _new_command(op, "todos", owner, id_, version, op_id, at, None, at_norm)
+    if op != "put":
+        return None
+    if tags_text:
+        tags = tags_text[1:-1].split('","')
+        if len(tags) > 1 and len(set(tags)) != len(tags):
+            return None
+    else:
+        tags = []
+    if due_at is not None:
+        due_at = _canonical_due_at(due_at)
+        if due_at is None:
+            return None
+    data = {"title": title, "notes": notes, "state": state, "tags": tags, "due_at": due_at}
+    return _new_command(op, "todos", owner, id_, version, op_id, at, data, at_norm)
+
+
 def command_from_dict(raw: Any) -> WriteCommand:
     """Validate one decoded command. Raises ValueError with a reason."""
     if type(raw) is dict:
@@ -365,6 +428,7 @@ def parse_lines(lines: list[str], start: int = 0, stop: int | None = None) -> tu
     rejects: list[Reject] = []
     append = commands.append
     scan = _scan_once
+    todo_line = _todo_from_line
     stop = len(lines) if stop is None else stop
     with gc_paused():
         for number in range(start + 1, stop + 1):
@@ -372,6 +436,10 @@ def parse_lines(lines: list[str], start: int = 0, stop: int | None = None) -> tu
             if not line or line.isspace():
                 continue
             if line[0] == "{":
+                command = todo_line(line)
+                if command is not None:
+                    append(command)
+                    continue
                 # One object filling the whole line (the usual case): decode it with the scanner
                 # json.loads itself ends in; anything else takes the full path below.
                 try:

@@ -288,12 +288,13 @@ def _load_file(cur: Any, statement: str, text: str) -> int:
         os.unlink(handle.name)
 
 
-def _load_rows(cur: Any, statement: str, rows: list[Row]) -> int:
-    """LOAD DATA these rows (on the worker thread, which otherwise mostly waits for the server)."""
-    # In primary-key order, InnoDB appends to the pages it just wrote instead of splitting pages
-    # all over the index (utf8mb4_bin and ascii_bin order is Python's str order).
-    ordered = sorted(rows, key=_primary_key)
-    return _load_file(cur, statement, "".join([tsv_line(command, created_at) for command, created_at in ordered]))
+def chunk_text(rows: list[Row]) -> str:
+    """A chunk's rows as LOAD DATA reads them, in primary-key order (built on the parsing thread,
+    so the worker thread only waits for the server). In primary-key order, InnoDB appends to the
+    pages it just wrote instead of splitting pages all over the index (utf8mb4_bin and ascii_bin
+    order is Python's str order)."""
+    rows.sort(key=_primary_key)
+    return "".join([tsv_line(command, created_at) for command, created_at in rows])
 
 
 def _primary_key(row: Row) -> Key:
@@ -331,11 +332,14 @@ class _Session:
     def _send(self, rows: list[Row]) -> None:
         if self.mode == "fresh":
             self.sent.append(rows)
-            self.worker.submit(("fresh", len(rows)), _load_rows, self.cur, LOAD_NEW, rows)
+            self.worker.submit(("fresh", len(rows)), _load_file, self.cur, LOAD_NEW, chunk_text(rows))
         else:
             first = self.seq + 1
             self.seq += len(rows)
-            self.worker.submit(("keys", 0), self._keys_chunk, first, rows)
+            rows.sort(key=_primary_key)  # seq numbers, and so the writes, in primary-key order
+            keys = "".join([keys_line(first + i, c, at) for i, (c, at) in enumerate(rows)])
+            lines = [tsv_line(c, at) for c, at in rows]
+            self.worker.submit(("keys", 0), self._keys_chunk, first, rows, keys, lines)
 
     def _start(self, rows: list[Row]) -> None:
         step = max(1, len(rows) // PROBE_KEYS)
@@ -393,12 +397,12 @@ class _Session:
             self._send(rows)
 
     # -- the worker thread ------------------------------------------------------------------
-    def _keys_chunk(self, first: int, rows: list[Row]) -> tuple[int, list[Key]]:
-        """Decide and write one chunk the keys way; (rows applied, keys written)."""
+    def _keys_chunk(self, first: int, rows: list[Row], keys: str, lines: list[str]) -> tuple[int, list[Key]]:
+        """Decide and write one chunk the keys way; (rows applied, keys written). `keys` and
+        `lines` are the chunk's keys and its rows as written with our created_at, row by row."""
         cur = self.cur
         last = first + len(rows) - 1
-        rows.sort(key=_primary_key)  # seq numbers, and so the writes, in primary-key order
-        _load_file(cur, LOAD_KEYS, "".join([keys_line(first + i, c, at) for i, (c, at) in enumerate(rows)]))
+        _load_file(cur, LOAD_KEYS, keys)
         cur.execute(DECIDE, (first, last))
         count, packed = cur.fetchone()
         items = packed.split(",") if packed else []
@@ -409,13 +413,15 @@ class _Session:
         older_created = False
         for item in items:
             seq, state, stored_created = item.split("|")
-            command, created_at = rows[int(seq) - first]
+            index = int(seq) - first
             if state == "2":  # OLDER_CREATED
                 older_created = True
                 continue
+            command, created_at = rows[index]
             if stored_created and stored_created < created_at:
-                created_at = stored_created
-            writes.append(tsv_line(command, created_at))
+                writes.append(tsv_line(command, stored_created))
+            else:
+                writes.append(lines[index])
             written.append((command.owner, command.id))
         if writes:
             _load_file(cur, LOAD_REPLACE, "".join(writes))
