@@ -11,14 +11,14 @@ import gc
 import json
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
 from chalicelib.ids import CANONICAL_UUID, MAX_VERSION, is_canonical_uuid, parse_rfc3339, version_to_ts
-from chalicelib.models import VALIDATORS, Invalid, _canonical_due_at, _todo_fast
+from chalicelib.models import VALIDATORS, Invalid, _canonical_due_at, _known_due, _todo_fast
 
 RESOURCES = ("todos", "profiles")
 OPS = ("put", "delete")
@@ -240,17 +240,25 @@ _QUOTED_TAG = r'"[a-z0-9][a-z0-9_-]{0,31}"'  # models.TAG, quoted
 _TODO_LINE = re.compile(
     r'\{"v":1,"op":"(put|delete)","resource":"todos","owner":"(' + _PLAIN + r'{1,128})",'
     r'"id":"(' + _UUID + r')","version":([1-9][0-9]{0,15}),"op_id":"(' + _UUID + r')",'
-    r'"at":"([0-9][^"]{26})","data":(?:null|\{"title":"(' + _PLAIN + r'{1,200})",'
+    r'"at":"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-5][0-9]:[0-5][0-9]\.[0-9]{6}Z)","data":(?:null|\{"title":"('
+    + _PLAIN
+    + r'{1,200})",'
     r'"notes":"(' + _PLAIN + r'{0,10000})","state":"(open|done)",'
     r'"tags":\[((?:' + _QUOTED_TAG + r"(?:," + _QUOTED_TAG + r"){0,19})?)\],"
     r'"due_at":(?:null|"([0-9][^"]{19,26})")\})\}'
 )
 _todo_line = _TODO_LINE.fullmatch
+_NULL = "\\N"  # LOAD DATA's NULL
 
 
-def _todo_from_line(line: str) -> WriteCommand | None:
+def _todo_from_line(line: str, heads: dict[int, str] | None = None) -> WriteCommand | None:
     """The command of a canonical todo line (see _TODO_LINE); None when the line is not one, or
-    when any value needs a closer look (the general path then decides)."""
+    when any value needs a closer look (the general path then decides).
+
+    With `heads`, heads[id(command)] is set to the command's todos row as LOAD DATA reads it, up
+    to created_at: owner, id, title, notes, state, tags, due_at, version, op_id, deleted, each
+    followed by a tab (loader.mysql_fast.tsv_line is the reference; the strings of a line the
+    lane takes hold no character that row format escapes)."""
     if not line.isascii() and not _is_utf8(line):
         return None
     match = _todo_line(line)
@@ -266,13 +274,15 @@ def _todo_from_line(line: str) -> WriteCommand | None:
     version = int(version_text)
     if version > MAX_VERSION:
         return None
-    at_norm = _canonical_stored_ts(at)
-    if at_norm is None:
+    if at[:14] not in _known_hours and _canonical_stored_ts(at) is None:  # the form is checked above
         return None
     if title is None:  # "data":null
         if op != "delete":
             return None
-        return _new_command(op, "todos", owner, id_, version, op_id, at, None, at_norm)
+        command = _new_command(op, "todos", owner, id_, version, op_id, at, None, f"{at[:10]} {at[11:26]}")
+        if heads is not None:
+            heads[id(command)] = f"{owner}\t{id_}\t\t\topen\t[]\t\\N\t{version_text}\t{op_id}\t1\t"
+        return command
     if op != "put":
         return None
     if tags_text:
@@ -281,12 +291,17 @@ def _todo_from_line(line: str) -> WriteCommand | None:
             return None
     else:
         tags = []
-    if due_at is not None:
+    if due_at is not None and due_at not in _known_due:
         due_at = _canonical_due_at(due_at)
         if due_at is None:
             return None
     data = {"title": title, "notes": notes, "state": state, "tags": tags, "due_at": due_at}
-    return _new_command(op, "todos", owner, id_, version, op_id, at, data, at_norm)
+    command = _new_command(op, "todos", owner, id_, version, op_id, at, data, f"{at[:10]} {at[11:26]}")
+    if heads is not None:
+        heads[id(command)] = (
+            f"{owner}\t{id_}\t{title}\t{notes}\t{state}\t[{tags_text}]\t{due_at or _NULL}\t{version_text}\t{op_id}\t0\t"
+        )
+    return command
 
 
 def command_from_dict(raw: Any) -> WriteCommand:
@@ -341,37 +356,115 @@ def _checked_command(raw: Any) -> WriteCommand:
     return WriteCommand(op, resource, owner, id_, version, op_id, at, data, at_norm)  # type: ignore[arg-type]
 
 
-def inflate(body: bytes) -> tuple[bytes, str | None]:
+def inflate(body: bytes, piece: int = 1 << 20) -> tuple[bytes, str | None]:
     """GZIP (one or more members, recognised by content) to bytes; plain bytes unchanged.
 
-    Returns (data, problem): on a corrupt or oversized stream, what inflated cleanly and why the
-    rest was not used.
+    Returns (data, problem): on a corrupt or oversized stream, what inflated cleanly (in pieces of
+    at most `piece` bytes; the piece the damage is found in is lost) and why the rest was not used.
     """
+    steps = _inflate_steps(body, piece)
+    pieces: list[bytes] = []
+    while True:
+        try:
+            pieces.append(next(steps))
+        except StopIteration as stop:
+            problem: str | None = stop.value
+            break
+    return (pieces[0] if len(pieces) == 1 else b"".join(pieces)), problem
+
+
+def _inflate_steps(body: bytes, piece: int = 1 << 20) -> Generator[bytes, None, str | None]:
+    """inflate() piece by piece: yields the bytes as they inflate (at most `piece` at a time),
+    returns the problem (or None)."""
     if body[:2] != b"\x1f\x8b":
-        return body, None
-    out: list[bytes] = []
+        yield body
+        return None
     size = 0
     rest = body
     while rest[:2] == b"\x1f\x8b":
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
         try:
             while True:
-                chunk = inflater.decompress(rest, 1 << 20)
+                chunk = inflater.decompress(rest, piece)
                 size += len(chunk)
-                out.append(chunk)
                 if size > MAX_INFLATED_BYTES:
-                    return b"".join(out)[:MAX_INFLATED_BYTES], "inflated size over the limit"
+                    yield chunk[: len(chunk) - (size - MAX_INFLATED_BYTES)]
+                    return "inflated size over the limit"
+                if chunk:
+                    yield chunk
                 rest = inflater.unconsumed_tail
                 if inflater.eof or not rest:
                     break
         except zlib.error as exc:
-            return b"".join(out), f"corrupt gzip stream: {exc}"
+            return f"corrupt gzip stream: {exc}"
         if not inflater.eof:
-            return b"".join(out), "truncated gzip stream"
+            return "truncated gzip stream"
         rest = inflater.unused_data
     if rest.strip(b"\x00\n\r\t "):
-        return b"".join(out), "trailing bytes after the gzip stream"
-    return b"".join(out), None
+        return "trailing bytes after the gzip stream"
+    return None
+
+
+class LineStream:
+    """A delivered object's lines (as object_lines gives them), inflated and split piece by piece
+    as they are asked for: the loader starts on the first lines while the rest is still packed.
+
+    `lines` holds every line read so far (numbered from 1 for lines[0]); `fill(n)` reads until at
+    least n are there or the object ends (`done`; then `problem` is inflate's problem).
+    """
+
+    PIECE = 256 * 1024
+
+    def __init__(self, body: bytes, piece: int = PIECE) -> None:
+        self._steps = _inflate_steps(body, piece)
+        self._carry: list[bytes] = []  # the bytes after the last newline so far (one line's start)
+        self.lines: list[str] = []
+        self.done = False
+        self.problem: str | None = None
+
+    def fill(self, count: int) -> int:
+        """Read until `count` lines are there or the object ends; how many are there."""
+        lines, carry = self.lines, self._carry
+        while len(lines) < count and not self.done:
+            try:
+                piece = next(self._steps)
+            except StopIteration as stop:
+                self.problem = stop.value
+                self.done = True
+                lines.append(_decoded(b"".join(carry)))
+                carry.clear()
+                break
+            cut = piece.rfind(b"\n") + 1
+            if not cut:  # no line ends here: keep the pieces, join them once (a long line costs linear time)
+                carry.append(piece)
+                continue
+            data = b"".join([*carry, piece[:cut]]) if carry else piece[:cut]
+            carry.clear()
+            if cut < len(piece):
+                carry.append(piece[cut:])
+            _split_into(lines, data)
+        return len(lines)
+
+    def read_all(self) -> list[str]:
+        while not self.done:
+            self.fill(len(self.lines) + 1)
+        return self.lines
+
+
+def _decoded(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "surrogateescape")
+
+
+def _split_into(lines: list[str], data: bytes) -> None:
+    """Append the lines of `data` (which ends in a newline), decoded as object_lines does."""
+    view = data[:-1]
+    try:
+        lines.extend(view.decode("utf-8").split("\n"))
+    except UnicodeDecodeError:
+        lines.extend(raw.decode("utf-8", "surrogateescape") for raw in view.split(b"\n"))
 
 
 _decoder = json.JSONDecoder()
@@ -393,13 +486,10 @@ def _split_concatenated(text: str) -> Iterator[Any]:
 
 
 def object_lines(body: bytes) -> tuple[list[str], str | None]:
-    """A delivered object's text split into lines (inflated first), and any inflate problem."""
-    data, problem = inflate(body)
-    try:
-        lines = data.decode("utf-8").split("\n")
-    except UnicodeDecodeError:
-        lines = [raw.decode("utf-8", "surrogateescape") for raw in data.split(b"\n")]
-    return lines, problem
+    """A delivered object's text split into lines (inflated first), and any inflate problem.
+    A line that is not UTF-8 is decoded with surrogateescape (and rejected as not UTF-8)."""
+    stream = LineStream(body)
+    return stream.read_all(), stream.problem
 
 
 def problem_reject(lines: list[str], problem: str) -> Reject:
@@ -421,9 +511,12 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def parse_lines(lines: list[str], start: int = 0, stop: int | None = None) -> tuple[list[WriteCommand], list[Reject]]:
+def parse_lines(
+    lines: list[str], start: int = 0, stop: int | None = None, heads: dict[int, str] | None = None
+) -> tuple[list[WriteCommand], list[Reject]]:
     """The commands in lines[start:stop] and the lines there that are not commands (numbered
-    from 1 for lines[0])."""
+    from 1 for lines[0]). With `heads`, commands read by the todo line lane get their row head
+    there (see _todo_from_line)."""
     commands: list[WriteCommand] = []
     rejects: list[Reject] = []
     append = commands.append
@@ -436,7 +529,7 @@ def parse_lines(lines: list[str], start: int = 0, stop: int | None = None) -> tu
             if not line or line.isspace():
                 continue
             if line[0] == "{":
-                command = todo_line(line)
+                command = todo_line(line, heads)
                 if command is not None:
                     append(command)
                     continue

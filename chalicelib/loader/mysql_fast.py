@@ -45,7 +45,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
-from chalicelib.commands import Reject, WriteCommand, gc_paused, object_lines, parse_lines, problem_reject
+from chalicelib.commands import LineStream, Reject, WriteCommand, gc_paused, parse_lines, problem_reject
 from chalicelib.db.database import Database
 from chalicelib.loader.apply import TABLES, SqlApplier
 
@@ -288,13 +288,20 @@ def _load_file(cur: Any, statement: str, text: str) -> int:
         os.unlink(handle.name)
 
 
-def chunk_text(rows: list[Row]) -> str:
-    """A chunk's rows as LOAD DATA reads them, in primary-key order (built on the parsing thread,
-    so the worker thread only waits for the server). In primary-key order, InnoDB appends to the
-    pages it just wrote instead of splitting pages all over the index (utf8mb4_bin and ascii_bin
-    order is Python's str order)."""
+def chunk_text(rows: list[Row], heads: dict[int, str]) -> list[str]:
+    """A chunk's rows as LOAD DATA reads them, line by line, in primary-key order (built on the
+    parsing thread, so the worker thread only waits for the server). In primary-key order, InnoDB
+    appends to the pages it just wrote instead of splitting pages all over the index (utf8mb4_bin
+    and ascii_bin order is Python's str order). `heads` holds the rows the line lane already
+    wrote up to created_at (commands._todo_from_line)."""
     rows.sort(key=_primary_key)
-    return "".join([tsv_line(command, created_at) for command, created_at in rows])
+    get = heads.get
+    return [
+        tsv_line(command, created_at)
+        if (head := get(id(command))) is None
+        else f"{head}{created_at}\t{command.stored_at}\n"
+        for command, created_at in rows
+    ]
 
 
 def _primary_key(row: Row) -> Key:
@@ -308,8 +315,9 @@ def keys_line(seq: int, command: WriteCommand, created_at: str) -> str:
 class _Session:
     """One object's todos on the fast path, inside the caller's transaction."""
 
-    def __init__(self, applier: MySQLFastApplier, cur: Any, worker: _Worker) -> None:
+    def __init__(self, applier: MySQLFastApplier, cur: Any, worker: _Worker, heads: dict[int, str]) -> None:
         self.applier = applier
+        self.heads = heads
         self.cur = cur
         self.worker = worker
         self.fold = Fold()
@@ -330,15 +338,14 @@ class _Session:
         self._send(rows)
 
     def _send(self, rows: list[Row]) -> None:
+        lines = chunk_text(rows, self.heads)  # sorted too
         if self.mode == "fresh":
             self.sent.append(rows)
-            self.worker.submit(("fresh", len(rows)), _load_file, self.cur, LOAD_NEW, chunk_text(rows))
+            self.worker.submit(("fresh", len(rows)), _load_file, self.cur, LOAD_NEW, "".join(lines))
         else:
             first = self.seq + 1
             self.seq += len(rows)
-            rows.sort(key=_primary_key)  # seq numbers, and so the writes, in primary-key order
             keys = "".join([keys_line(first + i, c, at) for i, (c, at) in enumerate(rows)])
-            lines = [tsv_line(c, at) for c, at in rows]
             self.worker.submit(("keys", 0), self._keys_chunk, first, rows, keys, lines)
 
     def _start(self, rows: list[Row]) -> None:
@@ -419,7 +426,12 @@ class _Session:
                 continue
             command, created_at = rows[index]
             if stored_created and stored_created < created_at:
-                writes.append(tsv_line(command, stored_created))
+                head = self.heads.get(id(command))
+                writes.append(
+                    tsv_line(command, stored_created)
+                    if head is None
+                    else f"{head}{stored_created}\t{command.stored_at}\n"
+                )
             else:
                 writes.append(lines[index])
             written.append((command.owner, command.id))
@@ -464,6 +476,28 @@ class _Session:
             stored = {(r[0], r[1]): (int(r[2]), r[3]) for r in self.cur.fetchall()}
             count += sum(1 for c in part if (c.version, c.op_id) > stored[(c.owner, c.id)])
         return count
+
+
+def chunk_steps(size: int) -> Iterator[int]:
+    """Chunk lengths while the end is not in sight: up in three steps to `size`, then `size`."""
+    yield from (max(1, size >> shift) for shift in (3, 2, 1))
+    while True:
+        yield size
+
+
+def tail_sizes(total: int, size: int) -> list[int]:
+    """The last `total` lines: `size` at most, coming down in three steps at the very end."""
+    tail: list[int] = []
+    rest = total
+    for step in (max(1, size >> shift) for shift in (3, 2, 1)):
+        if rest > 0:
+            tail.append(min(step, rest))
+            rest -= tail[-1]
+    middle = []
+    while rest > 0:
+        middle.append(min(size, rest))
+        rest -= middle[-1]
+    return middle + tail[::-1]
 
 
 def chunk_sizes(total: int, size: int) -> list[int]:
@@ -525,7 +559,7 @@ class MySQLFastApplier(SqlApplier):
             self.paths["small" if self.fast_allowed else "upsert"] += 1
             return super().apply(cur, commands, changes)
         others = [c for c in commands if c.resource != "todos"]
-        result = self._run(cur, [todos], threaded=False)
+        result = self._run(cur, [todos], threaded=False, heads={})
         if result is None:
             return super().apply(cur, commands, changes)
         applied, stale = result
@@ -543,42 +577,63 @@ class MySQLFastApplier(SqlApplier):
         # No cyclic GC while the object's commands are alive: nothing here makes cycles, and a
         # collection would walk every one of them. They are released before the collector runs.
         with gc_paused():
-            lines, problem = object_lines(body)
+            stream = LineStream(body)
             rejects: list[Reject] = []
             others: list[WriteCommand] = []
             kept: list[WriteCommand] = []  # every todo command, for the fallback
             try:
-                applied, stale = self._apply_lines(cur, lines, rejects, others, kept)
+                applied, stale = self._apply_stream(cur, stream, rejects, others, kept)
                 if touched is not None:
                     touched.extend(kept)
                     touched.extend(others)
-                if problem:
-                    rejects.append(problem_reject(lines, problem))
+                if stream.problem:
+                    rejects.append(problem_reject(stream.lines, stream.problem))
                 return applied, stale, rejects
             finally:
-                lines.clear()
+                stream.lines.clear()
                 others.clear()
                 kept.clear()
 
-    def _apply_lines(
-        self, cur: Any, lines: list[str], rejects: list[Reject], others: list[WriteCommand], kept: list[WriteCommand]
+    def _apply_stream(
+        self,
+        cur: Any,
+        stream: LineStream,
+        rejects: list[Reject],
+        others: list[WriteCommand],
+        kept: list[WriteCommand],
     ) -> tuple[int, int]:
+        size = self.chunk_lines
+        lines = stream.lines
+        heads: dict[int, str] = {}  # rows the line lane wrote, by id(command) (alive in `kept`)
+
         def chunks() -> Iterator[list[WriteCommand]]:
+            """The object's todos chunk by chunk, inflated as they are needed: small chunks first
+            (the server starts soon after the object is opened) and last (little to wait for
+            once parsing ends), `chunk_lines` in between."""
             start = 0
-            for size in chunk_sizes(len(lines), self.chunk_lines):
-                commands, bad = parse_lines(lines, start, start + size)
-                start += size
-                rejects.extend(bad)
-                todos: list[WriteCommand] = []
-                for command in commands:
-                    (todos if command.resource == "todos" else others).append(command)
-                kept.extend(todos)
-                yield todos
+            for want in chunk_steps(size):
+                stream.fill(start + want)
+                if stream.done:  # the rest is known
+                    rest = len(lines) - start
+                    sizes = chunk_sizes(rest, size) if start == 0 else tail_sizes(rest, size)
+                else:
+                    sizes = [want]
+                for count in sizes:
+                    commands, bad = parse_lines(lines, start, start + count, heads)
+                    start += count
+                    rejects.extend(bad)
+                    todos: list[WriteCommand] = []
+                    for command in commands:
+                        (todos if command.resource == "todos" else others).append(command)
+                    kept.extend(todos)
+                    yield todos
+                if stream.done:
+                    return
 
         parts = chunks()
-        if len(lines) < self.min_rows or not self.fast_allowed:
+        if stream.fill(self.min_rows) < self.min_rows or not self.fast_allowed:
             return self.apply(cur, [c for chunk in parts for c in chunk] + others)
-        result = self._run(cur, parts, threaded=self.threaded and len(lines) > self.chunk_lines)
+        result = self._run(cur, parts, threaded=self.threaded and not stream.done, heads=heads)
         if result is None:
             for _ in parts:  # parse whatever the refusal interrupted
                 pass
@@ -590,10 +645,16 @@ class MySQLFastApplier(SqlApplier):
             applied, stale = applied + a, stale + s
         return applied, stale
 
-    def _run(self, cur: Any, chunks: Iterator[list[WriteCommand]] | list[list[WriteCommand]], threaded: bool) -> Any:
+    def _run(
+        self,
+        cur: Any,
+        chunks: Iterator[list[WriteCommand]] | list[list[WriteCommand]],
+        threaded: bool,
+        heads: dict[int, str],
+    ) -> Any:
         """(applied, stale) of the todos, or None when the server refused (nothing left applied)."""
         worker = _Worker(threaded)
-        session = _Session(self, cur, worker)
+        session = _Session(self, cur, worker, heads)
         try:
             with short_switch_interval() if threaded else _nothing():
                 for todos in chunks:

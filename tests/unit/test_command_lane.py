@@ -77,9 +77,20 @@ def test_a_line_the_writer_wrote_takes_the_lane_and_gives_the_same_command() -> 
         cm.make_command("delete", "todos", "alice", ID, MAX_VERSION, OP, None),
     ):
         line = command.to_line().decode("utf-8")[:-1]
-        lane = cm._todo_from_line(line)
+        heads: dict[int, str] = {}
+        lane = cm._todo_from_line(line, heads)
         assert lane is not None, line[:120]
         assert lane == command == general(line)
+        assert_head_is_the_row(lane, heads)
+
+
+def assert_head_is_the_row(command: Any, heads: dict[int, str]) -> None:
+    """The row head the lane wrote, completed, is the row tsv_line writes."""
+    from chalicelib.loader.mysql_fast import tsv_line
+
+    assert list(heads) == [id(command)]
+    for created_at in (command.stored_at, "2001-02-03 04:05:06.000007"):
+        assert f"{heads[id(command)]}{created_at}\t{command.stored_at}\n" == tsv_line(command, created_at)
 
 
 LANE_DECLINES = [
@@ -157,6 +168,10 @@ def test_the_lane_declines_or_agrees_with_the_general_path(raw: Any, twist: str)
         line = line.replace("e", "é", 1)
     elif twist == "surrogate":
         line = line.replace("e", "\udcff", 1)
-    lane = cm._todo_from_line(line)
+    heads: dict[int, str] = {}
+    lane = cm._todo_from_line(line, heads)
     if lane is not None:
         assert lane == general(line)
+        assert_head_is_the_row(lane, heads)
+    else:
+        assert heads == {}
