@@ -221,6 +221,7 @@ class _Worker:
     connection while a task is pending."""
 
     def __init__(self, threaded: bool) -> None:
+        self.threaded = threaded
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="sluice-load") if threaded else None
         self._pending: deque[tuple[Future[Any], Any]] = deque()
 
@@ -234,6 +235,10 @@ class _Worker:
         except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future
             future.set_exception(exc)
         self._pending.append((future, tag))
+
+    def backlog(self) -> int:
+        """Tasks submitted and not yet finished (the one running included)."""
+        return sum(1 for future, _ in self._pending if not future.done())
 
     def finished(self) -> Iterator[tuple[Any, Any]]:
         """(tag, result) of tasks done so far, in order, without waiting; raises a task's error."""
@@ -478,11 +483,9 @@ class _Session:
         return count
 
 
-def chunk_steps(size: int) -> Iterator[int]:
-    """Chunk lengths while the end is not in sight: up in three steps to `size`, then `size`."""
-    yield from (max(1, size >> shift) for shift in (3, 2, 1))
-    while True:
-        yield size
+def full_sizes(total: int, size: int) -> list[int]:
+    """The last `total` lines in chunks of `size` (the last one shorter)."""
+    return [min(size, total - start) for start in range(0, total, size)]
 
 
 def tail_sizes(total: int, size: int) -> list[int]:
@@ -498,28 +501,6 @@ def tail_sizes(total: int, size: int) -> list[int]:
         middle.append(min(size, rest))
         rest -= middle[-1]
     return middle + tail[::-1]
-
-
-def chunk_sizes(total: int, size: int) -> list[int]:
-    """Chunk lengths covering `total` lines: small at both ends, `size` in the middle.
-
-    A small first chunk gets the server working soon after the object is opened; a small last
-    one leaves little for the caller to wait for once parsing is done.
-    """
-    ramp = [max(1, size >> shift) for shift in (3, 2, 1)]
-    head: list[int] = []
-    tail: list[int] = []
-    rest = total
-    for step in ramp:
-        for side in (head, tail):
-            if rest > 0:
-                side.append(min(step, rest))
-                rest -= side[-1]
-    middle = []
-    while rest > 0:
-        middle.append(min(size, rest))
-        rest -= middle[-1]
-    return head + middle + tail[::-1]
 
 
 class MySQLFastApplier(SqlApplier):
@@ -559,7 +540,7 @@ class MySQLFastApplier(SqlApplier):
             self.paths["small" if self.fast_allowed else "upsert"] += 1
             return super().apply(cur, commands, changes)
         others = [c for c in commands if c.resource != "todos"]
-        result = self._run(cur, [todos], threaded=False, heads={})
+        result = self._run(cur, [todos], _Worker(False), heads={})
         if result is None:
             return super().apply(cur, commands, changes)
         applied, stale = result
@@ -606,16 +587,22 @@ class MySQLFastApplier(SqlApplier):
         lines = stream.lines
         heads: dict[int, str] = {}  # rows the line lane wrote, by id(command) (alive in `kept`)
 
+        worker = _Worker(False)  # inline until the object proves big enough for a thread
+
         def chunks() -> Iterator[list[WriteCommand]]:
-            """The object's todos chunk by chunk, inflated as they are needed: small chunks first
-            (the server starts soon after the object is opened) and last (little to wait for
-            once parsing ends), `chunk_lines` in between."""
+            """The object's todos chunk by chunk, inflated as they are needed. Chunks grow from
+            `size`/16 by half each time up to `size`: the server starts soon after the object is
+            opened, and each next chunk is parsed in about the time the server takes for the one
+            before (a chunk twice as big would leave it waiting). At the end, if the server has
+            nothing queued, they shrink (little to wait for once parsing is done); if it has, the
+            rest goes in chunks of `size`."""
             start = 0
-            for want in chunk_steps(size):
+            want = max(1, size >> 4)
+            while True:
                 stream.fill(start + want)
                 if stream.done:  # the rest is known
                     rest = len(lines) - start
-                    sizes = chunk_sizes(rest, size) if start == 0 else tail_sizes(rest, size)
+                    sizes = tail_sizes(rest, size) if worker.backlog() == 0 else full_sizes(rest, size)
                 else:
                     sizes = [want]
                 for count in sizes:
@@ -629,11 +616,14 @@ class MySQLFastApplier(SqlApplier):
                     yield todos
                 if stream.done:
                     return
+                want = min(size, want + (want >> 1) + 1)
 
         parts = chunks()
         if stream.fill(self.min_rows) < self.min_rows or not self.fast_allowed:
             return self.apply(cur, [c for chunk in parts for c in chunk] + others)
-        result = self._run(cur, parts, threaded=self.threaded and not stream.done, heads=heads)
+        if self.threaded and not stream.done:  # more than the first piece: a thread to talk to the server
+            worker = _Worker(True)
+        result = self._run(cur, parts, worker, heads)
         if result is None:
             for _ in parts:  # parse whatever the refusal interrupted
                 pass
@@ -649,14 +639,14 @@ class MySQLFastApplier(SqlApplier):
         self,
         cur: Any,
         chunks: Iterator[list[WriteCommand]] | list[list[WriteCommand]],
-        threaded: bool,
+        worker: _Worker,
         heads: dict[int, str],
     ) -> Any:
-        """(applied, stale) of the todos, or None when the server refused (nothing left applied)."""
-        worker = _Worker(threaded)
+        """(applied, stale) of the todos, or None when the server refused (nothing left applied).
+        Closes the worker."""
         session = _Session(self, cur, worker, heads)
         try:
-            with short_switch_interval() if threaded else _nothing():
+            with short_switch_interval() if worker.threaded else _nothing():
                 for todos in chunks:
                     session.add(todos)
                 return session.finish()

@@ -227,6 +227,32 @@ def test_bad_lines_are_quarantined_with_their_line_numbers_and_never_stop_the_re
     assert len(db.query("SELECT 1 FROM ingest_rejects")) == 3  # not duplicated by the replay
 
 
+@pytest.mark.parametrize("path", ["fresh", "keys", "upsert"])
+def test_a_big_object_read_piece_by_piece_keeps_every_line_number(db, path):
+    """Lines across the inflated pieces (LineStream) and the growing chunks: bad ones quarantined
+    with their numbers in the whole object, escaped ones (not the line lane) written exactly."""
+    applier = MySQLFastApplier(db, min_rows=1, chunk_lines=64, threaded=True, prefers_keys=path == "keys")
+    loader = BatchLoader(db, applier)
+    notes = "n" * 300  # ~3,000 lines of ~440 bytes: several 256 KiB pieces
+    lines = [put(V1, f"t{i}", todo_id=str(uuid.UUID(int=i)), notes=notes).to_line() for i in range(3000)]
+    bad = {1: b"not json", 700: b'{"v": 2}', 1501: b"\xff broken", 2999: b"{}"}
+    escaped = {5: "tab\there", 1500: "back\\slash", 2998: "new\nline"}
+    for number, junk in bad.items():
+        lines[number - 1] = junk + b"\n"
+    for number, title in escaped.items():
+        lines[number - 1] = put(V1, title, todo_id=str(uuid.UUID(int=number - 1))).to_line()
+    key = "writes/2027/01/15/08/big"
+    result = load(loader, gzip.compress(b"".join(lines)), key)
+    assert counts(result) == (3000 - len(bad), 0, len(bad), 0)
+    assert [n for (n,) in db.query("SELECT line_no FROM ingest_rejects ORDER BY line_no")] == sorted(bad)
+    for number, title in escaped.items():
+        assert row(db, str(uuid.UUID(int=number - 1)))[0] == title
+    assert row(db, str(uuid.UUID(int=1234))) == stored(
+        db, put(V1, "t1234", todo_id=str(uuid.UUID(int=1234)), notes=notes)
+    )
+    assert applier.paths[path if path != "upsert" else "refused"] == 1
+
+
 def test_text_with_tabs_newlines_backslashes_and_unicode_survives_the_tab_separated_files(loader, db):
     tricky = "tab\there\nnew line \\N back\\slash \\t NUL\x00 café 💧 \r end"
     commands = [put(V1, tricky, notes=tricky, owner="o\\wner"), put(V1, "b", todo_id=B, tags=["a", "b-c"])]

@@ -1,0 +1,39 @@
+"""How the MySQL fast path cuts the end of an object into chunks (no server needed)."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chalicelib.loader.mysql_fast import _Worker, full_sizes, tail_sizes
+
+
+@given(st.integers(0, 50_000), st.integers(1, 8000))
+def test_the_end_of_an_object_is_covered_exactly_once(total: int, size: int) -> None:
+    for sizes in (tail_sizes(total, size), full_sizes(total, size)):
+        assert sum(sizes) == total
+        assert all(0 < n <= size for n in sizes)
+    full = full_sizes(total, size)
+    assert full[:-1] == [size] * (len(full) - 1)  # only the last one is short
+
+
+def test_the_tail_comes_down_in_steps_when_the_server_waits() -> None:
+    assert tail_sizes(10_000, 4000) == [4000, 2500, 2000, 1000, 500]
+    assert tail_sizes(300, 4000) == [300]
+
+
+def test_the_worker_reports_its_backlog() -> None:
+    import threading
+
+    gate = threading.Event()
+    worker = _Worker(threaded=True)
+    try:
+        worker.submit("a", gate.wait, 5)
+        worker.submit("b", lambda: 1)
+        assert worker.backlog() == 2
+        gate.set()
+        assert [tag for tag, _ in worker.drain()] == ["a", "b"]
+        assert worker.backlog() == 0
+    finally:
+        gate.set()
+        worker.close()
