@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import inspect
 import os
 import sys
 import time
@@ -39,8 +38,9 @@ def loader_rows(n: int, pair: Pair | None = None) -> list[Row]:
             )
         ]
     kwargs = {}
-    if pair is not None and "url" in inspect.signature(loader.run).parameters:
-        kwargs["url"] = f"mysql://root@127.0.0.1:{pair.master_port}/"  # the bench's own pair
+    if pair is not None:  # the bench's own pair
+        kwargs["url"] = f"mysql://root@127.0.0.1:{pair.master_port}/"
+        kwargs["replica_url"] = f"mysql://root@127.0.0.1:{pair.replica_port}/"
     return [normalise(item, LOADER_SECTION) for item in loader.run(n, **kwargs)]
 
 
