@@ -4,10 +4,12 @@
 tombstones, created_at = the earliest `at` ever seen, exact applied/stale counts, all inside the
 caller's transaction with the ledger row) and changes only how rows reach the server:
 
-- An object is parsed in chunks of lines. Each command is folded into a per-key winner as it is
-  read; the first time a key is seen its row goes, tab-separated, into a chunk file that a worker
-  thread sends with `LOAD DATA LOCAL INFILE` while the next chunk is parsed: parsing (Python) and
-  writing (the server) overlap instead of adding up.
+- An object is inflated and parsed in chunks of lines as they are needed (`LineStream`; lines our
+  writer wrote take the line lane, which also writes their row text). Each command is folded into
+  a per-key winner as it is read; the first time a key is seen its row goes, tab-separated, into
+  a chunk file that a worker thread sends with `LOAD DATA LOCAL INFILE` while the next chunk is
+  parsed: parsing (Python) and writing (the server) overlap instead of adding up. Chunks grow
+  from `chunk_lines`/16 by half each time, so the server starts early and rarely waits.
 - How a chunk is written depends on a probe of a few keys of the first chunk:
   * none stored ("fresh"): straight into `todos` with `IGNORE`. Every key is then new, so the
     rows inserted must equal the rows sent; if a chunk inserts fewer (some keys existed after
