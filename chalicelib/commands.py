@@ -178,6 +178,16 @@ _known_owners: set[str] = set()  # owners already seen to pass _owner_ok (bounde
 _KNOWN_OWNERS_MAX = 100000
 
 
+def _remember_owner(owner: str) -> bool:
+    """_owner_ok, and if so the owner is remembered (the hot paths test `in _known_owners` first)."""
+    if not _owner_ok(owner):
+        return False
+    if len(_known_owners) >= _KNOWN_OWNERS_MAX:
+        _known_owners.clear()
+    _known_owners.add(owner)
+    return True
+
+
 def _fast_command(raw: dict[str, Any]) -> WriteCommand | None:
     """command_from_dict for a command that is plainly valid, checked cheaply. None means: not
     sure, take the full path (which then gives the reason, or the same command)."""
@@ -188,12 +198,8 @@ def _fast_command(raw: dict[str, Any]) -> WriteCommand | None:
         return None
     if op != "put" and op != "delete":
         return None
-    if owner not in _known_owners:
-        if not _owner_ok(owner):
-            return None
-        if len(_known_owners) >= _KNOWN_OWNERS_MAX:
-            _known_owners.clear()
-        _known_owners.add(owner)
+    if owner not in _known_owners and not _remember_owner(owner):
+        return None
     id_, version, op_id, at, data = raw["id"], raw["version"], raw["op_id"], raw["at"], raw["data"]
     if type(op_id) is not str or len(op_id) != 36:
         return None
@@ -265,12 +271,8 @@ def _todo_from_line(line: str, heads: dict[int, str] | None = None) -> WriteComm
     if match is None:
         return None
     op, owner, id_, version_text, op_id, at, title, notes, state, tags_text, due_at = match.groups()
-    if owner not in _known_owners:
-        if not _owner_ok(owner):
-            return None
-        if len(_known_owners) >= _KNOWN_OWNERS_MAX:
-            _known_owners.clear()
-        _known_owners.add(owner)
+    if owner not in _known_owners and not _remember_owner(owner):
+        return None
     version = int(version_text)
     if version > MAX_VERSION:
         return None
