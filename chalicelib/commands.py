@@ -283,7 +283,7 @@ def _todo_from_line(line: str, heads: dict[int, str] | None = None) -> WriteComm
             return None
         command = _new_command(op, "todos", owner, id_, version, op_id, at, None, f"{at[:10]} {at[11:26]}")
         if heads is not None:
-            heads[id(command)] = f"{owner}\t{id_}\t\t\topen\t[]\t\\N\t{version_text}\t{op_id}\t1\t"
+            heads[id(command)] = f"{owner}\t{id_}\t\t\topen\t[]\t{_NULL}\t{version_text}\t{op_id}\t1\t"
         return command
     if op != "put":
         return None

@@ -295,6 +295,12 @@ def _load_file(cur: Any, statement: str, text: str) -> int:
         os.unlink(handle.name)
 
 
+def row_text(command: WriteCommand, created_at: str, heads: dict[int, str]) -> str:
+    """tsv_line(command, created_at), from the head the line lane wrote when there is one."""
+    head = heads.get(id(command))
+    return tsv_line(command, created_at) if head is None else f"{head}{created_at}\t{command.stored_at}\n"
+
+
 def chunk_text(rows: list[Row], heads: dict[int, str]) -> list[str]:
     """A chunk's rows as LOAD DATA reads them, line by line, in primary-key order (built on the
     parsing thread, so the worker thread only waits for the server). In primary-key order, InnoDB
@@ -302,13 +308,7 @@ def chunk_text(rows: list[Row], heads: dict[int, str]) -> list[str]:
     and ascii_bin order is Python's str order). `heads` holds the rows the line lane already
     wrote up to created_at (commands._todo_from_line)."""
     rows.sort(key=_primary_key)
-    get = heads.get
-    return [
-        tsv_line(command, created_at)
-        if (head := get(id(command))) is None
-        else f"{head}{created_at}\t{command.stored_at}\n"
-        for command, created_at in rows
-    ]
+    return [row_text(command, created_at, heads) for command, created_at in rows]
 
 
 def _primary_key(row: Row) -> Key:
@@ -433,12 +433,7 @@ class _Session:
                 continue
             command, created_at = rows[index]
             if stored_created and stored_created < created_at:
-                head = self.heads.get(id(command))
-                writes.append(
-                    tsv_line(command, stored_created)
-                    if head is None
-                    else f"{head}{stored_created}\t{command.stored_at}\n"
-                )
+                writes.append(row_text(command, stored_created, self.heads))
             else:
                 writes.append(lines[index])
             written.append((command.owner, command.id))
