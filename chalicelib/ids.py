@@ -29,7 +29,13 @@ def uuid7(now_ms: int | None = None) -> str:
     value |= ((rand >> 62) & 0xFFF) << 64
     value |= 0b10 << 62
     value |= rand & 0x3FFFFFFFFFFFFFFF
-    return str(uuid.UUID(int=value))
+    return _hyphenated(value)
+
+
+def _hyphenated(value: int) -> str:
+    """str(uuid.UUID(int=value)), without building the UUID object (a write makes two ids)."""
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def derived_id(owner: str, key: str, position: int | None = None) -> str:
@@ -39,7 +45,10 @@ def derived_id(owner: str, key: str, position: int | None = None) -> str:
 
 
 def new_op_id() -> str:
-    return str(uuid.uuid4())
+    """A version 4 UUID, as str(uuid.uuid4()) gives it."""
+    value = int.from_bytes(os.urandom(16), "big")
+    value = (value & ~(0xF000 << 64) & ~(0xC000 << 48)) | (0x4000 << 64) | (0x8000 << 48)
+    return _hyphenated(value)
 
 
 class VersionClock:
@@ -70,11 +79,17 @@ def format_ts(moment: datetime) -> str:
 
 def version_to_ts(version: int) -> str:
     """The acceptance time a version stands for, as RFC 3339 UTC with microseconds."""
-    moment = _EPOCH + timedelta(microseconds=version)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond:06d}Z"
+    global _last_second
+    second, micro = divmod(version, 1_000_000)
+    seen, text = _last_second  # one tuple: read and replaced whole, safe across threads
+    if seen != second:
+        text = f"{_EPOCH + timedelta(seconds=second):%Y-%m-%dT%H:%M:%S}"
+        _last_second = (second, text)
+    return f"{text}.{micro:06d}Z"
 
 
 _EPOCH = datetime(1970, 1, 1)
+_last_second: tuple[int, str] = (-1, "")  # the date and time of the last second formatted
 
 
 _RFC3339 = re.compile(

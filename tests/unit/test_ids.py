@@ -1,15 +1,20 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from chalicelib.ids import (
     MAX_VERSION,
     VersionClock,
+    _hyphenated,
     derived_id,
     format_ts,
     is_canonical_uuid,
+    new_op_id,
     parse_rfc3339,
     uuid7,
     version_to_ts,
@@ -68,6 +73,34 @@ def test_clock_versions_are_javascript_safe():
 
 def test_version_to_ts():
     assert version_to_ts(1_700_000_000_123_456) == "2023-11-14T22:13:20.123456Z"
+
+
+@given(st.lists(st.integers(1, MAX_VERSION), min_size=1, max_size=6), st.integers(0, 3))
+def test_version_to_ts_is_the_datetime_formula_whatever_came_before(versions, repeat):
+    """The last second's text is remembered: neighbours, repeats and jumps all stay exact."""
+    for version in versions + [versions[-1] + 1] * repeat + [versions[0] - 1 if versions[0] > 1 else 1]:
+        moment = datetime(1970, 1, 1) + timedelta(microseconds=version)
+        assert version_to_ts(version) == moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@given(st.integers(0, 2**128 - 1))
+def test_ids_are_written_as_uuid_writes_them(value):
+    assert _hyphenated(value) == str(uuid.UUID(int=value))
+
+
+def test_op_ids_are_random_version_4_uuids():
+    ids = [new_op_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for op_id in ids[:200]:
+        parsed = uuid.UUID(op_id)
+        assert str(parsed) == op_id and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    # every bit that is not version or variant varies
+    fixed = ~((0xF000 << 64) | (0xC000 << 48)) & (2**128 - 1)
+    ors, ands = 0, 2**128 - 1
+    for op_id in ids:
+        ors |= uuid.UUID(op_id).int
+        ands &= uuid.UUID(op_id).int
+    assert (ors & fixed, ands & fixed) == (fixed, 0)
 
 
 def test_parse_and_format():
