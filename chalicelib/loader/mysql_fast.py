@@ -295,20 +295,30 @@ def _load_file(cur: Any, statement: str, text: str) -> int:
         os.unlink(handle.name)
 
 
-def row_text(command: WriteCommand, created_at: str, heads: dict[int, str]) -> str:
-    """tsv_line(command, created_at), from the head the line lane wrote when there is one."""
-    head = heads.get(id(command))
-    return tsv_line(command, created_at) if head is None else f"{head}{created_at}\t{command.stored_at}\n"
-
-
 def chunk_text(rows: list[Row], heads: dict[int, str]) -> list[str]:
     """A chunk's rows as LOAD DATA reads them, line by line, in primary-key order (built on the
     parsing thread, so the worker thread only waits for the server). In primary-key order, InnoDB
     appends to the pages it just wrote instead of splitting pages all over the index (utf8mb4_bin
     and ascii_bin order is Python's str order). `heads` holds the rows the line lane already
-    wrote up to created_at (commands._todo_from_line)."""
+    wrote up to created_at (commands._todo_from_line); each is let go once used."""
     rows.sort(key=_primary_key)
-    return [row_text(command, created_at, heads) for command, created_at in rows]
+    pop = heads.pop
+    return [
+        tsv_line(command, created_at)
+        if (head := pop(id(command), None)) is None
+        else f"{head}{created_at}\t{command.stored_at}\n"
+        for command, created_at in rows
+    ]
+
+
+# A row's text ends with created_at, a tab, updated_at and a newline; both are DATETIME(6) text.
+STAMP = len("2026-01-01 00:00:00.000000")
+ROW_END = 2 * STAMP + 2
+
+
+def with_created_at(line: str, created_at: str) -> str:
+    """A row's text (as chunk_text writes it) with another created_at of the same width."""
+    return line[:-ROW_END] + created_at + line[-STAMP - 2 :]
 
 
 def _primary_key(row: Row) -> Key:
@@ -433,7 +443,9 @@ class _Session:
                 continue
             command, created_at = rows[index]
             if stored_created and stored_created < created_at:
-                writes.append(row_text(command, stored_created, self.heads))
+                line = lines[index]
+                fits = len(stored_created) == STAMP and line[-ROW_END : -STAMP - 1] == created_at + "\t"
+                writes.append(with_created_at(line, stored_created) if fits else tsv_line(command, stored_created))
             else:
                 writes.append(lines[index])
             written.append((command.owner, command.id))
@@ -604,6 +616,7 @@ class MySQLFastApplier(SqlApplier):
                     sizes = [want]
                 for count in sizes:
                     commands, bad = parse_lines(lines, start, start + count, heads)
+                    lines[start : start + count] = [""] * count  # parsed: the text is no longer needed
                     start += count
                     rejects.extend(bad)
                     todos: list[WriteCommand] = []

@@ -37,3 +37,18 @@ def test_the_worker_reports_its_backlog() -> None:
     finally:
         gate.set()
         worker.close()
+
+
+def test_a_rows_created_at_is_replaced_in_its_text_as_tsv_line_would_write_it() -> None:
+    from chalicelib.commands import make_command
+    from chalicelib.loader.mysql_fast import tsv_line, with_created_at
+
+    data = {"title": "t\tab", "notes": "x" * 50, "state": "open", "tags": ["a"], "due_at": None}
+    for command in (
+        make_command(
+            "put", "todos", "al\\ice", "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", 1767225600123456, "o" * 36, data
+        ),
+        make_command("delete", "todos", "bob", "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", 7, "o" * 36, None),
+    ):
+        line = tsv_line(command, command.stored_at)
+        assert with_created_at(line, "2001-02-03 04:05:06.000007") == tsv_line(command, "2001-02-03 04:05:06.000007")
