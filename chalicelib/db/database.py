@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
+from chalicelib.db import local_files
 from chalicelib.db.schema import migrate
 from chalicelib.db.secrets import Credentials, CredentialSource
 from chalicelib.db.tls import TlsPolicy, context_for, policy_for
@@ -273,7 +274,8 @@ class MySQLDatabase(Database):
             return self._connect_fn(**kwargs)
         import pymysql
 
-        return pymysql.connect(**kwargs)
+        conn = pymysql.connect(**kwargs)
+        return local_files.protect(conn) if kwargs.get("local_infile") else conn
 
     def _connect_kwargs(self, creds: Credentials | None) -> dict[str, Any]:
         url = self.url
@@ -297,7 +299,8 @@ class MySQLDatabase(Database):
             "connect_timeout": self.connect_timeout,
             "read_timeout": self.read_timeout,
             "write_timeout": self.read_timeout,
-            "local_infile": self.local_infile,
+            # Only with the guard that sends the loader's own files and no other (local_files).
+            "local_infile": self.local_infile and local_files.install(),
             "init_command": INIT_COMMAND,
         }
 

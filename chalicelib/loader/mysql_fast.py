@@ -48,6 +48,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from chalicelib.commands import LineStream, Reject, WriteCommand, gc_paused, parse_lines, problem_reject
+from chalicelib.db import local_files
 from chalicelib.db.database import Database
 from chalicelib.loader.apply import TABLES, SqlApplier
 
@@ -286,7 +287,8 @@ def _load_file(cur: Any, statement: str, text: str) -> int:
         with handle:
             handle.write(text.encode("utf-8"))
         try:
-            return int(cur.execute(statement, (handle.name,)))
+            with local_files.sending(cur.connection, handle.name):
+                return int(cur.execute(statement, (handle.name,)))
         except Exception as exc:
             if _error_code(exc) in REFUSED_ERRORS:
                 raise LoadRefused(str(exc)) from exc
