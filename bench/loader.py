@@ -297,13 +297,14 @@ def load_data(url: str, path: str, n: int) -> float:
 
 def our_loader(url: str, objects: list[tuple[str, bytes]], n: int, preload: str | None = None) -> float:
     """(c)/(d) rows/s: BatchLoader over the objects; `preload` (a TSV file) fills the table first."""
+    from chalicelib.db import local_files
     from chalicelib.db.database import open_master
     from chalicelib.loader import BatchLoader, LoadResult, local_etag
 
     with fresh_database(url) as db_url:
         db = open_master(db_url)
         if preload is not None:
-            with db.transaction() as cur:
+            with db.transaction() as cur, local_files.sending(cur.connection, preload):  # our connection: named
                 cur.execute(
                     f"LOAD DATA LOCAL INFILE %s INTO TABLE todos CHARACTER SET utf8mb4 ({INSERT_COLUMNS})", (preload,)
                 )
@@ -323,18 +324,9 @@ def our_loader(url: str, objects: list[tuple[str, bytes]], n: int, preload: str 
 
 
 def _row(name: str, ours: float, baseline: float, target: float, note: str) -> dict[str, Any]:
-    ratio = ours / baseline
-    return {
-        "name": name,
-        "ours": round(ours),
-        "baseline": round(baseline),
-        "unit": "rows/s",
-        "ratio": round(ratio, 3),
-        "target": f">= {target}",
-        "met": ratio >= target,
-        "note": note,
-        "section": SECTION,
-    }
+    from bench.common import row
+
+    return row(name, ours, baseline, "rows/s", f">= {target}", note, SECTION)
 
 
 PROFILE = (
@@ -399,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'row':52} {'ours':>9} {'baseline':>9} {'ratio':>7} {'target':>8}  met")
     for r in rows:
         met = "yes" if r["met"] else "NO"
-        print(f"{r['name']:52} {r['ours']:>9,} {r['baseline']:>9,} {r['ratio']:>7.2f} {r['target']:>8}  {met}")
+        print(f"{r['name']:52} {r['ours']:>9,.0f} {r['baseline']:>9,.0f} {r['ratio']:>7.2f} {r['target']:>8}  {met}")
     print(f"({rows[0]['note']}; rows/s)")
     return 0
 

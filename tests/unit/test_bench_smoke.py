@@ -60,6 +60,27 @@ def test_master_load_rows(pair: Pair) -> None:
     assert "2 objects" in rows[0]["note"]
 
 
+def test_loader_rows(pair: Pair) -> None:
+    """Every case runs (the counts are checked inside: all applied fresh, half stale), the
+    preload and the baseline included, with the pair's replica paused and resumed."""
+    from bench import loader
+    from bench.__main__ import loader_rows
+
+    rows = loader_rows(600, pair)  # the bench's own call: its pair's master, its replica paused
+    check_rows(rows, loader.SECTION, 3)
+    assert "600 rows in 1 GZIP objects" in rows[0]["note"]
+    import pymysql
+
+    replica = pymysql.connect(host="127.0.0.1", port=pair.replica_port, user="root")
+    try:
+        with replica.cursor(pymysql.cursors.DictCursor) as cur:
+            cur.execute("SHOW SLAVE STATUS")
+            status = cur.fetchone()
+        assert status["Slave_SQL_Running"] == "Yes" and status["Slave_IO_Running"] in ("Yes", "Connecting")
+    finally:
+        replica.close()
+
+
 def test_inprocess_rows(pair: Pair, redis_server: str) -> None:
     from bench import inprocess
 
