@@ -14,12 +14,16 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from chalicelib.commands import Reject, WriteCommand, parse_object
 from chalicelib.db.database import Database, utc_now_stored
 from chalicelib.errors import DatabaseUnavailable
-from chalicelib.loader.apply import Applier, applier_for
+
+if TYPE_CHECKING:  # parsing and applying are imported on first load: a GET never needs them
+    from chalicelib.commands import Reject, WriteCommand
+    from chalicelib.loader.apply import Applier
+
+    Work = Callable[[Any], tuple[int, int, list[Reject]]]
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +62,6 @@ def local_etag(body: bytes) -> str:
     return hashlib.md5(body, usedforsecurity=False).hexdigest()
 
 
-Work = Callable[[Any], tuple[int, int, list[Reject]]]
-
-
 class BatchLoader:
     ATTEMPTS = 5
     RETRY_PAUSE_SECONDS = 0.025  # doubled on each attempt, jittered
@@ -72,9 +73,23 @@ class BatchLoader:
         on_commit: Callable[[list[Any]], object] | None = None,
     ) -> None:
         self.db = db
-        self.applier = applier or applier_for(db)
+        self._applier = applier
         # Called after a load commits with the changes for the read cache (CacheInvalidator).
         self.on_commit = on_commit
+
+    @property
+    def applier(self) -> Applier:
+        """The applier for the database's dialect, made on first use (every process builds a
+        loader; only the ones that load pay for importing the parser and the fast path)."""
+        if self._applier is None:
+            from chalicelib.loader.apply import applier_for
+
+            self._applier = applier_for(self.db)
+        return self._applier
+
+    @applier.setter
+    def applier(self, value: Applier) -> None:
+        self._applier = value
 
     def is_loaded(self, key: str, etag: str) -> bool:
         rows = self.db.query("SELECT 1 FROM ingest_batches WHERE batch_id = %s", (batch_id(key, etag),))
@@ -94,6 +109,8 @@ class BatchLoader:
         """Load one object. Raises DatabaseUnavailable (nothing applied) when the master fails."""
         apply_object = getattr(self.applier, "apply_object", None)
         if apply_object is None:
+            from chalicelib.commands import parse_object
+
             commands, rejects = parse_object(body)
             return self.load_parsed(bucket, key, etag, commands, rejects, force)
         # The applier parses as it applies (MySQL fast path): inside the transaction, after the

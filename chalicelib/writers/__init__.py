@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from chalicelib.commands import WriteCommand
+if TYPE_CHECKING:  # commands are made by the write routes, which import them themselves
+    from chalicelib.commands import WriteCommand
 
 
 class CommandWriter(ABC):

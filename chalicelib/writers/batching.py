@@ -26,11 +26,14 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from chalicelib.commands import WriteCommand
 from chalicelib.errors import TransportUnavailable
 from chalicelib.writers import CommandWriter
 from chalicelib.writers.local import object_key
+
+if TYPE_CHECKING:  # commands are made by the write routes, which import them themselves
+    from chalicelib.commands import WriteCommand
 
 log = logging.getLogger(__name__)
 

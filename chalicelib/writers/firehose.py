@@ -20,12 +20,14 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.aws import ProcessClient
-from chalicelib.commands import WriteCommand
 from chalicelib.errors import TransportUnavailable
 from chalicelib.writers import CommandWriter
+
+if TYPE_CHECKING:  # commands are made by the write routes, which import them themselves
+    from chalicelib.commands import WriteCommand
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,13 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from chalicelib.commands import WriteCommand
 from chalicelib.errors import DatabaseUnavailable, TransportUnavailable
 from chalicelib.writers import CommandWriter
+
+if TYPE_CHECKING:  # commands are made by the write routes, which import them themselves
+    from chalicelib.commands import WriteCommand
 
 log = logging.getLogger(__name__)
 

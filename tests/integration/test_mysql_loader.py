@@ -23,7 +23,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chalicelib import loader as loader_module
 from chalicelib.commands import WriteCommand, make_command
 from chalicelib.db.database import Database, open_master
 from chalicelib.errors import DatabaseUnavailable
@@ -277,7 +276,7 @@ def test_any_split_order_and_duplication_gives_the_rows_of_in_order_application_
     db: Database, path: str, monkeypatch: pytest.MonkeyPatch, case: tuple[list, Delivery]
 ) -> None:
     """tests/loader_properties.py's property, with every BatchLoader it makes on this path."""
-    monkeypatch.setattr(loader_module, "applier_for", lambda database: applier_for_path(database, path))
+    monkeypatch.setattr("chalicelib.loader.apply.applier_for", lambda database: applier_for_path(database, path))
     history, delivery = case
 
     def fresh() -> Database:
