@@ -210,20 +210,24 @@ def admin(pair: Pair, role: str = "master", database: str | None = None) -> Any:
     return pymysql.connect(host="127.0.0.1", port=port, user="root", password="", database=database, autocommit=True)
 
 
-def raw_connection(url: str) -> Any:
-    """A plain PyMySQL connection (autocommit) to a mysql:// URL: what the baselines use."""
+def raw_connection(url: str, database: str | None = None, **extra: Any) -> Any:
+    """A plain PyMySQL connection to a mysql:// URL (autocommit unless `extra` says otherwise):
+    what the baselines use. `database` overrides the URL's."""
     import pymysql
 
     from chalicelib.db.urls import parse_db_url
 
     parsed = parse_db_url(url)
+    options = {"autocommit": True, **extra}
     return pymysql.connect(
         host=parsed.host,
         port=parsed.port,
         user=parsed.user,
-        database=parsed.database,
+        password=parsed.password,
+        database=database if database is not None else parsed.database,
         charset="utf8mb4",
-        autocommit=True,
+        ssl_disabled=True,
+        **options,
     )
 
 

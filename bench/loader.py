@@ -43,6 +43,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench.common import raw_connection
+
 ROOT = Path(__file__).resolve().parent.parent
 PAIR_ENV = Path(os.environ.get("SLUICE_PAIR_DIR", "/tmp/sluice-db-pair")) / "env"
 SECTION = "2. Loader rows/s"
@@ -160,24 +162,6 @@ def _reachable(url: str) -> bool:
         return False
 
 
-def _connect(url: str, database: str | None = None, **extra: Any) -> Any:
-    import pymysql
-
-    from chalicelib.db.urls import parse_db_url
-
-    parsed = parse_db_url(url)
-    return pymysql.connect(
-        host=parsed.host,
-        port=parsed.port,
-        user=parsed.user,
-        password=parsed.password,
-        database=database,
-        charset="utf8mb4",
-        ssl_disabled=True,
-        **extra,
-    )
-
-
 @contextmanager
 def fresh_database(url: str) -> Iterator[str]:
     """A new database with the schema migrated; yields its URL; dropped afterwards."""
@@ -185,7 +169,7 @@ def fresh_database(url: str) -> Iterator[str]:
     from chalicelib.db.urls import parse_db_url
 
     name = f"sluice_bench_{uuid.uuid4().hex[:10]}"
-    admin = _connect(url, autocommit=True)
+    admin = raw_connection(url)
     with admin.cursor() as cur:
         cur.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
     parsed = parse_db_url(url)
@@ -207,7 +191,7 @@ def settle(url: str, timeout: float = 30.0) -> None:
     """Wait until the server has written out the dirty pages earlier cases left (its page cleaner
     would otherwise compete with the next case for the 2 cores). Asks it to flush everything while
     waiting (innodb_max_dirty_pages_pct = 0, restored after); without the privilege, only waits."""
-    conn = _connect(url, autocommit=True)
+    conn = raw_connection(url)
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT @@GLOBAL.innodb_max_dirty_pages_pct")
@@ -242,7 +226,7 @@ def replication_paused(url: str, replica: str | None = None) -> Iterator[None]:
     if replica is None or not _reachable(replica):
         yield
         return
-    conn = _connect(replica, autocommit=True)
+    conn = raw_connection(replica)
     with conn.cursor() as cur:
         cur.execute("STOP SLAVE")
     try:
@@ -262,7 +246,7 @@ def per_row_autocommit(url: str, rows: list[tuple[Any, ...]]) -> float:
     from chalicelib.db.urls import parse_db_url
 
     with fresh_database(url) as db_url:
-        conn = _connect(url, parse_db_url(db_url).database, autocommit=True)
+        conn = raw_connection(url, parse_db_url(db_url).database)
         settle(url)
         marks = ", ".join(["%s"] * 12)
         sql = f"INSERT INTO todos ({INSERT_COLUMNS}) VALUES ({marks})"
@@ -280,7 +264,7 @@ def load_data(url: str, path: str, n: int) -> float:
     from chalicelib.db.urls import parse_db_url
 
     with fresh_database(url) as db_url:
-        conn = _connect(url, parse_db_url(db_url).database, local_infile=True, autocommit=False)
+        conn = raw_connection(url, parse_db_url(db_url).database, local_infile=True, autocommit=False)
         settle(url)
         with conn.cursor() as cur:
             start = time.perf_counter()
