@@ -24,6 +24,7 @@ from chalicelib.http import (
     etag_matches,
     guarded,
     parse_limit,
+    parse_min_version,
     parse_state,
     query_value,
     raw_body,
@@ -83,15 +84,22 @@ def _validated(validate: Any, body: Any, fields: dict[str, list[str]]) -> Any:
     return value
 
 
-def _post_input(validate: Any) -> tuple[Principal, Any, Any, str | None]:
-    """A POST's caller, services, validated body and Idempotency-Key, checked in contract order
-    (401, 413, 415, invalid_json, then the body's and the key's validation errors together)."""
+def _min_version(ctx: Any) -> int | None:
+    """`min_version=V` (CONTRACT section 3), checked right after invalid_id: 400 invalid_query."""
+    return parse_min_version(query_value(_request(), "min_version"), ctx.service.clock.now())
+
+
+def _post_input(validate: Any) -> tuple[Principal, Any, Any, str | None, int | None]:
+    """A POST's caller, services, validated body, Idempotency-Key and min_version, checked in
+    contract order (401, min_version, 413, 415, invalid_json, then the body's and the key's
+    validation errors together)."""
     who = _who()
     ctx = services()
+    min_version = _min_version(ctx)
     body = read_json(_request(), ctx.settings.max_body_bytes)
     fields: dict[str, list[str]] = {}
     key = _idempotency_key(fields)
-    return who, ctx, _validated(validate, body, fields), key
+    return who, ctx, _validated(validate, body, fields), key, min_version
 
 
 @app.route("/health", methods=["GET"])
@@ -111,16 +119,16 @@ def openapi() -> Response:
 @app.route("/todos", methods=["POST"], authorizer=authorizer, content_types=ANY)
 @guarded
 def create_todo() -> Response:
-    who, ctx, data, key = _post_input(validate_todo)
-    done = ctx.service.create_todo(who, data, key)
+    who, ctx, data, key, min_version = _post_input(validate_todo)
+    done = ctx.service.create_todo(who, data, key, min_version)
     return accepted(done.id, done.version, f"/todos/{done.id}")
 
 
 @app.route("/todos/batch", methods=["POST"], authorizer=authorizer, content_types=ANY)
 @guarded
 def create_todos() -> Response:
-    who, ctx, items, key = _post_input(validate_batch)
-    done = ctx.service.create_todos(who, items, key)
+    who, ctx, items, key, min_version = _post_input(validate_batch)
+    done = ctx.service.create_todos(who, items, key, min_version)
     return Response(
         body={"accepted": [{"id": a.id, "version": a.version} for a in done]},
         status_code=202,
@@ -132,16 +140,17 @@ def create_todos() -> Response:
 @guarded
 def list_todos() -> Response:
     who = _who()
-    return _list(who.sub)
+    return _list(who.sub, own=True)
 
 
-def _list(owner: str) -> Response:
+def _list(owner: str, own: bool = False) -> Response:
     request = _request()
+    ctx = services()
+    _min_version(ctx)  # checked, otherwise ignored (CONTRACT section 3)
     limit = parse_limit(query_value(request, "limit"))
     after = decode_cursor(query_value(request, "cursor"))
     state = parse_state(query_value(request, "state"))
-    ctx = services()
-    page = ctx.service.list_todos(owner, after, limit, state)
+    page = ctx.service.list_todos(owner, after, limit, state, own)
     cursor = encode_cursor(page.last_id) if page.last_id else None
     return read_response({"todos": page.rows, "next_cursor": cursor}, ctx.settings.cache_max_age)
 
@@ -152,7 +161,7 @@ def get_todo(todo_id: str) -> Response:
     who = _who()
     check_id(todo_id)
     ctx = services()
-    row = ctx.service.get_todo(who.sub, todo_id)
+    row = ctx.service.get_todo(who.sub, todo_id, _min_version(ctx))
     etag = f'"{row["version"]}"'
     if etag_matches(_request().headers.get("if-none-match"), etag):
         return read_response("", ctx.settings.cache_max_age, etag, status=304)
@@ -165,9 +174,10 @@ def put_todo(todo_id: str) -> Response:
     who = _who()
     check_id(todo_id)
     ctx = services()
+    min_version = _min_version(ctx)
     body = read_json(_request(), ctx.settings.max_body_bytes)
     data = _validated(validate_todo, body, {})
-    done = ctx.service.put_todo(who, todo_id, data)
+    done = ctx.service.put_todo(who, todo_id, data, min_version)
     return accepted(done.id, done.version, f"/todos/{done.id}")
 
 
@@ -177,8 +187,9 @@ def delete_todo(todo_id: str) -> Response:
     who = _who()
     check_id(todo_id)
     ctx = services()
+    min_version = _min_version(ctx)
     check_size(raw_body(_request()), ctx.settings.max_body_bytes)
-    done = ctx.service.delete_todo(who, todo_id)
+    done = ctx.service.delete_todo(who, todo_id, min_version)
     return accepted(done.id, done.version, f"/todos/{done.id}")
 
 
@@ -187,7 +198,7 @@ def delete_todo(todo_id: str) -> Response:
 def get_me() -> Response:
     who = _who()
     ctx = services()
-    row = ctx.service.get_profile(who.sub)
+    row = ctx.service.get_profile(who.sub, _min_version(ctx))
     return read_response(row, ctx.settings.cache_max_age, f'"{row["version"]}"')
 
 
@@ -196,9 +207,10 @@ def get_me() -> Response:
 def put_me() -> Response:
     who = _who()
     ctx = services()
+    min_version = _min_version(ctx)
     body = read_json(_request(), ctx.settings.max_body_bytes)
     data = _validated(validate_profile, body, {})
-    done = ctx.service.put_profile(who, data)
+    done = ctx.service.put_profile(who, data, min_version)
     return accepted(done.id, done.version, "/me")
 
 

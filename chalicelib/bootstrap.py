@@ -52,11 +52,17 @@ def build(
                 settings.database_url,
                 open_db=lambda url: open_reader(url, settings.database_secret_arn),
             )
+    pending = None
     if cache is not None and built_reader:
-        reader = cache[0](reader)
+        cached = cache[0](reader)
+        reader = cached
+        # Accepted writes kept beside the cache for their writer's reads (CONTRACT section 3).
+        from chalicelib.readers.pending import PendingWrites
+
+        pending = PendingWrites(cached, settings.pending_ttl_seconds)
     if writer is None:
         writer = _writer(settings, loader)
-    service = TodoService(reader, writer, VersionClock())
+    service = TodoService(reader, writer, VersionClock(), pending)
     return Services(settings, master, reader, writer, loader, service)
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 DEFAULT_MAX_BODY_BYTES = 65536
 DEFAULT_CACHE_MAX_AGE = 0
+DEFAULT_PENDING_TTL_SECONDS = 900  # accepted writes kept for their writer's reads (CONTRACT section 3)
 
 
 class ConfigError(ValueError):
@@ -49,6 +50,7 @@ class Settings:
     cache_ttl_seconds: int = 300
     reconcile_max_objects: int = 500
     reconcile_lookback_hours: int = 48
+    pending_ttl_seconds: int = DEFAULT_PENDING_TTL_SECONDS
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -77,4 +79,5 @@ class Settings:
             cache_ttl_seconds=_int(env, "CACHE_TTL_SECONDS", 300, 1, 86400),
             reconcile_max_objects=_int(env, "RECONCILE_MAX_OBJECTS", 500, 1, 100000),
             reconcile_lookback_hours=_int(env, "RECONCILE_LOOKBACK_HOURS", 48, 1, 24 * 366),
+            pending_ttl_seconds=_int(env, "PENDING_TTL_SECONDS", DEFAULT_PENDING_TTL_SECONDS, 1, 7 * 86400),
         )

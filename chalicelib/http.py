@@ -16,7 +16,7 @@ from typing import Any
 from chalice import Response
 
 from chalicelib.errors import ApiError, DatabaseUnavailable, TransportUnavailable, invalid_id, invalid_query
-from chalicelib.ids import is_canonical_uuid
+from chalicelib.ids import MAX_VERSION, MIN_VERSION_LEAD_US, is_canonical_uuid
 
 log = logging.getLogger("sluice.http")
 
@@ -166,6 +166,21 @@ def parse_state(raw: str | None) -> str | None:
     if raw not in ("open", "done"):
         raise invalid_query("state must be 'open' or 'done'.")
     return raw
+
+
+def parse_min_version(raw: str | None, now_us: int) -> int | None:
+    """`min_version=V` (CONTRACT section 3): a positive integer below 2^53 in ASCII digits, at most
+    5 s ahead of the service's clock `now_us`; otherwise 400 invalid_query."""
+    if raw is None:
+        return None
+    if not raw or len(raw) > 16 or not raw.isascii() or not raw.isdigit():
+        raise invalid_query("min_version must be a version this API gave (a positive integer).")
+    value = int(raw)
+    if not 0 < value <= MAX_VERSION:
+        raise invalid_query("min_version must be a positive integer below 2^53.")
+    if value > now_us + MIN_VERSION_LEAD_US:
+        raise invalid_query("min_version is ahead of the service's clock; send a version this API gave.")
+    return value
 
 
 def encode_cursor(last_id: str) -> str:

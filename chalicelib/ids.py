@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 MAX_VERSION = 2**53 - 1
+MIN_VERSION_LEAD_US = 5_000_000  # how far ahead of the service's clock a min_version may be
 # Namespace for ids derived from (owner, Idempotency-Key[, position]).
 IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d3c9e-52a4-4d1b-9d55-7b0e3c2a9f10")
 
@@ -59,11 +60,22 @@ class VersionClock:
         self._last = 0
         self._lock = threading.Lock()
 
-    def next(self) -> int:
+    def now(self) -> int:
+        """The clock's reading in microseconds (what `min_version` is checked against)."""
+        return self._clock() // 1000
+
+    def next(self, after: int | None = None) -> int:
+        """The next version; with `after` (a client's min_version) greater than it too.
+
+        A version raised above `after` is not remembered: the clock other callers' writes use does
+        not move, so no client can push everyone's versions into the future (CONTRACT section 3).
+        """
         now = self._clock() // 1000
         with self._lock:
             value = now if now > self._last else self._last + 1
             self._last = value
+        if after is not None and value <= after:
+            value = after + 1
         if value > MAX_VERSION:
             raise OverflowError("version clock beyond 2**53")
         return value

@@ -6,12 +6,12 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from chalicelib.db.database import open_reader
 from chalicelib.errors import DatabaseUnavailable
-from chalicelib.readers import Row, TodoReader
+from chalicelib.readers import Row, Seen, TodoReader
 from chalicelib.readers.sql import SqlReader
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,10 @@ class ReplicaReader(TodoReader):
         return up + cooling
 
     def _first(self, call: Callable[[TodoReader], Any]) -> Any:
+        return self._first_at(call)[1]
+
+    def _first_at(self, call: Callable[[TodoReader], Any]) -> tuple[int, Any]:
+        """(index of the reader that answered, its answer)."""
         last: DatabaseUnavailable | None = None
         order = self._order()
         for index in order:
@@ -80,7 +84,7 @@ class ReplicaReader(TodoReader):
             if index in self._down_until:
                 with self._lock:
                     self._down_until.pop(index, None)
-            return result
+            return index, result
         assert last is not None
         raise DatabaseUnavailable(f"no replica and no master answered: {last}") from last
 
@@ -92,3 +96,23 @@ class ReplicaReader(TodoReader):
 
     def get_profile(self, owner: str) -> Row | None:
         return self._first(lambda r: r.get_profile(owner))
+
+    # -- versioned reads: an answer from the master while replicas exist is not "settled" --------
+    def _settled(self, index: int) -> bool:
+        return len(self.readers) == 1 or index < len(self.readers) - 1
+
+    def seen_todo(self, owner: str, todo_id: str) -> Seen:
+        index, seen = self._first_at(lambda r: r.seen_todo(owner, todo_id))
+        return seen if self._settled(index) else Seen(seen.id, seen.row, seen.version, False)
+
+    def seen_profile(self, owner: str) -> Seen:
+        index, seen = self._first_at(lambda r: r.seen_profile(owner))
+        return seen if self._settled(index) else Seen(seen.id, seen.row, seen.version, False)
+
+    def list_seen(
+        self, owner: str, after: str | None, limit: int, state: str | None, ids: Collection[str]
+    ) -> list[Seen]:
+        index, rows = self._first_at(lambda r: r.list_seen(owner, after, limit, state, ids))
+        if self._settled(index):
+            return list(rows)
+        return [Seen(s.id, s.row, s.version, False) for s in rows]

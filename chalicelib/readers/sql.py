@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
 from chalicelib.db.database import Database
 from chalicelib.ids import format_ts
-from chalicelib.readers import Row, TodoReader
+from chalicelib.readers import Row, Seen, TodoReader
 
 TODO_COLUMNS = "id, title, notes, state, tags, due_at, version, created_at, updated_at"
 GET_TODO = f"SELECT {TODO_COLUMNS} FROM todos WHERE owner = %s AND id = %s AND deleted = 0"
 LIST_TODOS = f"SELECT {TODO_COLUMNS} FROM todos WHERE owner = %s AND id > %s AND deleted = 0"
 LIST_TODOS_STATE = LIST_TODOS + " AND state = %s"
+# Versioned reads see tombstones too (their version answers min_version and pending deletes).
+SEEN_TODO = f"SELECT {TODO_COLUMNS}, deleted FROM todos WHERE owner = %s AND id = %s"
+SEEN_PROFILE = (
+    "SELECT display_name, locale, timezone, version, created_at, updated_at, deleted FROM profiles WHERE owner = %s"
+)
+LIST_SEEN = f"SELECT {TODO_COLUMNS}, deleted FROM todos WHERE owner = %s AND id > %s"
 GET_PROFILE = (
     "SELECT display_name, locale, timezone, version, created_at, updated_at "
     "FROM profiles WHERE owner = %s AND deleted = 0"
@@ -78,3 +84,36 @@ class SqlReader(TodoReader):
     def get_profile(self, owner: str) -> Row | None:
         rows = self.db.query(GET_PROFILE, (owner,))
         return profile_row(rows[0]) if rows else None
+
+    def seen_todo(self, owner: str, todo_id: str) -> Seen:
+        rows = self.db.query(SEEN_TODO, (owner, todo_id))
+        return _seen(todo_id, rows[0]) if rows else Seen(todo_id, None, 0)
+
+    def seen_profile(self, owner: str) -> Seen:
+        rows = self.db.query(SEEN_PROFILE, (owner,))
+        if not rows:
+            return Seen(owner, None, 0)
+        stored = rows[0]
+        return Seen(owner, None if stored[6] else profile_row(stored), int(stored[3]))
+
+    def list_seen(
+        self, owner: str, after: str | None, limit: int, state: str | None, ids: Collection[str]
+    ) -> list[Seen]:
+        params: list[Any] = [owner, after or ""]
+        live = "deleted = 0" if state is None else "deleted = 0 AND state = %s"
+        if state is not None:
+            params.append(state)
+        text = LIST_SEEN
+        if ids:
+            text += f" AND ({live} OR id IN ({', '.join(['%s'] * len(ids))}))"
+            params.extend(ids)
+        else:
+            text += f" AND {live}"
+        params.append(limit)
+        return [_seen(r[0], r) for r in self.db.query(text + " ORDER BY id LIMIT %s", params)]
+
+
+def _seen(todo_id: str, stored: Sequence[Any]) -> Seen:
+    if stored[9]:
+        return Seen(todo_id, None, int(stored[6]))
+    return Seen(todo_id, todo_row(stored), int(stored[6]))

@@ -1,0 +1,471 @@
+"""Pending writes: what a caller wrote and the transport accepted, kept beside the read cache so
+the caller's own reads show it before the loader and the replicas do (CONTRACT section 3).
+
+Where they live
+    One Redis hash per owner, `sluice:v1:pending:{owner}` (owner as in the cache's keys), beside
+    the cache's entries. Field `t:{id}` holds a todo, `p` the profile. A value is
+    `STATE|VERSION|OP_ID|CREATED|PAYLOAD`: STATE `p` (a put; PAYLOAD is the row as GET will show
+    it, without `created_at`) or `a` (a delete, PAYLOAD empty); CREATED is the version (the
+    acceptance time in microseconds) of the earliest pending command of that key, from which
+    `created_at` is shown until the row is loaded.
+
+Writing
+    After the transport accepted a request's commands (never instead of it), one EVALSHA
+    (RECORD) writes each key's entry if its (version, op_id) is newer than the one stored, the
+    rule the cache and the loader keep, and sets the hash to expire PENDING_TTL_SECONDS after
+    its latest write. A failure is logged and counted (`PendingRecordFailures`, EMF) and the
+    write is still accepted: reads then fall back to what is loaded (eventual).
+
+Expiring
+    An entry is ignored, and removed by the next read that meets it, once its version is older
+    than PENDING_TTL_SECONDS; it is removed sooner (DROP, version-guarded: never a newer entry)
+    once a replica read shows its version or a newer one. An answer from the master (failover
+    while replicas exist) is not enough: replicas lag behind the master.
+
+Reading
+    `GET /todos/{id}` and `GET /me`: one EVALSHA (READ_PAIR) returns the cache entry and the
+    pending entry together; the newest of pending, cached and (on a cache miss, or when the cache
+    is older than `min_version`) replica states is the answer. `GET /todos`: one HGETALL, then
+    `merge_page` merges the caller's pending todos into the keyset page.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from chalicelib.ids import version_to_ts
+from chalicelib.readers import Row, Seen
+from chalicelib.readers.cache import (
+    ABSENT,
+    PRESENT,
+    UNKNOWN,
+    CacheClient,
+    CachedReader,
+    dump_row,
+    owner_part,
+    parse_entry,
+    profile_key,
+    todo_key,
+)
+
+if TYPE_CHECKING:
+    from chalicelib.commands import WriteCommand
+
+log = logging.getLogger(__name__)
+
+PROFILE_FIELD = "p"
+ID_CAP = 64  # pending ids named to the database per page query
+
+_BYTES_CMP = """
+local function bytes_cmp(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then
+      if x < y then return -1 end
+      return 1
+    end
+  end
+  if #a == #b then return 0 end
+  if #a < #b then return -1 end
+  return 1
+end
+local function fields(value)
+  local a = string.find(value, "|", 1, true)
+  local b = a and string.find(value, "|", a + 1, true)
+  local c = b and string.find(value, "|", b + 1, true)
+  local d = c and string.find(value, "|", c + 1, true)
+  if not d then return nil end
+  return tonumber(string.sub(value, a + 1, b - 1)), string.sub(value, b + 1, c - 1),
+    string.sub(value, c + 1, d - 1), string.sub(value, d + 1)
+end
+"""
+
+RECORD = (
+    """
+-- Pending writes of one owner (chalicelib/readers/pending.py). KEYS[1]: the owner's hash.
+-- ARGV[1]: TTL in ms; then per entry: field, state, version, op_id, payload.
+-- An entry is written when (version, op_id) is newer than the stored one; CREATED keeps the
+-- smallest version seen for the field."""
+    + _BYTES_CMP
+    + """
+local written = 0
+for i = 2, #ARGV, 5 do
+  local field, state, version_text, op_id, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local version = tonumber(version_text)
+  local created = version_text
+  local write = true
+  local current = redis.call("HGET", KEYS[1], field)
+  if current then
+    local cur_version, cur_op, cur_created, cur_rest = fields(current)
+    if cur_version then
+      if tonumber(cur_created) < version then created = cur_created end
+      if version ~= cur_version then
+        write = version > cur_version
+      else
+        write = bytes_cmp(op_id, cur_op) > 0
+      end
+      if not write and version < tonumber(cur_created) then
+        local a = string.find(current, "|", 1, true)
+        redis.call("HSET", KEYS[1], field, string.sub(current, 1, a) .. cur_version .. "|" .. cur_op .. "|" .. version_text .. "|" .. cur_rest)
+      end
+    end
+  end
+  if write then
+    redis.call("HSET", KEYS[1], field, state .. "|" .. version_text .. "|" .. op_id .. "|" .. created .. "|" .. payload)
+    written = written + 1
+  end
+end
+redis.call("PEXPIRE", KEYS[1], ARGV[1])
+return written
+"""
+)
+
+DROP = (
+    """
+-- Remove pending entries a replica has shown (or that expired). KEYS[1]: the owner's hash;
+-- ARGV: field, version pairs. A field is removed only while its entry is that version or older.
+"""
+    + _BYTES_CMP
+    + """
+local dropped = 0
+for i = 1, #ARGV, 2 do
+  local current = redis.call("HGET", KEYS[1], ARGV[i])
+  if current then
+    local cur_version = fields(current)
+    if cur_version == nil or cur_version <= tonumber(ARGV[i + 1]) then
+      dropped = dropped + redis.call("HDEL", KEYS[1], ARGV[i])
+    end
+  end
+end
+return dropped
+"""
+)
+
+READ_PAIR = """
+-- One round trip for a read by key: the cache entry (KEYS[1]) and the pending entry (KEYS[2], ARGV[1]).
+return {redis.call("GET", KEYS[1]), redis.call("HGET", KEYS[2], ARGV[1])}
+"""
+
+_SHAS = {
+    text: hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest() for text in (RECORD, DROP, READ_PAIR)
+}
+
+
+def run_script(client: CacheClient, script: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    """EVALSHA, and EVAL when the server does not have the script (restarted or flushed)."""
+    try:
+        return client.execute_command("EVALSHA", _SHAS[script], len(keys), *keys, *args)
+    except Exception as exc:
+        if type(exc).__name__ != "NoScriptError" and not str(exc).startswith("NOSCRIPT"):
+            raise
+    return client.execute_command("EVAL", script, len(keys), *keys, *args)
+
+
+def pending_key(owner: str, prefix: str) -> str:
+    return f"{prefix}:pending:{owner_part(owner)}"
+
+
+# -- entries ------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PendingEntry:
+    """One accepted, not yet seen write: its row (None for a delete) without created_at."""
+
+    id: str
+    version: int
+    op_id: str
+    created: int  # version of the earliest pending command of this key
+    row: Row | None
+
+    def shown(self, base: Seen | None) -> Row | None:
+        """The row GET shows for this write over `base` (the loaded state it replaces)."""
+        if self.row is None:
+            return None
+        created = self.created
+        if base is not None and base.row is not None:
+            created = min(created, _micros(base.row["created_at"]))
+        return {**self.row, "created_at": _shown_ts(created)}
+
+
+def _micros(text: str) -> int:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
+
+
+def _shown_ts(version: int) -> str:
+    """A version's instant as reads show a stored timestamp (ts_out of the stored form)."""
+    from chalicelib.readers.sql import ts_out
+
+    at = version_to_ts(version)
+    return ts_out(f"{at[:10]} {at[11:26]}")
+
+
+def parse_pending(field_id: str, raw: Any) -> PendingEntry | None:
+    try:
+        state, version, op_id, created, payload = bytes(raw).split(b"|", 4)
+        row = json.loads(payload) if state == PRESENT else None
+        return PendingEntry(field_id, int(version), op_id.decode("ascii"), int(created), row)
+    except (ValueError, UnicodeDecodeError, TypeError):
+        return None
+
+
+def entry_for(command: WriteCommand) -> tuple[str, bytes, int, str, bytes]:
+    """(field, state, version, op_id, payload) of a command for RECORD."""
+    from chalicelib.readers.cache import row_for_command
+
+    field = f"t:{command.id}" if command.resource == "todos" else PROFILE_FIELD
+    row = row_for_command(command, command.stored_at)
+    if row is None:
+        return (field, ABSENT, command.version, command.op_id, b"")
+    row.pop("created_at")
+    return (field, PRESENT, command.version, command.op_id, dump_row(row))
+
+
+def newest(pending: PendingEntry | None, loaded: Seen | None) -> Seen | None:
+    """The newer of a pending write and a loaded (or cached) state; on equal versions the loaded."""
+    if pending is None:
+        return loaded
+    if loaded is not None and loaded.version >= pending.version:
+        return loaded
+    return Seen(pending.id, pending.shown(loaded), pending.version, False)
+
+
+# -- the page merge ------------------------------------------------------------------------------
+Fetch = Callable[[str | None, int, Collection[str]], Sequence[Seen]]
+
+
+def merge_page(
+    fetch: Fetch,
+    pending: Mapping[str, PendingEntry],
+    after: str | None,
+    want: int,
+    state: str | None,
+    id_cap: int = ID_CAP,
+) -> tuple[list[Row], list[tuple[str, int]]]:
+    """The first `want` todos with id > after, as the caller would see them were every pending
+    write loaded, and the pending entries a settled read showed (todo id, version) to drop.
+
+    `fetch(after, limit, ids)` is `TodoReader.list_seen` for the owner and `state`: loaded rows
+    matching `state` and the stored state (tombstones included) of each of `ids`. Rows are fetched
+    until the page is full: a pending delete or a change of `state` can take rows out of it.
+    """
+    ahead = sorted(i for i in pending if after is None or i > after)
+    out: list[Row] = []
+    drops: list[tuple[str, int]] = []
+    cursor = after
+    while True:
+        ids = ahead[:id_cap]
+        limit = want - len(out) + len(ids)
+        batch = fetch(cursor, limit, ids)
+        upper = batch[-1].id if len(batch) >= limit else None  # None: nothing stored beyond
+        if len(ahead) > len(ids) and (upper is None or upper > ids[-1]):
+            upper = ids[-1]  # the stored state of later pending ids is not known yet
+        loaded = {s.id: s for s in batch if upper is None or s.id <= upper}
+        keys = sorted({*loaded, *(i for i in ids if upper is None or i <= upper)})
+        for key in keys:
+            base, write = loaded.get(key), pending.get(key)
+            if write is not None and base is not None and base.settled and base.version >= write.version:
+                drops.append((key, write.version))
+            seen = newest(write, base)
+            row = seen.row if seen is not None else None
+            if row is not None and (state is None or row["state"] == state):
+                out.append(row)
+                if len(out) == want:
+                    return out, drops
+        if upper is None:
+            return out, drops
+        cursor = upper
+        ahead = [i for i in ahead if i > cursor]
+
+
+# -- the store -----------------------------------------------------------------------------------
+class PendingWrites:
+    """Records accepted commands and answers the owner's reads with them (module docstring).
+
+    Built over the CachedReader: it shares its Redis client, breaker and key prefix, fills its
+    entries, and reads the database through its inner reader (replicas)."""
+
+    def __init__(
+        self,
+        cache: CachedReader,
+        ttl: float,
+        *,
+        clock: Callable[[], int] = time.time_ns,
+        on_failure: Callable[[int], None] | None = None,
+    ) -> None:
+        if ttl <= 0:
+            raise ValueError("the pending TTL must be positive")
+        self.cache = cache
+        self.client = cache.client
+        self.breaker = cache.breaker
+        self.prefix = cache.prefix
+        self.inner = cache.inner
+        self.ttl_ms = int(ttl * 1000)
+        self.ttl_us = int(ttl * 1_000_000)
+        self.clock = clock
+        self.on_failure = on_failure or _count_failure
+        self.failures = 0
+
+    # -- writes --------------------------------------------------------------------------------
+    def record(self, commands: Sequence[WriteCommand]) -> bool:
+        """Record accepted commands (one EVALSHA per owner: one per request). Never raises."""
+        by_owner: dict[str, list[WriteCommand]] = {}
+        for command in commands:
+            by_owner.setdefault(command.owner, []).append(command)
+        ok = True
+        for owner, mine in by_owner.items():
+            if not self.breaker.allows():
+                self._failed(len(mine), None)
+                ok = False
+                continue
+            args: list[Any] = [self.ttl_ms]
+            for entry in map(entry_for, mine):
+                args.extend(entry)
+            try:
+                run_script(self.client, RECORD, [pending_key(owner, self.prefix)], args)
+            except Exception as exc:  # noqa: BLE001 - the write is accepted; reads fall back to eventual
+                self.breaker.failed(exc, "recording pending writes")
+                self._failed(len(mine), exc)
+                ok = False
+            else:
+                self.breaker.succeeded()
+        return ok
+
+    def _failed(self, count: int, exc: BaseException | None) -> None:
+        self.failures += count
+        log.warning("%d pending write(s) not recorded; their writer reads what is loaded: %r", count, exc)
+        self.on_failure(count)
+
+    # -- reads by key --------------------------------------------------------------------------
+    def get_todo(self, owner: str, todo_id: str, min_version: int | None = None) -> Seen:
+        return self._one(
+            todo_key(owner, todo_id, self.prefix),
+            owner,
+            f"t:{todo_id}",
+            todo_id,
+            lambda: self.inner.seen_todo(owner, todo_id),
+            min_version,
+        )
+
+    def get_profile(self, owner: str, min_version: int | None = None) -> Seen:
+        return self._one(
+            profile_key(owner, self.prefix),
+            owner,
+            PROFILE_FIELD,
+            owner,
+            lambda: self.inner.seen_profile(owner),
+            min_version,
+        )
+
+    def _one(
+        self, key: str, owner: str, field: str, id_: str, load: Callable[[], Seen], min_version: int | None
+    ) -> Seen:
+        if not self.breaker.allows():
+            return load()
+        hash_key = pending_key(owner, self.prefix)
+        try:
+            raw_entry, raw_pending = run_script(self.client, READ_PAIR, [key, hash_key], [field])
+        except Exception as exc:  # noqa: BLE001 - reads fall back to the database
+            self.breaker.failed(exc, "reading")
+            return load()
+        self.breaker.succeeded()
+        write = parse_pending(id_, raw_pending) if raw_pending else None
+        if write is not None and self._expired(write):
+            self._drop(hash_key, [(field, write.version)])
+            write = None
+        entry = parse_entry(raw_entry)
+        cached = Seen(id_, entry[3], entry[1]) if entry is not None and entry[0] != UNKNOWN else None
+        if cached is not None:
+            best = newest(write, cached)
+            assert best is not None
+            if min_version is None or best.version >= min_version:
+                self.cache.hits += 1
+                return best
+        self.cache.misses += 1
+        seen = load()
+        self._fill(key, seen)
+        if write is not None and seen.settled and seen.version >= write.version:
+            self._drop(hash_key, [(field, write.version)])
+        best = newest(write, newest(None, seen) if cached is None else _newer(cached, seen))
+        assert best is not None
+        return best
+
+    def _fill(self, key: str, seen: Seen) -> None:
+        if seen.row is None:
+            entry = (key, ABSENT, seen.version, "", b"")
+            ttl_ms = self.cache.negative_ttl_ms
+        else:
+            entry = (key, PRESENT, seen.version, "", dump_row(seen.row))
+            ttl_ms = self.cache.ttl_ms
+        from chalicelib.readers.cache import guarded_set
+
+        try:
+            guarded_set(self.client, "fill", ttl_ms, [entry])
+        except Exception as exc:  # noqa: BLE001 - the row is answered all the same
+            self.breaker.failed(exc, "filling")
+
+    # -- pages -----------------------------------------------------------------------------------
+    def list_todos(self, owner: str, after: str | None, limit: int, state: str | None) -> list[Row]:
+        """The owner's page with their pending todos merged (`limit` rows at most)."""
+        if not self.breaker.allows():
+            return self.inner.list_todos(owner, after, limit, state)
+        hash_key = pending_key(owner, self.prefix)
+        try:
+            raw = self.client.execute_command("HGETALL", hash_key)
+        except Exception as exc:  # noqa: BLE001 - reads fall back to the database
+            self.breaker.failed(exc, "reading")
+            return self.inner.list_todos(owner, after, limit, state)
+        self.breaker.succeeded()
+        pending: dict[str, PendingEntry] = {}
+        expired: list[tuple[str, int]] = []
+        for i in range(0, len(raw or ()), 2):
+            name = bytes(raw[i])
+            if not name.startswith(b"t:"):
+                continue
+            write = parse_pending(name[2:].decode("ascii", "replace"), raw[i + 1])
+            if write is None:
+                continue
+            if self._expired(write):
+                expired.append((write.id, write.version))
+            else:
+                pending[write.id] = write
+        if not pending:
+            rows = self.inner.list_todos(owner, after, limit, state)
+            drops: list[tuple[str, int]] = []
+        else:
+            rows, drops = merge_page(
+                lambda cursor, n, ids: self.inner.list_seen(owner, cursor, n, state, ids), pending, after, limit, state
+            )
+        if expired or drops:
+            self._drop(hash_key, [(f"t:{i}", v) for i, v in (*expired, *drops)])
+        return rows
+
+    # -- housekeeping ----------------------------------------------------------------------------
+    def _expired(self, write: PendingEntry) -> bool:
+        return write.version + self.ttl_us < self.clock() // 1000
+
+    def _drop(self, hash_key: str, fields: Sequence[tuple[str, int]]) -> None:
+        args: list[Any] = []
+        for field, version in fields:
+            args += [field, version]
+        try:
+            run_script(self.client, DROP, [hash_key], args)
+        except Exception as exc:  # noqa: BLE001 - the entry expires with its TTL all the same
+            self.breaker.failed(exc, "dropping pending writes")
+
+
+def _newer(a: Seen, b: Seen) -> Seen:
+    return b if b.version >= a.version else a
+
+
+def _count_failure(count: int) -> None:
+    from chalicelib import observe
+
+    observe.metrics({"Stage": observe.stage()}, {"PendingRecordFailures": (count, "Count")}, type="pending")

@@ -1,0 +1,134 @@
+"""The page merge of GET /todos (chalicelib.readers.pending.merge_page) against a model: any mix
+of loaded rows (live or tombstones, either state) and pending puts and deletes, older or newer than
+what is loaded, any page size, cursor and filter. The model is what the caller would see were
+every pending write loaded: per id the newer of the two by version (the loaded one on a tie)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chalicelib.readers import Seen
+from chalicelib.readers.pending import PendingEntry, merge_page, newest
+
+IDS = [f"00000000-0000-4000-8000-{n:012d}" for n in range(24)]
+CREATED = "2026-01-01T00:00:00Z"
+
+loaded_state = st.tuples(st.integers(1, 9), st.booleans(), st.sampled_from(["open", "done"]))  # version, deleted, state
+pending_state = st.tuples(st.integers(1, 9), st.booleans(), st.sampled_from(["open", "done"]))  # version, delete, state
+
+
+def loaded_row(todo_id: str, version: int, state: str) -> dict[str, Any]:
+    return {"id": todo_id, "title": f"loaded {version}", "state": state, "version": version, "created_at": CREATED}
+
+
+class Store:
+    """list_seen over a dict: rows matching `state`, and the stored state of each of `ids`."""
+
+    def __init__(self, loaded: dict[str, tuple[int, bool, str]], state: str | None, settled: bool) -> None:
+        self.loaded = loaded
+        self.state = state
+        self.settled = settled
+        self.calls = 0
+
+    def fetch(self, after: str | None, limit: int, ids: Collection[str]) -> list[Seen]:
+        self.calls += 1
+        out = []
+        for todo_id in sorted(self.loaded):
+            version, deleted, state = self.loaded[todo_id]
+            if after is not None and todo_id <= after:
+                continue
+            live = not deleted and (self.state is None or state == self.state)
+            if live or todo_id in ids:
+                row = None if deleted else loaded_row(todo_id, version, state)
+                out.append(Seen(todo_id, row, version, self.settled))
+        return out[:limit]
+
+
+def entries(pending: dict[str, tuple[int, bool, str]]) -> dict[str, PendingEntry]:
+    return {
+        i: PendingEntry(i, v, "op", v, None if delete else {"id": i, "title": f"pending {v}", "state": s, "version": v})
+        for i, (v, delete, s) in pending.items()
+    }
+
+
+def model(
+    loaded: dict[str, tuple[int, bool, str]], pending: dict[str, tuple[int, bool, str]], state: str | None
+) -> list[tuple[str, str]]:
+    """(id, title) of every todo the caller sees, ascending id."""
+    out = []
+    for todo_id in sorted({*loaded, *pending}):
+        was, will = loaded.get(todo_id), pending.get(todo_id)
+        if will is None or (was is not None and was[0] >= will[0]):
+            assert was is not None
+            gone, row_state, title = was[1], was[2], f"loaded {was[0]}"
+        else:
+            gone, row_state, title = will[1], will[2], f"pending {will[0]}"
+        if not gone and (state is None or row_state == state):
+            out.append((todo_id, title))
+    return out
+
+
+mixes = st.tuples(
+    st.dictionaries(st.sampled_from(IDS), loaded_state, max_size=20),
+    st.dictionaries(st.sampled_from(IDS), pending_state, max_size=20),
+    st.sampled_from([None, "open", "done"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(mix=mixes, limit=st.integers(1, 8), id_cap=st.integers(1, 6), settled=st.booleans())
+def test_paging_through_the_merge_gives_the_model_with_no_repeat_and_no_gap(mix, limit, id_cap, settled):
+    loaded, pending, state = mix
+    store = Store(loaded, state, settled)
+    expected = model(loaded, pending, state)
+    seen: list[tuple[str, str]] = []
+    after = None
+    for _ in range(len(IDS) + 2):
+        # as TodoService.list_todos asks: one row more than the page, to know whether more follow
+        rows, drops = merge_page(store.fetch, entries(pending), after, limit + 1, state, id_cap)
+        page = rows[:limit]
+        assert len(page) == min(limit, len(expected) - len(seen))  # pages stay full-sized
+        seen += [(r["id"], r["title"]) for r in page]
+        for todo_id, version in drops:
+            assert settled and loaded[todo_id][0] >= version == pending[todo_id][0]
+        if len(rows) <= limit:
+            break
+        after = page[-1]["id"]
+    assert seen == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(mix=mixes, want=st.integers(1, 10), cursor=st.sampled_from([None, *IDS]))
+def test_any_cursor_starts_the_page_right_after_it(mix, want, cursor):
+    loaded, pending, state = mix
+    rows, _ = merge_page(Store(loaded, state, True).fetch, entries(pending), cursor, want, state, 3)
+    expected = [item for item in model(loaded, pending, state) if cursor is None or item[0] > cursor][:want]
+    assert [(r["id"], r["title"]) for r in rows] == expected
+    for r in rows:
+        assert state is None or r["state"] == state
+        assert "created_at" in r
+
+
+def test_a_settled_read_that_shows_the_version_drops_it_and_an_unsettled_one_does_not():
+    a, b = IDS[0], IDS[1]
+    loaded = {a: (5, False, "open"), b: (2, False, "open")}
+    pending = {a: (5, False, "open"), b: (3, False, "done")}
+    _, drops = merge_page(Store(loaded, None, True).fetch, entries(pending), None, 10, None)
+    assert drops == [(a, 5)]  # b's pending version 3 is newer than the replica's 2: kept
+    _, drops = merge_page(Store(loaded, None, False).fetch, entries(pending), None, 10, None)
+    assert drops == []  # the master answered (failover): replicas may still lag
+
+
+def test_a_pending_row_keeps_the_loaded_created_at_when_that_is_earlier():
+    write = PendingEntry(IDS[0], 1_800_000_000_000_000, "op", 1_800_000_000_000_000, {"id": IDS[0], "version": 1})
+    base = Seen(IDS[0], loaded_row(IDS[0], 1, "open"), 1)
+    shown = newest(write, base)
+    assert shown is not None and shown.row is not None
+    assert shown.row["created_at"] == CREATED and shown.version == write.version
+    alone = newest(write, None)
+    assert alone is not None and alone.row is not None and alone.row["created_at"] == "2027-01-15T08:00:00Z"
+    assert newest(write, Seen(IDS[0], None, write.version)) == Seen(IDS[0], None, write.version)  # tie: loaded
