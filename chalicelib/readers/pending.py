@@ -83,8 +83,9 @@ local function fields(value)
   local c = b and string.find(value, "|", b + 1, true)
   local d = c and string.find(value, "|", c + 1, true)
   if not d then return nil end
-  return tonumber(string.sub(value, a + 1, b - 1)), string.sub(value, b + 1, c - 1),
-    string.sub(value, c + 1, d - 1), string.sub(value, d + 1)
+  local version_text = string.sub(value, a + 1, b - 1)
+  return tonumber(version_text), string.sub(value, b + 1, c - 1), string.sub(value, c + 1, d - 1),
+    string.sub(value, d + 1), version_text
 end
 """
 
@@ -93,7 +94,8 @@ RECORD = (
 -- Pending writes of one owner (chalicelib/readers/pending.py). KEYS[1]: the owner's hash.
 -- ARGV[1]: TTL in ms; then per entry: field, state, version, op_id, payload.
 -- An entry is written when (version, op_id) is newer than the stored one; CREATED keeps the
--- smallest version seen for the field."""
+-- smallest version seen for the field. Versions are compared as numbers (exact below 2^53) and
+-- written back as the text they came in (Lua would print a large number as 1.8e+15)."""
     + _BYTES_CMP
     + """
 local written = 0
@@ -104,7 +106,7 @@ for i = 2, #ARGV, 5 do
   local write = true
   local current = redis.call("HGET", KEYS[1], field)
   if current then
-    local cur_version, cur_op, cur_created, cur_rest = fields(current)
+    local cur_version, cur_op, cur_created, cur_rest, cur_text = fields(current)
     if cur_version then
       if tonumber(cur_created) < version then created = cur_created end
       if version ~= cur_version then
@@ -114,7 +116,7 @@ for i = 2, #ARGV, 5 do
       end
       if not write and version < tonumber(cur_created) then
         local a = string.find(current, "|", 1, true)
-        redis.call("HSET", KEYS[1], field, string.sub(current, 1, a) .. cur_version .. "|" .. cur_op .. "|" .. version_text .. "|" .. cur_rest)
+        redis.call("HSET", KEYS[1], field, string.sub(current, 1, a) .. cur_text .. "|" .. cur_op .. "|" .. version_text .. "|" .. cur_rest)
       end
     end
   end
