@@ -332,7 +332,10 @@ def _accepted(schema: str, location: bool = True) -> Schema:
     if location:
         headers["Location"] = _header_ref("Location")
     return {
-        "description": "Durably accepted by the write transport; readable once loaded (eventually consistent).",
+        "description": (
+            "Durably accepted by the write transport. Its writer's reads show it at once (with CACHE_URL set); "
+            "other users' reads once it is loaded (eventually consistent)."
+        ),
         "headers": headers,
         "content": _json(_ref(schema)),
     }
@@ -390,6 +393,35 @@ PARAMETERS: dict[str, Schema] = {
         "description": "The same key names the same todo(s): a retried POST is accepted again as a new version.",
         "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX, "pattern": PRINTABLE_ASCII},
     },
+    "MinVersion": {
+        "name": "min_version",
+        "in": "query",
+        "required": False,
+        "description": (
+            "A `version` this API gave (the caller's last 202): the answer shows that version or newer, "
+            "404 for a todo deleted at it or later, or 503 with Retry-After while nothing can show it yet, "
+            "never an older state. At most 5 s ahead of the service's clock, otherwise 400 invalid_query."
+        ),
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_VERSION},
+    },
+    "MinVersionChecked": {
+        "name": "min_version",
+        "in": "query",
+        "required": False,
+        "description": "Checked like GET /todos/{todo_id}'s (400 invalid_query), otherwise ignored.",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_VERSION},
+    },
+    "MinVersionWrite": {
+        "name": "min_version",
+        "in": "query",
+        "required": False,
+        "description": (
+            "The `version` the client last got: this write's version is greater, so one client's successive "
+            "writes keep their order whichever process takes them. At most 5 s ahead of the service's clock, "
+            "otherwise 400 invalid_query."
+        ),
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_VERSION},
+    },
     "IfNoneMatch": {
         "name": "If-None-Match",
         "in": "header",
@@ -408,8 +440,11 @@ PAGE_PARAMS = [_param("Limit"), _param("Cursor"), _param("State")]
 
 
 def _paths() -> dict[str, Schema]:
-    body_400 = ("invalid_json", "validation_error")
-    id_body_400 = ("invalid_id", "invalid_json", "validation_error")
+    body_400 = ("invalid_query", "invalid_json", "validation_error")
+    id_body_400 = ("invalid_id", "invalid_query", "invalid_json", "validation_error")
+    unreadable_yet = _error(
+        503, "No database (master or replica) could be reached, or nothing can show min_version yet."
+    )
     return {
         "/health": {
             "get": {
@@ -432,7 +467,7 @@ def _paths() -> dict[str, Schema]:
                 {
                     "operationId": "createTodo",
                     "summary": "Create a todo (a new UUIDv7, or the id derived from Idempotency-Key).",
-                    "parameters": [_param("IdempotencyKey")],
+                    "parameters": [_param("IdempotencyKey"), _param("MinVersionWrite")],
                     "requestBody": _body("TodoInput", "A todo."),
                     "responses": {
                         "202": _accepted("AcceptedTodo"),
@@ -445,7 +480,7 @@ def _paths() -> dict[str, Schema]:
                 {
                     "operationId": "listTodos",
                     "summary": "The caller's todos in ascending id order. Unknown query parameters are ignored.",
-                    "parameters": PAGE_PARAMS,
+                    "parameters": [*PAGE_PARAMS, _param("MinVersionChecked")],
                     "responses": {
                         "200": _ok(_ref("TodoPage")),
                         **_common_errors(read=True, body=False, codes_400=("invalid_query",)),
@@ -458,7 +493,7 @@ def _paths() -> dict[str, Schema]:
                 {
                     "operationId": "createTodos",
                     "summary": f"Create 1 to {BATCH_MAX} todos, validated as a whole; no Location.",
-                    "parameters": [_param("IdempotencyKey")],
+                    "parameters": [_param("IdempotencyKey"), _param("MinVersionWrite")],
                     "requestBody": _body("TodoBatchInput", "Todos; errors are keyed by position (todos.1.title)."),
                     "responses": {
                         "202": _accepted("BatchAccepted", location=False),
@@ -491,15 +526,16 @@ def _paths() -> dict[str, Schema]:
                 {
                     "operationId": "getTodo",
                     "summary": "One of the caller's todos; another user's todo is 404, never 403.",
-                    "parameters": [_param("IfNoneMatch")],
+                    "parameters": [_param("IfNoneMatch"), _param("MinVersion")],
                     "responses": {
                         "200": _ok(_ref("Todo"), etag=True),
                         "304": {
                             "description": "If-None-Match matched the ETag.",
                             "headers": {"Cache-Control": _header_ref("CacheControlRead"), "ETag": _header_ref("ETag")},
                         },
-                        **_common_errors(read=True, body=False, codes_400=("invalid_id",)),
-                        "404": _error(404, "The caller has no such todo."),
+                        **_common_errors(read=True, body=False, codes_400=("invalid_id", "invalid_query")),
+                        "404": _error(404, "The caller has no such todo (or it was deleted at min_version or later)."),
+                        "503": unreadable_yet,
                     },
                 }
             ),
@@ -507,6 +543,7 @@ def _paths() -> dict[str, Schema]:
                 {
                     "operationId": "putTodo",
                     "summary": "Replace (or create) the caller's todo of this id; never touches another user's.",
+                    "parameters": [_param("MinVersionWrite")],
                     "requestBody": _body("TodoInput", "The whole todo."),
                     "responses": {
                         "202": _accepted("AcceptedTodo"),
@@ -519,9 +556,10 @@ def _paths() -> dict[str, Schema]:
                 {
                     "operationId": "deleteTodo",
                     "summary": "Delete the caller's todo of this id (a tombstone); the content type is ignored.",
+                    "parameters": [_param("MinVersionWrite")],
                     "responses": {
                         "202": _accepted("AcceptedTodo"),
-                        **_common_errors(read=False, body=True, codes_400=("invalid_id",)),
+                        **_common_errors(read=False, body=True, codes_400=("invalid_id", "invalid_query")),
                     },
                 }
             ),
@@ -531,10 +569,12 @@ def _paths() -> dict[str, Schema]:
                 {
                     "operationId": "getProfile",
                     "summary": "The caller's profile; 404 until the first PUT /me.",
+                    "parameters": [_param("MinVersion")],
                     "responses": {
                         "200": _ok(_ref("Profile"), etag=True),
-                        **_common_errors(read=True, body=False, codes_400=()),
+                        **_common_errors(read=True, body=False, codes_400=("invalid_query",)),
                         "404": _error(404, "No profile yet."),
+                        "503": unreadable_yet,
                     },
                 }
             ),
@@ -542,6 +582,7 @@ def _paths() -> dict[str, Schema]:
                 {
                     "operationId": "putProfile",
                     "summary": "Replace the caller's profile.",
+                    "parameters": [_param("MinVersionWrite")],
                     "requestBody": _body("ProfileInput", "The whole profile."),
                     "responses": {
                         "202": _accepted("AcceptedProfile"),
