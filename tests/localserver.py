@@ -22,13 +22,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def chalice_local(data: Path) -> Iterator[tuple[str, Path]]:
-    """Serve the app on the embedded defaults with LOCAL_DATA_DIR=data; yields (base URL, log)."""
+def chalice_local(data: Path, extra_env: dict[str, str] | None = None) -> Iterator[tuple[str, Path]]:
+    """Serve the app on the embedded defaults with LOCAL_DATA_DIR=data (and `extra_env` on top);
+    yields (base URL, log)."""
     port = free_port()
     log_path = data / "chalice-local.log"
     env = {**os.environ, "LOCAL_DATA_DIR": str(data), "SLUICE_LOG": "0"}
     for name in ("DATABASE_URL", "REPLICA_URLS", "WRITE_TRANSPORT", "CACHE_URL", "AWS_LAMBDA_FUNCTION_NAME"):
         env.pop(name, None)
+    env.update(extra_env or {})
     chalice = Path(sys.executable).with_name("chalice")
     with open(log_path, "wb") as log:  # a file, not a pipe: a full pipe would stall the server
         process = subprocess.Popen(
