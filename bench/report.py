@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from bench.common import Row, target_met
@@ -109,6 +110,37 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+TRADEOFF = re.compile(r"buffer interval (\S+) s: (master commits per 10k writes|202 → replica p99)")
+
+
+def tradeoff_table(rows: list[Row]) -> list[str]:
+    """The Firehose buffer interval trade-off (section 6) as one table: per interval, master
+    commits per 10k writes against the 202 -> replica p99; computed rows say so."""
+    found: dict[str, dict[str, Row]] = {}
+    for item in rows:
+        match = TRADEOFF.fullmatch(str(item["name"]))
+        if match:
+            found.setdefault(match.group(1), {})[match.group(2)] = item
+    if not found:
+        return []
+    out = [
+        "",
+        "### Firehose buffer interval: master load against freshness",
+        "",
+        "| buffer interval | master commits per 10k writes | 202 → replica p99 | how |",
+        "|---:|---:|---:|---|",
+    ]
+    for interval in sorted(found, key=float):
+        pair = found[interval]
+        commits, latency = pair.get("master commits per 10k writes"), pair.get("202 → replica p99")
+        computed = any("COMPUTED" in str(r["note"]) for r in pair.values())
+        out.append(
+            f"| {interval} s | {fmt(commits['ours'] if commits else None)} | "
+            f"{fmt(latency['ours'] if latency else None)} ms | {'computed from the 0 s run' if computed else 'measured'} |"
+        )
+    return out
+
+
 def markdown(rows: list[Row], info: dict[str, str], quick: bool, seconds: float) -> str:
     out = [
         "# Sluice benchmarks",
@@ -139,6 +171,7 @@ def markdown(rows: list[Row], info: dict[str, str], quick: bool, seconds: float)
             f"| {number} | {item['name']} | {fmt(item['ours'])} | {fmt(item['baseline'])} | {item['unit']} | "
             f"{fmt(item['ratio'])} | {item['target'] or '—'} | {verdict(item)} |"
         )
+    out += tradeoff_table(rows)
     out += ["", "## Notes per row", ""]
     section = None
     for item in rows:
@@ -157,7 +190,8 @@ def markdown(rows: list[Row], info: dict[str, str], quick: bool, seconds: float)
         "## How the rows are measured",
         "",
         "See the docstring at the top of each module: `bench/master_load.py` (1), `bench/loader.py` (2), "
-        "`bench/inprocess.py` (3, 5), `bench/cold_start.py` (4), `bench/freshness.py` (6). Timings use "
+        "`bench/inprocess.py` (3, 5), `bench/cold_start.py` (4), `bench/freshness.py` (6), "
+        "`bench/own_writes.py` (7). Timings use "
         "`time.perf_counter`, warm-ups and the median of repeated rounds; the MariaDB rows run on a "
         "private master/replica pair started by `scripts/db-pair` (ports 3317/3318), Redis on 127.0.0.1:6379.",
         "",

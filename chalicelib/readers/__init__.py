@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Collection
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 Row = dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Seen:
+class Seen(NamedTuple):  # a tuple: made for every row of a merged page, so cheap to build
     """What a read found for one key: the row (None when deleted or never written) and its
     version (a tombstone's version for a deleted row, 0 when nothing was ever stored).
 

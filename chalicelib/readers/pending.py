@@ -5,9 +5,9 @@ Where they live
     One Redis hash per owner, `sluice:v1:pending:{owner}` (owner as in the cache's keys), beside
     the cache's entries. Field `t:{id}` holds a todo, `p` the profile. A value is
     `STATE|VERSION|OP_ID|CREATED|PAYLOAD`: STATE `p` (a put; PAYLOAD is the row as GET will show
-    it, without `created_at`) or `a` (a delete, PAYLOAD empty); CREATED is the version (the
-    acceptance time in microseconds) of the earliest pending command of that key, from which
-    `created_at` is shown until the row is loaded.
+    it, `created_at` being the command's own instant) or `a` (a delete, PAYLOAD empty); CREATED is
+    the version (the acceptance time in microseconds) of the earliest pending command of that key.
+    A pending row shows as `created_at` the earliest of CREATED and the loaded row's.
 
 Writing
     After the transport accepted a request's commands (never instead of it), one EVALSHA
@@ -24,9 +24,12 @@ Expiring
 
 Reading
     `GET /todos/{id}` and `GET /me`: one EVALSHA (READ_PAIR) returns the cache entry and the
-    pending entry together; the newest of pending, cached and (on a cache miss, or when the cache
-    is older than `min_version`) replica states is the answer. `GET /todos`: one HGETALL, then
-    `merge_page` merges the caller's pending todos into the keyset page.
+    pending entry together, and the newer of the two answers; the replica is read (and the cache
+    filled) only when neither is there or neither reaches `min_version`, and the newest of the
+    three answers. A pending entry is the caller's newest recorded write, so a replica can only
+    be newer when a later write was not recorded (reads are eventual then). `GET /todos`: one
+    HGETALL, then `merge_page` merges the caller's pending todos into the keyset page, which
+    always reads the replica: that is where most entries are seen and dropped.
 """
 
 from __future__ import annotations
@@ -36,9 +39,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from chalicelib.ids import version_to_ts
 from chalicelib.readers import Row, Seen
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROFILE_FIELD = "p"
+_JSON = json.JSONDecoder()
 ID_CAP = 64  # pending ids named to the database per page query
 
 _BYTES_CMP = """
@@ -176,44 +178,54 @@ def pending_key(owner: str, prefix: str) -> str:
 
 
 # -- entries ------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class PendingEntry:
-    """One accepted, not yet seen write: its row (None for a delete) without created_at."""
+class PendingEntry(NamedTuple):
+    """One accepted, not yet seen write. `data` is its row without created_at (None for a
+    delete), or that row's JSON as stored, decoded only when the row is shown."""
 
     id: str
     version: int
     op_id: str
     created: int  # version of the earliest pending command of this key
-    row: Row | None
+    data: Row | bytes | None
+
+    @property
+    def row(self) -> Row | None:
+        data = self.data
+        if isinstance(data, bytes):
+            return dict(_JSON.decode(data.decode("utf-8")))
+        return None if data is None else dict(data)
 
     def shown(self, base: Seen | None) -> Row | None:
         """The row GET shows for this write over `base` (the loaded state it replaces)."""
-        if self.row is None:
+        row = self.row
+        if row is None:
             return None
-        created = self.created
-        if base is not None and base.row is not None:
-            created = min(created, _micros(base.row["created_at"]))
-        return {**self.row, "created_at": _shown_ts(created)}
+        # The payload carries its own command's instant; an earlier pending command of the key,
+        # or the loaded row's created_at, is earlier still.
+        if self.created != self.version or "created_at" not in row:
+            row["created_at"] = _shown_ts(self.created)
+        if base is not None and base.row is not None and _ts_key(base.row["created_at"]) < _ts_key(row["created_at"]):
+            row["created_at"] = base.row["created_at"]
+        return row
 
 
-def _micros(text: str) -> int:
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
+def _ts_key(text: str) -> tuple[str, str]:
+    """Orders timestamps as reads show them (YYYY-MM-DDTHH:MM:SS, then a fraction or none)."""
+    return (text[:19], text[20:26] if text[19] == "." else "")
 
 
 def _shown_ts(version: int) -> str:
-    """A version's instant as reads show a stored timestamp (ts_out of the stored form)."""
-    from chalicelib.readers.sql import ts_out
-
+    """A version's instant as reads show a stored timestamp: RFC 3339 UTC, the fraction only
+    when there is one (readers.sql.ts_out)."""
     at = version_to_ts(version)
-    return ts_out(f"{at[:10]} {at[11:26]}")
+    return at if version % 1_000_000 else at[:19] + "Z"
 
 
 def parse_pending(field_id: str, raw: Any) -> PendingEntry | None:
     try:
         state, version, op_id, created, payload = bytes(raw).split(b"|", 4)
-        row = json.loads(payload) if state == PRESENT else None
-        return PendingEntry(field_id, int(version), op_id.decode("ascii"), int(created), row)
+        data = payload if state == PRESENT else None
+        return PendingEntry(field_id, int(version), op_id.decode("ascii"), int(created), data)
     except (ValueError, UnicodeDecodeError, TypeError):
         return None
 
@@ -223,10 +235,9 @@ def entry_for(command: WriteCommand) -> tuple[str, bytes, int, str, bytes]:
     from chalicelib.readers.cache import row_for_command
 
     field = f"t:{command.id}" if command.resource == "todos" else PROFILE_FIELD
-    row = row_for_command(command, command.stored_at)
+    row = row_for_command(command, command.stored_at)  # created_at: this command's instant
     if row is None:
         return (field, ABSENT, command.version, command.op_id, b"")
-    row.pop("created_at")
     return (field, PRESENT, command.version, command.op_id, dump_row(row))
 
 
@@ -264,27 +275,55 @@ def merge_page(
     cursor = after
     while True:
         ids = ahead[:id_cap]
-        limit = want - len(out) + len(ids)
+        # Rows the pending writes may take out of the page (deletes; any, under a filter) are
+        # fetched beyond it at once, so one query usually fills the page.
+        slack = len(ids) if state is not None else sum(1 for i in ids if pending[i].data is None)
+        limit = want - len(out) + slack
         batch = fetch(cursor, limit, ids)
         upper = batch[-1].id if len(batch) >= limit else None  # None: nothing stored beyond
         if len(ahead) > len(ids) and (upper is None or upper > ids[-1]):
             upper = ids[-1]  # the stored state of later pending ids is not known yet
-        loaded = {s.id: s for s in batch if upper is None or s.id <= upper}
-        keys = sorted({*loaded, *(i for i in ids if upper is None or i <= upper)})
-        for key in keys:
-            base, write = loaded.get(key), pending.get(key)
-            if write is not None and base is not None and base.settled and base.version >= write.version:
-                drops.append((key, write.version))
-            seen = newest(write, base)
-            row = seen.row if seen is not None else None
+        named = [i for i in ids if upper is None or i <= upper]
+        # Walk the fetched rows and the pending ids together, both in id order.
+        j, last = 0, len(named)
+        for base in batch:
+            key = base.id
+            if upper is not None and key > upper:
+                break
+            while j < last and named[j] < key:
+                if _take(out, newest(pending[named[j]], None), state) == want:
+                    return out, drops
+                j += 1
+            if j < last and named[j] == key:
+                write = pending[key]
+                j += 1
+                if base.settled and base.version >= write.version:
+                    drops.append((key, write.version))
+                shown = newest(write, base)
+                if _take(out, shown, state) == want:
+                    return out, drops
+                continue
+            row = base.row  # the common case, inline: a loaded row no pending write touches
             if row is not None and (state is None or row["state"] == state):
                 out.append(row)
                 if len(out) == want:
                     return out, drops
+        while j < last:
+            if _take(out, newest(pending[named[j]], None), state) == want:
+                return out, drops
+            j += 1
         if upper is None:
             return out, drops
         cursor = upper
         ahead = [i for i in ahead if i > cursor]
+
+
+def _take(out: list[Row], seen: Seen | None, state: str | None) -> int:
+    """Add the row a state shows when it is live and matches `state`; the page's length."""
+    row = seen.row if seen is not None else None
+    if row is not None and (state is None or row["state"] == state):
+        out.append(row)
+    return len(out)
 
 
 # -- the store -----------------------------------------------------------------------------------
@@ -384,12 +423,13 @@ class PendingWrites:
             write = None
         entry = parse_entry(raw_entry)
         cached = Seen(id_, entry[3], entry[1]) if entry is not None and entry[0] != UNKNOWN else None
-        if cached is not None:
-            best = newest(write, cached)
-            assert best is not None
-            if min_version is None or best.version >= min_version:
+        best = newest(write, cached)
+        if best is not None and (min_version is None or best.version >= min_version):
+            # The pending write is the caller's newest recorded one: the replica could only be
+            # newer if a later write failed to be recorded (then reads are eventual anyway).
+            if cached is not None:
                 self.cache.hits += 1
-                return best
+            return best
         self.cache.misses += 1
         seen = load()
         self._fill(key, seen)

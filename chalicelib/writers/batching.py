@@ -7,7 +7,9 @@
   returns, so the 202 rests on disk as it rests on Firehose's durable buffer.
 - The spool is sealed into one object `writes/YYYY/MM/DD/HH/NAME` (renamed, folder fsynced) when
   it reaches `max_bytes` or when its oldest line has waited `max_interval` seconds, like
-  Firehose's BufferingHints (SizeInMBs, IntervalInSeconds).
+  Firehose's BufferingHints (SizeInMBs, IntervalInSeconds). With `max_interval=0` the spool is
+  sealed as soon as the loading thread is free, so each object holds what arrived during the
+  previous load (Firehose's zero buffering).
 - A background thread hands each sealed object to `load(key, body)` (the real loader), outside
   the lock, so writers never wait for a load. A failed load leaves the object on disk for
   `replay --local` or the reconciler.
@@ -57,8 +59,8 @@ class BatchingWriter(CommandWriter):
         max_bytes: int = FIREHOSE_DEFAULT_BYTES,
         max_interval: float = FIREHOSE_DEFAULT_INTERVAL,
     ) -> None:
-        if max_bytes < 1 or max_interval <= 0:
-            raise ValueError("max_bytes and max_interval must be positive")
+        if max_bytes < 1 or max_interval < 0:
+            raise ValueError("max_bytes must be positive and max_interval not negative")
         self.root = root
         self.max_bytes = max_bytes
         self.max_interval = max_interval

@@ -137,12 +137,15 @@ def test_a_replica_read_that_shows_the_write_drops_it_and_reads_stay_right(app_w
     # THEN a read that reaches the database (here a list) shows the version and drops the entry
     assert titles(client.http.get("/todos", headers=auth(me))) == ["first"]
     assert redis.execute_command("HGET", pending_key(me, "sluice:v1"), field) is None
-    # and the cache-miss path drops it too
+    # A read by id with a pending entry and no cache entry answers the pending write without
+    # the replica (so it drops nothing); the next page read drops it.
     second = client.http.put(f"/todos/{todo_id}", headers=auth(me), body=body({"title": "second"})).json_body
     held.load_all(built)
     redis.execute_command("DEL", todo_key(me, todo_id))
     got = client.http.get(f"/todos/{todo_id}", headers=auth(me)).json_body
     assert got["title"] == "second" and got["version"] == second["version"]
+    assert redis.execute_command("GET", todo_key(me, todo_id)) is None  # the replica was not read
+    assert titles(client.http.get("/todos", headers=auth(me))) == ["second"]
     assert redis.execute_command("HGET", pending_key(me, "sluice:v1"), field) is None
 
 

@@ -132,3 +132,18 @@ def test_a_pending_row_keeps_the_loaded_created_at_when_that_is_earlier():
     alone = newest(write, None)
     assert alone is not None and alone.row is not None and alone.row["created_at"] == "2027-01-15T08:00:00Z"
     assert newest(write, Seen(IDS[0], None, write.version)) == Seen(IDS[0], None, write.version)  # tie: loaded
+
+
+VERSIONS = st.integers(0, 253402300799 * 1_000_000)  # up to the year 9999
+
+
+@given(VERSIONS, VERSIONS)
+def test_pending_timestamps_read_and_order_as_the_database_will_show_them(a, b):
+    from chalicelib.ids import version_to_ts
+    from chalicelib.readers.pending import _shown_ts, _ts_key
+    from chalicelib.readers.sql import ts_out
+
+    at = version_to_ts(a)
+    stored = f"{at[:10]} {at[11:26]}"  # the form the loader stores (commands.make_command)
+    assert _shown_ts(a) == ts_out(stored)
+    assert (_ts_key(_shown_ts(a)) < _ts_key(_shown_ts(b))) == (a < b)
