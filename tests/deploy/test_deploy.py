@@ -81,9 +81,12 @@ def test_routes_are_every_route_of_the_app(app_module):
 def test_query_parameters_are_read_from_the_views(app_module):
     by_view = {r.view_name: r for r in routes_of(app_module)}
     # GET /todos and GET /users/{sub}/todos both page through the shared _list helper.
-    assert by_view["list_todos"].query_params == ("cursor", "limit", "state")
-    assert by_view["admin_list_todos"].query_params == ("cursor", "limit", "state")
-    assert by_view["get_todo"].query_params == ()
+    # min_version is read (through _min_version) by every GET that takes it, so it is in their
+    # stage cache keys: a read asking for a newer version is never answered from an older entry.
+    assert by_view["list_todos"].query_params == ("cursor", "limit", "min_version", "state")
+    assert by_view["admin_list_todos"].query_params == ("cursor", "limit", "min_version", "state")
+    assert by_view["get_todo"].query_params == ("min_version",)
+    assert by_view["get_me"].query_params == ("min_version",)
 
 
 def write_module(tmp_path: Path, name: str, source: str) -> Any:
@@ -182,7 +185,7 @@ def test_every_get_route_gets_authorization_and_its_path_parameters_in_the_cache
         # Chalice already declares the path parameters; the headers (and queries) are added.
         assert AUTHORIZATION in declared and not any(n.startswith("method.request.path.") for n in declared)
     list_keys = by_resource[(resources["/todos"], "update_integration")]
-    assert {f"method.request.querystring.{q}" for q in ("limit", "cursor", "state")} <= set(list_keys)
+    assert {f"method.request.querystring.{q}" for q in ("limit", "cursor", "state", "min_version")} <= set(list_keys)
 
 
 def test_method_request_parameters_are_optional_headers_and_required_paths(app_module):
@@ -198,6 +201,7 @@ def test_method_request_parameters_are_optional_headers_and_required_paths(app_m
         f"/requestParameters/{AUTHORIZATION}": "false",
         f"/requestParameters/{IF_NONE_MATCH}": "false",
         "/requestParameters/method.request.path.todo_id": "true",
+        "/requestParameters/method.request.querystring.min_version": "false",
     }
 
 
