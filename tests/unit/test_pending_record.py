@@ -75,3 +75,13 @@ def test_a_redis_failure_is_counted_in_an_emf_metric_and_not_raised(capsys, monk
 def test_the_ttl_must_be_positive(ttl):
     with pytest.raises(ValueError):
         PendingWrites(CachedReader(Nothing(), Client(False), 300), ttl)
+
+
+def test_pending_ttl_seconds_is_read_once_from_the_environment():
+    from chalicelib.config import ConfigError, Settings
+
+    assert Settings.from_env({}).pending_ttl_seconds == 900
+    assert Settings.from_env({"PENDING_TTL_SECONDS": "60"}).pending_ttl_seconds == 60
+    for bad in ("0", "-5", "ten", "9999999"):
+        with pytest.raises(ConfigError):
+            Settings.from_env({"PENDING_TTL_SECONDS": bad})
