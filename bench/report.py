@@ -38,6 +38,19 @@ KNOWN_CAUSES = {
         "13 ms) at import time although a GET never loads. In this venv `pymysql._auth` also imports "
         "`cryptography` (brought by moto), which a Lambda package without it does not pay."
     ),
+    "GET /todos page of 50, 10 pending merged vs no cache": (
+        "Ours adds, in series, one Redis round trip (HGETALL of the caller's pending writes: it names the "
+        "ids the page query must ask about, so the two cannot overlap) and about 100 µs of Python: parsing "
+        "the entries, one tuple per fetched row (`Seen`), the merge walk, and decoding each shown pending "
+        "row. Overlapping the HGETALL with a page query that does not name the pending ids would hide the "
+        "round trip, at the price of trusting that a pending write is newer than anything loaded (false "
+        "only after a failed record): `chalicelib/readers/pending.py` keeps the exact merge."
+    ),
+    "202 → visible to the writer, GET /todos p99": (
+        "The page a writer reads right after its 202 is the merged page (see the row above): one Redis "
+        "round trip more than the uncached page, and the merge; its p99 also carries the POST's fsync'd "
+        "spool write just before it on a shared disk."
+    ),
     "GET /todos/{id}, warm Redis cache vs replica": (
         "A hit is one GET to Redis plus json.loads of the row; what remains is the app's own work (see the GET row)."
     ),
