@@ -48,8 +48,7 @@ KNOWN_CAUSES = {
     ),
     "202 → visible to the writer, GET /todos p99": (
         "The page a writer reads right after its 202 is the merged page (see the row above): one Redis "
-        "round trip more than the uncached page, and the merge; its p99 also carries the POST's fsync'd "
-        "spool write just before it on a shared disk."
+        "round trip more than the uncached page, and the merge."
     ),
     "GET /todos/{id}, warm Redis cache vs replica": (
         "A hit is one GET to Redis plus json.loads of the row; what remains is the app's own work (see the GET row)."
