@@ -140,13 +140,13 @@ def create_todos() -> Response:
 @guarded
 def list_todos() -> Response:
     who = _who()
+    _min_version(services())  # checked, otherwise ignored (CONTRACT section 3)
     return _list(who.sub, own=True)
 
 
 def _list(owner: str, own: bool = False) -> Response:
     request = _request()
     ctx = services()
-    _min_version(ctx)  # checked, otherwise ignored (CONTRACT section 3)
     limit = parse_limit(query_value(request, "limit"))
     after = decode_cursor(query_value(request, "cursor"))
     state = parse_state(query_value(request, "state"))

@@ -78,3 +78,8 @@ def test_min_version_too_far_ahead_is_invalid_query_and_checked_right_after_inva
     ):
         assert response.status_code == 400 and response.json_body["error"] == "invalid_query"
     assert client.http.put(f"/todos/BAD{q}", headers=auth(), body=big).json_body["error"] == "invalid_id"
+
+
+def test_the_admin_route_ignores_min_version_as_an_unknown_parameter(client):
+    answer = client.http.get("/users/alice/todos?min_version=abc", headers=auth("root", ["admins"]))
+    assert answer.status_code == 200
