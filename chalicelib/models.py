@@ -2,9 +2,10 @@
 
 Untrusted input (request bodies, and the `data` of write commands read back by the loader) goes
 through the same validators, which check types, lengths and formats, reject unknown fields and
-fill defaults. They are written out by hand rather than with dataclasses-json/marshmallow: the
-loader validates tens of thousands of commands per second, and the API must not pay marshmallow's
-import time on a cold start (README, "Dependencies").
+fill defaults. Their limits, patterns and defaults come from the declarations in
+`chalicelib.resources`. They are written out by hand rather than with dataclasses-json/marshmallow
+(whose `from_dict` checks no types anyway): the loader validates tens of thousands of commands per
+second, and a GET must not pay marshmallow's import time on a cold start (README, "Dependencies").
 """
 
 from __future__ import annotations
@@ -16,23 +17,30 @@ from functools import lru_cache
 from typing import Any
 
 from chalicelib.ids import format_ts, parse_rfc3339
+from chalicelib.resources import BCP47_PATTERN, PROFILES, TAG_PATTERN, TODOS, Rule
 
 Fields = dict[str, list[str]]
 
-TAG = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
-# RFC 5646 language tags, well-formed (not checked against the registry).
-BCP47 = re.compile(
-    r"(?:(?:[A-Za-z]{2,3}(?:-[A-Za-z]{3}){0,3}|[A-Za-z]{4,8})"
-    r"(?:-[A-Za-z]{4})?"
-    r"(?:-(?:[A-Za-z]{2}|[0-9]{3}))?"
-    r"(?:-(?:[A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*"
-    r"(?:-[0-9A-WY-Za-wy-z](?:-[A-Za-z0-9]{2,8})+)*"
-    r"(?:-[Xx](?:-[A-Za-z0-9]{1,8})+)?"
-    r"|[Xx](?:-[A-Za-z0-9]{1,8})+)"
-)
-TODO_FIELDS = ("title", "notes", "state", "tags", "due_at")
-PROFILE_FIELDS = ("display_name", "locale", "timezone")
-STATES = ("open", "done")
+_TODO = TODOS.rules()
+_PROFILE = PROFILES.rules()
+TITLE, NOTES, STATE, TAGS, DUE_AT = (_TODO[name] for name in TODOS.field_names)
+DISPLAY_NAME, LOCALE, TIMEZONE = (_PROFILE[name] for name in PROFILES.field_names)
+TAG = re.compile(TAG_PATTERN)
+BCP47 = re.compile(BCP47_PATTERN)
+TODO_FIELDS = TODOS.field_names
+PROFILE_FIELDS = PROFILES.field_names
+STATES = STATE.choices
+# The limits as plain ints, for the hot checks below.
+TITLE_MIN, TITLE_MAX = TITLE.min_length, TITLE.max_length or 0
+NOTES_MAX = NOTES.max_length or 0
+TAGS_MAX = TAGS.max_items or 0
+DUE_AT_MAX = DUE_AT.max_length or 0
+_TODO_DEFAULTS = TODOS.defaults()
+_PROFILE_DEFAULTS = PROFILES.defaults()
+_DEFAULT_NOTES, _DEFAULT_STATE = _TODO_DEFAULTS["notes"], _TODO_DEFAULTS["state"]
+_DEFAULT_TAGS: list[str] = _TODO_DEFAULTS["tags"]  # never handed out: both paths copy the list
+_STATE_SET = frozenset(STATES)
+BATCH_MAX = 100  # todos in one POST /todos/batch
 
 
 class Invalid(Exception):
@@ -56,7 +64,8 @@ def _is_text(value: str) -> bool:
     return True
 
 
-def _string(errors: Fields, path: str, value: Any, low: int, high: int) -> str | None:
+def _string(errors: Fields, path: str, value: Any, limits: Rule) -> str | None:
+    low, high = limits.min_length, limits.max_length or 0
     if not isinstance(value, str):
         _add(errors, path, "must be a string")
         return None
@@ -82,14 +91,14 @@ def _tags(errors: Fields, path: str, value: Any) -> list[str] | None:
     if not isinstance(value, list):
         _add(errors, path, "must be a list of strings")
         return None
-    if len(value) > 20:
-        _add(errors, path, "must hold at most 20 tags")
+    if len(value) > TAGS_MAX:
+        _add(errors, path, f"must hold at most {TAGS_MAX} tags")
         return None
     seen: set[str] = set()
     ok = True
     for tag in value:
         if not isinstance(tag, str) or TAG.fullmatch(tag) is None:
-            _add(errors, path, "each tag must match ^[a-z0-9][a-z0-9_-]{0,31}$")
+            _add(errors, path, f"each tag must match ^{TAG_PATTERN}$")
             ok = False
             break
         if tag in seen:
@@ -103,7 +112,7 @@ def _tags(errors: Fields, path: str, value: Any) -> list[str] | None:
 def _due_at(errors: Fields, path: str, value: Any) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) > 64:
+    if not isinstance(value, str) or len(value) > DUE_AT_MAX:
         _add(errors, path, "must be an RFC 3339 date-time with an offset, or null")
         return None
     try:
@@ -147,16 +156,16 @@ def _todo_fast(body: dict[str, Any]) -> dict[str, Any] | None:
     if not _TODO_KEYS.issuperset(body):
         return None
     title = body.get("title")
-    if type(title) is not str or not 0 < len(title) <= 200 or not (title.isascii() or _is_text(title)):
+    if type(title) is not str or not TITLE_MIN <= len(title) <= TITLE_MAX or not (title.isascii() or _is_text(title)):
         return None
-    notes = body.get("notes", "")
-    if type(notes) is not str or len(notes) > 10000 or not (notes.isascii() or _is_text(notes)):
+    notes = body.get("notes", _DEFAULT_NOTES)
+    if type(notes) is not str or len(notes) > NOTES_MAX or not (notes.isascii() or _is_text(notes)):
         return None
-    state = body.get("state", "open")
-    if type(state) is not str or (state != "open" and state != "done"):
+    state = body.get("state", _DEFAULT_STATE)
+    if type(state) is not str or state not in _STATE_SET:
         return None
-    tags = body.get("tags", [])
-    if type(tags) is not list or len(tags) > 20:
+    tags = body.get("tags", _DEFAULT_TAGS)
+    if type(tags) is not list or len(tags) > TAGS_MAX:
         return None
     if tags:
         known = _known_tags
@@ -197,12 +206,12 @@ def validate_todo(body: Any, prefix: str = "", errors: Fields | None = None) -> 
         _add(own, prefix + "title", "is required")
         title = None
     else:
-        title = _string(own, prefix + "title", body["title"], 1, 200)
-    notes = _string(own, prefix + "notes", body.get("notes", ""), 0, 10000)
-    state = body.get("state", "open")
+        title = _string(own, prefix + "title", body["title"], TITLE)
+    notes = _string(own, prefix + "notes", body.get("notes", _DEFAULT_NOTES), NOTES)
+    state = body.get("state", _DEFAULT_STATE)
     if state not in STATES or not isinstance(state, str):
         _add(own, prefix + "state", "must be 'open' or 'done'")
-    tags = _tags(own, prefix + "tags", body.get("tags", []))
+    tags = _tags(own, prefix + "tags", body.get("tags", _DEFAULT_TAGS))
     due_at = _due_at(own, prefix + "due_at", body.get("due_at"))
     if sum(len(v) for v in own.values()) != before:
         if errors is None:
@@ -228,11 +237,11 @@ def validate_profile(body: Any) -> dict[str, Any]:
         _add(errors, "display_name", "is required")
         display_name = None
     else:
-        display_name = _string(errors, "display_name", body["display_name"], 1, 100)
-    locale = _string(errors, "locale", body.get("locale", "en"), 1, 35)
+        display_name = _string(errors, "display_name", body["display_name"], DISPLAY_NAME)
+    locale = _string(errors, "locale", body.get("locale", _PROFILE_DEFAULTS["locale"]), LOCALE)
     if locale is not None and BCP47.fullmatch(locale) is None:
         _add(errors, "locale", "must be a BCP 47 language tag, such as en or pt-BR")
-    zone = _string(errors, "timezone", body.get("timezone", "UTC"), 1, 64)
+    zone = _string(errors, "timezone", body.get("timezone", _PROFILE_DEFAULTS["timezone"]), TIMEZONE)
     if zone is not None and zone not in _zones():
         _add(errors, "timezone", "must be an IANA time zone name, such as Europe/Paris")
     if errors:
@@ -241,7 +250,7 @@ def validate_profile(body: Any) -> dict[str, Any]:
 
 
 def validate_batch(body: Any) -> list[dict[str, Any]]:
-    """POST /todos/batch: {"todos": [TODO, ...]}, 1 to 100, validated as a whole."""
+    """POST /todos/batch: {"todos": [TODO, ...]}, 1 to BATCH_MAX, validated as a whole."""
     if not isinstance(body, dict):
         raise Invalid({"body": ["must be a JSON object"]})
     errors: Fields = {}
@@ -250,8 +259,8 @@ def validate_batch(body: Any) -> list[dict[str, Any]]:
     if not isinstance(items, list):
         _add(errors, "todos", "is required and must be a list of todos")
         raise Invalid(errors)
-    if not 1 <= len(items) <= 100:
-        _add(errors, "todos", "must hold 1 to 100 todos")
+    if not 1 <= len(items) <= BATCH_MAX:
+        _add(errors, "todos", f"must hold 1 to {BATCH_MAX} todos")
         raise Invalid(errors)
     out = []
     for position, item in enumerate(items):

@@ -1,7 +1,8 @@
 """The OpenAPI 3 document of the API (served at GET /openapi.json, written to docs/openapi.yaml).
 
-The document is built from the constants the validators use (chalicelib.models, ids, identity,
-config), so that a changed rule changes the document; tests/unit/test_openapi.py checks that
+The document is built from the resources' declarations (chalicelib.resources) and the constants
+the validators use (chalicelib.models, ids, identity, config), so that a changed rule changes the
+document; tests/unit/test_openapi.py checks that
 docs/openapi.yaml is this document, that every route of app.py is in it and every operation in
 it is a route, and that each limit written here is the one the validators enforce.
 
@@ -17,28 +18,27 @@ import sys
 from functools import lru_cache
 from typing import Any
 
+from chalicelib import models
 from chalicelib.config import DEFAULT_MAX_BODY_BYTES
 from chalicelib.identity import ADMIN_GROUP, MAX_SUB_CHARS
 from chalicelib.ids import CANONICAL_UUID, MAX_VERSION
-from chalicelib.models import BCP47, PROFILE_FIELDS, STATES, TAG, TODO_FIELDS
+from chalicelib.resources import PROFILES, TODOS, Resource, Rule
 
 Schema = dict[str, Any]
 
-# Limits that the validators (chalicelib.models, chalicelib.http, app.py) write as literals. Each
-# is checked against the validator's behaviour at the boundary by tests/unit/test_openapi.py.
-TITLE_MAX = 200
-NOTES_MAX = 10_000
-TAGS_MAX = 20
-DISPLAY_NAME_MAX = 100
-LOCALE_MAX = 35
-TIMEZONE_MAX = 64
-BATCH_MAX = 100
+# The resources' limits come from their declarations (chalicelib.resources, which the validators
+# read too); the others are written as literals by chalicelib.http and app.py. Each is checked
+# against the validator's behaviour at the boundary by tests/unit/test_openapi.py.
+TITLE_MAX = models.TITLE_MAX
+NOTES_MAX = models.NOTES_MAX
+TAGS_MAX = models.TAGS_MAX
+DISPLAY_NAME_MAX = models.DISPLAY_NAME.max_length
+LOCALE_MAX = models.LOCALE.max_length
+TIMEZONE_MAX = models.TIMEZONE.max_length
+BATCH_MAX = models.BATCH_MAX
 LIMIT_MIN, LIMIT_MAX, LIMIT_DEFAULT = 1, 100, 50
 CURSOR_MAX = 200
 IDEMPOTENCY_KEY_MAX = 128
-# IANA zone names: every name zoneinfo knows matches this (checked by the tests); whether the
-# zone exists is checked by the validator against the running system's zoneinfo.
-TIMEZONE_PATTERN = r"^[A-Za-z0-9_+\-]+(?:/[A-Za-z0-9_+\-]+)*$"
 # Printable ASCII; HTTP drops a header value's outer spaces, so the key cannot start or end with one.
 PRINTABLE_ASCII = r"^[\x21-\x7E](?:[\x20-\x7E]*[\x21-\x7E])?$"
 # RFC 3339 with an offset, as chalicelib.ids.parse_rfc3339 takes it: years 0001 to 9999, no leap
@@ -82,53 +82,45 @@ VERSION_SCHEMA: Schema = {
 TIMESTAMP_SCHEMA: Schema = {"type": "string", "format": "date-time", "description": "RFC 3339, UTC."}
 
 
+def _field_schema(rule: Rule, default: Any, has_default: bool) -> Schema:
+    """A written field's schema, from its declaration."""
+    schema: Schema
+    if rule.kind == "list":
+        schema = {"type": "array", "maxItems": rule.max_items}
+        if rule.unique:
+            schema["uniqueItems"] = True
+        schema["items"] = {"type": "string", "pattern": _anchored(rule.pattern or "")}
+    elif rule.kind == "choice":
+        schema = {"type": "string", "enum": list(rule.choices)}
+    elif rule.kind == "datetime":
+        schema = {"type": "string", "format": "date-time", "pattern": DUE_AT_PATTERN}
+    else:
+        schema = {"type": "string"}
+        if rule.min_length:
+            schema["minLength"] = rule.min_length
+        schema["maxLength"] = rule.max_length
+        if rule.pattern:
+            schema["pattern"] = _anchored(rule.pattern)
+    if rule.nullable:
+        schema["nullable"] = True
+    if has_default:
+        schema["default"] = default
+    if rule.description:
+        schema["description"] = rule.description
+    return schema
+
+
+def _written_fields(resource: Resource) -> dict[str, Schema]:
+    defaults = resource.defaults()
+    return {name: _field_schema(rule, defaults.get(name), name in defaults) for name, rule in resource.rules().items()}
+
+
 def _todo_fields() -> dict[str, Schema]:
-    fields: dict[str, Schema] = {
-        "title": {"type": "string", "minLength": 1, "maxLength": TITLE_MAX},
-        "notes": {"type": "string", "maxLength": NOTES_MAX, "default": ""},
-        "state": {"type": "string", "enum": list(STATES), "default": STATES[0]},
-        "tags": {
-            "type": "array",
-            "maxItems": TAGS_MAX,
-            "uniqueItems": True,
-            "items": {"type": "string", "pattern": _anchored(TAG.pattern)},
-            "default": [],
-        },
-        "due_at": {
-            "type": "string",
-            "format": "date-time",
-            "pattern": DUE_AT_PATTERN,
-            "nullable": True,
-            "default": None,
-            "description": "RFC 3339 date-time with an offset; returned in UTC.",
-        },
-    }
-    assert tuple(fields) == TODO_FIELDS, "the document and chalicelib.models disagree on a todo's fields"
-    return fields
+    return _written_fields(TODOS)
 
 
 def _profile_fields() -> dict[str, Schema]:
-    fields: dict[str, Schema] = {
-        "display_name": {"type": "string", "minLength": 1, "maxLength": DISPLAY_NAME_MAX},
-        "locale": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": LOCALE_MAX,
-            "pattern": _anchored(BCP47.pattern),
-            "default": "en",
-            "description": "A well-formed BCP 47 language tag, such as en or pt-BR.",
-        },
-        "timezone": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": TIMEZONE_MAX,
-            "pattern": TIMEZONE_PATTERN,
-            "default": "UTC",
-            "description": "An IANA time zone name known to Python's zoneinfo, such as Europe/Paris.",
-        },
-    }
-    assert tuple(fields) == PROFILE_FIELDS, "the document and chalicelib.models disagree on a profile's fields"
-    return fields
+    return _written_fields(PROFILES)
 
 
 def _read_only(fields: dict[str, Schema]) -> dict[str, Schema]:
@@ -385,7 +377,12 @@ PARAMETERS: dict[str, Schema] = {
         "description": "The `next_cursor` of the previous page.",
         "schema": {"type": "string", "maxLength": CURSOR_MAX},
     },
-    "State": {"name": "state", "in": "query", "required": False, "schema": {"type": "string", "enum": list(STATES)}},
+    "State": {
+        "name": "state",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "enum": list(models.STATES)},
+    },
     "IdempotencyKey": {
         "name": "Idempotency-Key",
         "in": "header",
