@@ -16,6 +16,7 @@ from typing import Any
 
 from chalicelib.commands import WriteCommand
 from chalicelib.db.database import Database
+from chalicelib.ordering import newer
 
 CHUNK = 500
 
@@ -91,7 +92,7 @@ def fold(
             earliest[key] = command.stored_at
             continue
         superseded += 1
-        if (command.version, command.op_id) > (best.version, best.op_id):
+        if newer((command.version, command.op_id), (best.version, best.op_id)):
             winners[key] = command
         if command.stored_at < earliest[key]:
             earliest[key] = command.stored_at
@@ -163,7 +164,7 @@ class SqlApplier(Applier):
             command = winners[key]
             skey = key[1:] if two else key[1:2]
             have = stored.get(skey)
-            if have is None or (command.version, command.op_id) > (have[0], have[1]):
+            if have is None or newer((command.version, command.op_id), (have[0], have[1])):
                 rows.append(table.row(command, earliest[key]))
                 if changes is not None:
                     created = earliest[key] if have is None else min(earliest[key], _stored_text(have[2]))

@@ -51,6 +51,7 @@ from chalicelib.commands import LineStream, Reject, WriteCommand, gc_paused, par
 from chalicelib.db import local_files
 from chalicelib.db.database import Database
 from chalicelib.loader.apply import TABLES, SqlApplier
+from chalicelib.ordering import newer
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ class Fold:
                 earliest[key] = command.stored_at
                 new.append(key)
                 continue
-            if command.version > have.version or (command.version == have.version and command.op_id > have.op_id):
+            if newer((command.version, command.op_id), (have.version, have.op_id)):
                 best[key] = command
             if command.stored_at < earliest[key]:
                 earliest[key] = command.stored_at
@@ -490,7 +491,7 @@ class _Session:
                 [v for c in part for v in (c.owner, c.id)],
             )
             stored = {(r[0], r[1]): (int(r[2]), r[3]) for r in self.cur.fetchall()}
-            count += sum(1 for c in part if (c.version, c.op_id) > stored[(c.owner, c.id)])
+            count += sum(1 for c in part if newer((c.version, c.op_id), stored[(c.owner, c.id)]))
         return count
 
 

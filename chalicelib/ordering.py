@@ -1,0 +1,18 @@
+"""The one ordering rule of last-writer-wins (CONTRACT sections 3 and 5).
+
+Of two commands for one key, the one with the greater (version, op_id) wins: versions compare as
+integers, and equal versions by op_id, compared character by character (canonical UUIDs are
+ASCII, so byte order is character order). Every Python comparison of versions calls `newer`;
+the SQL guards (`loader/apply.py`, `loader/mysql_fast.py`) and the Lua scripts of the cache and
+the pending writes (`readers/cache.py`, `readers/pending.py`) restate it in their own language,
+and tests/integration/test_ordering.py checks each against `newer` on drawn pairs.
+"""
+
+from __future__ import annotations
+
+Order = tuple[int, str]  # (version, op_id)
+
+
+def newer(a: Order, b: Order) -> bool:
+    """True when a command ordered `a` wins over one ordered `b` (and so replaces it)."""
+    return a[0] > b[0] or (a[0] == b[0] and a[1] > b[1])
