@@ -15,7 +15,14 @@ from typing import Any
 
 from chalice import Response
 
-from chalicelib.errors import ApiError, DatabaseUnavailable, TransportUnavailable, invalid_id, invalid_query
+from chalicelib.errors import (
+    ApiError,
+    DatabaseUnavailable,
+    RecordTooLarge,
+    TransportUnavailable,
+    invalid_id,
+    invalid_query,
+)
 from chalicelib.ids import is_canonical_uuid
 
 log = logging.getLogger("sluice.http")
@@ -32,9 +39,7 @@ def error_body(code: str, message: str, fields: dict[str, list[str]] | None = No
 
 def error_response(exc: ApiError) -> Response:
     headers: dict[str, str | list[str]] = {"Content-Type": JSON, "Cache-Control": "no-store", **exc.headers}
-    body = error_body(exc.code, exc.message, exc.fields)
-    body.update(exc.extra)
-    return Response(body=body, status_code=exc.status, headers=headers)
+    return Response(body=error_body(exc.code, exc.message, exc.fields), status_code=exc.status, headers=headers)
 
 
 def guarded(view: Callable[..., Response]) -> Callable[..., Response]:
@@ -58,10 +63,13 @@ def guarded(view: Callable[..., Response]) -> Callable[..., Response]:
                 ApiError(
                     503,
                     "unavailable",
-                    "The write could not be accepted; try again shortly.",
+                    "The write could not be confirmed; retry it (a POST with the same Idempotency-Key).",
                     headers={"Retry-After": "2"},
                 )
             )
+        except RecordTooLarge as exc:
+            log.warning("write too large for one record: %s", exc)
+            return error_response(ApiError(413, "payload_too_large", "The write is too large to travel as one record."))
         except Exception:
             log.exception("unhandled error")
             return error_response(ApiError(500, "internal_error", "Something went wrong on our side."))
