@@ -10,6 +10,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ from chalicelib.ids import is_canonical_uuid
 log = logging.getLogger("sluice.http")
 
 JSON = "application/json"
+OWS = " \t"  # HTTP's optional whitespace; str.strip() would also take U+00A0, U+3000 and the like
 
 
 def error_body(code: str, message: str, fields: dict[str, list[str]] | None = None) -> dict[str, Any]:
@@ -102,11 +104,11 @@ def check_json_media_type(headers: Any) -> None:
     if not raw:
         raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
     media, _, params = raw.partition(";")
-    if media.strip().lower() != JSON:
+    if media.strip(OWS).lower() != JSON:
         raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
     for param in params.split(";"):
         name, _, value = param.partition("=")
-        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+        if name.strip(OWS).lower() == "charset" and value.strip(OWS).strip('"').lower() not in ("utf-8", "utf8"):
             raise ApiError(415, "unsupported_media_type", "JSON bodies must be UTF-8.")
 
 
@@ -180,11 +182,14 @@ def encode_cursor(last_id: str) -> str:
     return base64.urlsafe_b64encode(json.dumps({"after": last_id}).encode()).decode().rstrip("=")
 
 
+_CURSOR = re.compile(r"[A-Za-z0-9_-]{1,200}")
+
+
 def decode_cursor(raw: str | None) -> str | None:
     if raw is None:
         return None
     try:
-        if len(raw) > 200 or not raw.isascii():
+        if _CURSOR.fullmatch(raw) is None:  # base64url as encode_cursor writes it, nothing else
             raise ValueError("bad cursor")
         data = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("utf-8"))
         after = data["after"]
