@@ -36,8 +36,8 @@ BATCH_MAX = 100
 LIMIT_MIN, LIMIT_MAX, LIMIT_DEFAULT = 1, 100, 50
 CURSOR_MAX = 200
 IDEMPOTENCY_KEY_MAX = 128
-# IANA zone names: every name zoneinfo knows matches this (checked by the tests); whether the
-# zone exists is checked by the validator against the running system's zoneinfo.
+# IANA zone names: every name in tzdata's list matches this (checked by the tests); whether the
+# zone exists is checked by the validator against that list (models.time_zones).
 TIMEZONE_PATTERN = r"^[A-Za-z0-9_+\-]+(?:/[A-Za-z0-9_+\-]+)*$"
 # Printable ASCII; HTTP drops a header value's outer spaces, so the key cannot start or end with one.
 PRINTABLE_ASCII = r"^[\x21-\x7E](?:[\x20-\x7E]*[\x21-\x7E])?$"
@@ -124,7 +124,10 @@ def _profile_fields() -> dict[str, Schema]:
             "maxLength": TIMEZONE_MAX,
             "pattern": TIMEZONE_PATTERN,
             "default": "UTC",
-            "description": "An IANA time zone name known to Python's zoneinfo, such as Europe/Paris.",
+            "description": (
+                "A canonical IANA time zone name, such as Europe/Paris, as the tzdata package lists it "
+                "(the host's zone files do not count: localtime, posixrules and paths are not zone names)."
+            ),
         },
     }
     assert tuple(fields) == PROFILE_FIELDS, "the document and chalicelib.models disagree on a profile's fields"
