@@ -49,15 +49,27 @@ def _path_lacks_method(gateway: Any, method: str, path: str, headers: Any, body:
 
 def _any_method(handler_class: Any) -> None:
     """chalice local's handler serves every method name through its generic handler (the standard
-    library answers 501 in HTML to a method that has no `do_` attribute)."""
+    library answers 501 in HTML to a method that has no `do_` attribute), and answers HEAD without
+    a body, as HTTP wants (a body the client never reads breaks its keep-alive connection)."""
     generic = handler_class._generic_handle
+    with_body = handler_class._send_http_response_with_body
 
     def __getattr__(self: Any, name: str) -> Any:
         if name.startswith("do_"):
             return generic.__get__(self, type(self))
         raise AttributeError(name)
 
+    def send_with_body(self: Any, code: int, headers: Any, body: Any) -> None:
+        if self.command != "HEAD":
+            with_body(self, code, headers, body)
+            return
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body.encode() if isinstance(body, str) else body)))
+        self.send_header("Content-Type", headers.pop("Content-Type", "application/json"))
+        self._send_headers(headers)
+
     handler_class.__getattr__ = __getattr__
+    handler_class._send_http_response_with_body = send_with_body
 
 
 def install() -> None:

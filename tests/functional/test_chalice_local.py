@@ -7,6 +7,7 @@ import http.client
 import json
 import re
 import shutil
+import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -124,3 +125,21 @@ def test_gets_over_http_ignore_the_content_type(server, content_type):
         assert plain[0] == typed[0] == want, (path, content_type, typed)
         assert json.loads(plain[2]) == json.loads(typed[2])
     assert raw(server, "GET", "/todos", {"Content-Type": content_type})[0] == 401
+
+
+def test_a_head_answer_has_no_body_so_the_connection_can_go_on(server):
+    # A body after a HEAD answer would be read as the start of the next answer on the connection:
+    # send HEAD and then GET on one connection, and read both answers to the end.
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            b"HEAD /todos HTTP/1.1\r\nHost: local\r\n\r\n"
+            b"GET /health HTTP/1.1\r\nHost: local\r\nConnection: close\r\n\r\n"
+        )
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, rest = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 404 ") and b"Content-Type: application/json" in head
+    assert rest.startswith(b"HTTP/1.1 200 "), rest[:80]
+    assert json.loads(rest.partition(b"\r\n\r\n")[2]) == {"status": "ok"}
