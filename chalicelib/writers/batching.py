@@ -21,6 +21,7 @@ are frozen between invocations: production uses Firehose itself.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -108,6 +109,12 @@ class BatchingWriter(CommandWriter):
         """Cut the spool back to the writes already accepted (caller holds the lock): a request
         answered 503 must leave none of its lines to be sealed, not the first few."""
         if self._fd is None:
+            return
+        if not self._size:  # a spool opened for this write: nothing accepted to keep in it
+            fd, self._fd = self._fd, None
+            os.close(fd)
+            with contextlib.suppress(OSError):  # left behind, it is empty: _recover drops it
+                os.unlink(self._path)
             return
         try:
             os.ftruncate(self._fd, self._size)

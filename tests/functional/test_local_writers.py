@@ -43,28 +43,36 @@ def batch(tag, n=3):
                          {"title": f"{tag}{i}", "notes": "n" * 200, "state": "open", "tags": [], "due_at": None})
             for i in range(n)]
 
+def refused_with_room_for(room, commands):
+    # write on a disk that takes only `room` bytes more: part of the first line gets out
+    spool = os.path.join(root, "spool")
+    size = sum(os.path.getsize(os.path.join(spool, n)) for n in os.listdir(spool))
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size + room, hard))
+    try:
+        writer.write(commands)
+    except TransportUnavailable:
+        return True
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    return False
+
 root = sys.argv[1]
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 writer = BatchingWriter(root, load=None, max_bytes=10**9, max_interval=3600)
+refused = [refused_with_room_for(100, batch("z"))]  # the write that opens the spool
+if sys.argv[2:] == ["only"]:
+    writer.close()
+    print(json.dumps({"refused": refused, "left": os.listdir(os.path.join(root, "spool"))}))
+    sys.exit(0)
 first = batch("a")
 writer.write(first)
-spool = os.path.join(root, "spool")
-(name,) = os.listdir(spool)
-size = os.path.getsize(os.path.join(spool, name))
-# GIVEN a disk that takes only 100 more bytes: the next write gets part of its first line out
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-resource.setrlimit(resource.RLIMIT_FSIZE, (size + 100, hard))
-try:
-    writer.write(batch("b"))
-except TransportUnavailable:
-    refused = True
-else:
-    refused = False
-resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+refused.append(refused_with_room_for(100, batch("b")))  # a write into a spool holding "a"
 third = batch("c")
 writer.write(third)
 writer.close()
-print(json.dumps({"refused": refused, "first": [c.id for c in first], "third": [c.id for c in third]}))
+left = os.listdir(os.path.join(root, "spool"))
+print(json.dumps({"refused": refused, "first": [c.id for c in first], "third": [c.id for c in third], "left": left}))
 """
 
 
@@ -76,8 +84,21 @@ def test_a_batching_write_that_fails_part_way_leaves_none_of_its_lines(tmp_path:
     result = json.loads(done.stdout.splitlines()[-1])
     # THEN the write that failed was refused (a 503), and the sealed object holds exactly the
     # batches that were accepted: no line, whole or cut, of the refused one
-    assert result["refused"] is True
+    assert result["refused"] == [True, True] and result["left"] == []
     (only,) = objects_under(tmp_path)
     lines = only.read_bytes().split(b"\n")
     assert lines[-1] == b""
     assert [json.loads(line)["id"] for line in lines[:-1]] == result["first"] + result["third"]
+
+
+def test_a_refused_first_write_leaves_no_spool_and_makes_no_object(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", PARTIAL_WRITE, str(tmp_path), "only"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == {"refused": [True], "left": []}
+    assert objects_under(tmp_path) == []  # not even an empty one
