@@ -203,10 +203,10 @@ def decode_cursor(raw: str | None) -> str | None:
 def etag_matches(header: str | None, etag: str) -> bool:
     if not header:
         return False
-    if header.strip() == "*":
+    if header.strip(OWS) == "*":
         return True
     for candidate in header.split(","):
-        tag = candidate.strip()
+        tag = candidate.strip(OWS)
         if tag.startswith("W/"):
             tag = tag[2:]
         if tag == etag:
