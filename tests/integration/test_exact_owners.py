@@ -177,3 +177,18 @@ def test_the_fast_loaders_keys_way_works_on_the_exact_owners(mysql_url: str) -> 
     rows = db.query("SELECT owner, title FROM todos ORDER BY owner, id")
     assert sorted({(o, t) for o, t in rows}) == [("alice", "alice@20"), ("bob", "bob@10")]
     db.discard()
+
+
+def test_ids_with_padding_never_reach_sql(client: Any, services: Any) -> None:
+    # Ids stay CHAR(36) ascii_bin, which pads: exactness rests on every id being a canonical UUID
+    # before any query, on both backends.
+    import base64
+    import json
+
+    mine = client.http.post("/todos", headers=auth("alice"), body=body({"title": "alice's"})).json_body
+    for padded in (f"{mine['id']}%20", f"{mine['id']}%20%20", f"%20{mine['id']}"):
+        answer = client.http.get(f"/todos/{padded}", headers=auth("alice"))
+        assert (answer.status_code, answer.json_body["error"]) == (400, "invalid_id"), padded
+    cursor = base64.urlsafe_b64encode(json.dumps({"after": mine["id"] + " "}).encode()).decode().rstrip("=")
+    answer = client.http.get(f"/todos?cursor={cursor}", headers=auth("alice"))
+    assert (answer.status_code, answer.json_body["error"]) == (400, "invalid_query")
