@@ -24,12 +24,6 @@ class ApiError(SluiceError):
         self.message = message
         self.fields = fields
         self.headers = headers or {}
-        self.extra: dict[str, object] = {}
-
-    def with_body_extra(self, extra: dict[str, object]) -> ApiError:
-        """Add members to the error body (e.g. which todos of a batch were accepted)."""
-        self.extra.update(extra)
-        return self
 
 
 def unauthorized() -> ApiError:
@@ -65,12 +59,12 @@ class DatabaseUnavailable(SluiceError):
 
 
 class TransportUnavailable(SluiceError):
-    """The write transport did not durably take one or more commands."""
+    """The write transport did not confirm that it took the commands (they may still land whole:
+    a timeout can hide an acceptance; they never land in part)."""
 
-    def __init__(self, message: str, accepted: list[int] | None = None) -> None:
-        super().__init__(message)
-        # positions (within the submitted commands) that were durably accepted
-        self.accepted = accepted or []
+
+class RecordTooLarge(SluiceError):
+    """One request's commands exceed what the transport takes as one record."""
 
 
 class ObjectUnavailable(SluiceError):

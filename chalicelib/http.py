@@ -10,17 +10,26 @@ import base64
 import binascii
 import json
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
 from chalice import Response
 
-from chalicelib.errors import ApiError, DatabaseUnavailable, TransportUnavailable, invalid_id, invalid_query
+from chalicelib.errors import (
+    ApiError,
+    DatabaseUnavailable,
+    RecordTooLarge,
+    TransportUnavailable,
+    invalid_id,
+    invalid_query,
+)
 from chalicelib.ids import MAX_VERSION, MIN_VERSION_LEAD_US, is_canonical_uuid
 
 log = logging.getLogger("sluice.http")
 
 JSON = "application/json"
+OWS = " \t"  # HTTP's optional whitespace; str.strip() would also take U+00A0, U+3000 and the like
 
 
 def error_body(code: str, message: str, fields: dict[str, list[str]] | None = None) -> dict[str, Any]:
@@ -32,9 +41,7 @@ def error_body(code: str, message: str, fields: dict[str, list[str]] | None = No
 
 def error_response(exc: ApiError) -> Response:
     headers: dict[str, str | list[str]] = {"Content-Type": JSON, "Cache-Control": "no-store", **exc.headers}
-    body = error_body(exc.code, exc.message, exc.fields)
-    body.update(exc.extra)
-    return Response(body=body, status_code=exc.status, headers=headers)
+    return Response(body=error_body(exc.code, exc.message, exc.fields), status_code=exc.status, headers=headers)
 
 
 def guarded(view: Callable[..., Response]) -> Callable[..., Response]:
@@ -58,10 +65,13 @@ def guarded(view: Callable[..., Response]) -> Callable[..., Response]:
                 ApiError(
                     503,
                     "unavailable",
-                    "The write could not be accepted; try again shortly.",
+                    "The write could not be confirmed; retry it (a POST with the same Idempotency-Key).",
                     headers={"Retry-After": "2"},
                 )
             )
+        except RecordTooLarge as exc:
+            log.warning("write too large for one record: %s", exc)
+            return error_response(ApiError(413, "payload_too_large", "The write is too large to travel as one record."))
         except Exception:
             log.exception("unhandled error")
             return error_response(ApiError(500, "internal_error", "Something went wrong on our side."))
@@ -94,11 +104,11 @@ def check_json_media_type(headers: Any) -> None:
     if not raw:
         raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
     media, _, params = raw.partition(";")
-    if media.strip().lower() != JSON:
+    if media.strip(OWS).lower() != JSON:
         raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
     for param in params.split(";"):
         name, _, value = param.partition("=")
-        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+        if name.strip(OWS).lower() == "charset" and value.strip(OWS).strip('"').lower() not in ("utf-8", "utf8"):
             raise ApiError(415, "unsupported_media_type", "JSON bodies must be UTF-8.")
 
 
@@ -187,11 +197,14 @@ def encode_cursor(last_id: str) -> str:
     return base64.urlsafe_b64encode(json.dumps({"after": last_id}).encode()).decode().rstrip("=")
 
 
+_CURSOR = re.compile(r"[A-Za-z0-9_-]{1,200}")
+
+
 def decode_cursor(raw: str | None) -> str | None:
     if raw is None:
         return None
     try:
-        if len(raw) > 200 or not raw.isascii():
+        if _CURSOR.fullmatch(raw) is None:  # base64url as encode_cursor writes it, nothing else
             raise ValueError("bad cursor")
         data = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("utf-8"))
         after = data["after"]
@@ -205,10 +218,10 @@ def decode_cursor(raw: str | None) -> str | None:
 def etag_matches(header: str | None, etag: str) -> bool:
     if not header:
         return False
-    if header.strip() == "*":
+    if header.strip(OWS) == "*":
         return True
     for candidate in header.split(","):
-        tag = candidate.strip()
+        tag = candidate.strip(OWS)
         if tag.startswith("W/"):
             tag = tag[2:]
         if tag == etag:

@@ -9,6 +9,7 @@ from typing import Any
 from chalicelib.errors import unauthorized
 
 ADMIN_GROUP = "admins"
+ASCII_SPACE = " \t\r\n\f\v"  # str.strip() would also take U+00A0, U+3000 and the like
 MAX_SUB_CHARS = 128
 
 
@@ -29,10 +30,11 @@ def parse_groups(raw: Any) -> frozenset[str]:
     if isinstance(raw, (list, tuple)):
         return frozenset(g for g in raw if isinstance(g, str) and g)
     if isinstance(raw, str):
-        text = raw.strip()
+        text = raw.strip(ASCII_SPACE)
         if text.startswith("[") and text.endswith("]"):
             text = text[1:-1]
-        return frozenset(g for g in re.split(r"[,\s]+", text) if g)
+        # ASCII separators only: a group name holding U+00A0 or U+3000 stays one (unknown) name
+        return frozenset(g for g in re.split(r"[,\s]+", text, flags=re.ASCII) if g)
     return frozenset()
 
 

@@ -104,8 +104,10 @@ _EPOCH = datetime(1970, 1, 1)
 _last_second: tuple[int, str] = (-1, "")  # the date and time of the last second formatted
 
 
+# ASCII digits only ([0-9], never \d: that also matches Arabic-Indic, fullwidth and other digits).
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?(?:([Zz])|([+-])(\d{2}):(\d{2}))"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]{1,9})?"
+    r"(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))"
 )
 
 

@@ -220,11 +220,19 @@ def validate_todo(body: Any, prefix: str = "", errors: Fields | None = None) -> 
     return {"title": title, "notes": notes, "state": state, "tags": tags, "due_at": due_at}
 
 
-@lru_cache(maxsize=1)
-def _zones() -> frozenset[str]:
-    import zoneinfo
+# Names in tzdata's list that name no place: "Factory" (a zone whose abbreviation says "-00").
+NOT_ZONES = frozenset(("Factory",))
 
-    return frozenset(zoneinfo.available_timezones())
+
+@lru_cache(maxsize=1)
+def time_zones() -> frozenset[str]:
+    """The IANA zone names a profile may hold: the list the `tzdata` package ships (a requirement),
+    read from the package itself, so the host's zone files never decide what is valid (they add
+    `localtime`, `posixrules` and the like, or lack zones) and every name loads with zoneinfo."""
+    from importlib import resources
+
+    text = resources.files("tzdata").joinpath("zones").read_text(encoding="utf-8")
+    return frozenset(name for name in text.split("\n") if name) - NOT_ZONES
 
 
 def validate_profile(body: Any) -> dict[str, Any]:
@@ -242,7 +250,7 @@ def validate_profile(body: Any) -> dict[str, Any]:
     if locale is not None and BCP47.fullmatch(locale) is None:
         _add(errors, "locale", "must be a BCP 47 language tag, such as en or pt-BR")
     zone = _string(errors, "timezone", body.get("timezone", _PROFILE_DEFAULTS["timezone"]), TIMEZONE)
-    if zone is not None and zone not in _zones():
+    if zone is not None and zone not in time_zones():
         _add(errors, "timezone", "must be an IANA time zone name, such as Europe/Paris")
     if errors:
         raise Invalid(errors)

@@ -239,20 +239,6 @@ def _schemas() -> dict[str, Schema]:
                 },
             },
         },
-        "BatchUnavailable": {
-            "type": "object",
-            "description": (
-                "503 of a batch: `accepted` names the todos that did get through (possibly none); "
-                "retry the whole batch with the same Idempotency-Key."
-            ),
-            "required": ["error", "message", "accepted"],
-            "additionalProperties": False,
-            "properties": {
-                "error": {"type": "string", "enum": ["unavailable"]},
-                "message": {"type": "string"},
-                "accepted": {"type": "array", "maxItems": BATCH_MAX, "items": _ref("AcceptedItem")},
-            },
-        },
         "Health": {
             "type": "object",
             "required": ["status"],
@@ -315,7 +301,11 @@ def _common_errors(read: bool, body: bool, codes_400: tuple[str, ...]) -> dict[s
     if read:
         answers["503"] = _error(503, "No database (master or replica) could be reached.")
     else:
-        answers["503"] = _error(503, "The write transport could not durably take the command; nothing was written.")
+        answers["503"] = _error(
+            503,
+            "The write transport did not confirm the write: it may still land whole (a timeout can hide an "
+            "acceptance), never in part. Retry it (a POST with the same Idempotency-Key).",
+        )
     return answers
 
 
@@ -496,23 +486,16 @@ def _paths() -> dict[str, Schema]:
                         "202": _accepted("BatchAccepted", location=False),
                         **_common_errors(read=False, body=True, codes_400=body_400),
                         "415": _error(415, "The body is not sent as application/json."),
-                        "503": {
-                            "description": "Not (or not wholly) accepted; retry the batch with the same Idempotency-Key.",
-                            "headers": {"Retry-After": _header_ref("RetryAfter")},
-                            "content": _json(
-                                {
-                                    "oneOf": [
-                                        {
-                                            "allOf": [
-                                                _ref("Error"),
-                                                {"properties": {"error": {"enum": ["unavailable"]}}},
-                                            ]
-                                        },
-                                        _ref("BatchUnavailable"),
-                                    ]
-                                }
-                            ),
-                        },
+                        "413": _error(
+                            413,
+                            f"The body is {MAX_BODY_TEXT}, checked before its media type; or, with that limit "
+                            "raised, the batch's commands exceed the 1,000 KiB of the one record it travels as.",
+                        ),
+                        "503": _error(
+                            503,
+                            "The write transport did not confirm the batch: all or none of it may land (one record, "
+                            "one transaction), never part; no list of todos. Retry with the same Idempotency-Key.",
+                        ),
                     },
                 }
             )
@@ -626,7 +609,8 @@ def _document_text() -> str:
                 "Todos and profiles. Reads come from MySQL replicas (eventually consistent); writes become "
                 "commands on Kinesis Data Firehose and answer 202. Every error body is "
                 '{"error": CODE, "message": TEXT} (validation errors add "fields"). Checks run in this order: '
-                "401, invalid_id, 413, 415, invalid_json, validation_error."
+                "401, invalid_id, 413, 415, invalid_json, validation_error. POST and PUT need "
+                "Content-Type: application/json; GET and DELETE ignore the Content-Type."
             ),
         },
         "security": [{SECURITY_SCHEME: []}],

@@ -59,8 +59,8 @@ BCP47_PATTERN = (
     r"(?:-[Xx](?:-[A-Za-z0-9]{1,8})+)?"
     r"|[Xx](?:-[A-Za-z0-9]{1,8})+)"
 )
-# IANA zone names: every name zoneinfo knows matches this (checked by the tests); whether the zone
-# exists is checked by the validator against the zones Python knows.
+# IANA zone names: every name in tzdata's list matches this (checked by the tests); whether the
+# zone exists is checked by the validator against that list (models.time_zones).
 TIMEZONE_PATTERN = r"[A-Za-z0-9_+\-]+(?:/[A-Za-z0-9_+\-]+)*"
 ASCII = "CHARACTER SET ascii COLLATE ascii_bin"
 
@@ -112,7 +112,10 @@ class Profile:
             min_length=1,
             max_length=64,
             pattern=TIMEZONE_PATTERN,
-            description="An IANA time zone name known to Python's zoneinfo, such as Europe/Paris.",
+            description=(
+                "A canonical IANA time zone name, such as Europe/Paris, as the tzdata package lists it "
+                "(the host's zone files do not count: localtime, posixrules and paths are not zone names)."
+            ),
         ),
     )
 

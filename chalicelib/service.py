@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.errors import ApiError, TransportUnavailable, not_found, unavailable
+from chalicelib.errors import not_found, unavailable
 from chalicelib.identity import Principal
 from chalicelib.ids import VersionClock, derived_id, new_op_id, uuid7
 from chalicelib.readers import Row, Seen, TodoReader
@@ -72,20 +72,9 @@ class TodoService:
         for position, data in enumerate(items):
             todo_id = derived_id(who.sub, idempotency_key, position) if idempotency_key else uuid7()
             commands.append(self._command("put", "todos", who.sub, todo_id, data, min_version))
-        try:
-            return self._send(commands)
-        except TransportUnavailable as exc:
-            # The answer always says which todos got through (possibly none), so a client can
-            # rely on the member; retrying the whole batch with the same key names the same ids.
-            accepted = [{"id": commands[i].id, "version": commands[i].version} for i in exc.accepted]
-            message = (
-                "Some todos were not accepted; retry the whole batch with the same Idempotency-Key."
-                if accepted
-                else "The todos could not be accepted; try again shortly."
-            )
-            raise ApiError(503, "unavailable", message, headers={"Retry-After": "2"}, fields=None).with_body_extra(
-                {"accepted": accepted}
-            ) from exc
+        # One write: the writer sends a batch's commands as one record (one object, one
+        # transaction), so a 503 means all or none of them may land, never some.
+        return self._send(commands)
 
     def put_todo(self, who: Principal, todo_id: str, data: dict[str, Any], min_version: int | None = None) -> Accepted:
         return self._send([self._command("put", "todos", who.sub, todo_id, data, min_version)])[0]

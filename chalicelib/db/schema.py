@@ -11,6 +11,12 @@ from typing import Any
 
 MYSQL_TABLE = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
 
+# utf8mb4_bin is a PAD SPACE collation in MySQL 8 and MariaDB: 'alice' = 'alice ', and the two would
+# share a primary key. Owners compare exactly (as in SQLite, whose TEXT has no padding) under the
+# server's NO PAD binary collation, named in a statement by this mark and chosen by `migrate`.
+OWNER_COLLATION = "@OWNER_COLLATION@"
+NOPAD_BIN_COLLATIONS = ("utf8mb4_nopad_bin", "utf8mb4_0900_bin")  # MariaDB >= 10.2, MySQL >= 8.0.17
+
 MIGRATIONS: list[tuple[int, str, dict[str, list[str]]]] = [
     (
         1,
@@ -82,6 +88,18 @@ MIGRATIONS: list[tuple[int, str, dict[str, list[str]]]] = [
             ],
         },
     ),
+    (
+        2,
+        "owners compare exactly: a NO PAD binary collation for todos.owner and profiles.owner",
+        {
+            "sqlite": [],  # TEXT compares byte by byte already
+            "mysql": [
+                f"ALTER TABLE todos MODIFY owner VARCHAR(128) CHARACTER SET utf8mb4 COLLATE {OWNER_COLLATION} NOT NULL",
+                "ALTER TABLE profiles MODIFY owner VARCHAR(128) "
+                f"CHARACTER SET utf8mb4 COLLATE {OWNER_COLLATION} NOT NULL",
+            ],
+        },
+    ),
 ]
 
 LEDGER_TABLE = {
@@ -119,6 +137,8 @@ def migrate(conn: Any, dialect: str, now: str) -> list[int]:
             if version in done:
                 continue
             for statement in statements[dialect]:
+                if OWNER_COLLATION in statement:
+                    statement = statement.replace(OWNER_COLLATION, nopad_bin_collation(cur))
                 cur.execute(statement)
             cur.execute(
                 f"INSERT INTO schema_migrations (version, description, applied_at) VALUES ({mark}, {mark}, {mark})",
@@ -131,6 +151,30 @@ def migrate(conn: Any, dialect: str, now: str) -> list[int]:
             cur.execute("SELECT RELEASE_LOCK(%s)", (MIGRATE_LOCK,))
             cur.fetchall()
     return applied
+
+
+def nopad_bin_collation(cur: Any) -> str:
+    """The server's utf8mb4 binary collation without PAD SPACE (MariaDB's or MySQL 8's name)."""
+    marks = ", ".join(["%s"] * len(NOPAD_BIN_COLLATIONS))
+    cur.execute(
+        f"SELECT COLLATION_NAME FROM information_schema.COLLATIONS WHERE COLLATION_NAME IN ({marks})",
+        NOPAD_BIN_COLLATIONS,
+    )
+    known = {str(row[0]) for row in cur.fetchall()}
+    for name in NOPAD_BIN_COLLATIONS:
+        if name in known:
+            return name
+    raise RuntimeError(f"the server has none of {', '.join(NOPAD_BIN_COLLATIONS)}: owners cannot compare exactly")
+
+
+def owner_collation(cur: Any) -> str:
+    """The collation todos.owner has now (a table made with another collation must match it)."""
+    cur.execute(
+        "SELECT COLLATION_NAME FROM information_schema.COLUMNS "
+        "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'todos' AND COLUMN_NAME = 'owner'"
+    )
+    row = cur.fetchone()
+    return str(row[0]) if row and row[0] else "utf8mb4_bin"
 
 
 def latest_version() -> int:

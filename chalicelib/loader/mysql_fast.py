@@ -50,6 +50,7 @@ from typing import Any
 from chalicelib.commands import LineStream, Reject, WriteCommand, gc_paused, parse_lines, problem_reject
 from chalicelib.db import local_files
 from chalicelib.db.database import Database
+from chalicelib.db.schema import OWNER_COLLATION, owner_collation
 from chalicelib.loader.apply import TABLES, SqlApplier
 from chalicelib.ordering import newer
 
@@ -66,8 +67,9 @@ LOAD_KEYS = (
 )
 # MEMORY: the rows are scratch (a chunk's keys, emptied once decided), and a heap table takes them
 # several times faster than InnoDB. InnoDB when the server has no MEMORY engine.
-KEYS_COLUMNS = """seq INT UNSIGNED NOT NULL,
-        owner VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+# The owner column takes todos.owner's collation (schema migration 2: NO PAD), or the join fails.
+KEYS_COLUMNS = f"""seq INT UNSIGNED NOT NULL,
+        owner VARCHAR(128) CHARACTER SET utf8mb4 COLLATE {OWNER_COLLATION} NOT NULL,
         id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
         version BIGINT NOT NULL,
         op_id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
@@ -387,13 +389,14 @@ class _Session:
     def _use_keys(self) -> None:
         self.mode = "keys"
         try:
+            collation = owner_collation(self.cur)
             for statement in (GROUP_CONCAT_MAX, *CREATE_KEYS):
                 try:
-                    self.cur.execute(statement)
+                    self.cur.execute(statement.replace(OWNER_COLLATION, collation))
                 except Exception as exc:
                     if statement is not CREATE_KEYS[-1] or _error_code(exc) not in NO_MEMORY_ENGINE:
                         raise
-                    self.cur.execute(CREATE_KEYS_INNODB)
+                    self.cur.execute(CREATE_KEYS_INNODB.replace(OWNER_COLLATION, collation))
         except Exception as exc:
             if _error_code(exc) in REFUSED_ERRORS:
                 raise LoadRefused(str(exc)) from exc

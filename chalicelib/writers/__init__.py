@@ -13,4 +13,5 @@ if TYPE_CHECKING:  # commands are made by the write routes, which import them th
 class CommandWriter(ABC):
     @abstractmethod
     def write(self, commands: Sequence[WriteCommand]) -> None:
-        """Durably accept every command, or raise TransportUnavailable naming those that were."""
+        """Durably accept the commands of one request as one unit (one record, one object), or
+        raise TransportUnavailable: then all or none of them may land, never some."""

@@ -5,6 +5,8 @@
 
 - `write()` appends the commands' lines to a spool file under ROOT/spool and fsyncs it before it
   returns, so the 202 rests on disk as it rests on Firehose's durable buffer.
+  One request's lines (a whole batch) go into one spool and so one object, or, when the write
+  fails, the spool is cut back and none of them do (a batch lands whole or not at all).
 - The spool is sealed into one object `writes/YYYY/MM/DD/HH/NAME` (renamed, folder fsynced) when
   it reaches `max_bytes` or when its oldest line has waited `max_interval` seconds, like
   Firehose's BufferingHints (SizeInMBs, IntervalInSeconds). With `max_interval=0` the spool is
@@ -21,6 +23,7 @@ are frozen between invocations: production uses Firehose itself.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -96,12 +99,36 @@ class BatchingWriter(CommandWriter):
                     view = view[os.write(self._fd, view) :]
                 os.fsync(self._fd)
             except OSError as exc:
+                self._undo_partial_write()
                 raise TransportUnavailable(f"batching transport could not write: {exc.strerror}") from exc
             self._chunks.append(data)
             self._size += len(data)
             if self._size >= self.max_bytes:
                 self._seal()
             self._cond.notify_all()
+
+    def _undo_partial_write(self) -> None:
+        """Cut the spool back to the writes already accepted (caller holds the lock): a request
+        answered 503 must leave none of its lines to be sealed, not the first few."""
+        if self._fd is None:
+            return
+        if not self._size:  # a spool opened for this write: nothing accepted to keep in it
+            fd, self._fd = self._fd, None
+            os.close(fd)
+            with contextlib.suppress(OSError):  # left behind, it is empty: _recover drops it
+                os.unlink(self._path)
+            return
+        try:
+            os.ftruncate(self._fd, self._size)
+            os.fsync(self._fd)
+        except OSError:
+            # The disk refuses even that: leave this spool alone (the next writer on ROOT seals
+            # and loads it, _recover) and start a new one. Only then can lines of the failed
+            # write land; a cut line among them is quarantined by the loader.
+            log.exception("could not cut spool %s back after a failed write", self._path)
+            os.close(self._fd)
+            self._fd = None
+            self._chunks, self._size = [], 0
 
     # -- sealing and loading -----------------------------------------------------------------------
     def _open_spool(self) -> None:

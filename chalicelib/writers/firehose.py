@@ -1,14 +1,14 @@
 """The production transport: write commands to a Kinesis Data Firehose delivery stream.
 
-Each command's line (JSON ending in a newline; Firehose adds no delimiter) is one record. Records
-go out with PutRecordBatch in calls within its limits (500 records and 4 MiB per call, 1,000 KiB
-per record). A call can succeed as a whole while some entries fail (`FailedPutCount` > 0 on an
-HTTP 200): only the entries whose response carries an `ErrorCode` are sent again, after a bounded
-exponential backoff with full jitter. A whole call that is throttled or meets an unavailable or
-failing service is retried the same way; any other error fails at once. When records still fail,
-`TransportUnavailable` names the positions that were accepted, so a batch answer can say which
-todos got through (a retry of the batch with the same Idempotency-Key names the same ids, and
-the loader's last-writer-wins makes the repeats harmless).
+One write (one request's commands: a single todo, a profile, or a whole batch) is ONE record:
+the commands' lines concatenated, each ending in a newline (Firehose adds no delimiter). Firehose
+delivers a record whole into one S3 object, and the loader applies an object in one transaction,
+so a batch lands whole or not at all. The record goes out with PutRecordBatch (one entry). A call
+can succeed as a whole while its entry fails (`FailedPutCount` 1, an `ErrorCode`, on an HTTP 200):
+the record is sent again after a bounded exponential backoff with full jitter; a whole call that
+is throttled or meets an unavailable or failing service is retried the same way; any other error
+fails at once. Whatever is left unconfirmed raises `TransportUnavailable`: the record may still
+have been taken (a timeout can hide an acceptance), so the answer is "all or none may land".
 
 The boto3 client is made once per process, on the first write: a process that only serves reads
 never imports boto3.
@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.aws import ProcessClient
-from chalicelib.errors import TransportUnavailable
+from chalicelib.errors import RecordTooLarge, TransportUnavailable
 from chalicelib.writers import CommandWriter
 
 if TYPE_CHECKING:  # commands are made by the write routes, which import them themselves
@@ -31,8 +31,6 @@ if TYPE_CHECKING:  # commands are made by the write routes, which import them th
 
 log = logging.getLogger(__name__)
 
-MAX_RECORDS_PER_CALL = 500
-MAX_BYTES_PER_CALL = 4 * 1024 * 1024
 MAX_RECORD_BYTES = 1000 * 1024  # botocore's model: Data is at most 1,024,000 bytes
 
 # Whole-call errors worth another attempt: throttling, an unavailable or failing service.
@@ -52,8 +50,8 @@ RETRYABLE_CODES = frozenset(
 )
 
 # botocore's own retries ("max_attempts" counts retries, so 3 tries at most) cover connection
-# errors and throttling inside one call; our rounds above it resend only refused entries. With
-# these timeouts one call takes at most 3 x (1 + 3) s, and no round starts after the budget, so a
+# errors and throttling inside one call; our attempts above it resend a refused record. With
+# these timeouts one call takes at most 3 x (1 + 3) s, and no attempt starts after the budget, so a
 # write stays well inside API Gateway's 29 s.
 CONNECT_TIMEOUT_SECONDS = 1
 READ_TIMEOUT_SECONDS = 3
@@ -61,34 +59,15 @@ BOTOCORE_MAX_ATTEMPTS = 2
 DEFAULT_BUDGET_SECONDS = 8.0
 
 
-class RecordTooLarge(ValueError):
-    """A command whose line exceeds Firehose's record limit (never true of a validated command)."""
-
-
-def plan_calls(sizes: Sequence[int], positions: Sequence[int] | None = None) -> list[list[int]]:
-    """Split records (by size in bytes) into PutRecordBatch calls within the limits, in order.
-
-    Returns lists of positions (indexes into `sizes`), restricted to `positions` when given.
-    Raises RecordTooLarge for a record over MAX_RECORD_BYTES (before anything is sent).
-    """
-    chosen = range(len(sizes)) if positions is None else positions
-    calls: list[list[int]] = []
-    current: list[int] = []
-    current_bytes = 0
-    for position in chosen:
-        size = sizes[position]
-        if size > MAX_RECORD_BYTES:
-            raise RecordTooLarge(
-                f"record {position} is {size} bytes; Firehose takes at most {MAX_RECORD_BYTES} per record"
-            )
-        if current and (len(current) >= MAX_RECORDS_PER_CALL or current_bytes + size > MAX_BYTES_PER_CALL):
-            calls.append(current)
-            current, current_bytes = [], 0
-        current.append(position)
-        current_bytes += size
-    if current:
-        calls.append(current)
-    return calls
+def record_of(commands: Sequence[WriteCommand]) -> bytes:
+    """One write's record: its commands' lines, in order. RecordTooLarge beyond Firehose's limit."""
+    record = b"".join(c.to_line() for c in commands)
+    if len(record) > MAX_RECORD_BYTES:
+        raise RecordTooLarge(
+            f"{len(commands)} command(s) make a record of {len(record)} bytes; "
+            f"Firehose takes at most {MAX_RECORD_BYTES} per record"
+        )
+    return record
 
 
 def full_jitter(cap: float) -> float:
@@ -111,7 +90,7 @@ class FirehoseWriter(CommandWriter):
     ) -> None:
         """`client`: a boto3 Firehose client, or None with `client_factory` to make it when first used.
 
-        At most `max_attempts` rounds of calls (the first included); no further round starts once
+        At most `max_attempts` calls (the first included); no further attempt starts once
         `budget_seconds` would have passed since the write began (API Gateway allows 29 s in all).
         """
         if max_attempts < 1:
@@ -142,13 +121,9 @@ class FirehoseWriter(CommandWriter):
         return self._client
 
     def write(self, commands: Sequence[WriteCommand]) -> None:
-        records = [c.to_line() for c in commands]
-        if not records:
+        if not commands:
             return
-        sizes = [len(r) for r in records]
-        plan_calls(sizes)  # refuses an oversized record before anything is sent
-        pending = list(range(len(records)))
-        accepted: list[int] = []
+        record = record_of(commands)  # refused before anything is sent when too large
         started = self.clock()
         for attempt in range(self.max_attempts):
             if attempt:
@@ -156,61 +131,44 @@ class FirehoseWriter(CommandWriter):
                 if self.clock() + delay - started > self.budget_seconds:
                     break
                 self.sleep(delay)
-            failed: list[int] = []
-            for call in plan_calls(sizes, pending):
-                try:
-                    ok, not_ok = self._put(records, call)
-                except _CallFailed as exc:
-                    raise TransportUnavailable(
-                        f"firehose {self.stream}: {exc.__cause__}", accepted=sorted(accepted)
-                    ) from exc.__cause__
-                accepted.extend(ok)
-                failed.extend(not_ok)
-            if not failed:
-                return
+            try:
+                if self._put(record):
+                    return
+            except _CallFailed as exc:
+                raise TransportUnavailable(f"firehose {self.stream}: {exc.__cause__}") from exc.__cause__
             log.warning(
-                "firehose %s: %d of %d record(s) not accepted (attempt %d of %d)",
+                "firehose %s: record of %d command(s) not accepted (attempt %d of %d)",
                 self.stream,
-                len(failed),
-                len(pending),
+                len(commands),
                 attempt + 1,
                 self.max_attempts,
             )
-            pending = failed
-        raise TransportUnavailable(
-            f"firehose {self.stream}: {len(pending)} of {len(records)} record(s) not accepted",
-            accepted=sorted(accepted),
-        )
+        raise TransportUnavailable(f"firehose {self.stream}: the record of {len(commands)} command(s) not accepted")
 
-    def _put(self, records: Sequence[bytes], call: list[int]) -> tuple[list[int], list[int]]:
-        """One PutRecordBatch: (accepted positions, positions to send again).
+    def _put(self, record: bytes) -> bool:
+        """One PutRecordBatch of the one record: True when Firehose took it, False to send it again.
 
         Raises _CallFailed (from the botocore error) when the call failed and is not worth retrying.
         """
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            response = self.client.put_record_batch(
-                DeliveryStreamName=self.stream,
-                Records=[{"Data": records[p]} for p in call],
-            )
+            response = self.client.put_record_batch(DeliveryStreamName=self.stream, Records=[{"Data": record}])
         except ClientError as exc:
             if not _retryable(exc):
                 log.error("firehose %s: call failed, not retried: %s", self.stream, exc)
                 raise _CallFailed() from exc
             log.warning("firehose %s: call failed, will retry: %s", self.stream, _code(exc))
-            return [], list(call)
+            return False
         except BotoCoreError as exc:
             log.error("firehose %s: call failed, not retried: %s", self.stream, exc)
             raise _CallFailed() from exc
         entries = response.get("RequestResponses") or []
-        if len(entries) != len(call):
-            # Not expected from the service; count the whole call as not accepted rather than guess.
-            log.error("firehose %s: %d answers for %d records", self.stream, len(entries), len(call))
-            return [], list(call)
-        ok = [p for p, entry in zip(call, entries, strict=True) if not entry.get("ErrorCode")]
-        not_ok = [p for p, entry in zip(call, entries, strict=True) if entry.get("ErrorCode")]
-        return ok, not_ok
+        if len(entries) != 1:
+            # Not expected from the service; count the call as not accepted rather than guess.
+            log.error("firehose %s: %d answers for one record", self.stream, len(entries))
+            return False
+        return not entries[0].get("ErrorCode")
 
 
 class _CallFailed(Exception):

@@ -3,9 +3,11 @@ session pasted as is, and the edges API Gateway emulation owns (bad tokens, unkn
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import shutil
+import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -61,7 +63,7 @@ def test_every_kind_of_error_over_http_has_the_contract_shape(server):
         ("GET", "/todos", {"Authorization": "not-a-jwt"}, None, 401, "unauthorized"),
         ("GET", "/todos", {}, None, 401, "unauthorized"),
         ("GET", "/nowhere", bearer, None, 404, "not_found"),
-        ("PATCH", "/todos", bearer, b"{}", 405, "method_not_allowed"),
+        ("PATCH", "/todos", bearer, b"{}", 404, "not_found"),
         ("GET", "/todos/NOT-AN-ID", bearer, None, 400, "invalid_id"),
         ("POST", "/todos", {**bearer, "Content-Type": "text/plain"}, b"{}", 415, "unsupported_media_type"),
         ("POST", "/todos", {**bearer, "Content-Type": "application/json"}, b"\xff", 400, "invalid_json"),
@@ -84,3 +86,60 @@ def test_write_then_read_at_once_over_http(server):
     status, head, raw = request(server, "GET", f"/todos/{todo_id}", headers)
     assert status == 200 and json.loads(raw)["title"] == "x" and head["ETag"].startswith('"')
     assert request(server, "GET", f"/todos/{todo_id}", {**headers, "If-None-Match": head["ETag"]})[0] == 304
+
+
+def raw(base: str, method: str, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    """One request as curl sends it, any method name, over a fresh connection."""
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request(method, path, headers=headers)
+        answer = conn.getresponse()
+        return answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "HEAD", "PATCH", "TRACE", "PROPFIND", "FOO"])
+@pytest.mark.parametrize("path", ["/todos", "/todos/00000000-0000-4000-8000-000000000000", "/me", "/health"])
+@pytest.mark.parametrize("with_token", [False, True])
+def test_a_method_a_path_does_not_have_is_404_not_found_in_json_as_in_production(server, method, path, with_token):
+    # API Gateway answers a method a resource lacks as an unknown path ("Missing Authentication
+    # Token"), which the deployed gateway response turns into 404 not_found, token or not.
+    headers = {"Authorization": token("alice")} if with_token else {}
+    status, head, body = raw(server, method, path, headers)
+    assert status == 404, (method, path, status, body[:200])
+    assert head["content-type"] == "application/json"
+    if method != "HEAD":  # a HEAD answer has no body
+        assert json.loads(body) == {"error": "not_found", "message": "No such path."}
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "%%", ""]
+)
+def test_gets_over_http_ignore_the_content_type(server, content_type):
+    bearer = {"Authorization": token("dave")}
+    for path, want in (("/health", 200), ("/todos", 200), ("/me", 404), ("/todos/NOT-AN-ID", 400)):
+        plain = raw(server, "GET", path, bearer)
+        typed = raw(server, "GET", path, {**bearer, "Content-Type": content_type})
+        assert plain[0] == typed[0] == want, (path, content_type, typed)
+        assert json.loads(plain[2]) == json.loads(typed[2])
+    assert raw(server, "GET", "/todos", {"Content-Type": content_type})[0] == 401
+
+
+def test_a_head_answer_has_no_body_so_the_connection_can_go_on(server):
+    # A body after a HEAD answer would be read as the start of the next answer on the connection:
+    # send HEAD and then GET on one connection, and read both answers to the end.
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            b"HEAD /todos HTTP/1.1\r\nHost: local\r\n\r\n"
+            b"GET /health HTTP/1.1\r\nHost: local\r\nConnection: close\r\n\r\n"
+        )
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, rest = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 404 ") and b"Content-Type: application/json" in head
+    assert rest.startswith(b"HTTP/1.1 200 "), rest[:80]
+    assert json.loads(rest.partition(b"\r\n\r\n")[2]) == {"status": "ok"}

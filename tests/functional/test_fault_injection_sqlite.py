@@ -5,8 +5,9 @@ retried a bounded number of times, then the reconciler; two API containers whose
 so one todo also gets equal versions (op_id decides). Loaded into SQLite.
 
 PROPERTY: after the reconciler has run, the rows equal a last-writer-wins model (greatest
-(version, op_id) per key, tombstones included) of every write answered 202 (and every `accepted`
-member of a batch answered 503); no write answered 503 appears; every delivered object is in the
+(version, op_id) per key, tombstones included) of every write answered 202 and of every write
+answered 503 whose record Firehose took after all (its answer lost); a batch answered 503 is on
+the stream wholly or not at all, never in part; no other write appears; every delivered object is in the
 ledger once; every foreign line is quarantined. The MariaDB master/replica version, with the
 database stopped and killed during loads, is tests/integration/test_fault_injection.py.
 """
@@ -26,8 +27,8 @@ from tests.integration.faults import Driver, FirehoseFaults, Run, Workload, buil
 
 SEED = 20240501
 USERS = ("fi-alice", "fi-bob", "fi-carol-\u00fc")
-BASELINE = FirehoseFaults(reject_share=0.1, throttle_share=0.03, fatal_share=0.005)
-BROWNOUT = FirehoseFaults(reject_share=0.5, throttle_share=0.12, fatal_share=0.02)
+BASELINE = FirehoseFaults(reject_share=0.1, throttle_share=0.03, fatal_share=0.005, lost_answer_share=0.01)
+BROWNOUT = FirehoseFaults(reject_share=0.5, throttle_share=0.12, fatal_share=0.02, lost_answer_share=0.08)
 
 
 @pytest.fixture
@@ -58,13 +59,14 @@ def test_accepted_writes_survive_transport_s3_and_event_faults(
     import app as app_module
 
     with Client(app_module.app) as client:
-        driver = Driver(client, Workload(Random(SEED + 4), USERS), run.model, auth, run.fake.find, run.pick_container)
+        driver = Driver(client, Workload(Random(SEED + 4), USERS), run.model, auth, run.fake, run.pick_container)
 
         # GIVEN a Firehose that refuses a share of records and throttles some calls
         driver.run(600, read_share=0.08)
         run.events.deliver(run.fake.deliveries)
 
-        # AND a brownout: most records refused, calls throttled or failing (503s, partial batches)
+        # AND a brownout: most records refused, calls throttled, failing or losing their answer
+        # (503s, some of which land after all)
         run.fake.faults = BROWNOUT
         brownout = driver.run(400, read_share=0.05)
         run.fake.faults = BASELINE
@@ -85,6 +87,8 @@ def test_accepted_writes_survive_transport_s3_and_event_faults(
     assert counts["lost"] == 0, message
     # (and the faults really happened)
     assert brownout["write 503"] > 0 and counts["rejected_by_api"] > 0, message
+    assert counts["batches_503_absent"] > 0 and counts["batches_503_present"] > 0, message
+    assert counts["landed_after_503"] > 0 and counts["half_written"] == 0, message
     assert counts["accepted"] >= 1000, message
     assert counts["events_dropped"] > 0 and counts["events_duplicated"] > 0, message
     assert counts["objects_delivered_twice"] > 0 and counts["s3_get_failures"] > 0, message

@@ -1,6 +1,6 @@
-"""FirehoseWriter: PutRecordBatch within its limits, retrying only what failed, and the API's
-answers when Firehose cannot take a write. botocore's Stubber shows the calls exactly; moto
-shows a write reaching a delivery stream, its S3 object, the loader and a read."""
+"""FirehoseWriter: one write is one record (a batch's commands as lines), sent again whole when
+refused, and the API's answers when Firehose cannot take a write. botocore's Stubber shows the
+calls exactly; moto shows a write reaching a delivery stream, its S3 object, the loader and a read."""
 
 from __future__ import annotations
 
@@ -15,22 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.exceptions import EndpointConnectionError
+from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from botocore.stub import ANY, Stubber
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from chalicelib.commands import WriteCommand, make_command
-from chalicelib.errors import TransportUnavailable
-from chalicelib.writers.firehose import (
-    MAX_BYTES_PER_CALL,
-    MAX_RECORD_BYTES,
-    MAX_RECORDS_PER_CALL,
-    FirehoseWriter,
-    RecordTooLarge,
-    firehose_client,
-    plan_calls,
-)
+from chalicelib.errors import RecordTooLarge, TransportUnavailable
+from chalicelib.writers.firehose import MAX_RECORD_BYTES, FirehoseWriter, firehose_client, record_of
 from tests.conftest import ROOT, auth, body
 from tests.functional.aws_fakes import (
     BUCKET,
@@ -74,31 +64,22 @@ def sized(size: int) -> WriteCommand:
     return command
 
 
-def records(cmds: list[WriteCommand]) -> list[dict[str, bytes]]:
-    return [{"Data": c.to_line()} for c in cmds]
+def ok() -> dict[str, Any]:
+    return {"FailedPutCount": 0, "Encrypted": False, "RequestResponses": [{"RecordId": "r0"}]}
 
 
-def ok(count: int) -> dict[str, Any]:
+def refused() -> dict[str, Any]:
+    """A 200 answer in which the one record was not taken."""
     return {
-        "FailedPutCount": 0,
+        "FailedPutCount": 1,
         "Encrypted": False,
-        "RequestResponses": [{"RecordId": f"r{n}"} for n in range(count)],
+        "RequestResponses": [{"ErrorCode": "ServiceUnavailableException", "ErrorMessage": "Slow down."}],
     }
 
 
-def partial(count: int, failed: set[int]) -> dict[str, Any]:
-    """A 200 answer in which the entries at `failed` (indexes within the call) were not taken."""
-    entries: list[dict[str, str]] = []
-    for n in range(count):
-        if n in failed:
-            entries.append({"ErrorCode": "ServiceUnavailableException", "ErrorMessage": "Slow down."})
-        else:
-            entries.append({"RecordId": f"r{n}"})
-    return {"FailedPutCount": len(failed), "Encrypted": False, "RequestResponses": entries}
-
-
 def expect(cmds: list[WriteCommand]) -> dict[str, Any]:
-    return {"DeliveryStreamName": STREAM, "Records": records(cmds)}
+    """The one call a write makes: one record holding every command's line, in order."""
+    return {"DeliveryStreamName": STREAM, "Records": [{"Data": b"".join(c.to_line() for c in cmds)}]}
 
 
 @pytest.fixture
@@ -129,93 +110,74 @@ def writer(client: Any, **kwargs: Any) -> tuple[FirehoseWriter, Sleeps]:
     return FirehoseWriter(client, STREAM, **options), sleeps
 
 
-# -- retrying only what failed ------------------------------------------------------------------
-def test_partial_failure_resends_exactly_the_failed_entries(stubbed):
+# -- one write, one record -----------------------------------------------------------------------
+def test_a_write_of_many_commands_is_one_record_of_their_lines(stubbed):
     client, stub = stubbed
     cmds = commands(3)
-    # GIVEN a call that succeeds as a whole (HTTP 200) while its second entry was not taken
-    stub.add_response("put_record_batch", partial(3, {1}), expect(cmds))
-    # THEN the second call carries that record alone
-    stub.add_response("put_record_batch", ok(1), expect([cmds[1]]))
+    # THEN one call carries one record: the three lines, in order, each ending in a newline
+    stub.add_response("put_record_batch", ok(), expect(cmds))
+    fh, sleeps = writer(client)
+    fh.write(cmds)
+    assert sleeps == []
+    record = expect(cmds)["Records"][0]["Data"]
+    assert [json.loads(line)["id"] for line in record.splitlines()] == [c.id for c in cmds]
+    assert record.endswith(b"\n") and record.count(b"\n") == 3
+
+
+def test_a_refused_record_is_sent_again_whole(stubbed):
+    client, stub = stubbed
+    cmds = commands(3)
+    # GIVEN a call that succeeds as a whole (HTTP 200) while its record was not taken
+    stub.add_response("put_record_batch", refused(), expect(cmds))
+    # THEN the next call carries the same record, every command of it
+    stub.add_response("put_record_batch", ok(), expect(cmds))
     fh, sleeps = writer(client)
     fh.write(cmds)
     assert len(sleeps) == 1 and 0 <= sleeps[0] <= 0.1
 
 
-def test_records_still_failing_raise_transport_unavailable_naming_accepted_positions(stubbed):
+def test_a_record_still_refused_raises_transport_unavailable(stubbed):
     client, stub = stubbed
     cmds = commands(4)
-    stub.add_response("put_record_batch", partial(4, {1, 3}), expect(cmds))
-    stub.add_response("put_record_batch", partial(2, {1}), expect([cmds[1], cmds[3]]))  # 1 now taken
-    stub.add_response("put_record_batch", partial(1, {0}), expect([cmds[3]]))
+    for _ in range(3):
+        stub.add_response("put_record_batch", refused(), expect(cmds))
     fh, sleeps = writer(client, max_attempts=3)
-    with pytest.raises(TransportUnavailable) as caught:
+    with pytest.raises(TransportUnavailable, match="4 command"):
         fh.write(cmds)
-    assert caught.value.accepted == [0, 1, 2]
     assert len(sleeps) == 2
 
 
-def test_a_single_write_uses_the_same_path(stubbed):
+def test_an_answer_with_the_wrong_number_of_entries_counts_as_not_accepted(stubbed):
     client, stub = stubbed
-    cmds = commands(1)
-    for _ in range(2):
-        stub.add_response("put_record_batch", partial(1, {0}), expect(cmds))
-    fh, _ = writer(client, max_attempts=2)
-    with pytest.raises(TransportUnavailable) as caught:
-        fh.write(cmds)
-    assert caught.value.accepted == []
-
-
-# -- call limits ----------------------------------------------------------------------------------
-def test_calls_hold_at_most_500_records(stubbed):
-    client, stub = stubbed
-    cmds = commands(2 * MAX_RECORDS_PER_CALL + 1)
-    stub.add_response("put_record_batch", ok(500), expect(cmds[:500]))
-    stub.add_response("put_record_batch", ok(500), expect(cmds[500:1000]))
-    stub.add_response("put_record_batch", ok(1), expect(cmds[1000:]))
+    cmds = commands(2)
+    two = {"FailedPutCount": 0, "RequestResponses": [{"RecordId": "r0"}, {"RecordId": "r1"}]}
+    stub.add_response("put_record_batch", two, expect(cmds))
+    stub.add_response("put_record_batch", ok(), expect(cmds))
     fh, sleeps = writer(client)
     fh.write(cmds)
-    assert sleeps == []
+    assert len(sleeps) == 1
 
 
-def test_calls_hold_at_most_4_mib(stubbed):
-    client, stub = stubbed
-    # 900 KiB records: four make 3.5 MiB, a fifth would pass 4 MiB
-    cmds = [sized(900 * 1024) for _ in range(10)]
-    assert 4 * 900 * 1024 <= MAX_BYTES_PER_CALL < 5 * 900 * 1024
-    stub.add_response("put_record_batch", ok(4), expect(cmds[0:4]))
-    stub.add_response("put_record_batch", ok(4), expect(cmds[4:8]))
-    stub.add_response("put_record_batch", ok(2), expect(cmds[8:10]))
-    writer(client)[0].write(cmds)
+def test_nothing_to_write_makes_no_call(stubbed):
+    client, _ = stubbed
+    writer(client)[0].write([])  # no response queued: a call would fail
 
 
+# -- the record limit -------------------------------------------------------------------------------
 def test_a_record_of_exactly_1000_kib_is_sent(stubbed):
     client, stub = stubbed
     cmds = [sized(MAX_RECORD_BYTES)]
-    stub.add_response("put_record_batch", ok(1), expect(cmds))
+    stub.add_response("put_record_batch", ok(), expect(cmds))
     writer(client)[0].write(cmds)
 
 
-def test_a_record_over_1000_kib_is_refused_before_anything_is_sent(stubbed):
+def test_commands_over_1000_kib_together_are_refused_before_anything_is_sent(stubbed):
     client, _ = stubbed
-    cmds = commands(2) + [sized(MAX_RECORD_BYTES + 1)]
+    # GIVEN lines that fit one by one but not together
+    cmds = [sized(MAX_RECORD_BYTES // 2), sized(MAX_RECORD_BYTES // 2 + 1)]
     # No response is queued: a call would fail inside botocore and surface as TransportUnavailable.
-    with pytest.raises(RecordTooLarge, match="record 2 is 1024001 bytes"):
+    with pytest.raises(RecordTooLarge, match="2 command\\(s\\) make a record of 1024001 bytes"):
         writer(client)[0].write(cmds)
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.integers(min_value=0, max_value=MAX_RECORD_BYTES), max_size=1500))
-def test_planned_calls_keep_every_record_once_in_order_within_limits(sizes):
-    calls = plan_calls(sizes)
-    assert [p for call in calls for p in call] == list(range(len(sizes)))
-    for call in calls:
-        assert 1 <= len(call) <= MAX_RECORDS_PER_CALL
-        assert sum(sizes[p] for p in call) <= MAX_BYTES_PER_CALL
-    for this, following in zip(calls, calls[1:], strict=False):
-        # a call is closed only when the next record would not fit
-        full = len(this) == MAX_RECORDS_PER_CALL
-        assert full or sum(sizes[p] for p in this) + sizes[following[0]] > MAX_BYTES_PER_CALL
 
 
 # -- whole-call errors -----------------------------------------------------------------------------
@@ -229,7 +191,7 @@ def test_throttled_or_unavailable_call_is_retried(stubbed, code, status):
     stub.add_client_error(
         "put_record_batch", service_error_code=code, http_status_code=status, expected_params=expect(cmds)
     )
-    stub.add_response("put_record_batch", ok(2), expect(cmds))
+    stub.add_response("put_record_batch", ok(), expect(cmds))
     fh, sleeps = writer(client)
     fh.write(cmds)
     assert len(sleeps) == 1
@@ -242,18 +204,8 @@ def test_other_client_errors_fail_at_once(stubbed, code):
     fh, sleeps = writer(client)
     with pytest.raises(TransportUnavailable) as caught:
         fh.write(commands(2))
-    assert caught.value.accepted == [] and sleeps == []
+    assert sleeps == []
     assert code in str(caught.value.__cause__)
-
-
-def test_a_failing_second_call_keeps_the_first_calls_positions(stubbed):
-    client, stub = stubbed
-    cmds = commands(600)
-    stub.add_response("put_record_batch", ok(500), expect(cmds[:500]))
-    stub.add_client_error("put_record_batch", service_error_code="ResourceNotFoundException", http_status_code=400)
-    with pytest.raises(TransportUnavailable) as caught:
-        writer(client)[0].write(cmds)
-    assert caught.value.accepted == list(range(500))
 
 
 def test_botocore_errors_fail_without_retrying():
@@ -277,7 +229,7 @@ def test_backoff_doubles_up_to_its_cap(stubbed):
     client, stub = stubbed
     cmds = commands(1)
     for _ in range(5):
-        stub.add_response("put_record_batch", partial(1, {0}), expect(cmds))
+        stub.add_response("put_record_batch", refused(), expect(cmds))
     fh, sleeps = writer(client, max_attempts=5, base_delay=0.1, max_delay=0.3, jitter=lambda cap: cap)
     with pytest.raises(TransportUnavailable):
         fh.write(cmds)
@@ -293,8 +245,8 @@ def test_full_jitter_draws_below_the_cap(stubbed):
         drawn.append(cap)
         return cap / 4
 
-    stub.add_response("put_record_batch", partial(1, {0}), expect(cmds))
-    stub.add_response("put_record_batch", ok(1), expect(cmds))
+    stub.add_response("put_record_batch", refused(), expect(cmds))
+    stub.add_response("put_record_batch", ok(), expect(cmds))
     fh, sleeps = writer(client, jitter=jitter)
     fh.write(cmds)
     assert drawn == [0.1] and sleeps == [0.025]
@@ -303,7 +255,7 @@ def test_full_jitter_draws_below_the_cap(stubbed):
 def test_no_new_attempt_starts_past_the_time_budget(stubbed):
     client, stub = stubbed
     cmds = commands(1)
-    stub.add_response("put_record_batch", partial(1, {0}), expect(cmds))
+    stub.add_response("put_record_batch", refused(), expect(cmds))
     times = iter([100.0, 109.95])  # the write starts, then the first call took 9.95 s
     fh, sleeps = writer(client, budget_seconds=10.0, clock=lambda: next(times), jitter=lambda cap: cap)
     with pytest.raises(TransportUnavailable):
@@ -419,72 +371,179 @@ def test_post_reaches_the_delivery_stream_and_the_loaded_object_reads_back(
 
 
 @pytest.fixture
-def stubbed_app(stubbed, local_dir, app_client) -> tuple[Any, Stubber, list[list[dict[str, Any]]]]:
-    """The app on SQLite with a FirehoseWriter over a stubbed client; every call's lines kept."""
+def stubbed_app(stubbed, local_dir, app_client) -> tuple[Any, Stubber, list[list[list[dict[str, Any]]]]]:
+    """The app on SQLite with a FirehoseWriter over a stubbed client; every call's records kept,
+    each as its list of lines."""
     client, stub = stubbed
-    sent: list[list[dict[str, Any]]] = []
+    sent: list[list[list[dict[str, Any]]]] = []
 
     def keep(params: dict[str, Any], **kwargs: Any) -> None:
-        sent.append([json.loads(r["Data"]) for r in params["Records"]])
+        sent.append([[json.loads(line) for line in r["Data"].splitlines()] for r in params["Records"]])
 
     client.meta.events.register("before-parameter-build.firehose.PutRecordBatch", keep)
     fh = FirehoseWriter(client, STREAM, sleep=lambda seconds: None)
-    build_services({"LOCAL_DATA_DIR": str(local_dir)}, writer=fh)
+    build_services({"LOCAL_DATA_DIR": str(local_dir), "MAX_BODY_BYTES": "4000000"}, writer=fh)
     return app_client, stub, sent
 
 
-def batch(n: int) -> str:
-    return body({"todos": [{"title": f"todo {i}"} for i in range(n)]})
+def batch(n: int, notes: str = "") -> str:
+    return body({"todos": [{"title": f"todo {i}", "notes": notes} for i in range(n)]})
 
 
-def test_batch_partly_refused_is_503_with_accepted_ids_and_a_retry_names_the_same_ids(stubbed_app):
+ANY_CALL = {"DeliveryStreamName": STREAM, "Records": ANY}
+
+
+def test_batch_travels_as_one_record_and_a_refused_one_is_503_without_a_list(stubbed_app):
     app_client, stub, sent = stubbed_app
     headers = {**auth(), "Idempotency-Key": "batch-1"}
-    # GIVEN Firehose keeps refusing the second todo of three
-    stub.add_response("put_record_batch", partial(3, {1}), {"DeliveryStreamName": STREAM, "Records": ANY})
-    for _ in range(2):
-        stub.add_response("put_record_batch", partial(1, {0}), {"DeliveryStreamName": STREAM, "Records": ANY})
+    # GIVEN Firehose refuses the batch's record on every attempt
+    for _ in range(3):
+        stub.add_response("put_record_batch", refused(), ANY_CALL)
 
-    # WHEN the batch is posted
-    refused = app_client.http.post("/todos/batch", headers=headers, body=batch(3))
+    # WHEN a batch of three is posted
+    answer = app_client.http.post("/todos/batch", headers=headers, body=batch(3))
 
-    # THEN 503 with Retry-After, naming the todos that did get through
-    assert refused.status_code == 503
-    assert int(refused.headers["Retry-After"]) > 0
-    answer = refused.json_body
-    assert answer["error"] == "unavailable"
-    first_ids = [line["id"] for line in sent[0]]
-    assert [len(call) for call in sent] == [3, 1, 1]
-    assert sent[1][0]["id"] == sent[2][0]["id"] == first_ids[1]  # only the refused one was resent
-    assert [a["id"] for a in answer["accepted"]] == [first_ids[0], first_ids[2]]
-    assert [a["version"] for a in answer["accepted"]] == [sent[0][0]["version"], sent[0][2]["version"]]
+    # THEN every call carried ONE record holding the three todos, sent again whole
+    assert [[len(record) for record in call] for call in sent] == [[3], [3], [3]]
+    first_ids = [line["id"] for line in sent[0][0]]
+    assert all([line["id"] for line in call[0]] == first_ids for call in sent)
+    # AND the answer is 503 with Retry-After and the error shape only: no list of accepted todos
+    assert answer.status_code == 503 and int(answer.headers["Retry-After"]) > 0
+    assert set(answer.json_body) == {"error", "message"} and answer.json_body["error"] == "unavailable"
+    assert "Idempotency-Key" in answer.json_body["message"]
 
-    # WHEN the whole batch is retried with the same key and Firehose takes it
-    stub.add_response("put_record_batch", ok(3), {"DeliveryStreamName": STREAM, "Records": ANY})
+    # WHEN the batch is retried with the same key and Firehose takes it
+    stub.add_response("put_record_batch", ok(), ANY_CALL)
     again = app_client.http.post("/todos/batch", headers=headers, body=batch(3))
 
-    # THEN the same ids, newer versions
+    # THEN the same ids, newer versions, in one record again
     assert again.status_code == 202, again.body
     assert [a["id"] for a in again.json_body["accepted"]] == first_ids
-    assert [line["id"] for line in sent[3]] == first_ids
-    assert again.json_body["accepted"][0]["version"] > answer["accepted"][0]["version"]
+    assert [line["id"] for line in sent[3][0]] == first_ids and len(sent[3]) == 1
+    assert again.json_body["accepted"][0]["version"] > sent[0][0][0]["version"]
 
 
-def test_batch_refused_entirely_is_503_with_an_empty_accepted_list(stubbed_app):
-    app_client, stub, _ = stubbed_app
+def test_batch_refused_by_an_error_no_retry_mends_is_503_without_a_list(stubbed_app):
+    app_client, stub, sent = stubbed_app
     stub.add_client_error("put_record_batch", service_error_code="ResourceNotFoundException", http_status_code=400)
-    refused = app_client.http.post("/todos/batch", headers=auth(), body=batch(2))
-    assert refused.status_code == 503 and int(refused.headers["Retry-After"]) > 0
-    assert refused.json_body["error"] == "unavailable" and refused.json_body["accepted"] == []
+    answer = app_client.http.post("/todos/batch", headers=auth(), body=batch(2))
+    assert answer.status_code == 503 and int(answer.headers["Retry-After"]) > 0
+    assert set(answer.json_body) == {"error", "message"} and answer.json_body["error"] == "unavailable"
+    assert [[len(record) for record in call] for call in sent] == [[2]]
 
 
 def test_single_post_refused_is_503_with_retry_after(stubbed_app):
     app_client, stub, sent = stubbed_app
     for _ in range(3):
-        stub.add_response("put_record_batch", partial(1, {0}), {"DeliveryStreamName": STREAM, "Records": ANY})
-    refused = app_client.http.post("/todos", headers=auth(), body=body(TODO))
-    assert refused.status_code == 503 and int(refused.headers["Retry-After"]) > 0
-    assert set(refused.json_body) == {"error", "message"} and refused.json_body["error"] == "unavailable"
+        stub.add_response("put_record_batch", refused(), ANY_CALL)
+    answer = app_client.http.post("/todos", headers=auth(), body=body(TODO))
+    assert answer.status_code == 503 and int(answer.headers["Retry-After"]) > 0
+    assert set(answer.json_body) == {"error", "message"} and answer.json_body["error"] == "unavailable"
     assert len(sent) == 3  # the default three attempts
     # AND nothing reached the database
-    assert app_client.http.get(f"/todos/{sent[0][0]['id']}", headers=auth()).status_code == 404
+    assert app_client.http.get(f"/todos/{sent[0][0][0]['id']}", headers=auth()).status_code == 404
+
+
+def test_a_batch_too_large_for_one_record_is_413_and_nothing_is_sent(stubbed_app):
+    app_client, _, sent = stubbed_app
+    # GIVEN MAX_BODY_BYTES raised far above its default (4,000,000 here), and 100 todos of 10,000
+    # three-byte characters each: about 3 MB, over Firehose's 1,000 KiB per record
+    answer = app_client.http.post("/todos/batch", headers=auth(), body=batch(100, "\u20ac" * 10000))
+    assert answer.status_code == 413, answer.body
+    assert answer.json_body["error"] == "payload_too_large"
+    assert sent == []  # refused before any call: no response was queued
+
+
+class TakesThenTimesOut:
+    """A Firehose client whose call reaches the service (the record is taken) but whose answer is
+    lost: the read times out, as it can in production."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    def put_record_batch(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls += 1
+        self.inner.put_record_batch(**kwargs)
+        raise ReadTimeoutError(endpoint_url="https://firehose.us-east-1.amazonaws.com")
+
+
+def _delivered(s3: Any) -> list[str]:
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+
+
+def _load_all(app_client: Any, keys: list[str]) -> list[dict[str, Any]]:
+    return [
+        app_client.lambda_.invoke("load_writes", app_client.events.generate_s3_event(bucket=BUCKET, key=k)).payload
+        for k in keys
+    ]
+
+
+def test_a_batch_lands_whole_in_one_object_and_one_load(monkeypatch, tmp_path, local_dir, app_client):
+    with moto_aws(monkeypatch, tmp_path):
+        s3 = boto_client("s3")
+        make_bucket(s3)
+        make_stream(boto_client("firehose"))
+        env = {"LOCAL_DATA_DIR": str(local_dir), "WRITE_TRANSPORT": "firehose", "FIREHOSE_STREAM": STREAM}
+        services = build_services(env)  # the real FirehoseWriter.from_settings
+
+        # WHEN a batch of five is accepted
+        answer = app_client.http.post("/todos/batch", headers=auth(), body=batch(5))
+        assert answer.status_code == 202, answer.body
+        ids = [a["id"] for a in answer.json_body["accepted"]]
+
+        # THEN one object holds the five lines, and one load (one transaction) applies them
+        keys = _delivered(s3)
+        assert len(keys) == 1
+        data = s3.get_object(Bucket=BUCKET, Key=keys[0])["Body"].read()
+        assert [json.loads(line)["id"] for line in data.splitlines()] == ids
+        assert [r["applied"] for r in _load_all(app_client, keys)] == [5]
+        assert services.master.query("SELECT COUNT(*) FROM ingest_batches") == [(1,)]
+        assert all(app_client.http.get(f"/todos/{i}", headers=auth()).status_code == 200 for i in ids)
+
+
+def test_a_503_batch_whose_record_was_taken_lands_whole(monkeypatch, tmp_path, local_dir, app_client):
+    with moto_aws(monkeypatch, tmp_path):
+        s3 = boto_client("s3")
+        make_bucket(s3)
+        make_stream(boto_client("firehose"))
+        client = TakesThenTimesOut(boto_client("firehose"))
+        fh = FirehoseWriter(client, STREAM, sleep=lambda seconds: None)
+        build_services({"LOCAL_DATA_DIR": str(local_dir)}, writer=fh)
+
+        # WHEN Firehose takes a batch of four but its answer is lost
+        answer = app_client.http.post("/todos/batch", headers=auth(), body=batch(4))
+
+        # THEN the client hears 503, with nothing that claims any todo was or was not accepted
+        assert answer.status_code == 503 and set(answer.json_body) == {"error", "message"}
+        assert client.calls == 1
+        # AND the batch lands whole: all four todos, from one object, in one load
+        keys = _delivered(s3)
+        assert len(keys) == 1
+        assert [r["applied"] for r in _load_all(app_client, keys)] == [4]
+        listed = app_client.http.get("/todos", headers=auth()).json_body["todos"]
+        assert sorted(t["title"] for t in listed) == [f"todo {i}" for i in range(4)]
+
+
+def test_the_largest_batch_the_default_body_limit_admits_is_far_under_one_record():
+    from chalicelib.config import DEFAULT_MAX_BODY_BYTES
+    from chalicelib.models import validate_batch
+
+    # GIVEN 100 todos with every default to fill in and a due_at to normalise, the rest of the
+    # 64 KiB body spent on notes, and the longest owner (128 four-byte characters)
+    owner = "\U0001d518" * 128
+    todos = [{"title": "t", "due_at": "2030-01-01T00:00:00.1+01:00", "notes": ""} for _ in range(100)]
+    for todo in todos:
+        spare = DEFAULT_MAX_BODY_BYTES - len(json.dumps({"todos": todos}, ensure_ascii=False).encode())
+        todo["notes"] = "n" * min(10000, spare)
+    raw = json.dumps({"todos": todos}, ensure_ascii=False).encode()
+    assert DEFAULT_MAX_BODY_BYTES - 50 < len(raw) <= DEFAULT_MAX_BODY_BYTES
+    items = validate_batch(json.loads(raw))
+    cmds = [
+        make_command("put", "todos", owner, str(uuid.uuid4()), VERSION + n, str(uuid.uuid4()), data)
+        for n, data in enumerate(items)
+    ]
+    # THEN its one record takes about 1 KB per todo beyond the body, far under 1,000 KiB
+    size = len(record_of(cmds))
+    assert size - len(raw) < 100 * 1024
+    assert size < MAX_RECORD_BYTES // 5

@@ -5,7 +5,9 @@ test_fault_injection_sqlite.py on SQLite).
 The pieces, each seeded so a run is repeatable:
 - `FakeFirehose`: a Firehose client for the real `FirehoseWriter`. `put_record_batch` refuses a
   share of records per call (`ErrorCode`, `FailedPutCount` > 0 on an HTTP 200), sometimes raises a
-  throttling or a fatal `ClientError`, and buffers the accepted records; when a size or interval
+  throttling or a fatal `ClientError`, sometimes takes the records and loses its answer (a read
+  timeout: the API answers 503 though the write will land), and buffers the accepted records (a
+  record is one request's commands, a batch's included, as lines); when a size or interval
   threshold is reached it delivers them to S3 (moto) as Firehose does: concatenated, mostly GZIP,
   under `writes/YYYY/MM/DD/HH/NAME`, sometimes twice under two names, sometimes with a line that
   is not a command (a foreign producer), sometimes with a name that changes under URL encoding.
@@ -16,8 +18,9 @@ The pieces, each seeded so a run is repeatable:
   (Lambda's async retries), then left for the reconciler.
 - `Workload` + `Driver` + `Model`: API calls through chalice's test client (puts, deletes, posts
   with and without Idempotency-Key, batches retried with their key after a 503, profiles, reads)
-  over a bounded set of ids so keys collide; every 202 (and every `accepted` member of a batch
-  503) becomes a model command. Two API containers (Lambda processes) share the stream, with
+  over a bounded set of ids so keys collide; every 202 becomes a model command, and so does every
+  command of a 503'd request that the stream took after all, which must be all of the request's
+  commands or none (a batch lands whole or not at all). Two API containers (Lambda processes) share the stream, with
   clocks that agree to the tick, so one todo also gets equal versions and op_id decides.
 - `TrippingApplier` + `PairControl`: a fault (kill or stop the master) fired inside a load's
   transaction, at its ledger claim, before a given statement, or before its commit.
@@ -77,13 +80,14 @@ class FirehoseFaults:
     reject_share: float = 0.1  # records refused per call with an ErrorCode
     throttle_share: float = 0.03  # calls raising a retryable throttling error
     fatal_share: float = 0.0  # calls raising an error no retry mends
+    lost_answer_share: float = 0.0  # calls whose records are taken but whose answer times out
 
 
 @dataclass(frozen=True)
 class Delivery:
     key: str
     etag: str
-    records: int  # commands in the object
+    records: int  # commands in the object (a record holds one or more)
     garbage: int  # lines in it that are not commands
     copy_of: str | None = None  # the key this object repeats (Firehose delivered it twice)
 
@@ -129,7 +133,7 @@ class FakeFirehose:
         self.buffer_bytes = 0
         self.buffer_since: datetime | None = None
         self.threshold, self.interval = self._next_thresholds()
-        self.accepted: list[tuple[int, dict[str, Any]]] = []  # (container, command) of every record taken
+        self.accepted: list[tuple[int, dict[str, Any]]] = []  # (container, command) of every command taken
         self._by_container_id_version: dict[tuple[int, str, int], dict[str, Any]] = {}
         self.deliveries: list[Delivery] = []
         self.stats: Counter[str] = Counter()
@@ -166,6 +170,7 @@ class FakeFirehose:
             if roll < faults.throttle_share + faults.fatal_share:
                 self.stats["fatal_calls"] += 1
                 raise client_error("AccessDeniedException", 400, "PutRecordBatch", "not allowed (injected)")
+            lose_answer = self.rng.random() < faults.lost_answer_share
             entries: list[dict[str, str]] = []
             failed = 0
             for record in Records:
@@ -180,6 +185,9 @@ class FakeFirehose:
             self.stats["records_accepted"] += len(Records) - failed
             if self.buffer_bytes >= self.threshold:
                 self._deliver()
+            if lose_answer:
+                self.stats["answers_lost"] += 1
+                raise ReadTimeoutError(endpoint_url="https://firehose.us-east-1.amazonaws.com")
             return {
                 "FailedPutCount": failed,
                 "Encrypted": False,
@@ -192,9 +200,10 @@ class FakeFirehose:
             self.buffer_since = self.now
         self.buffer.append(data)
         self.buffer_bytes += len(data)
-        command = json.loads(data)
-        self.accepted.append((container, command))
-        self._by_container_id_version[(container, command["id"], command["version"])] = command
+        for line in data.splitlines():
+            command = json.loads(line)
+            self.accepted.append((container, command))
+            self._by_container_id_version[(container, command["id"], command["version"])] = command
 
     # -- time and delivery -------------------------------------------------------------------
     def tick(self, steps: int = 1) -> None:
@@ -222,7 +231,7 @@ class FakeFirehose:
 
     def _deliver(self) -> None:
         lines = list(self.buffer)
-        records = len(lines)
+        records = sum(record.count(b"\n") for record in lines)
         garbage = 0
         if self.rng.random() < self.garbage_share:
             garbage = self.rng.randint(1, 2)
@@ -252,6 +261,14 @@ class FakeFirehose:
     def find(self, container: int, id_: str, version: int) -> dict[str, Any] | None:
         """The command the stream took from this container with this id and version, or None."""
         return self._by_container_id_version.get((container, id_, version))
+
+    def mark(self) -> int:
+        """Where the commands taken from now on start (see `taken_since`)."""
+        return len(self.accepted)
+
+    def taken_since(self, mark: int, container: int) -> list[dict[str, Any]]:
+        """The commands this container's requests got onto the stream since `mark`, in order."""
+        return [command for n, command in self.accepted[mark:] if n == container]
 
 
 class ContainerClient:
@@ -582,8 +599,12 @@ class Sent:
 
 @dataclass
 class Model:
-    accepted: list[Sent] = field(default_factory=list)
-    rejected: int = 0  # commands answered 503 (a batch's non-accepted members included)
+    accepted: list[Sent] = field(default_factory=list)  # answered 202, or answered 503 yet taken
+    rejected: int = 0  # commands answered 503 that the stream never took
+    landed_after_503: int = 0  # commands answered 503 that the stream took (a lost answer)
+    batches_503_absent: int = 0  # batches answered 503: none of their todos on the stream
+    batches_503_present: int = 0  # batches answered 503: all of their todos on the stream
+    half_written: list[str] = field(default_factory=list)  # 503'd requests with only part on the stream
     statuses: Counter[str] = field(default_factory=Counter)  # "METHOD kind status"
     server_errors: list[str] = field(default_factory=list)  # any 5xx but 503
     unexpected: list[str] = field(default_factory=list)  # any other answer a valid request must not get
@@ -678,15 +699,15 @@ class Driver:
         workload: Workload,
         model: Model,
         headers_for: Callable[[str], dict[str, str]],
-        transported: Callable[[int, str, int], dict[str, Any] | None],
+        stream: FakeFirehose,
         pick_container: Callable[..., int] | None = None,
         conflict_share: float = 0.04,
     ) -> None:
-        """`transported(container, id, version)`: the command the transport took;
+        """`stream`: the Firehose the API writes to (what it took, request by request);
         `pick_container(number=None, tick=True)`: make an API container current for the next
         request, return its number (see `Run.pick_container`); `conflict_share`: requests that are
         a conflict, one todo written by two containers in the same clock tick."""
-        self.transported = transported
+        self.stream = stream
         self.pick_container = pick_container or (lambda number=None, tick=True: 0)
         self.conflict_share = conflict_share
         self.container = 0
@@ -745,6 +766,24 @@ class Driver:
             self.model.unexpected.append(f"202 body {answer!r} for {sent.key}")
         self.model.accepted.append(sent)
 
+    def _after_503(self, mark: int, what: str, expected: list[tuple[str, str, str, dict[str, Any] | None]]) -> None:
+        """A write answered 503: all or none of its commands may be on the stream (a lost answer),
+        never part. Those taken become model commands: they will land. `expected` holds each
+        command's (resource, owner, op, stored fields), in the order the request sent them."""
+        taken = self.stream.taken_since(mark, self.container)
+        if not taken:
+            self.model.rejected += len(expected)
+            return
+        if len(taken) != len(expected):
+            self.model.half_written.append(
+                f"{what}: {len(taken)} of {len(expected)} commands on the stream after a 503"
+            )
+        for command, (resource, owner, op, stored) in zip(taken, expected, strict=False):
+            self.model.accepted.append(
+                Sent(resource, owner, command["id"], int(command["version"]), op, stored, self.container)
+            )
+        self.model.landed_after_503 += len(taken)
+
     # -- writes --------------------------------------------------------------------------------
     def conflict(self, user: str) -> list[int]:
         """One todo written by container 0 and then container 1 in the same clock tick (two
@@ -763,6 +802,7 @@ class Driver:
     def put(self, user: str, todo_id: str | None = None) -> int:
         todo_id = todo_id or self.workload.rng.choice(self.workload.ids[user])
         body, stored = self.workload.todo()
+        mark = self.stream.mark()
         response = self.client.http.put(f"/todos/{todo_id}", headers=self.headers_for(user), body=json.dumps(body))
         status = self._answer("PUT /todos/{id}", response, (202,))
         if status == 202:
@@ -771,11 +811,12 @@ class Driver:
                 response,
             )
         elif status == 503:
-            self.model.rejected += 1
+            self._after_503(mark, "PUT /todos/{id}", [("todos", user, "put", stored)])
         return status
 
     def delete(self, user: str, todo_id: str | None = None) -> int:
         todo_id = todo_id or self.workload.rng.choice(self.workload.ids[user])
+        mark = self.stream.mark()
         response = self.client.http.delete(f"/todos/{todo_id}", headers=self.headers_for(user))
         status = self._answer("DELETE /todos/{id}", response, (202,))
         if status == 202:
@@ -784,7 +825,7 @@ class Driver:
                 response,
             )
         elif status == 503:
-            self.model.rejected += 1
+            self._after_503(mark, "DELETE /todos/{id}", [("todos", user, "delete", None)])
         return status
 
     def post(self, user: str, with_key: bool) -> int:
@@ -794,6 +835,7 @@ class Driver:
             key = self.workload.rng.choice(self.workload.keys[user])
             headers = {**headers, "Idempotency-Key": key}
         body, stored = self.workload.todo()
+        mark = self.stream.mark()
         response = self.client.http.post("/todos", headers=headers, body=json.dumps(body))
         status = self._answer("POST /todos", response, (202,))
         if status == 202:
@@ -804,7 +846,7 @@ class Driver:
                 Sent("todos", user, answer["id"], int(answer["version"]), "put", stored, self.container), response
             )
         elif status == 503:
-            self.model.rejected += 1
+            self._after_503(mark, "POST /todos", [("todos", user, "put", stored)])
         return status
 
     def batch(self, user: str, retry_share: float) -> int:
@@ -822,42 +864,38 @@ class Driver:
         if key is not None:
             headers = {**headers, "Idempotency-Key": key}
         payload = {"todos": [body for body, _ in items]}
+        mark = self.stream.mark()
         response = self.client.http.post("/todos/batch", headers=headers, body=json.dumps(payload))
         status = self._answer("POST /todos/batch", response, (202,))
-        if status not in (202, 503):
+        if status == 503:
+            # The answer names nothing: the batch is wholly on the stream (a lost answer) or not at all.
+            if set(response.json_body) != {"error", "message"}:
+                self.model.unexpected.append(f"batch 503 body {response.json_body!r}")
+            expected = [("todos", user, "put", stored) for _, stored in items]
+            self._after_503(mark, "POST /todos/batch", expected)
+            taken = len(self.stream.taken_since(mark, self.container))
+            if taken == 0:
+                self.model.batches_503_absent += 1
+            elif taken == len(items):
+                self.model.batches_503_present += 1
+            return status
+        if status != 202:
             return status
         members = response.json_body.get("accepted")
-        if not isinstance(members, list) or (status == 202 and len(members) != len(items)):
-            self.model.unexpected.append(f"batch {status} with accepted={members!r}")
+        if not isinstance(members, list) or len(members) != len(items):
+            self.model.unexpected.append(f"batch 202 with accepted={members!r}")
             return status
-        position_of = {derived_id(user, key, p): p for p in range(len(items))} if key is not None else {}
-        for index, member in enumerate(members):
-            # A 202 lists every todo in order; a 503 lists those that got through, by id.
-            if status == 202:
-                stored = items[index][1]
-            elif key is not None and member["id"] in position_of:
-                stored = items[position_of[member["id"]]][1]
-            else:
-                stored = self._pinned(member, [s for _, s in items])
-                if stored is None:
-                    continue
+        for position, (member, (_, stored)) in enumerate(zip(members, items, strict=True)):
+            if key is not None and member["id"] != derived_id(user, key, position):
+                self.model.unexpected.append(f"batch with key {key!r} named {member['id']}")
             self.model.accepted.append(
                 Sent("todos", user, member["id"], int(member["version"]), "put", stored, self.container)
             )
-        self.model.rejected += len(items) - len(members)
         return status
-
-    def _pinned(self, member: dict[str, Any], candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
-        """Without a key a 503's members name new ids that say nothing of their position: find
-        what was sent from the record the transport took, which must be one of the batch's todos."""
-        record = self.transported(self.container, member["id"], int(member["version"]))
-        if record is None or record.get("data") not in candidates:
-            self.model.unexpected.append(f"batch 503 member {member!r} matches nothing sent: {record!r}")
-            return None
-        return dict(record["data"])
 
     def put_me(self, user: str) -> int:
         body, stored = self.workload.profile()
+        mark = self.stream.mark()
         response = self.client.http.put("/me", headers=self.headers_for(user), body=json.dumps(body))
         status = self._answer("PUT /me", response, (202,))
         if status == 202:
@@ -866,7 +904,7 @@ class Driver:
                 response,
             )
         elif status == 503:
-            self.model.rejected += 1
+            self._after_503(mark, "PUT /me", [("profiles", user, "put", stored)])
         return status
 
     # -- reads ---------------------------------------------------------------------------------
@@ -1073,6 +1111,11 @@ class Run:
         counts: dict[str, int] = {
             "accepted": len(model.accepted),
             "rejected_by_api": model.rejected,
+            "landed_after_503": model.landed_after_503,
+            "batches_503_absent": model.batches_503_absent,
+            "batches_503_present": model.batches_503_present,
+            "half_written": len(model.half_written),
+            "firehose_answers_lost": fake.stats["answers_lost"],
             "loaded": ledger["applied"],
             "stale": ledger["stale"],
             "quarantined": ledger["quarantined_rows"],
@@ -1104,9 +1147,10 @@ class Run:
             problems += verdict.examples
         problems += [f"5xx other than 503: {e}" for e in model.server_errors[:5]]
         problems += [f"unexpected answer: {e}" for e in model.unexpected[:5]]
+        problems += [f"half-written: {e}" for e in model.half_written[:5]]
         problems += [f"event handler raised: {e}" for e in self.events.unexpected[:5]]
-        # The transport took exactly the commands that were answered as accepted: nothing of a
-        # 503 half-written, nothing accepted that the stream does not hold.
+        # The transport took exactly the commands answered 202 and those of 503'd requests it took
+        # whole (a lost answer): nothing accepted that the stream does not hold.
         taken = Counter((n, (c["resource"], c["owner"], c["id"]), c["version"]) for n, c in transported)
         answered = Counter(s.ref for s in model.accepted)
         if taken != answered:

@@ -1,7 +1,8 @@
 """Fault injection against the real MariaDB master/replica pair (scripts/db-pair) and moto.
 
 Thousands of writes go through the app (chalice's test client, the real FirehoseWriter on a
-FakeFirehose that refuses records, throttles and fails calls, and delivers GZIP objects to a moto
+FakeFirehose that refuses records, throttles and fails calls, takes records and loses the answer,
+and delivers GZIP objects to a moto
 bucket), then S3 events (URL-encoded keys, several records each, some dropped, some sent twice)
 load them into the master, while:
 - the master is killed inside a load's transaction (after its rows are written, before the
@@ -15,8 +16,9 @@ load them into the master, while:
   loads, and finally until nothing is missing.
 
 PROPERTY: the master's rows then equal a last-writer-wins model (greatest (version, op_id) per
-(resource, owner, id), tombstones included) of every write answered 202 (and every `accepted`
-member of a batch answered 503); no other write appears; every delivered object is in the ledger
+(resource, owner, id), tombstones included) of every write answered 202 (and of every write
+answered 503 that the stream took after all, which is all of a batch or none of it); no other
+write appears; every delivered object is in the ledger
 exactly once with all its commands applied or stale; every foreign line is quarantined; the
 replica holds the same rows. Counts are printed and written to the test's tmp dir.
 """
@@ -58,8 +60,8 @@ pytestmark = [pytest.mark.pair, pytest.mark.slow]
 
 SEED = 20240502
 USERS = ("fi-alice", "fi-bob", "fi-carol-\u00fc", "fi-dave")
-BASELINE = FirehoseFaults(reject_share=0.1, throttle_share=0.03, fatal_share=0.005)
-BROWNOUT = FirehoseFaults(reject_share=0.5, throttle_share=0.12, fatal_share=0.02)
+BASELINE = FirehoseFaults(reject_share=0.1, throttle_share=0.03, fatal_share=0.005, lost_answer_share=0.01)
+BROWNOUT = FirehoseFaults(reject_share=0.5, throttle_share=0.12, fatal_share=0.02, lost_answer_share=0.08)
 CLEAN = FirehoseFaults(reject_share=0.0, throttle_share=0.0, fatal_share=0.0)
 
 
@@ -239,7 +241,7 @@ class Scenario:
         self._master_back()
 
     def brownout_and_concurrent_reconciler(self) -> None:
-        """Firehose refuses most records (503s, partial batches retried with the same key); loads
+        """Firehose refuses most records (503s, batches retried with the same key); loads
         with the master killed right after the first load's ledger claim, and a reconciler that
         keeps running (failing, then loading) alongside the events."""
         self.run.fake.faults = BROWNOUT
@@ -323,7 +325,7 @@ def test_every_accepted_write_is_loaded_once_in_last_writer_wins_order_through_f
     caplog.set_level(logging.CRITICAL, logger="chalicelib")  # thousands of expected warnings
     _, replica_url, pair = pair_db
     with Client(app_module.app) as client:
-        driver = Driver(client, Workload(Random(SEED + 4), USERS), run.model, auth, run.fake.find, run.pick_container)
+        driver = Driver(client, Workload(Random(SEED + 4), USERS), run.model, auth, run.fake, run.pick_container)
         scenario = Scenario(run, pair, driver)
         try:
             # GIVEN writes and loads through every fault, phase by phase
@@ -363,6 +365,7 @@ def test_every_accepted_write_is_loaded_once_in_last_writer_wins_order_through_f
     assert counts["lost"] == 0, message
     # (and the faults really happened)
     assert counts["accepted"] >= 3000 and counts["rejected_by_api"] > 0, message
+    assert counts["batches_503_absent"] > 0 and counts["batches_503_present"] > 0, message
     assert counts["master_restarts"] >= 5 and counts["loads_killed"] == 3, message
     assert counts["events_dropped"] > 0 and counts["events_duplicated"] > 0, message
     assert counts["events_left_for_reconciler"] > 0 and counts["reconciled_objects"] > 0, message
