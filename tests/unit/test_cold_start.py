@@ -32,6 +32,7 @@ NEVER_FOR_A_GET = (
     "marshmallow",
     # the write and load side: commands are made by writes and parsed by the loader
     "chalicelib.commands",
+    "chalicelib.wire",
     "chalicelib.loader.apply",
     "chalicelib.loader.mysql_fast",
 )

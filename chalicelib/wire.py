@@ -1,0 +1,79 @@
+"""The reference JSON form of write commands and their documents, through dataclasses-json.
+
+A command travels as one JSON object on one line (CONTRACT section 4); its `data` is a document
+of its resource as declared in `chalicelib.resources`. Here both are dataclasses-json classes:
+`CommandLine` for the envelope, and for each resource a subclass of its declaration that adds
+dataclasses-json's `to_dict`/`from_dict` (the declarations themselves stay free of it).
+
+This is the reference the fast paths are held to, byte for byte: `WriteCommand.to_line` (the
+writer's encoder, on every write request) must give `encode(command)`, and the loader's line lane
+and general path must make of a line the command `decode(line)` makes (tests/unit/test_wire.py).
+dataclasses-json's `from_dict` checks no types, so `decode` then runs the loader's own checks
+(`commands.command_from_dict`): untrusted input always goes through the validators.
+
+Imported only by paths that write or load, and then only where no benchmark row runs (it costs
+tens of milliseconds of import, marshmallow included): never by a GET (tests/unit/test_cold_start.py).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from dataclasses_json import DataClassJsonMixin
+
+from chalicelib.resources import RESOURCES
+
+if TYPE_CHECKING:
+    from chalicelib.commands import WriteCommand
+
+
+@dataclass
+class CommandLine(DataClassJsonMixin):
+    """A write command as it travels, key for key in the order of the line."""
+
+    v: int
+    op: str
+    resource: str
+    owner: str
+    id: str
+    version: int
+    op_id: str
+    at: str
+    data: dict[str, Any] | None
+
+
+@cache
+def document_class(resource: str) -> type[DataClassJsonMixin]:
+    """The resource's declared dataclass with dataclasses-json's methods (a subclass)."""
+    declared = RESOURCES[resource].document
+    return type(f"{declared.__name__}Document", (declared, DataClassJsonMixin), {"__doc__": declared.__doc__})
+
+
+def document(resource: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A document's reference form: through its declared dataclass, fields in declared order."""
+    return document_class(resource).from_dict(data).to_dict()
+
+
+def encode(command: WriteCommand) -> bytes:
+    """The reference line of a command (what `WriteCommand.to_line` must write)."""
+    data = None if command.data is None else document(command.resource, command.data)
+    line = CommandLine(
+        1, command.op, command.resource, command.owner, command.id, command.version, command.op_id, command.at, data
+    )
+    return line.to_json(ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+def decode(line: str | bytes) -> WriteCommand:
+    """The command of one line: the envelope through dataclasses-json, then the loader's checks,
+    which raise ValueError with the reason (`from_dict` checks no types and ignores unknown keys,
+    so the keys are checked first, as the loader does)."""
+    from chalicelib.commands import COMMAND_KEYS, command_from_dict
+
+    raw = json.loads(line)
+    if not isinstance(raw, dict) or raw.keys() != COMMAND_KEYS:
+        raise ValueError("not a command: a JSON object with exactly the command's keys")
+    parsed = CommandLine.from_dict(raw)
+    return command_from_dict(parsed.to_dict(encode_json=False))
