@@ -138,12 +138,27 @@ class SqlApplier(Applier):
             else:
                 where = "(owner, id) IN (" + ", ".join(["(%s, %s)"] * len(keys)) + ")"
             params: list[Any] = [part for key in keys for part in key[1:]]
-            cur.execute(f"SELECT owner, id, version, op_id, created_at FROM {table.name} WHERE {where}", params)
+            cur.execute(
+                f"SELECT owner, id, version, op_id, created_at FROM {table.name} WHERE {where}{self._locking}", params
+            )
             return {(r[0], r[1]): (int(r[2]), r[3], r[4]) for r in cur.fetchall()}
         mark = self.db.mark
         where = "owner IN (" + ", ".join([mark] * len(keys)) + ")"
-        cur.execute(f"SELECT owner, version, op_id, created_at FROM {table.name} WHERE {where}", [k[1] for k in keys])
+        cur.execute(
+            f"SELECT owner, version, op_id, created_at FROM {table.name} WHERE {where}{self._locking}",
+            [k[1] for k in keys],
+        )
         return {(r[0],): (int(r[1]), r[2], r[3]) for r in cur.fetchall()}
+
+    @property
+    def _locking(self) -> str:
+        """MySQL/MariaDB: read the stored rows with a locking read. Under REPEATABLE READ a plain
+        SELECT reads the snapshot taken at the transaction's first plain read, which misses rows
+        other loaders committed since; a locking read reads the latest committed rows and keeps
+        them (and the gaps where missing keys go) as read until commit. A load makes no plain read
+        of the resource tables at all (docs/architecture.md, "Concurrent loaders"). SQLite needs
+        none: BEGIN IMMEDIATE already holds the database's one write lock."""
+        return " FOR UPDATE" if self.dialect == "mysql" else ""
 
     def _apply_chunk(
         self,
@@ -175,9 +190,11 @@ class SqlApplier(Applier):
         if rows:
             cur.executemany(self._upsert_sql(table), rows)
         if older_created:
+            # Guarded like the upsert: never raise created_at, whatever was read.
             where = " AND ".join(f"{c} = {self.db.mark}" for c in table.key_columns)
+            least = "MIN" if self.dialect == "sqlite" else "LEAST"
             cur.executemany(
-                self.db.sql(f"UPDATE {table.name} SET created_at = %s WHERE {where}"),
+                self.db.sql(f"UPDATE {table.name} SET created_at = {least}(created_at, %s) WHERE {where}"),
                 older_created,
             )
         return len(rows), stale
