@@ -70,8 +70,8 @@ def plan(cfn: Any, spec: StackSpec) -> tuple[str, dict[str, Any] | None]:
     status = existing["StackStatus"]
     if status in FAILED_CREATE_STATES:
         raise StackError(
-            f"{spec.name} is {status}: its first creation failed. Read its events, delete it "
-            f"(aws cloudformation delete-stack --stack-name {spec.name}) and run the deploy again."
+            f"{spec.name} is {status}: its first creation failed; nothing it made is kept "
+            f"(DeletionPolicy RetainExceptOnCreate, no protection yet). Recover: {recovery_commands(spec.name)}"
         )
     if status.endswith("_IN_PROGRESS"):
         raise StackError(f"{spec.name} is {status}; wait for it to finish and run the deploy again")
@@ -91,8 +91,10 @@ def deploy(cfn: Any, spec: StackSpec, log: Any = print) -> dict[str, str]:
         "Tags": [{"Key": k, "Value": v} for k, v in sorted((spec.tags or {}).items())],
     }
     if action == "create":
+        # Protection comes after CREATE_COMPLETE: a protected stack cannot roll back and be
+        # deleted, so a failed first creation could not simply be run again.
         log(f"creating stack {spec.name}")
-        cfn.create_stack(**request, EnableTerminationProtection=spec.termination_protection)
+        cfn.create_stack(**request, EnableTerminationProtection=False, OnFailure="ROLLBACK")
         waiter = "stack_create_complete"
     else:
         if spec.termination_protection and not (existing or {}).get("EnableTerminationProtection"):
@@ -110,8 +112,23 @@ def deploy(cfn: Any, spec: StackSpec, log: Any = print) -> dict[str, str]:
         cfn.get_waiter(waiter).wait(StackName=spec.name, WaiterConfig=WAITER_CONFIG)
     except WaiterError as exc:
         raise StackError(f"{spec.name}: {action} did not complete: {failure_reason(cfn, spec.name)}") from exc
+    if action == "create" and spec.termination_protection:
+        cfn.update_termination_protection(StackName=spec.name, EnableTerminationProtection=True)
+        log(f"stack {spec.name}: termination protection on")
     stack = describe(cfn, spec.name)
     return outputs(stack or {})
+
+
+def recovery_commands(name: str, region: str | None = None) -> str:
+    """What to run after a failed first creation (the stack is not protected yet)."""
+    where = f" --region {region}" if region else ""
+    return (
+        f"aws cloudformation describe-stack-events --stack-name {name}{where} "
+        f"--query \"StackEvents[?ends_with(ResourceStatus, 'FAILED')]\"; "
+        f"aws cloudformation delete-stack --stack-name {name}{where}; "
+        f"aws cloudformation wait stack-delete-complete --stack-name {name}{where}; "
+        "then run the same make target again"
+    )
 
 
 def failure_reason(cfn: Any, name: str) -> str:

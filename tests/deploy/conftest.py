@@ -5,7 +5,6 @@ Gateway operations the deploy step uses, to show what a second run does after a 
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ OUTPUTS: dict[str, str] = {
     "LoaderFailureQueueArn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:sluice-prod-load-writes-failures",
     "LoaderFailureQueueUrl": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/sluice-prod-load-writes-failures",
     "AlarmTopicArn": f"arn:aws:sns:{REGION}:{ACCOUNT}:sluice-prod-alarms",
+    "ApiWebAclArn": f"arn:aws:wafv2:{REGION}:{ACCOUNT}:regional/webacl/sluice-prod-api/0123abcd-4567-89ef-0123-456789abcdef",
 }
 
 
@@ -65,7 +65,10 @@ def variables(outputs: dict[str, str]) -> dict[str, Any]:
 
 @pytest.fixture
 def config() -> dict[str, Any]:
-    return json.loads((ROOT / ".chalice" / "config.json").read_text())
+    """config.json with the stage templates in place (what `make infra` renders)."""
+    from deploy.render import template_config
+
+    return template_config(ROOT)
 
 
 @pytest.fixture(scope="session")
@@ -151,6 +154,9 @@ class FakeApiGateway:
     def get_method(self, restApiId: str, resourceId: str, httpMethod: str) -> dict[str, Any]:
         self.calls.append("get_method")
         return copy.deepcopy(self.methods[(resourceId, httpMethod)])
+
+    def get_integration(self, restApiId: str, resourceId: str, httpMethod: str) -> dict[str, Any]:
+        return copy.deepcopy(self.methods[(resourceId, httpMethod)]["methodIntegration"])
 
     def get_stage(self, restApiId: str, stageName: str) -> dict[str, Any]:
         if stageName != self.stage_name:
