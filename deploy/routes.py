@@ -1,9 +1,11 @@
 """The API's routes as the deploy step needs them, derived from the Chalice app (never a hand list).
 
-For the API Gateway stage cache, a GET's cache key must hold everything its answer depends on:
-the caller (`Authorization`), the path parameters, the query parameters it reads, and
-`If-None-Match` (the app answers 304 with an empty body to a matching tag, and API Gateway caches
-whatever the integration answered, so without it a cached 304 would reach a caller without the tag).
+A shared cache of a GET must key it on everything its answer depends on: the caller
+(`Authorization`), the path parameters, the query parameters it reads, and `If-None-Match` (the
+app answers 304 with an empty body to a matching tag). `cache_key_parameters` names them in API
+Gateway's terms; `deploy.apigateway.cached_gets_without_keys` uses them to show that no GET is
+cached without them (API Gateway caches nothing; CloudFront's key holds all of them and every
+query string, see infrastructure/edge.yaml).
 
 Path parameters come from Chalice's route table. Query parameters are read from the source: the
 names passed as literals to `chalicelib.http.query_value(request, NAME)` in the view and in every
