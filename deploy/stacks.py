@@ -111,7 +111,10 @@ def deploy(cfn: Any, spec: StackSpec, log: Any = print) -> dict[str, str]:
     try:
         cfn.get_waiter(waiter).wait(StackName=spec.name, WaiterConfig=WAITER_CONFIG)
     except WaiterError as exc:
-        raise StackError(f"{spec.name}: {action} did not complete: {failure_reason(cfn, spec.name)}") from exc
+        reason = f"{spec.name}: {action} did not complete: {failure_reason(cfn, spec.name)}"
+        if action == "create":
+            reason += f". Nothing is protected yet and nothing is retained; recover: {recovery_commands(spec.name)}"
+        raise StackError(reason) from exc
     if action == "create" and spec.termination_protection:
         cfn.update_termination_protection(StackName=spec.name, EnableTerminationProtection=True)
         log(f"stack {spec.name}: termination protection on")

@@ -734,6 +734,37 @@ def test_a_stack_whose_creation_failed_is_reported():
     assert "update-termination-protection" not in message and "deletion-protection" not in message
 
 
+def test_a_failed_first_creation_prints_the_commands_that_recover_it():
+    cfn = client("cloudformation")
+    failed = {
+        "StackEvents": [
+            {
+                "StackId": "x",
+                "EventId": "1",
+                "StackName": "sluice-prod-data",
+                "LogicalResourceId": "WritesBucket",
+                "ResourceStatus": "CREATE_FAILED",
+                "ResourceStatusReason": "boom",
+                "Timestamp": "2024-01-01T00:00:00Z",
+            }
+        ]
+    }
+    with Stubber(cfn) as stub:
+        stub.add_client_error(
+            "describe_stacks", "ValidationError", "Stack with id sluice-prod-data does not exist", 400
+        )
+        stub.add_response("create_stack", {"StackId": "x"}, None)
+        stub.add_response("describe_stacks", described("ROLLBACK_COMPLETE"), {"StackName": "sluice-prod-data"})
+        stub.add_response("describe_stack_events", failed, {"StackName": "sluice-prod-data"})
+        # No update_termination_protection is stubbed: a call to it would fail this test.
+        with pytest.raises(stacks.StackError) as raised:
+            stacks.deploy(cfn, spec(), log=lambda _: None)
+        stub.assert_no_pending_responses()
+    message = str(raised.value)
+    assert "WritesBucket: boom" in message
+    assert "aws cloudformation delete-stack --stack-name sluice-prod-data" in message
+
+
 def test_the_data_template_fits_in_a_request():
     body = (ROOT / "infrastructure" / "data.yaml").read_bytes()
     assert len(body) <= stacks.TEMPLATE_BODY_LIMIT

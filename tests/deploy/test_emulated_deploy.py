@@ -435,6 +435,29 @@ def test_a_newer_local_record_is_not_overwritten_by_infra(deployment):
         path.write_text(json.dumps(record))
 
 
+def test_rotating_the_origin_secret_accepts_both_values_until_cloudfront_sends_the_new_one(deployment):
+    ssm = clients()["ssm"]
+    name = "/sluice/prod/origin-verify"
+    before = json.loads(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+    log: list[str] = []
+
+    deploy.run(
+        deployment.session(),
+        deploy.Options(stage="prod", project_dir=deployment.project, rotate_origin_secret=True),
+        deployment.runner,
+        log.append,
+    )
+
+    after = json.loads(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+    assert after["current"] != before["current"] and after["previous"] == ""
+    rotating = next(i for i, line in enumerate(log) if line.startswith(f"rotating {name}"))
+    edge = log.index("8. edge stack (us-east-1)")
+    dropped = log.index("origin secret rotated: the web ACL stops accepting the previous value")
+    assert rotating < edge < dropped
+    assert log[dropped + 1] == "2. data stack"  # updated once more, without the old value
+    assert not any(before["current"] in line or after["current"] in line for line in log)  # never printed
+
+
 # -- a stage without infrastructure ---------------------------------------------------------------
 def test_deploying_dev_stops_with_one_line_and_creates_nothing(deployment):
     before = inventory()
