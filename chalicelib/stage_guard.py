@@ -8,7 +8,9 @@ So, at import of app.py:
   Firehose (the `dev` stage, or `prod` before `make infra` wrote its outputs), the command stops
   with one line naming the fix (`SystemExit`: no traceback, nothing deployed);
 - inside Lambda with any transport but Firehose, the import fails, so the function answers
-  nothing at all rather than accept writes it cannot keep.
+  nothing at all rather than accept writes it cannot keep. "Inside Lambda" is what Lambda's
+  runtime sets, `AWS_EXECUTION_ENV=AWS_Lambda_<runtime>`, not `AWS_LAMBDA_FUNCTION_NAME` alone
+  (tests and benchmarks set that one to import the app as Lambda would, with the local transport).
 
 `chalice local` and the test client are untouched.
 """
@@ -46,7 +48,7 @@ def check(env: Mapping[str, str] | None = None, command: tuple[str | None, str |
     env = os.environ if env is None else env
     if transport(env) == "firehose":
         return
-    if env.get("AWS_LAMBDA_FUNCTION_NAME"):
+    if env.get("AWS_EXECUTION_ENV", "").startswith("AWS_Lambda_"):
         raise StageWithoutInfrastructure(
             f"WRITE_TRANSPORT={transport(env)} in Lambda would lose every write; "
             "deploy a stage configured by `make infra` (WRITE_TRANSPORT=firehose)"

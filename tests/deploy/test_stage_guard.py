@@ -22,18 +22,21 @@ def test_chalice_deploy_of_a_stage_without_firehose_stops_with_one_line():
 
 
 def test_in_lambda_the_local_transport_refuses_to_start():
-    env = {"AWS_LAMBDA_FUNCTION_NAME": "sluice-dev"}
+    env = {"AWS_LAMBDA_FUNCTION_NAME": "sluice-dev", "AWS_EXECUTION_ENV": "AWS_Lambda_python3.11"}
     with pytest.raises(stage_guard.StageWithoutInfrastructure, match="would lose every write"):
         stage_guard.check(env, (None, None))
     with pytest.raises(stage_guard.StageWithoutInfrastructure):
         stage_guard.check({**env, "WRITE_TRANSPORT": "LOCAL "}, (None, None))
+    # A process that only names a function (tests, benchmarks importing the app as Lambda would)
+    # is not Lambda's runtime.
+    stage_guard.check({"AWS_LAMBDA_FUNCTION_NAME": "sluice-test"}, (None, None))
 
 
 @pytest.mark.parametrize("command", [("local", "dev"), (None, None), ("deploy", "prod")])
 def test_local_use_and_a_firehose_stage_pass(command):
     if command[0] == "deploy":
         stage_guard.check({"WRITE_TRANSPORT": "firehose"}, command)
-        stage_guard.check({"WRITE_TRANSPORT": "firehose", "AWS_LAMBDA_FUNCTION_NAME": "sluice-prod"}, command)
+        stage_guard.check({"WRITE_TRANSPORT": "firehose", "AWS_EXECUTION_ENV": "AWS_Lambda_python3.11"}, command)
     else:
         stage_guard.check({}, command)  # chalice local, the test client
 
