@@ -12,7 +12,8 @@ reset (key: `Authorization`, `If-None-Match`, the path and every query parameter
 After `chalice deploy`, this module sets, comparing first and changing only what differs:
 - gateway responses in the contract's error shape (`gateway_response_calls`), then a deployment;
 - the stage (`stage_calls`): no cache cluster, caching off everywhere, X-Ray, and throttling per
-  method, reads and writes separately;
+  method, reads and writes separately, once any cache cluster change in progress has settled
+  (`wait_for_cache_cluster`);
 - the regional web ACL on the stage (`web_acl_calls`; the ACL itself is in the data stack).
 API Gateway answers ConflictException while the stage is changing (a cache cluster being deleted
 included): calls are retried with backoff (`apply`).
@@ -269,6 +270,20 @@ def stage_calls(
     return _update_stage_calls(rest_api_id, stage_name, stage_patch_operations(stage, routes, settings))
 
 
+def wait_for_cache_cluster(
+    apigw: Any, rest_api_id: str, stage_name: str, sleep: Callable[[float], None] = time.sleep, attempts: int = 60
+) -> str:
+    """Wait (up to ~15 minutes) while the stage's cache cluster is being created, deleted or
+    flushed: API Gateway refuses stage updates meanwhile. Returns the status it settled on."""
+    status = ""
+    for _ in range(attempts):
+        status = str((get_stage(apigw, rest_api_id, stage_name) or {}).get("cacheClusterStatus") or "")
+        if not status.endswith("_IN_PROGRESS"):
+            return status
+        sleep(15.0)
+    raise ApiShapeError(f"the cache cluster of stage {stage_name!r} is still {status}; run the deploy again later")
+
+
 def cached_gets_without_keys(
     apigw: Any, rest_api_id: str, stage_name: str, must_key: Callable[[Route], Sequence[str]], routes: Sequence[Route]
 ) -> list[str]:
@@ -356,6 +371,8 @@ def configure_api(
         log(("would " if dry_run else "") + str(call))
     if not dry_run:
         apply(apigw, definition, sleep)
+    if not dry_run:
+        wait_for_cache_cluster(apigw, rest_api_id, stage_name, sleep)
     stage = stage_calls(apigw, rest_api_id, stage_name, routes, settings)
     for call in stage:
         log(("would " if dry_run else "") + str(call))

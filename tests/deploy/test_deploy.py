@@ -338,6 +338,22 @@ def test_a_conflict_that_does_not_clear_is_reported_and_other_errors_are_not_ret
     assert len(slept) == len(apigateway.RETRY_DELAYS)
 
 
+def test_stage_settings_wait_for_a_cache_cluster_change_to_settle():
+    apigw = client("apigateway")
+    slept: list[float] = []
+    where = {"restApiId": API_ID, "stageName": "api"}
+    with Stubber(apigw) as stub:
+        for status in ("DELETE_IN_PROGRESS", "DELETE_IN_PROGRESS", "NOT_AVAILABLE"):
+            stub.add_response("get_stage", {"stageName": "api", "cacheClusterStatus": status}, where)
+        assert apigateway.wait_for_cache_cluster(apigw, API_ID, "api", sleep=slept.append) == "NOT_AVAILABLE"
+    assert len(slept) == 2
+    with Stubber(apigw) as stub:
+        for _ in range(3):
+            stub.add_response("get_stage", {"stageName": "api", "cacheClusterStatus": "CREATE_IN_PROGRESS"}, where)
+        with pytest.raises(apigateway.ApiShapeError, match="still CREATE_IN_PROGRESS"):
+            apigateway.wait_for_cache_cluster(apigw, API_ID, "api", sleep=slept.append, attempts=3)
+
+
 # -- the whole API configuration, twice ---------------------------------------------------------
 def test_second_run_changes_nothing_and_a_chalice_redeploy_is_repaired(app_module):
     routes = routes_of(app_module)
