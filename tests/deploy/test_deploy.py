@@ -27,7 +27,7 @@ from deploy import apigateway, functions, render, stacks
 from deploy import deploy as deploy_step
 from deploy.apigateway import GATEWAY_RESPONSES, StageSettings, Throttle
 from deploy.routes import AUTHORIZATION, IF_NONE_MATCH, RouteError, routes_of
-from tests.deploy.conftest import ACCOUNT, OUTPUTS, REGION, ROOT, FakeApiGateway, client
+from tests.deploy.conftest import ACCOUNT, OUTPUTS, REGION, ROOT, FakeApiGateway, client, committed_config_text
 
 API_ID = "a1b2c3d4e5"
 CONTRACT_SECTION_6 = {
@@ -527,7 +527,7 @@ def test_dev_stage_pins_none_of_the_contract_variables(config):
 
 def test_the_committed_config_holds_no_account_values_and_no_prod_stage():
     # `make infra` writes the prod stage; the committed file keeps only the local stage.
-    committed = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    committed = json.loads(committed_config_text())
     assert set(committed["stages"]) == {"dev"}
     assert "never run" not in json.dumps(committed).lower()
 
@@ -566,7 +566,7 @@ def test_infra_writes_the_stage_into_the_project_and_keeps_the_others(tmp_path, 
 
     on_disk = json.loads((project / ".chalice" / "config.json").read_text())
     assert on_disk["stages"]["prod"] == rendered["stages"]["prod"]
-    assert on_disk["stages"]["dev"] == json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"]["dev"]
+    assert on_disk["stages"]["dev"] == json.loads(committed_config_text())["stages"]["dev"]
     assert sorted(p.name for p in written) == sorted(["config.json", *policies])
     for name, document in policies.items():
         assert json.loads((project / ".chalice" / name).read_text()) == document
@@ -874,7 +874,7 @@ def test_dry_run_on_an_empty_account_changes_nothing(tmp_path, monkeypatch):
     assert "GET /todos/{todo_id}: throttle 500/s burst 1000, not cached by API Gateway" in text
     assert "would write .chalice/config.json (stage prod)" in text
     assert json.loads((project / ".chalice" / "config.json").read_text()) == json.loads(
-        (ROOT / ".chalice" / "config.json").read_text()
+        committed_config_text()
     )  # a dry run writes nothing
 
 

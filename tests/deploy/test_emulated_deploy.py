@@ -35,6 +35,7 @@ import pytest
 
 from deploy import apigateway, deploy, state
 from deploy.routes import routes_of
+from tests.deploy.conftest import committed_config_text
 
 ROOT = Path(__file__).resolve().parents[2]
 STANDIN = Path(__file__).resolve().parent / "standin"
@@ -101,7 +102,7 @@ def copy_project(target: Path) -> Path:
         shutil.copy2(ROOT / entry, target / entry)
     shutil.copytree(ROOT / "chalicelib", target / "chalicelib", ignore=shutil.ignore_patterns("__pycache__", "*.pem"))
     (target / ".chalice").mkdir()
-    shutil.copy2(ROOT / ".chalice" / "config.json", target / ".chalice" / "config.json")
+    (target / ".chalice" / "config.json").write_text(committed_config_text())
     shutil.copytree(ROOT / ".chalice" / "templates", target / ".chalice" / "templates")
     (target / "infrastructure").mkdir()
     for name in ("data.yaml", "edge.yaml"):
@@ -409,7 +410,7 @@ def test_a_second_make_deploy_leaves_the_same_resources(deployment):
 def test_a_fresh_clone_updates_the_stage_instead_of_creating_it_twice(deployment, tmp_path):
     before = inventory()
     clone = Deployment(copy_project(tmp_path / "clone"), deployment.record_dir)
-    committed = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    committed = json.loads(committed_config_text())
     assert "prod" not in committed["stages"]  # nothing account-specific is committed
 
     log = clone.make_infra()
