@@ -33,7 +33,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -171,8 +171,21 @@ def edge_stack_spec(
     )
 
 
-def stack_step(cfn: Any, spec: stacks.StackSpec, dry_run: bool, log: Callable[[str], None]) -> dict[str, str] | None:
+def stack_step(
+    cfn: Any, spec: stacks.StackSpec, dry_run: bool, log: Callable[[str], None], ctx: Context | None = None
+) -> dict[str, str] | None:
     """Deploy a stack (or say what would happen); its outputs, or None when it does not exist."""
+    if spec.too_large and ctx is not None:
+        region = cfn.meta.region_name
+        bucket = stacks.template_bucket(ctx.app_name, ctx.options.stage, ctx.account_id, region)
+        log(
+            ("would upload" if dry_run else "uploading")
+            + f" the template of {spec.name} to s3://{bucket}/ (over {stacks.TEMPLATE_BODY_LIMIT} bytes)"
+        )
+        if dry_run:
+            spec = replace(spec, template_url=f"https://{bucket}.s3.{region}.amazonaws.com/<sha256>.yaml")
+        else:
+            spec = stacks.upload_template(ctx.session.client("s3", region_name=region), bucket, region, spec)
     if not dry_run:
         return stacks.deploy(cfn, spec, log)
     action, existing = stacks.plan(cfn, spec)
@@ -400,7 +413,7 @@ def step_edge_stack(ctx: Context, rest_api_id: str) -> None:
     spec = edge_stack_spec(
         options.project_dir, ctx.app_name, options.stage, rest_api_id, ctx.region, ctx.api_stage, extra
     )
-    edge = stack_step(ctx.session.client("cloudformation", region_name=EDGE_REGION), spec, ctx.dry, ctx.log)
+    edge = stack_step(ctx.session.client("cloudformation", region_name=EDGE_REGION), spec, ctx.dry, ctx.log, ctx)
     if edge and "DistributionDomainName" in edge:
         ctx.log(f"done: https://{edge['DistributionDomainName']}/health")
 

@@ -781,9 +781,38 @@ def test_a_failed_first_creation_prints_the_commands_that_recover_it():
     assert "aws cloudformation delete-stack --stack-name sluice-prod-data" in message
 
 
-def test_the_data_template_fits_in_a_request():
-    body = (ROOT / "infrastructure" / "data.yaml").read_bytes()
-    assert len(body) <= stacks.TEMPLATE_BODY_LIMIT
+def test_a_template_too_large_to_send_inline_goes_through_s3(monkeypatch):
+    import boto3
+    from moto import mock_aws
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    padding = "x" * (stacks.TEMPLATE_BODY_LIMIT + 1)
+    body = f"Metadata:\n  Padding: {padding}\nResources:\n  Queue:\n    Type: AWS::SQS::Queue\nOutputs:\n  Q:\n    Value: !Ref Queue\n"
+    big = stacks.StackSpec(name="sluice-prod-data", template_body=body, parameters={}, tags={"Project": "sluice"})
+    assert big.too_large
+    lines: list[str] = []
+    with mock_aws():
+        session = boto3.Session(region_name=REGION)
+        ctx = deploy_step.Context(
+            session=session,
+            options=deploy_step.Options(),
+            log=lines.append,
+            app_name="sluice",
+            api_stage="api",
+            region=REGION,
+            account_id=ACCOUNT,
+            offline=False,
+        )
+        outputs = deploy_step.stack_step(session.client("cloudformation"), big, False, lines.append, ctx)
+        s3 = session.client("s3")
+        bucket = f"sluice-prod-templates-{ACCOUNT}-{REGION}"
+        (stored,) = s3.list_objects_v2(Bucket=bucket)["Contents"]
+        block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+    assert outputs is not None and outputs["Q"]  # created, from the uploaded template
+    assert stored["Key"].startswith("sluice-prod-data/") and stored["Size"] == len(body.encode())
+    assert all(block.values())
+    assert any(line.startswith(f"uploading the template of sluice-prod-data to s3://{bucket}/") for line in lines)
 
 
 # -- Chalice's record, kept in the account ----------------------------------------------------------
