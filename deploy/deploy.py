@@ -378,7 +378,8 @@ def step_api(ctx: Context, deployed: Mapping[str, Any], app_module: Any) -> None
         raise DeployError(f"chalice deploy did not record {', '.join(sorted(missing))}")
     apigw = ctx.session.client("apigateway")
     rest_api_id = deployed["rest_api"]["rest_api_id"]
-    apigateway.configure_api(apigw, rest_api_id, ctx.api_stage, routes_of(app_module), STAGE_SETTINGS, ctx.dry, ctx.log)
+    routes = routes_of(app_module, queries=False)
+    apigateway.configure_api(apigw, rest_api_id, ctx.api_stage, routes, STAGE_SETTINGS, ctx.dry, ctx.log)
     acl = ctx.outputs.get("ApiWebAclArn")
     if acl:
         waf = ctx.session.client("wafv2")
@@ -463,7 +464,7 @@ def run(
         if not ctx.dry:
             raise DeployError(f"chalice deploy left no rest_api in .chalice/deployed/{options.stage}.json")
         log("the API does not exist yet; after chalice deploy creates it, steps 6 to 8 set:")
-        log_desired_api(routes_of(load_app(options.project_dir)), STAGE_SETTINGS, log)
+        log_desired_api(routes_of(load_app(options.project_dir), queries=False), STAGE_SETTINGS, log)
         return
     step_migrate(ctx, deployed)
     step_api(ctx, deployed, load_app(options.project_dir))

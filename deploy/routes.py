@@ -61,13 +61,16 @@ class Route:
         return parameter.startswith("method.request.path.")
 
 
-def routes_of(module: ModuleType) -> list[Route]:
-    """Every (path, method) of the Chalice app `module.app`, sorted; query parameters for reads."""
+def routes_of(module: ModuleType, queries: bool = True) -> list[Route]:
+    """Every (path, method) of the Chalice app `module.app`, sorted; query parameters for reads.
+
+    The deploy step passes `queries=False`: it sets throttles per route and caches nothing in API
+    Gateway (CloudFront's key holds every query string), so it needs no source analysis."""
     app = module.app
     out = []
     for path, methods in sorted(app.routes.items()):
         for method, entry in sorted(methods.items()):
-            query = query_parameters(module, entry.view_name) if method in READ_METHODS else ()
+            query = query_parameters(module, entry.view_name) if queries and method in READ_METHODS else ()
             out.append(
                 Route(
                     path=path,
@@ -156,7 +159,7 @@ def query_parameters(module: ModuleType, function_name: str) -> tuple[str, ...]:
             if isinstance(inner, ast.Attribute) and inner.attr == "query_params":
                 raise RouteError(
                     f"{owner.__name__}.{name} reads request.query_params directly (line {inner.lineno}); "
-                    "use chalicelib.http.query_value so the deploy step can put the parameter in the cache key"
+                    "use chalicelib.http.query_value so the parameter is known to be part of a cached GET's key"
                 )
             if not isinstance(inner, ast.Call):
                 continue
