@@ -336,12 +336,19 @@ def step_restore_record(ctx: Context) -> None:
         return
     project, stage = ctx.options.project_dir, ctx.options.stage
     name, path = state.parameter_name(ctx.app_name, stage), state.record_path(project, stage)
+    where = path.relative_to(project)
     if ctx.dry:
-        ctx.log(f"would restore {path.relative_to(project)} from SSM parameter {name} when that is newer")
-    elif state.restore(ctx.session.client("ssm"), name, path):
-        ctx.log(f"restored {path.relative_to(project)} from SSM parameter {name}")
-    else:
-        ctx.log(f"{path.relative_to(project)} kept (no newer record in SSM parameter {name})")
+        ctx.log(f"would sync {where} with SSM parameter {name} (the newer one wins)")
+        return
+    outcome = state.sync(ctx.session.client("ssm"), name, path)
+    ctx.log(
+        {
+            "restored": f"restored {where} from SSM parameter {name}",
+            "saved": f"{where} kept, and saved to SSM parameter {name} (it is the newer one)",
+            "same": f"{where} is the same as SSM parameter {name}",
+            "none": f"no record of the stage yet ({where}, SSM parameter {name}): chalice deploy will create it",
+        }[outcome]
+    )
 
 
 def step_chalice(ctx: Context, runner: Callable[..., Any]) -> dict[str, dict[str, Any]]:

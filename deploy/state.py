@@ -3,10 +3,11 @@
 `chalice deploy` remembers what it made (function ARNs, role names, the REST API id) in
 `.chalice/deployed/<stage>.json`, a file git ignores. Deployed from a machine without it,
 Chalice would try to create everything again (a second API; roles that already exist). So the
-record is kept in SSM Parameter Store (`/<app>/<stage>/chalice-deployed`): `make infra` brings it
-into the project (unless the project's own copy is newer: a `chalice deploy` run here by hand
-since), and `make deploy` saves it back after `chalice deploy`, even when that failed half way
-(Chalice records what it made before the failure). It holds ids and ARNs only.
+record is kept in SSM Parameter Store (`/<app>/<stage>/chalice-deployed`): `make infra` syncs it
+(`sync`: the account's copy into the project, or the project's into the account when it is the
+newer one, a `chalice deploy` run here by hand since), and `make deploy` saves it back after
+`chalice deploy`, even when that failed half way (Chalice records what it made before the
+failure). It holds ids and ARNs only.
 """
 
 from __future__ import annotations
@@ -64,6 +65,22 @@ def restore(ssm: Any, name: str, path: Path) -> bool:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return True
+
+
+def sync(ssm: Any, name: str, path: Path) -> str:
+    """Make the project's and the account's record the same, the newer one winning:
+    "restored" (account -> project), "saved" (project -> account), "same" or "none"."""
+    record, written_at = fetch_with_date(ssm, name)
+    if record is None and not path.exists():
+        return "none"
+    if record is not None and path.exists() and json.loads(path.read_text(encoding="utf-8")) == record:
+        return "same"
+    if record is not None and (not path.exists() or path.stat().st_mtime <= written_at):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        return "restored"
+    save(ssm, name, path)
+    return "saved"
 
 
 def save(ssm: Any, name: str, path: Path) -> bool:

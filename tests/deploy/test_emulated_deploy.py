@@ -422,18 +422,23 @@ def test_a_fresh_clone_updates_the_stage_instead_of_creating_it_twice(deployment
     assert inventory() == before
 
 
-def test_a_newer_local_record_is_not_overwritten_by_infra(deployment):
+def test_a_newer_local_record_is_kept_and_saved_to_the_account_by_infra(deployment):
+    ssm = clients()["ssm"]
     path = state.record_path(deployment.project, "prod")
-    record = json.loads(path.read_text())
+    original = path.read_text()
+    record = json.loads(original)
     record["resources"].append({"name": "made_by_hand", "resource_type": "marker"})
     path.write_text(json.dumps(record))
+    later = time.time() + 60  # written by hand after the account's copy, whatever the clocks' resolution
+    os.utime(path, (later, later))
     try:
         log = deployment.make_infra()
-        assert any(line.startswith(".chalice/deployed/prod.json kept") for line in log)
+        assert any(line.startswith(".chalice/deployed/prod.json kept, and saved to SSM") for line in log)
         assert "made_by_hand" in path.read_text()
+        assert "made_by_hand" in ssm.get_parameter(Name="/sluice/prod/chalice-deployed")["Parameter"]["Value"]
     finally:
-        record["resources"].pop()
-        path.write_text(json.dumps(record))
+        path.write_text(original)
+        deployment.make_infra()  # the account's copy back in step with the project's
 
 
 def test_rotating_the_origin_secret_accepts_both_values_until_cloudfront_sends_the_new_one(deployment):
