@@ -438,7 +438,9 @@ def test_a_newer_local_record_is_kept_and_saved_to_the_account_by_infra(deployme
         assert "made_by_hand" in ssm.get_parameter(Name="/sluice/prod/chalice-deployed")["Parameter"]["Value"]
     finally:
         path.write_text(original)
+        os.utime(path, (later + 60, later + 60))
         deployment.make_infra()  # the account's copy back in step with the project's
+    assert "made_by_hand" not in ssm.get_parameter(Name="/sluice/prod/chalice-deployed")["Parameter"]["Value"]
 
 
 def test_rotating_the_origin_secret_accepts_both_values_until_cloudfront_sends_the_new_one(deployment):
