@@ -480,6 +480,22 @@ def test_deploying_dev_stops_with_one_line_and_creates_nothing(deployment):
     assert inventory() == before
 
 
+def test_chalices_policy_analyzer_is_why_an_autogen_stage_cannot_deploy(aws_env, tmp_path):
+    """The crash `chalice deploy` of `dev` hit before the guard, reproduced against the emulator:
+    a stage that passes the guard but keeps `autogen_policy: true` fails in Chalice's analyzer."""
+    project = copy_project(tmp_path / "autogen")
+    config = json.loads((project / ".chalice" / "config.json").read_text())
+    config["stages"]["autogen"] = {"autogen_policy": True, "environment_variables": {"WRITE_TRANSPORT": "firehose"}}
+    (project / ".chalice" / "config.json").write_text(json.dumps(config))
+    before = inventory()
+
+    result = Deployment(project, tmp_path).chalice("deploy", "--stage", "autogen")
+
+    assert result.returncode != 0
+    assert "KeyError: 'dict'" in result.stderr and "chalice/analyzer.py" in result.stderr
+    assert inventory() == before
+
+
 def test_prod_before_infra_stops_the_same_way(aws_env, tmp_path):
     fresh = Deployment(copy_project(tmp_path / "fresh"), tmp_path)
     result = fresh.chalice("deploy", "--stage", "prod")
