@@ -6,7 +6,7 @@ PY := $(BIN)/python
 LOCAL_DATA_DIR ?= $(shell $(PYTHON) -c 'import tempfile,os;print(os.path.join(tempfile.gettempdir(),"sluice-local"))')
 export LOCAL_DATA_DIR
 
-.PHONY: install run test unit functional integration lint typecheck bench migrate clean token deploy deploy-plan db-pair-start db-pair-stop
+.PHONY: install run test unit functional integration lint typecheck bench migrate clean token infra deploy deploy-plan db-pair-start db-pair-stop
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -56,11 +56,14 @@ migrate: install
 bench: install
 	$(PY) -m bench
 
-deploy: install ## make deploy STAGE=prod [DEPLOY_ARGS="--parameter AlarmEmail=ops@example.com"]
-	$(PY) -m deploy.deploy --stage $(or $(STAGE),prod) $(DEPLOY_ARGS)
+infra: install ## the stacks, then .chalice/ filled so that `chalice deploy --stage prod` works here
+	$(PY) -m deploy.deploy infra --stage $(or $(STAGE),prod) $(DEPLOY_ARGS)
+
+deploy: install ## infra + chalice deploy + what chalice cannot set: make deploy STAGE=prod [DEPLOY_ARGS=...]
+	$(PY) -m deploy.deploy deploy --stage $(or $(STAGE),prod) $(DEPLOY_ARGS)
 
 deploy-plan: install ## what make deploy would do, changing nothing
-	$(PY) -m deploy.deploy --stage $(or $(STAGE),prod) --dry-run $(DEPLOY_ARGS)
+	$(PY) -m deploy.deploy deploy --stage $(or $(STAGE),prod) --dry-run $(DEPLOY_ARGS)
 
 db-pair-start:
 	scripts/db-pair start

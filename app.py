@@ -12,7 +12,7 @@ from typing import Any
 from chalice import Chalice, CognitoUserPoolAuthorizer, Rate, Response
 from chalice.app import Request
 
-from chalicelib import observe
+from chalicelib import observe, stage_guard
 from chalicelib.bootstrap import services
 from chalicelib.errors import ApiError, forbidden, validation_error
 from chalicelib.http import (
@@ -34,6 +34,7 @@ from chalicelib.http import (
 from chalicelib.identity import Principal, principal_from_context
 from chalicelib.models import Invalid, validate_batch, validate_profile, validate_todo
 
+stage_guard.check()  # a stage without its infrastructure stops here (chalicelib/stage_guard.py)
 app = Chalice(app_name="sluice")
 app.api.binary_types = []  # every body is JSON text; raw bytes are checked as UTF-8 by us
 

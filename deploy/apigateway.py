@@ -1,29 +1,29 @@
-"""API Gateway settings Chalice cannot make, and which every `chalice deploy` resets.
+"""API Gateway settings Chalice cannot make, and why GETs are not cached here.
 
-`chalice deploy` re-imports the REST API from its own swagger (`put_rest_api`, mode overwrite):
-method request parameters, integration cache keys and gateway responses go back to Chalice's.
-Stage settings (cache cluster, method settings) survive it. So, on every run:
+`chalice deploy` re-imports the REST API from its own swagger (`put_rest_api`, mode overwrite) and
+deploys it to the stage at once: method request parameters and integration cache keys go back to
+Chalice's (none), while stage settings (cache cluster, per-method caching) stay. A stage cache
+would then serve one caller's GET to another until something re-added the keys, and a plain
+`chalice deploy --stage prod` run by hand would leave it so. So API Gateway caches nothing: the
+stage has no cache cluster and caching is off on every method; GETs are cached by CloudFront,
+whose cache policy (infrastructure/edge.yaml) the edge stack owns and no `chalice deploy` can
+reset (key: `Authorization`, `If-None-Match`, the path and every query parameter).
 
-1. before `chalice deploy`: caching is switched off on every method of the stage
-   (`cache_guard_calls`), because the deployment Chalice makes has GETs whose cache key holds only
-   the path: with caching on, one caller's answer would be served to another;
-2. after it: each GET's method request declares, and its integration's cache key holds,
-   `Authorization`, `If-None-Match`, its path parameters and the query parameters it reads
-   (`cache_key_calls`); the gateway responses answer in the contract's error shape
-   (`gateway_response_calls`); then a new deployment of the stage, when any of that changed;
-3. only then the stage settings (`stage_calls`): cache cluster, caching on for GETs and off for
-   everything else, cache encryption, invalidation (`Cache-Control: max-age=0`) only for callers
-   authorised to invalidate, and throttling per method, reads and writes separately.
-
-Each step compares with what is there and plans only the calls that change something, so a run
-against an API that is already right plans none. Planned calls are `Call`s, printed by
-`--dry-run` and applied otherwise.
+After `chalice deploy`, this module sets, comparing first and changing only what differs:
+- gateway responses in the contract's error shape (`gateway_response_calls`), then a deployment;
+- the stage (`stage_calls`): no cache cluster, caching off everywhere, X-Ray, and throttling per
+  method, reads and writes separately, once any cache cluster change in progress has settled
+  (`wait_for_cache_cluster`);
+- the regional web ACL on the stage (`web_acl_calls`; the ACL itself is in the data stack).
+API Gateway answers ConflictException while the stage is changing (a cache cluster being deleted
+included): calls are retried with backoff (`apply`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,6 @@ from deploy.routes import Route
 
 STAGE_WIDE = "*/*"
 MAX_PATCH_OPERATIONS = 50  # per update_stage call; API Gateway refuses very long patch lists
-SUCCEED_WITH_RESPONSE_HEADER = "SUCCEED_WITH_RESPONSE_HEADER"
 
 
 @dataclass(frozen=True)
@@ -46,9 +45,23 @@ class Call:
         return f"{self.operation} {json.dumps(shown, sort_keys=True, default=str)}"
 
 
-def apply(client: Any, calls: Iterable[Call]) -> None:
+RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0)  # ~2 minutes in all
+
+
+def apply(client: Any, calls: Iterable[Call], sleep: Callable[[float], None] = time.sleep) -> None:
+    """Make the calls in order; a ConflictException or TooManyRequests is retried with backoff."""
+    from botocore.exceptions import ClientError
+
     for call in calls:
-        getattr(client, call.operation)(**call.params)
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                getattr(client, call.operation)(**call.params)
+                break
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code not in ("ConflictException", "TooManyRequestsException") or delay is None:
+                    raise
+                sleep(delay)
 
 
 def escape(path: str) -> str:
@@ -61,44 +74,8 @@ def method_key(route: Route) -> str:
     return f"{escape(route.path)}/{route.method}"
 
 
-# -- cache keys ---------------------------------------------------------------------------------
 class ApiShapeError(RuntimeError):
-    """The deployed API does not have a route the app declares (deploy and app out of step)."""
-
-
-def resource_ids(apigw: Any, rest_api_id: str) -> dict[str, str]:
-    """Resource path -> resource id, for every resource of the API."""
-    out: dict[str, str] = {}
-    for page in apigw.get_paginator("get_resources").paginate(restApiId=rest_api_id):
-        for item in page.get("items", []):
-            out[item["path"]] = item["id"]
-    return out
-
-
-def cache_key_calls(apigw: Any, rest_api_id: str, routes: Sequence[Route], resources: Mapping[str, str]) -> list[Call]:
-    """update_method / update_integration calls so every GET's cache key holds what it must."""
-    reads = [r for r in routes if r.is_read]
-    missing = sorted(r.path for r in reads if r.path not in resources)
-    if missing:
-        raise ApiShapeError(f"the deployed API has no resource for {', '.join(missing)}; was chalice deploy run?")
-    calls: list[Call] = []
-    for route in reads:
-        where = {"restApiId": rest_api_id, "resourceId": resources[route.path], "httpMethod": route.method}
-        method = apigw.get_method(**where)
-        declared = method.get("requestParameters") or {}
-        keyed = set((method.get("methodIntegration") or {}).get("cacheKeyParameters") or [])
-        wanted = route.cache_key_parameters()
-        declare = [
-            {"op": "add", "path": f"/requestParameters/{p}", "value": str(route.required(p)).lower()}
-            for p in wanted
-            if p not in declared
-        ]
-        key = [{"op": "add", "path": f"/cacheKeyParameters/{p}"} for p in wanted if p not in keyed]
-        if declare:
-            calls.append(Call("update_method", {**where, "patchOperations": declare}))
-        if key:
-            calls.append(Call("update_integration", {**where, "patchOperations": key}))
-    return calls
+    """The deployed API does not have what the app declares (deploy and app out of step)."""
 
 
 # -- gateway responses --------------------------------------------------------------------------
@@ -180,8 +157,6 @@ class Throttle:
 
 @dataclass(frozen=True)
 class StageSettings:
-    cache_size: str = "0.5"  # GB; the smallest cache cluster
-    cache_ttl_seconds: int = 30
     reads: Throttle = Throttle(rate=500.0, burst=1000)
     writes: Throttle = Throttle(rate=100.0, burst=200)
     # (METHOD, path) -> a limit of its own. POST /todos/batch carries up to 100 commands per
@@ -200,37 +175,29 @@ class StageSettings:
 
 FIELD_PATHS = {
     "cachingEnabled": "caching/enabled",
-    "cacheTtlInSeconds": "caching/ttlInSeconds",
-    "cacheDataEncrypted": "caching/dataEncrypted",
-    "requireAuthorizationForCacheControl": "caching/requireAuthorizationForCacheControl",
-    "unauthorizedCacheControlHeaderStrategy": "caching/unauthorizedCacheControlHeaderStrategy",
     "throttlingRateLimit": "throttling/rateLimit",
     "throttlingBurstLimit": "throttling/burstLimit",
 }
 
 
 def desired_method_settings(routes: Sequence[Route], settings: StageSettings) -> dict[str, dict[str, Any]]:
-    """methodSettings key -> every setting it must have.
+    """methodSettings key -> every setting it must have: caching off, the method's throttle.
 
     A method's own entry replaces the stage-wide one entirely (it does not inherit from `*/*`),
-    so each entry names every setting. `*/*` covers methods the app does not declare: no caching
-    and the write limits.
+    so each entry names every setting. `*/*` covers methods the app does not declare: the write
+    limits.
     """
 
-    def entry(caching: bool, throttle: Throttle) -> dict[str, Any]:
+    def entry(throttle: Throttle) -> dict[str, Any]:
         return {
-            "cachingEnabled": caching,
-            "cacheTtlInSeconds": settings.cache_ttl_seconds,
-            "cacheDataEncrypted": True,
-            "requireAuthorizationForCacheControl": True,
-            "unauthorizedCacheControlHeaderStrategy": SUCCEED_WITH_RESPONSE_HEADER,
+            "cachingEnabled": False,
             "throttlingRateLimit": float(throttle.rate),
             "throttlingBurstLimit": int(throttle.burst),
         }
 
-    out = {STAGE_WIDE: entry(False, settings.writes)}
+    out = {STAGE_WIDE: entry(settings.writes)}
     for route in routes:
-        out[method_key(route)] = entry(route.is_read, settings.throttle_for(route))
+        out[method_key(route)] = entry(settings.throttle_for(route))
     return out
 
 
@@ -255,7 +222,7 @@ def stage_patch_operations(
 ) -> list[dict[str, str]]:
     """The patch operations that bring `stage` (a get_stage answer) to the settings; none if it is."""
     ops = []
-    top = {"cacheClusterEnabled": True, "cacheClusterSize": settings.cache_size, "tracingEnabled": settings.tracing}
+    top = {"cacheClusterEnabled": False, "tracingEnabled": settings.tracing}
     for name, value in top.items():
         if not _same(stage.get(name), value):
             ops.append({"op": "replace", "path": f"/{name}", "value": _text(value)})
@@ -296,43 +263,91 @@ def get_stage(apigw: Any, rest_api_id: str, stage_name: str) -> dict[str, Any] |
 def stage_calls(
     apigw: Any, rest_api_id: str, stage_name: str, routes: Sequence[Route], settings: StageSettings
 ) -> list[Call]:
-    """update_stage calls for the settings, then a cache flush when caching is switched back on."""
+    """update_stage calls that bring the stage to the settings (none when it is already right)."""
     stage = get_stage(apigw, rest_api_id, stage_name)
     if stage is None:
         raise ApiShapeError(f"the API {rest_api_id} has no stage {stage_name!r}; was chalice deploy run?")
-    ops = stage_patch_operations(stage, routes, settings)
-    calls = _update_stage_calls(rest_api_id, stage_name, ops)
-    reenabled = any(op["path"].endswith("/caching/enabled") and op["value"] == "true" for op in ops)
-    if reenabled and stage.get("cacheClusterEnabled") and stage.get("cacheClusterStatus") == "AVAILABLE":
-        # Answers cached before this deployment were made by the previous code.
-        calls.append(Call("flush_stage_cache", {"restApiId": rest_api_id, "stageName": stage_name}))
-    return calls
+    return _update_stage_calls(rest_api_id, stage_name, stage_patch_operations(stage, routes, settings))
 
 
-def cache_guard_calls(apigw: Any, rest_api_id: str, stage_name: str) -> list[Call]:
-    """Caching off on every method of the stage (before `chalice deploy` resets the cache keys)."""
-    stage = get_stage(apigw, rest_api_id, stage_name)
-    if stage is None:
+def wait_for_cache_cluster(
+    apigw: Any, rest_api_id: str, stage_name: str, sleep: Callable[[float], None] = time.sleep, attempts: int = 60
+) -> str:
+    """Wait (up to ~15 minutes) while the stage's cache cluster is being created, deleted or
+    flushed: API Gateway refuses stage updates meanwhile. Returns the status it settled on."""
+    status = ""
+    for _ in range(attempts):
+        status = str((get_stage(apigw, rest_api_id, stage_name) or {}).get("cacheClusterStatus") or "")
+        if not status.endswith("_IN_PROGRESS"):
+            return status
+        sleep(15.0)
+    raise ApiShapeError(f"the cache cluster of stage {stage_name!r} is still {status}; run the deploy again later")
+
+
+def cached_gets_without_keys(
+    apigw: Any, rest_api_id: str, stage_name: str, must_key: Callable[[Route], Sequence[str]], routes: Sequence[Route]
+) -> list[str]:
+    """GET methods the stage would answer from its cache with a key missing something it must hold.
+
+    A GET is cached when the stage has a cache cluster and caching is on for it (its own
+    methodSettings entry, else `*/*`, else on by default when the cluster exists). Its key is
+    what the integration of the *deployment the stage serves* lists in cacheKeyParameters.
+    """
+    stage = get_stage(apigw, rest_api_id, stage_name) or {}
+    if not stage.get("cacheClusterEnabled"):
         return []
-    current = stage.get("methodSettings") or {}
-    ops = [
-        {"op": "replace", "path": f"/{key}/caching/enabled", "value": "false"}
-        for key, values in sorted(current.items())
-        if values.get("cachingEnabled") is not False
-    ]
-    if stage.get("cacheClusterEnabled") and STAGE_WIDE not in current:
-        # With a cache cluster and no stage-wide entry, API Gateway caches GETs by default.
-        ops.insert(0, {"op": "replace", "path": f"/{STAGE_WIDE}/caching/enabled", "value": "false"})
-    return _update_stage_calls(rest_api_id, stage_name, ops)
+    settings = stage.get("methodSettings") or {}
+    default = (settings.get(STAGE_WIDE) or {}).get("cachingEnabled", True)
+    resources = resource_ids(apigw, rest_api_id)
+    unsafe = []
+    for route in routes:
+        if not route.is_read:
+            continue
+        if not (settings.get(method_key(route)) or {}).get("cachingEnabled", default):
+            continue
+        integration = apigw.get_integration(restApiId=rest_api_id, resourceId=resources[route.path], httpMethod="GET")
+        keyed = set(integration.get("cacheKeyParameters") or [])
+        missing = [p for p in must_key(route) if p not in keyed]
+        if missing:
+            unsafe.append(f"GET {route.path} cached without {', '.join(missing)}")
+    return unsafe
+
+
+def resource_ids(apigw: Any, rest_api_id: str) -> dict[str, str]:
+    """Resource path -> resource id, for every resource of the API."""
+    out: dict[str, str] = {}
+    for page in apigw.get_paginator("get_resources").paginate(restApiId=rest_api_id):
+        for item in page.get("items", []):
+            out[item["path"]] = item["id"]
+    return out
+
+
+# -- the regional web ACL on the stage -----------------------------------------------------------
+def stage_arn(partition: str, region: str, rest_api_id: str, stage_name: str) -> str:
+    return f"arn:{partition}:apigateway:{region}::/restapis/{rest_api_id}/stages/{stage_name}"
+
+
+def web_acl_calls(waf: Any, web_acl_arn: str, resource_arn: str) -> list[Call]:
+    """associate_web_acl when the stage is not already protected by that web ACL."""
+    from botocore.exceptions import ClientError
+
+    try:
+        current = (waf.get_web_acl_for_resource(ResourceArn=resource_arn).get("WebACL") or {}).get("ARN")
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "WAFNonexistentItemException":
+            raise
+        current = None
+    if current == web_acl_arn:
+        return []
+    return [Call("associate_web_acl", {"WebACLArn": web_acl_arn, "ResourceArn": resource_arn})]
 
 
 # -- the whole post-deploy configuration ----------------------------------------------------------
 def api_definition_calls(
-    apigw: Any, rest_api_id: str, stage_name: str, routes: Sequence[Route], description: str = "sluice deploy step"
+    apigw: Any, rest_api_id: str, stage_name: str, description: str = "sluice deploy step"
 ) -> list[Call]:
-    """Cache keys and gateway responses, then a deployment of the stage when any changed."""
-    resources = resource_ids(apigw, rest_api_id)
-    calls = cache_key_calls(apigw, rest_api_id, routes, resources) + gateway_response_calls(apigw, rest_api_id)
+    """Gateway responses, then a deployment of the stage when any changed."""
+    calls = gateway_response_calls(apigw, rest_api_id)
     if calls:
         calls.append(
             Call("create_deployment", {"restApiId": rest_api_id, "stageName": stage_name, "description": description})
@@ -348,17 +363,19 @@ def configure_api(
     settings: StageSettings,
     dry_run: bool = False,
     log: Any = print,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> list[Call]:
-    """Everything after `chalice deploy`, in the safe order; returns the calls made (or planned)."""
-    definition = api_definition_calls(apigw, rest_api_id, stage_name, routes)
+    """Everything after `chalice deploy`; returns the calls made (or planned)."""
+    definition = api_definition_calls(apigw, rest_api_id, stage_name)
     for call in definition:
         log(("would " if dry_run else "") + str(call))
     if not dry_run:
-        apply(apigw, definition)
-    # Planned after the definition is live: caching is enabled only where the keys now hold.
+        apply(apigw, definition, sleep)
+    if not dry_run:
+        wait_for_cache_cluster(apigw, rest_api_id, stage_name, sleep)
     stage = stage_calls(apigw, rest_api_id, stage_name, routes, settings)
     for call in stage:
         log(("would " if dry_run else "") + str(call))
     if not dry_run:
-        apply(apigw, stage)
+        apply(apigw, stage, sleep)
     return definition + stage

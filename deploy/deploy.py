@@ -1,25 +1,26 @@
-"""`make deploy STAGE=prod`: from an AWS account to the whole architecture, and safe to run again.
+"""`make infra` and `make deploy`: from an AWS account to the whole architecture, safe to run again.
 
-    python -m deploy.deploy --stage prod [--region eu-west-1] [--parameter AlarmEmail=ops@example.com]
-                            [--edge-parameter DomainName=api.example.com ...] [--dry-run]
+    python -m deploy.deploy infra  --stage prod [--region R] [--parameter K=V ...] [--dry-run]
+    python -m deploy.deploy deploy --stage prod [--region R] [--parameter K=V ...]
+                                   [--edge-parameter K=V ...] [--rotate-origin-secret] [--dry-run]
 
-Steps, every run, in this order (docs/deploy.md explains each):
+`infra` (docs/deploy.md explains each):
+1. the origin secret (SSM SecureString) that CloudFront sends and the API's web ACL checks;
+2. the data stack (infrastructure/data.yaml) in the stage's region: create or update, and wait;
+   protections (termination protection, the master's deletion protection) only once it exists;
+3. its outputs fill the stage template into the project's own `.chalice/config.json` and
+   `.chalice/policy-<stage>-*.json` (deploy/render.py);
+4. Chalice's record of the stage from SSM Parameter Store (deploy/state.py).
+After it, a plain `chalice deploy --stage <stage>` from the project folder updates the stage.
 
-1. the data stack (infrastructure/data.yaml) in the stage's region: create or update, and wait;
-2. its outputs fill the stage's configuration and IAM policies (deploy/render.py), written into a
-   build copy of the project (build/deploy-<stage>/), never into the work tree;
-3. Chalice's record of the stage from SSM Parameter Store (deploy/state.py), caching off on the
-   API stage if the API exists (deploy/apigateway.py says why), then `chalice deploy --stage
-   <stage>` from the build copy (functions, roles, REST API, the S3 notification for the loader),
-   and the record back to SSM;
-4. the app's `migrate` function, when the app has one, so the schema is current;
-5. the API settings Chalice cannot make and resets on every deploy: cache keys, gateway
-   responses, a new deployment, then cache, throttling and invalidation settings of the stage;
-6. the loader's asynchronous invocation config (retries, event age, on-failure queue);
-7. the edge stack (infrastructure/edge.yaml) in us-east-1, in front of the API.
+`deploy` is `infra`, then `chalice deploy --stage <stage>` and what Chalice cannot express:
+5. the record back to SSM; the app's `migrate` function, when it has one;
+6. API Gateway: gateway responses, no stage cache (GETs are cached by CloudFront, whose key the
+   edge stack owns), throttling per method, the regional web ACL on the stage;
+7. log retention of the functions, the loader's asynchronous invocation config;
+8. the edge stack (infrastructure/edge.yaml) in us-east-1, in front of the API.
 
-`--dry-run` makes no change: it reads what exists (when credentials allow) and prints the calls
-each step would make; the build copy is still written so the rendered files can be inspected.
+`--dry-run` makes no change: it reads what exists (when credentials allow) and prints the calls.
 """
 
 from __future__ import annotations
@@ -32,17 +33,18 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from deploy import apigateway, functions, render, stacks, state
+from deploy import apigateway, functions, origin_secret, render, stacks, state, tls
 from deploy.routes import function_names, routes_of
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 EDGE_REGION = "us-east-1"  # WAF for CloudFront exists only there
 STAGE_SETTINGS = apigateway.StageSettings()
 OWN_VARIABLES = frozenset({"Partition", "Region", "AccountId", "Stage", "AppName"})
+SECRET_PARAMETERS = frozenset({"OriginVerifyCurrent", "OriginVerifyPrevious", "OriginVerifyValue"})
 
 
 class DeployError(RuntimeError):
@@ -54,6 +56,7 @@ class Options:
     stage: str = "prod"
     region: str | None = None
     dry_run: bool = False
+    rotate_origin_secret: bool = False
     data_parameters: dict[str, str] = field(default_factory=dict)
     edge_parameters: dict[str, str] = field(default_factory=dict)
     project_dir: Path = PROJECT_DIR
@@ -66,10 +69,6 @@ def data_stack_name(app_name: str, stage: str) -> str:
 
 def edge_stack_name(app_name: str, stage: str) -> str:
     return f"{app_name}-{stage}-edge"
-
-
-def build_dir(project_dir: Path, stage: str) -> Path:
-    return project_dir / "build" / f"deploy-{stage}"
 
 
 # -- templates ------------------------------------------------------------------------------------
@@ -97,13 +96,16 @@ def check_templates(project_dir: Path, config: Mapping[str, Any], stage: str) ->
     """Every placeholder in the stage's config and policies names an output or our own value."""
     known = template_output_names(project_dir / "infrastructure" / "data.yaml") | OWN_VARIABLES
     stage_config = config.get("stages", {}).get(stage)
-    if stage_config is None:
-        raise DeployError(f".chalice/config.json has no stage {stage!r}")
+    if stage_config is None or not render.stage_template_path(project_dir, stage).exists():
+        raise DeployError(
+            f"stage {stage!r} has no infrastructure template ({render.stage_template_path(project_dir, stage).relative_to(project_dir)}); "
+            "`dev` is served by `chalice local` only"
+        )
     documents = {"config.json": stage_config}
     for name in set(render.policy_files(config, stage).values()):
-        path = project_dir / ".chalice" / name
+        path = project_dir / render.TEMPLATE_DIR / name
         if not path.exists():
-            raise DeployError(f".chalice/{name} is named by the {stage} stage but does not exist")
+            raise DeployError(f"{render.TEMPLATE_DIR / name} is named by the {stage} stage but does not exist")
         documents[name] = render.load_json(path)
     for name, document in documents.items():
         unknown = render.placeholders(document) - known
@@ -124,19 +126,12 @@ def chalice_command(project: Path, stage: str) -> list[str]:
     return [binary, "--project-dir", str(project), "deploy", "--stage", stage]
 
 
-def chalice_environment(outputs: Mapping[str, str], region: str) -> dict[str, str]:
-    """The `chalice deploy` process imports app.py: what it reads at import time must be real.
-
-    The authorizer's user pool ARN and the bucket of the S3 event handler are baked into the API
-    and the bucket notification from this process's environment, not from the functions' one.
-    """
+def chalice_environment(region: str) -> dict[str, str]:
+    """The `chalice deploy` process: the stage's region. Everything else it reads at import time
+    (the user pool ARN of the authorizer, the bucket of the S3 handler) comes from the stage's
+    `environment_variables`, which chalice sets in its own process before importing app.py."""
     env = dict(os.environ)
-    env.update(
-        COGNITO_USER_POOL_ARN=outputs.get("UserPoolArn", ""),
-        WRITES_BUCKET=outputs.get("WritesBucketName", ""),
-        AWS_DEFAULT_REGION=region,
-        AWS_REGION=region,
-    )
+    env.update(AWS_DEFAULT_REGION=region, AWS_REGION=region)
     return env
 
 
@@ -176,13 +171,32 @@ def edge_stack_spec(
     )
 
 
-def stack_step(cfn: Any, spec: stacks.StackSpec, dry_run: bool, log: Callable[[str], None]) -> dict[str, str] | None:
+def stack_step(
+    cfn: Any, spec: stacks.StackSpec, dry_run: bool, log: Callable[[str], None], ctx: Context | None = None
+) -> dict[str, str] | None:
     """Deploy a stack (or say what would happen); its outputs, or None when it does not exist."""
+    if spec.too_large and ctx is not None:
+        region = cfn.meta.region_name
+        bucket = stacks.template_bucket(ctx.app_name, ctx.options.stage, ctx.account_id, region)
+        log(
+            ("would upload" if dry_run else "uploading")
+            + f" the template of {spec.name} to s3://{bucket}/ (over {stacks.TEMPLATE_BODY_LIMIT} bytes)"
+        )
+        if dry_run:
+            spec = replace(spec, template_url=f"https://{bucket}.s3.{region}.amazonaws.com/<sha256>.yaml")
+        else:
+            spec = stacks.upload_template(ctx.session.client("s3", region_name=region), bucket, region, spec)
     if not dry_run:
         return stacks.deploy(cfn, spec, log)
     action, existing = stacks.plan(cfn, spec)
     params = stacks.stack_parameters(spec, existing)
-    log(f"would {action} stack {spec.name} with {json.dumps(params)}")
+    shown = [
+        p
+        if "ParameterValue" not in p or p["ParameterKey"] not in SECRET_PARAMETERS
+        else {**p, "ParameterValue": "****"}
+        for p in params
+    ]
+    log(f"would {action} stack {spec.name} with {json.dumps(shown)}")
     return stacks.outputs(existing) if existing else None
 
 
@@ -199,22 +213,20 @@ def caller_account(session: Any, dry_run: bool) -> tuple[str, bool]:
 
 
 def log_desired_api(routes: Sequence[Any], settings: apigateway.StageSettings, log: Callable[[str], None]) -> None:
-    """What the API configuration step will make, computed from the app alone."""
+    """What the steps after chalice deploy will set, computed from the app alone."""
     methods = apigateway.desired_method_settings(routes, settings)
     for route in routes:
-        key = apigateway.method_key(route)
-        entry = methods[key]
-        line = f"  {route.method} {route.path}: throttle {entry['throttlingRateLimit']:g}/s burst {entry['throttlingBurstLimit']}"
-        if route.is_read:
-            line += f", cached {settings.cache_ttl_seconds} s keyed on " + ", ".join(route.cache_key_parameters())
-        log(line)
+        entry = methods[apigateway.method_key(route)]
+        log(
+            f"  {route.method} {route.path}: throttle {entry['throttlingRateLimit']:g}/s burst {entry['throttlingBurstLimit']}, not cached by API Gateway"
+        )
     log("  gateway responses: " + ", ".join(r.response_type for r in apigateway.GATEWAY_RESPONSES))
     for config in functions.ASYNC_CONFIGS:
         log(
             f"  {config.function}: {config.maximum_retry_attempts} retries, events kept "
             f"{config.maximum_event_age_seconds} s, then to {config.destination_output}"
         )
-    log(f"  then the edge stack in {EDGE_REGION}")
+    log(f"  then the edge stack in {EDGE_REGION} (GETs cached by CloudFront, keyed on Authorization and the query)")
 
 
 def load_app(project_dir: Path) -> Any:
@@ -243,25 +255,54 @@ class Context:
     account_id: str
     offline: bool
     outputs: dict[str, str] = field(default_factory=dict)
+    origin: origin_secret.OriginSecret | None = None
 
     @property
     def dry(self) -> bool:
         return self.options.dry_run
 
 
-def step_data_stack(ctx: Context) -> None:
-    ctx.log("1. data stack")
-    spec = data_stack_spec(ctx.options.project_dir, ctx.app_name, ctx.options.stage, ctx.options.data_parameters)
+def step_origin_secret(ctx: Context) -> None:
+    ctx.log("1. origin secret (CloudFront -> API)")
     if ctx.offline:
-        ctx.log(f"would create or update stack {spec.name} with {json.dumps(dict(spec.parameters))}")
+        ctx.origin = origin_secret.OriginSecret(current="<generated>")
+        ctx.log(f"would create SSM parameter {origin_secret.parameter_name(ctx.app_name, ctx.options.stage)}")
+        return
+    ssm = ctx.session.client("ssm")
+    name = origin_secret.parameter_name(ctx.app_name, ctx.options.stage)
+    ctx.origin = origin_secret.ensure(ssm, name, rotate=ctx.options.rotate_origin_secret, dry_run=ctx.dry, log=ctx.log)
+
+
+def step_data_stack(ctx: Context, origin_values: origin_secret.OriginSecret | None = None) -> None:
+    ctx.log("2. data stack")
+    project, stage = ctx.options.project_dir, ctx.options.stage
+    parameters = dict(ctx.options.data_parameters)
+    values = origin_values or ctx.origin
+    if values is not None:
+        parameters.update(OriginVerifyCurrent=values.current, OriginVerifyPrevious=values.previous)
+    spec = data_stack_spec(project, ctx.app_name, stage, parameters)
+    if ctx.offline:
+        ctx.log(f"would create stack {spec.name}")
         outputs = None
     else:
-        outputs = stack_step(ctx.session.client("cloudformation"), spec, ctx.dry, ctx.log)
-    ctx.outputs = outputs if outputs is not None else dry_run_outputs(ctx.options.project_dir)
+        cfn = ctx.session.client("cloudformation")
+        existing = stacks.describe(cfn, spec.name)
+        if existing is not None and existing.get("StackStatus", "").endswith("_COMPLETE"):
+            # Deletion protection of the master only on a stack that exists: a first creation
+            # that fails must be able to roll back and be deleted.
+            spec = data_stack_spec(project, ctx.app_name, stage, {"DatabaseDeletionProtection": "true", **parameters})
+        outputs = stack_step(cfn, spec, ctx.dry, ctx.log)
+        if existing is None and outputs is not None and not ctx.dry:
+            protected = data_stack_spec(
+                project, ctx.app_name, stage, {"DatabaseDeletionProtection": "true", **parameters}
+            )
+            ctx.log("created; switching the master's deletion protection on")
+            outputs = stacks.deploy(cfn, protected, ctx.log)
+    ctx.outputs = outputs if outputs is not None else dry_run_outputs(project)
 
 
-def step_render(ctx: Context, config: Mapping[str, Any]) -> Path:
-    ctx.log("2. configuration and policies from the outputs")
+def step_render(ctx: Context, config: Mapping[str, Any]) -> None:
+    ctx.log("3. the stage's configuration and policies from the outputs")
     project, stage = ctx.options.project_dir, ctx.options.stage
     partition = ctx.session.get_partition_for_region(ctx.region)
     variables = render.template_variables(
@@ -274,38 +315,53 @@ def step_render(ctx: Context, config: Mapping[str, Any]) -> Path:
     )
     rendered = render.render_stage_config(config, stage, variables)
     policies = render.render_policies(project, config, stage, variables)
-    build = render.build_project(project, build_dir(project, stage), rendered, policies)
-    ctx.log(f"rendered into {build}/.chalice/ (config.json, {', '.join(sorted(policies))})")
-    ctx.log("environment: " + json.dumps(rendered["stages"][stage].get("environment_variables", {}), sort_keys=True))
-    return build
-
-
-def step_chalice(ctx: Context, build: Path, runner: Callable[..., Any]) -> dict[str, dict[str, Any]]:
-    """Chalice's record from the account, caching off (when the API exists), `chalice deploy`,
-    the record back to the account; returns the stage's resources as Chalice recorded them."""
-    ctx.log("3. chalice deploy")
-    project, stage = ctx.options.project_dir, ctx.options.stage
-    if ctx.offline:
-        before: dict[str, dict[str, Any]] = {}
-    else:
-        ssm = ctx.session.client("ssm")
-        name, path = state.parameter_name(ctx.app_name, stage), state.record_path(project, stage)
-        if ctx.dry:
-            before = resources_of(state.fetch(ssm, name)) or deployed_resources(project, stage)
-        else:
-            if state.restore(ssm, name, path):
-                ctx.log(f"chalice's record of {stage} restored from SSM parameter {name}")
-            before = deployed_resources(project, stage)
-    if "rest_api" in before:
-        apigw = ctx.session.client("apigateway")
-        guard = apigateway.cache_guard_calls(apigw, before["rest_api"]["rest_api_id"], ctx.api_stage)
-        apply_or_show(apigw, guard, ctx.dry, ctx.log)
-    command = chalice_command(build, stage)
-    ctx.log(("would run " if ctx.dry else "running ") + " ".join(command))
-    if ctx.dry:
-        return before
+    env = rendered["stages"][stage].get("environment_variables", {})
     try:
-        runner(command, env=chalice_environment(ctx.outputs, ctx.region), check=True)
+        tls.check_bundles(project, env)
+    except tls.BundleMissing as exc:
+        if not ctx.dry:
+            raise
+        ctx.log(f"warning: {exc}")
+    if ctx.dry:
+        ctx.log("would write .chalice/config.json (stage " + stage + ") and " + ", ".join(sorted(policies)))
+    else:
+        written = render.write_stage(project, rendered, stage, policies)
+        ctx.log("wrote " + ", ".join(str(p.relative_to(project)) for p in written))
+    ctx.log("environment: " + json.dumps(env, sort_keys=True))
+
+
+def step_restore_record(ctx: Context) -> None:
+    ctx.log("4. chalice's record of the stage")
+    if ctx.offline:
+        return
+    project, stage = ctx.options.project_dir, ctx.options.stage
+    name, path = state.parameter_name(ctx.app_name, stage), state.record_path(project, stage)
+    where = path.relative_to(project)
+    if ctx.dry:
+        ctx.log(f"would sync {where} with SSM parameter {name} (the newer one wins)")
+        return
+    outcome = state.sync(ctx.session.client("ssm"), name, path)
+    ctx.log(
+        {
+            "restored": f"restored {where} from SSM parameter {name}",
+            "saved": f"{where} kept, and saved to SSM parameter {name} (it is the newer one)",
+            "same": f"{where} is the same as SSM parameter {name}",
+            "none": f"no record of the stage yet ({where}, SSM parameter {name}): chalice deploy will create it",
+        }[outcome]
+    )
+
+
+def step_chalice(ctx: Context, runner: Callable[..., Any]) -> dict[str, dict[str, Any]]:
+    """`chalice deploy --stage <stage>` from the project folder, its record back to SSM."""
+    project, stage = ctx.options.project_dir, ctx.options.stage
+    command = chalice_command(project, stage)
+    ctx.log(("would run " if ctx.dry else "running ") + " ".join(command))
+    if ctx.dry or ctx.offline:
+        return deployed_resources(project, stage)
+    ssm = ctx.session.client("ssm")
+    name, path = state.parameter_name(ctx.app_name, stage), state.record_path(project, stage)
+    try:
+        runner(command, env=chalice_environment(ctx.region), check=True)
     finally:
         if state.save(ssm, name, path):
             ctx.log(f"chalice's record of {stage} saved to SSM parameter {name}")
@@ -313,7 +369,6 @@ def step_chalice(ctx: Context, build: Path, runner: Callable[..., Any]) -> dict[
 
 
 def step_migrate(ctx: Context, deployed: Mapping[str, Any]) -> None:
-    ctx.log("4. schema")
     if "migrate" not in deployed:
         ctx.log("the app has no migrate function: run `python -m chalicelib.cli migrate` inside the VPC")
         return
@@ -324,17 +379,30 @@ def step_migrate(ctx: Context, deployed: Mapping[str, Any]) -> None:
 
 
 def step_api(ctx: Context, deployed: Mapping[str, Any], app_module: Any) -> None:
-    ctx.log("5. API Gateway: cache keys, gateway responses, stage settings")
+    ctx.log("6. API Gateway: gateway responses, no stage cache, throttling, web ACL")
     missing = function_names(app_module) - set(deployed)
     if missing and not ctx.dry:
         raise DeployError(f"chalice deploy did not record {', '.join(sorted(missing))}")
     apigw = ctx.session.client("apigateway")
     rest_api_id = deployed["rest_api"]["rest_api_id"]
-    apigateway.configure_api(apigw, rest_api_id, ctx.api_stage, routes_of(app_module), STAGE_SETTINGS, ctx.dry, ctx.log)
+    routes = routes_of(app_module, queries=False)
+    apigateway.configure_api(apigw, rest_api_id, ctx.api_stage, routes, STAGE_SETTINGS, ctx.dry, ctx.log)
+    acl = ctx.outputs.get("ApiWebAclArn")
+    if acl:
+        waf = ctx.session.client("wafv2")
+        stage_arn = apigateway.stage_arn(
+            ctx.session.get_partition_for_region(ctx.region), ctx.region, rest_api_id, ctx.api_stage
+        )
+        apply_or_show(waf, apigateway.web_acl_calls(waf, acl, stage_arn), ctx.dry, ctx.log)
 
 
-def step_async_invoke(ctx: Context, deployed: Mapping[str, Any]) -> None:
-    ctx.log("6. asynchronous invocation of the loader")
+def step_functions(ctx: Context, deployed: Mapping[str, Any]) -> None:
+    ctx.log("7. log retention and the loader's asynchronous invocation")
+    logs = ctx.session.client("logs")
+    names = [
+        v["lambda_arn"].rsplit(":", 1)[-1] for v in deployed.values() if v.get("resource_type") == "lambda_function"
+    ]
+    apply_or_show(logs, functions.log_retention_calls(logs, sorted(names)), ctx.dry, ctx.log)
     lambda_client = ctx.session.client("lambda")
     for config in functions.ASYNC_CONFIGS:
         arn = deployed[config.function]["lambda_arn"]
@@ -345,27 +413,22 @@ def step_async_invoke(ctx: Context, deployed: Mapping[str, Any]) -> None:
 
 
 def step_edge_stack(ctx: Context, rest_api_id: str) -> None:
-    ctx.log(f"7. edge stack ({EDGE_REGION})")
+    ctx.log(f"8. edge stack ({EDGE_REGION})")
     options = ctx.options
+    extra = dict(options.edge_parameters)
+    if ctx.origin is not None:
+        extra["OriginVerifyValue"] = ctx.origin.current
     spec = edge_stack_spec(
-        options.project_dir,
-        ctx.app_name,
-        options.stage,
-        rest_api_id,
-        ctx.region,
-        ctx.api_stage,
-        options.edge_parameters,
+        options.project_dir, ctx.app_name, options.stage, rest_api_id, ctx.region, ctx.api_stage, extra
     )
-    edge = stack_step(ctx.session.client("cloudformation", region_name=EDGE_REGION), spec, ctx.dry, ctx.log)
+    edge = stack_step(ctx.session.client("cloudformation", region_name=EDGE_REGION), spec, ctx.dry, ctx.log, ctx)
     if edge and "DistributionDomainName" in edge:
         ctx.log(f"done: https://{edge['DistributionDomainName']}/health")
 
 
-def run(
-    session: Any, options: Options, runner: Callable[..., Any] = subprocess.run, log: Callable[[str], None] = print
-) -> None:
+def context_for(session: Any, options: Options, log: Callable[[str], None]) -> tuple[Context, dict[str, Any]]:
     project, stage = options.project_dir, options.stage
-    config = render.load_json(project / ".chalice" / "config.json")
+    config = render.template_config(project)
     check_templates(project, config, stage)  # before any AWS call
     region = session.region_name
     if not region:
@@ -384,20 +447,43 @@ def run(
     log(f"stage {stage}: account {account_id}, region {region}{' (dry run: no changes)' if ctx.dry else ''}")
     if offline:
         log("no AWS credentials: planning as for an empty account, reading nothing")
+    return ctx, config
 
+
+def run_infra(session: Any, options: Options, log: Callable[[str], None] = print) -> Context:
+    """Stacks, then the files a plain `chalice deploy --stage <stage>` reads."""
+    ctx, config = context_for(session, options, log)
+    step_origin_secret(ctx)
     step_data_stack(ctx)
-    build = step_render(ctx, config)
-    deployed = step_chalice(ctx, build, runner)
+    step_render(ctx, config)
+    step_restore_record(ctx)
+    return ctx
+
+
+def run(
+    session: Any, options: Options, runner: Callable[..., Any] = subprocess.run, log: Callable[[str], None] = print
+) -> None:
+    """`make deploy`: infra, `chalice deploy`, and what Chalice cannot express."""
+    ctx = run_infra(session, options, log)
+    ctx.log("5. chalice deploy")
+    deployed = step_chalice(ctx, runner)
     if "rest_api" not in deployed:
         if not ctx.dry:
-            raise DeployError(f"chalice deploy left no rest_api in .chalice/deployed/{stage}.json")
-        log("the API does not exist yet; after chalice deploy creates it, steps 4 to 7 set:")
-        log_desired_api(routes_of(load_app(project)), STAGE_SETTINGS, log)
+            raise DeployError(f"chalice deploy left no rest_api in .chalice/deployed/{options.stage}.json")
+        log("the API does not exist yet; after chalice deploy creates it, steps 6 to 8 set:")
+        log_desired_api(routes_of(load_app(options.project_dir), queries=False), STAGE_SETTINGS, log)
         return
     step_migrate(ctx, deployed)
-    step_api(ctx, deployed, load_app(project))
-    step_async_invoke(ctx, deployed)
+    step_api(ctx, deployed, load_app(options.project_dir))
+    step_functions(ctx, deployed)
     step_edge_stack(ctx, deployed["rest_api"]["rest_api_id"])
+    if ctx.origin is not None and ctx.origin.previous and not ctx.dry:
+        # CloudFront now sends the new value (the edge stack waited for it): stop accepting the old.
+        ctx.log("origin secret rotated: the web ACL stops accepting the previous value")
+        ctx.origin = origin_secret.finish_rotation(
+            ctx.session.client("ssm"), origin_secret.parameter_name(ctx.app_name, options.stage)
+        )
+        step_data_stack(ctx)
 
 
 # -- command line ---------------------------------------------------------------------------------
@@ -411,18 +497,21 @@ def _pairs(values: Sequence[str] | None, flag: str) -> dict[str, str]:
     return out
 
 
-def parse_args(argv: Sequence[str] | None) -> Options:
+def parse_args(argv: Sequence[str] | None) -> tuple[str, Options]:
     parser = argparse.ArgumentParser(prog="python -m deploy.deploy", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", nargs="?", choices=("infra", "deploy"), default="deploy")
     parser.add_argument("--stage", default="prod")
     parser.add_argument("--region", help="the stage's region (default: the profile's or AWS_REGION)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    parser.add_argument("--rotate-origin-secret", action="store_true", help="a new CloudFront origin secret")
     parser.add_argument("--parameter", action="append", metavar="KEY=VALUE", help="a data stack parameter")
     parser.add_argument("--edge-parameter", action="append", metavar="KEY=VALUE", help="an edge stack parameter")
     args = parser.parse_args(argv)
-    return Options(
+    return args.command, Options(
         stage=args.stage,
         region=args.region,
         dry_run=args.dry_run,
+        rotate_origin_secret=args.rotate_origin_secret,
         data_parameters=_pairs(args.parameter, "--parameter"),
         edge_parameters=_pairs(args.edge_parameter, "--edge-parameter"),
     )
@@ -433,11 +522,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        options = parse_args(argv)
+        command, options = parse_args(argv)
         # botocore reads AWS_DEFAULT_REGION and the profile; AWS_REGION is honoured here as well.
         region = options.region or os.environ.get("AWS_REGION") or None
-        run(boto3.Session(region_name=region), options)
-    except (DeployError, stacks.StackError, apigateway.ApiShapeError, render.RenderError) as exc:
+        session = boto3.Session(region_name=region)
+        if command == "infra":
+            run_infra(session, options)
+        else:
+            run(session, options)
+    except (DeployError, stacks.StackError, apigateway.ApiShapeError, render.RenderError, tls.BundleMissing) as exc:
         print(f"deploy: {exc}", file=sys.stderr)
         return 1
     except functions.MigrationFailed as exc:

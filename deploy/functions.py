@@ -1,4 +1,7 @@
-"""Lambda settings Chalice cannot make: the loader's asynchronous invocation config.
+"""Lambda settings Chalice cannot make: log retention, the loader's asynchronous invocation config.
+
+Lambda creates a function's log group on first use with no expiry; the deploy step creates each
+function's group first (or finds it) and sets `LOG_RETENTION_DAYS`.
 
 S3 invokes `load_writes` asynchronously. Lambda retries a failed invocation (at most twice) and
 keeps a throttled one queued up to the maximum event age; after that the event goes to the
@@ -62,6 +65,29 @@ def async_invoke_calls(
         and not (destinations.get("OnSuccess") or {}).get("Destination")
     )
     return [] if same else [Call("put_function_event_invoke_config", wanted)]
+
+
+LOG_RETENTION_DAYS = 90
+
+
+def log_group_name(function_name: str) -> str:
+    return f"/aws/lambda/{function_name}"
+
+
+def log_retention_calls(logs: Any, function_names: list[str], days: int = LOG_RETENTION_DAYS) -> list[Call]:
+    """create_log_group for a function without one, put_retention_policy where it differs."""
+    existing: dict[str, Any] = {}
+    for page in logs.get_paginator("describe_log_groups").paginate(logGroupNamePrefix="/aws/lambda/"):
+        for group in page.get("logGroups", []):
+            existing[group["logGroupName"]] = group.get("retentionInDays")
+    calls = []
+    for function_name in function_names:
+        name = log_group_name(function_name)
+        if name not in existing:
+            calls.append(Call("create_log_group", {"logGroupName": name}))
+        if existing.get(name) != days:
+            calls.append(Call("put_retention_policy", {"logGroupName": name, "retentionInDays": days}))
+    return calls
 
 
 class MigrationFailed(RuntimeError):

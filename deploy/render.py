@@ -1,10 +1,11 @@
-"""Fill the committed templates from the data stack's outputs, and build what `chalice deploy` reads.
+"""Fill the committed templates from the data stack's outputs into the files `chalice deploy` reads.
 
-The committed `.chalice/config.json` (the deployed stage only) and `.chalice/policy-<stage>-*.json`
-hold placeholders `${Name}`, where `Name` is an output of the data stack or one of the deployment's
-own values (`Partition`, `Region`, `AccountId`, `Stage`, `AppName`). Nobody edits the filled values:
-the deploy step renders them into a build copy of the project (`build/deploy-<stage>/`, ignored by
-git) and runs `chalice deploy` there, so the work tree never holds account-specific values.
+The stage templates (`.chalice/templates/stage-<stage>.json`) and policy templates
+(`.chalice/templates/policy-<stage>-*.json`) hold placeholders `${Name}`, where `Name` is an output
+of the data stack or one of the deployment's own values (`Partition`, `Region`, `AccountId`,
+`Stage`, `AppName`). `make infra` renders them into the project's own `.chalice/config.json`
+(that stage only; the other stages are kept as they are) and `.chalice/policy-<stage>-*.json`
+(ignored by git), so a plain `chalice deploy --stage <stage>` deploys from the project folder.
 
 A value that is a comma-separated list in the outputs (`PrivateSubnetIds`, `ReplicaEndpoints`)
 expands: inside a JSON list, a string naming it becomes one string per item; anywhere else, the
@@ -17,9 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,6 @@ PLACEHOLDER = re.compile(r"\$\{([A-Za-z][A-Za-z0-9]*)\}")
 LIST_OUTPUTS = frozenset({"PrivateSubnetIds", "ReplicaEndpoints"})
 # Outputs that exist only under a template condition: absent means "not configured".
 OPTIONAL_OUTPUTS: Mapping[str, str] = {"CacheUrl": "", "CacheEndpoint": ""}
-# What chalice packages (app.py, chalicelib/, vendor/, requirements.txt); nothing else is copied.
-PROJECT_ENTRIES = ("app.py", "requirements.txt", "chalicelib", "vendor")
 
 Variables = Mapping[str, "str | tuple[str, ...]"]
 
@@ -140,6 +137,36 @@ def policy_files(config: Mapping[str, Any], stage: str) -> dict[str, str]:
     return {name: entry.get("iam_policy_file") or default for name, entry in functions.items()}
 
 
+TEMPLATE_DIR = Path(".chalice") / "templates"
+
+
+def stage_template_path(project_dir: Path, stage: str) -> Path:
+    return project_dir / TEMPLATE_DIR / f"stage-{stage}.json"
+
+
+def template_config(project_dir: Path) -> dict[str, Any]:
+    """`.chalice/config.json` with every stage template in place of that stage (placeholders kept)."""
+    config = load_json(project_dir / ".chalice" / "config.json")
+    config.setdefault("stages", {})
+    for path in sorted((project_dir / TEMPLATE_DIR).glob("stage-*.json")):
+        config["stages"].update(load_json(path).get("stages", {}))
+    return dict(config)
+
+
+def write_stage(project_dir: Path, rendered: Mapping[str, Any], stage: str, policies: Mapping[str, Any]) -> list[Path]:
+    """The rendered stage into the project's `.chalice/config.json` (other stages untouched) and
+    the rendered policies beside it; returns the files written."""
+    config_path = project_dir / ".chalice" / "config.json"
+    config = load_json(config_path)
+    config.setdefault("stages", {})[stage] = rendered["stages"][stage]
+    written = [config_path]
+    _write_json(config_path, config)
+    for name, document in policies.items():
+        _write_json(project_dir / ".chalice" / name, document)
+        written.append(project_dir / ".chalice" / name)
+    return written
+
+
 def load_json(path: Path) -> Any:
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
@@ -149,7 +176,7 @@ def render_policies(project_dir: Path, config: Mapping[str, Any], stage: str, va
     """File name -> the filled policy document, for every policy file the stage names."""
     out: dict[str, Any] = {}
     for name in sorted(set(policy_files(config, stage).values())):
-        out[name] = render(load_json(project_dir / ".chalice" / name), variables)
+        out[name] = render(load_json(project_dir / TEMPLATE_DIR / name), variables)
     return out
 
 
@@ -158,39 +185,3 @@ def _write_json(path: Path, data: Any) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         json.dump(data, handle, indent=2, sort_keys=False)
         handle.write("\n")
-
-
-def build_project(project_dir: Path, build_dir: Path, config: Mapping[str, Any], policies: Mapping[str, Any]) -> Path:
-    """A copy of what Chalice packages, with the rendered config and policies, in `build_dir`.
-
-    `.chalice/deployed/` (Chalice's record of what it deployed) is a link to the project's own,
-    so that every deployment, from here or not, sees the same record.
-    """
-    build_dir.mkdir(parents=True, exist_ok=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".*cache*")
-    for entry in PROJECT_ENTRIES:
-        source, target = project_dir / entry, build_dir / entry
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        elif target.exists() or target.is_symlink():
-            target.unlink()
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=ignore)
-        elif source.exists():
-            shutil.copy2(source, target)
-    chalice_dir = build_dir / ".chalice"
-    chalice_dir.mkdir(exist_ok=True)
-    for stale in chalice_dir.glob("*.json"):
-        stale.unlink()
-    _write_json(chalice_dir / "config.json", config)
-    for name, document in policies.items():
-        _write_json(chalice_dir / name, document)
-    record = project_dir / ".chalice" / "deployed"
-    record.mkdir(parents=True, exist_ok=True)
-    link = chalice_dir / "deployed"
-    if link.is_symlink() or link.is_file():
-        link.unlink()
-    elif link.is_dir():
-        shutil.rmtree(link)
-    os.symlink(record.resolve(), link, target_is_directory=True)
-    return build_dir

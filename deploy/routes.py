@@ -1,9 +1,11 @@
 """The API's routes as the deploy step needs them, derived from the Chalice app (never a hand list).
 
-For the API Gateway stage cache, a GET's cache key must hold everything its answer depends on:
-the caller (`Authorization`), the path parameters, the query parameters it reads, and
-`If-None-Match` (the app answers 304 with an empty body to a matching tag, and API Gateway caches
-whatever the integration answered, so without it a cached 304 would reach a caller without the tag).
+A shared cache of a GET must key it on everything its answer depends on: the caller
+(`Authorization`), the path parameters, the query parameters it reads, and `If-None-Match` (the
+app answers 304 with an empty body to a matching tag). `cache_key_parameters` names them in API
+Gateway's terms; `deploy.apigateway.cached_gets_without_keys` uses them to show that no GET is
+cached without them (API Gateway caches nothing; CloudFront's key holds all of them and every
+query string, see infrastructure/edge.yaml).
 
 Path parameters come from Chalice's route table. Query parameters are read from the source: the
 names passed as literals to `chalicelib.http.query_value(request, NAME)` in the view and in every
@@ -59,13 +61,16 @@ class Route:
         return parameter.startswith("method.request.path.")
 
 
-def routes_of(module: ModuleType) -> list[Route]:
-    """Every (path, method) of the Chalice app `module.app`, sorted; query parameters for reads."""
+def routes_of(module: ModuleType, queries: bool = True) -> list[Route]:
+    """Every (path, method) of the Chalice app `module.app`, sorted; query parameters for reads.
+
+    The deploy step passes `queries=False`: it sets throttles per route and caches nothing in API
+    Gateway (CloudFront's key holds every query string), so it needs no source analysis."""
     app = module.app
     out = []
     for path, methods in sorted(app.routes.items()):
         for method, entry in sorted(methods.items()):
-            query = query_parameters(module, entry.view_name) if method in READ_METHODS else ()
+            query = query_parameters(module, entry.view_name) if queries and method in READ_METHODS else ()
             out.append(
                 Route(
                     path=path,
@@ -154,7 +159,7 @@ def query_parameters(module: ModuleType, function_name: str) -> tuple[str, ...]:
             if isinstance(inner, ast.Attribute) and inner.attr == "query_params":
                 raise RouteError(
                     f"{owner.__name__}.{name} reads request.query_params directly (line {inner.lineno}); "
-                    "use chalicelib.http.query_value so the deploy step can put the parameter in the cache key"
+                    "use chalicelib.http.query_value so the parameter is known to be part of a cached GET's key"
                 )
             if not isinstance(inner, ast.Call):
                 continue

@@ -8,8 +8,9 @@ template's defaults.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 TEMPLATE_BODY_LIMIT = 51_200  # bytes; a larger template must go through S3 (TemplateURL)
@@ -31,6 +32,11 @@ class StackSpec:
     capabilities: tuple[str, ...] = ()
     termination_protection: bool = False
     tags: Mapping[str, str] | None = None
+    template_url: str | None = None  # set by upload_template for a body over the limit
+
+    @property
+    def too_large(self) -> bool:
+        return len(self.template_body.encode("utf-8")) > TEMPLATE_BODY_LIMIT
 
 
 def describe(cfn: Any, name: str) -> dict[str, Any] | None:
@@ -62,7 +68,7 @@ def stack_parameters(spec: StackSpec, existing: Mapping[str, Any] | None) -> lis
 
 def plan(cfn: Any, spec: StackSpec) -> tuple[str, dict[str, Any] | None]:
     """("create" | "update", the existing stack or None). Raises StackError for a stuck stack."""
-    if len(spec.template_body.encode("utf-8")) > TEMPLATE_BODY_LIMIT:
+    if spec.too_large and not spec.template_url:
         raise StackError(f"{spec.name}: the template is over {TEMPLATE_BODY_LIMIT} bytes; upload it to S3 first")
     existing = describe(cfn, spec.name)
     if existing is None:
@@ -70,8 +76,8 @@ def plan(cfn: Any, spec: StackSpec) -> tuple[str, dict[str, Any] | None]:
     status = existing["StackStatus"]
     if status in FAILED_CREATE_STATES:
         raise StackError(
-            f"{spec.name} is {status}: its first creation failed. Read its events, delete it "
-            f"(aws cloudformation delete-stack --stack-name {spec.name}) and run the deploy again."
+            f"{spec.name} is {status}: its first creation failed; nothing it made is kept "
+            f"(DeletionPolicy RetainExceptOnCreate, no protection yet). Recover: {recovery_commands(spec.name)}"
         )
     if status.endswith("_IN_PROGRESS"):
         raise StackError(f"{spec.name} is {status}; wait for it to finish and run the deploy again")
@@ -83,16 +89,19 @@ def deploy(cfn: Any, spec: StackSpec, log: Any = print) -> dict[str, str]:
     from botocore.exceptions import ClientError, WaiterError
 
     action, existing = plan(cfn, spec)
+    source = {"TemplateURL": spec.template_url} if spec.template_url else {"TemplateBody": spec.template_body}
     request: dict[str, Any] = {
         "StackName": spec.name,
-        "TemplateBody": spec.template_body,
+        **source,
         "Parameters": stack_parameters(spec, existing),
         "Capabilities": list(spec.capabilities),
         "Tags": [{"Key": k, "Value": v} for k, v in sorted((spec.tags or {}).items())],
     }
     if action == "create":
+        # Protection comes after CREATE_COMPLETE: a protected stack cannot roll back and be
+        # deleted, so a failed first creation could not simply be run again.
         log(f"creating stack {spec.name}")
-        cfn.create_stack(**request, EnableTerminationProtection=spec.termination_protection)
+        cfn.create_stack(**request, EnableTerminationProtection=False, OnFailure="ROLLBACK")
         waiter = "stack_create_complete"
     else:
         if spec.termination_protection and not (existing or {}).get("EnableTerminationProtection"):
@@ -109,9 +118,62 @@ def deploy(cfn: Any, spec: StackSpec, log: Any = print) -> dict[str, str]:
     try:
         cfn.get_waiter(waiter).wait(StackName=spec.name, WaiterConfig=WAITER_CONFIG)
     except WaiterError as exc:
-        raise StackError(f"{spec.name}: {action} did not complete: {failure_reason(cfn, spec.name)}") from exc
+        reason = f"{spec.name}: {action} did not complete: {failure_reason(cfn, spec.name)}"
+        if action == "create":
+            reason += f". Nothing is protected yet and nothing is retained; recover: {recovery_commands(spec.name)}"
+        raise StackError(reason) from exc
+    if action == "create" and spec.termination_protection:
+        cfn.update_termination_protection(StackName=spec.name, EnableTerminationProtection=True)
+        log(f"stack {spec.name}: termination protection on")
     stack = describe(cfn, spec.name)
     return outputs(stack or {})
+
+
+def recovery_commands(name: str, region: str | None = None) -> str:
+    """What to run after a failed first creation (the stack is not protected yet)."""
+    where = f" --region {region}" if region else ""
+    return (
+        f"aws cloudformation describe-stack-events --stack-name {name}{where} "
+        f"--query \"StackEvents[?ends_with(ResourceStatus, 'FAILED')]\"; "
+        f"aws cloudformation delete-stack --stack-name {name}{where}; "
+        f"aws cloudformation wait stack-delete-complete --stack-name {name}{where}; "
+        "then run the same make target again"
+    )
+
+
+def template_bucket(app_name: str, stage: str, account_id: str, region: str) -> str:
+    return f"{app_name}-{stage}-templates-{account_id}-{region}"
+
+
+def upload_template(s3: Any, bucket: str, region: str, spec: StackSpec) -> StackSpec:
+    """The spec with its template in S3 (TemplateURL), for a body CloudFormation will not take
+    inline. The bucket is made on first use: private, encrypted, objects expire after 30 days."""
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError:
+        where = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+        s3.create_bucket(Bucket=bucket, **where)
+        s3.put_public_access_block(
+            Bucket=bucket,
+            PublicAccessBlockConfiguration={
+                "BlockPublicAcls": True,
+                "IgnorePublicAcls": True,
+                "BlockPublicPolicy": True,
+                "RestrictPublicBuckets": True,
+            },
+        )
+        s3.put_bucket_lifecycle_configuration(
+            Bucket=bucket,
+            LifecycleConfiguration={
+                "Rules": [{"ID": "expire", "Status": "Enabled", "Filter": {"Prefix": ""}, "Expiration": {"Days": 30}}]
+            },
+        )
+    body = spec.template_body.encode("utf-8")
+    key = f"{spec.name}/{hashlib.sha256(body).hexdigest()}.yaml"
+    s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="text/yaml")
+    return replace(spec, template_url=f"https://{bucket}.s3.{region}.amazonaws.com/{key}")
 
 
 def failure_reason(cfn: Any, name: str) -> str:

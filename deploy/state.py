@@ -3,9 +3,11 @@
 `chalice deploy` remembers what it made (function ARNs, role names, the REST API id) in
 `.chalice/deployed/<stage>.json`, a file git ignores. Deployed from a machine without it,
 Chalice would try to create everything again (a second API; roles that already exist). So the
-deploy step keeps the record in SSM Parameter Store (`/<app>/<stage>/chalice-deployed`): it is
-written into the project before `chalice deploy` and saved back after it, even when the deploy
-failed half way (Chalice records what it made before the failure). It holds ids and ARNs only.
+record is kept in SSM Parameter Store (`/<app>/<stage>/chalice-deployed`): `make infra` syncs it
+(`sync`: the account's copy into the project, or the project's into the account when it is the
+newer one, a `chalice deploy` run here by hand since), and `make deploy` saves it back after
+`chalice deploy`, even when that failed half way (Chalice records what it made before the
+failure). It holds ids and ARNs only.
 """
 
 from __future__ import annotations
@@ -36,14 +38,49 @@ def fetch(ssm: Any, name: str) -> dict[str, Any] | None:
     return dict(json.loads(value))
 
 
+def fetch_with_date(ssm: Any, name: str) -> tuple[dict[str, Any] | None, float]:
+    """(the record kept in the account or None, when it was last written as a POSIX time)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        parameter = ssm.get_parameter(Name=name)["Parameter"]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ParameterNotFound":
+            return None, 0.0
+        raise
+    modified = parameter.get("LastModifiedDate")
+    return dict(json.loads(parameter["Value"])), modified.timestamp() if modified is not None else 0.0
+
+
 def restore(ssm: Any, name: str, path: Path) -> bool:
-    """Write the account's record over the local one (the account's is the last deploy's)."""
-    record = fetch(ssm, name)
+    """Write the account's record over the local one, unless the local one is newer."""
+    record, written_at = fetch_with_date(ssm, name)
     if record is None:
         return False
+    if path.exists():
+        if json.loads(path.read_text(encoding="utf-8")) == record:
+            return False
+        if path.stat().st_mtime > written_at:
+            return False  # a chalice deploy ran here since; `make deploy` saves it
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return True
+
+
+def sync(ssm: Any, name: str, path: Path) -> str:
+    """Make the project's and the account's record the same, the newer one winning:
+    "restored" (account -> project), "saved" (project -> account), "same" or "none"."""
+    record, written_at = fetch_with_date(ssm, name)
+    if record is None and not path.exists():
+        return "none"
+    if record is not None and path.exists() and json.loads(path.read_text(encoding="utf-8")) == record:
+        return "same"
+    if record is not None and (not path.exists() or path.stat().st_mtime <= written_at):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        return "restored"
+    save(ssm, name, path)
+    return "saved"
 
 
 def save(ssm: Any, name: str, path: Path) -> bool:

@@ -174,6 +174,14 @@ class SqliteDatabase(Database):
     def is_duplicate_key(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.IntegrityError)
 
+    def is_retryable(self, exc: BaseException | None) -> bool:
+        # Still busy or locked after busy_timeout (another process held the write lock that long).
+        code = getattr(exc, "sqlite_errorcode", None) if isinstance(exc, sqlite3.OperationalError) else None
+        return isinstance(code, int) and code & 0xFF in SQLITE_BUSY
+
+
+SQLITE_BUSY = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED: the low byte of their extended codes too
+
 
 class _AutoCommitting:
     """Lets schema.migrate drive an isolation_level=None sqlite connection inside our BEGIN."""
@@ -192,7 +200,9 @@ class _AutoCommitting:
 CONNECTION_LOST = frozenset({2006, 2013, 2055})
 ACCESS_DENIED = 1045
 SSL_NOT_OFFERED = 2026  # CR_SSL_CONNECTION_ERROR: "SSL is required but the server doesn't support it"
-RETRYABLE = frozenset({1205, 1213})  # lock wait timeout, deadlock: the transaction can run again
+# Lock wait timeout, deadlock, and (MariaDB with innodb_snapshot_isolation, the default from 11.6)
+# "record has changed since last read": the transaction can simply run again.
+RETRYABLE = frozenset({1205, 1213, 1020})
 
 
 def mysql_error_code(exc: BaseException | None) -> int | None:

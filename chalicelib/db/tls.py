@@ -12,6 +12,11 @@ Modes (URL option `ssl`, also spelled `ssl_mode`/`sslmode`):
 - `verify_ca`: TLS, certificate checked against the CA bundle (`ssl_ca=PATH`).
 - `verify_identity` (also `verify_full`): as `verify_ca`, and the host name must match.
 
+`ssl_ca` takes a path or one of two names: `rds`, the RDS CA bundle packaged with the app
+(`chalicelib/db/certs/rds-global-bundle.pem`: RDS instances such as the read replicas present
+certificates signed by the RDS CAs, which no system store holds), and `system`, the runtime's own
+trust store (RDS Proxy presents an ACM certificate that chains to Amazon's public roots).
+
 Defaults when the URL names no mode: `verify_identity` when a CA bundle is configured (`ssl_ca`
 in the URL, or the `ca_bundle` given by the composition root, e.g. the RDS bundle); otherwise
 `disabled` for a loopback host and `preferred` for any other. An RDS endpoint without a
@@ -46,6 +51,12 @@ ALIASES = {
     "verify-identity": "verify_identity",
 }
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+SYSTEM_STORE = "system"
+PACKAGED_BUNDLES = {
+    "rds": os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "db", "certs", "rds-global-bundle.pem"
+    )
+}
 RDS_SUFFIXES = (".rds.amazonaws.com", ".rds.amazonaws.com.cn")
 
 
@@ -79,7 +90,8 @@ def policy_for(url: DbUrl, ca_bundle: str = "") -> TlsPolicy:
             mode = "preferred"
     if mode in ("verify_ca", "verify_identity") and not ca:
         raise ValueError(f"ssl={mode} needs a CA bundle: add ssl_ca=/path/to/bundle.pem to the database URL")
-    if ca and mode in ("verify_ca", "verify_identity") and not os.path.isfile(ca):
+    ca = PACKAGED_BUNDLES.get(ca, ca)
+    if ca and ca != SYSTEM_STORE and mode in ("verify_ca", "verify_identity") and not os.path.isfile(ca):
         raise ValueError(f"the CA bundle {ca!r} does not exist")
     return TlsPolicy(mode, ca if mode in ("verify_ca", "verify_identity") else "")
 
@@ -116,7 +128,7 @@ def _build(policy: TlsPolicy) -> ssl.SSLContext:
     global builds
     builds += 1
     if policy.verifies:
-        context = ssl.create_default_context(cafile=policy.ca)
+        context = ssl.create_default_context(cafile=None if policy.ca == SYSTEM_STORE else policy.ca)
         context.check_hostname = policy.mode == "verify_identity"
         context.verify_mode = ssl.CERT_REQUIRED
     else:

@@ -63,8 +63,14 @@ def local_etag(body: bytes) -> str:
 
 
 class BatchLoader:
-    ATTEMPTS = 5
-    RETRY_PAUSE_SECONDS = 0.025  # doubled on each attempt, jittered
+    # A deadlock victim or a lock wait that timed out runs again, up to ATTEMPTS in all, after a
+    # pause drawn between half and all of RETRY_PAUSE_SECONDS doubled per attempt, capped at
+    # RETRY_PAUSE_MAX_SECONDS (about 5 s of pauses in all): long enough for the loads it
+    # collided with to commit, so that five loaders on the same keys still all get through.
+    ATTEMPTS = 8
+    RETRY_PAUSE_SECONDS = 0.05
+    RETRY_PAUSE_MAX_SECONDS = 2.0
+    sleep = staticmethod(time.sleep)  # tests record the pauses instead
 
     def __init__(
         self,
@@ -165,9 +171,11 @@ class BatchLoader:
             log.exception("could not update the read cache after a load")
 
     def _load(self, bucket: str, key: str, etag: str, force: bool, work: Work) -> LoadResult:
-        """One transaction; run again (up to ATTEMPTS, after a short random pause) when the server
-        chose it as a deadlock victim or its lock wait timed out, which only concurrent loads of
-        the same keys cause."""
+        """One transaction; run again (up to ATTEMPTS, after a growing random pause) when the
+        server chose it as a deadlock victim or its lock wait timed out, which only concurrent
+        loads of the same keys cause. Anything else, or the last attempt's failure, is raised with
+        nothing applied (the transaction rolled back): the event's retry and the reconciler load
+        the object again later."""
         attempt = 1
         while True:
             try:
@@ -176,7 +184,8 @@ class BatchLoader:
                 if attempt >= self.ATTEMPTS or not self.db.is_retryable(exc.__cause__):
                     raise
                 log.info("load of %s retried after: %s", key, exc)
-                time.sleep(random.uniform(0, self.RETRY_PAUSE_SECONDS * 2**attempt))
+                pause = min(self.RETRY_PAUSE_MAX_SECONDS, self.RETRY_PAUSE_SECONDS * 2 ** (attempt - 1))
+                self.sleep(random.uniform(pause / 2, pause))
                 attempt += 1
 
     def _load_once(self, bucket: str, key: str, etag: str, force: bool, work: Work) -> LoadResult:

@@ -139,12 +139,27 @@ class SqlApplier(Applier):
             else:
                 where = "(owner, id) IN (" + ", ".join(["(%s, %s)"] * len(keys)) + ")"
             params: list[Any] = [part for key in keys for part in key[1:]]
-            cur.execute(f"SELECT owner, id, version, op_id, created_at FROM {table.name} WHERE {where}", params)
+            cur.execute(
+                f"SELECT owner, id, version, op_id, created_at FROM {table.name} WHERE {where}{self._locking}", params
+            )
             return {(r[0], r[1]): (int(r[2]), r[3], r[4]) for r in cur.fetchall()}
         mark = self.db.mark
         where = "owner IN (" + ", ".join([mark] * len(keys)) + ")"
-        cur.execute(f"SELECT owner, version, op_id, created_at FROM {table.name} WHERE {where}", [k[1] for k in keys])
+        cur.execute(
+            f"SELECT owner, version, op_id, created_at FROM {table.name} WHERE {where}{self._locking}",
+            [k[1] for k in keys],
+        )
         return {(r[0],): (int(r[1]), r[2], r[3]) for r in cur.fetchall()}
+
+    @property
+    def _locking(self) -> str:
+        """MySQL/MariaDB: read the stored rows with a locking read. Under REPEATABLE READ a plain
+        SELECT reads the snapshot taken at the transaction's first plain read, which misses rows
+        other loaders committed since; a locking read reads the latest committed rows and keeps
+        them (and the gaps where missing keys go) as read until commit. A load makes no plain read
+        of the resource tables at all (docs/architecture.md, "Concurrent loaders"). SQLite needs
+        none: BEGIN IMMEDIATE already holds the database's one write lock."""
+        return " FOR UPDATE" if self.dialect == "mysql" else ""
 
     def _apply_chunk(
         self,
@@ -176,9 +191,11 @@ class SqlApplier(Applier):
         if rows:
             cur.executemany(self._upsert_sql(table), rows)
         if older_created:
+            # Guarded like the upsert: never raise created_at, whatever was read.
             where = " AND ".join(f"{c} = {self.db.mark}" for c in table.key_columns)
+            least = "MIN" if self.dialect == "sqlite" else "LEAST"
             cur.executemany(
-                self.db.sql(f"UPDATE {table.name} SET created_at = %s WHERE {where}"),
+                self.db.sql(f"UPDATE {table.name} SET created_at = {least}(created_at, %s) WHERE {where}"),
                 older_created,
             )
         return len(rows), stale
@@ -198,12 +215,12 @@ class SqlApplier(Applier):
         # MySQL/MariaDB: the VALUES() form (PyMySQL folds it into one multi-row statement; MariaDB
         # has no `AS new` alias). Columns are assigned left to right, so the guard's own columns
         # (op_id, then version) come last.
-        newer = "((VALUES(version), VALUES(op_id)) > (version, op_id))"
-        guarded = [f"{c} = IF({newer}, VALUES({c}), {c})" for c in table.data_columns + ("deleted", "updated_at")]
+        wins = "((VALUES(version), VALUES(op_id)) > (version, op_id))"  # ordering.newer, in SQL
+        guarded = [f"{c} = IF({wins}, VALUES({c}), {c})" for c in table.data_columns + ("deleted", "updated_at")]
         sets = ", ".join(
             guarded
             + ["created_at = LEAST(created_at, VALUES(created_at))"]
-            + [f"op_id = IF({newer}, VALUES(op_id), op_id)", f"version = IF({newer}, VALUES(version), version)"]
+            + [f"op_id = IF({wins}, VALUES(op_id), op_id)", f"version = IF({wins}, VALUES(version), version)"]
         )
         return f"INSERT INTO {table.name} ({cols}) VALUES ({marks}) ON DUPLICATE KEY UPDATE {sets}"
 

@@ -31,6 +31,11 @@ caller's transaction with the ledger row) and changes only how rows reach the se
   fast there and needs no file.
 
 Profiles are rare (one per user) and always take `SqlApplier`'s path, in the same transaction.
+
+Every read of `todos` here (the probe, the decision, the recount at the end) is a locking read:
+under REPEATABLE READ a plain SELECT would read a snapshot that lacks rows other loaders
+committed since, and disagree with the locking reads and writes (docs/architecture.md,
+"Concurrent loaders").
 """
 
 from __future__ import annotations
@@ -263,14 +268,23 @@ class _Worker:
                 raise
             yield tag, result
 
-    def settle(self) -> None:
-        """Wait for every pending task, ignoring results (before the caller uses the connection)."""
+    def settle(self) -> BaseException | None:
+        """Wait for every pending task, ignoring results (before the caller uses the connection);
+        returns the first task's error, if any (the caller may have raised another already)."""
+        first: BaseException | None = None
         while self._pending:
             future, _ = self._pending.popleft()
             try:
                 future.result()
-            except BaseException:  # noqa: BLE001 - the first error was already raised
-                pass
+            except BaseException as exc:  # noqa: BLE001 - returned to the caller
+                first = first or exc
+        return first
+
+    def wait(self) -> None:
+        """Wait for every pending task, ignoring results; raises the first task's error."""
+        error = self.settle()
+        if error is not None:
+            raise error
 
     def close(self) -> None:
         self.settle()
@@ -376,8 +390,8 @@ class _Session:
         cur = self.cur
         cur.execute(SAVEPOINT)
         marks = ", ".join(["(%s, %s)"] * len(sample))
-        cur.execute(
-            f"SELECT COUNT(*) FROM todos WHERE (owner, id) IN ({marks})",
+        cur.execute(  # a locking read, as every read of the load (docs/architecture.md)
+            f"SELECT COUNT(*) FROM todos WHERE (owner, id) IN ({marks}) FOR UPDATE",
             [part for command in sample for part in (command.owner, command.id)],
         )
         if int(cur.fetchone()[0]) == 0 and not self.applier.prefers_keys:
@@ -418,7 +432,7 @@ class _Session:
         far the keys way (later chunks follow)."""
         log.info("fast load: keys already stored; redoing this object the keys way")
         self.applier.paths["redo"] += 1
-        self.worker.settle()
+        self.worker.wait()  # a chunk that failed (a deadlock victim: the transaction is gone) raises
         self.cur.execute(ROLLBACK_TO_SAVEPOINT)
         self.applied = 0
         self._use_keys()
@@ -484,17 +498,21 @@ class _Session:
 
     def _newly_applied(self, winners: list[WriteCommand]) -> int:
         """Of keys left alone when first seen (stored was newer), how many a later chunk's winner
-        beats. The stored rows are as they were: not written by us, locked against others."""
+        beats. The stored rows are as the decision read them: not written by us, locked against
+        others since. A locking read: a plain SELECT would read the transaction's snapshot, which
+        may predate a row another loader committed before the decision locked it."""
         count = 0
         for start in range(0, len(winners), 500):
             part = winners[start : start + 500]
             marks = ", ".join(["(%s, %s)"] * len(part))
             self.cur.execute(
-                f"SELECT owner, id, version, op_id FROM todos WHERE (owner, id) IN ({marks})",
+                f"SELECT owner, id, version, op_id FROM todos WHERE (owner, id) IN ({marks}) FOR UPDATE",
                 [v for c in part for v in (c.owner, c.id)],
             )
             stored = {(r[0], r[1]): (int(r[2]), r[3]) for r in self.cur.fetchall()}
-            count += sum(1 for c in part if newer((c.version, c.op_id), stored[(c.owner, c.id)]))
+            for c in part:
+                have = stored.get((c.owner, c.id))
+                count += have is None or newer((c.version, c.op_id), have)
         return count
 
 
@@ -667,7 +685,9 @@ class MySQLFastApplier(SqlApplier):
                     session.add(todos)
                 return session.finish()
         except LoadRefused as exc:
-            worker.settle()
+            error = worker.settle()
+            if error is not None and not isinstance(error, LoadRefused):
+                raise error from exc  # e.g. a deadlock: the transaction, savepoint included, is gone
             self._refused(exc)
             if session.mode:
                 cur.execute(ROLLBACK_TO_SAVEPOINT)

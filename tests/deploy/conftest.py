@@ -46,7 +46,19 @@ OUTPUTS: dict[str, str] = {
     "LoaderFailureQueueArn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:sluice-prod-load-writes-failures",
     "LoaderFailureQueueUrl": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/sluice-prod-load-writes-failures",
     "AlarmTopicArn": f"arn:aws:sns:{REGION}:{ACCOUNT}:sluice-prod-alarms",
+    "ApiWebAclArn": f"arn:aws:wafv2:{REGION}:{ACCOUNT}:regional/webacl/sluice-prod-api/0123abcd-4567-89ef-0123-456789abcdef",
 }
+
+
+def committed_config_text() -> str:
+    """.chalice/config.json as committed: after a real `make infra` the work tree's copy holds the
+    filled prod stage, which a test of a fresh clone must not see."""
+    import subprocess
+
+    result = subprocess.run(
+        ["git", "show", "HEAD:.chalice/config.json"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    return result.stdout if result.returncode == 0 else (ROOT / ".chalice" / "config.json").read_text()
 
 
 @pytest.fixture
@@ -65,7 +77,13 @@ def variables(outputs: dict[str, str]) -> dict[str, Any]:
 
 @pytest.fixture
 def config() -> dict[str, Any]:
-    return json.loads((ROOT / ".chalice" / "config.json").read_text())
+    """config.json with the stage templates in place (what `make infra` renders)."""
+    from deploy.render import TEMPLATE_DIR, load_json
+
+    config = json.loads(committed_config_text())
+    for path in sorted((ROOT / TEMPLATE_DIR).glob("stage-*.json")):
+        config["stages"].update(load_json(path)["stages"])
+    return dict(config)
 
 
 @pytest.fixture(scope="session")
@@ -151,6 +169,9 @@ class FakeApiGateway:
     def get_method(self, restApiId: str, resourceId: str, httpMethod: str) -> dict[str, Any]:
         self.calls.append("get_method")
         return copy.deepcopy(self.methods[(resourceId, httpMethod)])
+
+    def get_integration(self, restApiId: str, resourceId: str, httpMethod: str) -> dict[str, Any]:
+        return copy.deepcopy(self.methods[(resourceId, httpMethod)]["methodIntegration"])
 
     def get_stage(self, restApiId: str, stageName: str) -> dict[str, Any]:
         if stageName != self.stage_name:

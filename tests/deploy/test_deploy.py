@@ -9,26 +9,25 @@ first one, and after `chalice deploy` has reset the API in between.
 from __future__ import annotations
 
 import importlib
-import io
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 import textwrap
-from contextlib import ExitStack
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 
 from deploy import apigateway, functions, render, stacks
 from deploy import deploy as deploy_step
 from deploy.apigateway import GATEWAY_RESPONSES, StageSettings, Throttle
 from deploy.routes import AUTHORIZATION, IF_NONE_MATCH, RouteError, routes_of
-from tests.deploy.conftest import ACCOUNT, OUTPUTS, REGION, ROOT, FakeApiGateway, client
+from tests.deploy.conftest import ACCOUNT, OUTPUTS, REGION, ROOT, FakeApiGateway, client, committed_config_text
 
 API_ID = "a1b2c3d4e5"
 CONTRACT_SECTION_6 = {
@@ -99,7 +98,7 @@ def write_module(tmp_path: Path, name: str, source: str) -> Any:
         sys.path.remove(str(tmp_path))
 
 
-def test_a_new_get_route_gets_its_cache_key(tmp_path):
+def test_a_new_get_route_names_every_input_of_its_answer(tmp_path):
     # GIVEN an app with a GET route the deploy step has never heard of
     module = write_module(
         tmp_path,
@@ -122,24 +121,15 @@ def test_a_new_get_route_gets_its_cache_key(tmp_path):
             return {}
         """,
     )
-    routes = routes_of(module)
-    resources = resource_ids_for(routes)
-    apigw = client("apigateway")
-    # WHEN the deploy step plans the cache keys THEN the new GET gets them all
-    with Stubber(apigw) as stub:
-        (route,) = [r for r in routes if r.is_read]
-        where = {"restApiId": API_ID, "resourceId": resources[route.path], "httpMethod": "GET"}
-        stub.add_response("get_method", chalice_method(route), where)
-        calls = apigateway.cache_key_calls(apigw, API_ID, routes, resources)
-    keys = [op["path"].removeprefix("/cacheKeyParameters/") for op in calls[1].params["patchOperations"]]
-    assert calls[1].operation == "update_integration"
-    assert keys == [
+    # WHEN its routes are read THEN the GET names every input a cache key would need
+    (route,) = [r for r in routes_of(module) if r.is_read]
+    assert route.cache_key_parameters() == (
         AUTHORIZATION,
         IF_NONE_MATCH,
         "method.request.path.thing_id",
         "method.request.querystring.after",
         "method.request.querystring.q",
-    ]
+    )
 
 
 def test_reading_query_params_directly_stops_the_deploy(tmp_path):
@@ -158,60 +148,43 @@ def test_reading_query_params_directly_stops_the_deploy(tmp_path):
     )
     with pytest.raises(RouteError, match="query_params"):
         routes_of(module)
+    # The deploy step itself needs no query analysis (API Gateway caches nothing): it goes on.
+    (route,) = routes_of(module, queries=False)
+    assert route.path == "/search" and route.query_params == ()
 
 
-# -- cache keys ---------------------------------------------------------------------------------
-def test_every_get_route_gets_authorization_and_its_path_parameters_in_the_cache_key(app_module):
-    routes = routes_of(app_module)
-    resources = resource_ids_for(routes)
-    apigw = client("apigateway")
-    with Stubber(apigw) as stub:
-        for route in [r for r in routes if r.is_read]:
-            where = {"restApiId": API_ID, "resourceId": resources[route.path], "httpMethod": "GET"}
-            stub.add_response("get_method", chalice_method(route), where)
-        calls = apigateway.cache_key_calls(apigw, API_ID, routes, resources)
-        stub.assert_no_pending_responses()
-    by_resource: dict[tuple[str, str], list[str]] = {}
-    for call in calls:
-        assert call.params["httpMethod"] == "GET"
-        names = [op["path"].split("/", 2)[2] for op in call.params["patchOperations"]]
-        by_resource[(call.params["resourceId"], call.operation)] = names
+# -- what a cached GET must be keyed on ---------------------------------------------------------
+def test_every_get_route_names_authorization_its_path_and_its_query(app_module):
+    by_path = {r.path: r for r in routes_of(app_module) if r.is_read}
     # Derived from the app's route table here, independently of deploy.routes.
     for path, path_params in get_routes_from_app(app_module.app):
-        keyed = by_resource[(resources[path], "update_integration")]
+        keyed = by_path[path].cache_key_parameters()
         assert AUTHORIZATION in keyed and IF_NONE_MATCH in keyed, path
         for name in path_params:
             assert f"method.request.path.{name}" in keyed, path
-        declared = by_resource[(resources[path], "update_method")]
-        # Chalice already declares the path parameters; the headers (and queries) are added.
-        assert AUTHORIZATION in declared and not any(n.startswith("method.request.path.") for n in declared)
-    list_keys = by_resource[(resources["/todos"], "update_integration")]
-    assert {f"method.request.querystring.{q}" for q in ("limit", "cursor", "state", "min_version")} <= set(list_keys)
+    assert {f"method.request.querystring.{q}" for q in ("limit", "cursor", "state", "min_version")} <= set(
+        by_path["/todos"].cache_key_parameters()
+    )
 
 
-def test_method_request_parameters_are_optional_headers_and_required_paths(app_module):
-    routes = [r for r in routes_of(app_module) if r.path == "/todos/{todo_id}"]
-    resources = resource_ids_for(routes)
-    apigw = client("apigateway")
-    with Stubber(apigw) as stub:
-        where = {"restApiId": API_ID, "resourceId": resources["/todos/{todo_id}"], "httpMethod": "GET"}
-        stub.add_response("get_method", {"httpMethod": "GET", "methodIntegration": {}}, where)
-        calls = apigateway.cache_key_calls(apigw, API_ID, routes, resources)
-    declared = {op["path"]: op["value"] for op in calls[0].params["patchOperations"]}
-    assert declared == {
-        f"/requestParameters/{AUTHORIZATION}": "false",
-        f"/requestParameters/{IF_NONE_MATCH}": "false",
-        "/requestParameters/method.request.path.todo_id": "true",
-        "/requestParameters/method.request.querystring.min_version": "false",
-    }
+def stage_with(cache: bool, settings: dict[str, Any]) -> dict[str, Any]:
+    return {"stageName": "api", "cacheClusterEnabled": cache, "methodSettings": settings}
 
 
-def test_a_get_route_missing_from_the_deployed_api_stops_the_deploy(app_module):
-    routes = routes_of(app_module)
-    resources = resource_ids_for(routes)
-    del resources["/me"]
-    with pytest.raises(apigateway.ApiShapeError, match="/me"):
-        apigateway.cache_key_calls(client("apigateway"), API_ID, routes, resources)
+def test_the_key_check_flags_a_cached_get_whose_key_misses_an_input(app_module):
+    routes = [r for r in routes_of(app_module) if r.path in ("/todos/{todo_id}", "/me")]
+    fake = FakeApiGateway(routes)
+    key = fake.methods[(fake.resources["/todos/{todo_id}"], "GET")]["methodIntegration"]["cacheKeyParameters"]
+    key += [AUTHORIZATION, IF_NONE_MATCH, "method.request.path.todo_id"]  # no min_version
+    fake.stage = stage_with(True, {"~1me/GET": {"cachingEnabled": False}})
+
+    # The route analysis finds min_version among the query parameters the view reads.
+    assert all("method.request.querystring.min_version" in r.cache_key_parameters() for r in routes if r.is_read)
+    unsafe = apigateway.cached_gets_without_keys(fake, API_ID, "api", lambda r: r.cache_key_parameters(), routes)
+
+    assert unsafe == ["GET /todos/{todo_id} cached without method.request.querystring.min_version"]
+    fake.stage = stage_with(False, {})  # no cache cluster: nothing is cached whatever the settings
+    assert apigateway.cached_gets_without_keys(fake, API_ID, "api", lambda r: r.cache_key_parameters(), routes) == []
 
 
 # -- gateway responses --------------------------------------------------------------------------
@@ -245,7 +218,7 @@ def test_gateway_responses_match_what_chalice_local_answers():
 
 
 # -- stage settings -----------------------------------------------------------------------------
-def test_reads_and_writes_are_throttled_separately(app_module):
+def test_reads_and_writes_are_throttled_separately_and_nothing_is_cached(app_module):
     settings = StageSettings()
     routes = routes_of(app_module)
     wanted = apigateway.desired_method_settings(routes, settings)
@@ -256,9 +229,7 @@ def test_reads_and_writes_are_throttled_separately(app_module):
         else:
             expected = settings.reads if route.method == "GET" else settings.writes
         assert (entry["throttlingRateLimit"], entry["throttlingBurstLimit"]) == (expected.rate, expected.burst)
-        assert entry["cachingEnabled"] is (route.method == "GET"), route
-        assert entry["requireAuthorizationForCacheControl"] is True
-        assert entry["cacheDataEncrypted"] is True
+        assert entry["cachingEnabled"] is False, route
     assert settings.reads != settings.writes
     # Methods the app does not declare fall under */*: no cache, the write limits.
     assert wanted["*/*"]["cachingEnabled"] is False
@@ -288,68 +259,106 @@ def test_stage_patch_paths_land_where_api_gateway_reads_them(app_module):
             )
             apigw.put_integration(restApiId=api, resourceId=ids[route.path], httpMethod=route.method, type="MOCK")
         apigw.create_deployment(restApiId=api, stageName="api")
+        # GIVEN the stage cache an earlier version of this step switched on
+        apigw.update_stage(
+            restApiId=api,
+            stageName="api",
+            patchOperations=[
+                {"op": "replace", "path": "/cacheClusterEnabled", "value": "true"},
+                {"op": "replace", "path": "/~1todos/GET/caching/enabled", "value": "true"},
+            ],
+        )
         assert apigateway.resource_ids(apigw, api) == ids  # every resource, intermediate ones too
 
         apigateway.apply(apigw, apigateway.stage_calls(apigw, api, "api", routes, settings))
         stage = apigw.get_stage(restApiId=api, stageName="api")
-        assert stage["cacheClusterEnabled"] is True and stage["cacheClusterSize"] == settings.cache_size
+        assert stage["cacheClusterEnabled"] is False
         got = stage["methodSettings"]
-        assert got["~1todos~1{todo_id}/GET"]["cachingEnabled"] is True
+        assert got["~1todos/GET"]["cachingEnabled"] is False
         assert got["~1todos~1{todo_id}/GET"]["throttlingRateLimit"] == 321.0
-        assert got["~1todos~1{todo_id}/PUT"]["cachingEnabled"] is False
         assert got["~1todos~1{todo_id}/PUT"]["throttlingBurstLimit"] == 34
         assert got["*/*"]["cachingEnabled"] is False
-        assert got["~1me/GET"]["unauthorizedCacheControlHeaderStrategy"] == "SUCCEED_WITH_RESPONSE_HEADER"
         # Run again against what the first run left: nothing to do.
         assert apigateway.stage_calls(apigw, api, "api", routes, settings) == []
 
 
-def test_stage_patch_operations_are_chunked(app_module):
+def test_stage_patch_operations_are_chunked(app_module, monkeypatch):
+    monkeypatch.setattr(apigateway, "MAX_PATCH_OPERATIONS", 10)
     routes = routes_of(app_module)
-    apigw = client("apigateway")
-    with Stubber(apigw) as stub:
-        stub.add_response(
-            "get_stage", {"stageName": "api", "cacheClusterEnabled": False}, {"restApiId": API_ID, "stageName": "api"}
-        )
-        calls = apigateway.stage_calls(apigw, API_ID, "api", routes, StageSettings())
-    assert len(calls) >= 2  # more operations than one call may carry
-    ops = [op for c in calls for op in c.params["patchOperations"]]
-    assert all(len(c.params["patchOperations"]) <= apigateway.MAX_PATCH_OPERATIONS for c in calls)
-    assert {"op": "replace", "path": "/cacheClusterEnabled", "value": "true"} in ops
-    assert {"op": "replace", "path": "/*/*/caching/enabled", "value": "false"} in ops
-    assert {"op": "replace", "path": "/~1todos/GET/caching/requireAuthorizationForCacheControl", "value": "true"} in ops
-    assert not any(c.operation == "flush_stage_cache" for c in calls)  # no cache existed yet
-
-
-def test_the_cache_guard_switches_caching_off_everywhere():
-    apigw = client("apigateway")
-    stage = {
-        "stageName": "api",
-        "cacheClusterEnabled": True,
-        "methodSettings": {
-            "*/*": {"cachingEnabled": False},
-            "~1todos/GET": {"cachingEnabled": True},
-            "~1me/GET": {"cachingEnabled": True},
-            "~1me/PUT": {"cachingEnabled": False},
-        },
-    }
-    with Stubber(apigw) as stub:
-        stub.add_response("get_stage", stage, {"restApiId": API_ID, "stageName": "api"})
-        (call,) = apigateway.cache_guard_calls(apigw, API_ID, "api")
-    assert call.params["patchOperations"] == [
-        {"op": "replace", "path": "/~1me/GET/caching/enabled", "value": "false"},
-        {"op": "replace", "path": "/~1todos/GET/caching/enabled", "value": "false"},
-    ]
-
-
-def test_the_cache_guard_covers_the_implicit_get_default():
     apigw = client("apigateway")
     with Stubber(apigw) as stub:
         stub.add_response(
             "get_stage", {"stageName": "api", "cacheClusterEnabled": True}, {"restApiId": API_ID, "stageName": "api"}
         )
-        (call,) = apigateway.cache_guard_calls(apigw, API_ID, "api")
-    assert call.params["patchOperations"] == [{"op": "replace", "path": "/*/*/caching/enabled", "value": "false"}]
+        calls = apigateway.stage_calls(apigw, API_ID, "api", routes, StageSettings())
+    assert len(calls) >= 2  # more operations than one call may carry
+    ops = [op for c in calls for op in c.params["patchOperations"]]
+    assert all(len(c.params["patchOperations"]) <= apigateway.MAX_PATCH_OPERATIONS for c in calls)
+    assert {"op": "replace", "path": "/cacheClusterEnabled", "value": "false"} in ops
+    assert {"op": "replace", "path": "/*/*/caching/enabled", "value": "false"} in ops
+    assert {"op": "replace", "path": "/~1todos/GET/throttling/rateLimit", "value": "500.0"} in ops
+
+
+def conflict() -> Any:
+    from botocore.exceptions import ClientError
+
+    return ClientError(
+        {
+            "Error": {
+                "Code": "ConflictException",
+                "Message": "Unable to complete operation due to concurrent modification",
+            }
+        },
+        "UpdateStage",
+    )
+
+
+def test_a_conflict_is_retried_with_backoff():
+    apigw = client("apigateway")
+    slept: list[float] = []
+    call = apigateway.Call("update_stage", {"restApiId": API_ID, "stageName": "api", "patchOperations": []})
+    with Stubber(apigw) as stub:
+        for _ in range(3):
+            stub.add_client_error("update_stage", "ConflictException", http_status_code=409)
+        stub.add_response("update_stage", {}, call.params)
+        apigateway.apply(apigw, [call], sleep=slept.append)
+        stub.assert_no_pending_responses()
+    assert slept == list(apigateway.RETRY_DELAYS[:3])
+
+
+def test_a_conflict_that_does_not_clear_is_reported_and_other_errors_are_not_retried():
+    from botocore.exceptions import ClientError
+
+    apigw = client("apigateway")
+    slept: list[float] = []
+    call = apigateway.Call("update_stage", {"restApiId": API_ID, "stageName": "api", "patchOperations": []})
+    with Stubber(apigw) as stub:
+        for _ in range(len(apigateway.RETRY_DELAYS) + 1):
+            stub.add_client_error("update_stage", "ConflictException", http_status_code=409)
+        with pytest.raises(ClientError, match="ConflictException"):
+            apigateway.apply(apigw, [call], sleep=slept.append)
+    assert slept == list(apigateway.RETRY_DELAYS)
+    with Stubber(apigw) as stub:
+        stub.add_client_error("update_stage", "BadRequestException", http_status_code=400)
+        with pytest.raises(ClientError, match="BadRequestException"):
+            apigateway.apply(apigw, [call], sleep=slept.append)
+    assert len(slept) == len(apigateway.RETRY_DELAYS)
+
+
+def test_stage_settings_wait_for_a_cache_cluster_change_to_settle():
+    apigw = client("apigateway")
+    slept: list[float] = []
+    where = {"restApiId": API_ID, "stageName": "api"}
+    with Stubber(apigw) as stub:
+        for status in ("DELETE_IN_PROGRESS", "DELETE_IN_PROGRESS", "NOT_AVAILABLE"):
+            stub.add_response("get_stage", {"stageName": "api", "cacheClusterStatus": status}, where)
+        assert apigateway.wait_for_cache_cluster(apigw, API_ID, "api", sleep=slept.append) == "NOT_AVAILABLE"
+    assert len(slept) == 2
+    with Stubber(apigw) as stub:
+        for _ in range(3):
+            stub.add_response("get_stage", {"stageName": "api", "cacheClusterStatus": "CREATE_IN_PROGRESS"}, where)
+        with pytest.raises(apigateway.ApiShapeError, match="still CREATE_IN_PROGRESS"):
+            apigateway.wait_for_cache_cluster(apigw, API_ID, "api", sleep=slept.append, attempts=3)
 
 
 # -- the whole API configuration, twice ---------------------------------------------------------
@@ -361,26 +370,17 @@ def test_second_run_changes_nothing_and_a_chalice_redeploy_is_repaired(app_modul
 
     first = apigateway.configure_api(fake, API_ID, "api", routes, settings, log=log.append)
     assert fake.deployments == 1 and [c.operation for c in first].count("create_deployment") == 1
-    # Caching is switched on only after the deployment that holds the cache keys.
-    order = [c.operation for c in first]
-    assert order.index("create_deployment") < order.index("update_stage")
 
     fake.calls.clear()
     second = apigateway.configure_api(fake, API_ID, "api", routes, settings, log=log.append)
     assert second == []
-    assert set(fake.calls) == {"get_method"}  # reads only
+    assert "update_stage" not in fake.calls and "create_deployment" not in fake.calls
 
-    # chalice deploy resets methods and gateway responses; the guard ran before it.
-    apigateway.apply(fake, apigateway.cache_guard_calls(fake, API_ID, "api"))
-    assert not any(s["cachingEnabled"] for s in fake.stage["methodSettings"].values())
+    # chalice deploy resets methods and gateway responses; stage settings stay (no cache).
     fake.chalice_redeploy()
+    assert apigateway.cached_gets_without_keys(fake, API_ID, "api", lambda r: r.cache_key_parameters(), routes) == []
     third = apigateway.configure_api(fake, API_ID, "api", routes, settings, log=log.append)
-    operations = [c.operation for c in third]
-    assert "create_deployment" in operations and operations[-1] == "flush_stage_cache"
-    for route in [r for r in routes if r.is_read]:
-        method = fake.methods[(fake.resources[route.path], "GET")]
-        assert set(route.cache_key_parameters()) == set(method["methodIntegration"]["cacheKeyParameters"])
-        assert fake.stage["methodSettings"][apigateway.method_key(route)]["cachingEnabled"] is True
+    assert [c.operation for c in third].count("create_deployment") == 1
 
 
 def test_dry_run_plans_without_changing(app_module):
@@ -388,7 +388,50 @@ def test_dry_run_plans_without_changing(app_module):
     fake = FakeApiGateway(routes)
     planned = apigateway.configure_api(fake, API_ID, "api", routes, StageSettings(), dry_run=True, log=lambda _: None)
     assert planned and fake.deployments == 0 and fake.stage["methodSettings"] == {}
-    assert set(fake.calls) == {"get_method"}
+    assert "update_stage" not in fake.calls and "put_gateway_response" not in fake.calls
+
+
+# -- the web ACL on the stage, log retention -------------------------------------------------------
+def test_the_stage_is_associated_with_the_regional_web_acl_once():
+    waf = client("wafv2")
+    acl = OUTPUTS["ApiWebAclArn"]
+    stage = apigateway.stage_arn("aws", REGION, API_ID, "api")
+    assert stage == f"arn:aws:apigateway:{REGION}::/restapis/{API_ID}/stages/api"
+    with Stubber(waf) as stub:
+        stub.add_response("get_web_acl_for_resource", {}, {"ResourceArn": stage})
+        (call,) = apigateway.web_acl_calls(waf, acl, stage)
+    assert call == apigateway.Call("associate_web_acl", {"WebACLArn": acl, "ResourceArn": stage})
+    with Stubber(waf) as stub:
+        web_acl = {
+            "Name": "sluice-prod-api",
+            "Id": "0123abcd-4567-89ef-0123-456789abcdef",
+            "ARN": acl,
+            "DefaultAction": {"Block": {}},
+            "VisibilityConfig": {"SampledRequestsEnabled": True, "CloudWatchMetricsEnabled": True, "MetricName": "m"},
+        }
+        stub.add_response("get_web_acl_for_resource", {"WebACL": web_acl}, {"ResourceArn": stage})
+        assert apigateway.web_acl_calls(waf, acl, stage) == []
+
+
+def test_every_function_gets_a_log_group_with_retention():
+    logs = client("logs")
+    with Stubber(logs) as stub:
+        stub.add_response(
+            "describe_log_groups",
+            {
+                "logGroups": [
+                    {"logGroupName": "/aws/lambda/sluice-prod", "retentionInDays": 90},
+                    {"logGroupName": "/aws/lambda/sluice-prod-load_writes"},
+                ]
+            },
+            {"logGroupNamePrefix": "/aws/lambda/"},
+        )
+        calls = functions.log_retention_calls(logs, ["sluice-prod", "sluice-prod-load_writes", "sluice-prod-migrate"])
+    assert [(c.operation, c.params["logGroupName"]) for c in calls] == [
+        ("put_retention_policy", "/aws/lambda/sluice-prod-load_writes"),
+        ("create_log_group", "/aws/lambda/sluice-prod-migrate"),
+        ("put_retention_policy", "/aws/lambda/sluice-prod-migrate"),
+    ]
 
 
 # -- the loader's asynchronous invocation ---------------------------------------------------------
@@ -450,14 +493,16 @@ def test_outputs_fill_the_prod_environment(config, variables):
         "WRITE_TRANSPORT": "firehose",
         "FIREHOSE_STREAM": OUTPUTS["FirehoseStreamName"],
         "WRITES_BUCKET": OUTPUTS["WritesBucketName"],
-        "DATABASE_URL": f"mysql://{OUTPUTS['ProxyEndpoint']}:3306/sluice?ssl=required",
+        # The proxy's certificate chains to Amazon's roots (the runtime's store), the replicas'
+        # to the RDS CA bundle packaged with the app; both verified, host names included.
+        "DATABASE_URL": f"mysql://{OUTPUTS['ProxyEndpoint']}:3306/sluice?ssl=verify_identity&ssl_ca=system",
         "DATABASE_SECRET_ARN": OUTPUTS["DatabaseSecretArn"],
-        "REPLICA_URLS": ",".join(f"mysql://{host}:3306/sluice?ssl=required" for host in replicas),
+        "REPLICA_URLS": ",".join(f"mysql://{host}:3306/sluice?ssl=verify_identity&ssl_ca=rds" for host in replicas),
         "COGNITO_USER_POOL_ARN": OUTPUTS["UserPoolArn"],
     }
     assert prod["subnet_ids"] == OUTPUTS["PrivateSubnetIds"].split(",")
     assert prod["security_group_ids"] == [OUTPUTS["LambdaSecurityGroupId"]]
-    assert "${" not in json.dumps(prod).replace("${...}", "")
+    assert "${" not in json.dumps(prod)
     assert rendered["stages"]["dev"] == config["stages"]["dev"]
 
 
@@ -487,6 +532,13 @@ def test_dev_stage_pins_none_of_the_contract_variables(config):
     assert not pinned & CONTRACT_SECTION_6
 
 
+def test_the_committed_config_holds_no_account_values_and_no_prod_stage():
+    # `make infra` writes the prod stage; the committed file keeps only the local stage.
+    committed = json.loads(committed_config_text())
+    assert set(committed["stages"]) == {"dev"}
+    assert "never run" not in json.dumps(committed).lower()
+
+
 def test_prod_stage_settings(config):
     prod = config["stages"]["prod"]
     assert prod["api_gateway_endpoint_type"] == "REGIONAL"
@@ -499,30 +551,52 @@ def test_prod_stage_settings(config):
     deploy_step.check_templates(ROOT, config, "prod")
 
 
-def test_the_rendered_project_is_what_chalice_deploys(tmp_path, config, variables, outputs):
-    # GIVEN the rendered build copy
-    rendered = render.render_stage_config(config, "prod", variables)
-    policies = render.render_policies(ROOT, config, "prod", variables)
-    project = tmp_path / "project"
-    for entry in ("app.py", "requirements.txt", "chalicelib"):
+def copy_project(target: Path) -> Path:
+    for entry in ("app.py", "requirements.txt", "chalicelib", ".chalice", "infrastructure"):
         source = ROOT / entry
-        (project / entry).parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
-            shutil.copytree(source, project / entry)
+            shutil.copytree(
+                source, target / entry, ignore=shutil.ignore_patterns("deployed", "deployments", "__pycache__")
+            )
         else:
-            (project / entry).write_bytes(source.read_bytes())
-    (project / ".chalice").mkdir()
-    (project / ".chalice" / "config.json").write_text(json.dumps(config))
-    build = render.build_project(project, tmp_path / "build", rendered, policies)
-    assert (build / ".chalice" / "deployed").resolve() == (project / ".chalice" / "deployed").resolve()
-    # WHEN Chalice builds its deployment graph there, in the environment `chalice deploy` gets
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / entry)
+    return target
+
+
+def test_infra_writes_the_stage_into_the_project_and_keeps_the_others(tmp_path, config, variables):
+    project = copy_project(tmp_path / "project")
+    rendered = render.render_stage_config(config, "prod", variables)
+    policies = render.render_policies(project, config, "prod", variables)
+
+    written = render.write_stage(project, rendered, "prod", policies)
+
+    on_disk = json.loads((project / ".chalice" / "config.json").read_text())
+    assert on_disk["stages"]["prod"] == rendered["stages"]["prod"]
+    assert on_disk["stages"]["dev"] == json.loads(committed_config_text())["stages"]["dev"]
+    assert sorted(p.name for p in written) == sorted(["config.json", *policies])
+    for name, document in policies.items():
+        assert json.loads((project / ".chalice" / name).read_text()) == document
+    # Written again (a second `make infra`): the same files, the templates untouched.
+    render.write_stage(project, rendered, "prod", policies)
+    assert json.loads((project / ".chalice" / "config.json").read_text()) == on_disk
+    assert "${" in (project / ".chalice" / "templates" / "stage-prod.json").read_text()
+
+
+def test_the_filled_project_is_what_a_plain_chalice_deploy_deploys(tmp_path, config, variables):
+    # GIVEN the project as `make infra` leaves it
+    project = copy_project(tmp_path / "project")
+    rendered = render.render_stage_config(config, "prod", variables)
+    render.write_stage(project, rendered, "prod", render.render_policies(project, config, "prod", variables))
+    # WHEN Chalice builds its deployment graph there, in a shell that exported nothing
     script = textwrap.dedent(
         """
-        import json
+        import json, os
         from chalice.cli.factory import CLIFactory
         from chalice.deploy.appgraph import ApplicationGraphBuilder, DependencyBuilder
         from chalice.deploy.validate import validate_configuration
-        config = CLIFactory(".").create_config_obj("prod")
+        # as `chalice` does (chalice/cli/__init__.py): the stage's variables go into os.environ
+        config = CLIFactory(".", environ=os.environ).create_config_obj("prod")
         validate_configuration(config)
         graph = ApplicationGraphBuilder().build(config, "prod")
         out = {"functions": {}, "notifications": [], "authorizers": []}
@@ -547,9 +621,10 @@ def test_the_rendered_project_is_what_chalice_deploys(tmp_path, config, variable
         print(json.dumps(out))
         """
     )
-    env = deploy_step.chalice_environment(outputs, REGION)
+    env = {k: v for k, v in deploy_step.chalice_environment(REGION).items() if k not in CONTRACT_SECTION_6}
+    env.pop("COGNITO_USER_POOL_ARN", None)
     result = subprocess.run(
-        [sys.executable, "-c", script], cwd=build, env=env, capture_output=True, text=True, check=False
+        [sys.executable, "-c", script], cwd=project, env=env, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
     graph = json.loads(result.stdout)
@@ -572,7 +647,8 @@ def test_the_rendered_project_is_what_chalice_deploys(tmp_path, config, variable
         assert fn["groups"] == [OUTPUTS["LambdaSecurityGroupId"]]
         assert fn["env"]["WRITES_BUCKET"] == OUTPUTS["WritesBucketName"]
     assert graph["endpoint"] == "REGIONAL" and graph["stage"] == "api"
-    # AND what app.py reads at import time is the stack's, not the local fallback
+    # AND what app.py reads at import time is the stack's (chalice sets the stage's variables in
+    # its own process before importing app.py), not the local fallback
     assert graph["notifications"] == [[OUTPUTS["WritesBucketName"], "writes/", "sluice-prod-load_writes"]]
     assert graph["authorizers"] == [[OUTPUTS["UserPoolArn"]]]
 
@@ -609,7 +685,7 @@ def described(
     }
 
 
-def test_a_new_stack_is_created_protected_and_waited_for():
+def test_a_new_stack_is_created_unprotected_waited_for_and_only_then_protected():
     cfn = client("cloudformation")
     with Stubber(cfn) as stub:
         stub.add_client_error(
@@ -624,10 +700,17 @@ def test_a_new_stack_is_created_protected_and_waited_for():
                 "Parameters": [{"ParameterKey": "Stage", "ParameterValue": "prod"}],
                 "Capabilities": ["CAPABILITY_IAM"],
                 "Tags": [{"Key": "Project", "Value": "sluice"}],
-                "EnableTerminationProtection": True,
+                # A protected stack could not roll back and be deleted after a failed create.
+                "EnableTerminationProtection": False,
+                "OnFailure": "ROLLBACK",
             },
         )
         stub.add_response("describe_stacks", described("CREATE_COMPLETE"), {"StackName": "sluice-prod-data"})
+        stub.add_response(
+            "update_termination_protection",
+            {"StackId": "x"},
+            {"StackName": "sluice-prod-data", "EnableTerminationProtection": True},
+        )
         stub.add_response(
             "describe_stacks", described("CREATE_COMPLETE", {"A": "1"}), {"StackName": "sluice-prod-data"}
         )
@@ -665,13 +748,78 @@ def test_a_stack_whose_creation_failed_is_reported():
     cfn = client("cloudformation")
     with Stubber(cfn) as stub:
         stub.add_response("describe_stacks", described("ROLLBACK_COMPLETE"), {"StackName": "sluice-prod-data"})
-        with pytest.raises(stacks.StackError, match="delete-stack"):
+        with pytest.raises(stacks.StackError) as raised:
             stacks.deploy(cfn, spec(), log=lambda _: None)
+    message = str(raised.value)
+    # The commands that work: nothing is protected yet, nothing retained blocks the retry.
+    assert "aws cloudformation delete-stack --stack-name sluice-prod-data" in message
+    assert "aws cloudformation wait stack-delete-complete --stack-name sluice-prod-data" in message
+    assert "update-termination-protection" not in message and "deletion-protection" not in message
 
 
-def test_the_data_template_fits_in_a_request():
-    body = (ROOT / "infrastructure" / "data.yaml").read_bytes()
-    assert len(body) <= stacks.TEMPLATE_BODY_LIMIT
+def test_a_failed_first_creation_prints_the_commands_that_recover_it():
+    cfn = client("cloudformation")
+    failed = {
+        "StackEvents": [
+            {
+                "StackId": "x",
+                "EventId": "1",
+                "StackName": "sluice-prod-data",
+                "LogicalResourceId": "WritesBucket",
+                "ResourceStatus": "CREATE_FAILED",
+                "ResourceStatusReason": "boom",
+                "Timestamp": "2024-01-01T00:00:00Z",
+            }
+        ]
+    }
+    with Stubber(cfn) as stub:
+        stub.add_client_error(
+            "describe_stacks", "ValidationError", "Stack with id sluice-prod-data does not exist", 400
+        )
+        stub.add_response("create_stack", {"StackId": "x"}, None)
+        stub.add_response("describe_stacks", described("ROLLBACK_COMPLETE"), {"StackName": "sluice-prod-data"})
+        stub.add_response("describe_stack_events", failed, {"StackName": "sluice-prod-data"})
+        # No update_termination_protection is stubbed: a call to it would fail this test.
+        with pytest.raises(stacks.StackError) as raised:
+            stacks.deploy(cfn, spec(), log=lambda _: None)
+        stub.assert_no_pending_responses()
+    message = str(raised.value)
+    assert "WritesBucket: boom" in message
+    assert "aws cloudformation delete-stack --stack-name sluice-prod-data" in message
+
+
+def test_a_template_too_large_to_send_inline_goes_through_s3(monkeypatch):
+    import boto3
+    from moto import mock_aws
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    padding = "x" * (stacks.TEMPLATE_BODY_LIMIT + 1)
+    body = f"Metadata:\n  Padding: {padding}\nResources:\n  Queue:\n    Type: AWS::SQS::Queue\nOutputs:\n  Q:\n    Value: !Ref Queue\n"
+    big = stacks.StackSpec(name="sluice-prod-data", template_body=body, parameters={}, tags={"Project": "sluice"})
+    assert big.too_large
+    lines: list[str] = []
+    with mock_aws():
+        session = boto3.Session(region_name=REGION)
+        ctx = deploy_step.Context(
+            session=session,
+            options=deploy_step.Options(),
+            log=lines.append,
+            app_name="sluice",
+            api_stage="api",
+            region=REGION,
+            account_id=ACCOUNT,
+            offline=False,
+        )
+        outputs = deploy_step.stack_step(session.client("cloudformation"), big, False, lines.append, ctx)
+        s3 = session.client("s3")
+        bucket = f"sluice-prod-templates-{ACCOUNT}-{REGION}"
+        (stored,) = s3.list_objects_v2(Bucket=bucket)["Contents"]
+        block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+    assert outputs is not None and outputs["Q"]  # created, from the uploaded template
+    assert stored["Key"].startswith("sluice-prod-data/") and stored["Size"] == len(body.encode())
+    assert all(block.values())
+    assert any(line.startswith(f"uploading the template of sluice-prod-data to s3://{bucket}/") for line in lines)
 
 
 # -- Chalice's record, kept in the account ----------------------------------------------------------
@@ -687,12 +835,22 @@ def test_chalice_record_round_trips_through_ssm(tmp_path):
         stub.add_client_error("get_parameter", "ParameterNotFound", expected_params={"Name": name})
         assert state.restore(ssm, name, path) is False and not path.exists()
         assert state.save(ssm, name, path) is False
-        # Another machine deployed: its record replaces a stale local one.
+        # Another machine deployed since: its record replaces the older local one.
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps({"resources": []}))
-        stub.add_response("get_parameter", {"Parameter": {"Name": name, "Value": json.dumps(record)}}, {"Name": name})
+        os.utime(path, (1_700_000_000, 1_700_000_000))
+        later = datetime.fromtimestamp(1_700_000_100, tz=UTC)
+        parameter = {"Name": name, "Value": json.dumps(record), "LastModifiedDate": later}
+        stub.add_response("get_parameter", {"Parameter": parameter}, {"Name": name})
         assert state.restore(ssm, name, path) is True
         assert json.loads(path.read_text()) == record
+        # A chalice deploy ran here after that: the local record is newer and stays.
+        path.write_text(json.dumps({"resources": [{"name": "by_hand"}]}))
+        os.utime(path, (1_700_000_200, 1_700_000_200))
+        stub.add_response("get_parameter", {"Parameter": parameter}, {"Name": name})
+        assert state.restore(ssm, name, path) is False
+        assert "by_hand" in path.read_text()
+        path.write_text(json.dumps(record))
         stub.add_response(
             "put_parameter",
             {"Version": 2},
@@ -726,158 +884,13 @@ class FakeSession:
 MIGRATE_ARN = "arn:aws:lambda:us-east-1:123456789012:function:sluice-prod-migrate"
 
 
-def test_a_run_deploys_in_order_and_configures_after_chalice(tmp_path, monkeypatch, app_module, config):
-    # GIVEN a project whose API exists (Chalice recorded it) and stacks that are up to date
-    project = tmp_path / "project"
-    (project / ".chalice" / "deployed").mkdir(parents=True)
-    for entry in (".chalice/config.json", *[f".chalice/{n}" for n in render.policy_files(config, "prod").values()]):
-        (project / entry).write_bytes((ROOT / entry).read_bytes())
-    (project / "infrastructure").mkdir()
-    for name in ("data.yaml", "edge.yaml"):
-        (project / "infrastructure" / name).write_bytes((ROOT / "infrastructure" / name).read_bytes())
-    (project / "app.py").write_text("# stand-in; the run imports the real app module\n")
-    record = {
-        "schema_version": "2.0",
-        "backend": "api",
-        "resources": [
-            {"name": "rest_api", "resource_type": "rest_api", "rest_api_id": API_ID},
-            {
-                "name": "api_handler",
-                "resource_type": "lambda_function",
-                "lambda_arn": "arn:aws:lambda:::function:sluice-prod",
-            },
-            {"name": "load_writes", "resource_type": "lambda_function", "lambda_arn": LOADER_ARN},
-            {"name": "reconcile_writes", "resource_type": "lambda_function", "lambda_arn": "x"},
-            {"name": "migrate", "resource_type": "lambda_function", "lambda_arn": MIGRATE_ARN},
-        ],
-    }
-    (project / ".chalice" / "deployed" / "prod.json").write_text(json.dumps(record))
-    routes = routes_of(app_module)
-    fake_api = FakeApiGateway(routes)
-    fake_api.stage.update(cacheClusterEnabled=True, cacheClusterStatus="AVAILABLE")
-    fake_api.stage["methodSettings"]["~1todos/GET"] = {"cachingEnabled": True}
-    events: list[str] = []
-
-    cfn, edge, sts, lam, ssm = (
-        client("cloudformation"),
-        client("cloudformation", "us-east-1"),
-        client("sts"),
-        client("lambda"),
-        client("ssm"),
-    )
-    data_stack = described("UPDATE_COMPLETE", OUTPUTS)
-    edge_stack = described(
-        "UPDATE_COMPLETE",
-        {"DistributionDomainName": "d111.cloudfront.net"},
-        name="sluice-prod-edge",
-        parameters=("Stage", "ApiId", "ApiRegion", "ApiStage", "RateLimit"),
-    )
-    stubs = [Stubber(c) for c in (cfn, edge, sts, lam, ssm)]
-    s_cfn, s_edge, s_sts, s_lam, s_ssm = stubs
-    with ExitStack() as active:
-        for stub in stubs:
-            active.enter_context(stub)
-        # Chalice's record is on this machine and not yet in the account: it is kept there after.
-        s_ssm.add_client_error(
-            "get_parameter", "ParameterNotFound", expected_params={"Name": "/sluice/prod/chalice-deployed"}
-        )
-        s_ssm.add_response(
-            "put_parameter",
-            {"Version": 1},
-            {
-                "Name": "/sluice/prod/chalice-deployed",
-                "Value": json.dumps(record, separators=(",", ":")),
-                "Type": "String",
-                "Overwrite": True,
-                "Tier": "Intelligent-Tiering",
-                "Description": ANY,
-            },
-        )
-        s_sts.add_response("get_caller_identity", {"Account": ACCOUNT, "Arn": "arn:aws:iam::1:user/x", "UserId": "x"})
-        s_cfn.add_response("describe_stacks", data_stack, {"StackName": "sluice-prod-data"})
-        s_cfn.add_client_error("update_stack", "ValidationError", "No updates are to be performed.", 400)
-        # the schema is migrated from inside the VPC before the API is configured
-        s_lam.add_response(
-            "invoke",
-            {"StatusCode": 200, "Payload": StreamingBody(io.BytesIO(b'{"applied": [1]}'), 16)},
-            {"FunctionName": MIGRATE_ARN, "InvocationType": "RequestResponse", "Payload": b"{}"},
-        )
-        s_lam.add_client_error("get_function_event_invoke_config", "ResourceNotFoundException")
-        s_lam.add_response(
-            "put_function_event_invoke_config",
-            {},
-            {
-                "FunctionName": LOADER_ARN,
-                "MaximumRetryAttempts": 2,
-                "MaximumEventAgeInSeconds": 21600,
-                "DestinationConfig": {"OnFailure": {"Destination": OUTPUTS["LoaderFailureQueueArn"]}},
-            },
-        )
-        s_edge.add_response("describe_stacks", edge_stack, {"StackName": "sluice-prod-edge"})
-        s_edge.add_client_error(
-            "update_stack",
-            "ValidationError",
-            "No updates are to be performed.",
-            400,
-            expected_params={
-                "StackName": "sluice-prod-edge",
-                "TemplateBody": ANY,
-                "Parameters": [
-                    {"ParameterKey": "ApiId", "ParameterValue": API_ID},
-                    {"ParameterKey": "ApiRegion", "ParameterValue": REGION},
-                    {"ParameterKey": "ApiStage", "ParameterValue": "api"},
-                    {"ParameterKey": "Stage", "ParameterValue": "prod"},
-                    {"ParameterKey": "RateLimit", "UsePreviousValue": True},  # the operator's choice stays
-                ],
-                "Capabilities": [],
-                "Tags": ANY,
-            },
-        )
-        session = FakeSession(
-            {
-                ("cloudformation", REGION): cfn,
-                ("cloudformation", "us-east-1"): edge,
-                ("sts", REGION): sts,
-                ("lambda", REGION): lam,
-                ("ssm", REGION): ssm,
-                ("apigateway", REGION): fake_api,
-            }
-        )
-
-        def runner(command: list[str], env: dict[str, str], check: bool) -> None:
-            events.append("chalice deploy")
-            # The guard ran first: nothing is cached while Chalice's keyless deployment is live.
-            assert not any(s["cachingEnabled"] for s in fake_api.stage["methodSettings"].values())
-            assert env["WRITES_BUCKET"] == OUTPUTS["WritesBucketName"]
-            assert command[-2:] == ["--stage", "prod"] and "--project-dir" in command
-            fake_api.chalice_redeploy()
-
-        options = deploy_step.Options(stage="prod", project_dir=project)
-        monkeypatch.setattr(deploy_step, "load_app", lambda _: app_module)
-        deploy_step.run(session, options, runner=runner, log=events.append)
-        for stub in stubs:
-            stub.assert_no_pending_responses()
-    # THEN chalice ran once, and the API was configured after it
-    assert events.count("chalice deploy") == 1
-    assert events.index("chalice deploy") < next(i for i, e in enumerate(events) if e.startswith("create_deployment"))
-    for route in [r for r in routes if r.is_read]:
-        method = fake_api.methods[(fake_api.resources[route.path], "GET")]
-        assert AUTHORIZATION in method["methodIntegration"]["cacheKeyParameters"]
-    assert fake_api.flushes == 1
-    rendered = json.loads((project / "build" / "deploy-prod" / ".chalice" / "config.json").read_text())
-    assert rendered["stages"]["prod"]["environment_variables"]["FIREHOSE_STREAM"] == OUTPUTS["FirehoseStreamName"]
-    assert json.loads((project / ".chalice" / "config.json").read_text()) == config  # the work tree is untouched
-
-
 def test_dry_run_on_an_empty_account_changes_nothing(tmp_path, monkeypatch):
     import boto3
     from moto import mock_aws
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    project = tmp_path / "project"
-    for entry in (".chalice", "infrastructure"):
-        shutil.copytree(ROOT / entry, project / entry, ignore=shutil.ignore_patterns("deployed", "deployments"))
+    project = copy_project(tmp_path / "project")
     lines: list[str] = []
 
     def runner(*_: Any, **__: Any) -> None:
@@ -894,7 +907,11 @@ def test_dry_run_on_an_empty_account_changes_nothing(tmp_path, monkeypatch):
     assert "would create stack sluice-prod-data" in text
     assert "would run" in text and "deploy --stage prod" in text
     assert "<FirehoseStreamName>" in text  # placeholders shown where outputs will go
-    assert "GET /todos/{todo_id}: throttle" in text and "method.request.path.todo_id" in text
+    assert "GET /todos/{todo_id}: throttle 500/s burst 1000, not cached by API Gateway" in text
+    assert "would write .chalice/config.json (stage prod)" in text
+    assert json.loads((project / ".chalice" / "config.json").read_text()) == json.loads(
+        committed_config_text()
+    )  # a dry run writes nothing
 
 
 def test_dry_run_without_credentials_plans_offline(tmp_path):
@@ -904,9 +921,7 @@ def test_dry_run_without_credentials_plans_offline(tmp_path):
         def get_caller_identity(self) -> dict[str, str]:
             raise NoCredentialsError()
 
-    project = tmp_path / "project"
-    for entry in (".chalice", "infrastructure"):
-        shutil.copytree(ROOT / entry, project / entry, ignore=shutil.ignore_patterns("deployed", "deployments"))
+    project = copy_project(tmp_path / "project")
     session = FakeSession({("sts", REGION): NoCredentials(), ("apigateway", REGION): object()})
     lines: list[str] = []
     deploy_step.run(session, deploy_step.Options(dry_run=True, project_dir=project), log=lines.append)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ast
 import fnmatch
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,9 +63,20 @@ ACTION_FOR_OPERATION = {
     ("s3", "HeadObject"): "GetObject",
     ("s3", "HeadBucket"): "ListBucket",
 }
-# Where AWS offers no resource-level permission: the only actions that may have Resource "*".
+# The only actions that may have Resource "*": X-Ray (no resource-level permission) and the
+# network-interface actions exactly as AWS's AWSLambdaVPCAccessExecutionRole grants them (Lambda
+# may refuse to create a VPC function whose role scopes CreateNetworkInterface to subnets).
 ANY_RESOURCE_ACTIONS = frozenset(
-    {"xray:PutTraceSegments", "xray:PutTelemetryRecords", "ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets"}
+    {
+        "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords",
+        "ec2:CreateNetworkInterface",
+        "ec2:DescribeNetworkInterfaces",
+        "ec2:DescribeSubnets",
+        "ec2:DeleteNetworkInterface",
+        "ec2:AssignPrivateIpAddresses",
+        "ec2:UnassignPrivateIpAddresses",
+    }
 )
 OWN_VALUES = frozenset({"Partition", "Region", "AccountId", "Stage", "AppName"})
 LOG_ACTIONS = frozenset({"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"})
@@ -207,17 +217,7 @@ def needs_of(function: str, config: dict, template: dict, calls: list[AwsCall]) 
     if stage.get("xray"):
         needs += [Need(a, ("*",), why="xray: true") for a in sorted(XRAY_ACTIONS)]
     if stage.get("subnet_ids"):
-        ec2 = f"arn:aws:ec2:{REGION}:{ACCOUNT}"
-        subnets = tuple(f"{ec2}:subnet/{s}" for s in OUTPUTS["PrivateSubnetIds"].split(","))
-        group = f"{ec2}:security-group/{OUTPUTS['LambdaSecurityGroupId']}"
-        needs += [
-            Need("ec2:CreateNetworkInterface", (f"{ec2}:network-interface/*", *subnets, group), why="VPC"),
-            Need("ec2:DescribeNetworkInterfaces", ("*",), (("aws:RequestedRegion", REGION),), why="VPC"),
-            Need("ec2:DescribeSubnets", ("*",), (("aws:RequestedRegion", REGION),), why="VPC"),
-            Need("ec2:DeleteNetworkInterface", (f"{ec2}:network-interface/eni-0123456789abcdef0",), why="VPC"),
-            Need("ec2:AssignPrivateIpAddresses", (f"{ec2}:network-interface/eni-0123456789abcdef0",), why="VPC"),
-            Need("ec2:UnassignPrivateIpAddresses", (f"{ec2}:network-interface/eni-0123456789abcdef0",), why="VPC"),
-        ]
+        needs += [Need(a, ("*",), why="VPC (as AWSLambdaVPCAccessExecutionRole)") for a in sorted(VPC_ACTIONS)]
     for async_config in ASYNC_CONFIGS:
         if async_config.function == function:
             queue = OUTPUTS[async_config.destination_output]
@@ -302,7 +302,7 @@ def calls() -> list[AwsCall]:
 
 @pytest.fixture(scope="module")
 def prod_config() -> dict:
-    return json.loads((ROOT / ".chalice" / "config.json").read_text())
+    return render.template_config(ROOT)
 
 
 @pytest.fixture(scope="module")
@@ -318,7 +318,7 @@ def policies(prod_config: dict) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def templates(prod_config: dict) -> dict[str, dict]:
     files = render.policy_files(prod_config, STAGE)
-    return {function: render.load_json(ROOT / ".chalice" / name) for function, name in files.items()}
+    return {function: render.load_json(ROOT / render.TEMPLATE_DIR / name) for function, name in files.items()}
 
 
 def functions_in_config(prod_config: dict) -> list[str]:
@@ -408,9 +408,6 @@ def test_functions_get_only_their_own_data(prod_config, data_template, calls, po
     # Each function writes its own log group only.
     other = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{function_name('load_writes')}:log-stream:x"
     assert not allows(api, "logs:PutLogEvents", other, {})
-    # Network interfaces only in the stage's subnets and group.
-    ec2 = f"arn:aws:ec2:{REGION}:{ACCOUNT}"
-    assert not allows(api, "ec2:CreateNetworkInterface", f"{ec2}:subnet/subnet-0ffffffffffffffff", {})
 
 
 # -- the shape of every policy --------------------------------------------------------------------
@@ -427,10 +424,8 @@ def test_no_wildcard_actions_and_any_resource_only_where_aws_requires_it(functio
         for action in actions:
             assert "*" not in action and "?" not in action, (function, action)
         if "*" in resources:
-            # The documented exceptions: X-Ray and EC2 Describe* have no resource-level permissions.
+            # The documented exceptions: X-Ray, and the ENI actions as AWS's own VPC policy has them.
             assert resources == ["*"] and set(actions) <= ANY_RESOURCE_ACTIONS, (function, statement["Sid"])
-            if any(a.startswith("ec2:") for a in actions):
-                assert statement["Condition"] == {"StringEquals": {"aws:RequestedRegion": "${Region}"}}
             continue
         for resource in resources:
             # Built from the stack's outputs, or an ARN in this account and region.
@@ -442,10 +437,7 @@ def test_no_wildcard_actions_and_any_resource_only_where_aws_requires_it(functio
 @pytest.mark.parametrize("function", ["api_handler", "load_writes", "reconcile_writes", "migrate"])
 def test_rendered_resources_are_the_stacks(function, policies):
     stack_arns = [v for v in OUTPUTS.values() if v.startswith("arn:")]
-    ec2 = f"arn:aws:ec2:{REGION}:{ACCOUNT}:"
     own = [f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{function_name(function)}"]
-    own += [f"{ec2}network-interface/*", f"{ec2}security-group/{OUTPUTS['LambdaSecurityGroupId']}"]
-    own += [f"{ec2}subnet/{subnet}" for subnet in OUTPUTS["PrivateSubnetIds"].split(",")]
     for statement in statements(policies[function]):
         for resource in as_list(statement["Resource"]):
             if resource == "*":

@@ -134,8 +134,22 @@ def test_bucket_is_encrypted_versioned_and_retained(data):
         "AES256",
     )
     assert props(bucket)["VersioningConfiguration"]["Status"] == "Enabled"
-    assert bucket.get("DeletionPolicy") == "Retain"
+    assert bucket.get("DeletionPolicy") == "RetainExceptOnCreate"
     assert bucket.get("UpdateReplacePolicy") == "Retain"
+
+
+@pytest.mark.parametrize("type_", ["AWS::S3::Bucket", "AWS::KMS::Key", "AWS::Cognito::UserPool"])
+def test_a_failed_first_create_leaves_nothing_behind_that_blocks_a_retry(data, type_):
+    # Retained once the stack exists; deleted when its own creation rolls back, so the retry
+    # does not fail on the bucket's name (Retain left it behind).
+    for name, resource in of_type(data, type_).items():
+        assert resource.get("DeletionPolicy") == "RetainExceptOnCreate", name
+
+
+def test_protections_are_parameters_the_infra_step_turns_on_after_creation(data):
+    p = props(master(data))
+    assert is_ref(p["DeletionProtection"], "DatabaseDeletionProtection")
+    assert data["Parameters"]["DatabaseDeletionProtection"]["Default"] == "false"
 
 
 def test_bucket_policy_denies_requests_without_tls(data):
@@ -246,10 +260,10 @@ def test_master_is_encrypted_multi_az_and_protected(data):
     m = master(data)
     p = props(m)
     assert p["Engine"] == "mysql"
-    assert str(p["EngineVersion"]).startswith("8.0")
+    assert str(p["EngineVersion"]) == "8.4"  # LTS, in standard support (8.0 left it 2026-07-31)
+    assert p["EngineLifecycleSupport"] == "open-source-rds-extended-support-disabled"
     assert is_true(p["StorageEncrypted"])
     assert is_true(p["MultiAZ"])
-    assert is_true(p["DeletionProtection"])
     assert not is_true(p.get("PubliclyAccessible", False))
     assert int(resolve(data, p["BackupRetentionPeriod"])) >= 1  # replicas need binlogs
     assert m.get("DeletionPolicy") == "Snapshot"
@@ -260,7 +274,7 @@ def test_master_is_encrypted_multi_az_and_protected(data):
 def test_parameter_group_settings(data):
     _, group = one_of_type(data, "AWS::RDS::DBParameterGroup")
     p = props(group)
-    assert p["Family"] == "mysql8.0"
+    assert p["Family"] == "mysql8.4"
     params = {k: str(v) for k, v in p["Parameters"].items()}
     assert params["local_infile"] == "1"
     assert params["require_secure_transport"] == "1"
@@ -450,6 +464,7 @@ DATA_OUTPUTS = {
     "LoaderFailureQueueArn",
     "AlarmTopicArn",
     "KmsKeyArn",
+    "ApiWebAclArn",
 }
 EDGE_OUTPUTS = {"DistributionDomainName", "DistributionId", "WebAclArn"}
 
@@ -511,8 +526,89 @@ def test_web_acl_has_managed_rule_groups_and_a_rate_rule(edge):
         assert is_true(rule["VisibilityConfig"]["CloudWatchMetricsEnabled"]), rule["Name"]
         assert is_true(rule["VisibilityConfig"]["SampledRequestsEnabled"]), rule["Name"]
         if "ManagedRuleGroupStatement" in rule["Statement"]:
-            # Managed groups must act (None = use the group's own block actions).
-            assert rule["OverrideAction"] == {"None": {}}, rule["Name"]
+            # Managed groups label what they match; our last rule blocks on the labels.
+            assert rule["OverrideAction"] == {"Count": {}}, rule["Name"]
+
+
+def label_keys(statement: Any) -> list[str]:
+    if isinstance(statement, dict):
+        if "LabelMatchStatement" in statement:
+            return [statement["LabelMatchStatement"]["Key"]]
+        return [k for value in statement.values() for k in label_keys(value)]
+    if isinstance(statement, list):
+        return [k for value in statement for k in label_keys(value)]
+    return []
+
+
+def test_managed_matches_are_blocked_except_the_body_rules(edge):
+    _, acl = one_of_type(edge, "AWS::WAFv2::WebACL")
+    (block,) = [r for r in props(acl)["Rules"] if "AndStatement" in r["Statement"]]
+    assert int(block["Priority"]) == max(int(r["Priority"]) for r in props(acl)["Rules"])
+    blocked, excepted = block["Statement"]["AndStatement"]["Statements"]
+    assert set(label_keys(blocked)) == {
+        "awswaf:managed:aws:core-rule-set:",
+        "awswaf:managed:aws:sql-database:",
+        "awswaf:managed:aws:known-bad-inputs:",
+    }
+    # A note that says "SELECT * FROM" or holds <script> is data, validated by the app.
+    assert set(label_keys(excepted["NotStatement"])) == {
+        "awswaf:managed:aws:core-rule-set:SizeRestrictions_Body",
+        "awswaf:managed:aws:core-rule-set:CrossSiteScripting_Body",
+        "awswaf:managed:aws:core-rule-set:GenericRFI_Body",
+        "awswaf:managed:aws:sql-database:SQLi_Body",
+    }
+
+
+def blocks(acl: dict) -> list[dict]:
+    p = props(acl)
+    out = [r["Action"]["Block"] for r in p["Rules"] if "Block" in r.get("Action", {})]
+    if "Block" in p["DefaultAction"]:
+        out.append(p["DefaultAction"]["Block"])
+    return out
+
+
+@pytest.mark.parametrize("template_name", ["edge", "data"])
+def test_every_waf_block_answers_in_the_contracts_error_shape(request, template_name):
+    import json
+
+    _, acl = one_of_type(request.getfixturevalue(template_name), "AWS::WAFv2::WebACL")
+    bodies = props(acl)["CustomResponseBodies"]
+    assert blocks(acl)
+    for block in blocks(acl):
+        body = bodies[block["CustomResponse"]["CustomResponseBodyKey"]]
+        assert body["ContentType"] == "APPLICATION_JSON"
+        document = json.loads(body["Content"])
+        assert set(document) == {"error", "message"}
+        expected = {403: "forbidden", 429: "throttled"}[int(block["CustomResponse"]["ResponseCode"])]
+        assert document["error"] == expected
+
+
+def test_the_api_stage_answers_only_requests_carrying_cloudfronts_secret(data, edge):
+    _, acl = one_of_type(data, "AWS::WAFv2::WebACL")
+    p = props(acl)
+    assert p["Scope"] == "REGIONAL"
+    assert "Block" in p["DefaultAction"]
+    (allow,) = p["Rules"]
+    assert "Allow" in allow["Action"]
+    statement = allow["Statement"]["Fn::If"]
+    assert statement[0] == "HasPreviousOrigin"  # during a rotation both values pass
+    (single,) = [statement[2]["ByteMatchStatement"]]
+    assert single["FieldToMatch"] == {"SingleHeader": {"Name": "x-origin-verify"}}
+    assert single["PositionalConstraint"] == "EXACTLY"
+    assert is_ref(single["SearchString"], "OriginVerifyCurrent")
+    both = [s["ByteMatchStatement"]["SearchString"] for s in statement[1]["OrStatement"]["Statements"]]
+    assert both == [{"Ref": "OriginVerifyCurrent"}, {"Ref": "OriginVerifyPrevious"}]
+    for name in ("OriginVerifyCurrent", "OriginVerifyPrevious"):
+        assert is_true(data["Parameters"][name]["NoEcho"])
+    (origin,) = distribution_config(edge)["Origins"]
+    (header,) = origin["OriginCustomHeaders"]
+    assert header["HeaderName"].lower() == "x-origin-verify"
+    assert is_ref(header["HeaderValue"], "OriginVerifyValue")
+    assert is_true(edge["Parameters"]["OriginVerifyValue"]["NoEcho"])
+
+
+def test_the_data_stack_creates_the_read_cache_by_default(data):
+    assert data["Parameters"]["EnableCache"]["Default"] == "true"
 
 
 def distribution_config(edge: dict) -> dict:
@@ -550,15 +646,29 @@ def test_distribution_never_caches_one_callers_answer_for_another(edge):
     for behavior in behaviors:
         assert "ForwardedValues" not in behavior  # no legacy cache settings
         policy = behavior["CachePolicyId"]
-        if policy == CACHING_DISABLED:
-            # Authorization still reaches API Gateway through this policy (see edge.yaml).
-            assert behavior["OriginRequestPolicyId"] == ALL_VIEWER_EXCEPT_HOST
-            continue
-        name = policy["Ref"] if isinstance(policy, dict) else None
-        assert name in cache_policies, f"unknown cache policy {policy}"
-        key = props(cache_policies[name])["CachePolicyConfig"]["ParametersInCacheKeyAndForwardedToOrigin"]
-        headers = key["HeadersConfig"].get("Headers", [])
-        assert "Authorization" in headers or "authorization" in headers
+        choices = policy["Fn::If"][1:] if isinstance(policy, dict) and "Fn::If" in policy else [policy]
+        for choice in choices:
+            if choice == CACHING_DISABLED:
+                # Authorization still reaches API Gateway through this policy (see edge.yaml).
+                assert behavior["OriginRequestPolicyId"] == ALL_VIEWER_EXCEPT_HOST
+                continue
+            name = choice["Ref"] if isinstance(choice, dict) else None
+            assert name in cache_policies, f"unknown cache policy {choice}"
+            key = props(cache_policies[name])["CachePolicyConfig"]["ParametersInCacheKeyAndForwardedToOrigin"]
+            # Every input of a GET: the caller, its tag (a 304 is per tag), the path (always in
+            # the key) and every query parameter, min_version included.
+            assert set(key["HeadersConfig"]["Headers"]) == {"Authorization", "If-None-Match"}
+            assert key["HeadersConfig"]["HeaderBehavior"] == "whitelist"
+            assert key["QueryStringsConfig"]["QueryStringBehavior"] == "all"
+
+
+def test_errors_are_never_served_from_the_edge_cache(edge):
+    config = distribution_config(edge)
+    errors = {int(e["ErrorCode"]): e for e in config["CustomErrorResponses"]}
+    assert {500, 502, 503, 504} <= set(errors)
+    for error in errors.values():
+        assert int(error["ErrorCachingMinTTL"]) == 0
+        assert "ResponsePagePath" not in error  # the API's own JSON body passes through
 
 
 def test_distribution_adds_security_headers(edge):

@@ -395,11 +395,20 @@ def test_a_deadlock_victim_is_loaded_again_and_a_lasting_failure_is_not(loader, 
         return real(cur, statement, text)
 
     monkeypatch.setattr(mysql_fast, "_load_file", deadlocked_once)
+    pauses: list[float] = []
+    loader.sleep = pauses.append  # type: ignore[method-assign]
     assert counts(load(loader, body_of(*many(5)), "writes/x/deadlock")) == (5, 0, 0, 0)
+    assert len(pauses) == 1
     failures["left"] = 99
+    pauses.clear()
     with pytest.raises(DatabaseUnavailable):
         load(loader, body_of(*many(5, V2)), "writes/x/stuck")
-    assert db.query("SELECT COUNT(*) FROM ingest_batches") == [(1,)]
+    assert failures["left"] == 99 - BatchLoader.ATTEMPTS  # a bounded number of attempts...
+    assert len(pauses) == BatchLoader.ATTEMPTS - 1  # ...with a growing random pause between them
+    for attempt, pause in enumerate(pauses, 1):
+        most = min(BatchLoader.RETRY_PAUSE_MAX_SECONDS, BatchLoader.RETRY_PAUSE_SECONDS * 2 ** (attempt - 1))
+        assert most / 2 <= pause <= most
+    assert db.query("SELECT COUNT(*) FROM ingest_batches") == [(1,)]  # nothing of it applied
     assert db.query("SELECT MAX(version) FROM todos") == [(V1,)]
 
 

@@ -345,5 +345,30 @@ def test_deadlocks_and_lock_waits_are_retryable_and_nothing_else_is():
     db = mysql("mysql://u@h/db", Recorder())
     assert db.is_retryable(pymysql.err.OperationalError(1213, "Deadlock found"))
     assert db.is_retryable(pymysql.err.OperationalError(1205, "Lock wait timeout exceeded"))
+    # MariaDB 11.6+ (innodb_snapshot_isolation=ON): the transaction was rolled back, like a deadlock's
+    assert db.is_retryable(pymysql.err.OperationalError(1020, "Record has changed since last read in table 't'"))
     assert not db.is_retryable(pymysql.err.OperationalError(2013, "Lost connection"))
+    assert not db.is_retryable(pymysql.err.OperationalError(1305, "SAVEPOINT sluice_fast does not exist"))
     assert not db.is_retryable(None)
+
+
+def test_sqlite_busy_after_its_timeout_is_retryable_and_other_failures_are_not(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = open_database(f"sqlite:///{tmp_path}/busy.sqlite3")
+    db.query("SELECT 1")  # creates the file and the schema
+    holder = sqlite3.connect(tmp_path / "busy.sqlite3", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    waiter = sqlite3.connect(tmp_path / "busy.sqlite3", isolation_level=None, timeout=0)
+    try:
+        with pytest.raises(sqlite3.OperationalError) as busy:
+            waiter.execute("BEGIN IMMEDIATE")
+        assert db.is_retryable(busy.value)
+        with pytest.raises(sqlite3.OperationalError) as missing:
+            waiter.execute("SELECT * FROM no_such_table")
+        assert not db.is_retryable(missing.value)
+        assert not db.is_retryable(None)
+    finally:
+        holder.rollback()
+        holder.close()
+        waiter.close()

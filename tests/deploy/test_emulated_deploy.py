@@ -1,0 +1,505 @@
+"""The real deploy against an emulated AWS: moto's server as the endpoint (AWS_ENDPOINT_URL).
+
+`make deploy`'s code (deploy.deploy.run) runs as it would against an account: the infra step,
+then the `chalice` command itself in a subprocess, then the settings chalice cannot express.
+Afterwards the resources are read back from the emulator. Stand-ins, each stated where it is
+(tests/deploy/standin/, tests/deploy/test_standin.py holds them to the real thing):
+
+- the two stacks are stand-in templates with the real ones' parameters and outputs (moto's
+  CloudFormation has no Cognito, RDS, Firehose, WAFv2 or CloudFront resources);
+- in the chalice process: Swagger 2.0 relabelled OpenAPI 3 for moto's importer, S3 filter rule
+  names in lower case, no download of third-party wheels (no network; moto never runs the code);
+- in moto's server (standin/moto_server.py): a deployment to an existing stage keeps the
+  stage's settings, as API Gateway does (moto replaced the stage);
+- in this process: `UpdateTerminationProtection` and `Invoke` (the migrate function) are
+  answered and recorded here (moto's server does not implement the first and needs Docker for
+  the second).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deploy import apigateway, deploy, state
+from deploy.routes import routes_of
+from tests.deploy.conftest import committed_config_text
+
+ROOT = Path(__file__).resolve().parents[2]
+STANDIN = Path(__file__).resolve().parent / "standin"
+REGION = "eu-west-1"
+ACCOUNT = "123456789012"  # moto's
+CHALICE = Path(sys.executable).parent / "chalice"
+
+# Skipped without moto's server on a laptop; in CI (CI=true) a missing server fails the run.
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("flask") is None and not os.environ.get("CI"),
+    reason="moto[server] is not installed (requirements-dev.txt)",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, str(STANDIN / "moto_server.py"), "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def aws_env(moto_endpoint: str) -> Iterator[dict[str, str]]:
+    values = {
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in values.items():
+            mp.setenv(key, value)
+        for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+            mp.delenv(key, raising=False)
+        yield values
+
+
+def copy_project(target: Path) -> Path:
+    """What a fresh clone holds, with the stand-in stacks and a CA bundle file."""
+    target.mkdir(parents=True)
+    for entry in ("app.py", "requirements.txt"):
+        shutil.copy2(ROOT / entry, target / entry)
+    shutil.copytree(ROOT / "chalicelib", target / "chalicelib", ignore=shutil.ignore_patterns("__pycache__", "*.pem"))
+    (target / ".chalice").mkdir()
+    (target / ".chalice" / "config.json").write_text(committed_config_text())
+    shutil.copytree(ROOT / ".chalice" / "templates", target / ".chalice" / "templates")
+    (target / "infrastructure").mkdir()
+    for name in ("data.yaml", "edge.yaml"):
+        shutil.copy2(STANDIN / name, target / "infrastructure" / name)
+    # The real RDS bundle cannot be fetched here; infra only checks that the file is there.
+    (target / "chalicelib" / "db" / "certs" / "rds-global-bundle.pem").write_text("stand-in\n")
+    return target
+
+
+class Recorder:
+    """Answers the calls moto's server cannot, and remembers them."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def install(self, session: Any) -> None:
+        session.events.register("before-call.cloudformation.UpdateTerminationProtection", self.termination)
+        session.events.register("before-call.lambda.Invoke", self.invoke)
+
+    def termination(self, params: dict[str, Any], **_: Any) -> Any:
+        from botocore.awsrequest import AWSResponse
+
+        self.calls.append(("UpdateTerminationProtection", dict(params["body"])))
+        return AWSResponse("", 200, {}, None), {}
+
+    def invoke(self, params: dict[str, Any], **_: Any) -> Any:
+        from botocore.awsrequest import AWSResponse
+        from botocore.response import StreamingBody
+
+        self.calls.append(("Invoke", {"url": params["url_path"]}))
+        body = b'{"migrated": true}'
+        return AWSResponse("", 200, {}, None), {
+            "StatusCode": 200,
+            "Payload": StreamingBody(io.BytesIO(body), len(body)),
+        }
+
+
+def chalice_env(record_dir: Path) -> dict[str, str]:
+    return dict(
+        os.environ,
+        PYTHONPATH=str(STANDIN),
+        SLUICE_MOTO_STANDIN="1",
+        SLUICE_STANDIN_RECORD_DIR=str(record_dir),
+    )
+
+
+class Deployment:
+    def __init__(self, project: Path, record_dir: Path) -> None:
+        self.project = project
+        self.record_dir = record_dir
+        self.recorder = Recorder()
+        self.logs: list[list[str]] = []
+
+    def session(self) -> Any:
+        import boto3
+
+        session = boto3.Session(region_name=REGION)
+        self.recorder.install(session)
+        return session
+
+    def runner(self, command: list[str], env: dict[str, str], check: bool) -> Any:
+        return subprocess.run(command, env={**env, **chalice_env(self.record_dir)}, check=check, capture_output=True)
+
+    def make_deploy(self) -> list[str]:
+        log: list[str] = []
+        deploy.run(self.session(), deploy.Options(stage="prod", project_dir=self.project), self.runner, log.append)
+        self.logs.append(log)
+        return log
+
+    def make_infra(self) -> list[str]:
+        log: list[str] = []
+        deploy.run_infra(self.session(), deploy.Options(stage="prod", project_dir=self.project), log.append)
+        return log
+
+    def chalice(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`chalice ARGS` from the project folder, by hand (no make)."""
+        return subprocess.run(
+            [str(CHALICE), *args],
+            cwd=self.project,
+            env=chalice_env(self.record_dir),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    def rest_api_id(self) -> str:
+        return str(deploy.deployed_resources(self.project, "prod")["rest_api"]["rest_api_id"])
+
+
+@pytest.fixture(scope="module")
+def deployment(aws_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Deployment:
+    base = tmp_path_factory.mktemp("emulated")
+    record = base / "record"
+    record.mkdir()
+    result = Deployment(copy_project(base / "project"), record)
+    result.make_deploy()
+    return result
+
+
+def clients() -> dict[str, Any]:
+    import boto3
+
+    return {
+        name: boto3.client(name, region_name=REGION)
+        for name in ("apigateway", "lambda", "s3", "events", "logs", "cloudformation", "ssm", "iam")
+    }
+
+
+def inventory() -> dict[str, Any]:
+    """Everything the deploy makes, read back from the emulator (ids included, so a duplicate or a
+    re-creation shows)."""
+    c = clients()
+    functions = sorted((f["FunctionName"], f["FunctionArn"]) for f in c["lambda"].list_functions()["Functions"])
+    apis = sorted((a["name"], a["id"]) for a in c["apigateway"].get_rest_apis()["items"])
+    rules = sorted((r["Name"], r.get("ScheduleExpression")) for r in c["events"].list_rules()["Rules"])
+    roles = sorted(r["RoleName"] for r in c["iam"].list_roles()["Roles"] if r["RoleName"].startswith("sluice-"))
+    stacks = sorted(s["StackName"] for s in c["cloudformation"].describe_stacks()["Stacks"])
+    edge_stacks = sorted(s["StackName"] for s in clients_in("us-east-1")["cloudformation"].describe_stacks()["Stacks"])
+    return {"functions": functions, "apis": apis, "rules": rules, "roles": roles, "stacks": stacks + edge_stacks}
+
+
+def clients_in(region: str) -> dict[str, Any]:
+    import boto3
+
+    return {"cloudformation": boto3.client("cloudformation", region_name=region)}
+
+
+def bucket_name() -> str:
+    return f"sluice-prod-writes-{ACCOUNT}-{REGION}"
+
+
+# -- the first deploy ------------------------------------------------------------------------------
+def test_the_functions_exist_with_their_settings(deployment):
+    c = clients()
+    names = {f["FunctionName"]: f for f in c["lambda"].list_functions()["Functions"]}
+    assert set(names) == {
+        "sluice-prod",
+        "sluice-prod-load_writes",
+        "sluice-prod-reconcile_writes",
+        "sluice-prod-migrate",
+    }
+    reserved = {
+        n: c["lambda"].get_function_concurrency(FunctionName=n).get("ReservedConcurrentExecutions") for n in names
+    }
+    assert reserved == {
+        "sluice-prod": 100,
+        "sluice-prod-load_writes": 5,
+        "sluice-prod-reconcile_writes": 1,
+        "sluice-prod-migrate": 1,
+    }
+    api = c["lambda"].get_function_configuration(FunctionName="sluice-prod")
+    env = api["Environment"]["Variables"]
+    assert env["WRITE_TRANSPORT"] == "firehose"
+    assert env["WRITES_BUCKET"] == bucket_name()
+    assert "ssl=verify_identity&ssl_ca=system" in env["DATABASE_URL"]
+    assert all("ssl=verify_identity&ssl_ca=rds" in url for url in env["REPLICA_URLS"].split(","))
+    assert len(api["VpcConfig"]["SubnetIds"]) == 3
+    for name in names:
+        group = c["logs"].describe_log_groups(logGroupNamePrefix=f"/aws/lambda/{name}")["logGroups"]
+        assert [g.get("retentionInDays") for g in group if g["logGroupName"] == f"/aws/lambda/{name}"] == [90]
+
+
+def test_the_loader_is_notified_of_writes_and_its_failures_are_kept(deployment):
+    c = clients()
+    (notification,) = c["s3"].get_bucket_notification_configuration(Bucket=bucket_name())[
+        "LambdaFunctionConfigurations"
+    ]
+    assert notification["LambdaFunctionArn"].endswith(":function:sluice-prod-load_writes")
+    assert notification["Events"] == ["s3:ObjectCreated:*"]
+    rules = notification["Filter"]["Key"]["FilterRules"]
+    assert [(r["Name"].lower(), r["Value"]) for r in rules] == [("prefix", "writes/")]
+    config = c["lambda"].get_function_event_invoke_config(FunctionName="sluice-prod-load_writes")
+    assert config["MaximumRetryAttempts"] == 2
+    assert config["MaximumEventAgeInSeconds"] == 6 * 3600
+    assert config["DestinationConfig"]["OnFailure"]["Destination"].endswith(":sluice-prod-load-writes-failures")
+
+
+def test_the_reconciler_runs_on_its_schedule(deployment):
+    c = clients()
+    (rule,) = [r for r in c["events"].list_rules()["Rules"] if "reconcile_writes" in r["Name"]]
+    assert rule["ScheduleExpression"] == "rate(15 minutes)"
+    (target,) = c["events"].list_targets_by_rule(Rule=rule["Name"])["Targets"]
+    assert target["Arn"].endswith(":function:sluice-prod-reconcile_writes")
+
+
+def test_the_rest_api_has_every_route_behind_the_cognito_authorizer(deployment, app_module):
+    c = clients()
+    paths = {r["path"] for r in c["apigateway"].get_resources(restApiId=deployment.rest_api_id())["items"]}
+    assert {route.path for route in routes_of(app_module)} <= paths
+    # moto keeps no authorizers: read the document chalice sent to API Gateway.
+    document = json.loads((deployment.record_dir / "rest-api.json").read_text())
+    assert document["swagger"] == "2.0"
+    (scheme,) = document["securityDefinitions"].values()
+    authorizer = scheme["x-amazon-apigateway-authorizer"]
+    assert authorizer["type"] == "cognito_user_pools"
+    assert authorizer["providerARNs"] == [f"arn:aws:cognito-idp:{REGION}:{ACCOUNT}:userpool/{REGION}_StandIn01"]
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            public = path in ("/health", "/openapi.json") or method == "options"
+            assert bool(operation.get("security")) is not public, (method, path)
+
+
+def test_the_stage_throttles_per_method_and_caches_nothing(deployment, app_module):
+    c = clients()
+    stage = c["apigateway"].get_stage(restApiId=deployment.rest_api_id(), stageName="api")
+    assert not stage.get("cacheClusterEnabled")
+    settings = stage["methodSettings"]
+    expected = apigateway.desired_method_settings(routes_of(app_module), deploy.STAGE_SETTINGS)
+    for key, wanted in expected.items():
+        assert settings[key]["cachingEnabled"] is False, key
+        assert settings[key]["throttlingRateLimit"] == wanted["throttlingRateLimit"], key
+        assert settings[key]["throttlingBurstLimit"] == wanted["throttlingBurstLimit"], key
+    assert settings["~1todos/GET"]["throttlingRateLimit"] == 500.0
+    assert settings["~1todos~1batch/POST"]["throttlingRateLimit"] == 5.0
+    responses = {
+        r["responseType"]: r for r in c["apigateway"].get_gateway_responses(restApiId=deployment.rest_api_id())["items"]
+    }
+    assert json.loads(responses["UNAUTHORIZED"]["responseTemplates"]["application/json"])["error"] == "unauthorized"
+
+
+def test_protections_come_on_only_after_the_stack_was_created(deployment):
+    calls = [body for name, body in deployment.recorder.calls if name == "UpdateTerminationProtection"]
+    assert calls[0] == {
+        "Action": "UpdateTerminationProtection",
+        "Version": "2010-05-15",
+        "StackName": "sluice-prod-data",
+        "EnableTerminationProtection": "true",
+    }
+    stack = clients()["cloudformation"].describe_stacks(StackName="sluice-prod-data")["Stacks"][0]
+    parameters = {p["ParameterKey"]: p.get("ParameterValue") for p in stack["Parameters"]}
+    assert parameters["DatabaseDeletionProtection"] == "true"
+    first = deployment.logs[0]
+    created = first.index("creating stack sluice-prod-data")
+    protected = first.index("created; switching the master's deletion protection on")
+    assert created < protected
+
+
+def test_the_record_and_the_origin_secret_are_kept_in_the_account(deployment):
+    ssm = clients()["ssm"]
+    record = json.loads(ssm.get_parameter(Name="/sluice/prod/chalice-deployed")["Parameter"]["Value"])
+    assert {r["name"] for r in record["resources"]} >= {"api_handler", "load_writes", "rest_api"}
+    secret = ssm.get_parameter(Name="/sluice/prod/origin-verify", WithDecryption=True)["Parameter"]
+    assert secret["Type"] == "SecureString"
+    assert len(json.loads(secret["Value"])["current"]) >= 32
+
+
+# -- by hand, again, and from a fresh clone -----------------------------------------------------
+def test_a_plain_chalice_deploy_never_leaves_a_get_cached_without_its_key(deployment, app_module):
+    """chalice re-imports the API (put_rest_api, overwrite) and deploys it to the stage."""
+    routes = routes_of(app_module)
+    apigw = clients()["apigateway"]
+    api_id = deployment.rest_api_id()
+
+    result = deployment.chalice("deploy", "--stage", "prod")
+
+    assert result.returncode == 0, result.stderr
+    assert deployment.rest_api_id() == api_id
+    unsafe = apigateway.cached_gets_without_keys(apigw, api_id, "api", lambda r: r.cache_key_parameters(), routes)
+    assert unsafe == []
+
+
+def test_the_stage_cache_the_deploy_used_to_keep_would_be_unsafe_after_it(deployment, app_module):
+    """Why API Gateway caches nothing now: a stage with caching on (as the earlier deploy step
+    left it, keys added) serves GETs keyed on nothing after chalice's own deployer runs."""
+    routes = routes_of(app_module)
+    apigw = clients()["apigateway"]
+    api_id = deployment.rest_api_id()
+    apigw.update_stage(
+        restApiId=api_id,
+        stageName="api",
+        patchOperations=[
+            {"op": "replace", "path": "/cacheClusterEnabled", "value": "true"},
+            *(
+                {"op": "replace", "path": f"/{apigateway.method_key(r)}/caching/enabled", "value": "true"}
+                for r in routes
+                if r.is_read
+            ),
+        ],
+    )
+    try:
+        result = deployment.chalice("deploy", "--stage", "prod")
+        assert result.returncode == 0, result.stderr
+        unsafe = apigateway.cached_gets_without_keys(apigw, api_id, "api", lambda r: r.cache_key_parameters(), routes)
+        assert len(unsafe) == len([r for r in routes if r.is_read])
+        assert any("method.request.header.Authorization" in line for line in unsafe)
+    finally:
+        deployment.make_deploy()  # the deploy step takes the cache away again
+    stage = apigw.get_stage(restApiId=api_id, stageName="api")
+    assert not stage.get("cacheClusterEnabled")
+    assert apigateway.cached_gets_without_keys(apigw, api_id, "api", lambda r: r.cache_key_parameters(), routes) == []
+
+
+def test_a_second_make_deploy_leaves_the_same_resources(deployment):
+    before = inventory()
+    log = deployment.make_deploy()
+    assert inventory() == before
+    assert not [
+        line
+        for line in log
+        if line.startswith(("put_gateway_response", "create_deployment", "put_function_event", "create_log_group"))
+    ]
+    assert len(before["apis"]) == 1 and len(before["rules"]) == 1
+
+
+def test_a_fresh_clone_updates_the_stage_instead_of_creating_it_twice(deployment, tmp_path):
+    before = inventory()
+    clone = Deployment(copy_project(tmp_path / "clone"), deployment.record_dir)
+    committed = json.loads(committed_config_text())
+    assert "prod" not in committed["stages"]  # nothing account-specific is committed
+
+    log = clone.make_infra()
+
+    assert any(line.startswith("restored .chalice/deployed/prod.json") for line in log)
+    result = clone.chalice("deploy", "--stage", "prod")
+    assert result.returncode == 0, result.stderr
+    assert "Creating Rest API" not in result.stdout + result.stderr
+    assert inventory() == before
+
+
+def test_a_newer_local_record_is_kept_and_saved_to_the_account_by_infra(deployment):
+    ssm = clients()["ssm"]
+    path = state.record_path(deployment.project, "prod")
+    original = path.read_text()
+    record = json.loads(original)
+    record["resources"].append({"name": "made_by_hand", "resource_type": "marker"})
+    path.write_text(json.dumps(record))
+    later = time.time() + 60  # written by hand after the account's copy, whatever the clocks' resolution
+    os.utime(path, (later, later))
+    try:
+        log = deployment.make_infra()
+        assert any(line.startswith(".chalice/deployed/prod.json kept, and saved to SSM") for line in log)
+        assert "made_by_hand" in path.read_text()
+        assert "made_by_hand" in ssm.get_parameter(Name="/sluice/prod/chalice-deployed")["Parameter"]["Value"]
+    finally:
+        path.write_text(original)
+        os.utime(path, (later + 60, later + 60))
+        deployment.make_infra()  # the account's copy back in step with the project's
+    assert "made_by_hand" not in ssm.get_parameter(Name="/sluice/prod/chalice-deployed")["Parameter"]["Value"]
+
+
+def test_rotating_the_origin_secret_accepts_both_values_until_cloudfront_sends_the_new_one(deployment):
+    ssm = clients()["ssm"]
+    name = "/sluice/prod/origin-verify"
+    before = json.loads(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+    log: list[str] = []
+
+    deploy.run(
+        deployment.session(),
+        deploy.Options(stage="prod", project_dir=deployment.project, rotate_origin_secret=True),
+        deployment.runner,
+        log.append,
+    )
+
+    after = json.loads(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+    assert after["current"] != before["current"] and after["previous"] == ""
+    rotating = next(i for i, line in enumerate(log) if line.startswith(f"rotating {name}"))
+    edge = log.index("8. edge stack (us-east-1)")
+    dropped = log.index("origin secret rotated: the web ACL stops accepting the previous value")
+    assert rotating < edge < dropped
+    assert log[dropped + 1] == "2. data stack"  # updated once more, without the old value
+    assert not any(before["current"] in line or after["current"] in line for line in log)  # never printed
+
+
+# -- a stage without infrastructure ---------------------------------------------------------------
+def test_deploying_dev_stops_with_one_line_and_creates_nothing(deployment):
+    before = inventory()
+
+    result = deployment.chalice("deploy")  # stage dev
+
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "stage 'dev' has no infrastructure" in lines[0]
+    assert inventory() == before
+
+
+def test_chalices_policy_analyzer_is_why_an_autogen_stage_cannot_deploy(aws_env, tmp_path):
+    """The crash `chalice deploy` of `dev` hit before the guard, reproduced against the emulator:
+    a stage that passes the guard but keeps `autogen_policy: true` fails in Chalice's analyzer."""
+    project = copy_project(tmp_path / "autogen")
+    config = json.loads((project / ".chalice" / "config.json").read_text())
+    config["stages"]["autogen"] = {"autogen_policy": True, "environment_variables": {"WRITE_TRANSPORT": "firehose"}}
+    (project / ".chalice" / "config.json").write_text(json.dumps(config))
+    before = inventory()
+
+    result = Deployment(project, tmp_path).chalice("deploy", "--stage", "autogen")
+
+    assert result.returncode != 0
+    assert "KeyError: 'dict'" in result.stderr and "chalice/analyzer.py" in result.stderr
+    assert inventory() == before
+
+
+def test_prod_before_infra_stops_the_same_way(aws_env, tmp_path):
+    fresh = Deployment(copy_project(tmp_path / "fresh"), tmp_path)
+    result = fresh.chalice("deploy", "--stage", "prod")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "stage 'prod' has no infrastructure" in result.stderr
+    assert "make infra STAGE=<stage>" in result.stderr
