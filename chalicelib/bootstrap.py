@@ -4,8 +4,7 @@ process. Tests hand in their own with `use()` and drop them with `reset()`."""
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from chalicelib.config import Settings
 from chalicelib.db.database import Database, open_master, open_reader
@@ -25,7 +24,6 @@ class Services:
     writer: CommandWriter
     loader: BatchLoader
     service: TodoService
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def build(

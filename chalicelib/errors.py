@@ -34,10 +34,6 @@ def forbidden() -> ApiError:
     return ApiError(403, "forbidden", "You are not allowed to do this.")
 
 
-def not_found(what: str = "resource") -> ApiError:
-    return ApiError(404, "not_found", f"No such {what}.")
-
-
 def invalid_id() -> ApiError:
     return ApiError(400, "invalid_id", "The id must be a canonical UUID (lowercase, hyphenated).")
 
@@ -50,8 +46,21 @@ def invalid_query(message: str) -> ApiError:
     return ApiError(400, "invalid_query", message)
 
 
-def unavailable(message: str, retry_after: int = 5) -> ApiError:
-    return ApiError(503, "unavailable", message, headers={"Retry-After": str(retry_after)})
+class NotFound(SluiceError):
+    """No such resource for this caller (another user's todo is not found either)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"No such {what}.")
+        self.what = what
+
+
+class Unavailable(SluiceError):
+    """What was asked cannot be shown yet (a `min_version` no read shows); worth a retry after
+    `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class DatabaseUnavailable(SluiceError):

@@ -19,8 +19,10 @@ from chalice import Response
 from chalicelib.errors import (
     ApiError,
     DatabaseUnavailable,
+    NotFound,
     RecordTooLarge,
     TransportUnavailable,
+    Unavailable,
     invalid_id,
     invalid_query,
 )
@@ -52,6 +54,10 @@ def guarded(view: Callable[..., Response]) -> Callable[..., Response]:
             return view(*args, **kwargs)
         except ApiError as exc:
             return error_response(exc)
+        except NotFound as exc:
+            return error_response(ApiError(404, "not_found", str(exc)))
+        except Unavailable as exc:
+            return error_response(ApiError(503, "unavailable", str(exc), headers={"Retry-After": str(exc.retry_after)}))
         except DatabaseUnavailable as exc:
             log.warning("database unavailable: %s", exc)
             return error_response(

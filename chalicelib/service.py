@@ -1,4 +1,7 @@
-"""The API's use cases, free of HTTP: turn validated input into write commands, and read rows."""
+"""The API's use cases, free of HTTP: turn validated input into write commands, and read rows.
+
+Failures are the project's domain errors (`NotFound`, `Unavailable`, ...); only `http.guarded`
+turns them into HTTP answers."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.errors import not_found, unavailable
+from chalicelib.errors import NotFound, Unavailable
 from chalicelib.identity import Principal
 from chalicelib.ids import VersionClock, derived_id, new_op_id, uuid7
 from chalicelib.readers import Row, Seen, TodoReader
@@ -94,7 +97,7 @@ class TodoService:
         else:
             row = _at_least(self.reader.seen_todo(owner, todo_id), min_version)
         if row is None:
-            raise not_found("todo")
+            raise NotFound("todo")
         return row
 
     def list_todos(self, owner: str, after: str | None, limit: int, state: str | None, own: bool = False) -> Page:
@@ -115,7 +118,7 @@ class TodoService:
         else:
             row = _at_least(self.reader.seen_profile(owner), min_version)
         if row is None:
-            raise not_found("profile")
+            raise NotFound("profile")
         return row
 
 
@@ -123,5 +126,5 @@ def _at_least(seen: Seen, min_version: int | None) -> Row | None:
     """The row of a state at least `min_version` new (None: deleted or never written), or 503
     when no read can show that version yet; never an older state (CONTRACT section 3)."""
     if min_version is not None and seen.version < min_version:
-        raise unavailable("That version is not readable yet; try again shortly.", MIN_VERSION_RETRY_AFTER)
+        raise Unavailable("That version is not readable yet; try again shortly.", MIN_VERSION_RETRY_AFTER)
     return seen.row

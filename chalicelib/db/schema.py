@@ -175,7 +175,3 @@ def owner_collation(cur: Any) -> str:
     )
     row = cur.fetchone()
     return str(row[0]) if row and row[0] else "utf8mb4_bin"
-
-
-def latest_version() -> int:
-    return MIGRATIONS[-1][0]

@@ -1,8 +1,9 @@
 """A small Redis client (RESP2 over one TCP or TLS socket), just what the read cache needs.
 
 Why not redis-py: the API Lambda imports this module whenever `CACHE_URL` is set, and the cache
-needs five commands (GET, SET, DEL, EVALSHA/EVAL, SCRIPT LOAD). This module costs about a
-millisecond to import and keeps the deployment package free of another dependency.
+and the pending writes send only a few commands (GET, HGETALL, EVALSHA, and EVAL when the server
+lacks a script), all through `execute_command`. This module costs about a millisecond to import
+and keeps the deployment package free of another dependency.
 
 - One socket per process, opened lazily on the first command, reopened after any failure and
   after a fork. Commands from several threads are serialised by a lock.
@@ -196,29 +197,6 @@ class RespClient:
         assert sock is not None
         sock.sendall(payload if payload is not None else b"".join(encode_command(c) for c in commands))
         return [self._reply() for _ in commands]
-
-    # -- convenience -------------------------------------------------------------------------
-    def get(self, key: str | bytes) -> bytes | None:
-        value = self.execute_command("GET", key)
-        return value if value is None else bytes(value)
-
-    def set(self, key: str | bytes, value: Any, px: int | None = None) -> bool:
-        args: list[Any] = ["SET", key, value]
-        if px is not None:
-            args += ["PX", px]
-        return self.execute_command(*args) == b"OK"
-
-    def delete(self, *keys: str | bytes) -> int:
-        return int(self.execute_command("DEL", *keys)) if keys else 0
-
-    def script_load(self, script: str) -> str:
-        return bytes(self.execute_command("SCRIPT", "LOAD", script)).decode("ascii")
-
-    def evalsha(self, sha: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        return self.execute_command("EVALSHA", sha, len(keys), *keys, *args)
-
-    def eval(self, script: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        return self.execute_command("EVAL", script, len(keys), *keys, *args)
 
     # -- reading replies ---------------------------------------------------------------------
     def _fill(self) -> None:

@@ -139,7 +139,7 @@ def _created_at(db: Database, command: WriteCommand) -> str:
 
 
 def raw(redis: RespClient, key: str) -> tuple[bytes, int, str, Row | None] | None:
-    return parse_entry(redis.get(key))
+    return parse_entry(redis.execute_command("GET", key))
 
 
 # -- read-through -------------------------------------------------------------------------------
@@ -215,7 +215,7 @@ def test_odd_owners_get_hashed_keys_of_their_own(redis: RespClient, prefix: str,
 def test_bad_entries_are_misses(redis: RespClient, prefix: str, master: Database) -> None:
     todo_id = uuid7()
     load(master, put(ALICE, todo_id, "real"))
-    redis.set(todo_key(ALICE, todo_id, prefix), b"garbage without the header", px=60000)
+    redis.execute_command("SET", todo_key(ALICE, todo_id, prefix), b"garbage without the header", "PX", 60000)
     reader = CachedReader(SqlReader(master), redis, 60, prefix=prefix)
 
     assert reader.get_todo(ALICE, todo_id)["title"] == "real"  # type: ignore[index]
@@ -231,7 +231,7 @@ def test_load_updates_exactly_the_changed_keys(redis: RespClient, prefix: str, m
     invalidator = CacheInvalidator(redis, 60, prefix=prefix)
     reader.get_todo(ALICE, changed)
     reader.get_todo(ALICE, untouched)
-    untouched_before = redis.get(todo_key(ALICE, untouched, prefix))
+    untouched_before = redis.execute_command("GET", todo_key(ALICE, untouched, prefix))
 
     update = put(ALICE, changed, "v2")
     load_and_invalidate(master, invalidator, update)
@@ -242,7 +242,7 @@ def test_load_updates_exactly_the_changed_keys(redis: RespClient, prefix: str, m
     assert cached == SqlReader(master).get_todo(ALICE, changed)
     assert cached is not None and cached["title"] == "v2" and cached["version"] == update.version
     assert raw(redis, todo_key(ALICE, changed, prefix))[2] == update.op_id  # type: ignore[index]
-    assert redis.get(todo_key(ALICE, untouched, prefix)) == untouched_before
+    assert redis.execute_command("GET", todo_key(ALICE, untouched, prefix)) == untouched_before
 
     gone = delete(ALICE, changed)
     load_and_invalidate(master, invalidator, gone)
@@ -468,7 +468,7 @@ def test_reads_use_redis_again_after_the_cooldown(redis: RespClient, prefix: str
     reader.get_todo(ALICE, todo_id)
     flaky.down = False
     reader.get_todo(ALICE, todo_id)  # still cooling down: not filled
-    assert redis.get(todo_key(ALICE, todo_id, prefix)) is None
+    assert redis.execute_command("GET", todo_key(ALICE, todo_id, prefix)) is None
     now[0] = 6.0
     reader.get_todo(ALICE, todo_id)  # tries again, fills
     reader.get_todo(ALICE, todo_id)  # hit
@@ -540,22 +540,22 @@ def test_build_cache_off_by_default_and_wired_through_the_app(
         assert db.calls == 0
     finally:
         bootstrap.reset()
-        redis.delete(todo_key(sub, todo_id))
+        redis.execute_command("DEL", todo_key(sub, todo_id))
 
 
 # -- the RESP client -----------------------------------------------------------------------------
 def test_resp_client_replies(redis: RespClient, prefix: str) -> None:
     key = prefix + ":resp"
     value = bytes(range(256)) * 600 + b"\r\n"  # binary, larger than one recv
-    assert redis.set(key, value, px=10000)
-    assert redis.get(key) == value
-    assert redis.get(prefix + ":absent") is None
+    assert redis.execute_command("SET", key, value, "PX", 10000) == b"OK"
+    assert redis.execute_command("GET", key) == value
+    assert redis.execute_command("GET", prefix + ":absent") is None
     assert redis.execute_command("EVAL", "return {1, 'two', {3}, false}", 0) == [1, b"two", [3], None]
     replies = redis.pipeline([["PING"], ["NO-SUCH-COMMAND"], ["ECHO", "ünï"]])
     assert replies[0] == b"PONG" and isinstance(replies[1], RespError) and replies[2] == "ünï".encode()
     with pytest.raises(RespError):
         redis.execute_command("INCR", key)  # not an integer: an error reply, connection kept
-    assert redis.delete(key) == 1
+    assert redis.execute_command("DEL", key) == 1
     assert redis.execute_command("PING") == b"PONG"
 
 
