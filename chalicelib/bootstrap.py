@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
+from chalicelib.aws import ProcessClient
 from chalicelib.config import Settings
 from chalicelib.db.database import Database, open_master, open_reader
 from chalicelib.ids import VersionClock
@@ -34,8 +36,10 @@ def build(
     cache = None
     if settings.cache_url:  # the optional Redis read cache: reads through it, loads keep it right
         from chalicelib.readers.cache import build_cache
+        from chalicelib.readers.resp import CacheUrl
 
-        cache = build_cache(settings)
+        cache_url = CacheUrl.parse(settings.cache_url)  # nothing connects until the first command
+        cache = build_cache(cache_url.client(), settings.cache_ttl_seconds, cache_url.cooldown)
     loader = BatchLoader(master, on_commit=cache[1] if cache else None)
     built_reader = reader is None
     if reader is None:
@@ -68,13 +72,40 @@ def _writer(settings: Settings, loader: BatchLoader) -> CommandWriter:
     if settings.write_transport == "firehose":
         from chalicelib.writers.firehose import FirehoseWriter
 
-        return FirehoseWriter.from_settings(settings)
+        return FirehoseWriter.from_settings(settings, AWS_CLIENTS["firehose"].get)
     from chalicelib.writers.local import LOCAL_BUCKET, LocalWriter
 
     def load(key: str, body: bytes) -> object:
         return loader.load(LOCAL_BUCKET, key, local_etag(body), body)
 
     return LocalWriter(settings.local_data_dir, load=load)
+
+
+# -- the process's AWS clients: each made on first use (boto3 is imported only then), then kept ----
+def _make_firehose() -> Any:
+    from chalicelib.writers.firehose import make_firehose_client
+
+    return make_firehose_client()
+
+
+def _make_s3() -> Any:
+    from chalicelib.loader.sources import make_s3_client
+
+    return make_s3_client()
+
+
+AWS_CLIENTS = {"firehose": ProcessClient(_make_firehose), "s3": ProcessClient(_make_s3)}
+
+
+def aws_client(service: str) -> Any:
+    """The process's client for `service` ("firehose", "s3"), made on first use."""
+    return AWS_CLIENTS[service].get()
+
+
+def reset_aws_clients() -> None:
+    """Forget the process's AWS clients (tests)."""
+    for holder in AWS_CLIENTS.values():
+        holder.reset()
 
 
 _lock = threading.Lock()

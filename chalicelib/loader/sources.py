@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from chalicelib.aws import ProcessClient
 from chalicelib.errors import ObjectUnavailable
 from chalicelib.loader import local_etag
 
@@ -114,7 +113,9 @@ class S3ObjectStore(ObjectStore):
 MISSING_CODES = frozenset(("NoSuchKey", "404", "NotFound"))
 
 
-def _make_s3_client() -> Any:
+def make_s3_client() -> Any:
+    """An S3 client with explicit timeouts and retries (boto3 imported only now). The composition
+    root (chalicelib.bootstrap) makes one per process, on first use."""
     import boto3
     from botocore.config import Config
 
@@ -124,12 +125,8 @@ def _make_s3_client() -> Any:
     )
 
 
-_S3 = ProcessClient(_make_s3_client)
-
-
 def s3_client() -> Any:
-    """One S3 client per process, with explicit timeouts and retries; boto3 imported only now."""
-    return _S3.get()
+    """The process's S3 client, held by the composition root."""
+    from chalicelib.bootstrap import aws_client
 
-
-reset_client = _S3.reset
+    return aws_client("s3")

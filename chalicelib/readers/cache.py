@@ -42,24 +42,20 @@ import hashlib
 import json
 import logging
 import re
-import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
-from urllib.parse import parse_qs, urlsplit
 
 from chalicelib.readers import Row, TodoReader
+from chalicelib.readers.breaker import DEFAULT_COOLDOWN_SECONDS, Breaker
 
 if TYPE_CHECKING:
     from chalicelib.commands import WriteCommand
-    from chalicelib.config import Settings
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "sluice:v1"
 SAFE_OWNER = re.compile(r"[A-Za-z0-9_-]{1,64}")
 PRESENT, ABSENT, UNKNOWN = b"p", b"a", b"m"
-DEFAULT_COOLDOWN_SECONDS = 5.0
 MAX_NEGATIVE_TTL_SECONDS = 60
 INVALIDATE_CHUNK = 200  # keys per EVALSHA
 
@@ -195,35 +191,6 @@ def guarded_set(
         if not _is_noscript(exc):
             raise
     return int(client.execute_command("EVAL", GUARDED_SET, len(keys), *keys, *args))
-
-
-# -- outages ---------------------------------------------------------------------------------
-class Breaker:
-    """After a failure, readers leave Redis alone for `cooldown` seconds, then try once more."""
-
-    def __init__(self, cooldown: float = DEFAULT_COOLDOWN_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
-        self.cooldown = cooldown
-        self.clock = clock
-        self.open_until = 0.0
-        self.failures = 0
-        self._lock = threading.Lock()
-
-    def allows(self) -> bool:
-        return self.open_until == 0.0 or self.clock() >= self.open_until
-
-    def failed(self, exc: BaseException, doing: str) -> None:
-        with self._lock:
-            was_closed = self.open_until == 0.0
-            self.open_until = self.clock() + self.cooldown
-            self.failures += 1
-        if was_closed:
-            log.warning("cache unavailable while %s, reading the database for %.0f s: %r", doing, self.cooldown, exc)
-
-    def succeeded(self) -> None:
-        if self.open_until:
-            with self._lock:
-                self.open_until = 0.0
-            log.info("cache available again")
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -385,17 +352,12 @@ def change_for(command: WriteCommand, created_at: str | None = None) -> Change:
 
 
 # -- composition -------------------------------------------------------------------------------------
-def build_cache(settings: Settings) -> tuple[Callable[[TodoReader], CachedReader], CacheInvalidator] | None:
-    """From CACHE_URL: (wrap a reader, the loader's invalidator), sharing one client and breaker;
-    None when no cache is configured. Nothing connects until the first command."""
-    if not settings.cache_url:
-        return None
-    from chalicelib.readers.resp import RespClient
-
-    client = RespClient.from_url(settings.cache_url)
-    query = parse_qs(urlsplit(settings.cache_url).query)
-    breaker = Breaker(float(query.get("cooldown", [DEFAULT_COOLDOWN_SECONDS])[-1]))
-    ttl = settings.cache_ttl_seconds
+def build_cache(
+    client: CacheClient, ttl: float, cooldown: float = DEFAULT_COOLDOWN_SECONDS
+) -> tuple[Callable[[TodoReader], CachedReader], CacheInvalidator]:
+    """(wrap a reader, the loader's invalidator), sharing one client and one breaker. The
+    composition root (chalicelib.bootstrap) builds the client from CACHE_URL, parsed once."""
+    breaker = Breaker(cooldown)
 
     def wrap(inner: TodoReader) -> CachedReader:
         return CachedReader(inner, client, ttl, breaker=breaker)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 from chalicelib.db.database import open_reader
 from chalicelib.errors import DatabaseUnavailable
 from chalicelib.readers import Row, Seen, TodoReader
+from chalicelib.readers.breaker import Breaker
 from chalicelib.readers.sql import SqlReader
 
 log = logging.getLogger(__name__)
@@ -43,10 +43,21 @@ class ReplicaReader(TodoReader):
             start = (choose or (lambda n: random.randrange(n)))(len(replicas))
             replicas = replicas[start:] + replicas[:start]
         self.readers = replicas + master
-        self.cooldown = cooldown
-        self._clock = clock
-        self._down_until: dict[int, float] = {}
-        self._lock = threading.Lock()
+        last = len(self.readers) - 1
+        self.breakers = [
+            Breaker(cooldown, clock, name="master" if i == last else f"reader {i}", fallback="trying the next")
+            for i in range(len(self.readers))
+        ]
+
+    @property
+    def cooldown(self) -> float:
+        """Seconds a reader that failed is skipped (each reader has its own Breaker)."""
+        return self.breakers[0].cooldown
+
+    @cooldown.setter
+    def cooldown(self, seconds: float) -> None:
+        for breaker in self.breakers:
+            breaker.cooldown = seconds
 
     @classmethod
     def from_urls(
@@ -57,12 +68,11 @@ class ReplicaReader(TodoReader):
         return cls([*replicas, SqlReader(open_db(master_url))], **kwargs)
 
     def _order(self) -> list[int]:
-        now = self._clock()
-        down = self._down_until
-        up = [i for i in range(len(self.readers)) if down.get(i, 0.0) <= now]
-        if len(up) == len(self.readers):
+        breakers = self.breakers
+        up = [i for i, breaker in enumerate(breakers) if breaker.allows()]
+        if len(up) == len(breakers):
             return up
-        cooling = sorted((i for i in range(len(self.readers)) if i not in up), key=lambda i: down[i])
+        cooling = sorted((i for i in range(len(breakers)) if i not in up), key=lambda i: breakers[i].open_until)
         return up + cooling
 
     def _first(self, call: Callable[[TodoReader], Any]) -> Any:
@@ -76,14 +86,10 @@ class ReplicaReader(TodoReader):
             try:
                 result = call(self.readers[index])
             except DatabaseUnavailable as exc:
-                log.warning("reader %d unavailable, trying the next: %s", index, exc)
-                with self._lock:
-                    self._down_until[index] = self._clock() + self.cooldown
+                self.breakers[index].failed(exc, "reading")
                 last = exc
                 continue
-            if index in self._down_until:
-                with self._lock:
-                    self._down_until.pop(index, None)
+            self.breakers[index].succeeded()
             return index, result
         assert last is not None
         raise DatabaseUnavailable(f"no replica and no master answered: {last}") from last

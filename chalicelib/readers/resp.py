@@ -23,8 +23,11 @@ import os
 import socket
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from chalicelib.readers.breaker import DEFAULT_COOLDOWN_SECONDS
 
 CRLF = b"\r\n"
 DEFAULT_PORT = 6379
@@ -71,6 +74,53 @@ def encode_command(args: Sequence[Any]) -> bytes:
     return b"".join(parts)
 
 
+@dataclass(frozen=True)
+class CacheUrl:
+    """CACHE_URL, parsed once: `redis[s]://[user:password@]host[:port][/db][?options]`, options
+    `connect_timeout`, `timeout` (seconds, the client's) and `cooldown` (seconds, the breaker's)."""
+
+    host: str
+    port: int
+    db: int
+    username: str | None
+    password: str | None
+    tls: bool
+    connect_timeout: float
+    timeout: float
+    cooldown: float
+
+    @classmethod
+    def parse(cls, url: str) -> CacheUrl:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ValueError(f"a cache URL starts with redis:// or rediss://, got {parts.scheme or url!r}")
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        path = parts.path.strip("/")
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or DEFAULT_PORT,
+            db=int(path) if path else int(query.get("db", 0)),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password is not None else None,
+            tls=parts.scheme == "rediss",
+            connect_timeout=float(query.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)),
+            timeout=float(query.get("timeout", DEFAULT_TIMEOUT)),
+            cooldown=float(query.get("cooldown", DEFAULT_COOLDOWN_SECONDS)),
+        )
+
+    def client(self, **overrides: Any) -> RespClient:
+        options: dict[str, Any] = {
+            "db": self.db,
+            "username": self.username,
+            "password": self.password,
+            "tls": self.tls,
+            "connect_timeout": self.connect_timeout,
+            "timeout": self.timeout,
+            **overrides,
+        }
+        return RespClient(self.host, self.port, **options)
+
+
 class RespClient:
     """A Redis connection for one process. See the module docstring."""
 
@@ -103,21 +153,7 @@ class RespClient:
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> RespClient:
-        parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss"):
-            raise ValueError(f"a cache URL starts with redis:// or rediss://, got {parts.scheme or url!r}")
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        path = parts.path.strip("/")
-        options: dict[str, Any] = {
-            "db": int(path) if path else int(query.get("db", 0)),
-            "username": unquote(parts.username) if parts.username else None,
-            "password": unquote(parts.password) if parts.password is not None else None,
-            "tls": parts.scheme == "rediss",
-            "connect_timeout": float(query.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)),
-            "timeout": float(query.get("timeout", DEFAULT_TIMEOUT)),
-        }
-        options.update(overrides)
-        return cls(parts.hostname or "127.0.0.1", parts.port or DEFAULT_PORT, **options)
+        return CacheUrl.parse(url).client(**overrides)
 
     # -- connection --------------------------------------------------------------------------
     def _open(self) -> socket.socket:

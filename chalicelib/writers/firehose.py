@@ -10,8 +10,8 @@ is throttled or meets an unavailable or failing service is retried the same way;
 fails at once. Whatever is left unconfirmed raises `TransportUnavailable`: the record may still
 have been taken (a timeout can hide an acceptance), so the answer is "all or none may land".
 
-The boto3 client is made once per process, on the first write: a process that only serves reads
-never imports boto3.
+The boto3 client is made once per process (held by chalicelib.bootstrap), on the first write: a
+process that only serves reads never imports boto3.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.aws import ProcessClient
 from chalicelib.errors import RecordTooLarge, TransportUnavailable
 from chalicelib.writers import CommandWriter
 
@@ -109,9 +108,10 @@ class FirehoseWriter(CommandWriter):
         self.clock = clock
 
     @classmethod
-    def from_settings(cls, settings: Any) -> FirehoseWriter:
-        """The writer for FIREHOSE_STREAM; the process's client is made on the first write."""
-        return cls(None, settings.firehose_stream, client_factory=firehose_client)
+    def from_settings(cls, settings: Any, client_factory: Callable[[], Any]) -> FirehoseWriter:
+        """The writer for FIREHOSE_STREAM; `client_factory` (the process's client, held by
+        chalicelib.bootstrap) is called on the first write."""
+        return cls(None, settings.firehose_stream, client_factory=client_factory)
 
     @property
     def client(self) -> Any:
@@ -184,8 +184,10 @@ def _retryable(exc: Any) -> bool:
     return _code(exc) in RETRYABLE_CODES or status == 429 or status >= 500
 
 
-# -- the client, one per process ---------------------------------------------------------------
-def _make_firehose_client() -> Any:
+# -- the client ------------------------------------------------------------------------------------
+def make_firehose_client() -> Any:
+    """A Firehose client with explicit timeouts and retries (boto3 imported only now). The
+    composition root (chalicelib.bootstrap) makes one per process, on the first write."""
     import boto3
     from botocore.config import Config
 
@@ -197,14 +199,3 @@ def _make_firehose_client() -> Any:
             retries={"max_attempts": BOTOCORE_MAX_ATTEMPTS, "mode": "standard"},
         ),
     )
-
-
-_FIREHOSE = ProcessClient(_make_firehose_client)
-
-
-def firehose_client() -> Any:
-    """The process's Firehose client: explicit timeouts and retries, boto3 imported only now."""
-    return _FIREHOSE.get()
-
-
-reset_client = _FIREHOSE.reset

@@ -27,11 +27,9 @@ FAKE_AWS_ENV = {
 
 
 def reset_aws_clients() -> None:
-    from chalicelib.loader import sources
-    from chalicelib.writers import firehose
+    from chalicelib import bootstrap
 
-    firehose.reset_client()
-    sources.reset_client()
+    bootstrap.reset_aws_clients()
 
 
 def fake_aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

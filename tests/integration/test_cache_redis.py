@@ -36,7 +36,7 @@ from chalicelib.readers.cache import (
     profile_key,
     todo_key,
 )
-from chalicelib.readers.resp import RespClient, RespConnectionError, RespError
+from chalicelib.readers.resp import CacheUrl, RespClient, RespConnectionError, RespError
 from chalicelib.readers.sql import SqlReader
 
 pytestmark = pytest.mark.redis
@@ -514,11 +514,12 @@ def test_build_cache_off_by_default_and_wired_through_the_app(
     from chalicelib.config import Settings
     from tests.conftest import auth
 
-    assert build_cache(Settings.from_env({"LOCAL_DATA_DIR": str(tmp_path)})) is None
+    plain = bootstrap.build(Settings.from_env({"LOCAL_DATA_DIR": str(tmp_path)}))
+    assert plain.service.pending is None and not isinstance(plain.reader, CachedReader)  # off by default
+    plain.master.discard()
     settings = Settings.from_env({"LOCAL_DATA_DIR": str(tmp_path), "CACHE_URL": redis_server + "?cooldown=2"})
-    built = build_cache(settings)
-    assert built is not None
-    wrap, invalidator = built
+    cache_url = CacheUrl.parse(settings.cache_url)
+    wrap, invalidator = build_cache(cache_url.client(), settings.cache_ttl_seconds, cache_url.cooldown)
     master = open_database(settings.database_url)
     db = CountingReader(SqlReader(master))
     reader = wrap(db)
