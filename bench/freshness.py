@@ -1,6 +1,6 @@
 """Row 6: end-to-end freshness, from the 202 of a POST to the todo being readable on the replica.
 
-Ours: the write path batched like Firehose (chalicelib.writers.batching.BatchingWriter: each
+Ours: the write path batched like Firehose (bench.batching.BatchingWriter: each
 request's lines appended and fsynced before the 202, one object per buffer interval, loaded by
 the real loader into the pair's master, replicated to the replica). The buffer interval is scaled
 down from Firehose's 60 s minimum to 1 s so the row runs in seconds; in production add the
@@ -131,10 +131,10 @@ def run(
 
 
 def _run(pair: Pair, quick: bool, count: int | None, interval: float, intervals: tuple[float, ...]) -> list[Row]:
+    from bench.batching import BatchingWriter
     from chalicelib import bootstrap
     from chalicelib.config import Settings
     from chalicelib.loader import local_etag
-    from chalicelib.writers.batching import BatchingWriter
     from chalicelib.writers.local import LocalWriter
 
     count = count or int(RATE * (3 if quick else 10))

@@ -2,7 +2,7 @@
 
 Ours: the app with the Redis cache and the pending writes (PendingWrites over a CachedReader on the
 bench pair's replica, keys under a prefix of the run's own), and a Firehose-like batching writer
-(chalicelib.writers.batching.BatchingWriter, 60 s interval) with NO loader: nothing a write sends
+(bench.batching.BatchingWriter, 60 s interval) with NO loader: nothing a write sends
 reaches the database during the row, as in the first minute after a 202 in production.
 
 - 202 -> visible, by id: after each POST's 202, the time until a `GET /todos/{id}` answers that
@@ -54,13 +54,13 @@ def run(pair: Pair, quick: bool = False, samples: int | None = None) -> list[Row
 
 def _run(pair: Pair, quick: bool, samples: int | None) -> list[Row]:
     import app as app_module
+    from bench.batching import BatchingWriter
     from bench.inprocess import discard_writer, seed
     from chalicelib import bootstrap
     from chalicelib.config import Settings
     from chalicelib.readers.cache import CachedReader
     from chalicelib.readers.pending import PendingWrites, pending_key
     from chalicelib.readers.resp import RespClient
-    from chalicelib.writers.batching import BatchingWriter
 
     samples = samples or (40 if quick else 400)
     rounds, calls, warmup = (5, 30, 30) if quick else (15, 200, 300)

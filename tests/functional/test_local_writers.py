@@ -36,7 +36,7 @@ PARTIAL_WRITE = r"""
 import json, os, resource, signal, sys, uuid
 from chalicelib.commands import make_command
 from chalicelib.errors import TransportUnavailable
-from chalicelib.writers.batching import BatchingWriter
+from bench.batching import BatchingWriter
 
 def batch(tag, n=3):
     return [make_command("put", "todos", "alice", str(uuid.uuid4()), 1_700_000_000_000_000 + i, str(uuid.uuid4()),

@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 
 from bench import report
+from bench.batching import BatchingWriter
 from bench.common import Pair, row, target_met
 from chalicelib.commands import WriteCommand, make_command
 from chalicelib.errors import TransportUnavailable
 from chalicelib.ids import VersionClock, new_op_id, uuid7
 from chalicelib.models import validate_todo
-from chalicelib.writers.batching import BatchingWriter
 
 ROW_KEYS = {"name", "ours", "baseline", "unit", "ratio", "target", "met", "note", "section"}
 clock = VersionClock()

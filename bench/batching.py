@@ -17,8 +17,9 @@
   `replay --local` or the reconciler.
 - A spool left by a crashed process is sealed and loaded when the next writer on ROOT starts.
 
-It is meant for local runs and the benchmark (bench/freshness.py). In Lambda, background threads
-are frozen between invocations: production uses Firehose itself.
+It is meant for the benchmarks only (bench/freshness.py, bench/own_writes.py), so it lives here,
+outside the Lambda package. In Lambda, background threads are frozen between invocations:
+production uses Firehose itself.
 """
 
 from __future__ import annotations
