@@ -19,8 +19,8 @@ from typing import Any
 
 from chalicelib.ids import CANONICAL_UUID, MAX_VERSION, is_canonical_uuid, parse_rfc3339, version_to_ts
 from chalicelib.models import VALIDATORS, Invalid, _canonical_due_at, _known_due, _todo_fast
+from chalicelib.resources import RESOURCES
 
-RESOURCES = ("todos", "profiles")
 OPS = ("put", "delete")
 COMMAND_KEYS = frozenset(("v", "op", "resource", "owner", "id", "version", "op_id", "at", "data"))
 MAX_OWNER_CHARS = 128
@@ -335,15 +335,16 @@ def _checked_command(raw: Any) -> WriteCommand:
     op, resource, owner, id_ = raw.get("op"), raw.get("resource"), raw.get("owner"), raw.get("id")
     if op not in OPS or not isinstance(op, str):
         raise ValueError("op must be 'put' or 'delete'")
-    if resource not in RESOURCES or not isinstance(resource, str):
-        raise ValueError("resource must be 'todos' or 'profiles'")
+    declared = RESOURCES.get(resource) if isinstance(resource, str) else None
+    if declared is None:
+        raise ValueError("resource must be " + " or ".join(repr(name) for name in RESOURCES))
     if not _owner_ok(owner):
         raise ValueError("owner must be a printable string of 1 to 128 characters")
-    if resource == "todos":
+    if declared.by_id:
         if not is_canonical_uuid(id_):
             raise ValueError("id must be a canonical UUID")
     elif id_ != owner:
-        raise ValueError("a profile's id must equal its owner")
+        raise ValueError(f"the id of a {resource} command must equal its owner")
     version = raw.get("version")
     if type(version) is not int or not 0 < version <= MAX_VERSION:
         raise ValueError("version must be an integer from 1 to 2**53-1")
@@ -360,7 +361,7 @@ def _checked_command(raw: Any) -> WriteCommand:
             raise ValueError("data must be null for a delete")
     else:
         try:
-            data = VALIDATORS[resource](data)
+            data = VALIDATORS[declared.name](data)
         except Invalid as exc:
             raise ValueError(f"invalid data: {exc}"[:500]) from exc
     return WriteCommand(op, resource, owner, id_, version, op_id, at, data, at_norm)  # type: ignore[arg-type]

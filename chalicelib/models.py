@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 from chalicelib.ids import format_ts, parse_rfc3339
-from chalicelib.resources import BCP47_PATTERN, PROFILES, TAG_PATTERN, TODOS, Rule
+from chalicelib.resources import BCP47_PATTERN, PROFILES, RESOURCES, TAG_PATTERN, TODOS, Resource, Rule
 
 Fields = dict[str, list[str]]
 
@@ -88,24 +88,31 @@ def _unknown(errors: Fields, prefix: str, body: dict[str, Any], known: tuple[str
 
 
 def _tags(errors: Fields, path: str, value: Any) -> list[str] | None:
+    return _strings(errors, path, value, TAGS, TAG, "tag")
+
+
+def _strings(
+    errors: Fields, path: str, value: Any, limits: Rule, pattern: re.Pattern[str], noun: str
+) -> list[str] | None:
+    """A "list" field: at most max_items distinct strings, each matching the pattern."""
     if not isinstance(value, list):
         _add(errors, path, "must be a list of strings")
         return None
-    if len(value) > TAGS_MAX:
-        _add(errors, path, f"must hold at most {TAGS_MAX} tags")
+    if len(value) > (limits.max_items or 0):
+        _add(errors, path, f"must hold at most {limits.max_items} {noun}s")
         return None
     seen: set[str] = set()
     ok = True
-    for tag in value:
-        if not isinstance(tag, str) or TAG.fullmatch(tag) is None:
-            _add(errors, path, f"each tag must match ^{TAG_PATTERN}$")
+    for item in value:
+        if not isinstance(item, str) or pattern.fullmatch(item) is None:
+            _add(errors, path, f"each {noun} must match ^{pattern.pattern}$")
             ok = False
             break
-        if tag in seen:
-            _add(errors, path, f"must not repeat a tag ({tag!r})")
+        if limits.unique and item in seen:
+            _add(errors, path, f"must not repeat a {noun} ({item!r})")
             ok = False
             break
-        seen.add(tag)
+        seen.add(item)
     return list(value) if ok else None
 
 
@@ -285,3 +292,57 @@ VALIDATORS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "todos": validate_todo,
     "profiles": validate_profile,
 }
+
+
+# -- resources with no hand-written validator ------------------------------------------------------
+def declared_validator(resource: Resource) -> Callable[[Any], dict[str, Any]]:
+    """A validator made from a declaration alone: the same field-level errors, for a resource
+    added with one declaration (docs/architecture.md, "Adding a resource")."""
+    rules = resource.rules()
+    required = resource.required()
+    patterns = {name: re.compile(rule.pattern) for name, rule in rules.items() if rule.pattern}
+
+    def validate(body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise Invalid({"body": ["must be a JSON object"]})
+        errors: Fields = {}
+        _unknown(errors, "", body, resource.field_names)
+        defaults = resource.defaults()
+        out: dict[str, Any] = {}
+        for name, rule in rules.items():
+            if name not in body and name in required:
+                _add(errors, name, "is required")
+                continue
+            out[name] = _declared_value(errors, name, body.get(name, defaults.get(name)), rule, patterns.get(name))
+        if errors:
+            raise Invalid(errors)
+        return out
+
+    return validate
+
+
+def _declared_value(errors: Fields, path: str, value: Any, rule: Rule, pattern: re.Pattern[str] | None) -> Any:
+    if rule.kind == "list":
+        return _strings(errors, path, value, rule, pattern or re.compile(".*"), "item")
+    if rule.kind == "datetime":
+        return _due_at(errors, path, value)
+    if rule.kind == "choice":
+        if not isinstance(value, str) or value not in rule.choices:
+            _add(errors, path, "must be one of " + ", ".join(map(repr, rule.choices)))
+        return value
+    text = _string(errors, path, value, rule)
+    if text is not None and pattern is not None and pattern.fullmatch(text) is None:
+        _add(errors, path, f"must match ^{pattern.pattern}$")
+    return text
+
+
+def declare(resource: Resource) -> None:
+    """Add a resource: its declaration, and a validator made from it unless one is registered."""
+    RESOURCES[resource.name] = resource
+    VALIDATORS.setdefault(resource.name, declared_validator(resource))
+
+
+def forget(name: str) -> None:
+    """Remove a declared resource (tests)."""
+    RESOURCES.pop(name, None)
+    VALIDATORS.pop(name, None)

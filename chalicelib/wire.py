@@ -45,10 +45,13 @@ class CommandLine(DataClassJsonMixin):
     data: dict[str, Any] | None
 
 
-@cache
 def document_class(resource: str) -> type[DataClassJsonMixin]:
     """The resource's declared dataclass with dataclasses-json's methods (a subclass)."""
-    declared = RESOURCES[resource].document
+    return _with_json(RESOURCES[resource].document)
+
+
+@cache
+def _with_json(declared: type) -> type[DataClassJsonMixin]:
     return type(f"{declared.__name__}Document", (declared, DataClassJsonMixin), {"__doc__": declared.__doc__})
 
 

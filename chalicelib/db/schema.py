@@ -7,9 +7,13 @@ order is the time order in both (the loader takes LEAST(created_at, ...)).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from chalicelib.resources import Resource
 
 MYSQL_TABLE = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+ASCII_BIN = "CHARACTER SET ascii COLLATE ascii_bin"
 
 # utf8mb4_bin is a PAD SPACE collation in MySQL 8 and MariaDB: 'alice' = 'alice ', and the two would
 # share a primary key. Owners compare exactly (as in SQLite, whose TEXT has no padding) under the
@@ -175,3 +179,29 @@ def owner_collation(cur: Any) -> str:
     )
     row = cur.fetchone()
     return str(row[0]) if row and row[0] else "utf8mb4_bin"
+
+
+def table_ddl(resource: Resource, dialect: str) -> str:
+    """CREATE TABLE for a declared resource, in the layout of todos and profiles: its key, one
+    column per declared field (MySQL types from the declaration, TEXT in SQLite), then the
+    winning command's version and op_id, the tombstone flag and the two timestamps. The statement
+    a new resource's migration adds (docs/architecture.md, "Adding a resource")."""
+    nulls = {name: "NULL" if rule.nullable else "NOT NULL" for name, rule in resource.rules().items()}
+    primary = "PRIMARY KEY (owner, id)" if resource.by_id else "PRIMARY KEY (owner)"
+    if dialect == "sqlite":
+        key = "owner TEXT NOT NULL, id TEXT NOT NULL" if resource.by_id else "owner TEXT NOT NULL"
+        columns = [f"{name} TEXT {null}" for name, null in nulls.items()]
+        tail = (
+            "version INTEGER NOT NULL, op_id TEXT NOT NULL, deleted INTEGER NOT NULL, "
+            "created_at TEXT NOT NULL, updated_at TEXT NOT NULL"
+        )
+        end = ") WITHOUT ROWID"
+    else:
+        key = "owner VARCHAR(128) NOT NULL" + (f", id CHAR(36) {ASCII_BIN} NOT NULL" if resource.by_id else "")
+        columns = [f"{name} {rule.mysql} {nulls[name]}" for name, rule in resource.rules().items()]
+        tail = (
+            f"version BIGINT NOT NULL, op_id CHAR(36) {ASCII_BIN} NOT NULL, deleted TINYINT NOT NULL, "
+            "created_at DATETIME(6) NOT NULL, updated_at DATETIME(6) NOT NULL"
+        )
+        end = f") {MYSQL_TABLE}"
+    return f"CREATE TABLE IF NOT EXISTS {resource.name} ({key}, {', '.join(columns)}, {tail}, {primary}{end}"

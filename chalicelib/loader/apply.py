@@ -17,6 +17,7 @@ from typing import Any
 from chalicelib.commands import WriteCommand
 from chalicelib.db.database import Database
 from chalicelib.ordering import newer
+from chalicelib.resources import PROFILES, RESOURCES, Resource
 
 CHUNK = 500
 
@@ -63,18 +64,42 @@ class TodoTable(ResourceTable):
         )
 
 
-class ProfileTable(ResourceTable):
-    def __init__(self) -> None:
-        super().__init__("profiles", ("owner",), ("display_name", "locale", "timezone"))
+class DeclaredTable(ResourceTable):
+    """A resource's table made from its declaration (chalicelib.resources): one column per field,
+    lists stored as compact JSON; a tombstone keeps each field's default ("" where none)."""
+
+    def __init__(self, resource: Resource) -> None:
+        keys = ("owner", "id") if resource.by_id else ("owner",)
+        super().__init__(resource.name, keys, resource.field_names)
+        self._lists = tuple(rule.kind == "list" for rule in resource.rules().values())
+        defaults = resource.defaults()
+        self._empty = tuple(
+            _stored(defaults.get(name, ""), is_list)
+            for name, is_list in zip(self.data_columns, self._lists, strict=True)
+        )
 
     def values(self, command: WriteCommand) -> tuple[Any, ...]:
         data = command.data
         if data is None:
-            return ("", "en", "UTC")
-        return (data["display_name"], data["locale"], data["timezone"])
+            return self._empty
+        return tuple(_stored(data[name], is_list) for name, is_list in zip(self.data_columns, self._lists, strict=True))
 
 
-TABLES = {"todos": TodoTable(), "profiles": ProfileTable()}
+def _stored(value: Any, is_list: bool) -> Any:
+    return json.dumps(value, separators=(",", ":")) if is_list else value
+
+
+# todos keep their hand-written table (the loader's hot path); tests/unit/test_resources.py holds
+# it to DeclaredTable(TODOS).
+TABLES: dict[str, ResourceTable] = {"todos": TodoTable(), "profiles": DeclaredTable(PROFILES)}
+
+
+def table_for(resource: str) -> ResourceTable:
+    """The table of a declared resource."""
+    table = TABLES.get(resource)
+    if table is None:
+        table = TABLES[resource] = DeclaredTable(RESOURCES[resource])
+    return table
 
 
 def fold(
@@ -122,7 +147,7 @@ class SqlApplier(Applier):
         for key in winners:
             by_resource.setdefault(key[0], []).append(key)
         for resource, keys in by_resource.items():
-            table = TABLES[resource]
+            table = table_for(resource)
             for start in range(0, len(keys), CHUNK):
                 chunk = keys[start : start + CHUNK]
                 a, s = self._apply_chunk(cur, table, chunk, winners, earliest, changes)

@@ -10,6 +10,7 @@ from typing import Any
 from chalicelib.db.database import Database
 from chalicelib.ids import format_ts
 from chalicelib.readers import Row, Seen, TodoReader
+from chalicelib.resources import Resource
 
 TODO_COLUMNS = "id, title, notes, state, tags, due_at, version, created_at, updated_at"
 GET_TODO = f"SELECT {TODO_COLUMNS} FROM todos WHERE owner = %s AND id = %s AND deleted = 0"
@@ -85,6 +86,15 @@ class SqlReader(TodoReader):
         rows = self.db.query(GET_PROFILE, (owner,))
         return profile_row(rows[0]) if rows else None
 
+    def get_row(self, resource: Resource, owner: str, id_: str | None = None) -> Row | None:
+        """One live row of a declared resource, read by its key: the general read for a resource
+        added with one declaration (todos and profiles keep their own statements, held to it by
+        tests/unit/test_resources.py)."""
+        where = "owner = %s AND id = %s" if resource.by_id else "owner = %s"
+        text = f"SELECT {', '.join(resource.read_fields)} FROM {resource.name} WHERE {where} AND deleted = 0"
+        rows = self.db.query(text, (owner, id_) if resource.by_id else (owner,))
+        return declared_row(resource, rows[0]) if rows else None
+
     def seen_todo(self, owner: str, todo_id: str) -> Seen:
         rows = self.db.query(SEEN_TODO, (owner, todo_id))
         return _seen(todo_id, rows[0]) if rows else Seen(todo_id, None, 0)
@@ -111,6 +121,25 @@ class SqlReader(TodoReader):
             text += f" AND {live}"
         params.append(limit)
         return [_seen(r[0], r) for r in self.db.query(text + " ORDER BY id LIMIT %s", params)]
+
+
+def declared_row(resource: Resource, stored: Sequence[Any]) -> Row:
+    """A stored row (its columns in `resource.read_fields` order) as GET shows it."""
+    row: Row = {}
+    for name, kind, value in zip(resource.read_fields, _kinds(resource), stored, strict=True):
+        if kind == "list":
+            value = json.loads(value)
+        elif kind == "stamp":
+            value = ts_out(value)
+        elif kind == "version":
+            value = int(value)
+        row[name] = value
+    return row
+
+
+def _kinds(resource: Resource) -> tuple[str, ...]:
+    key = ("id",) if resource.by_id else ()
+    return key + tuple(rule.kind for rule in resource.rules().values()) + ("version", "stamp", "stamp")
 
 
 def _seen(todo_id: str, stored: Sequence[Any]) -> Seen:

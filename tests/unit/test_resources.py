@@ -13,8 +13,8 @@ import pytest
 
 from chalicelib import commands as cm
 from chalicelib.commands import make_command
-from chalicelib.db.schema import MIGRATIONS
-from chalicelib.loader.apply import TABLES
+from chalicelib.db.schema import MIGRATIONS, table_ddl
+from chalicelib.loader.apply import TABLES, DeclaredTable
 from chalicelib.models import validate_profile, validate_todo
 from chalicelib.readers.cache import row_for_command
 from chalicelib.resources import RESOURCES, Resource
@@ -102,3 +102,26 @@ def test_the_line_lane_takes_every_declared_limit_and_nothing_beyond() -> None:
         assert taken == (pattern.fullmatch(tag) is not None), tag
     for state in (*rules["state"].choices, "closed"):
         assert (lane(todo(state=state)) is not None) == (state in rules["state"].choices)
+
+
+def test_the_todo_table_writes_what_the_declared_table_would() -> None:
+    hand_made, declared = TABLES["todos"], DeclaredTable(RESOURCES["todos"])
+    for data in (
+        validate_todo({"title": "t"}),
+        validate_todo(
+            {"title": "é", "notes": "n", "state": "done", "tags": ["a", "b"], "due_at": "2026-01-01T10:00:00+02:00"}
+        ),
+        None,
+    ):
+        command = make_command("delete" if data is None else "put", "todos", OWNER, ID, 1, OP, data)
+        assert hand_made.row(command, command.stored_at) == declared.row(command, command.stored_at)
+
+
+@pytest.mark.parametrize("resource", RESOURCES.values(), ids=lambda r: r.name)
+def test_a_table_made_from_the_declaration_has_the_migrated_columns(resource: Resource) -> None:
+    made = " ".join(table_ddl(resource, "mysql").split())
+    for name, rule in resource.rules().items():
+        assert f" {name} {rule.mysql} " in made
+    assert column_types("sqlite", resource.name).keys() <= set(
+        re.findall(r"(\w+) (?:TEXT|INTEGER)", table_ddl(resource, "sqlite"))
+    )
