@@ -18,7 +18,20 @@ from datetime import datetime
 from typing import Any
 
 from chalicelib.ids import CANONICAL_UUID, MAX_VERSION, is_canonical_uuid, parse_rfc3339, version_to_ts
-from chalicelib.models import VALIDATORS, Invalid, _canonical_due_at, _known_due, _todo_fast
+from chalicelib.models import (
+    NOTES_MAX,
+    STATES,
+    TAG,
+    TAGS_MAX,
+    TITLE_MAX,
+    TITLE_MIN,
+    TODO_FIELDS,
+    VALIDATORS,
+    Invalid,
+    _canonical_due_at,
+    _known_due,
+    _todo_fast,
+)
 from chalicelib.resources import RESOURCES
 
 OPS = ("put", "delete")
@@ -249,16 +262,24 @@ def _fast_command(raw: dict[str, Any]) -> WriteCommand | None:
 # backslash (the start of an escape) and a control character (JSON writes those escaped); a line
 # that is not ASCII must also encode to UTF-8 (no lone surrogate from an invalid byte).
 _PLAIN = r'[^"\\\x00-\x1f]'
-_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-_QUOTED_TAG = r'"[a-z0-9][a-z0-9_-]{0,31}"'  # models.TAG, quoted
+_UUID = CANONICAL_UUID.pattern
+# Every limit, choice and pattern below comes from the todo's declaration (chalicelib.resources,
+# through chalicelib.models), so the lane cannot drift from the validators.
+assert TODO_FIELDS == ("title", "notes", "state", "tags", "due_at"), "the lane's layout follows the todo's fields"
+_QUOTED_TAG = '"' + TAG.pattern + '"'
+
+
+def _plain(low: int, high: int) -> str:
+    return f"{_PLAIN}{{{low},{high}}}"
+
+
 _TODO_LINE = re.compile(
-    r'\{"v":1,"op":"(put|delete)","resource":"todos","owner":"(' + _PLAIN + r'{1,128})",'
+    r'\{"v":1,"op":"(put|delete)","resource":"todos","owner":"(' + _plain(1, MAX_OWNER_CHARS) + r')",'
     r'"id":"(' + _UUID + r')","version":([1-9][0-9]{0,15}),"op_id":"(' + _UUID + r')",'
-    r'"at":"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-5][0-9]:[0-5][0-9]\.[0-9]{6}Z)","data":(?:null|\{"title":"('
-    + _PLAIN
-    + r'{1,200})",'
-    r'"notes":"(' + _PLAIN + r'{0,10000})","state":"(open|done)",'
-    r'"tags":\[((?:' + _QUOTED_TAG + r"(?:," + _QUOTED_TAG + r"){0,19})?)\],"
+    r'"at":"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-5][0-9]:[0-5][0-9]\.[0-9]{6}Z)",'
+    r'"data":(?:null|\{"title":"(' + _plain(TITLE_MIN, TITLE_MAX) + r')",'
+    r'"notes":"(' + _plain(0, NOTES_MAX) + r')","state":"(' + "|".join(map(re.escape, STATES)) + r')",'
+    r'"tags":\[((?:' + _QUOTED_TAG + r"(?:," + _QUOTED_TAG + r"){0," + str(TAGS_MAX - 1) + r"})?)\],"
     r'"due_at":(?:null|"([0-9][^"]{19,26})")\})\}'
 )
 _todo_line = _TODO_LINE.fullmatch
