@@ -18,9 +18,9 @@ tens of milliseconds of import, marshmallow included): never by a GET (tests/uni
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import fields, make_dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 from dataclasses_json import DataClassJsonMixin
 
@@ -30,19 +30,17 @@ if TYPE_CHECKING:
     from chalicelib.commands import WriteCommand
 
 
-@dataclass
-class CommandLine(DataClassJsonMixin):
-    """A write command as it travels, key for key in the order of the line."""
+def _command_line() -> Any:
+    """The envelope as it travels: "v", then WriteCommand's fields in their order, but for
+    `stored_at` (the tables' form of `at`, not on the line)."""
+    from chalicelib.commands import WriteCommand
 
-    v: int
-    op: str
-    resource: str
-    owner: str
-    id: str
-    version: int
-    op_id: str
-    at: str
-    data: dict[str, Any] | None
+    hints = get_type_hints(WriteCommand)
+    travelling = [(f.name, hints[f.name]) for f in fields(WriteCommand) if f.name != "stored_at"]
+    return make_dataclass("CommandLine", [("v", int), *travelling], bases=(DataClassJsonMixin,))
+
+
+CommandLine = _command_line()
 
 
 def document_class(resource: str) -> type[DataClassJsonMixin]:

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chalicelib.commands import WriteCommand, make_command
-from chalicelib.db.database import Database, open_database, open_master
+from chalicelib.db.database import Database, open_master
 from chalicelib.loader import BatchLoader, local_etag
 from chalicelib.loader.apply import TABLES, SqlApplier
 from chalicelib.ordering import Order, newer
@@ -73,48 +73,35 @@ def _upsert_twice(db: Database, drawn: list[tuple[Order, Order]]) -> list[int]:
     return _held(db, ids)
 
 
-@pytest.fixture
-def sqlite_db(tmp_path: Path) -> Iterator[Database]:
-    db = open_database(f"sqlite:///{tmp_path / 'order.db'}")
-    db.migrate()
-    yield db
-    db.discard()
-
-
-@pytest.fixture
-def mysql_db(mysql_url: str) -> Iterator[Database]:
-    db = open_master(mysql_url)
-    db.migrate()
-    yield db
-    db.discard()
+@pytest.fixture(params=["sqlite", "mariadb"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    url = f"sqlite:///{tmp_path / 'order.db'}" if request.param == "sqlite" else request.getfixturevalue("mysql_url")
+    database = open_master(url)
+    database.migrate()
+    yield database
+    database.discard()
 
 
 @EXAMPLES
 @given(drawn=pairs)
-def test_the_sqlite_upsert_guard_is_newer(sqlite_db: Database, drawn: list[tuple[Order, Order]]) -> None:
-    assert _upsert_twice(sqlite_db, drawn) == _expected(drawn)
+def test_the_upsert_guard_is_newer(db: Database, drawn: list[tuple[Order, Order]]) -> None:
+    assert _upsert_twice(db, drawn) == _expected(drawn)
 
 
 @EXAMPLES
 @given(drawn=pairs)
-def test_the_mysql_upsert_guard_is_newer(mysql_db: Database, drawn: list[tuple[Order, Order]]) -> None:
-    assert _upsert_twice(mysql_db, drawn) == _expected(drawn)
-
-
-@EXAMPLES
-@given(drawn=pairs)
-def test_the_mysql_loader_decides_with_newer(mysql_db: Database, drawn: list[tuple[Order, Order]]) -> None:
+def test_the_loader_decides_with_newer(db: Database, drawn: list[tuple[Order, Order]]) -> None:
     # GIVEN every key stored at its first order, WHEN an object brings the second, THEN each
-    # key holds what newer() says (the LOAD DATA path's DECIDE and the upsert's guard alike).
+    # key holds what newer() says (on MariaDB: the LOAD DATA path's DECIDE or the upsert's guard).
     ids = _ids(len(drawn))
-    with mysql_db.transaction() as cur:
+    with db.transaction() as cur:
         cur.execute("DELETE FROM todos")
         cur.execute("DELETE FROM ingest_batches")
-    loader = BatchLoader(mysql_db)
+    loader = BatchLoader(db)
     for side in (0, 1):
         body = b"".join(_command(i, p[side], side).to_line() for i, p in zip(ids, drawn, strict=True))
         loader.load("test", f"writes/2026/01/01/00/order-{side}", local_etag(body), body)
-    assert _held(mysql_db, ids) == _expected(drawn)
+    assert _held(db, ids) == _expected(drawn)
 
 
 @pytest.fixture
