@@ -5,9 +5,11 @@ of its resource as declared in `chalicelib.resources`. Here both are dataclasses
 `CommandLine` for the envelope, and for each resource a subclass of its declaration that adds
 dataclasses-json's `to_dict`/`from_dict` (the declarations themselves stay free of it).
 
-This is the reference the fast paths are held to, byte for byte: `WriteCommand.to_line` (the
-writer's encoder, on every write request) must give `encode(command)`, and the loader's line lane
-and general path must make of a line the command `decode(line)` makes (tests/unit/test_wire.py).
+At run time it encodes the commands of every resource but todos (`WriteCommand.to_line` calls
+`encode`). It is also the reference the fast paths are held to, byte for byte: the todo line that
+`to_line` writes by hand (the POST benchmark row runs on it) must be `encode(command)`, and the
+loader's line lane and general path must make of a line the command `decode(line)` makes
+(tests/unit/test_wire.py).
 dataclasses-json's `from_dict` checks no types, so `decode` then runs the loader's own checks
 (`commands.command_from_dict`): untrusted input always goes through the validators.
 
