@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from chalicelib.readers import Row, TodoReader
 from chalicelib.readers.breaker import DEFAULT_COOLDOWN_SECONDS, Breaker
+from chalicelib.resources import RESOURCES
 
 if TYPE_CHECKING:
     from chalicelib.commands import WriteCommand
@@ -314,32 +315,21 @@ class CacheInvalidator:
 
 def row_for_command(command: WriteCommand, created_at: str) -> Row | None:
     """The row GET shows after `command` won, given the key's stored `created_at` (the loader's
-    fixed-width text, or a datetime). None for a delete."""
+    fixed-width text, or a datetime), in its resource's declared read shape. None for a delete."""
     from chalicelib.readers.sql import ts_out
 
     if command.op == "delete" or command.data is None:
         return None
     data = command.data
-    if command.resource == "todos":
-        return {
-            "id": command.id,
-            "title": data["title"],
-            "notes": data["notes"],
-            "state": data["state"],
-            "tags": list(data["tags"]),
-            "due_at": data["due_at"],
-            "version": command.version,
-            "created_at": ts_out(created_at),
-            "updated_at": ts_out(command.stored_at),
-        }
-    return {
-        "display_name": data["display_name"],
-        "locale": data["locale"],
-        "timezone": data["timezone"],
-        "version": command.version,
-        "created_at": ts_out(created_at),
-        "updated_at": ts_out(command.stored_at),
-    }
+    resource = RESOURCES[command.resource]
+    row: Row = {"id": command.id} if resource.by_id else {}
+    for name in resource.field_names:
+        value = data[name]
+        row[name] = list(value) if type(value) is list else value
+    row["version"] = command.version
+    row["created_at"] = ts_out(created_at)
+    row["updated_at"] = ts_out(command.stored_at)
+    return row
 
 
 def change_for(command: WriteCommand, created_at: str | None = None) -> Change:
