@@ -16,6 +16,7 @@ from chalicelib import observe, stage_guard
 from chalicelib.bootstrap import services
 from chalicelib.errors import ApiError, forbidden, validation_error
 from chalicelib.http import (
+    IDEMPOTENCY_KEY_MAX,
     accepted,
     check_id,
     check_size,
@@ -69,8 +70,8 @@ def _idempotency_key(fields: dict[str, list[str]]) -> str | None:
     key = _request().headers.get("idempotency-key")
     if key is None:
         return None
-    if not 1 <= len(key) <= 128 or not all(" " <= ch <= "~" for ch in key):
-        fields["Idempotency-Key"] = ["must be 1 to 128 printable ASCII characters"]
+    if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX or not all(" " <= ch <= "~" for ch in key):
+        fields["Idempotency-Key"] = [f"must be 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters"]
         return None
     return key
 

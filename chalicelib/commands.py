@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
+from chalicelib.identity import MAX_SUB_CHARS
 from chalicelib.ids import CANONICAL_UUID, MAX_VERSION, is_canonical_uuid, parse_rfc3339, version_to_ts
 from chalicelib.models import (
     NOTES_MAX,
@@ -36,7 +37,7 @@ from chalicelib.resources import RESOURCES
 
 OPS = ("put", "delete")
 COMMAND_KEYS = frozenset(("v", "op", "resource", "owner", "id", "version", "op_id", "at", "data"))
-MAX_OWNER_CHARS = 128
+MAX_OWNER_CHARS = MAX_SUB_CHARS  # a command's owner is a caller's sub
 # Firehose's largest buffer is 128 MiB; anything that inflates far beyond is not ours.
 MAX_INFLATED_BYTES = 1024 * 1024 * 1024
 MAX_REJECT_LINE_CHARS = 2000
@@ -360,7 +361,7 @@ def _checked_command(raw: Any) -> WriteCommand:
     if declared is None:
         raise ValueError("resource must be " + " or ".join(repr(name) for name in RESOURCES))
     if not _owner_ok(owner):
-        raise ValueError("owner must be a printable string of 1 to 128 characters")
+        raise ValueError(f"owner must be a printable string of 1 to {MAX_OWNER_CHARS} characters")
     if declared.by_id:
         if not is_canonical_uuid(id_):
             raise ValueError("id must be a canonical UUID")

@@ -27,10 +27,14 @@ from chalicelib.errors import (
     invalid_query,
 )
 from chalicelib.ids import MAX_VERSION, MIN_VERSION_LEAD_US, is_canonical_uuid
+from chalicelib.models import STATES
 
 log = logging.getLogger("sluice.http")
 
 JSON = "application/json"
+LIMIT_MIN, LIMIT_MAX, LIMIT_DEFAULT = 1, 100, 50  # GET /todos?limit=
+CURSOR_MAX = 200  # characters of a cursor this API gives
+IDEMPOTENCY_KEY_MAX = 128  # printable ASCII characters of an Idempotency-Key
 OWS = " \t"  # HTTP's optional whitespace; str.strip() would also take U+00A0, U+3000 and the like
 
 
@@ -170,17 +174,17 @@ def query_value(request: Any, name: str) -> str | None:
 
 def parse_limit(raw: str | None) -> int:
     if raw is None:
-        return 50
-    if not raw.isdigit() or not raw.isascii() or len(raw) > 4 or not 1 <= int(raw) <= 100:
-        raise invalid_query("limit must be an integer from 1 to 100.")
+        return LIMIT_DEFAULT
+    if not raw.isdigit() or not raw.isascii() or len(raw) > 4 or not LIMIT_MIN <= int(raw) <= LIMIT_MAX:
+        raise invalid_query(f"limit must be an integer from {LIMIT_MIN} to {LIMIT_MAX}.")
     return int(raw)
 
 
 def parse_state(raw: str | None) -> str | None:
     if raw is None:
         return None
-    if raw not in ("open", "done"):
-        raise invalid_query("state must be 'open' or 'done'.")
+    if raw not in STATES:
+        raise invalid_query("state must be " + " or ".join(repr(state) for state in STATES) + ".")
     return raw
 
 
@@ -203,7 +207,7 @@ def encode_cursor(last_id: str) -> str:
     return base64.urlsafe_b64encode(json.dumps({"after": last_id}).encode()).decode().rstrip("=")
 
 
-_CURSOR = re.compile(r"[A-Za-z0-9_-]{1,200}")
+_CURSOR = re.compile(rf"[A-Za-z0-9_-]{{1,{CURSOR_MAX}}}")
 
 
 def decode_cursor(raw: str | None) -> str | None:

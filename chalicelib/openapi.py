@@ -18,7 +18,7 @@ import sys
 from functools import lru_cache
 from typing import Any
 
-from chalicelib import models
+from chalicelib import http, models
 from chalicelib.config import DEFAULT_MAX_BODY_BYTES
 from chalicelib.identity import ADMIN_GROUP, MAX_SUB_CHARS
 from chalicelib.ids import CANONICAL_UUID, MAX_VERSION
@@ -27,8 +27,8 @@ from chalicelib.resources import PROFILES, TODOS, Resource, Rule
 Schema = dict[str, Any]
 
 # The resources' limits come from their declarations (chalicelib.resources, which the validators
-# read too); the others are written as literals by chalicelib.http and app.py. Each is checked
-# against the validator's behaviour at the boundary by tests/unit/test_openapi.py.
+# read too); the request's others from chalicelib.http. Each is checked against the validator's
+# behaviour at the boundary by tests/unit/test_openapi.py.
 TITLE_MAX = models.TITLE_MAX
 NOTES_MAX = models.NOTES_MAX
 TAGS_MAX = models.TAGS_MAX
@@ -36,9 +36,9 @@ DISPLAY_NAME_MAX = models.DISPLAY_NAME.max_length
 LOCALE_MAX = models.LOCALE.max_length
 TIMEZONE_MAX = models.TIMEZONE.max_length
 BATCH_MAX = models.BATCH_MAX
-LIMIT_MIN, LIMIT_MAX, LIMIT_DEFAULT = 1, 100, 50
-CURSOR_MAX = 200
-IDEMPOTENCY_KEY_MAX = 128
+LIMIT_MIN, LIMIT_MAX, LIMIT_DEFAULT = http.LIMIT_MIN, http.LIMIT_MAX, http.LIMIT_DEFAULT
+CURSOR_MAX = http.CURSOR_MAX
+IDEMPOTENCY_KEY_MAX = http.IDEMPOTENCY_KEY_MAX
 # Printable ASCII; HTTP drops a header value's outer spaces, so the key cannot start or end with one.
 PRINTABLE_ASCII = r"^[\x21-\x7E](?:[\x20-\x7E]*[\x21-\x7E])?$"
 # RFC 3339 with an offset, as chalicelib.ids.parse_rfc3339 takes it: years 0001 to 9999, no leap

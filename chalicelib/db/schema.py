@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from chalicelib.identity import MAX_SUB_CHARS
+
 if TYPE_CHECKING:
     from chalicelib.resources import Resource
 
@@ -197,7 +199,9 @@ def table_ddl(resource: Resource, dialect: str) -> str:
         )
         end = ") WITHOUT ROWID"
     else:
-        key = "owner VARCHAR(128) NOT NULL" + (f", id CHAR(36) {ASCII_BIN} NOT NULL" if resource.by_id else "")
+        key = f"owner VARCHAR({MAX_SUB_CHARS}) NOT NULL" + (
+            f", id CHAR(36) {ASCII_BIN} NOT NULL" if resource.by_id else ""
+        )
         columns = [f"{name} {rule.mysql} {nulls[name]}" for name, rule in resource.rules().items()]
         tail = (
             f"version BIGINT NOT NULL, op_id CHAR(36) {ASCII_BIN} NOT NULL, deleted TINYINT NOT NULL, "
