@@ -16,3 +16,27 @@ Order = tuple[int, str]  # (version, op_id)
 def newer(a: Order, b: Order) -> bool:
     """True when a command ordered `a` wins over one ordered `b` (and so replaces it)."""
     return a[0] > b[0] or (a[0] == b[0] and a[1] > b[1])
+
+
+# newer() in Lua, for the Redis scripts of the cache and the pending writes (readers/cache.py,
+# readers/pending.py), which prepend it. Lua compares strings with strcoll (the server's locale),
+# so op_ids are compared byte by byte; versions are below 2^53 and so exact as Lua numbers.
+LUA_NEWER = """
+local function bytes_cmp(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then
+      if x < y then return -1 end
+      return 1
+    end
+  end
+  if #a == #b then return 0 end
+  if #a < #b then return -1 end
+  return 1
+end
+local function newer(version, op_id, cur_version, cur_op)
+  if version ~= cur_version then return version > cur_version end
+  return bytes_cmp(op_id, cur_op) > 0
+end
+"""

@@ -45,6 +45,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from chalicelib.ordering import LUA_NEWER
 from chalicelib.readers import Row, TodoReader
 from chalicelib.readers.breaker import DEFAULT_COOLDOWN_SECONDS, Breaker
 from chalicelib.resources import RESOURCES
@@ -60,26 +61,13 @@ PRESENT, ABSENT, UNKNOWN = b"p", b"a", b"m"
 MAX_NEGATIVE_TTL_SECONDS = 60
 INVALIDATE_CHUNK = 200  # keys per EVALSHA
 
-GUARDED_SET = """
+GUARDED_SET = (
+    """
 -- Version-guarded writes of cache entries (chalicelib/readers/cache.py).
 -- KEYS: entry keys. ARGV[1]: "load" or "fill"; ARGV[2]: TTL in ms; then per key:
--- state, version, op_id, payload. An entry is "STATE|VERSION|OP_ID|PAYLOAD".
--- Lua compares strings with strcoll (the server's locale), so op_ids are compared byte by byte;
--- versions are below 2^53 and so exact as Lua numbers.
-local function bytes_cmp(a, b)
-  local n = math.min(#a, #b)
-  for i = 1, n do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then
-      if x < y then return -1 end
-      return 1
-    end
-  end
-  if #a == #b then return 0 end
-  if #a < #b then return -1 end
-  return 1
-end
-
+-- state, version, op_id, payload. An entry is "STATE|VERSION|OP_ID|PAYLOAD"."""
+    + LUA_NEWER
+    + """
 local mode, ttl = ARGV[1], ARGV[2]
 local written = 0
 for i = 1, #KEYS do
@@ -98,10 +86,8 @@ for i = 1, #KEYS do
       local cur_op = string.sub(current, b + 1, c - 1)
       if mode == "fill" and cur_state == "m" then
         write = version >= cur_version
-      elseif version ~= cur_version then
-        write = version > cur_version
       else
-        write = bytes_cmp(op_id, cur_op) > 0
+        write = newer(version, op_id, cur_version, cur_op)
       end
     end
   end
@@ -112,6 +98,7 @@ for i = 1, #KEYS do
 end
 return written
 """
+)
 GUARDED_SET_SHA = hashlib.sha1(GUARDED_SET.encode("utf-8"), usedforsecurity=False).hexdigest()
 
 

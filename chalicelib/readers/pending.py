@@ -42,6 +42,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from chalicelib.ids import version_to_ts
+from chalicelib.ordering import LUA_NEWER
 from chalicelib.readers import Row, Seen
 from chalicelib.readers.cache import (
     ABSENT,
@@ -65,20 +66,9 @@ PROFILE_FIELD = "p"
 _JSON = json.JSONDecoder()
 ID_CAP = 64  # pending ids named to the database per page query
 
-_BYTES_CMP = """
-local function bytes_cmp(a, b)
-  local n = math.min(#a, #b)
-  for i = 1, n do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then
-      if x < y then return -1 end
-      return 1
-    end
-  end
-  if #a == #b then return 0 end
-  if #a < #b then return -1 end
-  return 1
-end
+_LUA_HELPERS = (
+    LUA_NEWER
+    + """
 local function fields(value)
   local a = string.find(value, "|", 1, true)
   local b = a and string.find(value, "|", a + 1, true)
@@ -90,6 +80,7 @@ local function fields(value)
     string.sub(value, d + 1), version_text
 end
 """
+)
 
 RECORD = (
     """
@@ -98,7 +89,7 @@ RECORD = (
 -- An entry is written when (version, op_id) is newer than the stored one; CREATED keeps the
 -- smallest version seen for the field. Versions are compared as numbers (exact below 2^53) and
 -- written back as the text they came in (Lua would print a large number as 1.8e+15)."""
-    + _BYTES_CMP
+    + _LUA_HELPERS
     + """
 local written = 0
 for i = 2, #ARGV, 5 do
@@ -111,11 +102,7 @@ for i = 2, #ARGV, 5 do
     local cur_version, cur_op, cur_created, cur_rest, cur_text = fields(current)
     if cur_version then
       if tonumber(cur_created) < version then created = cur_created end
-      if version ~= cur_version then
-        write = version > cur_version
-      else
-        write = bytes_cmp(op_id, cur_op) > 0
-      end
+      write = newer(version, op_id, cur_version, cur_op)
       if not write and version < tonumber(cur_created) then
         local a = string.find(current, "|", 1, true)
         redis.call("HSET", KEYS[1], field, string.sub(current, 1, a) .. cur_text .. "|" .. cur_op .. "|" .. version_text .. "|" .. cur_rest)
@@ -137,7 +124,7 @@ DROP = (
 -- Remove pending entries a replica has shown (or that expired). KEYS[1]: the owner's hash;
 -- ARGV: field, version pairs. A field is removed only while its entry is that version or older.
 """
-    + _BYTES_CMP
+    + _LUA_HELPERS
     + """
 local dropped = 0
 for i = 1, #ARGV, 2 do
