@@ -3,9 +3,10 @@
 Of two commands for one key, the one with the greater (version, op_id) wins: versions compare as
 integers, and equal versions by op_id, compared character by character (canonical UUIDs are
 ASCII, so byte order is character order). Every Python comparison of versions calls `newer`;
-the SQL guards (`loader/apply.py`, `loader/mysql_fast.py`) and the Lua scripts of the cache and
-the pending writes (`readers/cache.py`, `readers/pending.py`) restate it in their own language,
-and tests/integration/test_ordering.py checks each against `newer` on drawn pairs.
+the SQL guards (`loader/apply.py`, `loader/mysql_fast.py`) restate it in SQL, and `LUA_NEWER`
+below in Lua for the scripts of the cache and the pending writes (`readers/cache.py`,
+`readers/pending.py`); tests/integration/test_ordering.py checks each against `newer` on drawn
+pairs.
 """
 
 from __future__ import annotations
