@@ -84,11 +84,26 @@ class Reject:
 
 
 def _reject(number: int, reason: str, line: str) -> Reject:
-    """A reject whose text is always storable: valid UTF-8, clipped."""
-    text = line if _is_utf8(line) else _printable(line)
+    """A reject whose reason and text are always storable (valid UTF-8: see `storable`), clipped.
+    Both may hold what the line held: the reason names a line's unknown keys, for one."""
+    text = storable(line)
     if len(text) > MAX_REJECT_LINE_CHARS:
         text = text[:MAX_REJECT_LINE_CHARS] + "..."
-    return Reject(number, reason[:500], text)
+    return Reject(number, storable(reason)[:500], text)
+
+
+def storable(text: str) -> str:
+    """`text` as valid UTF-8, for MySQL's utf8mb4 and SQLite: unchanged when it already is;
+    otherwise each lone surrogate U+DC80..U+DCFF (how surrogateescape decodes a byte that was not
+    UTF-8) becomes that byte, written `\\xNN` where not UTF-8, and any other lone surrogate
+    `\\udNNN`."""
+    if text.isascii() or _is_utf8(text):
+        return text
+    try:
+        raw = text.encode("utf-8", "surrogateescape")  # the object's own bytes back
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 # `at` exactly as version_to_ts writes it: UTC, microseconds, Z. ASCII digits only ([0-9], not \d).
@@ -133,6 +148,8 @@ def stored_ts(at: str) -> str:
 
 def _parsed_stored_ts(at: str) -> str:
     """stored_ts by parsing any RFC 3339 spelling (the reference path)."""
+    if not at.isascii():  # ASCII digits only (parse_rfc3339's \d would take other scripts' digits)
+        raise ValueError("at must be an RFC 3339 date-time in ASCII digits")
     try:
         moment = parse_rfc3339(at)
     except ValueError as exc:
@@ -478,6 +495,7 @@ _decoder = json.JSONDecoder()
 _scan_once = _decoder.scan_once  # type: ignore[attr-defined]
 _loads = json.loads
 _WS = " \t\r\n"
+_BLANK = " \t\r"  # what a blank line may hold: JSON whitespace (a line holds no newline)
 
 
 def _split_concatenated(text: str) -> Iterator[Any]:
@@ -533,7 +551,7 @@ def parse_lines(
     with gc_paused():
         for number in range(start + 1, stop + 1):
             line = lines[number - 1]
-            if not line or line.isspace():
+            if not line:
                 continue
             if line[0] == "{":
                 command = todo_line(line, heads)
@@ -552,6 +570,8 @@ def parse_lines(
                     except ValueError as exc:
                         rejects.append(_reject(number, str(exc), line))
                     continue
+            elif line[0] in _BLANK and not line.strip(_BLANK):
+                continue  # JSON whitespace only; other Unicode whitespace is not blank (a reject)
             _parse_line_slowly(number, line, append, rejects)
     return commands, rejects
 
@@ -598,7 +618,3 @@ def _is_utf8(line: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _printable(line: str) -> str:
-    return line.encode("utf-8", "surrogateescape").decode("utf-8", "replace")

@@ -200,3 +200,41 @@ def test_a_line_with_no_end_is_read_in_linear_time() -> None:
     body = gzip.compress(b"x" * (64 * 1024 * 1024))
     stream = LineStream(body, piece=4096)  # 16,384 pieces: joined once, not carried over and over
     assert [len(line) for line in stream.read_all()] == [64 * 1024 * 1024]
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\t", "\r", " \t\r  "])
+def test_lines_of_json_whitespace_are_skipped(blank: str) -> None:
+    commands, rejects = parse_object((line(version=1) + "\n" + blank + "\n").encode())
+    assert len(commands) == 1 and not rejects
+
+
+@pytest.mark.parametrize("spaces", ["\x1c", "\x1c\x1d\x1e\x1f", "\u2028", "\u3000", "\u00a0", "\x0b\x0c", " \u2029 "])
+def test_lines_of_other_unicode_whitespace_are_rejects_not_blank(spaces: str) -> None:
+    commands, rejects = parse_object((line(version=1) + "\n" + spaces + "\n").encode())
+    assert len(commands) == 1
+    assert [r.line_no for r in rejects] == [2]
+
+
+@pytest.mark.parametrize("key", ['"\\udc80"', '"\\ud800"', '"\\udfff\\udc00"'])
+def test_a_lone_surrogate_key_gives_a_storable_reason_and_text(key: str) -> None:
+    # the reason names the unknown key: it must be storable as UTF-8 too, not only the text
+    top = line(version=1)[:-1] + f", {key}: 1}}"
+    inside = line(version=1, data={**DATA, "title": "x"}).replace('"title"', f'{key}: 1, "title"')
+    for text in (top, inside):
+        _, rejects = parse_object(text.encode() + b"\n")
+        assert len(rejects) == 1
+        rejects[0].reason.encode("utf-8")
+        rejects[0].line.encode("utf-8")
+
+
+def test_raw_invalid_utf8_in_a_key_is_escaped_in_reason_and_text() -> None:
+    body = line(version=1)[:-1].encode() + b', "k\x80\xff": 1}\n'
+    _, rejects = parse_object(body)
+    assert len(rejects) == 1
+    assert "k\\x80\\xff" in rejects[0].line and rejects[0].reason.encode("utf-8")
+
+
+@pytest.mark.parametrize("digits", ["\u0662\u0660\u0662\u0667", "\uff12\uff10\uff12\uff17"])
+def test_at_in_other_scripts_digits_is_a_reject(digits: str) -> None:
+    _, rejects = parse_object((line(at=f"{digits}-01-15T08:00:00Z") + "\n").encode())
+    assert len(rejects) == 1 and "at" in rejects[0].reason
