@@ -36,7 +36,7 @@ POISON_LINES = (
     b'{"\x80":1}',
     b'{"\xed\xa0\x80": 1}',
     GOOD + b'"data":{"title":"x","\xff\xfe":1}}',
-    "\x1c\x1d\x1e\x1f".encode(),
+    b"\x1c\x1d\x1e\x1f",
     "\u2028".encode(),
     "\u3000\u3000".encode(),
     "\u00a0\u0085".encode(),
