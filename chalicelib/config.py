@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 DEFAULT_MAX_BODY_BYTES = 65536
 DEFAULT_CACHE_MAX_AGE = 0
+# Twice the most Firehose puts in one object (128 MiB): an object that inflates beyond is refused.
+DEFAULT_LOADER_MAX_OBJECT_BYTES = 256 * 1024 * 1024
 
 
 class ConfigError(ValueError):
@@ -49,6 +51,7 @@ class Settings:
     cache_ttl_seconds: int = 300
     reconcile_max_objects: int = 500
     reconcile_lookback_hours: int = 48
+    loader_max_object_bytes: int = DEFAULT_LOADER_MAX_OBJECT_BYTES
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -77,4 +80,7 @@ class Settings:
             cache_ttl_seconds=_int(env, "CACHE_TTL_SECONDS", 300, 1, 86400),
             reconcile_max_objects=_int(env, "RECONCILE_MAX_OBJECTS", 500, 1, 100000),
             reconcile_lookback_hours=_int(env, "RECONCILE_LOOKBACK_HOURS", 48, 1, 24 * 366),
+            loader_max_object_bytes=_int(
+                env, "LOADER_MAX_OBJECT_BYTES", DEFAULT_LOADER_MAX_OBJECT_BYTES, 1024, 64 * 1024**3
+            ),
         )

@@ -150,10 +150,10 @@ def test_an_unreadable_object_does_not_stop_the_run(s3, bucket_services):
         add_object(s3, key, key)
 
     class Flaky(S3ObjectStore):
-        def get(self, key: str) -> tuple[bytes, str]:
+        def open(self, key: str) -> Any:
             if "unreadable" in key:
                 raise ObjectUnavailable(f"cannot read {key}")
-            return super().get(key)
+            return super().open(key)
 
     report = reconcile(Flaky(boto_client("s3"), BUCKET), bucket_services.loader, [hour_key(hour, "")])
     assert (report.result.objects, report.failed, report.left) == (2, 1, 1)

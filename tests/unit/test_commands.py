@@ -177,8 +177,10 @@ def delivered_bodies(draw: st.DrawFn) -> bytes:
 
 
 @settings(max_examples=400, deadline=None)
-@given(delivered_bodies(), st.integers(1, 64), st.integers(1, 40))
-def test_line_stream_gives_object_lines_piece_by_piece(body: bytes, piece: int, step: int) -> None:
+@given(delivered_bodies(), st.integers(1, 64), st.integers(1, 40), st.booleans())
+def test_line_stream_gives_object_lines_piece_by_piece(body: bytes, piece: int, step: int, as_file: bool) -> None:
+    import io
+
     from chalicelib.commands import LineStream
 
     data, problem = inflate(body, piece)  # all at once, then decoded and split: the reference
@@ -186,20 +188,48 @@ def test_line_stream_gives_object_lines_piece_by_piece(body: bytes, piece: int, 
         expected = (data.decode("utf-8").split("\n"), problem)
     except UnicodeDecodeError:
         expected = ([raw.decode("utf-8", "surrogateescape") for raw in data.split(b"\n")], problem)
-    stream = LineStream(body, piece)
-    seen = 0
-    while not stream.done:  # asked for a few lines at a time, as the loader asks
-        seen = stream.fill(seen + step)
-        assert seen == len(stream.lines)
-    assert (stream.lines, stream.problem) == expected
+    stream = LineStream(io.BytesIO(body) if as_file else body, piece)
+    got: list[str] = []
+    while stream.fill(step):  # taken a few lines at a time, as the loader takes them
+        first, lines = stream.take(step)
+        assert first == len(got) + 1 and 0 < len(lines) <= step
+        got.extend(lines)
+    assert stream.done and (got, stream.problem) == expected and stream.count == len(got)
 
 
-def test_a_line_with_no_end_is_read_in_linear_time() -> None:
+def test_a_line_with_no_end_is_read_in_linear_time_and_rejected_past_the_line_limit() -> None:
+    from chalicelib.commands import MAX_LINE_BYTES, LineStream
+
+    body = gzip.compress(b"x" * (64 * 1024 * 1024) + b"\n{}")
+    stream = LineStream(body, piece=4096)  # 16,384 pieces, none of them kept
+    assert stream.read_all() == ["", "{}"]
+    (reject,) = stream.take_rejects()
+    assert reject.line_no == 1 and str(MAX_LINE_BYTES) in reject.reason and len(reject.line) < 3000
+
+
+def test_a_line_just_under_the_limit_is_kept_whole() -> None:
     from chalicelib.commands import LineStream
 
-    body = gzip.compress(b"x" * (64 * 1024 * 1024))
-    stream = LineStream(body, piece=4096)  # 16,384 pieces: joined once, not carried over and over
-    assert [len(line) for line in stream.read_all()] == [64 * 1024 * 1024]
+    body = gzip.compress(b"y" * 1000 + b"\nz")
+    stream = LineStream(body, piece=64, max_line=1000)
+    assert stream.read_all() == ["y" * 1000, "z"] and not stream.rejects
+    stream = LineStream(body, piece=64, max_line=999)
+    assert stream.read_all() == ["", "z"] and [r.line_no for r in stream.rejects] == [1]
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_an_object_inflating_beyond_the_limit_raises_before_holding_it(gzipped: bool) -> None:
+    import io
+
+    from chalicelib.commands import LineStream, ObjectTooLarge
+
+    raw = b"\n" * 300_000
+    body = gzip.compress(raw) if gzipped else raw
+    assert LineStream(body, limit=300_000).read_all() == [""] * 300_001
+    stream = LineStream(io.BytesIO(body), limit=299_999)
+    with pytest.raises(ObjectTooLarge):
+        while stream.fill(1000):
+            stream.take(1000)
 
 
 @pytest.mark.parametrize("blank", ["", " ", "\t", "\r", " \t\r  "])
