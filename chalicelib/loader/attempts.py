@@ -77,9 +77,7 @@ class Attempts:
                 if not db.is_duplicate_key(exc):
                     raise
             lock = "" if db.dialect == "sqlite" else " FOR UPDATE"
-            cur.execute(
-                db.sql(f"SELECT attempts, poisoned_at FROM ingest_attempts WHERE batch_id = %s{lock}"), (bid,)
-            )
+            cur.execute(db.sql(f"SELECT attempts, poisoned_at FROM ingest_attempts WHERE batch_id = %s{lock}"), (bid,))
             rows = cur.fetchall()
             attempts, poisoned_at = (int(rows[0][0]), rows[0][1]) if rows else (0, None)
             if not force and poisoned_at is not None:
