@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import logging
 import os
 import sys
 import time
@@ -175,6 +176,10 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if not logging.getLogger().handlers:
+        # Standard error carries one line on failure (section 7): the loader's log records (a
+        # poisoned object, a refused LOAD DATA) are for Lambda's logs; their outcome is printed.
+        logging.getLogger("chalicelib").addHandler(logging.NullHandler())
     try:
         args = _parser().parse_args(argv)
         if args.command == "token":
