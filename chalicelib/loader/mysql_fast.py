@@ -280,6 +280,22 @@ class _Worker:
                 raise
             yield tag, result
 
+    def finish_all(self) -> None:
+        """Wait for every pending task; then raise the first error other than a refusal (which
+        leaves the transaction as it was): a failed statement, a deadlock say, may have ended the
+        transaction, and the savepoint with it."""
+        error: BaseException | None = None
+        while self._pending:
+            future, _ = self._pending.popleft()
+            try:
+                future.result()
+            except _Abandoned:
+                pass
+            except BaseException as exc:  # noqa: BLE001 - raised below, once every task is done
+                error = error or exc
+        if error is not None:
+            raise error
+
     def settle(self) -> None:
         """Wait for every pending task, ignoring results (before the caller uses the connection)."""
         while self._pending:
@@ -440,7 +456,7 @@ class _Session:
         far the keys way (later chunks follow)."""
         log.info("fast load: keys already stored; redoing this object the keys way")
         self.applier.paths["redo"] += 1
-        self.worker.settle()
+        self.worker.finish_all()  # a chunk's error (a deadlock ends the transaction) is raised
         self.cur.execute(ROLLBACK_TO_SAVEPOINT)
         self.applied = 0
         self._use_keys()
@@ -681,7 +697,7 @@ class MySQLFastApplier(SqlApplier):
                         raise _TooManyRejects()
                 return session.finish()
         except _Abandoned as exc:
-            worker.settle()
+            worker.finish_all()  # a chunk's error (a deadlock ends the transaction) is raised
             if isinstance(exc, LoadRefused):
                 self._refused(exc)
             else:
