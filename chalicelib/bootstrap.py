@@ -38,7 +38,9 @@ def build(
         from chalicelib.readers.cache import build_cache
 
         cache = build_cache(settings)
-    loader = BatchLoader(master, on_commit=cache[1] if cache else None)
+    loader = BatchLoader(
+        master, on_commit=cache[1] if cache else None, max_object_bytes=settings.loader_max_object_bytes
+    )
     built_reader = reader is None
     if reader is None:
         if master.dialect == "sqlite":
