@@ -40,7 +40,9 @@ def build(
 
         cache_url = CacheUrl.parse(settings.cache_url)  # nothing connects until the first command
         cache = build_cache(cache_url.client(), settings.cache_ttl_seconds, cache_url.cooldown)
-    loader = BatchLoader(master, on_commit=cache[1] if cache else None)
+    loader = BatchLoader(
+        master, on_commit=cache[1] if cache else None, max_object_bytes=settings.loader_max_object_bytes
+    )
     built_reader = reader is None
     if reader is None:
         if master.dialect == "sqlite":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import logging
 import os
 import sys
 import time
@@ -101,29 +102,30 @@ def cmd_migrate(settings: Settings) -> str:
 
 
 def _load_target(target: str, loader, force: bool):  # type: ignore[no-untyped-def]
-    from chalicelib.loader import local_etag
+    """Load one file or s3:// object, read as a stream (never whole in memory)."""
+    from chalicelib.loader.sources import ObjectMissing, open_local_file
 
     if target.startswith("s3://"):
-        from chalicelib.loader.sources import ObjectMissing, S3ObjectStore, s3_client
+        from chalicelib.loader.sources import S3ObjectStore, s3_client
 
         bucket, _, key = target[5:].partition("/")
         if not bucket or not key:
             raise UsageError(f"{target!r} is not s3://bucket/key")
         store = S3ObjectStore(s3_client(), bucket)
         try:
-            body, etag = store.get(key)
+            body, etag = store.open(key)
         except ObjectMissing as exc:
             raise RuntimeError(f"no such object: {target}") from exc
         return loader.load(bucket, key, etag, body, force=force)
     try:
-        with open(target, "rb") as handle:
-            body = handle.read()
-    except OSError as exc:
-        raise RuntimeError(f"cannot read {target}: {exc.strerror}") from exc
+        body, etag = open_local_file(target, target)
+    except ObjectMissing as exc:
+        reason = getattr(exc.__cause__, "strerror", None) or "no such file"
+        raise RuntimeError(f"cannot read {target}: {reason}") from exc
     path = os.path.abspath(target).replace(os.sep, "/")
     index = path.rfind("/writes/")
     key = path[index + 1 :] if index >= 0 else os.path.basename(path)
-    return loader.load("local", key, local_etag(body), body, force=force)
+    return loader.load("local", key, etag, body, force=force)
 
 
 def cmd_load(settings: Settings, targets: Sequence[str], force: bool) -> str:
@@ -133,7 +135,16 @@ def cmd_load(settings: Settings, targets: Sequence[str], force: bool) -> str:
     total = LoadResult()
     for target in targets:
         total.add(_load_target(target, loader, force))
+    if total.poisoned:
+        raise RuntimeError(f"{_poisoned(total.poisoned)}; {total.line()}")
     return total.line()
+
+
+def _poisoned(count: int) -> str:
+    return (
+        f"{count} poisoned object(s) left alone (their loads kept failing; see docs/operations.md): "
+        "fix the cause, then load them again with --force"
+    )
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> str:
@@ -159,10 +170,16 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> str:
     report = reconcile(store, _services(settings).loader, prefixes, force=args.force, source=None)
     if report.failed:
         raise RuntimeError(f"{report.failed} object(s) could not be read; {report.result.line()}")
+    if report.poisoned:
+        raise RuntimeError(f"{_poisoned(report.poisoned)}; {report.result.line()}")
     return report.result.line()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if not logging.getLogger().handlers:
+        # Standard error carries one line on failure (section 7): the loader's log records (a
+        # poisoned object, a refused LOAD DATA) are for Lambda's logs; their outcome is printed.
+        logging.getLogger("chalicelib").addHandler(logging.NullHandler())
     try:
         args = _parser().parse_args(argv)
         if args.command == "token":

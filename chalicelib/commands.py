@@ -15,8 +15,9 @@ from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, BinaryIO
 
+from chalicelib.config import DEFAULT_LOADER_MAX_OBJECT_BYTES
 from chalicelib.identity import MAX_SUB_CHARS
 from chalicelib.ids import CANONICAL_UUID, MAX_VERSION, is_canonical_uuid, parse_rfc3339, version_to_ts
 from chalicelib.models import (
@@ -38,9 +39,14 @@ from chalicelib.resources import RESOURCES
 OPS = ("put", "delete")
 COMMAND_KEYS = frozenset(("v", "op", "resource", "owner", "id", "version", "op_id", "at", "data"))
 MAX_OWNER_CHARS = MAX_SUB_CHARS  # a command's owner is a caller's sub
-# Firehose's largest buffer is 128 MiB; anything that inflates far beyond is not ours.
-MAX_INFLATED_BYTES = 1024 * 1024 * 1024
+# Firehose's largest buffer is 128 MiB; the loader refuses objects that inflate beyond twice that
+# (LOADER_MAX_OBJECT_BYTES sets it per process).
+MAX_OBJECT_BYTES = DEFAULT_LOADER_MAX_OBJECT_BYTES
+# One command is at most about 64 KiB (10,000 characters of notes, each at most six bytes escaped);
+# a longer line is a reject, and only its start is read into memory.
+MAX_LINE_BYTES = 1024 * 1024
 MAX_REJECT_LINE_CHARS = 2000
+MAX_REJECT_LINE_BYTES = 4 * MAX_REJECT_LINE_CHARS
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +107,26 @@ class Reject:
 
 
 def _reject(number: int, reason: str, line: str) -> Reject:
-    """A reject whose text is always storable: valid UTF-8, clipped."""
-    text = line if _is_utf8(line) else _printable(line)
+    """A reject whose reason and text are always storable (valid UTF-8: see `storable`), clipped.
+    Both may hold what the line held: the reason names a line's unknown keys, for one."""
+    text = storable(line)
     if len(text) > MAX_REJECT_LINE_CHARS:
         text = text[:MAX_REJECT_LINE_CHARS] + "..."
-    return Reject(number, reason[:500], text)
+    return Reject(number, storable(reason)[:500], text)
+
+
+def storable(text: str) -> str:
+    """`text` as valid UTF-8, for MySQL's utf8mb4 and SQLite: unchanged when it already is;
+    otherwise each lone surrogate U+DC80..U+DCFF (how surrogateescape decodes a byte that was not
+    UTF-8) becomes that byte, written `\\xNN` where not UTF-8, and any other lone surrogate
+    `\\udNNN`."""
+    if text.isascii() or _is_utf8(text):
+        return text
+    try:
+        raw = text.encode("utf-8", "surrogateescape")  # the object's own bytes back
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 # `at` exactly as version_to_ts writes it: UTC, microseconds, Z. ASCII digits only ([0-9], not \d).
@@ -150,6 +171,8 @@ def stored_ts(at: str) -> str:
 
 def _parsed_stored_ts(at: str) -> str:
     """stored_ts by parsing any RFC 3339 spelling (the reference path)."""
+    if not at.isascii():  # ASCII digits only (parse_rfc3339's \d would take other scripts' digits)
+        raise ValueError("at must be an RFC 3339 date-time in ASCII digits")
     try:
         moment = parse_rfc3339(at)
     except ValueError as exc:
@@ -389,13 +412,27 @@ def _checked_command(raw: Any) -> WriteCommand:
     return WriteCommand(op, resource, owner, id_, version, op_id, at, data, at_norm)  # type: ignore[arg-type]
 
 
-def inflate(body: bytes, piece: int = 1 << 20) -> tuple[bytes, str | None]:
+class ObjectTooLarge(Exception):
+    """The object inflates beyond the loader's limit (LOADER_MAX_OBJECT_BYTES): refused whole."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the object inflates beyond LOADER_MAX_OBJECT_BYTES ({limit} bytes); not applied")
+        self.limit = limit
+
+
+_TOO_LARGE = "inflated size over the limit"
+_MAGIC = b"\x1f\x8b"
+_PADDING = b"\x00\n\r\t "  # what may follow the last GZIP member
+READ_BYTES = 1 << 20  # how much of a stream's compressed bytes is read at a time
+
+
+def inflate(body: bytes, piece: int = 1 << 20, limit: int = MAX_OBJECT_BYTES) -> tuple[bytes, str | None]:
     """GZIP (one or more members, recognised by content) to bytes; plain bytes unchanged.
 
     Returns (data, problem): on a corrupt or oversized stream, what inflated cleanly (in pieces of
     at most `piece` bytes; the piece the damage is found in is lost) and why the rest was not used.
     """
-    steps = _inflate_steps(body, piece)
+    steps = _inflate_steps(body, piece, limit)
     pieces: list[bytes] = []
     while True:
         try:
@@ -406,82 +443,192 @@ def inflate(body: bytes, piece: int = 1 << 20) -> tuple[bytes, str | None]:
     return (pieces[0] if len(pieces) == 1 else b"".join(pieces)), problem
 
 
-def _inflate_steps(body: bytes, piece: int = 1 << 20) -> Generator[bytes, None, str | None]:
-    """inflate() piece by piece: yields the bytes as they inflate (at most `piece` at a time),
-    returns the problem (or None)."""
-    if body[:2] != b"\x1f\x8b":
-        yield body
-        return None
+def _raw_pieces(source: bytes | BinaryIO, size: int) -> Iterator[bytes]:
+    """The object's bytes as they are read: slices of `size` of bytes in memory, or reads of a stream."""
+    if isinstance(source, bytes):
+        if len(source) <= size:
+            yield source
+            return
+        view = memoryview(source)
+        for start in range(0, len(source), size):
+            yield bytes(view[start : start + size])
+        return
+    while True:
+        chunk = source.read(size)
+        if not chunk:
+            return
+        yield chunk
+
+
+def _inflate_steps(
+    source: bytes | BinaryIO, piece: int = 1 << 20, limit: int = MAX_OBJECT_BYTES
+) -> Generator[bytes, None, str | None]:
+    """inflate() piece by piece, reading `source` (bytes, or a binary stream read once) only as
+    far as needed: yields the bytes as they inflate (at most `piece` at a time), returns the
+    problem (or None; _TOO_LARGE once more than `limit` bytes came out)."""
+    raw = _raw_pieces(source, READ_BYTES)
+    rest = b""
+    for chunk in raw:  # enough to tell GZIP by its first two bytes
+        rest += chunk
+        if len(rest) >= 2:
+            break
     size = 0
-    rest = body
-    while rest[:2] == b"\x1f\x8b":
+    if rest[:2] != _MAGIC:  # plain: the bytes as they are, in pieces
+        while rest:
+            for start in range(0, len(rest), piece):
+                out = rest[start : start + piece] if start or len(rest) > piece else rest
+                size += len(out)
+                if size > limit:
+                    return _TOO_LARGE
+                yield out
+            rest = next(raw, b"")
+        return None
+    while True:  # one GZIP member per turn; `rest` starts with its magic
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
         try:
-            while True:
-                chunk = inflater.decompress(rest, piece)
-                size += len(chunk)
-                if size > MAX_INFLATED_BYTES:
-                    yield chunk[: len(chunk) - (size - MAX_INFLATED_BYTES)]
-                    return "inflated size over the limit"
-                if chunk:
-                    yield chunk
+            while not inflater.eof:
+                out = inflater.decompress(rest, piece)
                 rest = inflater.unconsumed_tail
-                if inflater.eof or not rest:
-                    break
+                if out:
+                    size += len(out)
+                    if size > limit:
+                        return _TOO_LARGE
+                    yield out
+                if not rest and len(out) < piece and not inflater.eof:  # all input taken, none held back
+                    rest = next(raw, b"")
+                    if not rest:
+                        break
         except zlib.error as exc:
             return f"corrupt gzip stream: {exc}"
         if not inflater.eof:
             return "truncated gzip stream"
         rest = inflater.unused_data
-    if rest.strip(b"\x00\n\r\t "):
-        return "trailing bytes after the gzip stream"
-    return None
+        while len(rest) < 2:
+            more = next(raw, None)
+            if more is None:
+                break
+            rest += more
+        if rest[:2] != _MAGIC:
+            if rest.strip(_PADDING) or any(chunk.strip(_PADDING) for chunk in raw):
+                return "trailing bytes after the gzip stream"
+            return None
 
 
 class LineStream:
     """A delivered object's lines (as object_lines gives them), inflated and split piece by piece
-    as they are asked for: the loader starts on the first lines while the rest is still packed.
+    as they are asked for, and let go once taken: memory holds one piece and the lines not yet
+    taken, whatever the object's size (blank and rejected lines cost nothing once taken).
 
-    `lines` holds every line read so far (numbered from 1 for lines[0]); `fill(n)` reads until at
-    least n are there or the object ends (`done`; then `problem` is inflate's problem).
+    `fill(n)` reads until at least n lines wait or the object ends (`done`; then `problem` is
+    inflate's problem); `take(n)` hands out the next n, numbered from `first`. A line longer than
+    `max_line` bytes is not kept: it counts as an empty line and its reject waits in `rejects`.
+    Raises ObjectTooLarge once more than `limit` bytes have inflated.
     """
 
     PIECE = 256 * 1024
 
-    def __init__(self, body: bytes, piece: int = PIECE) -> None:
-        self._steps = _inflate_steps(body, piece)
+    def __init__(
+        self,
+        body: bytes | BinaryIO,
+        piece: int = PIECE,
+        limit: int = MAX_OBJECT_BYTES,
+        max_line: int = MAX_LINE_BYTES,
+    ) -> None:
+        self._steps = _inflate_steps(body, piece, limit)
+        self._limit = limit
+        self._max_line = max_line
         self._carry: list[bytes] = []  # the bytes after the last newline so far (one line's start)
-        self.lines: list[str] = []
+        self._carried = 0  # their length (the whole line's, once it is over max_line)
+        self._lines: list[str] = []  # lines read; those before _next were taken
+        self._next = 0
+        self.first = 1  # the number of the next line `take` hands out
+        self.rejects: list[Reject] = []
         self.done = False
         self.problem: str | None = None
 
+    @property
+    def waiting(self) -> int:
+        """Lines read and not yet taken."""
+        return len(self._lines) - self._next
+
+    @property
+    def count(self) -> int:
+        """Lines read so far, taken or not."""
+        return self.first - 1 + self.waiting
+
     def fill(self, count: int) -> int:
-        """Read until `count` lines are there or the object ends; how many are there."""
-        lines, carry = self.lines, self._carry
-        while len(lines) < count and not self.done:
+        """Read until `count` lines wait or the object ends; how many wait."""
+        if self._next and self.waiting < count:  # let the taken lines go before reading on
+            del self._lines[: self._next]
+            self._next = 0
+        lines, carry = self._lines, self._carry
+        while len(lines) - self._next < count and not self.done:
             try:
                 piece = next(self._steps)
             except StopIteration as stop:
+                if stop.value is _TOO_LARGE:
+                    raise ObjectTooLarge(self._limit) from None
                 self.problem = stop.value
                 self.done = True
-                lines.append(_decoded(b"".join(carry)))
-                carry.clear()
+                self._end_line(b"")
                 break
             cut = piece.rfind(b"\n") + 1
             if not cut:  # no line ends here: keep the pieces, join them once (a long line costs linear time)
-                carry.append(piece)
+                self._carry_on(piece)
                 continue
-            data = b"".join([*carry, piece[:cut]]) if carry else piece[:cut]
-            carry.clear()
+            if carry:
+                end = piece.find(b"\n")
+                self._end_line(piece[:end])
+                data = piece[end + 1 : cut]
+            else:
+                data = piece[:cut]
             if cut < len(piece):
-                carry.append(piece[cut:])
-            _split_into(lines, data)
-        return len(lines)
+                self._carry_on(piece[cut:])
+            if data:
+                _split_into(lines, data)
+        return len(lines) - self._next
+
+    def take(self, count: int) -> tuple[int, list[str]]:
+        """(number of the first, lines): up to `count` waiting lines, handed out and let go here."""
+        start = self._next
+        if start == 0 and count >= len(self._lines):
+            batch, self._lines = self._lines, []
+        else:
+            batch = self._lines[start : start + count]
+            self._next = start + len(batch)
+        first = self.first
+        self.first += len(batch)
+        return first, batch
+
+    def take_rejects(self) -> list[Reject]:
+        rejects, self.rejects = self.rejects, []
+        return rejects
+
+    def _carry_on(self, part: bytes) -> None:
+        before = self._carried
+        self._carried += len(part)
+        if self._carried <= self._max_line:
+            self._carry.append(part)
+        elif before <= self._max_line:  # the line just became too long: only its start is kept
+            self._carry[:] = [b"".join([*self._carry, part])[:MAX_REJECT_LINE_BYTES]]
+
+    def _end_line(self, tail: bytes) -> None:
+        """The carried line ends with `tail`: append it (or, when too long, its reject)."""
+        if self._carried + len(tail) > self._max_line:
+            start = b"".join([*self._carry, tail[:MAX_REJECT_LINE_BYTES]])[:MAX_REJECT_LINE_BYTES]
+            number = self.first + len(self._lines) - self._next
+            self.rejects.append(_reject(number, f"line longer than {self._max_line} bytes", _decoded(start)))
+            self._lines.append("")
+        else:
+            self._lines.append(_decoded(b"".join([*self._carry, tail]) if self._carry else tail))
+        self._carry.clear()
+        self._carried = 0
 
     def read_all(self) -> list[str]:
+        """Every line of the object (tests and tools: the whole object in memory)."""
         while not self.done:
-            self.fill(len(self.lines) + 1)
-        return self.lines
+            self.fill(self.waiting + 1)
+        return self.take(self.waiting)[1]
 
 
 def _decoded(raw: bytes) -> str:
@@ -504,6 +651,7 @@ _decoder = json.JSONDecoder()
 _scan_once = _decoder.scan_once  # type: ignore[attr-defined]
 _loads = json.loads
 _WS = " \t\r\n"
+_BLANK = " \t\r"  # what a blank line may hold: JSON whitespace (a line holds no newline)
 
 
 def _split_concatenated(text: str) -> Iterator[Any]:
@@ -525,9 +673,9 @@ def object_lines(body: bytes) -> tuple[list[str], str | None]:
     return stream.read_all(), stream.problem
 
 
-def problem_reject(lines: list[str], problem: str) -> Reject:
-    """The reject recorded after the last line when the object did not inflate cleanly."""
-    return _reject(len(lines) + 1, problem, "")
+def problem_reject(number: int, problem: str) -> Reject:
+    """The reject recorded after the last line (`number`) when the object did not inflate cleanly."""
+    return _reject(number, problem, "")
 
 
 @contextmanager
@@ -545,11 +693,15 @@ def gc_paused() -> Iterator[None]:
 
 
 def parse_lines(
-    lines: list[str], start: int = 0, stop: int | None = None, heads: dict[int, str] | None = None
+    lines: list[str],
+    start: int = 0,
+    stop: int | None = None,
+    heads: dict[int, str] | None = None,
+    first: int = 1,
 ) -> tuple[list[WriteCommand], list[Reject]]:
     """The commands in lines[start:stop] and the lines there that are not commands (numbered
-    from 1 for lines[0]). With `heads`, commands read by the todo line lane get their row head
-    there (see _todo_from_line)."""
+    from `first` for lines[0]). With `heads`, commands read by the todo line lane get their row
+    head there (see _todo_from_line)."""
     commands: list[WriteCommand] = []
     rejects: list[Reject] = []
     append = commands.append
@@ -557,9 +709,9 @@ def parse_lines(
     todo_line = _todo_from_line
     stop = len(lines) if stop is None else stop
     with gc_paused():
-        for number in range(start + 1, stop + 1):
-            line = lines[number - 1]
-            if not line or line.isspace():
+        for number in range(start + first, stop + first):
+            line = lines[number - first]
+            if not line:
                 continue
             if line[0] == "{":
                 command = todo_line(line, heads)
@@ -578,6 +730,8 @@ def parse_lines(
                     except ValueError as exc:
                         rejects.append(_reject(number, str(exc), line))
                     continue
+            elif line[0] in _BLANK and not line.strip(_BLANK):
+                continue  # JSON whitespace only; other Unicode whitespace is not blank (a reject)
             _parse_line_slowly(number, line, append, rejects)
     return commands, rejects
 
@@ -610,12 +764,34 @@ def _parse_line_slowly(number: int, line: str, append: Any, rejects: list[Reject
 
 
 def parse_object(body: bytes) -> tuple[list[WriteCommand], list[Reject]]:
-    """Every command in a delivered object, and every line that is not one."""
-    lines, problem = object_lines(body)
-    commands, rejects = parse_lines(lines)
-    if problem:
-        rejects.append(problem_reject(lines, problem))
+    """Every command in a delivered object, and every line that is not one (the whole object in
+    memory: tests and tools; the loader reads a LineStream)."""
+    stream = LineStream(body)
+    commands: list[WriteCommand] = []
+    rejects: list[Reject] = []
+    for batch_commands, batch_rejects in parsed_batches(stream):
+        commands.extend(batch_commands)
+        rejects.extend(batch_rejects)
     return commands, rejects
+
+
+def parsed_batches(
+    stream: LineStream, size: int = 4000, heads: dict[int, str] | None = None
+) -> Iterator[tuple[list[WriteCommand], list[Reject]]]:
+    """The object's (commands, rejects) batch by batch, up to `size` lines each: lines too long
+    and, at the end, the inflate problem (after the last line) included."""
+    while stream.fill(size):
+        first, lines = stream.take(size)
+        commands, rejects = parse_lines(lines, heads=heads, first=first)
+        if stream.rejects:
+            rejects = sorted(rejects + stream.take_rejects(), key=_line_no)
+        yield commands, rejects
+    if stream.problem:
+        yield [], [problem_reject(stream.count + 1, stream.problem)]
+
+
+def _line_no(reject: Reject) -> int:
+    return reject.line_no
 
 
 def _is_utf8(line: str) -> bool:
@@ -624,7 +800,3 @@ def _is_utf8(line: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _printable(line: str) -> str:
-    return line.encode("utf-8", "surrogateescape").decode("utf-8", "replace")

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 DEFAULT_MAX_BODY_BYTES = 65536
 DEFAULT_CACHE_MAX_AGE = 0
 DEFAULT_PENDING_TTL_SECONDS = 900  # accepted writes kept for their writer's reads (CONTRACT section 3)
+# Twice the most Firehose puts in one object (128 MiB): an object that inflates beyond is refused.
+DEFAULT_LOADER_MAX_OBJECT_BYTES = 256 * 1024 * 1024
 
 
 class ConfigError(ValueError):
@@ -51,6 +53,7 @@ class Settings:
     reconcile_max_objects: int = 500
     reconcile_lookback_hours: int = 48
     pending_ttl_seconds: int = DEFAULT_PENDING_TTL_SECONDS
+    loader_max_object_bytes: int = DEFAULT_LOADER_MAX_OBJECT_BYTES
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -80,4 +83,7 @@ class Settings:
             reconcile_max_objects=_int(env, "RECONCILE_MAX_OBJECTS", 500, 1, 100000),
             reconcile_lookback_hours=_int(env, "RECONCILE_LOOKBACK_HOURS", 48, 1, 24 * 366),
             pending_ttl_seconds=_int(env, "PENDING_TTL_SECONDS", DEFAULT_PENDING_TTL_SECONDS, 1, 7 * 86400),
+            loader_max_object_bytes=_int(
+                env, "LOADER_MAX_OBJECT_BYTES", DEFAULT_LOADER_MAX_OBJECT_BYTES, 1024, 64 * 1024**3
+            ),
         )

@@ -9,7 +9,9 @@ EMF record, so CloudWatch turns it into the API's metrics without an API call:
 
 The loader's per-object line (`type: load`) and the reconciler's line come from
 chalicelib.loader through `loaded_object()` and `metrics()`: `RecordsApplied`, `RecordsStale`,
-`RecordsRejected` and `ObjectLagSeconds` (from the object's arrival in S3 to its commit).
+`RecordsRejected`, `ObjectsTooLarge` (objects refused whole, over LOADER_MAX_OBJECT_BYTES) and
+`ObjectLagSeconds` (from the object's arrival in S3 to its commit); the reconciler's run adds
+`PoisonedObjects` (objects whose loads kept failing, left until `replay --force`).
 
 What a line may carry is an allow-list (`REQUEST_FIELDS`): request id, route template (never the
 concrete path, which holds user ids), method, status, latency, the error code of an error answer.
@@ -134,9 +136,11 @@ def loaded_object(
     latency_ms: float,
     lag_seconds: float | None,
     source: str = "event",
+    too_large: int = 0,
 ) -> None:
     """The line for one loaded object, with the loader's metrics. `lag_seconds` is the time from the
-    object's arrival (S3 event time or LastModified) to the commit; None when unknown (no metric)."""
+    object's arrival (S3 event time or LastModified) to the commit; None when unknown (no metric).
+    `too_large` is 1 for an object refused whole (over LOADER_MAX_OBJECT_BYTES)."""
     values: dict[str, tuple[float, str]] = {
         "RecordsApplied": (applied, "Count"),
         "RecordsStale": (stale, "Count"),
@@ -144,6 +148,7 @@ def loaded_object(
     }
     if lag_seconds is not None:
         values["ObjectLagSeconds"] = (round(lag_seconds, 3), "Seconds")
+    values["ObjectsTooLarge"] = (too_large, "Count")
     metrics(
         {"Stage": stage()},
         values,

@@ -106,6 +106,31 @@ MIGRATIONS: list[tuple[int, str, dict[str, list[str]]]] = [
             ],
         },
     ),
+    (
+        3,
+        "ingest_attempts: load attempts and poisoned objects",
+        {
+            "sqlite": [
+                """CREATE TABLE IF NOT EXISTS ingest_attempts (
+                    batch_id TEXT NOT NULL PRIMARY KEY,
+                    bucket TEXT NOT NULL, object_key TEXT NOT NULL, etag TEXT NOT NULL,
+                    attempts INTEGER NOT NULL, last_error TEXT NOT NULL,
+                    first_attempt_at TEXT NOT NULL, last_attempt_at TEXT NOT NULL,
+                    poisoned_at TEXT NULL)""",
+                """CREATE INDEX IF NOT EXISTS ingest_attempts_poisoned ON ingest_attempts (poisoned_at)""",
+            ],
+            "mysql": [
+                f"""CREATE TABLE IF NOT EXISTS ingest_attempts (
+                    batch_id CHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
+                    bucket VARCHAR(255) NOT NULL, object_key VARCHAR(1024) NOT NULL,
+                    etag VARCHAR(128) NOT NULL,
+                    attempts INT NOT NULL, last_error VARCHAR(1000) NOT NULL,
+                    first_attempt_at DATETIME(6) NOT NULL, last_attempt_at DATETIME(6) NOT NULL,
+                    poisoned_at DATETIME(6) NULL,
+                    KEY ingest_attempts_poisoned (poisoned_at)) {MYSQL_TABLE}""",
+            ],
+        },
+    ),
 ]
 
 LEDGER_TABLE = {
@@ -139,7 +164,7 @@ def migrate(conn: Any, dialect: str, now: str) -> list[int]:
         cur.execute("SELECT version FROM schema_migrations")
         done = {int(row[0]) for row in cur.fetchall()}
         applied = []
-        for version, description, statements in MIGRATIONS:
+        for version, description, statements in sorted(MIGRATIONS, key=lambda m: m[0]):
             if version in done:
                 continue
             for statement in statements[dialect]:

@@ -14,16 +14,21 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
+from chalicelib.config import DEFAULT_LOADER_MAX_OBJECT_BYTES
 from chalicelib.db.database import Database, utc_now_stored
-from chalicelib.errors import DatabaseUnavailable
+from chalicelib.errors import DatabaseUnavailable, ObjectUnavailable
+from chalicelib.loader.attempts import Attempts
 
 if TYPE_CHECKING:  # parsing and applying are imported on first load: a GET never needs them
-    from chalicelib.commands import Reject, WriteCommand
-    from chalicelib.loader.apply import Applier
+    from chalicelib.commands import LineStream, Reject, WriteCommand
+    from chalicelib.loader.apply import Applier, Touched
 
-    Work = Callable[[Any], tuple[int, int, list[Reject]]]
+    Work = Callable[[Any, "Quarantine"], tuple[int, int]]
+
+# An object to load: its bytes, or a function that opens it as a binary stream.
+Body = bytes | Callable[[], BinaryIO]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,8 @@ class LoadResult:
     rejected: int = 0
     skipped: int = 0
     objects: int = 0
+    too_large: int = 0  # objects refused whole (LOADER_MAX_OBJECT_BYTES): one reject each
+    poisoned: int = 0  # poisoned objects left alone (not forced)
 
     def add(self, other: LoadResult) -> None:
         self.applied += other.applied
@@ -42,6 +49,8 @@ class LoadResult:
         self.rejected += other.rejected
         self.skipped += other.skipped
         self.objects += other.objects
+        self.too_large += other.too_large
+        self.poisoned += other.poisoned
 
     def line(self) -> str:
         return f"applied={self.applied} stale={self.stale} rejected={self.rejected} skipped={self.skipped}"
@@ -77,9 +86,12 @@ class BatchLoader:
         db: Database,
         applier: Applier | None = None,
         on_commit: Callable[[list[Any]], object] | None = None,
+        max_object_bytes: int = DEFAULT_LOADER_MAX_OBJECT_BYTES,
     ) -> None:
         self.db = db
         self._applier = applier
+        self.max_object_bytes = max_object_bytes
+        self.attempts = Attempts(db)
         # Called after a load commits with the changes for the read cache (CacheInvalidator).
         self.on_commit = on_commit
 
@@ -111,22 +123,88 @@ class BatchLoader:
             found.update(r[0] for r in rows)
         return found
 
-    def load(self, bucket: str, key: str, etag: str, body: bytes, force: bool = False) -> LoadResult:
-        """Load one object. Raises DatabaseUnavailable (nothing applied) when the master fails."""
-        apply_object = getattr(self.applier, "apply_object", None)
-        if apply_object is None:
-            from chalicelib.commands import parse_object
+    def poisoned_ids(self, ids: list[str]) -> set[str]:
+        """Which of these batch ids are poisoned objects (attempts.py)."""
+        return self.attempts.poisoned_ids(ids)
 
-            commands, rejects = parse_object(body)
-            return self.load_parsed(bucket, key, etag, commands, rejects, force)
-        # The applier parses as it applies (MySQL fast path): inside the transaction, after the
-        # ledger claim, so an object already loaded is not even parsed.
-        touched: list[WriteCommand] | None = [] if self.on_commit else None
-        if touched is None:  # no cache: the applier's plain interface
-            return self._load(bucket, key, etag, force, lambda cur: apply_object(cur, body))
-        result = self._load(bucket, key, etag, force, lambda cur: apply_object(cur, body, touched))
-        self._committed(result, touched or [])  # the fast path reports no rows: fences
+    def poisoned_count(self) -> int:
+        return self.attempts.poisoned_count()
+
+    def load(self, bucket: str, key: str, etag: str, body: Body, force: bool = False) -> LoadResult:
+        """Load one object: its bytes, or a function that opens it as a binary stream (called
+        again if the transaction is retried). The object is read as a stream inside the
+        transaction, after the ledger claim (an object already loaded is not even read).
+
+        Raises DatabaseUnavailable (nothing applied) when the master fails, ObjectUnavailable
+        when the object cannot be read. Each attempt is recorded first (attempts.py): a poisoned
+        object is left alone unless forced (the result counts it in `poisoned`)."""
+        bid = batch_id(key, etag)
+        lkey = _storable(ledger_key(key))[:1024]
+        state = self.attempts.begin(bid, bucket, lkey, etag.strip('"')[:128], force)
+        if state == "skip":
+            return LoadResult(skipped=1, objects=1)
+        if state == "poisoned":
+            log.warning("object s3://%s/%s is poisoned: left alone (replay --force retries it)", bucket, key)
+            return LoadResult(poisoned=1, objects=1)
+        try:
+            result, touched = self._load_stream(bucket, key, etag, body, force)
+        except Exception as exc:
+            if isinstance(exc, (DatabaseUnavailable, ObjectUnavailable)):
+                self.attempts.given_back(bid)
+            else:
+                self.attempts.failed(bid, key, f"{type(exc).__name__}: {exc}")
+            raise
+        if touched is not None:
+            self._committed(result, touched.winners, touched.written)
         return result
+
+    def _load_stream(
+        self, bucket: str, key: str, etag: str, body: Body, force: bool
+    ) -> tuple[LoadResult, Touched | None]:
+        from chalicelib.commands import LineStream, ObjectTooLarge, Reject, problem_reject
+        from chalicelib.loader.apply import Touched
+
+        touched = Touched() if self.on_commit else None
+
+        def work(cur: Any, quarantine: Quarantine) -> tuple[int, int]:
+            stream = LineStream(body() if callable(body) else body, limit=self.max_object_bytes)
+            if touched is not None:  # a retried transaction starts over
+                touched.winners.clear()
+                touched.written.clear()
+            applied, stale = self._apply_stream(cur, stream, quarantine, touched)
+            if stream.problem:
+                quarantine.add([problem_reject(stream.count + 1, stream.problem)])
+            return applied, stale
+
+        try:
+            return self._load(bucket, key, etag, force, work), touched
+        except ObjectTooLarge as exc:  # rolled back: nothing of it applied
+            log.error("object s3://%s/%s refused: %s", bucket, key, exc)
+            refusal = [Reject(0, str(exc), "")]
+
+            def refuse(cur: Any, quarantine: Quarantine) -> tuple[int, int]:
+                quarantine.add(refusal)
+                return 0, 0
+
+            result = self._load(bucket, key, etag, force, refuse)
+            result.too_large = 0 if result.skipped else 1
+            return result, None
+
+    def _apply_stream(self, cur: Any, stream: LineStream, quarantine: Quarantine, touched: Touched | None) -> Any:
+        apply_stream = getattr(self.applier, "apply_stream", None)
+        if apply_stream is not None:
+            return apply_stream(cur, stream, quarantine, touched)
+        # An applier that only takes parsed commands (a test double): the whole object is read.
+        from chalicelib.commands import parsed_batches
+
+        commands: list[WriteCommand] = []
+        for batch, rejects in parsed_batches(stream):
+            commands.extend(batch)
+            quarantine.add(rejects)
+        if touched is None:
+            return self.applier.apply(cur, commands)
+        touched.winners.extend(commands)
+        return self.applier.apply(cur, commands, touched.written)
 
     def load_parsed(
         self,
@@ -137,15 +215,17 @@ class BatchLoader:
         rejects: list[Reject],
         force: bool = False,
     ) -> LoadResult:
+        """Load commands already parsed (tools and tests; `load` reads objects as streams)."""
         changes: list[tuple[WriteCommand, str]] | None = [] if self.on_commit else None
 
-        def work(cur: Any) -> tuple[int, int, list[Reject]]:
+        def work(cur: Any, quarantine: Quarantine) -> tuple[int, int]:
             if changes is None:
                 applied, stale = self.applier.apply(cur, commands)
             else:
                 changes.clear()  # a retried transaction starts over
                 applied, stale = self.applier.apply(cur, commands, changes)
-            return applied, stale, rejects
+            quarantine.add(rejects)
+            return applied, stale
 
         result = self._load(bucket, key, etag, force, work)
         self._committed(result, commands, changes or [])
@@ -190,18 +270,20 @@ class BatchLoader:
 
     def _load_once(self, bucket: str, key: str, etag: str, force: bool, work: Work) -> LoadResult:
         bid = batch_id(key, etag)
-        lkey = ledger_key(key)
-        etag = etag.strip('"')
+        lkey = _storable(ledger_key(key))[:1024]
+        etag = etag.strip('"')[:128]
         now = utc_now_stored()
         result = LoadResult(objects=1)
         with self.db.transaction() as cur:
-            if not self._claim(cur, bid, bucket, lkey, etag, now, force):
+            claimed = self._claim(cur, bid, bucket, lkey, etag, now, force)
+            self.attempts.succeeded(cur, bid)  # this attempt ends here, whichever way
+            if not claimed:
                 result.skipped = 1
                 return result
-            result.applied, result.stale, rejects = work(cur)
-            if rejects:
-                self._quarantine(cur, bid, bucket, lkey, etag, rejects, now)
-            result.rejected = len(rejects)
+            quarantine = Quarantine(self.db, cur, (bid, bucket, lkey, etag, now))
+            result.applied, result.stale = work(cur, quarantine)
+            quarantine.flush()
+            result.rejected = quarantine.count
             cur.execute(
                 self.db.sql("UPDATE ingest_batches SET applied = %s, stale = %s, rejected = %s WHERE batch_id = %s"),
                 (result.applied, result.stale, result.rejected, bid),
@@ -228,22 +310,51 @@ class BatchLoader:
         )
         return True
 
-    def _quarantine(
-        self, cur: object, bid: str, bucket: str, key: str, etag: str, rejects: list[Reject], now: str
-    ) -> None:
-        parts: dict[int, int] = {}
-        rows = []
+
+class Quarantine:
+    """An object's rejects, written to `ingest_rejects` in the load's transaction as they come,
+    BATCH rows at a time: a reject costs no memory once written. `held` keeps them in memory
+    meanwhile (the MySQL fast path, while its worker thread owns the connection)."""
+
+    BATCH = 500
+
+    def __init__(self, db: Database, cur: Any, where: tuple[str, str, str, str, str]) -> None:
+        self.db = db
+        self.cur = cur
+        self.where = where  # batch_id, bucket, key, etag, rejected_at
+        self.pending: list[tuple[Any, ...]] = []
+        self.count = 0
+        self.held = False
+        self._last = (-1, -1)  # (line, part) of the last reject: a line's rejects come together
+
+    def add(self, rejects: list[Reject]) -> None:
+        bid, bucket, key, etag, now = self.where
+        line, part = self._last
         for reject in rejects:
-            part = parts.get(reject.line_no, 0)
-            parts[reject.line_no] = part + 1
-            rows.append(
-                (bid, reject.line_no, part, bucket, key[:1024], etag[:128], reject.reason[:500], reject.line, now)
-            )
+            part = part + 1 if reject.line_no == line else 0
+            line = reject.line_no
+            self.pending.append((bid, line, part, bucket, key, etag, reject.reason[:500], reject.line, now))
+        self._last = (line, part)
+        self.count += len(rejects)
+        if not self.held and len(self.pending) >= self.BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
         verb = "INSERT OR IGNORE" if self.db.dialect == "sqlite" else "INSERT IGNORE"
-        cur.executemany(  # type: ignore[attr-defined]
+        self.cur.executemany(
             self.db.sql(
                 f"{verb} INTO ingest_rejects (batch_id, line_no, part, bucket, object_key, etag, reason, line, "
                 "rejected_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
             ),
-            rows,
+            self.pending,
         )
+        self.pending.clear()
+
+
+def _storable(text: str) -> str:
+    """Valid UTF-8 (a local file's name may not be)."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -12,12 +12,16 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from chalicelib.commands import WriteCommand
+from chalicelib.commands import LineStream, WriteCommand, parsed_batches
 from chalicelib.db.database import Database
 from chalicelib.ordering import newer
 from chalicelib.resources import PROFILES, RESOURCES, Resource
+
+if TYPE_CHECKING:
+    from chalicelib.loader import Quarantine
 
 CHUNK = 500
 
@@ -102,26 +106,48 @@ def table_for(resource: str) -> ResourceTable:
     return table
 
 
-def fold(
-    commands: Iterable[WriteCommand],
-) -> tuple[dict[tuple[str, str, str], WriteCommand], dict[tuple[str, str, str], str], int]:
+Key3 = tuple[str, str, str]
+
+
+class Folded:
+    """One winner per key, the earliest stored_at per key, and how many commands lost inside:
+    what an object comes to, built as its commands are read (memory grows with its keys only)."""
+
+    def __init__(self) -> None:
+        self.winners: dict[Key3, WriteCommand] = {}
+        self.earliest: dict[Key3, str] = {}
+        self.superseded = 0
+
+    def add(self, commands: Iterable[WriteCommand]) -> None:
+        winners, earliest = self.winners, self.earliest
+        for command in commands:
+            key = (command.resource, command.owner, command.id)
+            best = winners.get(key)
+            if best is None:
+                winners[key] = command
+                earliest[key] = command.stored_at
+                continue
+            self.superseded += 1
+            if newer((command.version, command.op_id), (best.version, best.op_id)):
+                winners[key] = command
+            if command.stored_at < earliest[key]:
+                earliest[key] = command.stored_at
+
+
+def fold(commands: Iterable[WriteCommand]) -> tuple[dict[Key3, WriteCommand], dict[Key3, str], int]:
     """One winner per key, the earliest stored_at per key, and how many commands lost inside."""
-    winners: dict[tuple[str, str, str], WriteCommand] = {}
-    earliest: dict[tuple[str, str, str], str] = {}
-    superseded = 0
-    for command in commands:
-        key = (command.resource, command.owner, command.id)
-        best = winners.get(key)
-        if best is None:
-            winners[key] = command
-            earliest[key] = command.stored_at
-            continue
-        superseded += 1
-        if newer((command.version, command.op_id), (best.version, best.op_id)):
-            winners[key] = command
-        if command.stored_at < earliest[key]:
-            earliest[key] = command.stored_at
-    return winners, earliest, superseded
+    folded = Folded()
+    folded.add(commands)
+    return folded.winners, folded.earliest, folded.superseded
+
+
+@dataclass
+class Touched:
+    """What a load hands the read cache after COMMIT: every key's winner in the object, and the
+    rows written by the guarded upsert with their created_at (BatchLoader._committed)."""
+
+    winners: list[WriteCommand] = field(default_factory=list)
+    written: list[tuple[WriteCommand, str]] = field(default_factory=list)
 
 
 class Applier(ABC):
@@ -132,6 +158,29 @@ class Applier(ABC):
         """Apply in the caller's transaction; returns (applied, stale). With `changes`, adds
         (command, created_at) for every command written, for the read cache."""
 
+    def apply_stream(
+        self, cur: Any, stream: LineStream, quarantine: Quarantine, touched: Touched | None = None
+    ) -> tuple[int, int]:
+        """Read, parse and apply one object as a stream, in the caller's transaction; its bad
+        lines go to `quarantine` as they are read. Returns (applied, stale). Here: folded as
+        read (memory grows with the object's keys, not its lines), then `apply`."""
+        folded = read_folded(stream, quarantine)
+        commands = list(folded.winners.values())
+        if touched is not None:
+            touched.winners.extend(commands)
+        applied, stale = self.apply(cur, commands, touched.written if touched is not None else None)
+        return applied, stale + folded.superseded
+
+
+def read_folded(stream: LineStream, quarantine: Quarantine, folded: Folded | None = None) -> Folded:
+    """Every command of the stream folded, every bad line quarantined."""
+    folded = folded or Folded()
+    for commands, rejects in parsed_batches(stream):
+        folded.add(commands)
+        if rejects:
+            quarantine.add(rejects)
+    return folded
+
 
 class SqlApplier(Applier):
     def __init__(self, db: Database) -> None:
@@ -141,7 +190,23 @@ class SqlApplier(Applier):
     def apply(
         self, cur: Any, commands: Sequence[WriteCommand], changes: list[tuple[WriteCommand, str]] | None = None
     ) -> tuple[int, int]:
-        winners, earliest, stale = fold(commands)
+        folded = Folded()
+        folded.add(commands)
+        return self.apply_folded(cur, folded, changes)
+
+    def apply_stream(
+        self, cur: Any, stream: LineStream, quarantine: Quarantine, touched: Touched | None = None
+    ) -> tuple[int, int]:
+        folded = read_folded(stream, quarantine)
+        if touched is not None:
+            touched.winners.extend(folded.winners.values())
+        return self.apply_folded(cur, folded, touched.written if touched is not None else None)
+
+    def apply_folded(
+        self, cur: Any, folded: Folded, changes: list[tuple[WriteCommand, str]] | None = None
+    ) -> tuple[int, int]:
+        """Apply an object's winners (see `apply`)."""
+        winners, earliest, stale = folded.winners, folded.earliest, folded.superseded
         applied = 0
         by_resource: dict[str, list[tuple[str, str, str]]] = {}
         for key in winners:

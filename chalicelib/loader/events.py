@@ -75,7 +75,7 @@ def load_record(record: S3Record, store: ObjectStore, loader: Any) -> LoadResult
     if record.etag and loader.is_loaded(record.key, record.etag):
         return LoadResult(skipped=1, objects=1)  # a repeated event: not even read from S3
     try:
-        body, etag = store.get(record.key)
+        body, etag = store.open(record.key)  # read as a stream while it loads
     except ObjectMissing:
         log.error("object s3://%s/%s named by the event does not exist; nothing to load", record.bucket, record.key)
         return None
@@ -136,4 +136,5 @@ def _emit(record: S3Record, result: LoadResult, started: float) -> None:
         (time.perf_counter() - started) * 1000,
         _lag_seconds(record.event_time),
         source="event",
+        too_large=result.too_large,
     )

@@ -52,11 +52,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
-from chalicelib.commands import LineStream, Reject, WriteCommand, gc_paused, parse_lines, problem_reject
+from chalicelib.commands import LineStream, WriteCommand, gc_paused, parse_lines
 from chalicelib.db import local_files
 from chalicelib.db.database import Database
 from chalicelib.db.schema import OWNER_COLLATION, owner_collation
-from chalicelib.loader.apply import TABLES, SqlApplier
+from chalicelib.loader import Quarantine, chunk_files
+from chalicelib.loader.apply import TABLES, Folded, SqlApplier, Touched
 from chalicelib.ordering import newer
 
 log = logging.getLogger(__name__)
@@ -117,13 +118,24 @@ REFUSED_ERRORS = frozenset({1148, 3948, 4166, 1787, 1785})
 NO_MEMORY_ENGINE = frozenset({1286, 1289})  # unknown / disabled storage engine
 REFUSAL_MEMORY_SECONDS = 600.0
 PROBE_KEYS = 64
+MAX_HELD_REJECTS = 2000
 
 Key = tuple[str, str]
 Row = tuple[WriteCommand, str]  # the command to write and the created_at to write with it
 
 
-class LoadRefused(Exception):
+class _Abandoned(Exception):
+    """The fast path gives the object up (rolled back to its savepoint): use the multi-row upsert."""
+
+
+class LoadRefused(_Abandoned):
     """The server will not run the fast path's statements; use the multi-row upsert."""
+
+
+class _TooManyRejects(_Abandoned):
+    """More rejects than MAX_HELD_REJECTS wait in memory (they are written only once the worker
+    thread is done with the connection): not an object of our writer; take the general path,
+    which writes rejects as they come."""
 
 
 # -- rows as LOAD DATA reads them ------------------------------------------------------------------
@@ -166,6 +178,14 @@ class Fold:
         self.earliest: dict[Key, str] = {}
         self.sent: dict[Key, Row] = {}
         self.commands = 0
+
+    def folded(self) -> Folded:
+        """The same as apply.Folded (for the multi-row upsert)."""
+        folded = Folded()
+        folded.winners = {("todos", *key): command for key, command in self.best.items()}
+        folded.earliest = {("todos", *key): at for key, at in self.earliest.items()}
+        folded.superseded = self.commands - len(self.best)
+        return folded
 
     def add(self, commands: Sequence[WriteCommand]) -> list[Row]:
         """Fold a chunk in; returns the rows of keys seen for the first time (to send now)."""
@@ -268,23 +288,30 @@ class _Worker:
                 raise
             yield tag, result
 
-    def settle(self) -> BaseException | None:
-        """Wait for every pending task, ignoring results (before the caller uses the connection);
-        returns the first task's error, if any (the caller may have raised another already)."""
-        first: BaseException | None = None
+    def finish_all(self) -> None:
+        """Wait for every pending task; then raise the first error other than a refusal (which
+        leaves the transaction as it was): a failed statement, a deadlock say, may have ended the
+        transaction, and the savepoint with it."""
+        error: BaseException | None = None
         while self._pending:
             future, _ = self._pending.popleft()
             try:
                 future.result()
-            except BaseException as exc:  # noqa: BLE001 - returned to the caller
-                first = first or exc
-        return first
-
-    def wait(self) -> None:
-        """Wait for every pending task, ignoring results; raises the first task's error."""
-        error = self.settle()
+            except _Abandoned:
+                pass
+            except BaseException as exc:  # noqa: BLE001 - raised below, once every task is done
+                error = error or exc
         if error is not None:
             raise error
+
+    def settle(self) -> None:
+        """Wait for every pending task, ignoring results (before the caller uses the connection)."""
+        while self._pending:
+            future, _ = self._pending.popleft()
+            try:
+                future.result()
+            except BaseException:  # noqa: BLE001 - the first error was already raised
+                pass
 
     def close(self) -> None:
         self.settle()
@@ -299,7 +326,9 @@ def _error_code(exc: BaseException) -> int | None:
 
 def _load_file(cur: Any, statement: str, text: str) -> int:
     """Write one chunk to a temporary file and LOAD DATA it; returns the rows the server took."""
-    handle = tempfile.NamedTemporaryFile("wb", prefix="sluice-load-", suffix=".tsv", delete=False)
+    handle = tempfile.NamedTemporaryFile(
+        "wb", prefix="sluice-load-", suffix=".tsv", dir=chunk_files.folder(), delete=False
+    )
     try:
         with handle:
             handle.write(text.encode("utf-8"))
@@ -367,11 +396,15 @@ class _Session:
     def add(self, commands: Sequence[WriteCommand]) -> None:
         rows = self.fold.add(commands)
         if not rows:
+            self.heads.clear()
             return
         if not self.mode:
             self._start(rows)
         self._collect(self.worker.finished())
         self._send(rows)
+        # The heads of this chunk's other commands (keys seen before) are not used: let them go
+        # (they are keyed by id(), and those commands are let go too).
+        self.heads.clear()
 
     def _send(self, rows: list[Row]) -> None:
         lines = chunk_text(rows, self.heads)  # sorted too
@@ -432,7 +465,7 @@ class _Session:
         far the keys way (later chunks follow)."""
         log.info("fast load: keys already stored; redoing this object the keys way")
         self.applier.paths["redo"] += 1
-        self.worker.wait()  # a chunk that failed (a deadlock victim: the transaction is gone) raises
+        self.worker.finish_all()  # a chunk's error (a deadlock ends the transaction) is raised
         self.cur.execute(ROLLBACK_TO_SAVEPOINT)
         self.applied = 0
         self._use_keys()
@@ -573,7 +606,7 @@ class MySQLFastApplier(SqlApplier):
             self.paths["small" if self.fast_allowed else "upsert"] += 1
             return super().apply(cur, commands, changes)
         others = [c for c in commands if c.resource != "todos"]
-        result = self._run(cur, [todos], _Worker(False), heads={})
+        result = self._run(cur, _Session(self, cur, _Worker(False), {}), [todos])
         if result is None:
             return super().apply(cur, commands, changes)
         applied, stale = result
@@ -582,113 +615,107 @@ class MySQLFastApplier(SqlApplier):
             applied, stale = applied + a, stale + s
         return applied, stale
 
-    # -- straight from the object's bytes (BatchLoader.load) -------------------------------------
-    def apply_object(
-        self, cur: Any, body: bytes, touched: list[WriteCommand] | None = None
-    ) -> tuple[int, int, list[Reject]]:
-        """Parse and apply one object in the caller's transaction; (applied, stale, rejects).
-        With `touched`, every valid command of the object is added to it (for the read cache)."""
-        # No cyclic GC while the object's commands are alive: nothing here makes cycles, and a
+    # -- straight from the object's stream (BatchLoader.load) ------------------------------------
+    def apply_stream(
+        self, cur: Any, stream: LineStream, quarantine: Quarantine, touched: Touched | None = None
+    ) -> tuple[int, int]:
+        """Parse and apply one object in the caller's transaction as it is read; (applied, stale).
+        Bad lines go to `quarantine`; with `touched`, every key's winner is added to it (for the
+        read cache). Memory holds the object's keys (their winners), not its lines."""
+        if stream.fill(self.min_rows) < self.min_rows or not self.fast_allowed:
+            self.paths["small" if self.fast_allowed else "upsert"] += 1
+            return SqlApplier.apply_stream(self, cur, stream, quarantine, touched)
+        # No cyclic GC while the object's winners are alive: nothing here makes cycles, and a
         # collection would walk every one of them. They are released before the collector runs.
         with gc_paused():
-            stream = LineStream(body)
-            rejects: list[Reject] = []
-            others: list[WriteCommand] = []
-            kept: list[WriteCommand] = []  # every todo command, for the fallback
+            others = Folded()
+            worker = _Worker(self.threaded and not stream.done)  # a thread to talk to the server
+            session = _Session(self, cur, worker, {})
+            parts = self._chunks(stream, quarantine, others, session)
+            quarantine.held = True  # the worker owns the connection while the session runs
             try:
-                applied, stale = self._apply_stream(cur, stream, rejects, others, kept)
-                if touched is not None:
-                    touched.extend(kept)
-                    touched.extend(others)
-                if stream.problem:
-                    rejects.append(problem_reject(stream.lines, stream.problem))
-                return applied, stale, rejects
+                result = self._run(cur, session, parts, quarantine)
             finally:
-                stream.lines.clear()
-                others.clear()
-                kept.clear()
+                quarantine.held = False
+            if result is None:  # abandoned: nothing of it stays; read the rest, then the upsert
+                todos = session.fold.folded()
+                for chunk in parts:
+                    todos.add(chunk)
+                    session.heads.clear()
+                applied, stale = self.apply_folded(cur, todos)
+            else:
+                applied, stale = result
+            if others.winners:
+                a, s = self.apply_folded(cur, others)
+                applied, stale = applied + a, stale + s
+            if touched is not None:
+                touched.winners.extend(session.fold.best.values())
+                touched.winners.extend(others.winners.values())
+            return applied, stale
 
-    def _apply_stream(
-        self,
-        cur: Any,
-        stream: LineStream,
-        rejects: list[Reject],
-        others: list[WriteCommand],
-        kept: list[WriteCommand],
-    ) -> tuple[int, int]:
+    def _chunks(
+        self, stream: LineStream, quarantine: Quarantine, others: Folded, session: _Session
+    ) -> Iterator[list[WriteCommand]]:
+        """The object's todos chunk by chunk, inflated as they are needed (profiles are folded
+        into `others`, bad lines go to `quarantine`). Chunks grow from `size`/16 by half each
+        time up to `size`: the server starts soon after the object is opened, and each next
+        chunk is parsed in about the time the server takes for the one before (a chunk twice as
+        big would leave it waiting). At the end, if the server has nothing queued, they shrink
+        (little to wait for once parsing is done); if it has, the rest goes in chunks of `size`."""
         size = self.chunk_lines
-        lines = stream.lines
-        heads: dict[int, str] = {}  # rows the line lane wrote, by id(command) (alive in `kept`)
-
-        worker = _Worker(False)  # inline until the object proves big enough for a thread
-
-        def chunks() -> Iterator[list[WriteCommand]]:
-            """The object's todos chunk by chunk, inflated as they are needed. Chunks grow from
-            `size`/16 by half each time up to `size`: the server starts soon after the object is
-            opened, and each next chunk is parsed in about the time the server takes for the one
-            before (a chunk twice as big would leave it waiting). At the end, if the server has
-            nothing queued, they shrink (little to wait for once parsing is done); if it has, the
-            rest goes in chunks of `size`."""
-            start = 0
-            want = max(1, size >> 4)
-            while True:
-                stream.fill(start + want)
-                if stream.done:  # the rest is known
-                    rest = len(lines) - start
-                    sizes = tail_sizes(rest, size) if worker.backlog() == 0 else full_sizes(rest, size)
-                else:
-                    sizes = [want]
-                for count in sizes:
-                    commands, bad = parse_lines(lines, start, start + count, heads)
-                    lines[start : start + count] = [""] * count  # parsed: the text is no longer needed
-                    start += count
-                    rejects.extend(bad)
-                    todos: list[WriteCommand] = []
-                    for command in commands:
-                        (todos if command.resource == "todos" else others).append(command)
-                    kept.extend(todos)
-                    yield todos
-                if stream.done:
-                    return
-                want = min(size, want + (want >> 1) + 1)
-
-        parts = chunks()
-        if stream.fill(self.min_rows) < self.min_rows or not self.fast_allowed:
-            return self.apply(cur, [c for chunk in parts for c in chunk] + others)
-        if self.threaded and not stream.done:  # more than the first piece: a thread to talk to the server
-            worker = _Worker(True)
-        result = self._run(cur, parts, worker, heads)
-        if result is None:
-            for _ in parts:  # parse whatever the refusal interrupted
-                pass
-            applied, stale = SqlApplier.apply(self, cur, kept)
-        else:
-            applied, stale = result
-        if others:
-            a, s = SqlApplier.apply(self, cur, others)
-            applied, stale = applied + a, stale + s
-        return applied, stale
+        want = max(1, size >> 4)
+        heads = session.heads
+        while True:
+            stream.fill(want)
+            if stream.done:  # the rest is known
+                rest = stream.waiting
+                sizes = tail_sizes(rest, size) if session.worker.backlog() == 0 else full_sizes(rest, size)
+            else:
+                sizes = [want]
+            for count in sizes:
+                first, lines = stream.take(count)
+                commands, bad = parse_lines(lines, heads=heads, first=first)
+                del lines
+                if bad:
+                    quarantine.add(bad)
+                if stream.rejects:
+                    quarantine.add(stream.take_rejects())
+                todos: list[WriteCommand] = []
+                profiles: list[WriteCommand] = []
+                for command in commands:
+                    (todos if command.resource == "todos" else profiles).append(command)
+                if profiles:
+                    others.add(profiles)
+                yield todos
+            if stream.done:
+                return
+            want = min(size, want + (want >> 1) + 1)
 
     def _run(
         self,
         cur: Any,
+        session: _Session,
         chunks: Iterator[list[WriteCommand]] | list[list[WriteCommand]],
-        worker: _Worker,
-        heads: dict[int, str],
+        quarantine: Quarantine | None = None,
     ) -> Any:
-        """(applied, stale) of the todos, or None when the server refused (nothing left applied).
-        Closes the worker."""
-        session = _Session(self, cur, worker, heads)
+        """(applied, stale) of the todos, or None when the fast path was abandoned (the server
+        refused it, or the object holds more rejects than are kept in memory meanwhile): nothing
+        of it is left applied. Closes the worker."""
+        worker = session.worker
         try:
             with short_switch_interval() if worker.threaded else _nothing():
                 for todos in chunks:
                     session.add(todos)
+                    if quarantine is not None and len(quarantine.pending) > MAX_HELD_REJECTS:
+                        raise _TooManyRejects()
                 return session.finish()
-        except LoadRefused as exc:
-            error = worker.settle()
-            if error is not None and not isinstance(error, LoadRefused):
-                raise error from exc  # e.g. a deadlock: the transaction, savepoint included, is gone
-            self._refused(exc)
+        except _Abandoned as exc:
+            worker.finish_all()  # a chunk's error (a deadlock ends the transaction) is raised
+            if isinstance(exc, LoadRefused):
+                self._refused(exc)
+            else:
+                log.info("fast load: many rejects; this object takes the multi-row upsert")
+                self.paths["rejects"] += 1
             if session.mode:
                 cur.execute(ROLLBACK_TO_SAVEPOINT)
                 try:

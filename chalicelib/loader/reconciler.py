@@ -29,6 +29,7 @@ class ReconcileReport:
     missing: int = 0  # objects found missing from the ledger (loaded now or left for later)
     left: int = 0  # missing objects not loaded in this run (bound reached or a read failed)
     failed: int = 0
+    poisoned: int = 0  # poisoned objects left alone (loads kept failing; `replay --force` retries them)
 
     def as_dict(self) -> dict[str, int]:
         r = self.result
@@ -41,6 +42,7 @@ class ReconcileReport:
             "missing": self.missing,
             "left": self.left,
             "failed": self.failed,
+            "poisoned": self.poisoned,
         }
 
 
@@ -111,6 +113,7 @@ def reconcile(
     Oldest hour first, at most `max_objects` loads; the rest is counted in `left` for the next
     run. An object that cannot be read, or fails in a way other than the database being
     unavailable, is counted in `failed` and left for the next run without stopping this one.
+    A poisoned object (attempts.py) is left alone and counted in `poisoned`, unless `force`.
     DatabaseUnavailable stops the run (every further load would fail the same way).
     Each object loaded writes its log line and loader metrics, marked `source`; None writes none
     (the CLI, whose standard output is its one summary line).
@@ -118,10 +121,16 @@ def reconcile(
     report = ReconcileReport()
     for hour_prefix in prefixes:
         objects = list(store.list(hour_prefix))
-        known = set() if force else loader.loaded_ids([batch_id(o.key, o.etag) for o in objects if o.etag is not None])
+        ids = [batch_id(o.key, o.etag) for o in objects if o.etag is not None]
+        known = set() if force else loader.loaded_ids(ids)
+        poisoned = set() if force else loader.poisoned_ids([i for i in ids if i not in known])
         for item in objects:
-            if item.etag is not None and batch_id(item.key, item.etag) in known:
+            bid = batch_id(item.key, item.etag) if item.etag is not None else None
+            if bid in known:
                 report.result.skipped += 1
+                continue
+            if bid in poisoned:
+                report.poisoned += 1
                 continue
             if max_objects is not None and report.result.objects >= max_objects:
                 report.left += 1
@@ -142,7 +151,7 @@ def _load_one(
     key = item.key
     started = time.perf_counter()
     try:
-        body, etag = store.get(key)
+        body, etag = store.open(key)  # read as a stream while it loads
         if item.etag is None and not force and loader.is_loaded(key, etag):
             report.result.skipped += 1  # a local file: its MD5 is known only once read
             return
@@ -159,6 +168,9 @@ def _load_one(
         log.exception("reconciler could not load %s; it is left for the next run", key)
         _count_failure(report)
         return
+    if result.poisoned:
+        report.poisoned += 1
+        return
     report.result.add(result)
     report.missing += 1
     if source is not None:
@@ -173,6 +185,7 @@ def _load_one(
             (time.perf_counter() - started) * 1000,
             max(0.0, lag) if lag is not None else None,
             source=source,
+            too_large=result.too_large,
         )
 
 
@@ -217,6 +230,8 @@ def reconcile_recent(services: Any, hours: int | None = None, now: datetime | No
         {
             "ReconcilerBacklog": (report.left, "Count"),
             "ReconciledObjects": (report.result.objects, "Count"),
+            # every poisoned object, not only this run's window: the alarm holds while any is left
+            "PoisonedObjects": (services.loader.poisoned_count(), "Count"),
         },
         type="reconcile",
         **counts,

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from chalicelib.errors import ObjectUnavailable
 from chalicelib.loader import local_etag
+
+READ_BYTES = 1 << 20
 
 
 class ObjectMissing(KeyError):
@@ -34,6 +38,14 @@ class ObjectStore(ABC):
     @abstractmethod
     def get(self, key: str) -> tuple[bytes, str]:
         """(body, etag). Raises ObjectUnavailable when it cannot be read now, ObjectMissing if gone."""
+
+    def open(self, key: str) -> tuple[Callable[[], BinaryIO], str]:
+        """(opener, etag): the opener gives the object as a binary stream, once per call (a
+        retried load reads it again), so that the loader never holds the whole object. Raises as
+        `get`; reading the stream raises ObjectUnavailable. Here: from `get` (a store that has no
+        streams)."""
+        body, etag = self.get(key)
+        return (lambda: io.BytesIO(body)), etag
 
 
 class LocalObjectStore(ObjectStore):
@@ -73,6 +85,61 @@ class LocalObjectStore(ObjectStore):
             raise ObjectUnavailable(f"cannot read {key}: {exc.strerror}") from exc
         return body, local_etag(body)
 
+    def open(self, key: str) -> tuple[Callable[[], BinaryIO], str]:
+        return open_local_file(self._path(key), key)
+
+
+def open_local_file(path: str, name: str) -> tuple[Callable[[], BinaryIO], str]:
+    """(opener, etag) of a file: its MD5 (as S3 gives for a single-part upload) is read as a
+    stream first, then the opener opens it again for the loader."""
+    try:
+        digest = hashlib.md5(usedforsecurity=False)
+        with open(path, "rb") as handle:
+            while chunk := handle.read(READ_BYTES):
+                digest.update(chunk)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+        raise ObjectMissing(name) from exc
+    except OSError as exc:
+        raise ObjectUnavailable(f"cannot read {name}: {exc.strerror}") from exc
+
+    def opener() -> BinaryIO:
+        try:
+            return cast(BinaryIO, _Guarded(open(path, "rb"), name))
+        except OSError as exc:
+            raise ObjectUnavailable(f"cannot read {name}: {exc.strerror}") from exc
+
+    return opener, digest.hexdigest()
+
+
+class _Guarded(io.RawIOBase):
+    """A stream whose read errors are ObjectUnavailable (S3 cut the body short, a disk failed),
+    closed once read to its end."""
+
+    def __init__(self, raw: Any, name: str) -> None:
+        self._raw = raw
+        self._name = name
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        from botocore.exceptions import BotoCoreError
+
+        try:
+            data: bytes = self._raw.read(size if size is not None and size >= 0 else None)
+        except (BotoCoreError, OSError) as exc:
+            raise ObjectUnavailable(f"cannot read {self._name}: {exc}") from exc
+        if not data:
+            self.close()
+        return data
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        except Exception:  # noqa: BLE001 - closing a broken stream may fail any way
+            pass
+        super().close()
+
 
 class S3ObjectStore(ObjectStore):
     """An S3 bucket through a boto3 client made once by the caller."""
@@ -93,19 +160,37 @@ class S3ObjectStore(ObjectStore):
             raise ObjectUnavailable(f"cannot list s3://{self.bucket}/{prefix}: {exc}") from exc
 
     def get(self, key: str) -> tuple[bytes, str]:
+        opener, etag = self.open(key)
+        with opener() as stream:
+            return stream.read(), etag
+
+    def open(self, key: str) -> tuple[Callable[[], BinaryIO], str]:
+        """GetObject once now (its errors raised here); the body is read as the loader asks.
+        A retried load gets the object again, with If-Match on the same ETag."""
+        response = self._get_object(key)
+        etag = response["ETag"].strip('"')
+        first = [response["Body"]]
+
+        def opener() -> BinaryIO:
+            body = first.pop() if first else self._get_object(key, etag)["Body"]
+            return cast(BinaryIO, _Guarded(body, f"s3://{self.bucket}/{key}"))
+
+        return opener, etag
+
+    def _get_object(self, key: str, etag: str | None = None) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            response = self.client.get_object(Bucket=self.bucket, Key=key)
-            body = response["Body"].read()
+            if etag is None:
+                return self.client.get_object(Bucket=self.bucket, Key=key)
+            return self.client.get_object(Bucket=self.bucket, Key=key, IfMatch=etag)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in MISSING_CODES:
                 raise ObjectMissing(key) from exc
             raise ObjectUnavailable(f"cannot read s3://{self.bucket}/{key}: {exc}") from exc
         except (BotoCoreError, OSError) as exc:
-            # BotoCoreError covers timeouts, connection errors and a body cut short while read.
+            # BotoCoreError covers timeouts and connection errors.
             raise ObjectUnavailable(f"cannot read s3://{self.bucket}/{key}: {exc}") from exc
-        return body, response["ETag"].strip('"')
 
 
 # A missing bucket is not "missing": the bucket name or the permissions are wrong, which an

@@ -150,10 +150,10 @@ def test_an_unreadable_object_does_not_stop_the_run(s3, bucket_services):
         add_object(s3, key, key)
 
     class Flaky(S3ObjectStore):
-        def get(self, key: str) -> tuple[bytes, str]:
+        def open(self, key: str) -> Any:
             if "unreadable" in key:
                 raise ObjectUnavailable(f"cannot read {key}")
-            return super().get(key)
+            return super().open(key)
 
     report = reconcile(Flaky(boto_client("s3"), BUCKET), bucket_services.loader, [hour_key(hour, "")])
     assert (report.result.objects, report.failed, report.left) == (2, 1, 1)
@@ -317,3 +317,34 @@ def test_covering_prefixes_hold_exactly_the_hours_of_the_range(since, span, prob
     key = f"writes/{hour:%Y/%m/%d/%H}/object"
     covered = sum(key.startswith(p) for p in prefixes)
     assert covered == (1 if 0 <= probe <= span else 0)
+
+
+def test_a_poisoned_object_is_left_by_the_scheduled_run_and_counted_in_its_metric(s3, local_dir, monkeypatch, capsys):
+    from chalicelib import bootstrap
+    from chalicelib.loader.attempts import MAX_FAILED
+    from chalicelib.loader.reconciler import reconcile_recent
+
+    services = make_services(local_dir)
+    now = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
+    keys = [hour_key(now, "good"), hour_key(now, "poison")]
+    for key in keys:
+        add_object(s3, key, key)
+    applier = services.loader.applier
+    real = applier.apply_folded
+
+    def buggy_on_poison(cur: Any, folded: Any, changes: Any = None) -> Any:  # a bug only one object meets
+        if any("poison" in str(c.data) for c in folded.winners.values()):
+            raise RuntimeError("applier bug")
+        return real(cur, folded, changes)
+
+    monkeypatch.setattr(applier, "apply_folded", buggy_on_poison)
+    monkeypatch.setenv("SLUICE_LOG", "1")
+    try:
+        runs = [reconcile_recent(services, now=now) for _ in range(MAX_FAILED + 1)]
+    finally:
+        bootstrap.reset()
+    assert [(r["objects"], r["failed"], r["poisoned"]) for r in runs] == [(1, 1, 0), (0, 1, 0), (0, 1, 0), (0, 0, 1)]
+    assert [r["left"] for r in runs] == [1, 1, 1, 0]  # a poisoned object is not backlog: it has its own alarm
+    out = capsys.readouterr().out
+    assert [r["PoisonedObjects"] for r in emf_records(out, "PoisonedObjects")] == [0, 0, 1, 1]
+    assert ledger_keys(services) == [keys[0]]

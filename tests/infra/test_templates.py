@@ -419,6 +419,7 @@ def test_alarms_cover_the_failure_modes(data):
         ("AWS/Firehose", "DeliveryToS3.DataFreshness"),
         ("AWS/Lambda", "Errors"),
         ("Sluice", "ReconcilerBacklog"),
+        ("Sluice", "PoisonedObjects"),
         ("AWS/RDS", "ReplicaLag"),
         ("AWS/ApiGateway", "5XXError"),
         ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
@@ -434,6 +435,9 @@ def test_alarms_cover_the_failure_modes(data):
     assert "sluice-${Stage}-load_writes" in lambda_functions
     backlog = seen[("Sluice", "ReconcilerBacklog")]
     assert is_ref(dims(backlog)["Stage"], "Stage")
+    poisoned = seen[("Sluice", "PoisonedObjects")]  # emitted by the reconciler (chalicelib.loader.reconciler)
+    assert is_ref(dims(poisoned)["Stage"], "Stage")
+    assert (poisoned["Threshold"], poisoned["ComparisonOperator"]) == (0, "GreaterThanThreshold")
     lagged = {dims(a)["DBInstanceIdentifier"]["Ref"] for a in alarms(data).values() if a["MetricName"] == "ReplicaLag"}
     replicas = {
         name for name, r in of_type(data, "AWS::RDS::DBInstance").items() if "SourceDBInstanceIdentifier" in props(r)

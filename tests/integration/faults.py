@@ -519,13 +519,11 @@ class TrippingApplier(Applier):
         self._missed_work()
         return result
 
-    def apply_object(self, cur: Any, body: bytes, *touched: Any) -> Any:
-        from chalicelib.commands import object_lines
-
-        if self._min_lines and len(object_lines(body)[0]) < self._min_lines:
-            return self.inner.apply_object(cur, body, *touched)  # type: ignore[attr-defined]
+    def apply_stream(self, cur: Any, stream: Any, *rest: Any) -> Any:
+        if self._min_lines and stream.fill(self._min_lines) < self._min_lines:
+            return self.inner.apply_stream(cur, stream, *rest)
         self._trip("claim")
-        result = self.inner.apply_object(self._cursor(cur), body, *touched)  # type: ignore[attr-defined]
+        result = self.inner.apply_stream(self._cursor(cur), stream, *rest)
         self._trip("commit")
         self._missed_work()
         return result

@@ -177,8 +177,10 @@ def delivered_bodies(draw: st.DrawFn) -> bytes:
 
 
 @settings(max_examples=400, deadline=None)
-@given(delivered_bodies(), st.integers(1, 64), st.integers(1, 40))
-def test_line_stream_gives_object_lines_piece_by_piece(body: bytes, piece: int, step: int) -> None:
+@given(delivered_bodies(), st.integers(1, 64), st.integers(1, 40), st.booleans())
+def test_line_stream_gives_object_lines_piece_by_piece(body: bytes, piece: int, step: int, as_file: bool) -> None:
+    import io
+
     from chalicelib.commands import LineStream
 
     data, problem = inflate(body, piece)  # all at once, then decoded and split: the reference
@@ -186,17 +188,83 @@ def test_line_stream_gives_object_lines_piece_by_piece(body: bytes, piece: int, 
         expected = (data.decode("utf-8").split("\n"), problem)
     except UnicodeDecodeError:
         expected = ([raw.decode("utf-8", "surrogateescape") for raw in data.split(b"\n")], problem)
-    stream = LineStream(body, piece)
-    seen = 0
-    while not stream.done:  # asked for a few lines at a time, as the loader asks
-        seen = stream.fill(seen + step)
-        assert seen == len(stream.lines)
-    assert (stream.lines, stream.problem) == expected
+    stream = LineStream(io.BytesIO(body) if as_file else body, piece)
+    got: list[str] = []
+    while stream.fill(step):  # taken a few lines at a time, as the loader takes them
+        first, lines = stream.take(step)
+        assert first == len(got) + 1 and 0 < len(lines) <= step
+        got.extend(lines)
+    assert stream.done and (got, stream.problem) == expected and stream.count == len(got)
 
 
-def test_a_line_with_no_end_is_read_in_linear_time() -> None:
+def test_a_line_with_no_end_is_read_in_linear_time_and_rejected_past_the_line_limit() -> None:
+    from chalicelib.commands import MAX_LINE_BYTES, LineStream
+
+    body = gzip.compress(b"x" * (64 * 1024 * 1024) + b"\n{}")
+    stream = LineStream(body, piece=4096)  # 16,384 pieces, none of them kept
+    assert stream.read_all() == ["", "{}"]
+    (reject,) = stream.take_rejects()
+    assert reject.line_no == 1 and str(MAX_LINE_BYTES) in reject.reason and len(reject.line) < 3000
+
+
+def test_a_line_just_under_the_limit_is_kept_whole() -> None:
     from chalicelib.commands import LineStream
 
-    body = gzip.compress(b"x" * (64 * 1024 * 1024))
-    stream = LineStream(body, piece=4096)  # 16,384 pieces: joined once, not carried over and over
-    assert [len(line) for line in stream.read_all()] == [64 * 1024 * 1024]
+    body = gzip.compress(b"y" * 1000 + b"\nz")
+    stream = LineStream(body, piece=64, max_line=1000)
+    assert stream.read_all() == ["y" * 1000, "z"] and not stream.rejects
+    stream = LineStream(body, piece=64, max_line=999)
+    assert stream.read_all() == ["", "z"] and [r.line_no for r in stream.rejects] == [1]
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_an_object_inflating_beyond_the_limit_raises_before_holding_it(gzipped: bool) -> None:
+    import io
+
+    from chalicelib.commands import LineStream, ObjectTooLarge
+
+    raw = b"\n" * 300_000
+    body = gzip.compress(raw) if gzipped else raw
+    assert LineStream(body, limit=300_000).read_all() == [""] * 300_001
+    stream = LineStream(io.BytesIO(body), limit=299_999)
+    with pytest.raises(ObjectTooLarge):
+        while stream.fill(1000):
+            stream.take(1000)
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\t", "\r", " \t\r  "])
+def test_lines_of_json_whitespace_are_skipped(blank: str) -> None:
+    commands, rejects = parse_object((line(version=1) + "\n" + blank + "\n").encode())
+    assert len(commands) == 1 and not rejects
+
+
+@pytest.mark.parametrize("spaces", ["\x1c", "\x1c\x1d\x1e\x1f", "\u2028", "\u3000", "\u00a0", "\x0b\x0c", " \u2029 "])
+def test_lines_of_other_unicode_whitespace_are_rejects_not_blank(spaces: str) -> None:
+    commands, rejects = parse_object((line(version=1) + "\n" + spaces + "\n").encode())
+    assert len(commands) == 1
+    assert [r.line_no for r in rejects] == [2]
+
+
+@pytest.mark.parametrize("key", ['"\\udc80"', '"\\ud800"', '"\\udfff\\udc00"'])
+def test_a_lone_surrogate_key_gives_a_storable_reason_and_text(key: str) -> None:
+    # the reason names the unknown key: it must be storable as UTF-8 too, not only the text
+    top = line(version=1)[:-1] + f", {key}: 1}}"
+    inside = line(version=1, data={**DATA, "title": "x"}).replace('"title"', f'{key}: 1, "title"')
+    for text in (top, inside):
+        _, rejects = parse_object(text.encode() + b"\n")
+        assert len(rejects) == 1
+        rejects[0].reason.encode("utf-8")
+        rejects[0].line.encode("utf-8")
+
+
+def test_raw_invalid_utf8_in_a_key_is_escaped_in_reason_and_text() -> None:
+    body = line(version=1)[:-1].encode() + b', "k\x80\xff": 1}\n'
+    _, rejects = parse_object(body)
+    assert len(rejects) == 1
+    assert "k\\x80\\xff" in rejects[0].line and rejects[0].reason.encode("utf-8")
+
+
+@pytest.mark.parametrize("digits", ["\u0662\u0660\u0662\u0667", "\uff12\uff10\uff12\uff17"])
+def test_at_in_other_scripts_digits_is_a_reject(digits: str) -> None:
+    _, rejects = parse_object((line(at=f"{digits}-01-15T08:00:00Z") + "\n").encode())
+    assert len(rejects) == 1 and "at" in rejects[0].reason

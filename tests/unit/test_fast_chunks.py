@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -52,3 +53,28 @@ def test_a_rows_created_at_is_replaced_in_its_text_as_tsv_line_would_write_it() 
     ):
         line = tsv_line(command, command.stored_at)
         assert with_created_at(line, "2001-02-03 04:05:06.000007") == tsv_line(command, "2001-02-03 04:05:06.000007")
+
+
+def test_before_a_rollback_to_the_savepoint_a_chunk_that_failed_is_raised_and_a_refusal_is_not() -> None:
+    # A deadlock in one chunk ends the whole transaction (and its savepoint): rolling back to
+    # the savepoint then would fail with "SAVEPOINT does not exist" instead of the deadlock,
+    # which the loader retries. A refusal leaves the transaction as it was.
+    from chalicelib.loader.mysql_fast import LoadRefused, _Worker
+
+    def refused() -> None:
+        raise LoadRefused("4166")
+
+    def deadlock() -> None:
+        raise RuntimeError("1213 deadlock")
+
+    worker = _Worker(True)
+    try:
+        for task in (refused, deadlock, refused, lambda: 1):
+            worker.submit("chunk", task)
+        with pytest.raises(RuntimeError, match="deadlock"):
+            worker.finish_all()
+        assert worker.backlog() == 0
+        worker.submit("chunk", refused)
+        worker.finish_all()  # nothing raised
+    finally:
+        worker.close()

@@ -193,6 +193,14 @@ def test_loaded_object_line(lines: Any) -> None:
     assert (record["RecordsApplied"], record["RecordsStale"], record["RecordsRejected"]) == (3, 1, 2)
     assert record["ObjectLagSeconds"] == 4.25
     assert record["_aws"]["CloudWatchMetrics"][0]["Metrics"][3] == {"Name": "ObjectLagSeconds", "Unit": "Seconds"}
+    assert record["ObjectsTooLarge"] == 0
+
+
+def test_an_object_refused_for_its_size_is_counted(lines: Any) -> None:
+    observe.loaded_object("bucket", "writes/2026/01/01/00/x", 0, 0, 1, 0, 12.5, None, too_large=1)
+    (record,) = lines()
+    assert_emf(record)
+    assert record["ObjectsTooLarge"] == 1 and record["RecordsRejected"] == 1
 
 
 def test_unknown_lag_is_not_reported_as_zero(lines: Any) -> None:
@@ -225,6 +233,9 @@ class _Loader:
     def loaded_ids(self, ids: list[str]) -> set[str]:
         return set()
 
+    def poisoned_ids(self, ids: list[str]) -> set[str]:
+        return set()
+
     def load(self, bucket: str, key: str, etag: str, body: bytes, force: bool = False) -> Any:
         from chalicelib.loader import LoadResult
 
@@ -232,19 +243,19 @@ class _Loader:
         return LoadResult(applied=2, stale=0, rejected=1, objects=1)
 
 
-class _Store:
-    bucket = "writes-bucket"
+def _store(keys: list[str]) -> Any:
+    from chalicelib.loader.sources import ObjectStore, StoredObject
 
-    def __init__(self, keys: list[str]) -> None:
-        self.keys = keys
+    class _Store(ObjectStore):
+        bucket = "writes-bucket"
 
-    def list(self, prefix: str) -> Any:
-        from chalicelib.loader.sources import StoredObject
+        def list(self, prefix: str) -> Any:
+            return iter([StoredObject(k, None) for k in keys if k.startswith(prefix)])
 
-        return iter([StoredObject(k, None) for k in self.keys if k.startswith(prefix)])
+        def get(self, key: str) -> tuple[bytes, str]:
+            return b"{}\n", "0" * 32
 
-    def get(self, key: str) -> tuple[bytes, str]:
-        return b"{}\n", "0" * 32
+    return _Store()
 
 
 def test_s3_event_writes_one_load_line_per_object(lines: Any) -> None:
@@ -264,7 +275,7 @@ def test_s3_event_writes_one_load_line_per_object(lines: Any) -> None:
         ]
     }
     loader = _Loader()
-    handle_s3_event(event, SimpleNamespace(loader=loader), lambda bucket: _Store([]))  # type: ignore[arg-type]
+    handle_s3_event(event, SimpleNamespace(loader=loader), lambda bucket: _store([]))
     loads = [r for r in lines() if r.get("type") == "load"]
     assert [r["key"] for r in loads] == ["writes/2026/01/01/00/a", "writes/2026/01/01/00/b c"]
     for record in loads:
@@ -279,7 +290,7 @@ def test_reconciler_writes_one_load_line_per_object(lines: Any) -> None:
 
     keys = ["writes/2026/01/01/00/a", "writes/2026/01/01/00/b"]
     loader = _Loader()
-    reconcile(_Store(keys), loader, ["writes/2026/01/01/00/"])  # type: ignore[arg-type]
+    reconcile(_store(keys), loader, ["writes/2026/01/01/00/"])  # type: ignore[arg-type]
     assert loader.loads == keys
     loads = [r for r in lines() if r.get("type") == "load"]
     assert [r["key"] for r in loads] == keys

@@ -1,0 +1,85 @@
+"""Objects refused for their size, and poisoned objects (CONTRACT section 5), on the embedded
+SQLite; tests/integration/test_loader_limits_mysql.py runs the same on MariaDB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chalicelib.db.database import open_database
+from chalicelib.loader import BatchLoader
+from tests.loader_limits import (
+    assert_a_database_outage_does_not_poison,
+    assert_a_failing_object_is_poisoned_after_three_attempts,
+    assert_an_object_over_the_limit_is_refused_whole,
+    assert_killed_loads_count_and_the_cli_reports_poisoned_objects,
+    assert_many_rejects_and_a_limit_in_the_middle,
+    assert_the_runbook_query_lists_poisoned_objects,
+)
+
+
+@pytest.fixture
+def db(tmp_path: Path):  # type: ignore[no-untyped-def]
+    database = open_database(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    database.migrate()
+    yield database
+    database.discard()
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_an_object_over_the_limit_is_refused_whole(db, gzipped: bool) -> None:  # type: ignore[no-untyped-def]
+    assert_an_object_over_the_limit_is_refused_whole(db, None, gzipped)
+
+
+def test_many_rejects_then_the_limit(db) -> None:  # type: ignore[no-untyped-def]
+    assert_many_rejects_and_a_limit_in_the_middle(db, None)
+
+
+def test_a_failing_object_is_poisoned_after_three_attempts(db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert_a_failing_object_is_poisoned_after_three_attempts(db, tmp_path)
+
+
+def test_a_database_outage_does_not_poison(db) -> None:  # type: ignore[no-untyped-def]
+    assert_a_database_outage_does_not_poison(db)
+
+
+def test_the_runbook_query_lists_poisoned_objects(db) -> None:  # type: ignore[no-untyped-def]
+    assert_the_runbook_query_lists_poisoned_objects(db)
+
+
+def test_killed_loads_count_and_the_cli_reports_poisoned_objects(tmp_path: Path) -> None:
+    assert_killed_loads_count_and_the_cli_reports_poisoned_objects(f"sqlite:///{tmp_path / 'cli.sqlite3'}", tmp_path)
+
+
+def test_loader_max_object_bytes_is_read_once_from_the_environment_and_reaches_the_loader(tmp_path: Path) -> None:
+    from chalicelib import bootstrap
+    from chalicelib.config import ConfigError, Settings
+
+    env = {"LOCAL_DATA_DIR": str(tmp_path)}
+    assert Settings.from_env(env).loader_max_object_bytes == 268435456
+    settings = Settings.from_env({**env, "LOADER_MAX_OBJECT_BYTES": "1048576"})
+    assert bootstrap.build(settings).loader.max_object_bytes == 1048576
+    for bad in ("lots", "0", "-1"):
+        with pytest.raises(ConfigError, match="LOADER_MAX_OBJECT_BYTES"):
+            Settings.from_env({**env, "LOADER_MAX_OBJECT_BYTES": bad})
+
+
+def test_a_poisoned_object_does_not_fail_its_s3_event(db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from types import SimpleNamespace
+
+    from chalicelib.loader.events import handle_s3_event
+    from chalicelib.loader.sources import LocalObjectStore
+    from tests.loader_limits import KEY, Failing, commands_body
+
+    (tmp_path / "store" / KEY).parent.mkdir(parents=True)
+    (tmp_path / "store" / KEY).write_bytes(commands_body(1))
+    event = {"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "b"}, "object": {"key": KEY}}}]}
+    services = SimpleNamespace(loader=BatchLoader(db, Failing()))
+    store = LocalObjectStore(str(tmp_path / "store"), bucket="b")
+    for _ in range(3):  # the event and Lambda's two retries: each fails, so Lambda retries
+        with pytest.raises(Exception, match="not loaded"):
+            handle_s3_event(event, services, lambda bucket: store)
+    # now poisoned: the event succeeds (retrying cannot help), the object is left for the operator
+    assert handle_s3_event(event, services, lambda bucket: store)["objects"] == 1
+    assert db.query("SELECT COUNT(*) FROM ingest_attempts WHERE poisoned_at IS NOT NULL") == [(1,)]

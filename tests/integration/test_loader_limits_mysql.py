@@ -1,0 +1,63 @@
+"""Objects refused for their size, and poisoned objects, on MariaDB (see tests/loader_limits.py):
+through the fast path (LOAD DATA in small chunks, a worker thread) and the multi-row upsert."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chalicelib.db.database import Database, open_master
+from chalicelib.loader.mysql_fast import MySQLFastApplier
+from tests.loader_limits import (
+    assert_a_database_outage_does_not_poison,
+    assert_a_failing_object_is_poisoned_after_three_attempts,
+    assert_an_object_over_the_limit_is_refused_whole,
+    assert_killed_loads_count_and_the_cli_reports_poisoned_objects,
+    assert_many_rejects_and_a_limit_in_the_middle,
+    assert_the_runbook_query_lists_poisoned_objects,
+)
+
+pytestmark = pytest.mark.mariadb
+
+
+@pytest.fixture
+def db(mysql_url: str) -> Iterator[Database]:
+    database = open_master(mysql_url)
+    database.migrate()
+    yield database
+    database.discard()
+
+
+def fast(db: Database, path: str) -> MySQLFastApplier:
+    return MySQLFastApplier(db, min_rows=1, chunk_lines=100, prefers_keys=path == "keys")
+
+
+@pytest.mark.parametrize("path", ["fresh", "keys"])
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_an_object_over_the_limit_is_refused_whole(db: Database, path: str, gzipped: bool) -> None:
+    assert_an_object_over_the_limit_is_refused_whole(db, fast(db, path), gzipped)
+
+
+@pytest.mark.parametrize("path", ["fresh", "keys"])
+def test_many_rejects_leave_the_fast_path_and_lose_nothing(db: Database, path: str) -> None:
+    applier = fast(db, path)
+    assert_many_rejects_and_a_limit_in_the_middle(db, applier)
+    assert applier.paths["rejects"] == 1
+
+
+def test_a_failing_object_is_poisoned_after_three_attempts(db: Database, tmp_path: Path) -> None:
+    assert_a_failing_object_is_poisoned_after_three_attempts(db, tmp_path)
+
+
+def test_a_database_outage_does_not_poison(db: Database) -> None:
+    assert_a_database_outage_does_not_poison(db)
+
+
+def test_the_runbook_query_lists_poisoned_objects(db: Database) -> None:
+    assert_the_runbook_query_lists_poisoned_objects(db)
+
+
+def test_killed_loads_count_and_the_cli_reports_poisoned_objects(mysql_url: str, tmp_path: Path) -> None:
+    assert_killed_loads_count_and_the_cli_reports_poisoned_objects(mysql_url, tmp_path)
