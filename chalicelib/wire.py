@@ -11,7 +11,7 @@ At run time it encodes the commands of every resource but todos (`WriteCommand.t
 loader's line lane and general path must make of a line the command `decode(line)` makes
 (tests/unit/test_wire.py).
 dataclasses-json's `from_dict` checks no types, so `decode` then runs the loader's own checks
-(`commands.command_from_dict`): untrusted input always goes through the validators.
+(`loader.parsing.command_from_dict`): untrusted input always goes through the validators.
 
 Imported only by paths that write or load, and then only where no benchmark row runs (it costs
 tens of milliseconds of import, marshmallow included): never by a GET (tests/unit/test_cold_start.py).
@@ -73,7 +73,8 @@ def decode(line: str | bytes) -> WriteCommand:
     """The command of one line: the envelope through dataclasses-json, then the loader's checks,
     which raise ValueError with the reason (`from_dict` checks no types and ignores unknown keys,
     so the keys are checked first, as the loader does)."""
-    from chalicelib.commands import COMMAND_KEYS, command_from_dict
+    from chalicelib.commands import COMMAND_KEYS
+    from chalicelib.loader.parsing import command_from_dict
 
     raw = json.loads(line)
     if not isinstance(raw, dict) or raw.keys() != COMMAND_KEYS:

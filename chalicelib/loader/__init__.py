@@ -22,8 +22,10 @@ from chalicelib.errors import DatabaseUnavailable, ObjectUnavailable
 from chalicelib.loader.attempts import Attempts
 
 if TYPE_CHECKING:  # parsing and applying are imported on first load: a GET never needs them
-    from chalicelib.commands import LineStream, Reject, WriteCommand
+    from chalicelib.commands import WriteCommand
     from chalicelib.loader.apply import Applier, Touched
+    from chalicelib.loader.reject_lines import Reject
+    from chalicelib.loader.streaming import LineStream
 
     Work = Callable[[Any, "Quarantine"], tuple[int, int]]
 
@@ -161,8 +163,9 @@ class BatchLoader:
     def _load_stream(
         self, bucket: str, key: str, etag: str, body: Body, force: bool
     ) -> tuple[LoadResult, Touched | None]:
-        from chalicelib.commands import LineStream, ObjectTooLarge, Reject, problem_reject
         from chalicelib.loader.apply import Touched
+        from chalicelib.loader.reject_lines import Reject, problem_reject
+        from chalicelib.loader.streaming import LineStream, ObjectTooLarge
 
         touched = Touched() if self.on_commit else None
 
@@ -195,7 +198,7 @@ class BatchLoader:
         if apply_stream is not None:
             return apply_stream(cur, stream, quarantine, touched)
         # An applier that only takes parsed commands (a test double): the whole object is read.
-        from chalicelib.commands import parsed_batches
+        from chalicelib.loader.parsing import parsed_batches
 
         commands: list[WriteCommand] = []
         for batch, rejects in parsed_batches(stream):

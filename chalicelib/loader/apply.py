@@ -15,8 +15,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.commands import LineStream, WriteCommand, parsed_batches
+from chalicelib.commands import WriteCommand
 from chalicelib.db.database import Database
+from chalicelib.loader.parsing import parsed_batches
+from chalicelib.loader.streaming import LineStream
 from chalicelib.ordering import newer
 from chalicelib.resources import PROFILES, RESOURCES, Resource
 

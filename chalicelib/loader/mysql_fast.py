@@ -52,12 +52,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
-from chalicelib.commands import LineStream, WriteCommand, gc_paused, parse_lines
+from chalicelib.commands import WriteCommand
 from chalicelib.db import local_files
 from chalicelib.db.database import Database
 from chalicelib.db.schema import OWNER_COLLATION, owner_collation
 from chalicelib.loader import Quarantine, chunk_files
 from chalicelib.loader.apply import TABLES, Folded, SqlApplier, Touched
+from chalicelib.loader.gc_pause import gc_paused
+from chalicelib.loader.parsing import parse_lines
+from chalicelib.loader.streaming import LineStream
 from chalicelib.ordering import newer
 
 log = logging.getLogger(__name__)
@@ -348,7 +351,7 @@ def chunk_text(rows: list[Row], heads: dict[int, str]) -> list[str]:
     parsing thread, so the worker thread only waits for the server). In primary-key order, InnoDB
     appends to the pages it just wrote instead of splitting pages all over the index (utf8mb4_bin
     and ascii_bin order is Python's str order). `heads` holds the rows the line lane already
-    wrote up to created_at (commands._todo_from_line); each is let go once used."""
+    wrote up to created_at (todo_lane._todo_from_line); each is let go once used."""
     rows.sort(key=_primary_key)
     pop = heads.pop
     return [

@@ -33,6 +33,9 @@ NEVER_FOR_A_GET = (
     # the write and load side: commands are made by writes and parsed by the loader
     "chalicelib.commands",
     "chalicelib.wire",
+    "chalicelib.loader.parsing",
+    "chalicelib.loader.streaming",
+    "chalicelib.loader.todo_lane",
     "chalicelib.loader.apply",
     "chalicelib.loader.mysql_fast",
 )

@@ -1,4 +1,4 @@
-"""The loader's line lane (commands._todo_from_line): one regular expression for a todo command
+"""The loader's line lane (loader/todo_lane._todo_from_line): one regular expression for a todo command
 written exactly as WriteCommand.to_line writes it.
 
 The lane may decline any line (None: the general path decodes and checks it); when it answers,
@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from chalicelib import commands as cm
 from chalicelib.ids import MAX_VERSION
+from chalicelib.loader import parsing, todo_lane
 from tests.unit.test_parse_fast_paths import raw_commands
 
 ID = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"
@@ -34,7 +35,7 @@ def general(line: str) -> Any:
     """What the general path makes of one line: the command, or the reject's reason."""
     commands: list[Any] = []
     rejects: list[Any] = []
-    cm._parse_line_slowly(1, line, commands.append, rejects)
+    parsing._parse_line_slowly(1, line, commands.append, rejects)
     if commands:
         assert len(commands) == 1 and not rejects
         return commands[0]
@@ -78,7 +79,7 @@ def test_a_line_the_writer_wrote_takes_the_lane_and_gives_the_same_command() -> 
     ):
         line = command.to_line().decode("utf-8")[:-1]
         heads: dict[int, str] = {}
-        lane = cm._todo_from_line(line, heads)
+        lane = todo_lane._todo_from_line(line, heads)
         assert lane is not None, line[:120]
         assert lane == command == general(line)
         assert_head_is_the_row(lane, heads)
@@ -139,9 +140,9 @@ LANE_DECLINES = [
 def test_the_lane_declines_what_needs_a_closer_look_and_the_general_path_decides(name: str, damage: Any) -> None:
     line = damage(canonical(good()))
     assert line != canonical(good())
-    assert cm._todo_from_line(line) is None
+    assert todo_lane._todo_from_line(line) is None
     # and parse_lines (lane first, general path after) answers as the general path alone
-    commands, rejects = cm.parse_lines([line])
+    commands, rejects = parsing.parse_lines([line])
     reference = general(line) if name != "two commands on a line" else None
     if reference is None:
         assert len(commands) == 2 and not rejects
@@ -169,7 +170,7 @@ def test_the_lane_declines_or_agrees_with_the_general_path(raw: Any, twist: str)
     elif twist == "surrogate":
         line = line.replace("e", "\udcff", 1)
     heads: dict[int, str] = {}
-    lane = cm._todo_from_line(line, heads)
+    lane = todo_lane._todo_from_line(line, heads)
     if lane is not None:
         assert lane == general(line)
         assert_head_is_the_row(lane, heads)

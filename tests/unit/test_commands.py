@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chalicelib.commands import command_from_dict, inflate, make_command, parse_object
+from chalicelib.commands import make_command
+from chalicelib.loader.parsing import command_from_dict, parse_object
+from chalicelib.loader.streaming import inflate
 
 OWNER = "alice"
 TODO_ID = "0190b2a0-0000-7000-8000-000000000001"
@@ -181,7 +183,7 @@ def delivered_bodies(draw: st.DrawFn) -> bytes:
 def test_line_stream_gives_object_lines_piece_by_piece(body: bytes, piece: int, step: int, as_file: bool) -> None:
     import io
 
-    from chalicelib.commands import LineStream
+    from chalicelib.loader.streaming import LineStream
 
     data, problem = inflate(body, piece)  # all at once, then decoded and split: the reference
     try:
@@ -198,7 +200,7 @@ def test_line_stream_gives_object_lines_piece_by_piece(body: bytes, piece: int, 
 
 
 def test_a_line_with_no_end_is_read_in_linear_time_and_rejected_past_the_line_limit() -> None:
-    from chalicelib.commands import MAX_LINE_BYTES, LineStream
+    from chalicelib.loader.streaming import MAX_LINE_BYTES, LineStream
 
     body = gzip.compress(b"x" * (64 * 1024 * 1024) + b"\n{}")
     stream = LineStream(body, piece=4096)  # 16,384 pieces, none of them kept
@@ -208,7 +210,7 @@ def test_a_line_with_no_end_is_read_in_linear_time_and_rejected_past_the_line_li
 
 
 def test_a_line_just_under_the_limit_is_kept_whole() -> None:
-    from chalicelib.commands import LineStream
+    from chalicelib.loader.streaming import LineStream
 
     body = gzip.compress(b"y" * 1000 + b"\nz")
     stream = LineStream(body, piece=64, max_line=1000)
@@ -221,7 +223,7 @@ def test_a_line_just_under_the_limit_is_kept_whole() -> None:
 def test_an_object_inflating_beyond_the_limit_raises_before_holding_it(gzipped: bool) -> None:
     import io
 
-    from chalicelib.commands import LineStream, ObjectTooLarge
+    from chalicelib.loader.streaming import LineStream, ObjectTooLarge
 
     raw = b"\n" * 300_000
     body = gzip.compress(raw) if gzipped else raw

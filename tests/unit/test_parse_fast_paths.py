@@ -1,4 +1,4 @@
-"""The loader's fast paths (commands._fast_command, models._todo_fast, the canonical `at` and
+"""The loader's fast paths (parsing._fast_command, models._todo_fast, the canonical `at` and
 due_at slicing, the whole-line scanner in parse_lines) answer exactly as the full checks do.
 
 Each fast path either declines (None: the full path runs) or returns what the full path returns.
@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from chalicelib import commands as cm
 from chalicelib import models
+from chalicelib.loader import parsing
 
 OWNER = "alice"
 UUIDS = st.uuids().map(str)
@@ -104,7 +105,7 @@ def raw_commands(draw: st.DrawFn) -> Any:
 
 def full_path(raw: Any) -> Any:
     try:
-        return cm._checked_command(raw)
+        return parsing._checked_command(raw)
     except ValueError as exc:
         return ("rejected", str(exc))
 
@@ -112,13 +113,13 @@ def full_path(raw: Any) -> Any:
 @settings(max_examples=300, deadline=None)
 @given(raw_commands())
 def test_fast_command_declines_or_agrees_with_every_check(raw: Any) -> None:
-    fast = cm._fast_command(raw)
+    fast = parsing._fast_command(raw)
     reference = full_path(raw)
     if fast is not None:
         assert fast == reference
     # and the public entry point gives the reference answer either way
     try:
-        assert cm.command_from_dict(raw) == reference
+        assert parsing.command_from_dict(raw) == reference
     except ValueError as exc:
         assert reference == ("rejected", str(exc))
 
@@ -172,11 +173,11 @@ def as_line(raw: Any, ascii_only: bool) -> str:
 def test_parse_lines_fast_scanner_agrees_with_json_loads_per_line(raws: list[Any], junk: list[str]) -> None:
     lines = [as_line(r, i % 2 == 0) for i, r in enumerate(raws)] + junk
     lines += [json.dumps(raws[0]) + "  ", json.dumps(raws[0]) + json.dumps(raws[-1])]  # trailing space, concatenated
-    got = cm.parse_lines(lines)
+    got = parsing.parse_lines(lines)
     # reference: every line through the slow path
     commands: list[Any] = []
     rejects: list[Any] = []
     for number, line in enumerate(lines, 1):
         if line and not line.isspace():
-            cm._parse_line_slowly(number, line, commands.append, rejects)
+            parsing._parse_line_slowly(number, line, commands.append, rejects)
     assert got == (commands, rejects)

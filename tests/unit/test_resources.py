@@ -11,9 +11,9 @@ import re
 
 import pytest
 
-from chalicelib import commands as cm
 from chalicelib.commands import make_command
 from chalicelib.db.schema import MIGRATIONS, table_ddl
+from chalicelib.loader import todo_lane
 from chalicelib.loader.apply import TABLES, DeclaredTable
 from chalicelib.models import validate_profile, validate_todo
 from chalicelib.readers.cache import row_for_command
@@ -79,7 +79,7 @@ def test_the_cache_keeps_rows_in_the_declared_read_shape() -> None:
 def lane(data: dict[str, object]) -> object:
     """The line lane's command for a canonical put line of this data (None: it declines)."""
     command = make_command("put", "todos", OWNER, ID, 1_700_000_000_000_000, OP, data)
-    return cm._todo_from_line(command.to_line()[:-1].decode("utf-8"))
+    return todo_lane._todo_from_line(command.to_line()[:-1].decode("utf-8"))
 
 
 def todo(**fields: object) -> dict[str, object]:

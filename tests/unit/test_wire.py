@@ -13,9 +13,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chalicelib import commands as cm
 from chalicelib import wire
 from chalicelib.commands import WriteCommand, make_command
+from chalicelib.loader import parsing, todo_lane
 from chalicelib.models import Invalid, time_zones, validate_profile, validate_todo
 
 UUIDS = st.uuids().map(str)
@@ -89,9 +89,9 @@ def test_the_loader_reads_the_reference_command(command: WriteCommand) -> None:
     reference = wire.decode(line)
     assert reference == command
     text = line[:-1].decode("utf-8")
-    laned = cm._todo_from_line(text)
+    laned = todo_lane._todo_from_line(text)
     assert laned is None or laned == reference
-    parsed, rejects = cm.parse_lines([text])
+    parsed, rejects = parsing.parse_lines([text])
     assert (parsed, rejects) == ([reference], [])
 
 
@@ -99,7 +99,7 @@ def test_the_lane_takes_the_reference_line_of_a_plain_todo() -> None:
     # The lane is what the loader's benchmark runs on: it must not decline the common case.
     data = validate_todo({"title": "Buy milk", "tags": ["home"], "due_at": "2026-01-31T09:00:00+01:00"})
     command = make_command("put", "todos", "alice", ID, 1_700_000_000_000_000, OP, data)
-    assert cm._todo_from_line(wire.encode(command)[:-1].decode("utf-8")) == command
+    assert todo_lane._todo_from_line(wire.encode(command)[:-1].decode("utf-8")) == command
 
 
 def test_decode_refuses_what_the_loader_refuses() -> None:

@@ -1,0 +1,50 @@
+"""Rejected lines as `ingest_rejects` keeps them (CONTRACT section 5): the line number, a reason,
+and the line's text made storable whatever bytes it held, clipped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chalicelib.commands import _is_utf8
+
+MAX_REJECT_LINE_CHARS = 2000
+MAX_REJECT_LINE_BYTES = 4 * MAX_REJECT_LINE_CHARS
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    line_no: int
+    reason: str
+    line: str
+
+
+def _reject(number: int, reason: str, line: str) -> Reject:
+    """A reject whose reason and text are always storable (valid UTF-8: see `storable`), clipped.
+    Both may hold what the line held: the reason names a line's unknown keys, for one."""
+    text = storable(line)
+    if len(text) > MAX_REJECT_LINE_CHARS:
+        text = text[:MAX_REJECT_LINE_CHARS] + "..."
+    return Reject(number, storable(reason)[:500], text)
+
+
+def storable(text: str) -> str:
+    """`text` as valid UTF-8, for MySQL's utf8mb4 and SQLite: unchanged when it already is;
+    otherwise each lone surrogate U+DC80..U+DCFF (how surrogateescape decodes a byte that was not
+    UTF-8) becomes that byte, written `\\xNN` where not UTF-8, and any other lone surrogate
+    `\\udNNN`."""
+    if text.isascii() or _is_utf8(text):
+        return text
+    try:
+        raw = text.encode("utf-8", "surrogateescape")  # the object's own bytes back
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def problem_reject(number: int, problem: str) -> Reject:
+    """The reject recorded after the last line (`number`) when the object did not inflate cleanly."""
+    return _reject(number, problem, "")
+
+
+def _line_no(reject: Reject) -> int:
+    return reject.line_no
