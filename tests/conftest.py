@@ -136,6 +136,17 @@ def mysql_url(mariadb_server: dict[str, Any]) -> Iterator[str]:
         admin.close()
 
 
+@pytest.fixture
+def mysql_db(mysql_url: str) -> Iterator[Any]:
+    """The master `Database` on a fresh MariaDB database, migrated; discarded afterwards."""
+    from chalicelib.db.database import open_master
+
+    db = open_master(mysql_url)
+    db.migrate()
+    yield db
+    db.discard()
+
+
 def _read_pair_env(directory: str) -> dict[str, str]:
     env: dict[str, str] = {}
     path = Path(directory) / "env"

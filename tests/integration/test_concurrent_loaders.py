@@ -35,7 +35,6 @@ import sys
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -249,14 +248,6 @@ SEEDS = (1, 2)
 # first probe finds nothing stored, as no load can commit before it), keys (forced), refused (no
 # LOAD DATA LOCAL).
 WORKER_PATHS = {"fresh": "fresh", "keys": "keys", "upsert": "refused"}
-
-
-@pytest.fixture
-def mysql_db(mysql_url: str) -> Iterator[Database]:
-    db = open_master(mysql_url)
-    db.migrate()
-    yield db
-    db.discard()
 
 
 @pytest.mark.mariadb

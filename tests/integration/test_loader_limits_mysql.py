@@ -3,12 +3,11 @@ through the fast path (LOAD DATA in small chunks, a worker thread) and the multi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from chalicelib.db.database import Database, open_master
+from chalicelib.db.database import Database
 from chalicelib.loader.mysql_fast import MySQLFastApplier
 from tests.loader_limits import (
     assert_a_database_outage_does_not_poison,
@@ -23,11 +22,8 @@ pytestmark = pytest.mark.mariadb
 
 
 @pytest.fixture
-def db(mysql_url: str) -> Iterator[Database]:
-    database = open_master(mysql_url)
-    database.migrate()
-    yield database
-    database.discard()
+def db(mysql_db: Database) -> Database:
+    return mysql_db
 
 
 def fast(db: Database, path: str) -> MySQLFastApplier:

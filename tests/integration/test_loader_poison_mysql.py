@@ -3,12 +3,10 @@ small-object upsert and through the fast path (LOAD DATA in tiny chunks, a worke
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from chalicelib.db.database import Database, open_master
+from chalicelib.db.database import Database
 from chalicelib.loader import BatchLoader
 from chalicelib.loader.mysql_fast import MySQLFastApplier
 from tests.loader_properties import truncate
@@ -18,11 +16,8 @@ pytestmark = pytest.mark.mariadb
 
 
 @pytest.fixture
-def db(mysql_url: str) -> Iterator[Database]:
-    database = open_master(mysql_url)
-    database.migrate()
-    yield database
-    database.discard()
+def db(mysql_db: Database) -> Database:
+    return mysql_db
 
 
 @pytest.mark.parametrize("fast", [False, True], ids=["upsert", "fast"])
