@@ -185,3 +185,13 @@ def redis_server() -> str:
         "Start redis-server or set SLUICE_TEST_REDIS_HOST/PORT; see README 'Tests'.",
     )
     return f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+
+
+@pytest.fixture
+def redis(redis_server: str) -> Iterator[Any]:
+    """A RESP client of the machine's Redis (tests use keys of their own; nothing is flushed)."""
+    from chalicelib.readers.resp import RespClient
+
+    client = RespClient.from_url(redis_server)
+    yield client
+    client.close()

@@ -48,13 +48,6 @@ clock = VersionClock()
 
 # -- fixtures -----------------------------------------------------------------------------------
 @pytest.fixture
-def redis(redis_server: str) -> Iterator[RespClient]:
-    client = RespClient.from_url(redis_server)
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def prefix(redis: RespClient) -> Iterator[str]:
     value = f"sluice-test-{uuid.uuid4().hex[:12]}:v1"
     yield value

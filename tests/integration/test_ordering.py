@@ -104,13 +104,6 @@ def test_the_loader_decides_with_newer(db: Database, drawn: list[tuple[Order, Or
     assert _held(db, ids) == _expected(drawn)
 
 
-@pytest.fixture
-def redis(redis_server: str) -> Iterator[RespClient]:
-    client = RespClient.from_url(redis_server)
-    yield client
-    client.close()
-
-
 @pytest.mark.redis
 @EXAMPLES
 @given(drawn=pairs)

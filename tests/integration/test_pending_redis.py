@@ -40,13 +40,6 @@ class HeldWriter(CommandWriter):
 
 
 @pytest.fixture
-def redis(redis_server: str) -> Iterator[RespClient]:
-    client = RespClient.from_url(redis_server)
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def owners(redis: RespClient) -> Iterator[list[str]]:
     made: list[str] = []
     yield made
