@@ -183,7 +183,8 @@ class PendingEntry(NamedTuple):
     def row(self) -> Row | None:
         data = self.data
         if isinstance(data, bytes):
-            return dict(_JSON.decode(data.decode("utf-8")))
+            row = _JSON.decode(data.decode("utf-8"))  # a new dict every time: the caller's own
+            return row if type(row) is dict else dict(row)
         return None if data is None else dict(data)
 
     def shown(self, base: Seen | None) -> Row | None:
@@ -214,9 +215,10 @@ def _shown_ts(version: int) -> str:
 
 def parse_pending(field_id: str, raw: Any) -> PendingEntry | None:
     try:
-        state, version, op_id, created, payload = bytes(raw).split(b"|", 4)
+        state, version, op_id, created, payload = (raw if type(raw) is bytes else bytes(raw)).split(b"|", 4)
         data = payload if state == PRESENT else None
-        return PendingEntry(field_id, int(version), op_id.decode("ascii"), int(created), data)
+        # PendingEntry(...) without its Python-level __new__: one per pending write of a page
+        return tuple.__new__(PendingEntry, (field_id, int(version), op_id.decode("ascii"), int(created), data))
     except (ValueError, UnicodeDecodeError, TypeError):
         return None
 
@@ -523,19 +525,17 @@ class PendingWrites:
                 return plain
             return self.inner.list_todos(owner, after, limit, state)
         self.breaker.succeeded()
-        now_us = self.clock() // 1000
+        oldest = self.clock() // 1000 - self.ttl_us
         pending: dict[str, PendingEntry] = {}
         expired: list[tuple[str, int]] = []
         for i in range(0, len(raw or ()), 2):
             name = raw[i]
-            if type(name) is not bytes:
-                name = bytes(name)
-            if not name.startswith(b"t:"):
+            if name[:2] != b"t:":
                 continue
-            write = parse_pending(name[2:].decode("ascii", "replace"), raw[i + 1])
+            write = parse_pending(bytes(name[2:]).decode("ascii", "replace"), raw[i + 1])
             if write is None:
                 continue
-            if write.version + self.ttl_us < now_us:
+            if write.version < oldest:
                 expired.append((write.id, write.version))
             else:
                 pending[write.id] = write

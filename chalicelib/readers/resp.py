@@ -300,6 +300,30 @@ class RespClient:
         self._pos += size + 2
         return data
 
+    def _array(self, count: int) -> list[Any]:
+        """An array's items: bulk strings already in the buffer are sliced out in one loop (an
+        HGETALL of pending writes is twenty of them); anything else goes through _reply."""
+        out: list[Any] = []
+        buf = self._buf
+        while len(out) < count:
+            pos = self._pos
+            end = buf.find(CRLF, pos)
+            if end > pos and buf[pos] == 36:  # b"$"
+                try:
+                    size = int(buf[pos + 1 : end])
+                except ValueError as exc:
+                    raise RespConnectionError(f"redis sent a bad length: {bytes(buf[pos:end])[:40]!r}") from exc
+                start = end + 2
+                if size >= 0 and start + size + 2 <= len(buf):
+                    if buf[start + size : start + size + 2] != CRLF:
+                        raise RespConnectionError("redis sent a bulk string without its CRLF")
+                    out.append(bytes(buf[start : start + size]))
+                    self._pos = start + size + 2
+                    continue
+            out.append(self._reply())
+            buf = self._buf  # _fill may have replaced it
+        return out
+
     def _reply(self) -> Any:
         line = self._line()
         if not line:
@@ -317,7 +341,7 @@ class RespClient:
                 return None if size < 0 else self._exact(size)
             if kind == b"*":
                 count = int(rest)
-                return None if count < 0 else [self._reply() for _ in range(count)]
+                return None if count < 0 else self._array(count)
         except ValueError as exc:
             raise RespConnectionError(f"redis sent a bad length: {line[:40]!r}") from exc
         raise RespConnectionError(f"redis sent an unknown reply type: {line[:40]!r}")
