@@ -28,14 +28,17 @@ Reading
     filled) only when neither is there or neither reaches `min_version`, and the newest of the
     three answers. A pending entry is the caller's newest recorded write, so a replica can only
     be newer when a later write was not recorded (reads are eventual then). `GET /todos`: one
-    HGETALL, then `merge_page` merges the caller's pending todos into the keyset page, which
-    always reads the replica: that is where most entries are seen and dropped.
+    HGETALL, and `merge_page` merges the caller's pending todos into the keyset page, which
+    always reads the replica: that is where most entries are seen and dropped. The HGETALL's
+    reply is read after the first page query, which names the pending ids the process last saw
+    for the owner; the merge queries again where that guess did not cover the reply.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import json.scanner
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -64,7 +67,10 @@ log = logging.getLogger(__name__)
 
 PROFILE_FIELD = "p"
 _JSON = json.JSONDecoder()
+_SCAN: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(_JSON)  # type: ignore[arg-type]
 ID_CAP = 64  # pending ids named to the database per page query
+GUESSES = 1024  # owners whose pending ids a process remembers for its next page query
+_NO_GUESS: tuple[list[str], frozenset[str]] = ([], frozenset())
 
 _LUA_HELPERS = (
     LUA_NEWER
@@ -179,7 +185,14 @@ class PendingEntry(NamedTuple):
     def row(self) -> Row | None:
         data = self.data
         if isinstance(data, bytes):
-            return dict(_JSON.decode(data.decode("utf-8")))
+            text = data.decode("utf-8")
+            try:  # the C scanner alone: dump_row's JSON has no whitespace around it
+                row, end = _SCAN(text, 0)
+            except StopIteration:
+                end = -1
+            if end != len(text):
+                row = _JSON.decode(text)  # anything else: decoded (or refused) as before
+            return row if type(row) is dict else dict(row)  # a new dict every time: the caller's own
         return None if data is None else dict(data)
 
     def shown(self, base: Seen | None) -> Row | None:
@@ -210,9 +223,10 @@ def _shown_ts(version: int) -> str:
 
 def parse_pending(field_id: str, raw: Any) -> PendingEntry | None:
     try:
-        state, version, op_id, created, payload = bytes(raw).split(b"|", 4)
+        state, version, op_id, created, payload = (raw if type(raw) is bytes else bytes(raw)).split(b"|", 4)
         data = payload if state == PRESENT else None
-        return PendingEntry(field_id, int(version), op_id.decode("ascii"), int(created), data)
+        # PendingEntry(...) without its Python-level __new__: one per pending write of a page
+        return tuple.__new__(PendingEntry, (field_id, int(version), op_id.decode("ascii"), int(created), data))
     except (ValueError, UnicodeDecodeError, TypeError):
         return None
 
@@ -241,6 +255,14 @@ def newest(pending: PendingEntry | None, loaded: Seen | None) -> Seen | None:
 Fetch = Callable[[str | None, int, Collection[str]], Sequence[Seen]]
 
 
+class Fetched(NamedTuple):
+    """A batch fetched before the pending writes were known: `fetch(after, limit, ids)`'s answer."""
+
+    rows: Sequence[Seen]
+    limit: int
+    ids: Collection[str]
+
+
 def merge_page(
     fetch: Fetch,
     pending: Mapping[str, PendingEntry],
@@ -248,6 +270,7 @@ def merge_page(
     want: int,
     state: str | None,
     id_cap: int = ID_CAP,
+    first: Fetched | None = None,
 ) -> tuple[list[Row], list[tuple[str, int]]]:
     """The first `want` todos with id > after, as the caller would see them were every pending
     write loaded, and the pending entries a settled read showed (todo id, version) to drop.
@@ -255,22 +278,37 @@ def merge_page(
     `fetch(after, limit, ids)` is `TodoReader.list_seen` for the owner and `state`: loaded rows
     matching `state` and the stored state (tombstones included) of each of `ids`. Rows are fetched
     until the page is full: a pending delete or a change of `state` can take rows out of it.
+    `first`, when given, is the first batch, fetched from `after` while the pending writes were
+    read (naming the ids a guess gave): it is used as far as it knows every pending id's state.
     """
     ahead = sorted(i for i in pending if after is None or i > after)
     out: list[Row] = []
     drops: list[tuple[str, int]] = []
     cursor = after
     while True:
-        ids = ahead[:id_cap]
-        # Rows the pending writes may take out of the page (deletes; any, under a filter) are
-        # fetched beyond it at once, so one query usually fills the page.
-        slack = len(ids) if state is not None else sum(1 for i in ids if pending[i].data is None)
-        limit = want - len(out) + slack
-        batch = fetch(cursor, limit, ids)
+        if first is not None:
+            batch, limit, asked = first.rows, first.limit, first.ids
+            first = None
+            missing = next((i for i in ahead if i not in asked), None)
+        else:
+            ids = ahead[:id_cap]
+            # Rows the pending writes may take out of the page (deletes; any, under a filter) are
+            # fetched beyond it at once, so one query usually fills the page.
+            slack = len(ids) if state is not None else sum(1 for i in ids if pending[i].data is None)
+            limit = want - len(out) + slack
+            batch = fetch(cursor, limit, ids)
+            asked = ids
+            missing = ahead[id_cap] if len(ahead) > id_cap else None
         upper = batch[-1].id if len(batch) >= limit else None  # None: nothing stored beyond
-        if len(ahead) > len(ids) and (upper is None or upper > ids[-1]):
-            upper = ids[-1]  # the stored state of later pending ids is not known yet
-        named = [i for i in ids if upper is None or i <= upper]
+        if missing is not None and (upper is None or upper >= missing):
+            # The stored state of `missing` (and later pending ids) is not known: the batch
+            # answers up to the last id it knows below it.
+            known = [b.id for b in batch if b.id < missing]
+            known += [i for i in asked if i < missing and (cursor is None or i > cursor)]
+            if not known:
+                continue  # nothing known: fetch again, naming the pending ids
+            upper = max(known)
+        named = ahead if upper is None else [i for i in ahead if i <= upper]
         # Walk the fetched rows and the pending ids together, both in id order.
         j, last = 0, len(named)
         for base in batch:
@@ -340,6 +378,9 @@ class PendingWrites:
         self.clock = clock
         self.on_failure = on_failure or _count_failure
         self.failures = 0
+        # Per owner's hash: the pending todo ids (sorted) and the deletes among them this process
+        # last saw, named by the next page query before the HGETALL's reply is read. A guess.
+        self._guesses: dict[str, tuple[list[str], frozenset[str]]] = {}
 
     # -- writes --------------------------------------------------------------------------------
     def record(self, commands: Sequence[WriteCommand]) -> bool:
@@ -364,7 +405,21 @@ class PendingWrites:
                 ok = False
             else:
                 self.breaker.succeeded()
+                self._remember(pending_key(owner, self.prefix), mine)
         return ok
+
+    def _remember(self, hash_key: str, commands: Sequence[WriteCommand]) -> None:
+        """Add recorded todo writes to the owner's guess (the writer's next page names them)."""
+        guess, deletes = self._guesses.pop(hash_key, _NO_GUESS)
+        ids = set(guess)
+        gone = set(deletes)
+        for command in commands:
+            if command.resource == "todos":
+                ids.add(command.id)
+                (gone.add if command.op == "delete" else gone.discard)(command.id)
+        if len(self._guesses) >= GUESSES:
+            self._guesses.pop(next(iter(self._guesses)), None)
+        self._guesses[hash_key] = (sorted(ids), frozenset(gone))
 
     def _failed(self, count: int, exc: BaseException | None) -> None:
         self.failures += count
@@ -442,39 +497,86 @@ class PendingWrites:
 
     # -- pages -----------------------------------------------------------------------------------
     def list_todos(self, owner: str, after: str | None, limit: int, state: str | None) -> list[Row]:
-        """The owner's page with their pending todos merged (`limit` rows at most)."""
+        """The owner's page with their pending todos merged (`limit` rows at most).
+
+        With a client that can (RespClient.send), the HGETALL is written first and its reply read
+        after the page query, which names the pending ids this process last saw for the owner
+        (none for an owner it knows nothing of); merge_page queries again only when the reply
+        holds a pending id in the page that the query did not name."""
         if not self.breaker.allows():
             return self.inner.list_todos(owner, after, limit, state)
         hash_key = pending_key(owner, self.prefix)
+        send = getattr(self.client, "send", None)
+        first: Fetched | None = None
+        plain: list[Row] | None = None
         try:
-            raw = self.client.execute_command("HGETALL", hash_key)
+            if send is None:
+                raw = self.client.execute_command("HGETALL", hash_key)
+            else:
+                guess, deletes = self._guesses.get(hash_key, _NO_GUESS)
+                ids = [i for i in guess if after is None or i > after][:ID_CAP]
+                deferred = send("HGETALL", hash_key)
+                try:
+                    if ids:
+                        slack = len(ids) if state is not None else sum(1 for i in ids if i in deletes)
+                        n = limit + slack
+                        first = Fetched(self.inner.list_seen(owner, after, n, state, ids), n, frozenset(ids))
+                    else:
+                        plain = self.inner.list_todos(owner, after, limit, state)
+                except BaseException:
+                    deferred.abandon()
+                    raise
+                raw = deferred.result()
         except Exception as exc:  # noqa: BLE001 - reads fall back to the database
             self.breaker.failed(exc, "reading")
+            if plain is not None:
+                return plain
             return self.inner.list_todos(owner, after, limit, state)
         self.breaker.succeeded()
+        oldest = self.clock() // 1000 - self.ttl_us
         pending: dict[str, PendingEntry] = {}
         expired: list[tuple[str, int]] = []
         for i in range(0, len(raw or ()), 2):
-            name = bytes(raw[i])
-            if not name.startswith(b"t:"):
+            name = raw[i]
+            if name[:2] != b"t:":
                 continue
-            write = parse_pending(name[2:].decode("ascii", "replace"), raw[i + 1])
+            write = parse_pending(bytes(name[2:]).decode("ascii", "replace"), raw[i + 1])
             if write is None:
                 continue
-            if self._expired(write):
+            if write.version < oldest:
                 expired.append((write.id, write.version))
             else:
                 pending[write.id] = write
-        if not pending:
+        if send is not None:
+            self._guess(hash_key, pending)
+        drops: list[tuple[str, int]] = []
+        if not pending and plain is not None:
+            rows = plain
+        elif not pending and first is None:
             rows = self.inner.list_todos(owner, after, limit, state)
-            drops: list[tuple[str, int]] = []
         else:
+            if plain is not None:  # fetched naming no id: it answers up to the first pending id
+                first = Fetched([Seen(r["id"], r, r["version"], False) for r in plain], limit, ())
             rows, drops = merge_page(
-                lambda cursor, n, ids: self.inner.list_seen(owner, cursor, n, state, ids), pending, after, limit, state
+                lambda cursor, n, ids: self.inner.list_seen(owner, cursor, n, state, ids),
+                pending,
+                after,
+                limit,
+                state,
+                first=first,
             )
         if expired or drops:
             self._drop(hash_key, [(f"t:{i}", v) for i, v in (*expired, *drops)])
         return rows
+
+    def _guess(self, hash_key: str, pending: Mapping[str, PendingEntry]) -> None:
+        guesses = self._guesses
+        guesses.pop(hash_key, None)
+        if not pending:
+            return
+        if len(guesses) >= GUESSES:
+            guesses.pop(next(iter(guesses)), None)
+        guesses[hash_key] = (sorted(pending), frozenset(i for i, w in pending.items() if w.data is None))
 
     # -- housekeeping ----------------------------------------------------------------------------
     def _expired(self, write: PendingEntry) -> bool:

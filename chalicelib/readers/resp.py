@@ -12,6 +12,9 @@ and keeps the deployment package free of another dependency.
   command reconnects. A command sent on a connection that had been idle and turns out closed by
   the server is retried once on a fresh connection (every command the cache sends is idempotent).
 - Error replies (`-ERR ...`) raise `RespError` and leave the connection usable.
+- `send` writes a command and returns a `Deferred` whose `result()` reads its reply later, so a
+  caller can do other work (a SQL query) while Redis answers. The client's lock is held from
+  `send` until `result()` (or `abandon()`): the same thread must not use the client in between.
 
 URL: `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?timeout=S&connect_timeout=S]`, or `rediss://`
 for TLS (ElastiCache in-transit encryption), verified against the system's CA store.
@@ -228,6 +231,37 @@ class RespClient:
                         raise RespConnectionError(f"redis {self.host}:{self.port}: {exc}") from exc
         raise AssertionError("unreachable")
 
+    def send(self, *args: Any) -> Deferred:
+        """Write one command now and read its reply with `Deferred.result()` (module docstring).
+        Raises RespConnectionError when the command cannot be written."""
+        payload = encode_command(args)
+        self._lock.acquire()
+        try:
+            reused = self._sock is not None and self._pid == os.getpid()
+            try:
+                if not reused:
+                    self._drop()
+                    self._open()
+                sock = self._sock
+                assert sock is not None
+                sock.sendall(payload)
+            except (OSError, RespConnectionError) as exc:
+                self._drop()
+                if not reused or isinstance(exc, TimeoutError):
+                    raise _connection_error(self, exc) from exc
+                reused = False  # an idle connection the server closed: once more on a fresh one
+                self._open()
+                sock = self._sock
+                assert sock is not None
+                sock.sendall(payload)
+        except BaseException as exc:
+            self._drop()
+            self._lock.release()
+            if isinstance(exc, OSError) and not isinstance(exc, RespConnectionError):
+                raise _connection_error(self, exc) from exc
+            raise
+        return Deferred(self, args, reused)
+
     def _roundtrip(self, commands: Sequence[Sequence[Any]], payload: bytes | None = None) -> list[Any]:
         sock = self._sock
         assert sock is not None
@@ -266,6 +300,30 @@ class RespClient:
         self._pos += size + 2
         return data
 
+    def _array(self, count: int) -> list[Any]:
+        """An array's items: bulk strings already in the buffer are sliced out in one loop (an
+        HGETALL of pending writes is twenty of them); anything else goes through _reply."""
+        out: list[Any] = []
+        buf = self._buf
+        while len(out) < count:
+            pos = self._pos
+            end = buf.find(CRLF, pos)
+            if end > pos and buf[pos] == 36:  # b"$"
+                try:
+                    size = int(buf[pos + 1 : end])
+                except ValueError as exc:
+                    raise RespConnectionError(f"redis sent a bad length: {bytes(buf[pos:end])[:40]!r}") from exc
+                start = end + 2
+                if size >= 0 and start + size + 2 <= len(buf):
+                    if buf[start + size : start + size + 2] != CRLF:
+                        raise RespConnectionError("redis sent a bulk string without its CRLF")
+                    out.append(bytes(buf[start : start + size]))
+                    self._pos = start + size + 2
+                    continue
+            out.append(self._reply())
+            buf = self._buf  # _fill may have replaced it
+        return out
+
     def _reply(self) -> Any:
         line = self._line()
         if not line:
@@ -283,7 +341,61 @@ class RespClient:
                 return None if size < 0 else self._exact(size)
             if kind == b"*":
                 count = int(rest)
-                return None if count < 0 else [self._reply() for _ in range(count)]
+                return None if count < 0 else self._array(count)
         except ValueError as exc:
             raise RespConnectionError(f"redis sent a bad length: {line[:40]!r}") from exc
         raise RespConnectionError(f"redis sent an unknown reply type: {line[:40]!r}")
+
+
+def _connection_error(client: RespClient, exc: BaseException) -> RespConnectionError:
+    if isinstance(exc, RespConnectionError):
+        return exc
+    return RespConnectionError(f"redis {client.host}:{client.port}: {exc}")
+
+
+class Deferred:
+    """The reply of a command `RespClient.send` wrote; holds the client's lock until read."""
+
+    def __init__(self, client: RespClient, args: Sequence[Any], reused: bool) -> None:
+        self._client = client
+        self._args = args
+        self._reused = reused
+        self._open = True
+
+    def result(self) -> Any:
+        """The reply (bytes, int, list, None); RespError for an error reply, RespConnectionError
+        when the server cannot be used. A connection found closed after idling is retried once."""
+        if not self._open:
+            raise RuntimeError("this reply was already read or abandoned")
+        client = self._client
+        self._open = False
+        try:
+            try:
+                reply = client._reply()
+            except (OSError, RespConnectionError) as exc:
+                client._drop()
+                if not self._reused or isinstance(exc, TimeoutError):
+                    raise _connection_error(client, exc) from exc
+                try:
+                    client._open()
+                    reply = client._roundtrip([self._args])[0]
+                except (OSError, RespConnectionError) as again:
+                    client._drop()
+                    raise _connection_error(client, again) from again
+            except BaseException:
+                client._drop()
+                raise
+        finally:
+            client._lock.release()
+        if isinstance(reply, RespError):
+            raise reply
+        return reply
+
+    def abandon(self) -> None:
+        """Give up on the reply (the caller failed meanwhile): the connection is dropped."""
+        if self._open:
+            self._open = False
+            try:
+                self._client._drop()
+            finally:
+                self._client._lock.release()

@@ -120,7 +120,11 @@ class SqlReader(TodoReader):
         else:
             text += f" AND {live}"
         params.append(limit)
-        return [_seen(r[0], r) for r in self.db.query(text + " ORDER BY id LIMIT %s", params)]
+        new = tuple.__new__  # Seen(...) without its Python-level __new__: one per row of a page
+        return [
+            new(Seen, (r[0], None if r[9] else todo_row(r), int(r[6]), True))
+            for r in self.db.query(text + " ORDER BY id LIMIT %s", params)
+        ]
 
 
 def declared_row(resource: Resource, stored: Sequence[Any]) -> Row:

@@ -563,6 +563,27 @@ def test_resp_client_reconnects_after_the_server_drops_it(redis_server: str, red
     client.close()
 
 
+def test_resp_client_send_reads_the_reply_later(redis_server: str, redis: RespClient, prefix: str) -> None:
+    client = RespClient.from_url(redis_server)
+    key = prefix + ":send"
+    client.execute_command("SET", key, b"v", "PX", 10000)
+    later = client.send("GET", key)
+    assert redis.execute_command("PING") == b"PONG"  # other connections meanwhile
+    assert later.result() == b"v"
+    with pytest.raises(RuntimeError):
+        later.result()  # one reply, read once
+    with pytest.raises(RespError):
+        client.send("INCR", key).result()  # an error reply; the connection is kept
+    client.send("GET", key).abandon()  # the caller failed meanwhile: the connection is dropped
+    assert client.execute_command("GET", key) == b"v" and client.connects == 2
+    own_id = client.execute_command("CLIENT", "ID")
+    assert redis.execute_command("CLIENT", "KILL", "ID", own_id) == 1
+    assert client.send("GET", key).result() == b"v"  # found closed after idling: retried once
+    assert client.connects == 3
+    client.execute_command("DEL", key)
+    client.close()
+
+
 def test_resp_client_refused_and_url_options() -> None:
     client = RespClient.from_url(f"redis://:secret@127.0.0.1:{closed_port()}/3?timeout=0.05&connect_timeout=0.1")
     assert (client.db, client.password, client.timeout, client.connect_timeout) == (3, "secret", 0.05, 0.1)

@@ -119,6 +119,34 @@ def test_own_writes_show_at_once_in_every_read_while_nothing_is_loaded(app_with,
     assert titles(client.http.get(f"/users/{me}/todos", headers=auth(other, ["admins"]))) == []
 
 
+def test_pages_stay_right_whatever_pending_ids_a_process_last_saw(app_with, owners):
+    """A page query names the pending ids its process last saw while the HGETALL is answered:
+    writes recorded by another process (none seen, or a stale set) show all the same."""
+    client, built, _ = app_with
+    me = new_owner(owners)
+    mine = built.service.pending
+    other = PendingWrites(mine.cache, 900)  # another process: it has seen nothing of `me`
+    ids = []
+    for title in ("a", "b", "c", "d"):
+        ids.append(client.http.post("/todos", headers=auth(me), body=body({"title": title})).json_body["id"])
+    assert len(titles(client.http.get("/todos?limit=2", headers=auth(me)))) == 2
+    assert mine._guesses  # it names these four in its next page query
+    built.service.pending = other
+    client.http.put(f"/todos/{ids[1]}", headers=auth(me), body=body({"title": "B", "state": "done"}))
+    client.http.delete(f"/todos/{ids[2]}", headers=auth(me, json_body=False))
+    new = client.http.post("/todos", headers=auth(me), body=body({"title": "e"})).json_body["id"]
+    built.service.pending = mine  # its guess is stale: it saw none of these writes
+    order = sorted([(ids[0], "a"), (ids[1], "B"), (ids[3], "d"), (new, "e")])
+    shown = [title for _, title in order]
+    assert titles(client.http.get("/todos", headers=auth(me))) == shown
+    assert titles(client.http.get("/todos?state=done", headers=auth(me))) == ["B"]
+    first = client.http.get("/todos?limit=2", headers=auth(me)).json_body
+    rest = client.http.get(f"/todos?limit=3&cursor={first['next_cursor']}", headers=auth(me)).json_body
+    assert [t["title"] for t in first["todos"] + rest["todos"]] == shown
+    mine._guesses.clear()  # a process that knows nothing of the owner
+    assert titles(client.http.get("/todos", headers=auth(me))) == shown
+
+
 def test_a_replica_read_that_shows_the_write_drops_it_and_reads_stay_right(app_with, owners, redis):
     client, built, held = app_with
     me = new_owner(owners)

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chalicelib.readers import Seen
-from chalicelib.readers.pending import PendingEntry, merge_page, newest
+from chalicelib.readers.pending import Fetched, PendingEntry, merge_page, newest
 
 IDS = [f"00000000-0000-4000-8000-{n:012d}" for n in range(24)]
 CREATED = "2026-01-01T00:00:00Z"
@@ -111,6 +111,36 @@ def test_any_cursor_starts_the_page_right_after_it(mix, want, cursor):
     for r in rows:
         assert state is None or r["state"] == state
         assert "created_at" in r
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    mix=mixes,
+    want=st.integers(1, 10),
+    cursor=st.sampled_from([None, *IDS]),
+    guess=st.sets(st.sampled_from(IDS), max_size=12),
+    guess_limit=st.integers(1, 14),
+    plain=st.booleans(),
+)
+def test_a_first_batch_fetched_on_a_guess_of_the_pending_ids_gives_the_model(
+    mix, want, cursor, guess, guess_limit, plain
+):
+    """PendingWrites reads the pending writes while the page query runs, naming the ids it last
+    saw: whatever that guess (stale, partial, empty) and its limit, the page is the model's."""
+    loaded, pending, state = mix
+    store = Store(loaded, state, True)
+    ids = sorted(i for i in guess if cursor is None or i > cursor)
+    if plain:  # the live rows only, as list_todos answers when the guess is empty
+        ids = []
+        rows = [s for s in Store(loaded, state, False).fetch(cursor, guess_limit, ()) if s.row is not None]
+    else:
+        rows = store.fetch(cursor, guess_limit, ids)
+    first = Fetched(rows, guess_limit, frozenset(ids))
+    got, drops = merge_page(store.fetch, entries(pending), cursor, want, state, 3, first)
+    expected = [item for item in model(loaded, pending, state) if cursor is None or item[0] > cursor][:want]
+    assert [(r["id"], r["title"]) for r in got] == expected
+    for todo_id, version in drops:
+        assert loaded[todo_id][0] >= version == pending[todo_id][0]
 
 
 def test_a_settled_read_that_shows_the_version_drops_it_and_an_unsettled_one_does_not():
