@@ -1,6 +1,7 @@
 """Reader connections reuse parsed column descriptions (chalicelib/db/columns.py): every result is
 exactly what a plain PyMySQL connection gives for the same statement, the first time, from the
-cache, after the schema changed under the same statement, and with the cache cleared."""
+cache, after the schema changed under the same statement, and with the cache cleared; their
+DATETIME and TIMESTAMP values (read by datetime_from_text) too."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import pymysql
 import pytest
+from pymysql.converters import convert_datetime
 
 from chalicelib.db import columns
 from chalicelib.db.database import open_master, open_reader
@@ -76,7 +78,9 @@ def _result(conn: Any, statement: str, args: Any = None) -> tuple[Any, ...]:
             + (f.flags, f.scale)
             for f in result.fields
         ]
-        return rows, cur.description, result.converters, fields
+        # the same decoders, but reader connections read DATETIME and TIMESTAMP with datetime_from_text
+        decoders = [(e, convert_datetime if c is columns.datetime_from_text else c) for e, c in result.converters]
+        return rows, cur.description, decoders, fields
 
 
 def _reader_class() -> Any:
