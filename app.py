@@ -89,7 +89,8 @@ def _validated(validate: Any, body: Any, fields: dict[str, list[str]]) -> Any:
 
 def _min_version(ctx: Any) -> int | None:
     """`min_version=V` (CONTRACT section 3), checked right after invalid_id: 400 invalid_query."""
-    return parse_min_version(query_value(_request(), "min_version"), ctx.service.clock.now())
+    raw = query_value(_request(), "min_version")
+    return None if raw is None else parse_min_version(raw, ctx.service.clock.now())  # the clock only when asked
 
 
 def _post_input(validate: Any) -> tuple[Principal, Any, Any, str | None, int | None]:

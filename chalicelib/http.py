@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chalice import Response
+from chalice.app import handle_extra_types
 
 from chalicelib.errors import (
     ApiError,
@@ -239,10 +240,17 @@ def etag_matches(header: str | None, etag: str) -> bool:
     return False
 
 
+# What chalice's Response.to_dict would do with a body that is not text (json.dumps with these
+# options), with one encoder built once: json.dumps builds a new JSONEncoder on every call.
+_BODY_ENCODER = json.JSONEncoder(separators=(",", ":"), default=handle_extra_types)
+
+
 def read_response(body: Any, max_age: int, etag: str | None = None, status: int = 200) -> Response:
     headers: dict[str, str | list[str]] = {"Content-Type": JSON, "Cache-Control": f"private, max-age={max_age}"}
     if etag is not None:
         headers["ETag"] = etag
+    if not isinstance(body, (str, bytes)):
+        body = _BODY_ENCODER.encode(body)
     return Response(body=body, status_code=status, headers=headers)
 
 

@@ -238,6 +238,7 @@ class MySQLDatabase(Database):
         autocommit: bool = False,
         ping_after_idle: float = 30.0,
         connect: Callable[..., Any] | None = None,
+        cache_columns: bool = False,
     ) -> None:
         super().__init__(url)
         self.connect_timeout = connect_timeout
@@ -249,6 +250,7 @@ class MySQLDatabase(Database):
         self.autocommit = autocommit
         self.ping_after_idle = ping_after_idle
         self._connect_fn = connect
+        self.cache_columns = cache_columns  # readers: column descriptions parsed once (db/columns.py)
         self._plain_tcp = self.tls.mode == "disabled"  # preferred: set once the server offers no TLS
 
     # -- connecting ---------------------------------------------------------------------------
@@ -284,7 +286,12 @@ class MySQLDatabase(Database):
             return self._connect_fn(**kwargs)
         import pymysql
 
-        conn = pymysql.connect(**kwargs)
+        factory = pymysql.connect
+        if self.cache_columns:
+            from chalicelib.db.columns import reader_connection_class
+
+            factory = reader_connection_class() or factory
+        conn = factory(**kwargs)
         return local_files.protect(conn) if kwargs.get("local_infile") else conn
 
     def _connect_kwargs(self, creds: Credentials | None) -> dict[str, Any]:
@@ -378,7 +385,7 @@ def open_database(url: str, **kwargs: Any) -> Database:
 
 # Timeouts: a reader gives up quickly and fails over; the loader's statements can move a whole
 # Firehose object (LOAD DATA of 100k+ rows) and PyMySQL's read timeout is per socket read.
-READER_OPTIONS: dict[str, Any] = {"connect_timeout": 2, "read_timeout": 5, "autocommit": True}
+READER_OPTIONS: dict[str, Any] = {"connect_timeout": 2, "read_timeout": 5, "autocommit": True, "cache_columns": True}
 MASTER_OPTIONS: dict[str, Any] = {"connect_timeout": 3, "read_timeout": 60, "local_infile": True}
 
 

@@ -1,0 +1,168 @@
+"""Reader connections that parse each result column's description once, not on every query.
+
+A MySQL text-protocol result set starts with one column-definition packet per column, and the
+server sends them again with every result. PyMySQL parses each packet into a
+`FieldDescriptorPacket` and picks the column's decoder, on every query: for the 9-column GET of
+one todo that was about a third of the client's CPU time for the whole query (~32 µs of ~100 µs
+measured here), more than the row itself. A reader sends the same few statements over and over,
+so the packets repeat byte for byte. `ReaderConnection` keeps what it made of each packet's bytes
+(the parsed field, its `description` entry, its encoding and converter) and reuses that when the
+same bytes come again. The same bytes parse the same way and the choice depends only on them and
+on the connection's fixed settings (use_unicode, encoding, decoders), so rows and descriptions are
+exactly PyMySQL's; bytes not seen before (another statement, a changed schema) are parsed as
+PyMySQL parses them.
+
+Their DATETIME and TIMESTAMP values are read by `datetime_from_text`: PyMySQL's answer, without
+its regular expression for the text MySQL sends for a DATETIME(6) (~2 µs a value, two per todo).
+
+This reaches into PyMySQL's result reading (`Connection._read_query_result`,
+`MySQLResult._get_descriptions`), as `local_files` does for its local-file sender: when this
+PyMySQL does not have what it needs, `reader_connection_class()` answers None and readers use
+`pymysql.connect` as before. tests/integration/test_column_cache.py holds the two to the same
+results.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from typing import Any
+
+from pymysql.converters import convert_datetime
+
+MAX_COLUMNS = 512  # distinct column packets kept per connection (a reader's statements use ~40)
+
+_lock = threading.Lock()
+_made: list[Any] = []  # [the class or None], made once per process
+
+
+def datetime_from_text(text: Any) -> Any:
+    """`pymysql.converters.convert_datetime(text)`, by `datetime.fromisoformat` when the text has
+    the shape MySQL gives a DATETIME(6) or TIMESTAMP(6), '2026-01-02 03:04:05.123456' (a naive
+    datetime, or the same fallback for an impossible date); any other text goes to PyMySQL's."""
+    if (
+        type(text) is str
+        and len(text) == 26
+        and text[4] == "-"
+        and text[7] == "-"
+        and text[10] == " "
+        and text[13] == ":"
+        and text[16] == ":"
+        and text[19] == "."
+    ):
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError:
+            pass
+        else:
+            if value.tzinfo is None:
+                return value
+    return convert_datetime(text)
+
+
+def reader_connection_class() -> Any:
+    """`ReaderConnection` (a `pymysql.connections.Connection`), or None when this PyMySQL lacks
+    the internals it relies on."""
+    with _lock:
+        if not _made:
+            _made.append(_make())
+        return _made[0]
+
+
+def _make() -> Any:
+    try:
+        from pymysql import connections, converters
+        from pymysql.constants import FIELD_TYPE
+    except ImportError:
+        return None
+    internals: Any = connections  # private parts the type stubs do not declare
+    Connection: Any = internals.Connection
+    MySQLResult: Any = internals.MySQLResult
+    FieldDescriptorPacket = getattr(internals, "FieldDescriptorPacket", None)
+    MysqlPacket = getattr(internals, "MysqlPacket", None)
+    TEXT_TYPES = getattr(internals, "TEXT_TYPES", None)
+    if FieldDescriptorPacket is None or MysqlPacket is None or not isinstance(TEXT_TYPES, (set, frozenset)):
+        return None
+    needed = (
+        (Connection, "_read_query_result"),
+        (Connection, "_read_packet"),
+        (MySQLResult, "_get_descriptions"),
+        (MySQLResult, "read"),
+        (FieldDescriptorPacket, "description"),
+        (MysqlPacket, "get_all_data"),
+    )
+    if not all(callable(getattr(owner, name, None)) for owner, name in needed):
+        return None
+    through = converters.through
+    conversions = dict(converters.conversions)
+    for kind in (FIELD_TYPE.DATETIME, FIELD_TYPE.TIMESTAMP):
+        if conversions.get(kind) is convert_datetime:
+            conversions[kind] = datetime_from_text
+
+    def describe(conn: Any, data: bytes) -> tuple[Any, Any, tuple[str | None, Any]]:
+        """What PyMySQL's `_get_descriptions` makes of one column packet (PyMySQL 1.x)."""
+        field = FieldDescriptorPacket(data, conn.encoding)
+        field_type = field.type_code
+        encoding: str | None
+        if not conn.use_unicode:
+            encoding = None
+        elif field_type == FIELD_TYPE.JSON:
+            encoding = conn.encoding
+        elif field_type in TEXT_TYPES:
+            encoding = None if field.charsetnr == 63 else conn.encoding  # 63: binary
+        else:
+            encoding = "ascii"
+        converter = conn.decoders.get(field_type)
+        if converter is through:
+            converter = None
+        return field, field.description(), (encoding, converter)
+
+    class ColumnCachingResult(MySQLResult):
+        def _get_descriptions(self) -> None:
+            conn = self.connection
+            known = conn.sluice_columns
+            fields = []
+            description = []
+            decoders = []
+            for _ in range(self.field_count):
+                data = conn._read_packet().get_all_data()
+                column = known.get(data)
+                if column is None:
+                    column = describe(conn, data)
+                    if len(known) >= MAX_COLUMNS:
+                        known.clear()
+                    known[data] = column
+                fields.append(column[0])
+                description.append(column[1])
+                decoders.append(column[2])
+            eof_packet = conn._read_packet()
+            assert eof_packet.is_eof_packet(), "Protocol error, expecting EOF"
+            self.fields = fields
+            self.converters = decoders
+            self.description = tuple(description)
+
+    class ReaderConnection(Connection):
+        """A PyMySQL connection whose buffered results reuse known column descriptions and read
+        DATETIME and TIMESTAMP values with `datetime_from_text` (unless given its own `conv`)."""
+
+        sluice_conversions = conversions
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.sluice_columns: dict[bytes, tuple[Any, Any, tuple[str | None, Any]]] = {}
+            if kwargs.get("conv") is None:
+                kwargs["conv"] = self.sluice_conversions
+            super().__init__(*args, **kwargs)
+
+        def _read_query_result(self, unbuffered: bool = False) -> Any:
+            if unbuffered:
+                return super()._read_query_result(unbuffered)
+            # Connection._read_query_result with the result class above
+            self._result = None
+            result = ColumnCachingResult(self)
+            result.read()
+            self._result = result
+            if result.server_status is not None:
+                self.server_status = result.server_status
+            return result.affected_rows
+
+    return ReaderConnection
