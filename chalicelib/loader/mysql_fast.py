@@ -529,8 +529,10 @@ class _Session:
         """Wait for the worker, then fix keys seen again in later chunks; (applied, stale)."""
         if not self.mode:
             return 0, self.fold.commands
-        self._collect(self.worker.drain())
+        # Every chunk is folded by now: which keys need a fix is known before the worker is
+        # done, so it is found while the server writes the last chunk instead of after.
         fixups = self.fold.fixups()
+        self._collect(self.worker.drain())
         if fixups and self.mode == "keys":
             self.applied += self._newly_applied([c for c, _ in fixups if (c.owner, c.id) not in self.written])
         if fixups:
