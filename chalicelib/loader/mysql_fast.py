@@ -47,7 +47,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
@@ -395,6 +395,13 @@ class _Session:
         self.applied = 0
         self.written: set[Key] = set()  # keys: keys written (new or newer than stored)
 
+    def release(self) -> None:
+        """Let go of the object's rows (the session is done)."""
+        self.fold = Fold()
+        self.sent = []
+        self.heads.clear()
+        self.written = set()
+
     # -- the caller's thread: parse, fold, hand chunks to the worker ----------------------------
     def add(self, commands: Sequence[WriteCommand]) -> None:
         rows = self.fold.add(commands)
@@ -522,8 +529,10 @@ class _Session:
         """Wait for the worker, then fix keys seen again in later chunks; (applied, stale)."""
         if not self.mode:
             return 0, self.fold.commands
-        self._collect(self.worker.drain())
+        # Every chunk is folded by now: which keys need a fix is known before the worker is
+        # done, so it is found while the server writes the last chunk instead of after.
         fixups = self.fold.fixups()
+        self._collect(self.worker.drain())
         if fixups and self.mode == "keys":
             self.applied += self._newly_applied([c for c, _ in fixups if (c.owner, c.id) not in self.written])
         if fixups:
@@ -635,30 +644,50 @@ class MySQLFastApplier(SqlApplier):
             worker = _Worker(self.threaded and not stream.done)  # a thread to talk to the server
             session = _Session(self, cur, worker, {})
             parts = self._chunks(stream, quarantine, others, session)
-            quarantine.held = True  # the worker owns the connection while the session runs
             try:
-                result = self._run(cur, session, parts, quarantine)
+                return self._apply_parts(cur, session, parts, quarantine, others, touched)
             finally:
-                quarantine.held = False
-            if result is None:  # abandoned: nothing of it stays; read the rest, then the upsert
-                todos = session.fold.folded()
-                for chunk in parts:
-                    todos.add(chunk)
-                    session.heads.clear()
-                applied, stale = self.apply_folded(cur, todos)
-            else:
-                applied, stale = result
-            if others.winners:
-                a, s = self.apply_folded(cur, others)
-                applied, stale = applied + a, stale + s
-            if touched is not None:
-                touched.winners.extend(session.fold.best.values())
-                touched.winners.extend(others.winners.values())
-            return applied, stale
+                # Let go of the object's rows while the collector is still paused: alive when
+                # it resumes, they would all be walked by its next collection (a third of what
+                # parsing costs), only to be freed a moment later.
+                parts.close()
+                session.release()
+                others.winners.clear()
+                others.earliest.clear()
+
+    def _apply_parts(
+        self,
+        cur: Any,
+        session: _Session,
+        parts: Iterator[list[WriteCommand]],
+        quarantine: Quarantine,
+        others: Folded,
+        touched: Touched | None,
+    ) -> tuple[int, int]:
+        quarantine.held = True  # the worker owns the connection while the session runs
+        try:
+            result = self._run(cur, session, parts, quarantine)
+        finally:
+            quarantine.held = False
+        if result is None:  # abandoned: nothing of it stays; read the rest, then the upsert
+            todos = session.fold.folded()
+            for chunk in parts:
+                todos.add(chunk)
+                session.heads.clear()
+            applied, stale = self.apply_folded(cur, todos)
+        else:
+            applied, stale = result
+        if others.winners:
+            a, s = self.apply_folded(cur, others)
+            applied, stale = applied + a, stale + s
+        if touched is not None:
+            touched.winners.extend(session.fold.best.values())
+            touched.winners.extend(others.winners.values())
+        return applied, stale
 
     def _chunks(
         self, stream: LineStream, quarantine: Quarantine, others: Folded, session: _Session
-    ) -> Iterator[list[WriteCommand]]:
+    ) -> Generator[list[WriteCommand], None, None]:
         """The object's todos chunk by chunk, inflated as they are needed (profiles are folded
         into `others`, bad lines go to `quarantine`). Chunks grow from `size`/16 by half each
         time up to `size`: the server starts soon after the object is opened, and each next
