@@ -63,21 +63,6 @@ ACTION_FOR_OPERATION = {
     ("s3", "HeadObject"): "GetObject",
     ("s3", "HeadBucket"): "ListBucket",
 }
-# The only actions that may have Resource "*": X-Ray (no resource-level permission) and the
-# network-interface actions exactly as AWS's AWSLambdaVPCAccessExecutionRole grants them (Lambda
-# may refuse to create a VPC function whose role scopes CreateNetworkInterface to subnets).
-ANY_RESOURCE_ACTIONS = frozenset(
-    {
-        "xray:PutTraceSegments",
-        "xray:PutTelemetryRecords",
-        "ec2:CreateNetworkInterface",
-        "ec2:DescribeNetworkInterfaces",
-        "ec2:DescribeSubnets",
-        "ec2:DeleteNetworkInterface",
-        "ec2:AssignPrivateIpAddresses",
-        "ec2:UnassignPrivateIpAddresses",
-    }
-)
 OWN_VALUES = frozenset({"Partition", "Region", "AccountId", "Stage", "AppName"})
 LOG_ACTIONS = frozenset({"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"})
 XRAY_ACTIONS = frozenset({"xray:PutTraceSegments", "xray:PutTelemetryRecords"})
@@ -91,6 +76,10 @@ VPC_ACTIONS = frozenset(
         "ec2:UnassignPrivateIpAddresses",
     }
 )
+# The only actions that may have Resource "*": X-Ray (no resource-level permission) and the
+# network-interface actions exactly as AWS's AWSLambdaVPCAccessExecutionRole grants them (Lambda
+# may refuse to create a VPC function whose role scopes CreateNetworkInterface to subnets).
+ANY_RESOURCE_ACTIONS = XRAY_ACTIONS | VPC_ACTIONS
 
 
 # -- 1. the calls in the code ---------------------------------------------------------------------

@@ -21,6 +21,7 @@ import requests
 
 from chalicelib.cli import make_token
 from chalicelib.readers.resp import RespClient
+from tests.functional.aws_fakes import make_bucket, make_stream
 from tests.localserver import ROOT, chalice_local, free_port
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -47,17 +48,8 @@ def moto_endpoint() -> Iterator[str]:
 
         options: dict[str, Any] = {"endpoint_url": endpoint, "region_name": "us-east-1"}
         keys = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-        boto3.client("s3", **options, **keys).create_bucket(Bucket=BUCKET)
-        boto3.client("firehose", **options, **keys).create_delivery_stream(
-            DeliveryStreamName=STREAM,
-            DeliveryStreamType="DirectPut",
-            ExtendedS3DestinationConfiguration={
-                "RoleARN": "arn:aws:iam::123456789012:role/firehose",
-                "BucketARN": f"arn:aws:s3:::{BUCKET}",
-                "Prefix": "writes/",
-                "BufferingHints": {"IntervalInSeconds": 60, "SizeInMBs": 5},
-            },
-        )
+        make_bucket(boto3.client("s3", **options, **keys), BUCKET)
+        make_stream(boto3.client("firehose", **options, **keys), BUCKET, STREAM)
         yield endpoint
     finally:
         server.stop()
