@@ -7,6 +7,7 @@ below. Outside CI a missing service skips the test with a reason that says how t
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import socket
@@ -64,6 +65,36 @@ def auth(sub: str = "alice", groups: list[str] | None = None, json_body: bool = 
     if json_body:
         headers["Content-Type"] = "application/json"
     return headers
+
+
+# -- TLS certificates ---------------------------------------------------------------------------
+def make_ca(directory: Path, name: str) -> tuple[Path, object, object]:
+    """A self-signed CA certificate named `name`, written in PEM to `directory`/`name`.pem:
+    (its path, the certificate, its private key)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    path = directory / f"{name}.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path, cert, key
 
 
 # -- the app on the embedded defaults -----------------------------------------------------------

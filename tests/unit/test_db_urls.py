@@ -4,7 +4,6 @@ connect function stands in for pymysql.connect."""
 
 from __future__ import annotations
 
-import datetime
 import ssl
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from chalicelib.db.database import MASTER_OPTIONS, READER_OPTIONS, MySQLDatabase
 from chalicelib.db.secrets import Credentials, StaticCredentials
 from chalicelib.db.urls import parse_db_url
 from chalicelib.errors import DatabaseUnavailable
+from tests.conftest import make_ca
 
 
 # -- URLs ---------------------------------------------------------------------------------------
@@ -69,27 +69,7 @@ def policy(url: str, ca_bundle: str = "") -> tls.TlsPolicy:
 @pytest.fixture
 def ca_file(tmp_path: Path) -> str:
     """A self-signed CA certificate in PEM, enough for ssl.create_default_context(cafile=...)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sluice test CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    path = tmp_path / "ca.pem"
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    path, _, _ = make_ca(tmp_path, "sluice-test-ca")
     return str(path)
 
 
