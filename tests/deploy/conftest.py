@@ -93,6 +93,18 @@ def app_module() -> Any:
     return app
 
 
+def mock_method(apigw: Any, api: str, resource_id: str, method: str) -> None:
+    """A method without authorization and with a MOCK integration: enough for a deployment."""
+    apigw.put_method(restApiId=api, resourceId=resource_id, httpMethod=method, authorizationType="NONE")
+    apigw.put_integration(restApiId=api, resourceId=resource_id, httpMethod=method, type="MOCK")
+
+
+def replace_stage_settings(apigw: Any, api: str, stage: str, values: dict[str, str]) -> None:
+    """One update_stage that replaces each setting path with its value."""
+    operations = [{"op": "replace", "path": path, "value": value} for path, value in values.items()]
+    apigw.update_stage(restApiId=api, stageName=stage, patchOperations=operations)
+
+
 def client(service: str, region: str = REGION) -> Any:
     """A real botocore client (request shapes are validated) that Stubber will answer."""
     return botocore.session.get_session().create_client(

@@ -27,7 +27,17 @@ from deploy import apigateway, functions, render, stacks
 from deploy import deploy as deploy_step
 from deploy.apigateway import GATEWAY_RESPONSES, StageSettings, Throttle
 from deploy.routes import AUTHORIZATION, IF_NONE_MATCH, RouteError, routes_of
-from tests.deploy.conftest import ACCOUNT, OUTPUTS, REGION, ROOT, FakeApiGateway, client, committed_config_text
+from tests.deploy.conftest import (
+    ACCOUNT,
+    OUTPUTS,
+    REGION,
+    ROOT,
+    FakeApiGateway,
+    client,
+    committed_config_text,
+    mock_method,
+    replace_stage_settings,
+)
 
 API_ID = "a1b2c3d4e5"
 CONTRACT_SECTION_6 = {
@@ -254,19 +264,11 @@ def test_stage_patch_paths_land_where_api_gateway_reads_them(app_module):
             parent, _, part = path.rpartition("/")
             ids[path] = apigw.create_resource(restApiId=api, parentId=ids[parent or "/"], pathPart=part)["id"]
         for route in routes:
-            apigw.put_method(
-                restApiId=api, resourceId=ids[route.path], httpMethod=route.method, authorizationType="NONE"
-            )
-            apigw.put_integration(restApiId=api, resourceId=ids[route.path], httpMethod=route.method, type="MOCK")
+            mock_method(apigw, api, ids[route.path], route.method)
         apigw.create_deployment(restApiId=api, stageName="api")
         # GIVEN the stage cache an earlier version of this step switched on
-        apigw.update_stage(
-            restApiId=api,
-            stageName="api",
-            patchOperations=[
-                {"op": "replace", "path": "/cacheClusterEnabled", "value": "true"},
-                {"op": "replace", "path": "/~1todos/GET/caching/enabled", "value": "true"},
-            ],
+        replace_stage_settings(
+            apigw, api, "api", {"/cacheClusterEnabled": "true", "/~1todos/GET/caching/enabled": "true"}
         )
         assert apigateway.resource_ids(apigw, api) == ids  # every resource, intermediate ones too
 

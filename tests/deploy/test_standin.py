@@ -9,6 +9,8 @@ from types import ModuleType
 
 from cfnlint.decode.cfn_yaml import load as load_cfn_yaml
 
+from tests.deploy.conftest import mock_method, replace_stage_settings
+
 ROOT = Path(__file__).resolve().parents[2]
 STANDIN = Path(__file__).resolve().parent / "standin"
 
@@ -97,16 +99,10 @@ def test_a_deployment_to_an_existing_stage_keeps_its_settings_as_api_gateway_doe
             apigw = boto3.client("apigateway", region_name="eu-west-1")
             api = apigw.create_rest_api(name="x")["id"]
             root = apigw.get_resources(restApiId=api)["items"][0]["id"]
-            apigw.put_method(restApiId=api, resourceId=root, httpMethod="GET", authorizationType="NONE")
-            apigw.put_integration(restApiId=api, resourceId=root, httpMethod="GET", type="MOCK")
+            mock_method(apigw, api, root, "GET")
             first = apigw.create_deployment(restApiId=api, stageName="api")["id"]
-            apigw.update_stage(
-                restApiId=api,
-                stageName="api",
-                patchOperations=[
-                    {"op": "replace", "path": "/cacheClusterEnabled", "value": "true"},
-                    {"op": "replace", "path": "/*/*/throttling/rateLimit", "value": "7"},
-                ],
+            replace_stage_settings(
+                apigw, api, "api", {"/cacheClusterEnabled": "true", "/*/*/throttling/rateLimit": "7"}
             )
             second = apigw.create_deployment(restApiId=api, stageName="api")["id"]
             stage = apigw.get_stage(restApiId=api, stageName="api")
