@@ -9,14 +9,7 @@ import pytest
 
 from chalicelib.db.database import open_database
 from chalicelib.loader import BatchLoader
-from tests.loader_limits import (
-    assert_a_database_outage_does_not_poison,
-    assert_a_failing_object_is_poisoned_after_three_attempts,
-    assert_an_object_over_the_limit_is_refused_whole,
-    assert_killed_loads_count_and_the_cli_reports_poisoned_objects,
-    assert_many_rejects_and_a_limit_in_the_middle,
-    assert_the_runbook_query_lists_poisoned_objects,
-)
+from tests import loader_limits
 
 
 @pytest.fixture
@@ -29,27 +22,29 @@ def db(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("gzipped", [False, True])
 def test_an_object_over_the_limit_is_refused_whole(db, gzipped: bool) -> None:  # type: ignore[no-untyped-def]
-    assert_an_object_over_the_limit_is_refused_whole(db, None, gzipped)
+    loader_limits.assert_an_object_over_the_limit_is_refused_whole(db, None, gzipped)
 
 
 def test_many_rejects_then_the_limit(db) -> None:  # type: ignore[no-untyped-def]
-    assert_many_rejects_and_a_limit_in_the_middle(db, None)
+    loader_limits.assert_many_rejects_and_a_limit_in_the_middle(db, None)
 
 
 def test_a_failing_object_is_poisoned_after_three_attempts(db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    assert_a_failing_object_is_poisoned_after_three_attempts(db, tmp_path)
+    loader_limits.assert_a_failing_object_is_poisoned_after_three_attempts(db, tmp_path)
 
 
 def test_a_database_outage_does_not_poison(db) -> None:  # type: ignore[no-untyped-def]
-    assert_a_database_outage_does_not_poison(db)
+    loader_limits.assert_a_database_outage_does_not_poison(db)
 
 
 def test_the_runbook_query_lists_poisoned_objects(db) -> None:  # type: ignore[no-untyped-def]
-    assert_the_runbook_query_lists_poisoned_objects(db)
+    loader_limits.assert_the_runbook_query_lists_poisoned_objects(db)
 
 
 def test_killed_loads_count_and_the_cli_reports_poisoned_objects(tmp_path: Path) -> None:
-    assert_killed_loads_count_and_the_cli_reports_poisoned_objects(f"sqlite:///{tmp_path / 'cli.sqlite3'}", tmp_path)
+    loader_limits.assert_killed_loads_count_and_the_cli_reports_poisoned_objects(
+        f"sqlite:///{tmp_path / 'cli.sqlite3'}", tmp_path
+    )
 
 
 def test_loader_max_object_bytes_is_read_once_from_the_environment_and_reaches_the_loader(tmp_path: Path) -> None:

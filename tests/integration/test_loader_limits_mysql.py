@@ -9,14 +9,7 @@ import pytest
 
 from chalicelib.db.database import Database
 from chalicelib.loader.mysql_fast import MySQLFastApplier
-from tests.loader_limits import (
-    assert_a_database_outage_does_not_poison,
-    assert_a_failing_object_is_poisoned_after_three_attempts,
-    assert_an_object_over_the_limit_is_refused_whole,
-    assert_killed_loads_count_and_the_cli_reports_poisoned_objects,
-    assert_many_rejects_and_a_limit_in_the_middle,
-    assert_the_runbook_query_lists_poisoned_objects,
-)
+from tests import loader_limits
 
 pytestmark = pytest.mark.mariadb
 
@@ -33,27 +26,27 @@ def fast(db: Database, path: str) -> MySQLFastApplier:
 @pytest.mark.parametrize("path", ["fresh", "keys"])
 @pytest.mark.parametrize("gzipped", [False, True])
 def test_an_object_over_the_limit_is_refused_whole(db: Database, path: str, gzipped: bool) -> None:
-    assert_an_object_over_the_limit_is_refused_whole(db, fast(db, path), gzipped)
+    loader_limits.assert_an_object_over_the_limit_is_refused_whole(db, fast(db, path), gzipped)
 
 
 @pytest.mark.parametrize("path", ["fresh", "keys"])
 def test_many_rejects_leave_the_fast_path_and_lose_nothing(db: Database, path: str) -> None:
     applier = fast(db, path)
-    assert_many_rejects_and_a_limit_in_the_middle(db, applier)
+    loader_limits.assert_many_rejects_and_a_limit_in_the_middle(db, applier)
     assert applier.paths["rejects"] == 1
 
 
 def test_a_failing_object_is_poisoned_after_three_attempts(db: Database, tmp_path: Path) -> None:
-    assert_a_failing_object_is_poisoned_after_three_attempts(db, tmp_path)
+    loader_limits.assert_a_failing_object_is_poisoned_after_three_attempts(db, tmp_path)
 
 
 def test_a_database_outage_does_not_poison(db: Database) -> None:
-    assert_a_database_outage_does_not_poison(db)
+    loader_limits.assert_a_database_outage_does_not_poison(db)
 
 
 def test_the_runbook_query_lists_poisoned_objects(db: Database) -> None:
-    assert_the_runbook_query_lists_poisoned_objects(db)
+    loader_limits.assert_the_runbook_query_lists_poisoned_objects(db)
 
 
 def test_killed_loads_count_and_the_cli_reports_poisoned_objects(mysql_url: str, tmp_path: Path) -> None:
-    assert_killed_loads_count_and_the_cli_reports_poisoned_objects(mysql_url, tmp_path)
+    loader_limits.assert_killed_loads_count_and_the_cli_reports_poisoned_objects(mysql_url, tmp_path)
