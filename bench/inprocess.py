@@ -165,6 +165,17 @@ def raw_select(replica_url: str, owner: str, todo_id: str) -> tuple[Callable[[],
     return by_key, one_page, conn
 
 
+def tear_down(plain: Any, redis: Any, prefix: str) -> None:
+    """After a row through app.app: the plain services' master connections closed, the app's
+    services reset, and the run's keys (all under `prefix`) deleted from Redis."""
+    from chalicelib import bootstrap
+
+    plain.master.discard()
+    bootstrap.reset()
+    for key in redis.execute_command("KEYS", prefix + ":*") or []:
+        redis.execute_command("DEL", key)
+
+
 def run(pair: Pair, quick: bool = False) -> list[Row]:
     """Run with Lambda's environment marker set, and put the environment back afterwards."""
     with lambda_environment():
@@ -243,10 +254,7 @@ def _run(pair: Pair, quick: bool = False) -> list[Row]:
                         item["note"] += f" Profile of ours (own time): {profile_summary(cases[case], calls * 2)}"
         finally:
             conn.close()
-            plain.master.discard()
-            bootstrap.reset()
-            for key in redis.execute_command("KEYS", prefix + ":*") or []:
-                redis.execute_command("DEL", key)
+            tear_down(plain, redis, prefix)
     return rows
 
 

@@ -26,18 +26,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from bench.common import (
-    REDIS_URL,
-    Pair,
-    Row,
-    fresh_database,
-    interleaved,
-    lambda_environment,
-    percentile,
-    quiet_stdout,
-    row,
-    sync_replica,
-)
+from bench import common
 from bench.events import LambdaContext, get_todo_event, list_event, post_event
 
 SECTION = "7. Reading your own writes"
@@ -46,16 +35,16 @@ READER = "5f4e3d2c-1b0a-4f9e-8d7c-6b5a4f3e2d1c"  # 300 loaded todos, 10 pending 
 ONE_MS_US = 1000.0
 
 
-def run(pair: Pair, quick: bool = False, samples: int | None = None) -> list[Row]:
+def run(pair: common.Pair, quick: bool = False, samples: int | None = None) -> list[common.Row]:
     """Run with Lambda's environment marker set, and put the environment back afterwards."""
-    with lambda_environment():
+    with common.lambda_environment():
         return _run(pair, quick, samples)
 
 
-def _run(pair: Pair, quick: bool, samples: int | None) -> list[Row]:
+def _run(pair: common.Pair, quick: bool, samples: int | None) -> list[common.Row]:
     import app as app_module
     from bench.batching import BatchingWriter
-    from bench.inprocess import discard_writer, seed
+    from bench.inprocess import discard_writer, seed, tear_down
     from chalicelib import bootstrap
     from chalicelib.config import Settings
     from chalicelib.readers.cache import CachedReader
@@ -65,12 +54,12 @@ def _run(pair: Pair, quick: bool, samples: int | None) -> list[Row]:
     samples = samples or (40 if quick else 400)
     rounds, calls, warmup = (5, 30, 30) if quick else (15, 200, 300)
     prefix = f"sluice-bench-{uuid.uuid4().hex[:8]}:v1"
-    redis = RespClient.from_url(REDIS_URL)
+    redis = RespClient.from_url(common.REDIS_URL)
     context = LambdaContext()
-    with fresh_database(pair) as (master_url, replica_url), tempfile.TemporaryDirectory() as local:
+    with common.fresh_database(pair) as (master_url, replica_url), tempfile.TemporaryDirectory() as local:
         writer_ids = seed(master_url, WRITER, 40)
         reader_ids = seed(master_url, READER, 300)
-        sync_replica(pair)
+        common.sync_replica(pair)
         settings = Settings.from_env({"DATABASE_URL": master_url, "REPLICA_URLS": replica_url, "LOCAL_DATA_DIR": local})
         plain = bootstrap.build(settings, writer=discard_writer())
         cached_reader = CachedReader(plain.reader, redis, 300, prefix=prefix)
@@ -84,18 +73,15 @@ def _run(pair: Pair, quick: bool, samples: int | None) -> list[Row]:
             return app_module.app(event, context)
 
         try:
-            with quiet_stdout():
+            with common.quiet_stdout():
                 by_id, page, cached_p99, page_p99 = visibility(call, ours, plain, writer_ids[0], samples, redis, prefix)
                 merged = merged_page(call, ours, plain, pending, reader_ids, rounds, calls, warmup)
         finally:
             batching.close()
-            plain.master.discard()
-            bootstrap.reset()
-            for key in redis.execute_command("KEYS", prefix + ":*") or []:
-                redis.execute_command("DEL", key)
+            tear_down(plain, redis, prefix)
             redis.execute_command("DEL", pending_key(WRITER, prefix))
     return [
-        row(
+        common.row(
             "202 → visible to the writer, GET /todos/{id} p99",
             by_id,
             cached_p99 + ONE_MS_US,
@@ -105,7 +91,7 @@ def _run(pair: Pair, quick: bool, samples: int | None) -> list[Row]:
             f"baseline = warm cached GET p99 {cached_p99:.0f} µs + 1 ms. No loader ran.",
             SECTION,
         ),
-        row(
+        common.row(
             "202 → visible to the writer, GET /todos p99",
             page,
             page_p99 + ONE_MS_US,
@@ -115,7 +101,7 @@ def _run(pair: Pair, quick: bool, samples: int | None) -> list[Row]:
             f"pending); baseline = the page without a cache p99 {page_p99:.0f} µs + 1 ms. No loader ran.",
             SECTION,
         ),
-        row(
+        common.row(
             "GET /todos page of 50, 10 pending merged vs no cache",
             merged[0],
             merged[1],
@@ -173,10 +159,10 @@ def visibility(
             out.append(clock() - start)
     us = 1e6
     return (
-        percentile(by_id, 99) * us,
-        percentile(in_page, 99) * us,
-        percentile(cached, 99) * us,
-        percentile(page, 99) * us,
+        common.percentile(by_id, 99) * us,
+        common.percentile(in_page, 99) * us,
+        common.percentile(cached, 99) * us,
+        common.percentile(page, 99) * us,
     )
 
 
@@ -209,7 +195,7 @@ def merged_page(
     shown = {t["id"] for t in answer}
     if len(answer) != 50 or shown & set(first[10:12]) or not set(between) <= shown:
         raise RuntimeError("the merged page is not what the pending writes make it")
-    seconds = interleaved(
+    seconds = common.interleaved(
         {"ours": lambda: call(ours, event), "plain": lambda: call(plain, event)}, rounds, calls, warmup
     )
     return seconds["ours"] * 1e6, seconds["plain"] * 1e6
