@@ -119,6 +119,13 @@ class Database(ABC):
                 raise DatabaseUnavailable(f"database {self.url.redacted()} failed: {exc}") from exc
             raise
 
+    def send_query(self, text: str, params: Sequence[Any] = ()) -> Callable[[], list[tuple[Any, ...]]]:
+        """`query` in two steps: send now, and read the rows when the returned function is called,
+        so the caller can do other work while the server runs the statement. Nothing else may use
+        this thread's connection until the rows are read. Here (SQLite) the statement runs now."""
+        rows = self.query(text, params)
+        return lambda: rows
+
     def _end_read(self, conn: Any) -> None:
         return None
 
@@ -198,6 +205,7 @@ class _AutoCommitting:
 
 # Client errors that mean the connection itself is gone (server restarted, idle timeout, network).
 CONNECTION_LOST = frozenset({2006, 2013, 2055})
+COM_QUERY = 3  # pymysql.constants.COMMAND.COM_QUERY, without importing PyMySQL here
 ACCESS_DENIED = 1045
 SSL_NOT_OFFERED = 2026  # CR_SSL_CONNECTION_ERROR: "SSL is required but the server doesn't support it"
 # Lock wait timeout, deadlock, and (MariaDB with innodb_snapshot_isolation, the default from 11.6)
@@ -352,6 +360,42 @@ class MySQLDatabase(Database):
             if not reused or mysql_error_code(exc.__cause__) not in CONNECTION_LOST:
                 raise
             return super().query(text, params)
+
+    def send_query(self, text: str, params: Sequence[Any] = ()) -> Callable[[], list[tuple[Any, ...]]]:
+        """The statement is written now and its result read when the returned function is called
+        (PyMySQL's `Connection.query` in its two halves: `_execute_command`, `_read_query_result`).
+        A failure either side is `query`'s: DatabaseUnavailable, after once more on a new
+        connection when a kept one turned out dropped."""
+        reused = getattr(self._local, "conn", None) is not None
+        conn = self.connection()
+        try:
+            statement = conn.cursor().mogrify(self.sql(text), params)
+            conn._execute_command(COM_QUERY, statement)
+        except Exception as exc:  # noqa: BLE001 - _sent_failed re-raises what is not an outage
+            return self._sent_failed(exc, reused, text, params)
+
+        def rows() -> list[tuple[Any, ...]]:
+            try:
+                conn._read_query_result()
+                result = conn._result.rows
+                self._end_read(conn)
+            except Exception as exc:  # noqa: BLE001 - _sent_failed re-raises what is not an outage
+                return self._sent_failed(exc, reused, text, params)()
+            return list(result or ())
+
+        return rows
+
+    def _sent_failed(
+        self, exc: Exception, reused: bool, text: str, params: Sequence[Any]
+    ) -> Callable[[], list[tuple[Any, ...]]]:
+        if not self._is_unavailable(exc):
+            self.discard()  # the connection's state is unknown: never read it again
+            raise exc
+        self.discard()
+        if not reused or mysql_error_code(exc) not in CONNECTION_LOST:
+            raise DatabaseUnavailable(f"database {self.url.redacted()} failed: {exc}") from exc
+        rows = Database.query(self, text, params)
+        return lambda: rows
 
     def _is_unavailable(self, exc: BaseException) -> bool:
         import pymysql
