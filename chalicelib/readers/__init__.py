@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection
-from typing import Any, NamedTuple
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
 
 Row = dict[str, Any]
 
@@ -20,6 +20,14 @@ class Seen(NamedTuple):  # a tuple: made for every row of a merged page, so chea
     row: Row | None
     version: int
     settled: bool = True
+
+
+class SeenLater(Protocol):
+    """The rows of a page query already sent (`TodoReader.start_list_seen`). `replaced` maps ids
+    to the version of a write that will replace their stored row: a row older than that may come
+    with only its `created_at` (all a merged page needs of it)."""
+
+    def __call__(self, replaced: Mapping[str, int] | None = None) -> Sequence[Seen]: ...
 
 
 class TodoReader(ABC):
@@ -61,3 +69,12 @@ class TodoReader(ABC):
         ]
         merged = sorted([*rows, *(s for s in extra if s.version)], key=lambda s: s.id)
         return merged[:limit]
+
+    def start_list_seen(
+        self, owner: str, after: str | None, limit: int, state: str | None, ids: Collection[str]
+    ) -> SeenLater:
+        """`list_seen` in two steps: the query is sent now and its rows read by the returned
+        function, so a caller can do other work (read Redis) while the database runs it. Nothing
+        else may read through this reader in this thread meanwhile. By default it runs now."""
+        rows = self.list_seen(owner, after, limit, state, ids)
+        return lambda replaced=None: rows

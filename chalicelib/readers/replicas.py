@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from chalicelib.db.database import open_reader
 from chalicelib.errors import DatabaseUnavailable
-from chalicelib.readers import Row, Seen, TodoReader
+from chalicelib.readers import Row, Seen, SeenLater, TodoReader
 from chalicelib.readers.breaker import Breaker
 from chalicelib.readers.sql import SqlReader
 
@@ -124,6 +124,33 @@ class ReplicaReader(TodoReader):
         self, owner: str, after: str | None, limit: int, state: str | None, ids: Collection[str]
     ) -> list[Seen]:
         index, rows = self._first_at(lambda r: r.list_seen(owner, after, limit, state, ids))
+        return self._as_settled(index, rows)
+
+    def _as_settled(self, index: int, rows: Sequence[Seen]) -> list[Seen]:
         if self._settled(index):
             return list(rows)
         return [Seen(s.id, s.row, s.version, False) for s in rows]
+
+    def start_list_seen(
+        self, owner: str, after: str | None, limit: int, state: str | None, ids: Collection[str]
+    ) -> SeenLater:
+        """Sent to the first reader `_order` gives; when it fails (sending or reading), the read
+        is `list_seen`'s, which skips it (its breaker is open) and fails over."""
+        index = self._order()[0]
+        breaker = self.breakers[index]
+        try:
+            rows = self.readers[index].start_list_seen(owner, after, limit, state, ids)
+        except DatabaseUnavailable as exc:
+            breaker.failed(exc, "reading")
+            return lambda replaced=None: self.list_seen(owner, after, limit, state, ids)
+
+        def seen(replaced: Mapping[str, int] | None = None) -> Sequence[Seen]:
+            try:
+                got = rows(replaced)
+            except DatabaseUnavailable as exc:
+                breaker.failed(exc, "reading")
+                return self.list_seen(owner, after, limit, state, ids)
+            breaker.succeeded()
+            return self._as_settled(index, got)
+
+        return seen

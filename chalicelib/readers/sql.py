@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from chalicelib.db.database import Database
 from chalicelib.ids import format_ts
-from chalicelib.readers import Row, Seen, TodoReader
+from chalicelib.readers import Row, Seen, SeenLater, TodoReader
 from chalicelib.resources import Resource
 
 TODO_COLUMNS = "id, title, notes, state, tags, due_at, version, created_at, updated_at"
@@ -21,7 +21,12 @@ SEEN_TODO = f"SELECT {TODO_COLUMNS}, deleted FROM todos WHERE owner = %s AND id 
 SEEN_PROFILE = (
     "SELECT display_name, locale, timezone, version, created_at, updated_at, deleted FROM profiles WHERE owner = %s"
 )
-LIST_SEEN = f"SELECT {TODO_COLUMNS}, deleted FROM todos WHERE owner = %s AND id > %s"
+# A page's versioned read: a tombstone's version comes negated (versions are positive), so the
+# rows carry no `deleted` column (one field fewer to decode per row of a page).
+LIST_SEEN = (
+    "SELECT id, title, notes, state, tags, due_at, CASE WHEN deleted = 0 THEN version ELSE -version END, "
+    "created_at, updated_at FROM todos WHERE owner = %s AND id > %s"
+)
 GET_PROFILE = (
     "SELECT display_name, locale, timezone, version, created_at, updated_at "
     "FROM profiles WHERE owner = %s AND deleted = 0"
@@ -109,22 +114,61 @@ class SqlReader(TodoReader):
     def list_seen(
         self, owner: str, after: str | None, limit: int, state: str | None, ids: Collection[str]
     ) -> list[Seen]:
-        params: list[Any] = [owner, after or ""]
-        live = "deleted = 0" if state is None else "deleted = 0 AND state = %s"
-        if state is not None:
-            params.append(state)
-        text = LIST_SEEN
-        if ids:
+        return list(self.start_list_seen(owner, after, limit, state, ids)())
+
+    def start_list_seen(
+        self, owner: str, after: str | None, limit: int, state: str | None, ids: Collection[str]
+    ) -> SeenLater:
+        text, params = list_seen_statement(owner, after, limit, state, ids)
+        rows = self.db.send_query(text, params)
+
+        def seen(replaced: Mapping[str, int] | None = None) -> list[Seen]:
+            new = tuple.__new__  # Seen(...) without its Python-level __new__: one per row of a page
+            # A tombstone comes with its version negated (LIST_SEEN): no extra column per row.
+            if not replaced:
+                return [
+                    new(Seen, (r[0], todo_row(r), r[6], True)) if r[6] > 0 else new(Seen, (r[0], None, -r[6], True))
+                    for r in rows()
+                ]
+            older = replaced.get
+            return [
+                (
+                    new(
+                        Seen,
+                        (r[0], todo_row(r) if r[6] >= older(r[0], 0) else {"created_at": ts_out(r[7])}, r[6], True),
+                    )
+                    if r[6] > 0
+                    else new(Seen, (r[0], None, -r[6], True))
+                )
+                for r in rows()
+            ]
+
+        return seen
+
+
+UUID_CHARS = "0123456789abcdef-"
+
+
+def list_seen_statement(
+    owner: str, after: str | None, limit: int, state: str | None, ids: Collection[str]
+) -> tuple[str, list[Any]]:
+    """LIST_SEEN for a page: live rows matching `state`, and the stored state of each of `ids`."""
+    params: list[Any] = [owner, after or ""]
+    live = "deleted = 0" if state is None else "deleted = 0 AND state = %s"
+    if state is not None:
+        params.append(state)
+    text = LIST_SEEN
+    if ids:
+        if all(len(i) == 36 and not i.strip(UUID_CHARS) for i in ids):  # written out: nothing to escape
+            listed = "', '".join(ids)
+            text += f" AND ({live} OR id IN ('{listed}'))"
+        else:
             text += f" AND ({live} OR id IN ({', '.join(['%s'] * len(ids))}))"
             params.extend(ids)
-        else:
-            text += f" AND {live}"
-        params.append(limit)
-        new = tuple.__new__  # Seen(...) without its Python-level __new__: one per row of a page
-        return [
-            new(Seen, (r[0], None if r[9] else todo_row(r), int(r[6]), True))
-            for r in self.db.query(text + " ORDER BY id LIMIT %s", params)
-        ]
+    else:
+        text += f" AND {live}"
+    params.append(limit)
+    return text + " ORDER BY id LIMIT %s", params
 
 
 def declared_row(resource: Resource, stored: Sequence[Any]) -> Row:
