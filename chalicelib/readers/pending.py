@@ -41,7 +41,9 @@ import json
 import json.scanner
 import logging
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Collection, Mapping, Sequence
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from chalicelib.ids import version_to_ts
@@ -70,7 +72,19 @@ _JSON = json.JSONDecoder()
 _SCAN: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(_JSON)  # type: ignore[arg-type]
 ID_CAP = 64  # pending ids named to the database per page query
 GUESSES = 1024  # owners whose pending ids a process remembers for its next page query
-_NO_GUESS: tuple[list[str], frozenset[str]] = ([], frozenset())
+
+
+class Guess(NamedTuple):
+    """What a process last saw of an owner's pending todos, for its next page query (sent before
+    the HGETALL's reply is read): the ids it names, and how many rows to ask for."""
+
+    ids: list[str]  # pending todo ids, ascending
+    deletes: frozenset[str]  # the deletes among them: a loaded row each may take out of a page
+    new: frozenset[str] = frozenset()  # puts of nothing stored that the last page showed
+    page: tuple[str | None, str | None, int] | None = None  # that page's (after, state, limit)
+
+
+_NO_GUESS = Guess([], frozenset())
 
 _LUA_HELPERS = (
     LUA_NEWER
@@ -195,18 +209,34 @@ class PendingEntry(NamedTuple):
             return row if type(row) is dict else dict(row)  # a new dict every time: the caller's own
         return None if data is None else dict(data)
 
+    def decoded(self) -> PendingEntry:
+        """This entry with its stored row decoded once (reads of `row` then copy that dict)."""
+        if type(self.data) is not bytes:
+            return self
+        return tuple.__new__(PendingEntry, (self.id, self.version, self.op_id, self.created, self.row))
+
     def shown(self, base: Seen | None) -> Row | None:
         """The row GET shows for this write over `base` (the loaded state it replaces)."""
-        row = self.row
-        if row is None:
+        data = self.data
+        if data is None:
             return None
+        row = dict(data) if type(data) is dict else self.row
+        assert row is not None
         # The payload carries its own command's instant; an earlier pending command of the key,
         # or the loaded row's created_at, is earlier still.
         if self.created != self.version or "created_at" not in row:
             row["created_at"] = _shown_ts(self.created)
-        if base is not None and base.row is not None and _ts_key(base.row["created_at"]) < _ts_key(row["created_at"]):
-            row["created_at"] = base.row["created_at"]
+        loaded = base.row if base is not None else None
+        if loaded is not None and _earlier(loaded["created_at"], row["created_at"]):
+            row["created_at"] = loaded["created_at"]
         return row
+
+
+def _earlier(a: str, b: str) -> bool:
+    """Whether timestamp `a` is before `b`, both as reads show them."""
+    if len(a) == len(b) == 27:  # both with a fraction (the usual case): as text
+        return a < b
+    return _ts_key(a) < _ts_key(b)
 
 
 def _ts_key(text: str) -> tuple[str, str]:
@@ -263,6 +293,10 @@ class Fetched(NamedTuple):
     ids: Collection[str]
 
 
+_END = Seen("\U0010ffff", None, 0)  # after every id (ids are ASCII)
+_seen_id = attrgetter("id")
+
+
 def merge_page(
     fetch: Fetch,
     pending: Mapping[str, PendingEntry],
@@ -309,46 +343,41 @@ def merge_page(
                 continue  # nothing known: fetch again, naming the pending ids
             upper = max(known)
         named = ahead if upper is None else [i for i in ahead if i <= upper]
-        # Walk the fetched rows and the pending ids together, both in id order.
+        # Walk the fetched rows (up to `upper`) and the pending ids together, both in id order; the
+        # end mark, after every id, takes in the pending ids beyond the last row.
+        if upper is not None:
+            batch = batch[: bisect_right(batch, upper, key=_seen_id)]
         j, last = 0, len(named)
-        for base in batch:
+        for base in (*batch, _END):
             key = base.id
-            if upper is not None and key > upper:
-                break
-            while j < last and named[j] < key:
-                if _take(out, newest(pending[named[j]], None), state) == want:
-                    return out, drops
+            while j < last and named[j] < key:  # a pending write of a key with nothing stored
+                row = pending[named[j]].shown(None)
                 j += 1
+                if row is not None and (state is None or row["state"] == state):
+                    out.append(row)
+                    if len(out) == want:
+                        return out, drops
+            if base is _END:
+                break
             if j < last and named[j] == key:
                 write = pending[key]
                 j += 1
-                if base.settled and base.version >= write.version:
-                    drops.append((key, write.version))
-                shown = newest(write, base)
-                if _take(out, shown, state) == want:
-                    return out, drops
-                continue
-            row = base.row  # the common case, inline: a loaded row no pending write touches
+                if base.version >= write.version:  # loaded already (or a newer write was)
+                    if base.settled:
+                        drops.append((key, write.version))
+                    row = base.row
+                else:
+                    row = write.shown(base)
+            else:
+                row = base.row  # the common case: a loaded row no pending write touches
             if row is not None and (state is None or row["state"] == state):
                 out.append(row)
                 if len(out) == want:
                     return out, drops
-        while j < last:
-            if _take(out, newest(pending[named[j]], None), state) == want:
-                return out, drops
-            j += 1
         if upper is None:
             return out, drops
         cursor = upper
         ahead = [i for i in ahead if i > cursor]
-
-
-def _take(out: list[Row], seen: Seen | None, state: str | None) -> int:
-    """Add the row a state shows when it is live and matches `state`; the page's length."""
-    row = seen.row if seen is not None else None
-    if row is not None and (state is None or row["state"] == state):
-        out.append(row)
-    return len(out)
 
 
 # -- the store -----------------------------------------------------------------------------------
@@ -378,9 +407,8 @@ class PendingWrites:
         self.clock = clock
         self.on_failure = on_failure or _count_failure
         self.failures = 0
-        # Per owner's hash: the pending todo ids (sorted) and the deletes among them this process
-        # last saw, named by the next page query before the HGETALL's reply is read. A guess.
-        self._guesses: dict[str, tuple[list[str], frozenset[str]]] = {}
+        # Per owner's hash: what this process last saw of the pending todos (Guess).
+        self._guesses: dict[str, Guess] = {}
 
     # -- writes --------------------------------------------------------------------------------
     def record(self, commands: Sequence[WriteCommand]) -> bool:
@@ -410,16 +438,16 @@ class PendingWrites:
 
     def _remember(self, hash_key: str, commands: Sequence[WriteCommand]) -> None:
         """Add recorded todo writes to the owner's guess (the writer's next page names them)."""
-        guess, deletes = self._guesses.pop(hash_key, _NO_GUESS)
-        ids = set(guess)
-        gone = set(deletes)
+        guess = self._guesses.pop(hash_key, _NO_GUESS)
+        ids = set(guess.ids)
+        gone = set(guess.deletes)
         for command in commands:
             if command.resource == "todos":
                 ids.add(command.id)
                 (gone.add if command.op == "delete" else gone.discard)(command.id)
         if len(self._guesses) >= GUESSES:
             self._guesses.pop(next(iter(self._guesses)), None)
-        self._guesses[hash_key] = (sorted(ids), frozenset(gone))
+        self._guesses[hash_key] = Guess(sorted(ids), frozenset(gone), guess.new - gone, guess.page)
 
     def _failed(self, count: int, exc: BaseException | None) -> None:
         self.failures += count
@@ -499,40 +527,49 @@ class PendingWrites:
     def list_todos(self, owner: str, after: str | None, limit: int, state: str | None) -> list[Row]:
         """The owner's page with their pending todos merged (`limit` rows at most).
 
-        With a client that can (RespClient.send), the HGETALL is written first and its reply read
-        after the page query, which names the pending ids this process last saw for the owner
-        (none for an owner it knows nothing of); merge_page queries again only when the reply
-        holds a pending id in the page that the query did not name."""
+        With a client that can (RespClient.send), the page query is sent first, naming the
+        pending ids this process last saw for the owner (none for an owner it knows nothing of);
+        the HGETALL is sent, and its reply read and parsed, while the database runs the query. merge_page queries again only when the reply holds a pending id in the page that
+        the query did not name."""
         if not self.breaker.allows():
             return self.inner.list_todos(owner, after, limit, state)
         hash_key = pending_key(owner, self.prefix)
         send = getattr(self.client, "send", None)
-        first: Fetched | None = None
-        plain: list[Row] | None = None
-        try:
-            if send is None:
+        if send is None:
+            try:
                 raw = self.client.execute_command("HGETALL", hash_key)
-            else:
-                guess, deletes = self._guesses.get(hash_key, _NO_GUESS)
-                ids = [i for i in guess if after is None or i > after][:ID_CAP]
-                deferred = send("HGETALL", hash_key)
-                try:
-                    if ids:
-                        slack = len(ids) if state is not None else sum(1 for i in ids if i in deletes)
-                        n = limit + slack
-                        first = Fetched(self.inner.list_seen(owner, after, n, state, ids), n, frozenset(ids))
-                    else:
-                        plain = self.inner.list_todos(owner, after, limit, state)
-                except BaseException:
-                    deferred.abandon()
-                    raise
-                raw = deferred.result()
+            except Exception as exc:  # noqa: BLE001 - reads fall back to the database
+                self.breaker.failed(exc, "reading")
+                return self.inner.list_todos(owner, after, limit, state)
+            self.breaker.succeeded()
+            pending, expired = self._entries(raw, after)
+            return self._merged(hash_key, owner, after, limit, state, pending, expired, None)
+        guess = self._guesses.get(hash_key, _NO_GUESS)
+        ids = [i for i in guess.ids if after is None or i > after][:ID_CAP]
+        # Rows the guessed pending writes may take out of the page are fetched beyond it at once;
+        # new todos the same page showed last time take places, so fewer loaded rows are asked
+        # for. A wrong guess costs one more query in merge_page, never a wrong page.
+        n = limit + (len(ids) if state is not None else sum(1 for i in ids if i in guess.deletes))
+        if guess.new and guess.page == (after, state, limit):
+            n = max(1, n - sum(1 for i in ids if i in guess.new))
+        rows = self.inner.start_list_seen(owner, after, n, state, ids)
+        try:  # while the database runs the page query
+            raw = send("HGETALL", hash_key).result()
         except Exception as exc:  # noqa: BLE001 - reads fall back to the database
             self.breaker.failed(exc, "reading")
-            if plain is not None:
-                return plain
+            rows()  # the connection is read clear before it is used again
             return self.inner.list_todos(owner, after, limit, state)
         self.breaker.succeeded()
+        pending, expired = self._entries(raw, after)
+        # Rows a newer pending write replaces need only their created_at (PendingEntry.shown).
+        first = Fetched(rows({i: w.version for i, w in pending.items()}), n, frozenset(ids))
+        page = self._merged(hash_key, owner, after, limit, state, pending, expired, first)
+        self._guess(hash_key, pending, first, page, after, state, limit)
+        return page
+
+    def _entries(self, raw: Any, after: str | None) -> tuple[dict[str, PendingEntry], list[tuple[str, int]]]:
+        """An HGETALL reply's todo entries (their rows decoded when after the cursor) and the
+        expired ones (todo id, version)."""
         oldest = self.clock() // 1000 - self.ttl_us
         pending: dict[str, PendingEntry] = {}
         expired: list[tuple[str, int]] = []
@@ -547,16 +584,29 @@ class PendingWrites:
                 expired.append((write.id, write.version))
             else:
                 pending[write.id] = write
-        if send is not None:
-            self._guess(hash_key, pending)
+        if len(pending) <= ID_CAP:  # rows a page may show, decoded while the database works
+            for key, write in pending.items():
+                if after is None or key > after:
+                    pending[key] = write.decoded()
+        return pending, expired
+
+    def _merged(
+        self,
+        hash_key: str,
+        owner: str,
+        after: str | None,
+        limit: int,
+        state: str | None,
+        pending: dict[str, PendingEntry],
+        expired: list[tuple[str, int]],
+        first: Fetched | None,
+    ) -> list[Row]:
         drops: list[tuple[str, int]] = []
-        if not pending and plain is not None:
-            rows = plain
-        elif not pending and first is None:
+        if not pending and first is None:
             rows = self.inner.list_todos(owner, after, limit, state)
+        elif not pending and first is not None and not first.ids:  # live rows matching state only
+            rows = [s.row for s in first.rows if s.row is not None]
         else:
-            if plain is not None:  # fetched naming no id: it answers up to the first pending id
-                first = Fetched([Seen(r["id"], r, r["version"], False) for r in plain], limit, ())
             rows, drops = merge_page(
                 lambda cursor, n, ids: self.inner.list_seen(owner, cursor, n, state, ids),
                 pending,
@@ -569,14 +619,42 @@ class PendingWrites:
             self._drop(hash_key, [(f"t:{i}", v) for i, v in (*expired, *drops)])
         return rows
 
-    def _guess(self, hash_key: str, pending: Mapping[str, PendingEntry]) -> None:
+    def _guess(
+        self,
+        hash_key: str,
+        pending: Mapping[str, PendingEntry],
+        first: Fetched,
+        page: list[Row],
+        after: str | None,
+        state: str | None,
+        limit: int,
+    ) -> None:
         guesses = self._guesses
         guesses.pop(hash_key, None)
         if not pending:
             return
         if len(guesses) >= GUESSES:
             guesses.pop(next(iter(guesses)), None)
-        guesses[hash_key] = (sorted(pending), frozenset(i for i, w in pending.items() if w.data is None))
+        deletes = frozenset(i for i, w in pending.items() if w.data is None)
+        # Named puts of which the page query found nothing stored (below the batch's last id,
+        # when it was full): new todos, each in the page in place of a loaded row (learnt
+        # without a filter only; with one, every named id is fetched beyond the page anyway).
+        new: frozenset[str] | set[str] = frozenset()
+        batch = first.rows
+        if first.ids and state is None:
+            top = batch[-1].id if batch and len(batch) >= first.limit else None
+            end = page[-1]["id"] if page and len(page) >= limit else None  # the page's last id, when full
+            stored = {s.id for s in batch}
+            new = {
+                i
+                for i in first.ids
+                if i in pending
+                and i not in deletes
+                and i not in stored
+                and (top is None or i < top)
+                and (end is None or i <= end)
+            }
+        guesses[hash_key] = Guess(sorted(pending), deletes, frozenset(new), (after, state, limit))
 
     # -- housekeeping ----------------------------------------------------------------------------
     def _expired(self, write: PendingEntry) -> bool:
