@@ -44,6 +44,21 @@ def loader_rows(n: int, pair: Pair | None = None) -> list[Row]:
     return [normalise(item, LOADER_SECTION) for item in loader.run(n, **kwargs)]
 
 
+def quiesce(pair: Pair) -> None:
+    """Before each group: the replica has applied what earlier groups wrote, both servers have
+    written out their dirty pages, and this process has collected its garbage, so that no group
+    is timed while the work of the one before it finishes on the same 2 cores."""
+    import gc
+
+    from bench.common import sync_replica
+    from bench.loader import settle
+
+    sync_replica(pair, timeout=600)
+    settle(pair.url("master", "test"))
+    settle(pair.url("replica", "test"))
+    gc.collect()
+
+
 def groups(pair: Pair, quick: bool) -> dict[str, tuple[str, Callable[[], list[Row]]]]:
     from bench import cold_start, freshness, inprocess, master_load, own_writes
 
@@ -79,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             if key not in chosen:
                 parser.error(f"no row group {key!r}")
             section, build = chosen[key]
+            quiesce(pair)
             print(f"bench: {section} ...", file=sys.stderr, flush=True)
             step = time.perf_counter()
             try:
