@@ -209,11 +209,20 @@ class PendingEntry(NamedTuple):
             return row if type(row) is dict else dict(row)  # a new dict every time: the caller's own
         return None if data is None else dict(data)
 
-    def decoded(self) -> PendingEntry:
-        """This entry with its stored row decoded once (reads of `row` then copy that dict)."""
+    def decoded(self) -> PendingEntry | None:
+        """This entry with its stored row decoded once (reads of `row` then copy that dict), or
+        None when what is stored is not a row: such an entry is ignored, like one whose fields
+        do not parse."""
         if type(self.data) is not bytes:
             return self
-        return tuple.__new__(PendingEntry, (self.id, self.version, self.op_id, self.created, self.row))
+        try:
+            row = self.row
+        except (ValueError, TypeError):  # UnicodeDecodeError, JSONDecodeError; TypeError: not an object
+            row = None
+        if type(row) is not dict:
+            log.warning("pending entry %s is not a row; ignored", self.id)
+            return None
+        return tuple.__new__(PendingEntry, (self.id, self.version, self.op_id, self.created, row))
 
     def shown(self, base: Seen | None) -> Row | None:
         """The row GET shows for this write over `base` (the loaded state it replaces)."""
@@ -488,6 +497,8 @@ class PendingWrites:
             return load()
         self.breaker.succeeded()
         write = parse_pending(id_, raw_pending) if raw_pending else None
+        if write is not None:
+            write = write.decoded()
         if write is not None and self._expired(write):
             self._drop(hash_key, [(field, write.version)])
             write = None
@@ -585,9 +596,13 @@ class PendingWrites:
             else:
                 pending[write.id] = write
         if len(pending) <= ID_CAP:  # rows a page may show, decoded while the database works
-            for key, write in pending.items():
+            for key, write in list(pending.items()):
                 if after is None or key > after:
-                    pending[key] = write.decoded()
+                    usable = write.decoded()
+                    if usable is None:
+                        del pending[key]
+                    else:
+                        pending[key] = usable
         return pending, expired
 
     def _merged(

@@ -252,6 +252,21 @@ def test_entries_older_than_the_ttl_are_ignored_and_removed(local_dir, redis_ser
     assert redis.execute_command("HGET", pending_key(me, "sluice:v1"), f"t:{done.id}") is None
 
 
+@pytest.mark.parametrize("payload", [b"not json", b"[1, 2]", b"\xff\xfe", b'{"id": "x"'])
+def test_a_pending_entry_that_is_not_a_row_is_ignored_by_every_read(app_with, owners, redis, payload):
+    client, _, _ = app_with
+    me = new_owner(owners)
+    kept = client.http.post("/todos", headers=auth(me), body=body({"title": "kept"})).json_body
+    spoilt = client.http.post("/todos", headers=auth(me), body=body({"title": "spoilt"})).json_body
+    field = f"t:{spoilt['id']}"
+    stored = redis.execute_command("HGET", pending_key(me, "sluice:v1"), field)
+    head = stored.rsplit(b"|", 1)[0]  # state|version|op_id|created: only the row is spoilt
+    redis.execute_command("HSET", pending_key(me, "sluice:v1"), field, head + b"|" + payload)
+    assert client.http.get(f"/todos/{spoilt['id']}", headers=auth(me)).status_code == 404  # nothing loaded
+    assert titles(client.http.get("/todos", headers=auth(me))) == ["kept"]
+    assert client.http.get(f"/todos/{kept['id']}", headers=auth(me)).json_body["title"] == "kept"
+
+
 def test_a_dead_redis_never_fails_a_write_counts_it_and_reads_fall_back(local_dir, owners):
     from chalice.test import Client
 
