@@ -15,8 +15,10 @@ KNOWN_CAUSES = {
         "both. On the machine of the committed runs before 2026-11-29 per-row autocommit gave about 3,200 "
         "rows/s and LOAD DATA about 93,000 (ours 19.4x); on the machine of later runs commits are cheaper "
         "(4,000-6,000 rows/s) and bulk loading slower (LOAD DATA 52,000-76,000), so that LOAD DATA itself, "
-        "the ceiling of a loader built on it, is under 15x (its ratio is in the note above). The loader "
-        "keeps its targets against LOAD DATA in the same runs; no change to it can reach 15x here."
+        "the ceiling of a loader built on it, is under 15x (its ratio is in the note above): no change to "
+        "the loader can reach 15x here. Its ratios to LOAD DATA swing on that machine too: LOAD DATA "
+        "varied from 52,000 to 66,000 rows/s within one run and up to 76,000 across runs, the loader "
+        "from 36,000 to 45,000."
     ),
     "GET /todos/{id} in process": (
         "The row's own split (above) shows the two parts: the app over a bare route (the JSON access "
