@@ -1,6 +1,6 @@
 """Reading your own writes end to end: `chalice local` with the Firehose transport, moto's server as
 the AWS endpoint (botocore's AWS_ENDPOINT_URL), the machine's Redis as CACHE_URL, and nothing that
-loads the delivered objects. The writer reads its writes back through every GET route, paged,
+loads the delivered objects, on SQLite and on MariaDB. The writer reads its writes back through every GET route, paged,
 filtered and with min_version; then the pending writes are lost (their Redis keys deleted) and
 reads fall back to what is loaded (nothing) and min_version to 503; then the CLI loads the
 delivered objects and min_version is met again."""
@@ -55,9 +55,37 @@ def moto_endpoint() -> Iterator[str]:
         server.stop()
 
 
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
+def database(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """The embedded SQLite file, or a fresh MariaDB database as DATABASE_URL (migrated, dropped after)."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    import pymysql
+
+    from chalicelib.db.database import open_master
+
+    server = request.getfixturevalue("mariadb_server")
+    name = f"sluice_e2e_{uuid.uuid4().hex[:12]}"
+    admin = pymysql.connect(host=server["host"], port=server["port"], user="root", password="", autocommit=True)
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+    url = f"mysql://root@{server['host']}:{server['port']}/{name}"
+    master = open_master(url)
+    master.migrate()
+    master.discard()
+    try:
+        yield {"DATABASE_URL": url}
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.close()
+
+
 @pytest.fixture(scope="module")
-def env(moto_endpoint: str, redis_server: str) -> dict[str, str]:
+def env(moto_endpoint: str, redis_server: str, database: dict[str, str]) -> dict[str, str]:
     return {
+        **database,
         **AWS,
         "AWS_ENDPOINT_URL": moto_endpoint,
         "WRITE_TRANSPORT": "firehose",
@@ -125,7 +153,7 @@ def test_the_writer_reads_its_writes_through_every_get_route_while_nothing_loads
         deleted = alice.send("DELETE", f"/todos/{made['three']['id']}")
         profile = alice.send("PUT", "/me", {"display_name": "Alice"})
         assert deleted.status_code == profile.status_code == 202
-        assert not (data / "sluice.sqlite3").exists() or _count_todos(data) == 0  # nothing loaded
+        assert _count_todos(data, env) == 0  # nothing loaded
 
         # THEN every GET of alice's shows them at once
         two = alice.send("GET", f"/todos/{made['two']['id']}?min_version={changed.json()['version']}")
@@ -181,9 +209,19 @@ def test_the_writer_reads_its_writes_through_every_get_route_while_nothing_loads
         redis.close()
 
 
-def _count_todos(data: Path) -> int:
+def _count_todos(data: Path, env: dict[str, str]) -> int:
     import sqlite3
 
+    if "DATABASE_URL" in env:
+        from chalicelib.db.database import open_master
+
+        db = open_master(env["DATABASE_URL"])
+        try:
+            return int(db.query("SELECT COUNT(*) FROM todos")[0][0])
+        finally:
+            db.discard()
+    if not (data / "sluice.sqlite3").exists():
+        return 0
     with sqlite3.connect(data / "sluice.sqlite3") as conn:
         try:
             return int(conn.execute("SELECT COUNT(*) FROM todos").fetchone()[0])
@@ -206,8 +244,8 @@ def _delivered(env: dict[str, str]) -> list[str]:
 
 
 def _cli(data: Path, env: dict[str, str], *args: str) -> None:
-    full = {**os.environ, **env, "LOCAL_DATA_DIR": str(data), "SLUICE_LOG": "0", "PYTHONPATH": str(ROOT)}
-    full.pop("DATABASE_URL", None)
+    full = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}  # env names it on MariaDB
+    full.update({**env, "LOCAL_DATA_DIR": str(data), "SLUICE_LOG": "0", "PYTHONPATH": str(ROOT)})
     done = subprocess.run(
         [sys.executable, "-m", "chalicelib.cli", *args], cwd=ROOT, env=full, capture_output=True, text=True, timeout=120
     )
