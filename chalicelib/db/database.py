@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, NoReturn
 
 from chalicelib.db import local_files
 from chalicelib.db.schema import migrate
@@ -113,11 +113,16 @@ class Database(ABC):
             rows = cur.fetchall()
             self._end_read(conn)
             return list(rows)
-        except Exception as exc:
-            if self._is_unavailable(exc):
-                self.discard()
-                raise DatabaseUnavailable(f"database {self.url.redacted()} failed: {exc}") from exc
-            raise
+        except Exception as exc:  # noqa: BLE001 - _raise_for raises it again
+            self._raise_for(exc)
+
+    def _raise_for(self, exc: Exception) -> NoReturn:
+        """A driver error raised again: as DatabaseUnavailable, the connection discarded, when the
+        server is gone; as it is otherwise."""
+        if self._is_unavailable(exc):
+            self.discard()
+            raise DatabaseUnavailable(f"database {self.url.redacted()} failed: {exc}") from exc
+        raise exc
 
     def send_query(self, text: str, params: Sequence[Any] = ()) -> Callable[[], list[tuple[Any, ...]]]:
         """`query` in two steps: send now, and read the rows when the returned function is called,
@@ -133,11 +138,8 @@ class Database(ABC):
         conn = self.connection()
         try:
             return migrate(conn, self.dialect, utc_now_stored())
-        except Exception as exc:
-            if self._is_unavailable(exc):
-                self.discard()
-                raise DatabaseUnavailable(f"database {self.url.redacted()} failed: {exc}") from exc
-            raise
+        except Exception as exc:  # noqa: BLE001 - _raise_for raises it again
+            self._raise_for(exc)
 
 
 @lru_cache(maxsize=64)
@@ -388,14 +390,11 @@ class MySQLDatabase(Database):
     def _sent_failed(
         self, exc: Exception, reused: bool, text: str, params: Sequence[Any]
     ) -> Callable[[], list[tuple[Any, ...]]]:
-        if not self._is_unavailable(exc):
-            self.discard()  # the connection's state is unknown: never read it again
-            raise exc
-        self.discard()
-        if not reused or mysql_error_code(exc) not in CONNECTION_LOST:
-            raise DatabaseUnavailable(f"database {self.url.redacted()} failed: {exc}") from exc
-        rows = Database.query(self, text, params)
-        return lambda: rows
+        self.discard()  # sent, or read halfway: the connection's state is unknown
+        if reused and self._is_unavailable(exc) and mysql_error_code(exc) in CONNECTION_LOST:
+            rows = Database.query(self, text, params)  # as `query` does: once more on a new one
+            return lambda: rows
+        self._raise_for(exc)
 
     def _is_unavailable(self, exc: BaseException) -> bool:
         import pymysql
