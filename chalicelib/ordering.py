@@ -2,7 +2,8 @@
 
 Of two commands for one key, the one with the greater (version, op_id) wins: versions compare as
 integers, and equal versions by op_id, compared character by character (canonical UUIDs are
-ASCII, so byte order is character order). Every Python comparison of versions calls `newer`;
+ASCII, so byte order is character order). Every Python comparison of commands calls `newer`
+(reads, whose rows carry no op_id, compare a loaded state with a pending write by `loaded_wins`);
 the SQL guards (`loader/apply.py`, `loader/mysql_fast.py`) restate it in SQL, and `LUA_NEWER`
 below in Lua for the scripts of the cache and the pending writes (`readers/cache.py`,
 `readers/pending.py`); tests/integration/test_ordering.py checks each against `newer` on drawn
@@ -17,6 +18,13 @@ Order = tuple[int, str]  # (version, op_id)
 def newer(a: Order, b: Order) -> bool:
     """True when a command ordered `a` wins over one ordered `b` (and so replaces it)."""
     return a[0] > b[0] or (a[0] == b[0] and a[1] > b[1])
+
+
+def loaded_wins(loaded: int, pending: int) -> bool:
+    """Whether a loaded (or cached) state of version `loaded` answers over the caller's pending
+    write of version `pending`. Rows as read carry no op_id, so versions alone decide, the loaded
+    state winning a tie (the write it shows is the pending one, or a newer)."""
+    return loaded >= pending
 
 
 # newer() in Lua, for the Redis scripts of the cache and the pending writes (readers/cache.py,

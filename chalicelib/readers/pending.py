@@ -47,7 +47,7 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from chalicelib.ids import version_to_ts
-from chalicelib.ordering import LUA_NEWER
+from chalicelib.ordering import LUA_NEWER, loaded_wins
 from chalicelib.readers import Row, Seen
 from chalicelib.readers.cache import (
     ABSENT,
@@ -282,10 +282,10 @@ def entry_for(command: WriteCommand) -> tuple[str, bytes, int, str, bytes]:
 
 
 def newest(pending: PendingEntry | None, loaded: Seen | None) -> Seen | None:
-    """The newer of a pending write and a loaded (or cached) state; on equal versions the loaded."""
+    """The newer of a pending write and a loaded (or cached) state (`loaded_wins`)."""
     if pending is None:
         return loaded
-    if loaded is not None and loaded.version >= pending.version:
+    if loaded is not None and loaded_wins(loaded.version, pending.version):
         return loaded
     return Seen(pending.id, pending.shown(loaded), pending.version, False)
 
@@ -371,7 +371,7 @@ def merge_page(
             if j < last and named[j] == key:
                 write = pending[key]
                 j += 1
-                if base.version >= write.version:  # loaded already (or a newer write was)
+                if loaded_wins(base.version, write.version):  # loaded already (or a newer write was)
                     if base.settled:
                         drops.append((key, write.version))
                     row = base.row
@@ -497,11 +497,11 @@ class PendingWrites:
             return load()
         self.breaker.succeeded()
         write = parse_pending(id_, raw_pending) if raw_pending else None
-        if write is not None:
-            write = write.decoded()
         if write is not None and self._expired(write):
             self._drop(hash_key, [(field, write.version)])
             write = None
+        if write is not None:
+            write = write.decoded()
         entry = parse_entry(raw_entry)
         cached = Seen(id_, entry[3], entry[1]) if entry is not None and entry[0] != UNKNOWN else None
         best = newest(write, cached)
@@ -514,7 +514,7 @@ class PendingWrites:
         self.cache.misses += 1
         seen = load()
         self._fill(key, seen)
-        if write is not None and seen.settled and seen.version >= write.version:
+        if write is not None and seen.settled and loaded_wins(seen.version, write.version):
             self._drop(hash_key, [(field, write.version)])
         best = newest(write, newest(None, seen) if cached is None else _newer(cached, seen))
         assert best is not None
@@ -540,8 +540,9 @@ class PendingWrites:
 
         With a client that can (RespClient.send), the page query is sent first, naming the
         pending ids this process last saw for the owner (none for an owner it knows nothing of);
-        the HGETALL is sent, and its reply read and parsed, while the database runs the query. merge_page queries again only when the reply holds a pending id in the page that
-        the query did not name."""
+        the HGETALL is sent, and its reply read and parsed, while the database runs the query.
+        merge_page queries again only when the reply holds a pending id in the page that the
+        query did not name."""
         if not self.breaker.allows():
             return self.inner.list_todos(owner, after, limit, state)
         hash_key = pending_key(owner, self.prefix)

@@ -9,6 +9,7 @@ from typing import Any
 
 from chalicelib.db.database import Database
 from chalicelib.ids import format_ts
+from chalicelib.ordering import loaded_wins
 from chalicelib.readers import Row, Seen, SeenLater, TodoReader
 from chalicelib.resources import Resource
 
@@ -124,18 +125,19 @@ class SqlReader(TodoReader):
 
         def seen(replaced: Mapping[str, int] | None = None) -> list[Seen]:
             new = tuple.__new__  # Seen(...) without its Python-level __new__: one per row of a page
-            # A tombstone comes with its version negated (LIST_SEEN): no extra column per row.
-            if not replaced:
-                return [
-                    new(Seen, (r[0], todo_row(r), r[6], True)) if r[6] > 0 else new(Seen, (r[0], None, -r[6], True))
-                    for r in rows()
-                ]
-            older = replaced.get
+            older = (replaced or {}).get
+            # A tombstone comes with its version negated (LIST_SEEN): no extra column per row. A
+            # row a newer write replaces needs only its created_at.
             return [
                 (
                     new(
                         Seen,
-                        (r[0], todo_row(r) if r[6] >= older(r[0], 0) else {"created_at": ts_out(r[7])}, r[6], True),
+                        (
+                            r[0],
+                            todo_row(r) if loaded_wins(r[6], older(r[0], 0)) else {"created_at": ts_out(r[7])},
+                            r[6],
+                            True,
+                        ),
                     )
                     if r[6] > 0
                     else new(Seen, (r[0], None, -r[6], True))
