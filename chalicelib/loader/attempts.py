@@ -101,57 +101,41 @@ class Attempts:
 
     def failed(self, bid: str, key: str, error: str) -> bool:
         """The attempt failed with `error`; True when the object is now poisoned. Never raises."""
-        poisoned = self._update(
-            bid,
-            "UPDATE ingest_attempts SET last_error = %s, "
-            "poisoned_at = CASE WHEN attempts >= %s THEN %s ELSE poisoned_at END WHERE batch_id = %s",
-            (_storable(error)[:MAX_ERROR_CHARS], MAX_FAILED, utc_now_stored(), bid),
-            f"could not record the failed load of {key}",
-            read_poisoned=True,
-        )
+        try:
+            poisoned = self._update(
+                bid,
+                "UPDATE ingest_attempts SET last_error = %s, "
+                "poisoned_at = CASE WHEN attempts >= %s THEN %s ELSE poisoned_at END WHERE batch_id = %s",
+                (_storable(error)[:MAX_ERROR_CHARS], MAX_FAILED, utc_now_stored(), bid),
+            )
+        except Exception:
+            log.warning("could not record the failed load of %s", key, exc_info=True)
+            return False
         if poisoned:
             log.error("object %s is poisoned after %d failed loads: %s", key, MAX_FAILED, error)
-        return bool(poisoned)
+        return poisoned
 
     def given_back(self, bid: str) -> None:
         """The attempt failed because the database or the store was unreachable: it does not
         count. Best effort (the database may still be down); never raises."""
-        self._update(
-            bid,
-            "UPDATE ingest_attempts SET attempts = attempts - 1, last_error = %s WHERE batch_id = %s AND attempts > 0",
-            ("the last load failed while the database or the store was unreachable", bid),
-            f"could not give back the attempt of {bid} (the database is still down?)",
-            expect_down=True,
-        )
-
-    def _update(
-        self,
-        bid: str,
-        statement: str,
-        params: tuple[Any, ...],
-        failure: str,
-        *,
-        read_poisoned: bool = False,
-        expect_down: bool = False,
-    ) -> bool | None:
-        """Run one UPDATE of the row of `bid` in a transaction of its own; with `read_poisoned`,
-        read in the same transaction whether the row is now poisoned (the answer; False without).
-        Never raises: when the database fails, logs `failure` and answers None. The log is a
-        warning with the traceback, or with `expect_down` (the database is likely down) a note."""
-        db = self.db
-        rows: Any = []
         try:
-            with db.transaction() as cur:
-                cur.execute(db.sql(statement), params)
-                if read_poisoned:
-                    cur.execute(db.sql("SELECT poisoned_at FROM ingest_attempts WHERE batch_id = %s"), (bid,))
-                    rows = cur.fetchall()
-        except Exception:
-            if expect_down:
-                log.info(failure)
-            else:
-                log.warning(failure, exc_info=True)
-            return None
+            self._update(
+                bid,
+                "UPDATE ingest_attempts SET attempts = attempts - 1, last_error = %s "
+                "WHERE batch_id = %s AND attempts > 0",
+                ("the last load failed while the database or the store was unreachable", bid),
+            )
+        except Exception:  # noqa: BLE001 - best effort: the database is likely down
+            log.info("could not give back the attempt of %s (the database is still down?)", bid)
+
+    def _update(self, bid: str, statement: str, params: tuple[Any, ...]) -> bool:
+        """One UPDATE of the row of `bid`, in a transaction of its own; whether the row is
+        poisoned after it (read in the same transaction)."""
+        db = self.db
+        with db.transaction() as cur:
+            cur.execute(db.sql(statement), params)
+            cur.execute(db.sql("SELECT poisoned_at FROM ingest_attempts WHERE batch_id = %s"), (bid,))
+            rows = cur.fetchall()
         return bool(rows) and rows[0][0] is not None
 
     def poisoned_ids(self, ids: list[str]) -> set[str]:
