@@ -266,7 +266,12 @@ def production_loader(master_url: str) -> Any:
 
 
 def sync_replica(pair: Pair, timeout: float = 30) -> None:
-    master, replica = admin(pair, "master"), admin(pair, "replica")
+    replica_caught_up(pair.url("master", "test"), pair.url("replica", "test"), timeout)
+
+
+def replica_caught_up(master_url: str, replica_url: str, timeout: float = 30) -> None:
+    """Wait until the replica has applied everything the master has logged so far."""
+    master, replica = raw_connection(master_url), raw_connection(replica_url)
     try:
         with master.cursor() as cur:
             cur.execute("SELECT @@gtid_binlog_pos")

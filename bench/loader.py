@@ -43,7 +43,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.common import raw_connection
+from bench.common import raw_connection, replica_caught_up
 
 ROOT = Path(__file__).resolve().parent.parent
 PAIR_ENV = Path(os.environ.get("SLUICE_PAIR_DIR", "/tmp/sluice-db-pair")) / "env"
@@ -242,22 +242,7 @@ def caught_up(master: str, replica: str, timeout: float = 600.0) -> None:
     """Wait until the replica has applied everything the master logged (the cases write about a
     million rows while it is stopped) and written out its dirty pages, so that the rows measured
     next do not share the 2 cores with a replica catching up."""
-    conn = raw_connection(master)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT @@gtid_binlog_pos")
-            (position,) = cur.fetchone()
-    finally:
-        conn.close()
-    conn = raw_connection(replica)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT MASTER_GTID_WAIT(%s, %s)", (position, timeout))
-            (status,) = cur.fetchone()
-    finally:
-        conn.close()
-    if status != 0:
-        raise RuntimeError(f"the replica did not reach {position} within {timeout:.0f} s")
+    replica_caught_up(master, replica, timeout)
     settle(replica)
 
 
