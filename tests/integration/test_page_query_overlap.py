@@ -278,3 +278,34 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# -- ids that are not ASCII on MariaDB: a collation error is a bug, not an outage ------------------------
+NON_ASCII_ID = "\u00e9" * 36
+
+
+@pytest.mark.mariadb
+def test_a_collation_error_that_reaches_the_database_is_a_bug_never_an_outage(mysql_url):
+    """Should an id that is not ASCII reach SQL anyway, MariaDB answers 1267/1271: the server
+    answered, so it is raised as the bug it is (a 500 at the HTTP edge), not DatabaseUnavailable
+    (503), and the reader's breaker stays closed. Failed before: DatabaseUnavailable, breaker open."""
+    import pymysql
+
+    master = open_master(mysql_url)
+    master.migrate()
+    replicas = ReplicaReader([SqlReader(open_reader(mysql_url))])
+    try:
+        for read in (
+            lambda: replicas.list_seen(OWNER, None, 10, None, [NON_ASCII_ID]),
+            lambda: replicas.start_list_seen(OWNER, None, 10, None, [IDS[0], NON_ASCII_ID])(),
+            lambda: replicas.seen_todo(OWNER, NON_ASCII_ID),
+        ):
+            with pytest.raises(pymysql.err.OperationalError) as raised:
+                read()
+            assert not isinstance(raised.value, DatabaseUnavailable)
+            assert raised.value.args[0] in (1267, 1270, 1271)  # "Illegal mix of collations"
+            assert all(breaker.allows() for breaker in replicas.breakers)
+        assert replicas.list_seen(OWNER, None, 10, None, [IDS[0]]) == []  # the reader goes on
+    finally:
+        replicas.readers[0].db.discard()  # type: ignore[attr-defined]
+        master.discard()
