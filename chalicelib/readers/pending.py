@@ -7,7 +7,8 @@ Where they live
     `STATE|VERSION|OP_ID|CREATED|PAYLOAD`: STATE `p` (a put; PAYLOAD is the row as GET will show
     it, `created_at` being the command's own instant) or `a` (a delete, PAYLOAD empty); CREATED is
     the version (the acceptance time in microseconds) of the earliest pending command of that key.
-    A pending row shows as `created_at` the earliest of CREATED and the loaded row's.
+    A pending row shows as `created_at` the earliest of CREATED and the stored row's (a
+    tombstone's included), so every route shows the created_at loading will give.
 
 Writing
     After the transport accepted a request's commands (never instead of it), one EVALSHA
@@ -18,20 +19,28 @@ Writing
 
 Expiring
     An entry is ignored, and removed by the next read that meets it, once its version is older
-    than PENDING_TTL_SECONDS; it is removed sooner (DROP, version-guarded: never a newer entry)
-    once a replica read shows its version or a newer one. An answer from the master (failover
-    while replicas exist) is not enough: replicas lag behind the master.
+    than PENDING_TTL_SECONDS; it is removed sooner (DROP, guarded by (version, op_id): never a
+    newer entry) once a replica read shows that write or a newer one. An answer from the master
+    (failover while replicas exist) is not enough: replicas lag behind the master.
 
 Reading
+    A loaded (or cached) state and a pending write are ordered as the loader orders their
+    commands, by (version, op_id) (`ordering.loaded_wins`): reads carry the stored op_id, so two
+    writes of one version (two instances, one `min_version`) show the op_id winner wherever it is.
     `GET /todos/{id}` and `GET /me`: one EVALSHA (READ_PAIR) returns the cache entry and the
-    pending entry together, and the newer of the two answers; the replica is read (and the cache
-    filled) only when neither is there or neither reaches `min_version`, and the newest of the
-    three answers. A pending entry is the caller's newest recorded write, so a replica can only
-    be newer when a later write was not recorded (reads are eventual then). `GET /todos`: one
+    pending entry together, and the newer of the two answers. The replica is read (and the cache
+    filled) when neither is there, or neither reaches `min_version`, or the pending write is a
+    put and the cache does not hold what is stored (no entry, or a tombstone's, whose created_at
+    the put shows), or the cache entry ties the pending write's version without an op_id (filled
+    before reads carried op_ids: which of the two wins is not known); the newest of the three
+    answers. A pending entry is the caller's newest recorded write, so a replica can only be
+    newer when a later write was not recorded (reads are eventual then). `GET /todos`: one
     HGETALL, and `merge_page` merges the caller's pending todos into the keyset page, which
     always reads the replica: that is where most entries are seen and dropped. The HGETALL's
     reply is read after the first page query, which names the pending ids the process last saw
-    for the owner; the merge queries again where that guess did not cover the reply.
+    for the owner; the merge queries again where that guess did not cover the reply. A page
+    reads no op_id: the rows that tie their pending write's version are read again with it
+    (`TodoReader.seen_todos`), only then.
 """
 
 from __future__ import annotations
@@ -41,13 +50,13 @@ import json
 import json.scanner
 import logging
 import time
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Collection, Mapping, Sequence
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from chalicelib.ids import version_to_ts
-from chalicelib.ordering import LUA_NEWER, loaded_wins
+from chalicelib.ordering import LUA_NEWER, Order, loaded_wins, newer
 from chalicelib.readers import Row, Seen
 from chalicelib.readers.cache import (
     ABSENT,
@@ -142,16 +151,18 @@ return written
 DROP = (
     """
 -- Remove pending entries a replica has shown (or that expired). KEYS[1]: the owner's hash;
--- ARGV: field, version pairs. A field is removed only while its entry is that version or older.
+-- ARGV: field, version, op_id triples. A field is removed only while its entry is not newer, in
+-- (version, op_id) order, than that: a write recorded since, or the winner of a version tie
+-- the replica does not show yet, stays.
 """
     + _LUA_HELPERS
     + """
 local dropped = 0
-for i = 1, #ARGV, 2 do
+for i = 1, #ARGV, 3 do
   local current = redis.call("HGET", KEYS[1], ARGV[i])
   if current then
-    local cur_version = fields(current)
-    if cur_version == nil or cur_version <= tonumber(ARGV[i + 1]) then
+    local cur_version, cur_op = fields(current)
+    if cur_version == nil or not newer(cur_version, cur_op, tonumber(ARGV[i + 1]), ARGV[i + 2]) then
       dropped = dropped + redis.call("HDEL", KEYS[1], ARGV[i])
     end
   end
@@ -196,6 +207,11 @@ class PendingEntry(NamedTuple):
     data: Row | bytes | None
 
     @property
+    def order(self) -> Order:
+        """(version, op_id): the write's place in the loader's order (`ordering.newer`)."""
+        return (self.version, self.op_id)
+
+    @property
     def row(self) -> Row | None:
         data = self.data
         if isinstance(data, bytes):
@@ -225,19 +241,21 @@ class PendingEntry(NamedTuple):
         return tuple.__new__(PendingEntry, (self.id, self.version, self.op_id, self.created, row))
 
     def shown(self, base: Seen | None) -> Row | None:
-        """The row GET shows for this write over `base` (the loaded state it replaces)."""
+        """The row GET shows for this write over `base` (the loaded state it replaces): its
+        created_at is the earliest of the pending commands' and what is stored (a live row's or
+        a tombstone's), as the loader will make it (CONTRACT section 3)."""
         data = self.data
         if data is None:
             return None
         row = dict(data) if type(data) is dict else self.row
         assert row is not None
         # The payload carries its own command's instant; an earlier pending command of the key,
-        # or the loaded row's created_at, is earlier still.
+        # or the stored row's created_at, is earlier still.
         if self.created != self.version or "created_at" not in row:
             row["created_at"] = _shown_ts(self.created)
-        loaded = base.row if base is not None else None
-        if loaded is not None and _earlier(loaded["created_at"], row["created_at"]):
-            row["created_at"] = loaded["created_at"]
+        stored = base.stored_created_at if base is not None else None
+        if stored is not None and _earlier(stored, row["created_at"]):
+            row["created_at"] = stored
         return row
 
 
@@ -282,12 +300,28 @@ def entry_for(command: WriteCommand) -> tuple[str, bytes, int, str, bytes]:
 
 
 def newest(pending: PendingEntry | None, loaded: Seen | None) -> Seen | None:
-    """The newer of a pending write and a loaded (or cached) state (`loaded_wins`)."""
+    """The newer of a pending write and a loaded (or cached) state, in the loader's order
+    (`loaded_wins`: the loaded one when it is the pending write itself, or newer)."""
     if pending is None:
         return loaded
-    if loaded is not None and loaded_wins(loaded.version, pending.version):
+    if loaded is not None and loaded_wins(loaded.order, pending.order):
         return loaded
-    return Seen(pending.id, pending.shown(loaded), pending.version, False)
+    return tuple.__new__(Seen, (pending.id, pending.shown(loaded), pending.version, pending.op_id, False, None))
+
+
+def without_replica(write: PendingEntry, cached: Seen | None) -> Seen | None:
+    """What a read by key answers from a (usable) pending write and the cache entry alone, or
+    None when the stored state is needed: a put with no cache entry, or over a cached tombstone
+    (its created_at is what the put will show, and neither holds it), and a version tie with an
+    entry filled without its op_id (which of the two wins is not known)."""
+    if cached is None:
+        return newest(write, None) if write.data is None else None
+    if cached.version == write.version and not cached.op_id:
+        return None
+    if write.data is not None and cached.version and cached.stored_created_at is None:
+        if not loaded_wins(cached.order, write.order):
+            return None
+    return newest(write, cached)
 
 
 # -- the page merge ------------------------------------------------------------------------------
@@ -314,9 +348,10 @@ def merge_page(
     state: str | None,
     id_cap: int = ID_CAP,
     first: Fetched | None = None,
-) -> tuple[list[Row], list[tuple[str, int]]]:
+) -> tuple[list[Row], list[tuple[str, int, str]]]:
     """The first `want` todos with id > after, as the caller would see them were every pending
-    write loaded, and the pending entries a settled read showed (todo id, version) to drop.
+    write loaded, and the pending entries a settled read showed (todo id, version, op_id) to drop.
+    A loaded state and a pending write are ordered as the loader orders commands (`loaded_wins`).
 
     `fetch(after, limit, ids)` is `TodoReader.list_seen` for the owner and `state`: loaded rows
     matching `state` and the stored state (tombstones included) of each of `ids`. Rows are fetched
@@ -326,7 +361,7 @@ def merge_page(
     """
     ahead = sorted(i for i in pending if after is None or i > after)
     out: list[Row] = []
-    drops: list[tuple[str, int]] = []
+    drops: list[tuple[str, int, str]] = []
     cursor = after
     while True:
         if first is not None:
@@ -371,9 +406,9 @@ def merge_page(
             if j < last and named[j] == key:
                 write = pending[key]
                 j += 1
-                if loaded_wins(base.version, write.version):  # loaded already (or a newer write was)
+                if loaded_wins((base.version, base.op_id), (write.version, write.op_id)):  # loaded already
                     if base.settled:
-                        drops.append((key, write.version))
+                        drops.append((key, write.version, write.op_id))
                     row = base.row
                 else:
                     row = write.shown(base)
@@ -485,7 +520,13 @@ class PendingWrites:
         )
 
     def _one(
-        self, key: str, owner: str, field: str, id_: str, load: Callable[[], Seen], min_version: int | None
+        self,
+        key: str,
+        owner: str,
+        field: str,
+        id_: str,
+        load: Callable[[], Seen],
+        min_version: int | None,
     ) -> Seen:
         if not self.breaker.allows():
             return load()
@@ -498,13 +539,13 @@ class PendingWrites:
         self.breaker.succeeded()
         write = parse_pending(id_, raw_pending) if raw_pending else None
         if write is not None and self._expired(write):
-            self._drop(hash_key, [(field, write.version)])
+            self._drop(hash_key, [(field, write.version, write.op_id)])
             write = None
         if write is not None:
             write = write.decoded()
         entry = parse_entry(raw_entry)
-        cached = Seen(id_, entry[3], entry[1]) if entry is not None and entry[0] != UNKNOWN else None
-        best = newest(write, cached)
+        cached = Seen(id_, entry[3], entry[1], entry[2]) if entry is not None and entry[0] != UNKNOWN else None
+        best = cached if write is None else without_replica(write, cached)
         if best is not None and (min_version is None or best.version >= min_version):
             # The pending write is the caller's newest recorded one: the replica could only be
             # newer if a later write failed to be recorded (then reads are eventual anyway).
@@ -514,18 +555,18 @@ class PendingWrites:
         self.cache.misses += 1
         seen = load()
         self._fill(key, seen)
-        if write is not None and seen.settled and loaded_wins(seen.version, write.version):
-            self._drop(hash_key, [(field, write.version)])
-        best = newest(write, newest(None, seen) if cached is None else _newer(cached, seen))
+        if write is not None and seen.settled and loaded_wins(seen.order, write.order):
+            self._drop(hash_key, [(field, write.version, write.op_id)])
+        best = newest(write, seen if cached is None else _newer(cached, seen))
         assert best is not None
         return best
 
     def _fill(self, key: str, seen: Seen) -> None:
         if seen.row is None:
-            entry = (key, ABSENT, seen.version, "", b"")
+            entry = (key, ABSENT, seen.version, seen.op_id, b"")
             ttl_ms = self.cache.negative_ttl_ms
         else:
-            entry = (key, PRESENT, seen.version, "", dump_row(seen.row))
+            entry = (key, PRESENT, seen.version, seen.op_id, dump_row(seen.row))
             ttl_ms = self.cache.ttl_ms
         from chalicelib.readers.cache import guarded_set
 
@@ -574,17 +615,18 @@ class PendingWrites:
         self.breaker.succeeded()
         pending, expired = self._entries(raw, after)
         # Rows a newer pending write replaces need only their created_at (PendingEntry.shown).
-        first = Fetched(rows({i: w.version for i, w in pending.items()}), n, frozenset(ids))
+        replaced = {i: w.version for i, w in pending.items()}
+        first = Fetched(self._ordered(owner, rows(replaced), pending), n, frozenset(ids))
         page = self._merged(hash_key, owner, after, limit, state, pending, expired, first)
         self._guess(hash_key, pending, first, page, after, state, limit)
         return page
 
-    def _entries(self, raw: Any, after: str | None) -> tuple[dict[str, PendingEntry], list[tuple[str, int]]]:
+    def _entries(self, raw: Any, after: str | None) -> tuple[dict[str, PendingEntry], list[tuple[str, int, str]]]:
         """An HGETALL reply's todo entries (their rows decoded when after the cursor) and the
-        expired ones (todo id, version)."""
+        expired ones (todo id, version, op_id)."""
         oldest = self.clock() // 1000 - self.ttl_us
         pending: dict[str, PendingEntry] = {}
-        expired: list[tuple[str, int]] = []
+        expired: list[tuple[str, int, str]] = []
         for i in range(0, len(raw or ()), 2):
             name = raw[i]
             if name[:2] != b"t:":
@@ -593,7 +635,7 @@ class PendingWrites:
             if write is None:
                 continue
             if write.version < oldest:
-                expired.append((write.id, write.version))
+                expired.append((write.id, write.version, write.op_id))
             else:
                 pending[write.id] = write
         if len(pending) <= ID_CAP:  # rows a page may show, decoded while the database works
@@ -614,17 +656,19 @@ class PendingWrites:
         limit: int,
         state: str | None,
         pending: dict[str, PendingEntry],
-        expired: list[tuple[str, int]],
+        expired: list[tuple[str, int, str]],
         first: Fetched | None,
     ) -> list[Row]:
-        drops: list[tuple[str, int]] = []
+        drops: list[tuple[str, int, str]] = []
         if not pending and first is None:
             rows = self.inner.list_todos(owner, after, limit, state)
         elif not pending and first is not None and not first.ids:  # live rows matching state only
             rows = [s.row for s in first.rows if s.row is not None]
         else:
             rows, drops = merge_page(
-                lambda cursor, n, ids: self.inner.list_seen(owner, cursor, n, state, ids),
+                lambda cursor, n, ids: self._ordered(
+                    owner, self.inner.list_seen(owner, cursor, n, state, ids), pending
+                ),
                 pending,
                 after,
                 limit,
@@ -632,8 +676,26 @@ class PendingWrites:
                 first=first,
             )
         if expired or drops:
-            self._drop(hash_key, [(f"t:{i}", v) for i, v in (*expired, *drops)])
+            self._drop(hash_key, [(f"t:{i}", v, op) for i, v, op in (*expired, *drops)])
         return rows
+
+    def _ordered(self, owner: str, rows: Sequence[Seen], pending: Mapping[str, PendingEntry]) -> Sequence[Seen]:
+        """A page's rows, each that ties the version of the caller's pending write of its id read
+        again with its op_id (`seen_todos`), which orders the two (`ordering.loaded_wins`): the
+        page query reads no op_id, so its many rows do not pay for the few that tie (the pending
+        write itself once it is loaded, until a read drops it, or two writes of one version)."""
+        tied: list[int] = []
+        for todo_id, write in pending.items():
+            at = bisect_left(rows, todo_id, key=_seen_id)
+            if at < len(rows) and rows[at].id == todo_id and rows[at].version == write.version and not rows[at].op_id:
+                tied.append(at)
+        if not tied:
+            return rows
+        stored = self.inner.seen_todos(owner, [rows[at].id for at in tied])
+        ordered = list(rows)
+        for at in tied:
+            ordered[at] = stored.get(ordered[at].id, ordered[at])
+        return ordered
 
     def _guess(
         self,
@@ -676,18 +738,27 @@ class PendingWrites:
     def _expired(self, write: PendingEntry) -> bool:
         return write.version + self.ttl_us < self.clock() // 1000
 
-    def _drop(self, hash_key: str, fields: Sequence[tuple[str, int]]) -> None:
+    def _drop(self, hash_key: str, fields: Sequence[tuple[str, int, str]]) -> None:
+        """Remove the entries (field, version, op_id) a settled read showed, or that expired,
+        unless a newer write was recorded since (DROP)."""
         args: list[Any] = []
-        for field, version in fields:
-            args += [field, version]
+        for field, version, op_id in fields:
+            args += [field, version, op_id]
         try:
             run_script(self.client, DROP, [hash_key], args)
         except Exception as exc:  # noqa: BLE001 - the entry expires with its TTL all the same
             self.breaker.failed(exc, "dropping pending writes")
 
 
-def _newer(a: Seen, b: Seen) -> Seen:
-    return b if b.version >= a.version else a
+def _newer(cached: Seen, seen: Seen) -> Seen:
+    """The newer of a cache entry and the replica's state, the replica's on an equal order (its
+    op_id and a tombstone's created_at are known). A cached tombstone newer than a lagging
+    replica takes the replica's created_at, the best known."""
+    if not newer(cached.order, seen.order):
+        return seen
+    if cached.stored_created_at is None and seen.stored_created_at is not None:
+        return cached._replace(created_at=seen.stored_created_at)
+    return cached
 
 
 def _count_failure(count: int) -> None:

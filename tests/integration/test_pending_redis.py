@@ -5,6 +5,8 @@ replica reads). Every test writes as owners of its own; their keys are removed a
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Any
 import pytest
 
 from chalicelib.ids import VersionClock
-from chalicelib.readers.cache import todo_key
+from chalicelib.readers.cache import profile_key, todo_key
 from chalicelib.readers.pending import PendingWrites, pending_key
 from chalicelib.readers.resp import RespClient
 from chalicelib.writers import CommandWriter
@@ -160,16 +162,17 @@ def test_a_replica_read_that_shows_the_write_drops_it_and_reads_stay_right(app_w
     # THEN a read that reaches the database (here a list) shows the version and drops the entry
     assert titles(client.http.get("/todos", headers=auth(me))) == ["first"]
     assert redis.execute_command("HGET", pending_key(me, "sluice:v1"), field) is None
-    # A read by id with a pending entry and no cache entry answers the pending write without
-    # the replica (so it drops nothing); the next page read drops it.
+    # A read by id with a pending put and no cache entry reads the replica (the put shows the
+    # stored row's created_at), fills the cache, and drops the entry the replica shows.
     second = client.http.put(f"/todos/{todo_id}", headers=auth(me), body=body({"title": "second"})).json_body
     held.load_all(built)
     redis.execute_command("DEL", todo_key(me, todo_id))
+    assert redis.execute_command("HGET", pending_key(me, "sluice:v1"), field) is not None
     got = client.http.get(f"/todos/{todo_id}", headers=auth(me)).json_body
     assert got["title"] == "second" and got["version"] == second["version"]
-    assert redis.execute_command("GET", todo_key(me, todo_id)) is None  # the replica was not read
-    assert titles(client.http.get("/todos", headers=auth(me))) == ["second"]
+    assert redis.execute_command("GET", todo_key(me, todo_id)) is not None  # filled from the replica
     assert redis.execute_command("HGET", pending_key(me, "sluice:v1"), field) is None
+    assert titles(client.http.get("/todos", headers=auth(me))) == ["second"]
 
 
 def test_min_version_answers_that_version_or_503_never_older(app_with, owners, redis):
@@ -334,3 +337,130 @@ def test_min_version_on_writes_orders_one_clients_writes_across_instances_with_c
             assert (loaded["title"], loaded["version"]) == ("second", second["version"])
     finally:
         bootstrap.reset()
+
+
+# -- issue 17, defect 1: a version tie between two instances ----------------------------------------
+def test_a_version_tie_between_two_instances_shows_the_op_id_winner_on_every_read(local_dir, redis_server, owners):
+    """Two writes of one todo through two instances, both sent with the same min_version, get the
+    same version, and the loader keeps the greater op_id. With the op_id loser loaded first, every
+    read of the writer shows the winner (pending) until it loads, and after: never A, then B,
+    then A. Failed before reads carried op_ids (the loaded loser won the version tie)."""
+    from chalice.test import Client
+
+    import app as app_module
+    from chalicelib import bootstrap
+
+    base = time.time_ns()  # frozen clocks: versions near now (pending entries do not expire)
+    held = HeldWriter()
+    ahead = build(local_dir, redis_server, held)  # its clock 3 s ahead of the other two
+    ahead.service.clock = VersionClock(lambda: base + 3_000_000_000)
+    writers = {"A": HeldWriter(), "B": HeldWriter()}
+    instances = {name: build(local_dir, redis_server, writer) for name, writer in writers.items()}
+    for instance in instances.values():
+        instance.service.clock = VersionClock(lambda: base)
+    a = instances["A"]
+    me = new_owner(owners)
+    todo_id = str(uuid.uuid4())
+    redis = RespClient.from_url(redis_server)
+    try:
+        with Client(app_module.app) as client:
+
+            def shown(version: int) -> list[str]:
+                """The title of the todo on every route of the writer (read through instance A)."""
+                bootstrap.use(a)
+                got = [client.http.get(f"/todos/{todo_id}", headers=auth(me)).json_body["title"]]
+                got.append(
+                    client.http.get(f"/todos/{todo_id}?min_version={version}", headers=auth(me)).json_body["title"]
+                )
+                return got + titles(client.http.get("/todos", headers=auth(me)))
+
+            bootstrap.use(ahead)
+            first = client.http.put(f"/todos/{todo_id}", headers=auth(me), body=body({"title": "first"})).json_body
+            versions = {}
+            for name, instance in instances.items():
+                bootstrap.use(instance)
+                url = f"/todos/{todo_id}?min_version={first['version']}"
+                versions[name] = client.http.put(url, headers=auth(me), body=body({"title": name})).json_body["version"]
+            tie = first["version"] + 1
+            assert versions == {"A": tie, "B": tie}
+            op_ids = {name: json.loads(writer.lines[0])["op_id"] for name, writer in writers.items()}
+            winner, loser = sorted(op_ids, key=op_ids.__getitem__, reverse=True)
+            assert shown(tie) == [winner] * 3
+
+            held.load_all(a)
+            writers[loser].load_all(a)  # the loser loads first: the cache entry and the replica hold it
+            assert shown(tie) == [winner] * 3
+            redis.execute_command("DEL", todo_key(me, todo_id))  # the replica answers by key too
+            assert shown(tie) == [winner] * 3
+            field = f"t:{todo_id}"
+            assert redis.execute_command("HGET", pending_key(me, "sluice:v1"), field) is not None  # kept
+
+            writers[winner].load_all(a)
+            assert shown(tie) == [winner] * 3
+            assert redis.execute_command("HGET", pending_key(me, "sluice:v1"), field) is None  # shown: dropped
+            redis.execute_command("DEL", todo_key(me, todo_id))
+            assert shown(tie) == [winner] * 3  # what is loaded: the loader chose the same
+    finally:
+        redis.close()
+        bootstrap.reset()
+
+
+# -- issue 17, defect 2: created_at of a pending row -------------------------------------------------
+def _created(client: Any, me: str, todo_id: str) -> list[str]:
+    """created_at of a todo as GET /todos/{id} and GET /todos show it."""
+    by_id = client.http.get(f"/todos/{todo_id}", headers=auth(me)).json_body
+    page = client.http.get("/todos", headers=auth(me)).json_body["todos"]
+    return [by_id["created_at"], *(t["created_at"] for t in page if t["id"] == todo_id)]
+
+
+def test_an_edit_after_the_ttls_shows_the_stored_created_at_on_every_route(app_with, owners, redis):
+    """Edit a todo and the profile once the cache and pending entries are gone (TTLs): GET
+    /todos/{id} and GET /me show the stored created_at, as GET /todos does and loading will.
+    Failed before: with no cache entry they showed the edit's own time."""
+    client, built, held = app_with
+    me = new_owner(owners)
+    todo_id = client.http.post("/todos", headers=auth(me), body=body({"title": "old"})).json_body["id"]
+    client.http.put("/me", headers=auth(me), body=body({"display_name": "Old"}))
+    held.load_all(built)
+    created = client.http.get(f"/todos/{todo_id}", headers=auth(me)).json_body["created_at"]
+    profile_created = client.http.get("/me", headers=auth(me)).json_body["created_at"]
+    redis.execute_command("DEL", pending_key(me, "sluice:v1"), todo_key(me, todo_id), profile_key(me))  # TTLs
+
+    edit = client.http.put(f"/todos/{todo_id}", headers=auth(me), body=body({"title": "new"}))
+    client.http.put("/me", headers=auth(me), body=body({"display_name": "New"}))
+    for _ in range(2):  # the first read fills the cache from the replica; the second hits it
+        got = client.http.get(f"/todos/{todo_id}", headers=auth(me)).json_body
+        assert (got["title"], got["version"]) == ("new", edit.json_body["version"])
+        assert _created(client, me, todo_id) == [created, created] and got["updated_at"] > created
+        profile = client.http.get("/me", headers=auth(me)).json_body
+        assert (profile["display_name"], profile["created_at"]) == ("New", profile_created)
+    held.load_all(built)
+    redis.execute_command("DEL", pending_key(me, "sluice:v1"), todo_key(me, todo_id), profile_key(me))
+    assert _created(client, me, todo_id) == [created, created]  # what loading gave
+    assert client.http.get("/me", headers=auth(me)).json_body["created_at"] == profile_created
+
+
+@pytest.mark.parametrize("cached", [True, False], ids=["tombstone-cached", "nothing-cached"])
+def test_a_todo_put_again_after_its_delete_shows_its_first_created_at_on_every_route(app_with, owners, redis, cached):
+    """created_at is the earliest `at` of any command of the row, deletes included (CONTRACT
+    section 3): a PUT over a loaded tombstone shows the first command's instant while pending,
+    whether the cache holds the tombstone (without its created_at) or nothing. Failed before:
+    both routes showed the PUT's own time."""
+    client, built, held = app_with
+    me = new_owner(owners)
+    todo_id = client.http.post("/todos", headers=auth(me), body=body({"title": "first"})).json_body["id"]
+    held.load_all(built)
+    created = client.http.get(f"/todos/{todo_id}", headers=auth(me)).json_body["created_at"]
+    client.http.delete(f"/todos/{todo_id}", headers=auth(me, json_body=False))
+    held.load_all(built)
+    redis.execute_command("DEL", pending_key(me, "sluice:v1"))
+    if not cached:
+        redis.execute_command("DEL", todo_key(me, todo_id))
+    else:
+        assert redis.execute_command("GET", todo_key(me, todo_id)).startswith(b"a|")  # the loader's tombstone
+
+    client.http.put(f"/todos/{todo_id}", headers=auth(me), body=body({"title": "again"}))
+    assert _created(client, me, todo_id) == [created, created]
+    held.load_all(built)
+    redis.execute_command("DEL", pending_key(me, "sluice:v1"), todo_key(me, todo_id))
+    assert _created(client, me, todo_id) == [created, created]  # what loading gave
