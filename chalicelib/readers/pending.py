@@ -9,6 +9,10 @@ Where they live
     the version (the acceptance time in microseconds) of the earliest pending command of that key.
     A pending row shows as `created_at` the earliest of CREATED and the stored row's (a
     tombstone's included), so every route shows the created_at loading will give.
+    An entry a read cannot use (its field's id is not a canonical UUID, its value does not parse,
+    its row is not a JSON object with every field a read shows and the entry's own id and
+    version: only something else writing into these keys makes one) is ignored and logged on
+    every path; that key reads what is loaded, and its id never reaches SQL.
 
 Writing
     After the transport accepted a request's commands (never instead of it), one EVALSHA
@@ -49,13 +53,14 @@ import hashlib
 import json
 import json.scanner
 import logging
+import re
 import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Collection, Mapping, Sequence
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from chalicelib.ids import version_to_ts
+from chalicelib.ids import CANONICAL_UUID, version_to_ts
 from chalicelib.ordering import LUA_NEWER, Order, loaded_wins, newer
 from chalicelib.readers import Row, Seen
 from chalicelib.readers.cache import (
@@ -70,6 +75,7 @@ from chalicelib.readers.cache import (
     profile_key,
     todo_key,
 )
+from chalicelib.resources import PROFILES, TODOS, Resource
 
 if TYPE_CHECKING:
     from chalicelib.commands import WriteCommand
@@ -225,18 +231,18 @@ class PendingEntry(NamedTuple):
             return row if type(row) is dict else dict(row)  # a new dict every time: the caller's own
         return None if data is None else dict(data)
 
-    def decoded(self) -> PendingEntry | None:
+    def decoded(self, resource: Resource = TODOS) -> PendingEntry | None:
         """This entry with its stored row decoded once (reads of `row` then copy that dict), or
-        None when what is stored is not a row: such an entry is ignored, like one whose fields
-        do not parse."""
+        None, logged, when what is stored is not a usable row of `resource` (`usable_row`): such
+        an entry is ignored, like one whose fields do not parse."""
         if type(self.data) is not bytes:
             return self
         try:
             row = self.row
         except (ValueError, TypeError):  # UnicodeDecodeError, JSONDecodeError; TypeError: not an object
             row = None
-        if type(row) is not dict:
-            log.warning("pending entry %s is not a row; ignored", self.id)
+        if type(row) is not dict or not usable_row(resource, row, self.id, self.version):
+            log.warning("pending entry %s is not a row of %s; ignored", self.id, resource.name)
             return None
         return tuple.__new__(PendingEntry, (self.id, self.version, self.op_id, self.created, row))
 
@@ -259,6 +265,46 @@ class PendingEntry(NamedTuple):
         return row
 
 
+# A row's two timestamps as reads show them, created_at then updated_at (readers.sql.ts_out,
+# _shown_ts): UTC, a fraction only when there is one. Checked as one string: one match per entry.
+_TIMESTAMPS = re.compile(r"(?:[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{6})?Z){2}")
+
+
+class _Shape(NamedTuple):
+    fields: frozenset[str]
+    choices: tuple[tuple[str, frozenset[str]], ...]
+
+
+_SHAPES = {
+    r.name: _Shape(
+        frozenset(r.read_fields),
+        tuple((name, frozenset(rule.choices)) for name, rule in r.rules().items() if rule.kind == "choice"),
+    )
+    for r in (TODOS, PROFILES)
+}
+
+
+def usable_row(resource: Resource, row: Row, id_: str, version: int) -> bool:
+    """Whether a pending entry's decoded row can be shown as `resource`'s row `id_` at `version`:
+    every field a read shows is there, the id and version are the entry's own, each choice field
+    holds one of its choices (the page's `state` filter) and the timestamps read as stored ones.
+    Only RECORD writes these rows, from validated commands; this catches what anything else
+    wrote into the keys without validating every field again on every read."""
+    shape = _SHAPES[resource.name]
+    if not row.keys() >= shape.fields:
+        return False
+    if resource.by_id and row["id"] != id_:
+        return False
+    if type(row["version"]) is not int or row["version"] != version:
+        return False
+    for name, choices in shape.choices:
+        value = row[name]
+        if type(value) is not str or value not in choices:
+            return False
+    created, updated = row["created_at"], row["updated_at"]
+    return type(created) is str and type(updated) is str and _TIMESTAMPS.fullmatch(created + updated) is not None
+
+
 def _earlier(a: str, b: str) -> bool:
     """Whether timestamp `a` is before `b`, both as reads show them."""
     if len(a) == len(b) == 27:  # both with a fraction (the usual case): as text
@@ -279,13 +325,35 @@ def _shown_ts(version: int) -> str:
 
 
 def parse_pending(field_id: str, raw: Any) -> PendingEntry | None:
+    """The entry of a pending hash field, or None, logged, when its value does not parse (a
+    state other than put or delete, a version or CREATED that is not an integer, an op_id that
+    is not ASCII). The field's id is the caller's to check (`todo_id_of`)."""
     try:
         state, version, op_id, created, payload = (raw if type(raw) is bytes else bytes(raw)).split(b"|", 4)
-        data = payload if state == PRESENT else None
+        if state == PRESENT:
+            data: bytes | None = payload
+        elif state == ABSENT:
+            data = None
+        else:
+            raise ValueError(f"state {state!r}")
         # PendingEntry(...) without its Python-level __new__: one per pending write of a page
         return tuple.__new__(PendingEntry, (field_id, int(version), op_id.decode("ascii"), int(created), data))
     except (ValueError, UnicodeDecodeError, TypeError):
+        log.warning("pending entry %s does not parse; ignored", field_id)
         return None
+
+
+_TODO_FIELD = re.compile(b"t:(" + CANONICAL_UUID.pattern.encode("ascii") + b")")
+
+
+def todo_id_of(name: bytes) -> str | None:
+    """The todo id of a pending hash field `t:{id}`, or None, logged, when it is not a canonical
+    UUID: such an entry is ignored, and its id never reaches SQL."""
+    matched = _TODO_FIELD.fullmatch(name)
+    if matched is not None:
+        return matched[1].decode("ascii")
+    log.warning("pending entry %r is not named by a canonical id; ignored", bytes(name[:82]))
+    return None
 
 
 def entry_for(command: WriteCommand) -> tuple[str, bytes, int, str, bytes]:
@@ -351,13 +419,16 @@ def merge_page(
 ) -> tuple[list[Row], list[tuple[str, int, str]]]:
     """The first `want` todos with id > after, as the caller would see them were every pending
     write loaded, and the pending entries a settled read showed (todo id, version, op_id) to drop.
-    A loaded state and a pending write are ordered as the loader orders commands (`loaded_wins`).
+    A loaded state and a pending write are ordered as the loader orders commands (`loaded_wins`);
+    a pending entry whose row is not usable (`PendingEntry.decoded`) is ignored: its key shows
+    what is loaded.
 
     `fetch(after, limit, ids)` is `TodoReader.list_seen` for the owner and `state`: loaded rows
     matching `state` and the stored state (tombstones included) of each of `ids`. Rows are fetched
     until the page is full: a pending delete or a change of `state` can take rows out of it.
     `first`, when given, is the first batch, fetched from `after` while the pending writes were
     read (naming the ids a guess gave): it is used as far as it knows every pending id's state.
+    Its rows replaced by a pending write (`SeenLater`'s `replaced`) must be of usable entries.
     """
     ahead = sorted(i for i in pending if after is None or i > after)
     out: list[Row] = []
@@ -395,8 +466,10 @@ def merge_page(
         for base in (*batch, _END):
             key = base.id
             while j < last and named[j] < key:  # a pending write of a key with nothing stored
-                row = pending[named[j]].shown(None)
+                entry = pending[named[j]]
                 j += 1
+                alone = entry.decoded() if type(entry.data) is bytes else entry
+                row = alone.shown(None) if alone is not None else None
                 if row is not None and (state is None or row["state"] == state):
                     out.append(row)
                     if len(out) == want:
@@ -404,9 +477,12 @@ def merge_page(
             if base is _END:
                 break
             if j < last and named[j] == key:
-                write = pending[key]
+                entry = pending[key]
                 j += 1
-                if loaded_wins((base.version, base.op_id), (write.version, write.op_id)):  # loaded already
+                write = entry.decoded() if type(entry.data) is bytes else entry
+                if write is None:  # not a usable entry: what is loaded
+                    row = base.row
+                elif loaded_wins((base.version, base.op_id), (write.version, write.op_id)):  # loaded already
                     if base.settled:
                         drops.append((key, write.version, write.op_id))
                     row = base.row
@@ -505,6 +581,7 @@ class PendingWrites:
             owner,
             f"t:{todo_id}",
             todo_id,
+            TODOS,
             lambda: self.inner.seen_todo(owner, todo_id),
             min_version,
         )
@@ -515,6 +592,7 @@ class PendingWrites:
             owner,
             PROFILE_FIELD,
             owner,
+            PROFILES,
             lambda: self.inner.seen_profile(owner),
             min_version,
         )
@@ -525,6 +603,7 @@ class PendingWrites:
         owner: str,
         field: str,
         id_: str,
+        resource: Resource,
         load: Callable[[], Seen],
         min_version: int | None,
     ) -> Seen:
@@ -542,7 +621,7 @@ class PendingWrites:
             self._drop(hash_key, [(field, write.version, write.op_id)])
             write = None
         if write is not None:
-            write = write.decoded()
+            write = write.decoded(resource)
         entry = parse_entry(raw_entry)
         cached = Seen(id_, entry[3], entry[1], entry[2]) if entry is not None and entry[0] != UNKNOWN else None
         best = cached if write is None else without_replica(write, cached)
@@ -614,16 +693,20 @@ class PendingWrites:
             return self.inner.list_todos(owner, after, limit, state)
         self.breaker.succeeded()
         pending, expired = self._entries(raw, after)
-        # Rows a newer pending write replaces need only their created_at (PendingEntry.shown).
-        replaced = {i: w.version for i, w in pending.items()}
+        # Rows a newer pending write replaces need only their created_at (PendingEntry.shown):
+        # only usable entries replace a row (those not decoded yet, past ID_CAP, come whole).
+        replaced = {i: w.version for i, w in pending.items() if type(w.data) is not bytes}
         first = Fetched(self._ordered(owner, rows(replaced), pending), n, frozenset(ids))
         page = self._merged(hash_key, owner, after, limit, state, pending, expired, first)
         self._guess(hash_key, pending, first, page, after, state, limit)
         return page
 
     def _entries(self, raw: Any, after: str | None) -> tuple[dict[str, PendingEntry], list[tuple[str, int, str]]]:
-        """An HGETALL reply's todo entries (their rows decoded when after the cursor) and the
-        expired ones (todo id, version, op_id)."""
+        """An HGETALL reply's todo entries (their rows decoded when after the cursor, up to
+        ID_CAP of them; merge_page decodes the others it meets) and the expired ones (todo id,
+        version, op_id). An entry that cannot be used (its id is not a canonical UUID, its value
+        does not parse, its row is not a usable row) is logged and left out: its key reads what
+        is loaded, and its id never reaches SQL."""
         oldest = self.clock() // 1000 - self.ttl_us
         pending: dict[str, PendingEntry] = {}
         expired: list[tuple[str, int, str]] = []
@@ -631,7 +714,8 @@ class PendingWrites:
             name = raw[i]
             if name[:2] != b"t:":
                 continue
-            write = parse_pending(bytes(name[2:]).decode("ascii", "replace"), raw[i + 1])
+            todo_id = todo_id_of(name)
+            write = parse_pending(todo_id, raw[i + 1]) if todo_id is not None else None
             if write is None:
                 continue
             if write.version < oldest:

@@ -5,6 +5,7 @@ over MariaDB and the real Redis."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Collection, Iterator, Sequence
@@ -306,6 +307,42 @@ NON_ASCII_ID = "\u00e9" * 36
 
 
 @pytest.mark.mariadb
+@pytest.mark.redis
+def test_a_non_ascii_pending_id_is_ignored_before_sql_and_nothing_trips(mysql_url, redis_server):
+    """A pending field `t:{id}` whose id is not ASCII used to reach MariaDB in the page query's
+    IN list as 1267 "Illegal mix of collations", answered as an outage (503) with the reader's
+    breaker open. Its id is checked first now: the page is what is loaded, nothing fails."""
+    master = open_master(mysql_url)
+    master.migrate()
+    body = b"".join(
+        make_command("put", "todos", ME, i, 1000 + n, new_op_id(), validate_todo({"title": f"loaded {n}"})).to_line()
+        for n, i in enumerate(loaded_ids(5))
+    )
+    BatchLoader(master).load("local", "writes/2026/01/01/00/non-ascii", local_etag(body), body)
+    replicas = ReplicaReader([SqlReader(open_reader(mysql_url))])
+    client = RespClient.from_url(redis_server)
+    prefix = f"sluice-test-{uuid.uuid4().hex[:8]}:v1"
+    pending = PendingWrites(CachedReader(replicas, client, 300, prefix=prefix), 900)
+    try:
+        now = time.time_ns() // 1000
+        good = make_command(
+            "put", "todos", ME, loaded_ids(5)[0][:-1] + "1", now, new_op_id(), validate_todo({"title": "p"})
+        )
+        assert pending.record([good])
+        value = client.execute_command("HGET", pending_key(ME, prefix), f"t:{good.id}")
+        client.execute_command("HSET", pending_key(ME, prefix), f"t:{NON_ASCII_ID}".encode(), value)
+        for _ in range(2):  # the process's guess names the ids it saw: the bad one never
+            titles = [r["title"] for r in pending.list_todos(ME, None, 10, None)]
+            assert titles == ["loaded 0", "p", "loaded 1", "loaded 2", "loaded 3", "loaded 4"]
+        assert all(breaker.allows() for breaker in replicas.breakers) and pending.breaker.allows()
+    finally:
+        client.execute_command("DEL", pending_key(ME, prefix))
+        client.close()
+        replicas.readers[0].db.discard()  # type: ignore[attr-defined]
+        master.discard()
+
+
+@pytest.mark.mariadb
 def test_a_collation_error_that_reaches_the_database_is_a_bug_never_an_outage(mysql_url):
     """Should an id that is not ASCII reach SQL anyway, MariaDB answers 1267/1271: the server
     answered, so it is raised as the bug it is (a 500 at the HTTP edge), not DatabaseUnavailable
@@ -330,3 +367,53 @@ def test_a_collation_error_that_reaches_the_database_is_a_bug_never_an_outage(my
     finally:
         replicas.readers[0].db.discard()  # type: ignore[attr-defined]
         master.discard()
+
+
+@pytest.mark.mariadb
+@pytest.mark.redis
+def test_through_the_api_a_bad_pending_id_is_ignored_and_one_that_reached_sql_would_be_a_500(
+    mysql_url, redis_server, local_dir, monkeypatch
+):
+    """GET /todos on MariaDB with a non-ASCII pending id: 200 and the page (the id is checked
+    before any SQL). With that check taken away, the collation error it causes is a 500 with no
+    internals, never the outage's 503, and no breaker opens."""
+    from chalice.test import Client
+
+    import app as app_module
+    from chalicelib import bootstrap
+    from chalicelib.config import Settings
+    from chalicelib.readers import pending as pending_module
+    from tests.conftest import auth, body
+
+    settings = Settings.from_env(
+        {"DATABASE_URL": mysql_url, "CACHE_URL": redis_server, "LOCAL_DATA_DIR": str(local_dir)}
+    )
+    built = bootstrap.build(settings)
+    built.master.migrate()
+    bootstrap.use(built)
+    me = str(uuid.uuid4())
+    hash_key = pending_key(me, "sluice:v1")
+    client = RespClient.from_url(redis_server)
+    try:
+        with Client(app_module.app) as api:
+            todo_id = api.http.post("/todos", headers=auth(me), body=body({"title": "mine"})).json_body["id"]
+            head, row = client.execute_command("HGET", hash_key, f"t:{todo_id}").rsplit(b"|", 1)
+            row = json.dumps(dict(json.loads(row), id=NON_ASCII_ID)).encode()  # a row of that id
+            client.execute_command("HSET", hash_key, f"t:{NON_ASCII_ID}".encode(), head + b"|" + row)
+            page = api.http.get("/todos", headers=auth(me))
+            assert page.status_code == 200 and [t["id"] for t in page.json_body["todos"]] == [todo_id]
+
+            monkeypatch.setattr(pending_module, "todo_id_of", lambda name: bytes(name[2:]).decode())
+            page = api.http.get("/todos", headers=auth(me))
+            assert page.status_code == 500 and page.json_body["error"] == "internal_error"
+            assert "collation" not in page.body.decode().lower()
+            assert all(b.allows() for b in built.reader.inner.breakers)  # type: ignore[attr-defined]
+            monkeypatch.undo()
+            assert api.http.get("/todos", headers=auth(me)).status_code == 200
+    finally:
+        client.execute_command("DEL", hash_key)
+        for key in client.execute_command("KEYS", f"sluice:v1:*:{me}*") or []:
+            client.execute_command("DEL", key)
+        client.close()
+        bootstrap.reset()
+        built.master.discard()

@@ -6,6 +6,7 @@ replica reads). Every test writes as owners of its own; their keys are removed a
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -255,19 +256,138 @@ def test_entries_older_than_the_ttl_are_ignored_and_removed(local_dir, redis_ser
     assert redis.execute_command("HGET", pending_key(me, "sluice:v1"), f"t:{done.id}") is None
 
 
-@pytest.mark.parametrize("payload", [b"not json", b"[1, 2]", b"\xff\xfe", b'{"id": "x"'])
-def test_a_pending_entry_that_is_not_a_row_is_ignored_by_every_read(app_with, owners, redis, payload):
+def _without(name: str) -> Any:
+    def spoil(row: dict[str, Any], head: bytes) -> bytes:
+        del row[name]
+        return head + b"|" + json.dumps(row).encode()
+
+    return spoil
+
+
+def _with(name: str, value: Any) -> Any:
+    def spoil(row: dict[str, Any], head: bytes) -> bytes:
+        row[name] = value
+        return head + b"|" + json.dumps(row).encode()
+
+    return spoil
+
+
+def _payload(payload: bytes) -> Any:
+    return lambda row, head: head + b"|" + payload
+
+
+def _header(field: int, value: bytes) -> Any:
+    def spoil(row: dict[str, Any], head: bytes) -> bytes:
+        parts = head.split(b"|")
+        parts[field] = value
+        return b"|".join(parts) + b"|" + json.dumps(row).encode()
+
+    return spoil
+
+
+# What someone else may have written into a pending entry (our RECORD never writes these).
+SPOILS = {
+    "not-json": _payload(b"not json"),
+    "json-list": _payload(b"[1, 2]"),
+    "not-utf8": _payload(b"\xff\xfe"),
+    "cut-short": _payload(b'{"id": "x"'),
+    "no-version": _without("version"),
+    "no-state": _without("state"),
+    "no-id": _without("id"),
+    "no-title": _without("title"),
+    "another-id": _with("id", "00000000-0000-4000-8000-000000000000"),
+    "another-version": _with("version", 1),
+    "bad-state": _with("state", "maybe"),
+    "bad-created-at": _with("created_at", "yesterday"),
+    "bad-entry-state": _header(0, b"x"),
+    "bad-entry-version": _header(1, b"soon"),
+    "bad-entry-op-id": _header(2, "\u00e9".encode()),
+}
+
+
+@pytest.mark.parametrize("count", [3, 70], ids=["few", "over-64"])
+@pytest.mark.parametrize("spoil", list(SPOILS.values()), ids=list(SPOILS))
+def test_a_pending_entry_that_cannot_be_used_is_ignored_and_logged_on_every_path(
+    app_with, owners, redis, caplog, spoil, count
+):
+    """Every read ignores (and logs) an entry it cannot use, by key and in pages, with at most
+    64 pending writes (decoded before the page is merged) and more (decoded as the merge meets
+    them): that key reads what is loaded (nothing here). Failed before: a missing field answered
+    500 (KeyError), and past 64 entries so did bad JSON, a list or bytes that are not UTF-8."""
     client, _, _ = app_with
     me = new_owner(owners)
-    kept = client.http.post("/todos", headers=auth(me), body=body({"title": "kept"})).json_body
-    spoilt = client.http.post("/todos", headers=auth(me), body=body({"title": "spoilt"})).json_body
-    field = f"t:{spoilt['id']}"
+    todos = [{"title": f"t{n:03d}"} for n in range(count)]
+    accepted = client.http.post("/todos/batch", headers=auth(me), body=body({"todos": todos})).json_body["accepted"]
+    ids = sorted(a["id"] for a in accepted)
+    spoilt = ids[count // 2]
+    field = f"t:{spoilt}"
     stored = redis.execute_command("HGET", pending_key(me, "sluice:v1"), field)
-    head = stored.rsplit(b"|", 1)[0]  # state|version|op_id|created: only the row is spoilt
-    redis.execute_command("HSET", pending_key(me, "sluice:v1"), field, head + b"|" + payload)
-    assert client.http.get(f"/todos/{spoilt['id']}", headers=auth(me)).status_code == 404  # nothing loaded
-    assert titles(client.http.get("/todos", headers=auth(me))) == ["kept"]
-    assert client.http.get(f"/todos/{kept['id']}", headers=auth(me)).json_body["title"] == "kept"
+    head, payload = stored.split(b"|", 4)[:4], stored.split(b"|", 4)[4]
+    redis.execute_command("HSET", pending_key(me, "sluice:v1"), field, spoil(json.loads(payload), b"|".join(head)))
+    good = [i for i in ids if i != spoilt]
+    caplog.set_level(logging.WARNING, logger="chalicelib.readers.pending")
+
+    assert client.http.get(f"/todos/{spoilt}", headers=auth(me)).status_code == 404  # nothing loaded
+    assert client.http.get(f"/todos/{good[0]}", headers=auth(me)).status_code == 200
+    for limit in (100, 10, 3):
+        walked: list[str] = []
+        cursor = ""
+        while True:
+            page = client.http.get(f"/todos?limit={limit}{cursor}", headers=auth(me))
+            assert page.status_code == 200, page.json_body
+            walked += [t["id"] for t in page.json_body["todos"]]
+            if page.json_body["next_cursor"] is None:
+                break
+            cursor = f"&cursor={page.json_body['next_cursor']}"
+        assert walked == good, limit
+    assert any(spoilt in r.getMessage() and "ignored" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("count", [3, 70], ids=["few", "over-64"])
+@pytest.mark.parametrize(
+    "bad_id",
+    ["not-a-uuid", "00000000-0000-4000-8000-00000000000A", "00000000000040008000000000000001", "\u00e9" * 36],
+    ids=["word", "upper-case", "no-hyphens", "non-ascii"],
+)
+def test_a_pending_field_whose_id_is_not_a_canonical_uuid_is_ignored_and_logged(
+    app_with, owners, redis, caplog, bad_id, count
+):
+    """A field `t:{id}` whose id is not a canonical UUID (with an entry that is otherwise a row
+    of that id) is never merged into a page, and its id is checked before any SQL. Failed
+    before: it showed as a row of the page."""
+    client, _, _ = app_with
+    me = new_owner(owners)
+    todos = [{"title": f"t{n:03d}"} for n in range(count)]
+    accepted = client.http.post("/todos/batch", headers=auth(me), body=body({"todos": todos})).json_body["accepted"]
+    ids = sorted(a["id"] for a in accepted)
+    stored = redis.execute_command("HGET", pending_key(me, "sluice:v1"), f"t:{ids[0]}")
+    head, payload = stored.split(b"|", 4)[:4], stored.split(b"|", 4)[4]
+    row = dict(json.loads(payload), id=bad_id)
+    value = b"|".join(head) + b"|" + json.dumps(row).encode()
+    redis.execute_command("HSET", pending_key(me, "sluice:v1"), f"t:{bad_id}".encode(), value)
+    caplog.set_level(logging.WARNING, logger="chalicelib.readers.pending")
+    for limit in (100, 5):
+        page = client.http.get(f"/todos?limit={limit}", headers=auth(me))
+        assert page.status_code == 200 and [t["id"] for t in page.json_body["todos"]] == ids[:limit]
+    assert any("canonical" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("spoil", [SPOILS["no-version"], SPOILS["json-list"], _without("display_name")])
+def test_a_pending_profile_entry_that_cannot_be_used_is_ignored_and_logged(app_with, owners, redis, caplog, spoil):
+    client, built, held = app_with
+    me = new_owner(owners)
+    client.http.put("/me", headers=auth(me), body=body({"display_name": "Loaded"}))
+    held.load_all(built)
+    client.http.put("/me", headers=auth(me), body=body({"display_name": "Pending"}))
+    stored = redis.execute_command("HGET", pending_key(me, "sluice:v1"), "p")
+    head, payload = stored.split(b"|", 4)[:4], stored.split(b"|", 4)[4]
+    redis.execute_command("HSET", pending_key(me, "sluice:v1"), "p", spoil(json.loads(payload), b"|".join(head)))
+    caplog.set_level(logging.WARNING, logger="chalicelib.readers.pending")
+    for _ in range(2):  # with the cache entry the loader wrote, and without
+        profile = client.http.get("/me", headers=auth(me))
+        assert profile.status_code == 200 and profile.json_body["display_name"] == "Loaded"
+        redis.execute_command("DEL", profile_key(me))
+    assert any("ignored" in r.getMessage() for r in caplog.records)
 
 
 def test_a_dead_redis_never_fails_a_write_counts_it_and_reads_fall_back(local_dir, owners):
