@@ -24,8 +24,9 @@ Writing
 Expiring
     An entry is ignored, and removed by the next read that meets it, once its version is older
     than PENDING_TTL_SECONDS; it is removed sooner (DROP, guarded by (version, op_id): never a
-    newer entry) once a replica read shows that write or a newer one. An answer from the master
-    (failover while replicas exist) is not enough: replicas lag behind the master.
+    newer entry) once a replica read shows that write or a newer one, after that read filled the
+    key's cache entry from what it showed (so no older cache entry outlives the pending one). An
+    answer from the master (failover while replicas exist) is not enough: replicas lag behind.
 
 Reading
     A loaded (or cached) state and a pending write are ordered as the loader orders their
@@ -416,9 +417,10 @@ def merge_page(
     state: str | None,
     id_cap: int = ID_CAP,
     first: Fetched | None = None,
-) -> tuple[list[Row], list[tuple[str, int, str]]]:
+) -> tuple[list[Row], list[Seen]]:
     """The first `want` todos with id > after, as the caller would see them were every pending
-    write loaded, and the pending entries a settled read showed (todo id, version, op_id) to drop.
+    write loaded, and the settled loaded states that show a pending write or a newer one (whose
+    entries are to be dropped).
     A loaded state and a pending write are ordered as the loader orders commands (`loaded_wins`);
     a pending entry whose row is not usable (`PendingEntry.decoded`) is ignored: its key shows
     what is loaded.
@@ -432,7 +434,7 @@ def merge_page(
     """
     ahead = sorted(i for i in pending if after is None or i > after)
     out: list[Row] = []
-    drops: list[tuple[str, int, str]] = []
+    drops: list[Seen] = []
     cursor = after
     while True:
         if first is not None:
@@ -484,7 +486,7 @@ def merge_page(
                     row = base.row
                 elif loaded_wins((base.version, base.op_id), (write.version, write.op_id)):  # loaded already
                     if base.settled:
-                        drops.append((key, write.version, write.op_id))
+                        drops.append(base)
                     row = base.row
                 else:
                     row = write.shown(base)
@@ -633,26 +635,29 @@ class PendingWrites:
             return best
         self.cache.misses += 1
         seen = load()
-        self._fill(key, seen)
-        if write is not None and seen.settled and loaded_wins(seen.order, write.order):
-            self._drop(hash_key, [(field, write.version, write.op_id)])
+        filled = self._fill((key, seen))
+        if write is not None and filled and seen.settled and loaded_wins(seen.order, write.order):
+            self._drop(hash_key, [(field, seen.version, seen.op_id)])
         best = newest(write, seen if cached is None else _newer(cached, seen))
         assert best is not None
         return best
 
-    def _fill(self, key: str, seen: Seen) -> None:
-        if seen.row is None:
-            entry = (key, ABSENT, seen.version, seen.op_id, b"")
-            ttl_ms = self.cache.negative_ttl_ms
-        else:
-            entry = (key, PRESENT, seen.version, seen.op_id, dump_row(seen.row))
-            ttl_ms = self.cache.ttl_ms
+    def _fill(self, *states: tuple[str, Seen]) -> bool:
+        """Fill the cache entries (key, state) a read found, guarded by (version, op_id) so that
+        nothing newer is replaced; whether Redis took them. A pending entry a read showed is
+        dropped only after this: once it is gone, the cache must not hold an older state."""
         from chalicelib.readers.cache import guarded_set
 
+        present = [(k, PRESENT, s.version, s.op_id, dump_row(s.row)) for k, s in states if s.row is not None]
+        absent = [(k, ABSENT, s.version, s.op_id, b"") for k, s in states if s.row is None]
         try:
-            guarded_set(self.client, "fill", ttl_ms, [entry])
+            for entries, ttl_ms in ((present, self.cache.ttl_ms), (absent, self.cache.negative_ttl_ms)):
+                if entries:
+                    guarded_set(self.client, "fill", ttl_ms, entries)
         except Exception as exc:  # noqa: BLE001 - the row is answered all the same
             self.breaker.failed(exc, "filling")
+            return False
+        return True
 
     # -- pages -----------------------------------------------------------------------------------
     def list_todos(self, owner: str, after: str | None, limit: int, state: str | None) -> list[Row]:
@@ -743,7 +748,7 @@ class PendingWrites:
         expired: list[tuple[str, int, str]],
         first: Fetched | None,
     ) -> list[Row]:
-        drops: list[tuple[str, int, str]] = []
+        drops: list[Seen] = []
         if not pending and first is None:
             rows = self.inner.list_todos(owner, after, limit, state)
         elif not pending and first is not None and not first.ids:  # live rows matching state only
@@ -759,8 +764,11 @@ class PendingWrites:
                 state,
                 first=first,
             )
+        if drops and not self._fill(*((todo_key(owner, s.id, self.prefix), s) for s in drops)):
+            drops = []  # the cache may still hold an older state: the entries stay (until their TTL)
         if expired or drops:
-            self._drop(hash_key, [(f"t:{i}", v, op) for i, v, op in (*expired, *drops)])
+            shown = [(s.id, s.version, s.op_id) for s in drops]
+            self._drop(hash_key, [(f"t:{i}", v, op) for i, v, op in (*expired, *shown)])
         return rows
 
     def _ordered(self, owner: str, rows: Sequence[Seen], pending: Mapping[str, PendingEntry]) -> Sequence[Seen]:

@@ -176,6 +176,30 @@ def test_a_replica_read_that_shows_the_write_drops_it_and_reads_stay_right(app_w
     assert titles(client.http.get("/todos", headers=auth(me))) == ["second"]
 
 
+def test_a_page_that_drops_a_pending_write_leaves_no_older_cache_entry_behind(app_with, owners, redis):
+    """The loader's cache update can fail (Redis unreachable at its commit), leaving an older
+    cache entry. A page read that drops the pending write the replica shows first fills the
+    cache from those rows, so the caller's next read by key does not go back. Failed before:
+    the entry was dropped and GET /todos/{id} answered the older cached state."""
+    client, built, held = app_with
+    me = new_owner(owners)
+    todo_id = client.http.post("/todos", headers=auth(me), body=body({"title": "v1"})).json_body["id"]
+    held.load_all(built)
+    assert client.http.get(f"/todos/{todo_id}", headers=auth(me)).json_body["title"] == "v1"  # cached
+    client.http.put(f"/todos/{todo_id}", headers=auth(me), body=body({"title": "v2"}))
+    gone = client.http.delete(f"/todos/{todo_id}", headers=auth(me, json_body=False)).json_body["version"]
+    invalidator, built.loader.on_commit = built.loader.on_commit, None  # its cache update fails
+    try:
+        held.load_all(built)
+    finally:
+        built.loader.on_commit = invalidator
+    assert redis.execute_command("GET", todo_key(me, todo_id)).startswith(b"p|")  # the older row
+    assert titles(client.http.get("/todos", headers=auth(me))) == []  # the replica shows the delete
+    assert redis.execute_command("HGET", pending_key(me, "sluice:v1"), f"t:{todo_id}") is None  # dropped
+    assert client.http.get(f"/todos/{todo_id}", headers=auth(me)).status_code == 404
+    assert client.http.get(f"/todos/{todo_id}?min_version={gone}", headers=auth(me)).status_code == 404
+
+
 def test_min_version_answers_that_version_or_503_never_older(app_with, owners, redis):
     client, built, held = app_with
     me = new_owner(owners)

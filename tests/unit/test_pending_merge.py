@@ -97,9 +97,9 @@ def test_paging_through_the_merge_gives_the_model_with_no_repeat_and_no_gap(mix,
         page = rows[:limit]
         assert len(page) == min(limit, len(expected) - len(seen))  # pages stay full-sized
         seen += [(r["id"], r["title"]) for r in page]
-        for todo_id, version, op_id in drops:
-            assert settled and (version, op_id) == pending[todo_id][:2]
-            assert not newer(pending[todo_id][:2], loaded[todo_id][:2])
+        for shown in drops:  # a settled loaded state as new as the pending write, or newer
+            assert settled and shown.order == loaded[shown.id][:2]
+            assert not newer(pending[shown.id][:2], shown.order)
         if len(rows) <= limit:
             break
         after = page[-1]["id"]
@@ -144,8 +144,8 @@ def test_a_first_batch_fetched_on_a_guess_of_the_pending_ids_gives_the_model(
     got, drops = merge_page(store.fetch, entries(pending), cursor, want, state, 3, first)
     expected = [item for item in model(loaded, pending, state) if cursor is None or item[0] > cursor][:want]
     assert [(r["id"], r["title"]) for r in got] == expected
-    for todo_id, version, op_id in drops:
-        assert (version, op_id) == pending[todo_id][:2] and not newer(pending[todo_id][:2], loaded[todo_id][:2])
+    for shown in drops:
+        assert shown.order == loaded[shown.id][:2] and not newer(pending[shown.id][:2], shown.order)
 
 
 def test_a_settled_read_that_shows_the_write_drops_it_and_an_unsettled_one_does_not():
@@ -155,7 +155,7 @@ def test_a_settled_read_that_shows_the_write_drops_it_and_an_unsettled_one_does_
     pending = {a: (5, low, False, "open"), b: (3, low, False, "done"), c: (4, high, False, "done")}
     rows, drops = merge_page(Store(loaded, None, True).fetch, entries(pending), None, 10, None)
     # b's pending version 3 is newer than the replica's 2, and c's wins the tie of version 4: kept
-    assert drops == [(a, 5, low)]
+    assert [(shown.id, shown.order) for shown in drops] == [(a, (5, low))]
     assert [r["title"] for r in rows] == ["loaded 5", "pending 3", "pending 4"]
     _, drops = merge_page(Store(loaded, None, False).fetch, entries(pending), None, 10, None)
     assert drops == []  # the master answered (failover): replicas may still lag
