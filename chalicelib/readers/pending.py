@@ -18,8 +18,10 @@ Writing
     After the transport accepted a request's commands (never instead of it), one EVALSHA
     (RECORD) writes each key's entry if its (version, op_id) is newer than the one stored, the
     rule the cache and the loader keep, and sets the hash to expire PENDING_TTL_SECONDS after
-    its latest write. A failure is logged and counted (`PendingRecordFailures`, EMF) and the
-    write is still accepted: reads then fall back to what is loaded (eventual).
+    its latest write. For a POST's new ids (nothing can be stored for them) it also sets their
+    cache entries to "absent" unless one exists. A failure is logged and counted
+    (`PendingRecordFailures`, EMF) and the write is still accepted: reads then fall back to what
+    is loaded (eventual).
 
 Expiring
     An entry is ignored, and removed by the next read that meets it, once its version is older
@@ -124,11 +126,16 @@ RECORD = (
 -- ARGV[1]: TTL in ms; then per entry: field, state, version, op_id, payload.
 -- An entry is written when (version, op_id) is newer than the stored one; CREATED keeps the
 -- smallest version seen for the field. Versions are compared as numbers (exact below 2^53) and
--- written back as the text they came in (Lua would print a large number as 1.8e+15)."""
+-- written back as the text they came in (Lua would print a large number as 1.8e+15).
+-- KEYS[2..]: the cache entries of todos a POST made with new ids (nothing can be stored for
+-- them): each is set to "absent" at version 0, unless it exists (any entry is as new), for the
+-- last ARGV's milliseconds, so a read by key knows nothing is stored without the database."""
     + _LUA_HELPERS
     + """
 local written = 0
-for i = 2, #ARGV, 5 do
+local last = #ARGV
+if #KEYS > 1 then last = #ARGV - 1 end
+for i = 2, last, 5 do
   local field, state, version_text, op_id, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local version = tonumber(version_text)
   local created = version_text
@@ -151,6 +158,9 @@ for i = 2, #ARGV, 5 do
   end
 end
 redis.call("PEXPIRE", KEYS[1], ARGV[1])
+for k = 2, #KEYS do
+  redis.call("SET", KEYS[k], "a|0||", "PX", ARGV[#ARGV], "NX")
+end
 return written
 """
 )
@@ -533,8 +543,13 @@ class PendingWrites:
         self._guesses: dict[str, Guess] = {}
 
     # -- writes --------------------------------------------------------------------------------
-    def record(self, commands: Sequence[WriteCommand]) -> bool:
-        """Record accepted commands (one EVALSHA per owner: one per request). Never raises."""
+    def record(self, commands: Sequence[WriteCommand], new_ids: bool = False) -> bool:
+        """Record accepted commands (one EVALSHA per owner: one per request). Never raises.
+
+        `new_ids`: the todos are new (a POST's UUIDv7 ids, no Idempotency-Key), so nothing is
+        stored for them: the same EVALSHA sets their cache entries to "absent" (unless one
+        exists), and the writer's next read by key answers from Redis alone, without the
+        database (a pending put otherwise reads what is stored, for its created_at)."""
         by_owner: dict[str, list[WriteCommand]] = {}
         for command in commands:
             by_owner.setdefault(command.owner, []).append(command)
@@ -547,8 +562,12 @@ class PendingWrites:
             args: list[Any] = [self.ttl_ms]
             for entry in map(entry_for, mine):
                 args.extend(entry)
+            keys = [pending_key(owner, self.prefix)]
+            if new_ids:
+                keys += [todo_key(owner, c.id, self.prefix) for c in mine if c.resource == "todos"]
+                args.append(self.cache.negative_ttl_ms)
             try:
-                run_script(self.client, RECORD, [pending_key(owner, self.prefix)], args)
+                run_script(self.client, RECORD, keys, args)
             except Exception as exc:  # noqa: BLE001 - the write is accepted; reads fall back to eventual
                 self.breaker.failed(exc, "recording pending writes")
                 self._failed(len(mine), exc)

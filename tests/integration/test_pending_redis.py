@@ -176,6 +176,47 @@ def test_a_replica_read_that_shows_the_write_drops_it_and_reads_stay_right(app_w
     assert titles(client.http.get("/todos", headers=auth(me))) == ["second"]
 
 
+class CountingReads:
+    """The pending writes' database reader, counting the reads by key that reach it."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.by_key = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def seen_todo(self, owner: str, todo_id: str) -> Any:
+        self.by_key += 1
+        return self.inner.seen_todo(owner, todo_id)
+
+
+def test_a_read_by_key_of_a_pending_put_reads_the_database_only_when_something_may_be_stored(app_with, owners, redis):
+    """A pending put shows the stored row's created_at, so with no cache entry a read by key
+    reads the database once (and fills the cache). A POST's new id has nothing stored: its
+    record sets the cache entry to absent, and the writer's reads stay one Redis round trip."""
+    client, built, _ = app_with
+    me = new_owner(owners)
+    counting = CountingReads(built.service.pending.inner)
+    built.service.pending.inner = counting
+    posted = client.http.post("/todos", headers=auth(me), body=body({"title": "new"})).json_body
+    batch = client.http.post("/todos/batch", headers=auth(me), body=body({"todos": [{"title": "b"}]})).json_body
+    for todo_id in (posted["id"], batch["accepted"][0]["id"]):
+        assert redis.execute_command("GET", todo_key(me, todo_id)) == b"a|0||"
+        got = client.http.get(f"/todos/{todo_id}", headers=auth(me)).json_body
+        assert got["created_at"] == got["updated_at"]
+    assert counting.by_key == 0
+
+    keyed = client.http.post("/todos", headers={**auth(me), "Idempotency-Key": "k1"}, body=body({"title": "k"}))
+    put_id = str(uuid.uuid4())
+    client.http.put(f"/todos/{put_id}", headers=auth(me), body=body({"title": "p"}))
+    for todo_id in (keyed.json_body["id"], put_id):  # ids that may have a stored row
+        assert redis.execute_command("GET", todo_key(me, todo_id)) is None
+        for _ in range(2):  # the first read fills the cache; the second hits it
+            assert client.http.get(f"/todos/{todo_id}", headers=auth(me)).status_code == 200
+    assert counting.by_key == 2
+
+
 def test_a_page_that_drops_a_pending_write_leaves_no_older_cache_entry_behind(app_with, owners, redis):
     """The loader's cache update can fail (Redis unreachable at its commit), leaving an older
     cache entry. A page read that drops the pending write the replica shows first fills the
