@@ -58,7 +58,7 @@ import json.scanner
 import logging
 import re
 import time
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from collections.abc import Callable, Collection, Mapping, Sequence
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -276,11 +276,6 @@ class PendingEntry(NamedTuple):
         return row
 
 
-# A row's two timestamps as reads show them, created_at then updated_at (readers.sql.ts_out,
-# _shown_ts): UTC, a fraction only when there is one. Checked as one string: one match per entry.
-_TIMESTAMPS = re.compile(r"(?:[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{6})?Z){2}")
-
-
 class _Shape(NamedTuple):
     fields: frozenset[str]
     choices: tuple[tuple[str, frozenset[str]], ...]
@@ -298,9 +293,10 @@ _SHAPES = {
 def usable_row(resource: Resource, row: Row, id_: str, version: int) -> bool:
     """Whether a pending entry's decoded row can be shown as `resource`'s row `id_` at `version`:
     every field a read shows is there, the id and version are the entry's own, each choice field
-    holds one of its choices (the page's `state` filter) and the timestamps read as stored ones.
-    Only RECORD writes these rows, from validated commands; this catches what anything else
-    wrote into the keys without validating every field again on every read."""
+    holds one of its choices (the page's `state` filter) and the timestamps have the shape reads
+    show (`_stamp`: what `_earlier` compares). Only RECORD writes these rows, from validated
+    commands; this catches what anything else wrote into the keys without validating every field
+    again on every read (a page decodes up to 64 entries while its query runs)."""
     shape = _SHAPES[resource.name]
     if not row.keys() >= shape.fields:
         return False
@@ -312,8 +308,13 @@ def usable_row(resource: Resource, row: Row, id_: str, version: int) -> bool:
         value = row[name]
         if type(value) is not str or value not in choices:
             return False
-    created, updated = row["created_at"], row["updated_at"]
-    return type(created) is str and type(updated) is str and _TIMESTAMPS.fullmatch(created + updated) is not None
+    return _stamp(row["created_at"]) and _stamp(row["updated_at"])
+
+
+def _stamp(value: Any) -> bool:
+    """Whether `value` has the shape of a timestamp as reads show it (`_shown_ts`, sql.ts_out):
+    YYYY-MM-DDTHH:MM:SS, then a 6-digit fraction or none, and Z."""
+    return type(value) is str and len(value) in (20, 27) and value[10] == "T" and value[-1] == "Z"
 
 
 def _earlier(a: str, b: str) -> bool:
@@ -405,6 +406,7 @@ def without_replica(write: PendingEntry, cached: Seen | None) -> Seen | None:
 
 # -- the page merge ------------------------------------------------------------------------------
 Fetch = Callable[[str | None, int, Collection[str]], Sequence[Seen]]
+Orders = Callable[[Collection[str]], Mapping[str, Seen]]  # TodoReader.seen_todos for the owner
 
 
 class Fetched(NamedTuple):
@@ -427,6 +429,7 @@ def merge_page(
     state: str | None,
     id_cap: int = ID_CAP,
     first: Fetched | None = None,
+    orders: Orders | None = None,
 ) -> tuple[list[Row], list[Seen]]:
     """The first `want` todos with id > after, as the caller would see them were every pending
     write loaded, and the settled loaded states that show a pending write or a newer one (whose
@@ -441,10 +444,14 @@ def merge_page(
     `first`, when given, is the first batch, fetched from `after` while the pending writes were
     read (naming the ids a guess gave): it is used as far as it knows every pending id's state.
     Its rows replaced by a pending write (`SeenLater`'s `replaced`) must be of usable entries.
+    A page's rows need not carry their op_id: a row whose version ties its pending write's and
+    has none is read again with it by `orders` (`TodoReader.seen_todos`), once for all such rows
+    of its batch, only when there is one.
     """
     ahead = sorted(i for i in pending if after is None or i > after)
     out: list[Row] = []
     drops: list[Seen] = []
+    reread: dict[str, Seen] = {}  # stored states read again with their op_ids (version ties)
     cursor = after
     while True:
         if first is not None:
@@ -492,6 +499,10 @@ def merge_page(
                 entry = pending[key]
                 j += 1
                 write = entry.decoded() if type(entry.data) is bytes else entry
+                if write is not None and base.version == write.version and not base.op_id and orders is not None:
+                    if key not in reread:  # a version tie: the op_ids of this batch's ties, at once
+                        reread.update(orders(_ties(batch, named, pending)))
+                    base = reread.get(key, base)
                 if write is None:  # not a usable entry: what is loaded
                     row = base.row
                 elif loaded_wins((base.version, base.op_id), (write.version, write.op_id)):  # loaded already
@@ -510,6 +521,12 @@ def merge_page(
             return out, drops
         cursor = upper
         ahead = [i for i in ahead if i > cursor]
+
+
+def _ties(batch: Sequence[Seen], named: Sequence[str], pending: Mapping[str, PendingEntry]) -> list[str]:
+    """The ids of `batch` rows without an op_id whose version ties the pending write of their id."""
+    by_id = {s.id: s for s in batch}
+    return [i for i in named if (s := by_id.get(i)) is not None and not s.op_id and s.version == pending[i].version]
 
 
 # -- the store -----------------------------------------------------------------------------------
@@ -720,7 +737,7 @@ class PendingWrites:
         # Rows a newer pending write replaces need only their created_at (PendingEntry.shown):
         # only usable entries replace a row (those not decoded yet, past ID_CAP, come whole).
         replaced = {i: w.version for i, w in pending.items() if type(w.data) is not bytes}
-        first = Fetched(self._ordered(owner, rows(replaced), pending), n, frozenset(ids))
+        first = Fetched(rows(replaced), n, frozenset(ids))
         page = self._merged(hash_key, owner, after, limit, state, pending, expired, first)
         self._guess(hash_key, pending, first, page, after, state, limit)
         return page
@@ -774,14 +791,13 @@ class PendingWrites:
             rows = [s.row for s in first.rows if s.row is not None]
         else:
             rows, drops = merge_page(
-                lambda cursor, n, ids: self._ordered(
-                    owner, self.inner.list_seen(owner, cursor, n, state, ids), pending
-                ),
+                lambda cursor, n, ids: self.inner.list_seen(owner, cursor, n, state, ids),
                 pending,
                 after,
                 limit,
                 state,
                 first=first,
+                orders=lambda ids: self.inner.seen_todos(owner, ids),
             )
         if drops and not self._fill(*((todo_key(owner, s.id, self.prefix), s) for s in drops)):
             drops = []  # the cache may still hold an older state: the entries stay (until their TTL)
@@ -789,24 +805,6 @@ class PendingWrites:
             shown = [(s.id, s.version, s.op_id) for s in drops]
             self._drop(hash_key, [(f"t:{i}", v, op) for i, v, op in (*expired, *shown)])
         return rows
-
-    def _ordered(self, owner: str, rows: Sequence[Seen], pending: Mapping[str, PendingEntry]) -> Sequence[Seen]:
-        """A page's rows, each that ties the version of the caller's pending write of its id read
-        again with its op_id (`seen_todos`), which orders the two (`ordering.loaded_wins`): the
-        page query reads no op_id, so its many rows do not pay for the few that tie (the pending
-        write itself once it is loaded, until a read drops it, or two writes of one version)."""
-        tied: list[int] = []
-        for todo_id, write in pending.items():
-            at = bisect_left(rows, todo_id, key=_seen_id)
-            if at < len(rows) and rows[at].id == todo_id and rows[at].version == write.version and not rows[at].op_id:
-                tied.append(at)
-        if not tied:
-            return rows
-        stored = self.inner.seen_todos(owner, [rows[at].id for at in tied])
-        ordered = list(rows)
-        for at in tied:
-            ordered[at] = stored.get(ordered[at].id, ordered[at])
-        return ordered
 
     def _guess(
         self,

@@ -28,7 +28,7 @@ SEEN_TODOS = f"SELECT {TODO_COLUMNS}, deleted, op_id FROM todos WHERE owner = %s
 # A page's versioned read: a tombstone's version comes negated (versions are positive), so the
 # rows carry no `deleted` column (one field fewer to decode per row of a page), and no op_id
 # either: only a row whose version ties the caller's pending write needs it, and `seen_todos`
-# reads those again (PendingWrites), so the many rows of every page do not pay for the few.
+# reads those again (pending.merge_page), so the many rows of every page do not pay for the few.
 LIST_SEEN = (
     "SELECT id, title, notes, state, tags, due_at, CASE WHEN deleted = 0 THEN version ELSE -version END, "
     "created_at, updated_at FROM todos WHERE owner = %s AND id > %s"
