@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import re
 import subprocess
@@ -25,6 +26,7 @@ from chalicelib.loader.sources import LocalObjectStore
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "writes/2027/01/15/08/object"
 BASE = 1_800_000_000_000_000
+OP = "0190b2a0-0000-7000-8001-ffffffffffff"
 
 
 def commands_body(count: int, version: int = BASE) -> bytes:
@@ -83,6 +85,49 @@ def assert_many_rejects_and_a_limit_in_the_middle(db: Database, applier: Applier
     assert (result.applied, result.rejected) == (3000, 3000)
     numbers = sorted(int(r[0]) for r in db.query("SELECT line_no FROM ingest_rejects"))
     assert numbers == list(range(2, 6001, 2))
+
+
+# -- an object that does not inflate cleanly ---------------------------------------------------------
+def assert_an_inflate_problem_is_one_reject_after_the_last_line(
+    db: Database, applier: Applier | None, lines: int
+) -> None:
+    """Trailing bytes after the GZIP stream, or the stream cut short: one reject for the problem, at
+    the line after the last line the object holds (not counting the empty "line" after its final
+    newline), on every path of the loader."""
+    raw = commands_body(lines)
+    whole = gzip.compress(raw)
+    # one more line, of text that does not compress (so cutting 60 bytes off the end cuts inside it)
+    noise = "".join(hashlib.sha256(b"%d" % n).hexdigest() for n in range(20))
+    last = make_command(
+        "put",
+        "todos",
+        "alice",
+        f"0190b2a0-0000-7000-8000-{lines:012d}",
+        BASE,
+        OP,
+        {"title": noise[:200], "notes": noise},
+    )
+    cut = gzip.compress(raw + last.to_line())
+    loader = BatchLoader(db, applier)
+    cases = {
+        "trailing": (whole + b"junk", "trailing bytes after the gzip stream", lines + 1),
+        "truncated": (whole[:-4], "truncated gzip stream", lines + 1),  # the whole content, no end marker
+        "cut in a line": (cut[: len(cut) - 60], "gzip stream", lines + 2),
+    }
+    for name, (body, reason, line_no) in cases.items():
+        key = f"writes/2027/01/15/08/{name.replace(' ', '-')}"
+        result = loader.load("bucket", key, local_etag(body), body)
+        rows = db.query(
+            "SELECT line_no, part, reason FROM ingest_rejects WHERE object_key = %s ORDER BY line_no, part", (key,)
+        )
+        problems = [row for row in rows if "gzip" in row[2]]
+        assert [(int(n), int(p)) for n, p, _ in problems] == [(line_no, 0)], (name, rows)
+        assert reason in problems[0][2], (name, rows)
+        # the line cut short (if any) is a reject of its own, at its own line
+        others = [(int(n), int(p)) for n, p, r in rows if "gzip" not in r]
+        assert others == ([(lines + 1, 0)] if name == "cut in a line" else []), (name, rows)
+        assert result.rejected == len(rows) and result.applied + result.stale == lines, (name, result)
+        assert db.query("SELECT rejected FROM ingest_batches WHERE object_key = %s", (key,)) == [(len(rows),)]
 
 
 # -- poisoned objects ------------------------------------------------------------------------------

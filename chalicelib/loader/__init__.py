@@ -164,7 +164,7 @@ class BatchLoader:
         self, bucket: str, key: str, etag: str, body: Body, force: bool
     ) -> tuple[LoadResult, Touched | None]:
         from chalicelib.loader.apply import Touched
-        from chalicelib.loader.reject_lines import Reject, problem_reject
+        from chalicelib.loader.reject_lines import Reject
         from chalicelib.loader.streaming import LineStream, ObjectTooLarge
 
         touched = Touched() if self.on_commit else None
@@ -175,8 +175,9 @@ class BatchLoader:
                 touched.winners.clear()
                 touched.written.clear()
             applied, stale = self._apply_stream(cur, stream, quarantine, touched)
-            if stream.problem:
-                quarantine.add([problem_reject(stream.count + 1, stream.problem)])
+            problem = stream.problem_reject()  # recorded here only, whichever path the object took
+            if problem is not None:
+                quarantine.add([problem])
             return applied, stale
 
         try:

@@ -78,3 +78,7 @@ def test_a_poisoned_object_does_not_fail_its_s3_event(db, tmp_path: Path) -> Non
     # now poisoned: the event succeeds (retrying cannot help), the object is left for the operator
     assert handle_s3_event(event, services, lambda bucket: store)["objects"] == 1
     assert db.query("SELECT COUNT(*) FROM ingest_attempts WHERE poisoned_at IS NOT NULL") == [(1,)]
+
+
+def test_an_inflate_problem_is_one_reject_after_the_last_line(db) -> None:  # type: ignore[no-untyped-def]
+    loader_limits.assert_an_inflate_problem_is_one_reject_after_the_last_line(db, None, 5)

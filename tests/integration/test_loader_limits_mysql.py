@@ -50,3 +50,10 @@ def test_the_runbook_query_lists_poisoned_objects(db: Database) -> None:
 
 def test_killed_loads_count_and_the_cli_reports_poisoned_objects(mysql_url: str, tmp_path: Path) -> None:
     loader_limits.assert_killed_loads_count_and_the_cli_reports_poisoned_objects(mysql_url, tmp_path)
+
+
+@pytest.mark.parametrize("path", ["small", "fresh", "keys"])
+def test_an_inflate_problem_is_one_reject_after_the_last_line(db: Database, path: str) -> None:
+    applier = MySQLFastApplier(db, min_rows=1000) if path == "small" else fast(db, path)
+    loader_limits.assert_an_inflate_problem_is_one_reject_after_the_last_line(db, applier, 300)
+    assert applier.paths[path] >= 1  # (fresh: the first object; its keys are stored for the others)
