@@ -401,7 +401,7 @@ class MySQLDatabase(Database):
 
         if isinstance(exc, (pymysql.err.OperationalError, pymysql.err.InterfaceError, OSError)):
             return True
-        return False
+        return _connection_dropped_inside_pymysql(exc)
 
     def is_duplicate_key(self, exc: BaseException) -> bool:
         import pymysql
@@ -410,6 +410,24 @@ class MySQLDatabase(Database):
 
     def is_retryable(self, exc: BaseException | None) -> bool:
         return mysql_error_code(exc) in RETRYABLE
+
+
+def _connection_dropped_inside_pymysql(exc: BaseException) -> bool:
+    """Errors PyMySQL raises, once it has dropped a connection's socket, that do not say so: an
+    AttributeError on the socket it set to None ('NoneType' object has no attribute 'sendall'),
+    from the `finally` that ends a LOAD DATA LOCAL whose file could not be sent, and an
+    InternalError for a reply out of sequence (it drops the socket first). Raised by PyMySQL's
+    own code, not by a bug of ours: the connection is lost, as with 2006 or 2013."""
+    import pymysql
+
+    if isinstance(exc, pymysql.err.InternalError):
+        return "Packet sequence number wrong" in str(exc)
+    if not isinstance(exc, AttributeError) or "'NoneType' object has no attribute" not in str(exc):
+        return False
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame is not None and str(frame.tb_frame.f_globals.get("__name__", "")).startswith("pymysql.")
 
 
 # Strict for every table, and UTC for the session. CONCAT_WS skips an empty sql_mode.

@@ -3,11 +3,15 @@ through the fast path (LOAD DATA in small chunks, a worker thread) and the multi
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from chalicelib.db.database import Database
+from chalicelib.db.database import Database, open_master
+from chalicelib.errors import DatabaseUnavailable
+from chalicelib.loader import BatchLoader
 from chalicelib.loader.mysql_fast import MySQLFastApplier
 from tests import loader_limits
 
@@ -57,3 +61,38 @@ def test_an_inflate_problem_is_one_reject_after_the_last_line(db: Database, path
     applier = MySQLFastApplier(db, min_rows=1000) if path == "small" else fast(db, path)
     loader_limits.assert_an_inflate_problem_is_one_reject_after_the_last_line(db, applier, 300)
     assert applier.paths[path] >= 1  # (fresh: the first object; its keys are stored for the others)
+
+
+def test_a_connection_lost_while_load_data_sends_its_file_is_an_outage_that_does_not_count(
+    db: Database, mysql_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the server drops the connection while LOAD DATA LOCAL sends its file, PyMySQL raises
+    from a `finally` that writes to the socket it has just closed: AttributeError 'NoneType'
+    object has no attribute 'sendall'. That escaped as a failed load, counted toward poisoning
+    (and as the CLI's error line) instead of the database being unavailable."""
+    from pymysql import connections
+
+    admin = open_master(mysql_url)
+    original = connections._send_local_file
+    killed: list[int] = []
+
+    def connection_killed_first(filename: Any, conn: Any) -> Any:
+        if not killed:  # the server ends this connection (a failover, a restart, an operator's KILL)
+            killed.append(conn.thread_id())
+            admin.query(f"KILL {killed[0]}")
+            while admin.query("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s", killed)[0][0]:
+                time.sleep(0.01)
+        return original(filename, conn)
+
+    monkeypatch.setattr(connections, "_send_local_file", connection_killed_first)
+    applier = MySQLFastApplier(db, min_rows=1, chunk_lines=4000, threaded=False)
+    try:
+        for _ in range(loader_limits.MAX_FAILED + 1):
+            killed.clear()
+            with pytest.raises(DatabaseUnavailable):
+                loader_limits.load(BatchLoader(db, applier), loader_limits.commands_body(3000))
+            assert killed
+    finally:
+        admin.discard()
+    assert loader_limits.poisoned(db) == []
+    assert db.query("SELECT attempts FROM ingest_attempts") == [(0,)]
