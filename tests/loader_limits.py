@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +195,82 @@ def assert_a_database_outage_does_not_poison(db: Database) -> None:
     assert poisoned(db) == [] and db.query("SELECT attempts FROM ingest_attempts") == [(0,)]
     assert load(BatchLoader(db), body).applied == 2
     assert count(db, "ingest_attempts") == 0
+
+
+class PausedAfterBegin(BatchLoader):
+    """A loader whose load, once its attempt is recorded, waits for `go` before it goes on."""
+
+    def __init__(self, db: Database, begun: threading.Semaphore, go: threading.Event) -> None:
+        super().__init__(db)
+        self.begun, self.go = begun, go
+
+    def _load_stream(self, *args: Any, **kwargs: Any) -> Any:
+        self.begun.release()
+        assert self.go.wait(120), "never released"
+        return super()._load_stream(*args, **kwargs)
+
+
+def assert_deliveries_in_flight_are_not_unfinished_attempts(db: Database) -> None:
+    """S3 delivers an object again (and again) while its first load still runs: those loads are
+    alive, so none of them counts toward poisoning, and the fourth is loaded like the others."""
+    body = commands_body(5)
+    begun, go = threading.Semaphore(0), threading.Event()
+    results: list[Any] = []
+    errors: list[BaseException] = []
+
+    def deliver() -> None:
+        try:
+            results.append(load(PausedAfterBegin(db, begun, go), body))
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            errors.append(exc)
+
+    threads = []
+    try:
+        for _ in range(MAX_FAILED + 1):  # each begins before any of them commits
+            thread = threading.Thread(target=deliver)
+            thread.start()
+            threads.append(thread)
+            while not begun.acquire(timeout=0.05) and thread.is_alive():
+                pass
+    finally:
+        go.set()
+        for thread in threads:
+            thread.join(120)
+    assert not errors, errors
+    outcomes = sorted((r.applied, r.skipped, r.poisoned) for r in results)
+    assert outcomes == [(0, 1, 0)] * MAX_FAILED + [(5, 0, 0)], outcomes
+    assert poisoned(db) == [] and count(db, "ingest_attempts") == 0
+
+
+def assert_migration_4_runs_again_cleanly_and_a_loader_before_it_counts_failures(db: Database) -> None:
+    """Migration 4 adds `ingest_attempts.running` with an ALTER guarded by the column's existence
+    (MySQL 8.4 has no ADD COLUMN IF NOT EXISTS): cut short after its ALTER (not recorded), it runs
+    again cleanly. A loader on a schema without it (the loader deployed before `migrate`) loads,
+    and counts the loads that fail."""
+    assert db.migrate() == []
+    db.query("DELETE FROM schema_migrations WHERE version = 4")
+    assert db.migrate() == [4]  # the column was there: the ALTER is skipped, the version recorded
+    # GIVEN the schema before migration 4
+    with db.transaction() as cur:
+        cur.execute("ALTER TABLE ingest_attempts DROP COLUMN running")
+        cur.execute("DELETE FROM schema_migrations WHERE version = 4")
+    body = commands_body(2)
+    # WHEN a loader fails on an object THEN it counts; and it loads the object once fixed
+    with pytest.raises(RuntimeError):
+        load(BatchLoader(db, Failing()), body)
+    assert db.query("SELECT attempts, last_error FROM ingest_attempts") == [
+        (1, "RuntimeError: applier bug: cannot apply")
+    ]
+    assert load(BatchLoader(db), body).applied == 2
+    # AND migrate adds the column (the ALTER runs this time); a new loader records its loads there
+    assert db.migrate() == [4]
+    loader = BatchLoader(db, Failing())
+    state, attempt = loader.attempts.begin("b" * 64, "bucket", "writes/x", "e", False)
+    assert state == "go" and attempt.token
+    assert db.query("SELECT running FROM ingest_attempts WHERE batch_id = %s", ("b" * 64,)) == [(attempt.token,)]
+    loader.attempts.failed(attempt, "RuntimeError: x")
+    loader.attempts.end(attempt)
+    assert db.query("SELECT attempts, running FROM ingest_attempts WHERE batch_id = %s", ("b" * 64,)) == [(1, "")]
 
 
 def assert_the_runbook_query_lists_poisoned_objects(db: Database) -> None:

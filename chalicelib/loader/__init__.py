@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from chalicelib.config import DEFAULT_LOADER_MAX_OBJECT_BYTES
 from chalicelib.db.database import Database, utc_now_stored
 from chalicelib.errors import DatabaseUnavailable, ObjectUnavailable
-from chalicelib.loader.attempts import Attempts
+from chalicelib.loader.attempts import Attempt, Attempts
 
 if TYPE_CHECKING:  # parsing and applying are imported on first load: a GET never needs them
     from chalicelib.commands import WriteCommand
@@ -142,26 +142,28 @@ class BatchLoader:
         object is left alone unless forced (the result counts it in `poisoned`)."""
         bid = batch_id(key, etag)
         lkey = _storable(ledger_key(key))[:1024]
-        state = self.attempts.begin(bid, bucket, lkey, etag.strip('"')[:128], force)
+        state, attempt = self.attempts.begin(bid, bucket, lkey, etag.strip('"')[:128], force)
         if state == "skip":
             return LoadResult(skipped=1, objects=1)
         if state == "poisoned":
             log.warning("object s3://%s/%s is poisoned: left alone (replay --force retries it)", bucket, key)
             return LoadResult(poisoned=1, objects=1)
         try:
-            result, touched = self._load_stream(bucket, key, etag, body, force)
+            result, touched = self._load_stream(bucket, key, etag, body, force, attempt)
         except Exception as exc:
             if isinstance(exc, (DatabaseUnavailable, ObjectUnavailable)):
-                self.attempts.given_back(bid)
+                self.attempts.given_back(attempt)
             else:
-                self.attempts.failed(bid, key, f"{type(exc).__name__}: {exc}")
+                self.attempts.failed(attempt, f"{type(exc).__name__}: {exc}")
             raise
+        finally:
+            self.attempts.end(attempt)
         if touched is not None:
             self._committed(result, touched.winners, touched.written)
         return result
 
     def _load_stream(
-        self, bucket: str, key: str, etag: str, body: Body, force: bool
+        self, bucket: str, key: str, etag: str, body: Body, force: bool, attempt: Attempt | None = None
     ) -> tuple[LoadResult, Touched | None]:
         from chalicelib.loader.apply import Touched
         from chalicelib.loader.reject_lines import Reject
@@ -181,7 +183,7 @@ class BatchLoader:
             return applied, stale
 
         try:
-            return self._load(bucket, key, etag, force, work), touched
+            return self._load(bucket, key, etag, force, work, attempt), touched
         except ObjectTooLarge as exc:  # rolled back: nothing of it applied
             log.error("object s3://%s/%s refused: %s", bucket, key, exc)
             refusal = [Reject(0, str(exc), "")]
@@ -190,7 +192,7 @@ class BatchLoader:
                 quarantine.add(refusal)
                 return 0, 0
 
-            result = self._load(bucket, key, etag, force, refuse)
+            result = self._load(bucket, key, etag, force, refuse, attempt)
             result.too_large = 0 if result.skipped else 1
             return result, None
 
@@ -254,31 +256,37 @@ class BatchLoader:
         except Exception:
             log.exception("could not update the read cache after a load")
 
-    def _load(self, bucket: str, key: str, etag: str, force: bool, work: Work) -> LoadResult:
+    def _load(
+        self, bucket: str, key: str, etag: str, force: bool, work: Work, attempt: Attempt | None = None
+    ) -> LoadResult:
         """One transaction; run again (up to ATTEMPTS, after a growing random pause) when the
         server chose it as a deadlock victim or its lock wait timed out, which only concurrent
         loads of the same keys cause. Anything else, or the last attempt's failure, is raised with
         nothing applied (the transaction rolled back): the event's retry and the reconciler load
         the object again later."""
-        attempt = 1
+        tries = 1
         while True:
             try:
-                return self._load_once(bucket, key, etag, force, work)
+                return self._load_once(bucket, key, etag, force, work, attempt)
             except DatabaseUnavailable as exc:
-                if attempt >= self.ATTEMPTS or not self.db.is_retryable(exc.__cause__):
+                if tries >= self.ATTEMPTS or not self.db.is_retryable(exc.__cause__):
                     raise
                 log.info("load of %s retried after: %s", key, exc)
-                pause = min(self.RETRY_PAUSE_MAX_SECONDS, self.RETRY_PAUSE_SECONDS * 2 ** (attempt - 1))
+                pause = min(self.RETRY_PAUSE_MAX_SECONDS, self.RETRY_PAUSE_SECONDS * 2 ** (tries - 1))
                 self.sleep(random.uniform(pause / 2, pause))
-                attempt += 1
+                tries += 1
 
-    def _load_once(self, bucket: str, key: str, etag: str, force: bool, work: Work) -> LoadResult:
+    def _load_once(
+        self, bucket: str, key: str, etag: str, force: bool, work: Work, attempt: Attempt | None
+    ) -> LoadResult:
         bid = batch_id(key, etag)
         lkey = _storable(ledger_key(key))[:1024]
         etag = etag.strip('"')[:128]
         now = utc_now_stored()
         result = LoadResult(objects=1)
         with self.db.transaction() as cur:
+            if attempt is not None:
+                self.attempts.hold(cur, attempt)  # still shown alive, on this connection
             claimed = self._claim(cur, bid, bucket, lkey, etag, now, force)
             self.attempts.succeeded(cur, bid)  # this attempt ends here, whichever way
             if not claimed:

@@ -82,3 +82,11 @@ def test_a_poisoned_object_does_not_fail_its_s3_event(db, tmp_path: Path) -> Non
 
 def test_an_inflate_problem_is_one_reject_after_the_last_line(db) -> None:  # type: ignore[no-untyped-def]
     loader_limits.assert_an_inflate_problem_is_one_reject_after_the_last_line(db, None, 5)
+
+
+def test_deliveries_in_flight_are_not_unfinished_attempts(db) -> None:  # type: ignore[no-untyped-def]
+    loader_limits.assert_deliveries_in_flight_are_not_unfinished_attempts(db)
+
+
+def test_migration_4_runs_again_cleanly_and_a_loader_before_it_counts_failures(db) -> None:  # type: ignore[no-untyped-def]
+    loader_limits.assert_migration_4_runs_again_cleanly_and_a_loader_before_it_counts_failures(db)

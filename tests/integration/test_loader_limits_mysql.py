@@ -96,3 +96,33 @@ def test_a_connection_lost_while_load_data_sends_its_file_is_an_outage_that_does
         admin.discard()
     assert loader_limits.poisoned(db) == []
     assert db.query("SELECT attempts FROM ingest_attempts") == [(0,)]
+
+
+def test_deliveries_in_flight_are_not_unfinished_attempts(db: Database) -> None:
+    loader_limits.assert_deliveries_in_flight_are_not_unfinished_attempts(db)
+
+
+def test_migration_4_runs_again_cleanly_and_a_loader_before_it_counts_failures(db: Database) -> None:
+    loader_limits.assert_migration_4_runs_again_cleanly_and_a_loader_before_it_counts_failures(db)
+
+
+def test_a_load_judged_dead_while_its_connection_was_lost_gives_its_count_back(db: Database, mysql_url: str) -> None:
+    """A load loses its connection (and with it the lock that shows it alive); another delivery
+    of the object begins meanwhile and counts it as dead. Once the first can give its attempt back,
+    that count is undone: it failed because the database was unreachable."""
+    from chalicelib.loader.attempts import Attempts
+
+    bid = "c" * 64
+    first, other_db, admin = Attempts(db), open_master(mysql_url), open_master(mysql_url)
+    try:
+        state, attempt = first.begin(bid, "bucket", "writes/k", "e", False)
+        assert state == "go"
+        admin.query(f"KILL {attempt.holder.thread_id()}")  # the connection is lost, the server stays up
+        state, other = Attempts(other_db).begin(bid, "bucket", "writes/k", "e", False)
+        assert state == "go"
+        assert db.query("SELECT attempts, running FROM ingest_attempts") == [(1, other.token)]  # judged dead
+        first.given_back(attempt)  # on a new connection
+        assert db.query("SELECT attempts, running FROM ingest_attempts") == [(0, other.token)]
+    finally:
+        other_db.discard()
+        admin.discard()
