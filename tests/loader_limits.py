@@ -292,7 +292,9 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def cli(database_url: str, tmp: Path, *args: str, killed: bool = False) -> subprocess.CompletedProcess[str]:
+def cli(
+    database_url: str, tmp: Path, *args: str, killed: bool = False, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -301,7 +303,7 @@ def cli(database_url: str, tmp: Path, *args: str, killed: bool = False) -> subpr
         "PYTHONPATH": str(ROOT),
     }
     command = [sys.executable, "-c", KILLED, *args] if killed else [sys.executable, "-m", "chalicelib.cli", *args]
-    return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 def assert_killed_loads_count_and_the_cli_reports_poisoned_objects(database_url: str, tmp: Path) -> None:

@@ -187,7 +187,7 @@ LEDGER_TABLE = {
 
 
 MIGRATE_LOCK = "sluice_migrate"
-MIGRATE_LOCK_SECONDS = 60
+MIGRATE_LOCK_SECONDS = 30  # under the master's read timeout (40 s): a wait ends as an answer
 
 
 def migrate(conn: Any, dialect: str, now: str) -> list[int]:

@@ -126,3 +126,11 @@ def test_a_load_judged_dead_while_its_connection_was_lost_gives_its_count_back(d
     finally:
         other_db.discard()
         admin.discard()
+
+
+def test_the_loaders_statements_wait_read_timeout_and_its_lock_waits_end_before(db: Database) -> None:
+    from chalicelib.db.database import MASTER_OPTIONS
+
+    conn = db.connection()  # connected with connect_timeout for the handshake (test_loader_limits.py)
+    assert (conn._read_timeout, conn._write_timeout) == (MASTER_OPTIONS["read_timeout"],) * 2
+    assert db.query("SELECT @@SESSION.innodb_lock_wait_timeout") == [(MASTER_OPTIONS["lock_wait_timeout"],)]

@@ -247,6 +247,10 @@ def test_master_and_reader_options():
     assert (r["local_infile"], r["autocommit"], r["connect_timeout"], r["read_timeout"]) == (False, True, 2, 5)
     assert r["read_timeout"] <= 5 and r["connect_timeout"] <= 3 and m["write_timeout"] == m["read_timeout"]
     assert "STRICT_ALL_TABLES" in m["init_command"] and "+00:00" in m["init_command"]
+    # the loader's lock waits end (1205, retried) before its read timeout would call them an outage
+    wait = MASTER_OPTIONS["lock_wait_timeout"]
+    assert f"innodb_lock_wait_timeout = {wait}" in m["init_command"] and wait < m["read_timeout"]
+    assert "innodb_lock_wait_timeout" not in r["init_command"]
     assert (m["host"], m["port"], m["user"], m["password"], m["database"], m["charset"]) == (
         "db.internal",
         3306,
