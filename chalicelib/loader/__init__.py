@@ -20,6 +20,7 @@ from chalicelib.config import DEFAULT_LOADER_MAX_OBJECT_BYTES
 from chalicelib.db.database import Database, utc_now_stored
 from chalicelib.errors import DatabaseUnavailable, ObjectUnavailable
 from chalicelib.loader.attempts import Attempt, Attempts
+from chalicelib.loader.gate import LoadGate
 
 if TYPE_CHECKING:  # parsing and applying are imported on first load: a GET never needs them
     from chalicelib.commands import WriteCommand
@@ -74,13 +75,16 @@ def local_etag(body: bytes) -> str:
 
 
 class BatchLoader:
-    # A deadlock victim or a lock wait that timed out runs again, up to ATTEMPTS in all, after a
-    # pause drawn between half and all of RETRY_PAUSE_SECONDS doubled per attempt, capped at
-    # RETRY_PAUSE_MAX_SECONDS (about 5 s of pauses in all): long enough for the loads it
-    # collided with to commit, so that five loaders on the same keys still all get through.
-    ATTEMPTS = 8
+    # A deadlock victim or a lock wait that timed out runs again after a pause drawn between half
+    # and all of RETRY_PAUSE_SECONDS doubled per try (at most RETRY_PAUSE_MAX_SECONDS). After
+    # ATTEMPTS tries it closes the gate (gate.py: new loads wait; only those already running are
+    # left to collide with) and runs again, with the same pauses, until it commits or
+    # EXCLUSIVE_SECONDS have passed: five loaders on the same keys all get through.
+    ATTEMPTS = 3
+    EXCLUSIVE_SECONDS = 120.0
     RETRY_PAUSE_SECONDS = 0.05
     RETRY_PAUSE_MAX_SECONDS = 2.0
+    clock = staticmethod(time.monotonic)
     sleep = staticmethod(time.sleep)  # tests record the pauses instead
 
     def __init__(
@@ -94,6 +98,7 @@ class BatchLoader:
         self._applier = applier
         self.max_object_bytes = max_object_bytes
         self.attempts = Attempts(db)
+        self.gate = LoadGate(db)
         # Called after a load commits with the changes for the read cache (CacheInvalidator).
         self.on_commit = on_commit
 
@@ -259,22 +264,33 @@ class BatchLoader:
     def _load(
         self, bucket: str, key: str, etag: str, force: bool, work: Work, attempt: Attempt | None = None
     ) -> LoadResult:
-        """One transaction; run again (up to ATTEMPTS, after a growing random pause) when the
-        server chose it as a deadlock victim or its lock wait timed out, which only concurrent
-        loads of the same keys cause. Anything else, or the last attempt's failure, is raised with
-        nothing applied (the transaction rolled back): the event's retry and the reconciler load
-        the object again later."""
-        tries = 1
-        while True:
-            try:
-                return self._load_once(bucket, key, etag, force, work, attempt)
-            except DatabaseUnavailable as exc:
-                if tries >= self.ATTEMPTS or not self.db.is_retryable(exc.__cause__):
-                    raise
-                log.info("load of %s retried after: %s", key, exc)
-                pause = min(self.RETRY_PAUSE_MAX_SECONDS, self.RETRY_PAUSE_SECONDS * 2 ** (tries - 1))
-                self.sleep(random.uniform(pause / 2, pause))
-                tries += 1
+        """One transaction; run again when the server chose it as a deadlock victim or its lock
+        wait timed out, which only concurrent loads of the same keys cause: ATTEMPTS tries, then
+        more with the gate closed (see ATTEMPTS). Anything else, or the last try's failure, is
+        raised with nothing applied (the transaction rolled back): the event's retry and the
+        reconciler load the object again later."""
+        tries, closed_at, gate = 1, 0.0, False
+        try:
+            while True:
+                try:
+                    return self._load_once(bucket, key, etag, force, work, attempt)
+                except DatabaseUnavailable as exc:
+                    if not self.db.is_retryable(exc.__cause__):
+                        raise
+                    if tries >= self.ATTEMPTS and not closed_at:
+                        if self.EXCLUSIVE_SECONDS <= 0:
+                            raise
+                        gate, closed_at = self.gate.close(), self.clock()
+                        log.info("load of %s goes through the gate after %d tries", key, tries)
+                    elif closed_at and self.clock() - closed_at >= self.EXCLUSIVE_SECONDS:
+                        raise
+                    log.info("load of %s retried after: %s", key, exc)
+                    pause = min(self.RETRY_PAUSE_MAX_SECONDS, self.RETRY_PAUSE_SECONDS * 2 ** (tries - 1))
+                    self.sleep(random.uniform(pause / 2, pause))
+                    tries += 1
+        finally:
+            if gate:
+                self.gate.open()
 
     def _load_once(
         self, bucket: str, key: str, etag: str, force: bool, work: Work, attempt: Attempt | None
@@ -285,6 +301,7 @@ class BatchLoader:
         now = utc_now_stored()
         result = LoadResult(objects=1)
         with self.db.transaction() as cur:
+            self.gate.pass_through(cur)  # before any row lock
             if attempt is not None:
                 self.attempts.hold(cur, attempt)  # still shown alive, on this connection
             claimed = self._claim(cur, bid, bucket, lkey, etag, now, force)
