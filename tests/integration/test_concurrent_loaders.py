@@ -392,6 +392,24 @@ def beside(url: str, commands: list[WriteCommand]) -> threading.Thread:
     return thread
 
 
+def beside_after_the_first_read(
+    applier: SqlApplier, url: str, commands: list[WriteCommand], monkeypatch: pytest.MonkeyPatch
+) -> list[threading.Thread]:
+    """Once `applier` has read (and locked) its first chunk of stored rows, another loader loads
+    `commands` beside it (see `beside`); the list holds its thread from then on."""
+    read = applier._stored
+    others: list[threading.Thread] = []
+
+    def read_then_another_loader(cur: Any, table: Any, keys: Any) -> Any:
+        rows = read(cur, table, keys)
+        if not others:
+            others.append(beside(url, commands))
+        return rows
+
+    monkeypatch.setattr(applier, "_stored", read_then_another_loader)
+    return others
+
+
 def stored_row(db: Database, resource: str, number: int) -> tuple[Any, ...]:
     if resource == "profiles":
         rows = db.query("SELECT version, created_at, updated_at FROM profiles WHERE owner = 'alice'")
@@ -453,16 +471,7 @@ def test_created_at_is_the_earliest_at_when_another_loader_lowers_it_meanwhile(
     stored, ours, earliest = put(resource, 5, v + 9), put(resource, 5, v + 5), put(resource, 5, v)
     load_commands(mysql_db, [stored])
     applier = SqlApplier(mysql_db)
-    read = applier._stored
-    others: list[threading.Thread] = []
-
-    def read_then_another_loader_commits(cur: Any, table: Any, keys: Any) -> Any:
-        rows = read(cur, table, keys)
-        if not others:
-            others.append(beside(mysql_url, [earliest]))
-        return rows
-
-    monkeypatch.setattr(applier, "_stored", read_then_another_loader_commits)
+    others = beside_after_the_first_read(applier, mysql_url, [earliest], monkeypatch)
     result = load_commands(mysql_db, [ours], applier)
     others[0].join()
     assert not others[0].errors  # type: ignore[attr-defined]
@@ -487,16 +496,7 @@ def test_loads_of_the_upsert_path_lock_their_rows_in_one_order(
     ours = [put("todos", n, v + 1) for n in reversed(ids)]
     theirs = [put("todos", n, v + 2) for n in ids]
     applier = SqlApplier(mysql_db)
-    read = applier._stored
-    others: list[threading.Thread] = []
-
-    def first_chunk_then_another_loader(cur: Any, table: Any, keys: Any) -> Any:
-        rows = read(cur, table, keys)
-        if not others:
-            others.append(beside(mysql_url, theirs))  # it waits for our rows, or deadlocks with us
-        return rows
-
-    monkeypatch.setattr(applier, "_stored", first_chunk_then_another_loader)
+    others = beside_after_the_first_read(applier, mysql_url, theirs, monkeypatch)  # waits, or deadlocks with us
     body = b"".join(c.to_line() for c in ours)
     loader = BatchLoader(mysql_db, applier)
     pauses: list[float] = []
