@@ -82,10 +82,9 @@ class ServerLocks(Liveness):
     def release(self, conn: Any, token: str) -> None:
         name, _ = _lock(token)
         if name and conn.open:  # a closed connection's locks were freed with it
-            cur = conn.cursor()
+            cur = conn.cursor()  # (no table read: no transaction to end, inside one or not)
             cur.execute("SELECT RELEASE_LOCK(%s)", (name,))
             cur.fetchall()
-            conn.commit()
 
     def judge(self, cur: Any, tokens: list[str]) -> list[str]:
         locks = [_lock(token) for token in tokens]

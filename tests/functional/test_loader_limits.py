@@ -150,3 +150,22 @@ def test_an_s3_event_stops_at_the_first_object_whose_database_is_unreachable(tmp
         with pytest.raises(RetryLater, match="4 object"):
             handle_s3_event({"Records": records}, services, lambda bucket: store)
     assert len(accepted) == 1
+
+
+def test_a_load_beyond_what_running_holds_goes_unrecorded_and_the_others_are_kept(db) -> None:  # type: ignore[no-untyped-def]
+    """`running` holds about 40 loads of one object; one more is not recorded (it cannot count,
+    whatever happens to it) and goes on; the loads recorded are kept as they are."""
+    from chalicelib.db.schema import RUNNING_CHARS
+    from chalicelib.loader.attempts import Attempts
+
+    attempts = Attempts(db)
+    state, first = attempts.begin("d" * 64, "bucket", "writes/k", "e", False)
+    alive = [first.token]
+    while len(" ".join([*alive, first.token])) <= RUNNING_CHARS:
+        alive.append(attempts.liveness.take(None))  # loads of this process: alive
+    db.query("UPDATE ingest_attempts SET running = %s", (" ".join(alive),))
+    state, extra = attempts.begin("d" * 64, "bucket", "writes/k", "e", False)
+    assert (state, extra.token) == ("go", "")
+    assert db.query("SELECT attempts, running FROM ingest_attempts") == [(0, " ".join(alive))]
+    attempts.failed(extra, "RuntimeError: x")  # a failure while the database answered still counts
+    assert db.query("SELECT attempts, running FROM ingest_attempts") == [(1, " ".join(alive))]
