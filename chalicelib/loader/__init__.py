@@ -269,7 +269,7 @@ class BatchLoader:
         more with the gate closed (see ATTEMPTS). Anything else, or the last try's failure, is
         raised with nothing applied (the transaction rolled back): the event's retry and the
         reconciler load the object again later."""
-        tries, closed_at, gate = 1, 0.0, False
+        tries, closed_at, gate = 1, None, False
         try:
             while True:
                 try:
@@ -277,12 +277,12 @@ class BatchLoader:
                 except DatabaseUnavailable as exc:
                     if not self.db.is_retryable(exc.__cause__):
                         raise
-                    if tries >= self.ATTEMPTS and not closed_at:
+                    if tries >= self.ATTEMPTS and closed_at is None:
                         if self.EXCLUSIVE_SECONDS <= 0:
                             raise
                         gate, closed_at = self.gate.close(), self.clock()
                         log.info("load of %s goes through the gate after %d tries", key, tries)
-                    elif closed_at and self.clock() - closed_at >= self.EXCLUSIVE_SECONDS:
+                    elif closed_at is not None and self.clock() - closed_at >= self.EXCLUSIVE_SECONDS:
                         raise
                     log.info("load of %s retried after: %s", key, exc)
                     pause = min(self.RETRY_PAUSE_MAX_SECONDS, self.RETRY_PAUSE_SECONDS * 2 ** (tries - 1))
