@@ -3,7 +3,7 @@ counts when it failed while the database answered, or when its process died whil
 stayed up; one that failed because the database was unreachable, or whose server restarted after
 it began, does not.
 
-- The network between the loader and a server that stays up is cut for a second, part-way
+- The network between the loader and a server that stays up is cut for two seconds, part-way
   through a load, three times (tests/integration/outage_proxy.py): each load fails, and its
   attempt is given back once the database answers again.
 - The master is SIGKILLed part-way through a load and started again, three times (the MariaDB
@@ -61,7 +61,7 @@ def test_network_outages_during_loads_do_not_poison_a_good_object(
         db = open_master(proxy.url(mysql_url.rsplit("/", 1)[1]))
         try:
             for cut in range(1, MAX_FAILED + 1):
-                applier = CutMidLoad(db, lambda: proxy.cut(1.0))
+                applier = CutMidLoad(db, lambda: proxy.cut(2.0))
                 with pytest.raises(DatabaseUnavailable):
                     load(BatchLoader(db, applier), body)
                 assert (applier.faults, proxy.cuts) == (1, cut)
