@@ -171,23 +171,22 @@ def edge_stack_spec(
     )
 
 
-def stack_step(
-    cfn: Any, spec: stacks.StackSpec, dry_run: bool, log: Callable[[str], None], ctx: Context | None = None
-) -> dict[str, str] | None:
-    """Deploy a stack (or say what would happen); its outputs, or None when it does not exist."""
-    if spec.too_large and ctx is not None:
-        region = cfn.meta.region_name
-        bucket = stacks.template_bucket(ctx.app_name, ctx.options.stage, ctx.account_id, region)
-        log(
-            ("would upload" if dry_run else "uploading")
-            + f" the template of {spec.name} to s3://{bucket}/ (over {stacks.TEMPLATE_BODY_LIMIT} bytes)"
-        )
-        if dry_run:
-            spec = replace(spec, template_url=f"https://{bucket}.s3.{region}.amazonaws.com/<sha256>.yaml")
-        else:
-            spec = stacks.upload_template(ctx.session.client("s3", region_name=region), bucket, region, spec)
-    if not dry_run:
-        return stacks.deploy(cfn, spec, log)
+def stack_step(ctx: Context, cfn: Any, spec: stacks.StackSpec) -> dict[str, str] | None:
+    """Deploy a stack through its template in S3 (or say what would happen); its outputs, or None
+    when it does not exist. Every create and update, protection updates included, names the
+    template by URL: CloudFormation takes at most 51,200 bytes inline, and a template that grows
+    past that must not need another code path on the day it does."""
+    region = cfn.meta.region_name
+    bucket = stacks.template_bucket(ctx.app_name, ctx.options.stage, ctx.account_id, region)
+    if ctx.dry:
+        ctx.log(f"would upload the template of {spec.name} to s3://{bucket}/{spec.name}/")
+        spec = replace(spec, template_url=f"https://{bucket}.s3.{region}.amazonaws.com/{spec.name}/<sha256>.yaml")
+    else:
+        s3 = ctx.session.client("s3", region_name=region)
+        spec = stacks.upload_template(s3, bucket, region, spec, ctx.account_id)
+        ctx.log(f"template of {spec.name}: {spec.template_url}")
+    if not ctx.dry:
+        return stacks.deploy(cfn, spec, ctx.log)
     action, existing = stacks.plan(cfn, spec)
     params = stacks.stack_parameters(spec, existing)
     shown = [
@@ -196,7 +195,7 @@ def stack_step(
         else {**p, "ParameterValue": "****"}
         for p in params
     ]
-    log(f"would {action} stack {spec.name} with {json.dumps(shown)}")
+    ctx.log(f"would {action} stack {spec.name} with {json.dumps(shown)}")
     return stacks.outputs(existing) if existing else None
 
 
@@ -291,13 +290,13 @@ def step_data_stack(ctx: Context, origin_values: origin_secret.OriginSecret | No
             # Deletion protection of the master only on a stack that exists: a first creation
             # that fails must be able to roll back and be deleted.
             spec = data_stack_spec(project, ctx.app_name, stage, {"DatabaseDeletionProtection": "true", **parameters})
-        outputs = stack_step(cfn, spec, ctx.dry, ctx.log)
+        outputs = stack_step(ctx, cfn, spec)
         if existing is None and outputs is not None and not ctx.dry:
             protected = data_stack_spec(
                 project, ctx.app_name, stage, {"DatabaseDeletionProtection": "true", **parameters}
             )
             ctx.log("created; switching the master's deletion protection on")
-            outputs = stacks.deploy(cfn, protected, ctx.log)
+            outputs = stack_step(ctx, cfn, protected)
     ctx.outputs = outputs if outputs is not None else dry_run_outputs(project)
 
 
@@ -421,7 +420,7 @@ def step_edge_stack(ctx: Context, rest_api_id: str) -> None:
     spec = edge_stack_spec(
         options.project_dir, ctx.app_name, options.stage, rest_api_id, ctx.region, ctx.api_stage, extra
     )
-    edge = stack_step(ctx.session.client("cloudformation", region_name=EDGE_REGION), spec, ctx.dry, ctx.log, ctx)
+    edge = stack_step(ctx, ctx.session.client("cloudformation", region_name=EDGE_REGION), spec)
     if edge and "DistributionDomainName" in edge:
         ctx.log(f"done: https://{edge['DistributionDomainName']}/health")
 

@@ -790,38 +790,122 @@ def test_a_failed_first_creation_prints_the_commands_that_recover_it():
     assert "aws cloudformation delete-stack --stack-name sluice-prod-data" in message
 
 
-def test_a_template_too_large_to_send_inline_goes_through_s3(monkeypatch):
+class StackCalls:
+    """Records what CreateStack and UpdateStack were sent, and answers UpdateTerminationProtection
+    (moto does not implement it)."""
+
+    def __init__(self, session: Any) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+        for operation in ("CreateStack", "UpdateStack"):
+            session.events.register(f"before-call.cloudformation.{operation}", self.record)
+        session.events.register("before-call.cloudformation.UpdateTerminationProtection", self.protect)
+
+    def record(self, model: Any, params: dict[str, Any], **_: Any) -> None:
+        self.sent.append((model.name, dict(params["body"])))
+
+    def protect(self, **_: Any) -> Any:
+        from botocore.awsrequest import AWSResponse
+
+        return AWSResponse("", 200, {}, None), {}
+
+
+def infra_context(session: Any, project: Path, lines: list[str]) -> deploy_step.Context:
+    from deploy import origin_secret
+
+    return deploy_step.Context(
+        session=session,
+        options=deploy_step.Options(project_dir=project),
+        log=lines.append,
+        app_name="sluice",
+        api_stage="api",
+        region=REGION,
+        account_id=ACCOUNT,
+        offline=False,
+        origin=origin_secret.OriginSecret(current="c" * 43),
+    )
+
+
+def test_a_data_stack_over_the_inline_limit_is_created_and_protected_from_its_template_in_s3(tmp_path, monkeypatch):
     import boto3
     from moto import mock_aws
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    padding = "x" * (stacks.TEMPLATE_BODY_LIMIT + 1)
-    body = f"Metadata:\n  Padding: {padding}\nResources:\n  Queue:\n    Type: AWS::SQS::Queue\nOutputs:\n  Q:\n    Value: !Ref Queue\n"
-    big = stacks.StackSpec(name="sluice-prod-data", template_body=body, parameters={}, tags={"Project": "sluice"})
-    assert big.too_large
+    # GIVEN a project whose data.yaml has grown past CloudFormation's inline limit (the emulated
+    # deploy's stand-in data stack, which moto can create, padded)
+    project = copy_project(tmp_path / "project")
+    standin = (ROOT / "tests" / "deploy" / "standin" / "data.yaml").read_text()
+    padding = "# " + "x" * 78 + "\n"
+    padded = standin + padding * (stacks.TEMPLATE_BODY_LIMIT // len(padding) + 1)
+    assert len(padded.encode()) > stacks.TEMPLATE_BODY_LIMIT
+    (project / "infrastructure" / "data.yaml").write_text(padded)
     lines: list[str] = []
     with mock_aws():
         session = boto3.Session(region_name=REGION)
-        ctx = deploy_step.Context(
-            session=session,
-            options=deploy_step.Options(),
-            log=lines.append,
-            app_name="sluice",
-            api_stage="api",
-            region=REGION,
-            account_id=ACCOUNT,
-            offline=False,
-        )
-        outputs = deploy_step.stack_step(session.client("cloudformation"), big, False, lines.append, ctx)
-        s3 = session.client("s3")
+        calls = StackCalls(session)
+        ctx = infra_context(session, project, lines)
+
+        # WHEN the real step creates the stack, then runs again over the existing one
+        deploy_step.step_data_stack(ctx)
+        created_outputs = dict(ctx.outputs)
+        deploy_step.step_data_stack(ctx)
+
         bucket = f"sluice-prod-templates-{ACCOUNT}-{REGION}"
-        (stored,) = s3.list_objects_v2(Bucket=bucket)["Contents"]
-        block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
-    assert outputs is not None and outputs["Q"]  # created, from the uploaded template
-    assert stored["Key"].startswith("sluice-prod-data/") and stored["Size"] == len(body.encode())
+        stored = session.client("s3").list_objects_v2(Bucket=bucket)["Contents"]
+        block = session.client("s3").get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+
+    # THEN the creation, the protection update after it and the later update all name the
+    # template by URL; none sends the body inline
+    assert [name for name, _ in calls.sent] == ["CreateStack", "UpdateStack", "UpdateStack"]
+    for _, body in calls.sent:
+        assert "TemplateBody" not in body
+        assert body["TemplateURL"].startswith(f"https://{bucket}.s3.{REGION}.amazonaws.com/sluice-prod-data/")
+    protection = calls.sent[1][1]
+    assert "DatabaseDeletionProtection" in json.dumps(protection) and "true" in json.dumps(protection)
+    assert created_outputs["WritesBucketName"] == f"sluice-prod-writes-{ACCOUNT}-{REGION}"
+    (template,) = stored  # one object: the same template, addressed by its SHA-256
+    assert template["Size"] == len(padded.encode())
     assert all(block.values())
-    assert any(line.startswith(f"uploading the template of sluice-prod-data to s3://{bucket}/") for line in lines)
+
+
+def test_every_stack_goes_through_s3_even_a_small_one(tmp_path, monkeypatch):
+    import boto3
+    from moto import mock_aws
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    small = stacks.StackSpec(
+        name="sluice-prod-edge",
+        template_body="Resources:\n  Queue:\n    Type: AWS::SQS::Queue\nOutputs:\n  Q:\n    Value: !Ref Queue\n",
+        parameters={},
+    )
+    assert not small.too_large
+    lines: list[str] = []
+    with mock_aws():
+        session = boto3.Session(region_name="us-east-1")
+        calls = StackCalls(session)
+        ctx = infra_context(session, tmp_path, lines)
+        outputs = deploy_step.stack_step(ctx, session.client("cloudformation", region_name="us-east-1"), small)
+    assert outputs is not None and outputs["Q"]
+    ((name, body),) = calls.sent
+    assert name == "CreateStack" and "TemplateBody" not in body
+    assert body["TemplateURL"].startswith(f"https://sluice-prod-templates-{ACCOUNT}-us-east-1.s3.us-east-1.")
+
+
+def test_a_template_bucket_owned_by_another_account_is_never_written_to():
+    s3 = client("s3")
+    spec = stacks.StackSpec(name="sluice-prod-data", template_body="Resources: {}", parameters={})
+    with Stubber(s3) as stub:
+        stub.add_client_error(
+            "head_bucket",
+            "403",
+            http_status_code=403,
+            expected_params={"Bucket": "b", "ExpectedBucketOwner": ACCOUNT},
+        )
+        # No create_bucket and no put_object are stubbed: either call would fail this test.
+        with pytest.raises(stacks.StackError, match="not this account's"):
+            stacks.upload_template(s3, "b", REGION, spec, ACCOUNT)
+        stub.assert_no_pending_responses()
 
 
 # -- Chalice's record, kept in the account ----------------------------------------------------------
