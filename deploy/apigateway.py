@@ -5,9 +5,8 @@ deploys it to the stage at once: method request parameters and integration cache
 Chalice's (none), while stage settings (cache cluster, per-method caching) stay. A stage cache
 would then serve one caller's GET to another until something re-added the keys, and a plain
 `chalice deploy --stage prod` run by hand would leave it so. So API Gateway caches nothing: the
-stage has no cache cluster and caching is off on every method; GETs are cached by CloudFront,
-whose cache policy (infrastructure/edge.yaml) the edge stack owns and no `chalice deploy` can
-reset (key: `Authorization`, `If-None-Match`, the path and every query parameter).
+stage has no cache cluster and caching is off on every method. CloudFront caches nothing either
+(infrastructure/edge.yaml): no shared cache answers an authenticated route.
 
 After `chalice deploy`, this module sets, comparing first and changing only what differs:
 - gateway responses in the contract's error shape (`gateway_response_calls`), then a deployment;

@@ -15,8 +15,8 @@ After it, a plain `chalice deploy --stage <stage>` from the project folder updat
 
 `deploy` is `infra`, then `chalice deploy --stage <stage>` and what Chalice cannot express:
 5. the record back to SSM; the app's `migrate` function, when it has one;
-6. API Gateway: gateway responses, no stage cache (GETs are cached by CloudFront, whose key the
-   edge stack owns), throttling per method, the regional web ACL on the stage;
+6. API Gateway: gateway responses, no stage cache, throttling per method, the regional web ACL
+   on the stage;
 7. log retention of the functions, the loader's asynchronous invocation config;
 8. the edge stack (infrastructure/edge.yaml) in us-east-1, in front of the API.
 
@@ -74,22 +74,7 @@ def edge_stack_name(app_name: str, stage: str) -> str:
 # -- templates ------------------------------------------------------------------------------------
 def template_output_names(template: Path) -> set[str]:
     """The Outputs a CloudFormation template declares (short intrinsic tags are tolerated)."""
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    def any_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
-        if isinstance(node, yaml.ScalarNode):
-            return loader.construct_scalar(node)
-        if isinstance(node, yaml.SequenceNode):
-            return loader.construct_sequence(node)
-        return loader.construct_mapping(node)
-
-    Loader.add_multi_constructor("!", any_tag)
-    with open(template, encoding="utf-8") as handle:
-        document = yaml.load(handle, Loader=Loader)  # a SafeLoader: no arbitrary objects
-    return set((document or {}).get("Outputs", {}))
+    return set(stacks.template_section(template.read_text(encoding="utf-8"), "Outputs"))
 
 
 def check_templates(project_dir: Path, config: Mapping[str, Any], stage: str) -> None:
@@ -225,7 +210,7 @@ def log_desired_api(routes: Sequence[Any], settings: apigateway.StageSettings, l
             f"  {config.function}: {config.maximum_retry_attempts} retries, events kept "
             f"{config.maximum_event_age_seconds} s, then to {config.destination_output}"
         )
-    log(f"  then the edge stack in {EDGE_REGION} (GETs cached by CloudFront, keyed on Authorization and the query)")
+    log(f"  then the edge stack in {EDGE_REGION} (CloudFront, caching nothing)")
 
 
 def load_app(project_dir: Path) -> Any:

@@ -4,8 +4,7 @@ A shared cache of a GET must key it on everything its answer depends on: the cal
 (`Authorization`), the path parameters, the query parameters it reads, and `If-None-Match` (the
 app answers 304 with an empty body to a matching tag). `cache_key_parameters` names them in API
 Gateway's terms; `deploy.apigateway.cached_gets_without_keys` uses them to show that no GET is
-cached without them (API Gateway caches nothing; CloudFront's key holds all of them and every
-query string, see infrastructure/edge.yaml).
+cached without them (API Gateway caches nothing, and neither does CloudFront).
 
 Path parameters come from Chalice's route table. Query parameters are read from the source: the
 names passed as literals to `chalicelib.http.query_value(request, NAME)` in the view and in every
@@ -65,7 +64,7 @@ def routes_of(module: ModuleType, queries: bool = True) -> list[Route]:
     """Every (path, method) of the Chalice app `module.app`, sorted; query parameters for reads.
 
     The deploy step passes `queries=False`: it sets throttles per route and caches nothing in API
-    Gateway (CloudFront's key holds every query string), so it needs no source analysis."""
+    Gateway, so it needs no source analysis."""
     app = module.app
     out = []
     for path, methods in sorted(app.routes.items()):

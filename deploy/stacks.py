@@ -60,13 +60,38 @@ def outputs(stack: Mapping[str, Any]) -> dict[str, str]:
     return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
 
 
+def template_section(body: str, section: str) -> dict[str, Any]:
+    """One top-level section of a template (`Parameters`, `Outputs`), short intrinsic tags
+    tolerated (a SafeLoader: no arbitrary objects)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def any_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+        if isinstance(node, yaml.ScalarNode):
+            return loader.construct_scalar(node)
+        if isinstance(node, yaml.SequenceNode):
+            return loader.construct_sequence(node)
+        return loader.construct_mapping(node)
+
+    Loader.add_multi_constructor("!", any_tag)
+    document = yaml.load(body, Loader=Loader) or {}
+    return dict(document.get(section) or {})
+
+
 def stack_parameters(spec: StackSpec, existing: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """The Parameters argument: ours and the operator's; the rest keep their previous values."""
+    """The Parameters argument: ours and the operator's; the rest keep their previous values, as
+    long as the template still declares them (a parameter a newer template dropped is not passed:
+    CloudFormation refuses a parameter the template does not have)."""
     given = [{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(spec.parameters.items())]
     if existing is None:
         return given
+    declared = set(template_section(spec.template_body, "Parameters"))
     previous = sorted(p["ParameterKey"] for p in existing.get("Parameters", []))
-    kept = [{"ParameterKey": k, "UsePreviousValue": True} for k in previous if k not in spec.parameters]
+    kept = [
+        {"ParameterKey": k, "UsePreviousValue": True} for k in previous if k not in spec.parameters and k in declared
+    ]
     return given + kept
 
 

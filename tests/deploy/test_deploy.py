@@ -656,10 +656,13 @@ def test_the_filled_project_is_what_a_plain_chalice_deploy_deploys(tmp_path, con
 
 
 # -- stacks -------------------------------------------------------------------------------------
-def spec(**parameters: str) -> stacks.StackSpec:
+TEMPLATE = "Parameters:\n  Stage: {Type: String}\n  AlarmEmail: {Type: String, Default: ''}\nResources: {}\n"
+
+
+def spec(template: str = TEMPLATE, **parameters: str) -> stacks.StackSpec:
     return stacks.StackSpec(
         name="sluice-prod-data",
-        template_body="Resources: {}",
+        template_body=template,
         parameters={"Stage": "prod", **parameters},
         capabilities=("CAPABILITY_IAM",),
         termination_protection=True,
@@ -698,7 +701,7 @@ def test_a_new_stack_is_created_unprotected_waited_for_and_only_then_protected()
             {"StackId": "arn:aws:cloudformation:eu-west-1:123456789012:stack/sluice-prod-data/1"},
             {
                 "StackName": "sluice-prod-data",
-                "TemplateBody": "Resources: {}",
+                "TemplateBody": TEMPLATE,
                 "Parameters": [{"ParameterKey": "Stage", "ParameterValue": "prod"}],
                 "Capabilities": ["CAPABILITY_IAM"],
                 "Tags": [{"Key": "Project", "Value": "sluice"}],
@@ -733,7 +736,7 @@ def test_no_updates_is_fine_and_other_parameters_keep_their_values():
             400,
             expected_params={
                 "StackName": "sluice-prod-data",
-                "TemplateBody": "Resources: {}",
+                "TemplateBody": TEMPLATE,
                 "Parameters": [
                     {"ParameterKey": "Stage", "ParameterValue": "prod"},
                     {"ParameterKey": "AlarmEmail", "UsePreviousValue": True},
@@ -743,6 +746,35 @@ def test_no_updates_is_fine_and_other_parameters_keep_their_values():
             },
         )
         assert stacks.deploy(cfn, spec(), log=lambda _: None) == {"A": "1"}
+        stub.assert_no_pending_responses()
+
+
+def test_a_parameter_the_new_template_dropped_is_not_passed_again():
+    # GIVEN a stack created with a parameter (ReadCacheTtlSeconds of the edge stack, say) that the
+    # template of this release no longer declares
+    cfn = client("cloudformation")
+    existing = described("UPDATE_COMPLETE", parameters=("Stage", "AlarmEmail", "ReadCacheTtlSeconds"))
+    with Stubber(cfn) as stub:
+        stub.add_response("describe_stacks", existing, {"StackName": "sluice-prod-data"})
+        stub.add_client_error(
+            "update_stack",
+            "ValidationError",
+            "No updates are to be performed.",
+            400,
+            expected_params={
+                "StackName": "sluice-prod-data",
+                "TemplateBody": TEMPLATE,
+                # Stage is ours, AlarmEmail keeps its value, ReadCacheTtlSeconds is gone (passing
+                # it would make CloudFormation refuse the update)
+                "Parameters": [
+                    {"ParameterKey": "Stage", "ParameterValue": "prod"},
+                    {"ParameterKey": "AlarmEmail", "UsePreviousValue": True},
+                ],
+                "Capabilities": ["CAPABILITY_IAM"],
+                "Tags": [{"Key": "Project", "Value": "sluice"}],
+            },
+        )
+        stacks.deploy(cfn, spec(), log=lambda _: None)
         stub.assert_no_pending_responses()
 
 

@@ -643,33 +643,41 @@ def test_distribution_reaches_the_api_stage_over_tls_only(edge):
     assert config["WebACLId"] == {"Fn::GetAtt": ["WebAcl", "Arn"]}
 
 
-def test_distribution_never_caches_one_callers_answer_for_another(edge):
-    behaviors = [distribution_config(edge)["DefaultCacheBehavior"]]
-    behaviors += distribution_config(edge).get("CacheBehaviors", [])
-    cache_policies = of_type(edge, "AWS::CloudFront::CachePolicy")
-    for behavior in behaviors:
-        assert "ForwardedValues" not in behavior  # no legacy cache settings
-        policy = behavior["CachePolicyId"]
-        choices = policy["Fn::If"][1:] if isinstance(policy, dict) and "Fn::If" in policy else [policy]
-        for choice in choices:
-            if choice == CACHING_DISABLED:
-                # Authorization still reaches API Gateway through this policy (see edge.yaml).
-                assert behavior["OriginRequestPolicyId"] == ALL_VIEWER_EXCEPT_HOST
-                continue
-            name = choice["Ref"] if isinstance(choice, dict) else None
-            assert name in cache_policies, f"unknown cache policy {choice}"
-            key = props(cache_policies[name])["CachePolicyConfig"]["ParametersInCacheKeyAndForwardedToOrigin"]
-            # Every input of a GET: the caller, its tag (a 304 is per tag), the path (always in
-            # the key) and every query parameter, min_version included.
-            assert set(key["HeadersConfig"]["Headers"]) == {"Authorization", "If-None-Match"}
-            assert key["HeadersConfig"]["HeaderBehavior"] == "whitelist"
-            assert key["QueryStringsConfig"]["QueryStringBehavior"] == "all"
+# Paths that may be cached at the edge (CONTRACT.md section 3); every other path is authenticated.
+PUBLIC_CACHEABLE_PATHS = {"/health", "/openapi.json"}
+# The status codes CloudFront caches as errors whatever the cache policy ("HTTP 4xx and 5xx status
+# codes that CloudFront caches", 10 s by default) and for which an ErrorCachingMinTTL can be set.
+CLOUDFRONT_CACHED_ERRORS = {400, 403, 404, 405, 414, 416, 500, 501, 502, 503, 504}
+
+
+def can_cache(edge: dict, behavior: dict) -> bool:
+    """Whether a cache behaviour can keep an answer: anything but the managed CachingDisabled policy
+    (a policy of our own, another managed one, or legacy TTL settings) can."""
+    if "ForwardedValues" in behavior or any(k in behavior for k in ("MinTTL", "DefaultTTL", "MaxTTL")):
+        return True
+    policy = behavior["CachePolicyId"]
+    choices = policy["Fn::If"][1:] if isinstance(policy, dict) and "Fn::If" in policy else [policy]
+    return any(choice != CACHING_DISABLED for choice in choices)
+
+
+def test_no_path_but_health_and_openapi_can_be_cached_at_the_edge(edge):
+    config = distribution_config(edge)
+    behaviors = [("*", config["DefaultCacheBehavior"])]
+    behaviors += [(b["PathPattern"], b) for b in config.get("CacheBehaviors", [])]
+    cacheable = {pattern for pattern, behavior in behaviors if can_cache(edge, behavior)}
+    assert cacheable <= PUBLIC_CACHEABLE_PATHS, f"{sorted(cacheable - PUBLIC_CACHEABLE_PATHS)} can be cached"
+    for pattern, behavior in behaviors:
+        if not can_cache(edge, behavior):
+            # The caller's token still reaches API Gateway (allowed with CachingDisabled only).
+            assert behavior["OriginRequestPolicyId"] == ALL_VIEWER_EXCEPT_HOST, pattern
+    assert "ReadCacheTtlSeconds" not in edge["Parameters"]
+    assert not of_type(edge, "AWS::CloudFront::CachePolicy")
 
 
 def test_errors_are_never_served_from_the_edge_cache(edge):
     config = distribution_config(edge)
     errors = {int(e["ErrorCode"]): e for e in config["CustomErrorResponses"]}
-    assert {500, 502, 503, 504} <= set(errors)
+    assert set(errors) == CLOUDFRONT_CACHED_ERRORS
     for error in errors.values():
         assert int(error["ErrorCachingMinTTL"]) == 0
         assert "ResponsePagePath" not in error  # the API's own JSON body passes through
