@@ -514,7 +514,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_infra(session, options)
         else:
             run(session, options)
-    except (DeployError, stacks.StackError, apigateway.ApiShapeError, render.RenderError, tls.BundleMissing) as exc:
+    except (
+        DeployError,
+        stacks.StackError,
+        apigateway.ApiShapeError,
+        render.RenderError,
+        tls.BundleMissing,
+        origin_secret.RotationUnfinished,
+    ) as exc:
         print(f"deploy: {exc}", file=sys.stderr)
         return 1
     except functions.MigrationFailed as exc:

@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from deploy import apigateway, deploy, state
+from deploy import apigateway, deploy, origin_secret, stacks, state
 from deploy.routes import routes_of
 from tests.deploy.conftest import committed_config_text
 
@@ -464,6 +464,60 @@ def test_rotating_the_origin_secret_accepts_both_values_until_cloudfront_sends_t
     assert rotating < edge < dropped
     assert log[dropped + 1] == "2. data stack"  # updated once more, without the old value
     assert not any(before["current"] in line or after["current"] in line for line in log)  # never printed
+
+
+def data_stack_origin_values() -> dict[str, str]:
+    stack = clients()["cloudformation"].describe_stacks(StackName="sluice-prod-data")["Stacks"][0]
+    return {
+        p["ParameterKey"]: p.get("ParameterValue", "")
+        for p in stack["Parameters"]
+        if p["ParameterKey"].startswith("OriginVerify")
+    }
+
+
+def test_a_rotation_is_not_started_over_one_that_stopped_half_way(deployment, monkeypatch):
+    ssm = clients()["ssm"]
+    name = "/sluice/prod/origin-verify"
+    before = json.loads(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+    rotate = deploy.Options(stage="prod", project_dir=deployment.project, rotate_origin_secret=True)
+
+    # GIVEN a rotation whose edge stack update failed: CloudFront still sends the old value
+    def edge_failed(ctx: Any, rest_api_id: str) -> None:
+        raise stacks.StackError("sluice-prod-edge: update did not complete: Distribution: throttled")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(deploy, "step_edge_stack", edge_failed)
+        with pytest.raises(stacks.StackError):
+            deploy.run(deployment.session(), rotate, deployment.runner, [].append)
+    half = json.loads(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+    assert half["previous"] == before["current"] != half["current"]
+    accepted = data_stack_origin_values()
+    assert {accepted["OriginVerifyCurrent"], accepted["OriginVerifyPrevious"]} == {half["current"], before["current"]}
+
+    # WHEN the rotation is asked for again
+    log: list[str] = []
+    with pytest.raises(origin_secret.RotationUnfinished, match="without --rotate-origin-secret"):
+        deploy.run(deployment.session(), rotate, deployment.runner, log.append)
+
+    # THEN nothing changed: the value CloudFront still sends stays accepted
+    assert json.loads(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]) == half
+    assert data_stack_origin_values() == accepted
+    assert not any(line.startswith("2.") for line in log)  # it stopped before any stack
+
+    # AND a plain run finishes the old rotation: CloudFront switched, then the old value dropped
+    finish: list[str] = []
+    deploy.run(
+        deployment.session(),
+        deploy.Options(stage="prod", project_dir=deployment.project),
+        deployment.runner,
+        finish.append,
+    )
+    done = json.loads(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+    assert done == {"current": half["current"], "previous": ""}
+    assert finish.index("8. edge stack (us-east-1)") < finish.index(
+        "origin secret rotated: the web ACL stops accepting the previous value"
+    )
+    assert data_stack_origin_values()["OriginVerifyPrevious"] == ""
 
 
 # -- a stage without infrastructure ---------------------------------------------------------------
