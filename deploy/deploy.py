@@ -98,6 +98,20 @@ def check_templates(project_dir: Path, config: Mapping[str, Any], stage: str) ->
             raise DeployError(f".chalice/{name} names {', '.join(sorted(unknown))}, which no output provides")
 
 
+def check_bundles(
+    project_dir: Path, stage_config: Mapping[str, Any], dry_run: bool, log: Callable[[str], None]
+) -> None:
+    """The CA bundles the stage's database URLs name, checked before any AWS call (deploy/tls.py);
+    a dry run only warns."""
+    try:
+        for warning in tls.check_bundles(project_dir, tls.stage_environments(stage_config)):
+            log(f"warning: {warning}")
+    except tls.BundleMissing as exc:
+        if not dry_run:
+            raise
+        log(f"warning: {exc}")
+
+
 def dry_run_outputs(project_dir: Path) -> dict[str, str]:
     """Stand-ins for the outputs of a data stack that does not exist yet (for --dry-run)."""
     names = template_output_names(project_dir / "infrastructure" / "data.yaml")
@@ -300,12 +314,6 @@ def step_render(ctx: Context, config: Mapping[str, Any]) -> None:
     rendered = render.render_stage_config(config, stage, variables)
     policies = render.render_policies(project, config, stage, variables)
     env = rendered["stages"][stage].get("environment_variables", {})
-    try:
-        tls.check_bundles(project, env)
-    except tls.BundleMissing as exc:
-        if not ctx.dry:
-            raise
-        ctx.log(f"warning: {exc}")
     if ctx.dry:
         ctx.log("would write .chalice/config.json (stage " + stage + ") and " + ", ".join(sorted(policies)))
     else:
@@ -414,6 +422,7 @@ def context_for(session: Any, options: Options, log: Callable[[str], None]) -> t
     project, stage = options.project_dir, options.stage
     config = render.template_config(project)
     check_templates(project, config, stage)  # before any AWS call
+    check_bundles(project, config["stages"][stage], options.dry_run, log)
     region = session.region_name
     if not region:
         raise DeployError("no AWS region: pass --region or set AWS_REGION / a profile region")

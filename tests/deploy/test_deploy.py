@@ -1032,6 +1032,31 @@ def test_dry_run_on_an_empty_account_changes_nothing(tmp_path, monkeypatch):
     )  # a dry run writes nothing
 
 
+@pytest.mark.parametrize("bundle", [None, b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"])
+def test_an_unusable_ca_bundle_stops_the_deploy_before_any_aws_call(tmp_path, monkeypatch, bundle):
+    import boto3
+    from moto import mock_aws
+
+    from deploy import tls
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    project = copy_project(tmp_path / "project")
+    path = project / tls.BUNDLE_NAMES["rds"]
+    if bundle is None:
+        path.unlink()
+    else:
+        path.write_bytes(bundle)
+    with mock_aws():
+        session = boto3.Session(region_name=REGION)
+        with pytest.raises(tls.BundleMissing, match="rds-global-bundle.pem"):
+            deploy_step.run(session, deploy_step.Options(project_dir=project), log=lambda _: None)
+        # Nothing was made: no origin secret, no stack, no template bucket.
+        assert session.client("ssm").describe_parameters()["Parameters"] == []
+        assert session.client("cloudformation").describe_stacks()["Stacks"] == []
+        assert session.client("s3").list_buckets()["Buckets"] == []
+
+
 def test_dry_run_without_credentials_plans_offline(tmp_path):
     from botocore.exceptions import NoCredentialsError
 

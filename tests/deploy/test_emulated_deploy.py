@@ -27,6 +27,7 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -96,19 +97,17 @@ def aws_env(moto_endpoint: str) -> Iterator[dict[str, str]]:
 
 
 def copy_project(target: Path) -> Path:
-    """What a fresh clone holds, with the stand-in stacks and a CA bundle file."""
+    """What a fresh clone holds (the RDS CA bundle included), with the stand-in stacks."""
     target.mkdir(parents=True)
     for entry in ("app.py", "requirements.txt"):
         shutil.copy2(ROOT / entry, target / entry)
-    shutil.copytree(ROOT / "chalicelib", target / "chalicelib", ignore=shutil.ignore_patterns("__pycache__", "*.pem"))
+    shutil.copytree(ROOT / "chalicelib", target / "chalicelib", ignore=shutil.ignore_patterns("__pycache__"))
     (target / ".chalice").mkdir()
     (target / ".chalice" / "config.json").write_text(committed_config_text())
     shutil.copytree(ROOT / ".chalice" / "templates", target / ".chalice" / "templates")
     (target / "infrastructure").mkdir()
     for name in ("data.yaml", "edge.yaml"):
         shutil.copy2(STANDIN / name, target / "infrastructure" / name)
-    # The real RDS bundle cannot be fetched here; infra only checks that the file is there.
-    (target / "chalicelib" / "db" / "certs" / "rds-global-bundle.pem").write_text("stand-in\n")
     return target
 
 
@@ -260,6 +259,11 @@ def test_the_functions_exist_with_their_settings(deployment):
     assert "ssl=verify_identity&ssl_ca=system" in env["DATABASE_URL"]
     assert all("ssl=verify_identity&ssl_ca=rds" in url for url in env["REPLICA_URLS"].split(","))
     assert len(api["VpcConfig"]["SubnetIds"]) == 3
+    # The package chalice uploaded carries the RDS CA bundle every function connects with.
+    (package,) = (deployment.project / ".chalice" / "deployments").glob("*.zip")
+    with zipfile.ZipFile(package) as zipped:
+        packed = zipped.read("chalicelib/db/certs/rds-global-bundle.pem")
+    assert packed == (ROOT / "chalicelib" / "db" / "certs" / "rds-global-bundle.pem").read_bytes()
     for name in names:
         group = c["logs"].describe_log_groups(logGroupNamePrefix=f"/aws/lambda/{name}")["logGroups"]
         assert [g.get("retentionInDays") for g in group if g["logGroupName"] == f"/aws/lambda/{name}"] == [90]
