@@ -48,12 +48,14 @@ def build(
         if master.dialect == "sqlite":
             reader = SqlReader(master)
         else:
-            # Reads get databases of their own (autocommit, short timeouts), the master last.
+            # Reads get databases of their own (autocommit, short timeouts), the master last (as
+            # MASTER_READ_URL reaches it: RDS Proxy in the prod stage; `master`, which loads, is
+            # DATABASE_URL, the instance endpoint).
             from chalicelib.readers.replicas import ReplicaReader
 
             reader = ReplicaReader.from_urls(
                 settings.replica_urls,
-                settings.database_url,
+                settings.master_read_url or settings.database_url,
                 open_db=lambda url: open_reader(url, settings.database_secret_arn),
             )
     pending = None

@@ -1,9 +1,10 @@
 """The CA bundles a stage's database URLs name must be in the project and hold certificates, or
 nothing is deployed.
 
-The prod stage's URLs verify the server (`ssl=verify_identity`): RDS Proxy against the runtime's
-trust store (`ssl_ca=system`; the proxy's certificate comes from ACM, which chains to Amazon's
-roots), the RDS instances against the RDS CA bundle packaged with the app (`ssl_ca=rds`, the file
+The prod stage's URLs verify the server (`ssl=verify_identity`): RDS Proxy (MASTER_READ_URL, the
+reads' last fallback) against the runtime's trust store (`ssl_ca=system`; the proxy's certificate
+comes from ACM, which chains to Amazon's roots), the RDS instances (DATABASE_URL, the master's
+instance endpoint; REPLICA_URLS) against the RDS CA bundle packaged with the app (`ssl_ca=rds`, the file
 `chalicelib/db/certs/rds-global-bundle.pem`, see chalicelib/db/tls.py). A bundle that is missing or
 unreadable would only show once in Lambda, as every route, the loader, the reconciler and migrate
 failing when they connect: a total outage. So `make infra` and `make deploy` check it first, before
@@ -20,7 +21,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 BUNDLE_NAMES = {"rds": Path("chalicelib") / "db" / "certs" / "rds-global-bundle.pem"}
-URL_VARIABLES = ("DATABASE_URL", "REPLICA_URLS")
+URL_VARIABLES = ("DATABASE_URL", "MASTER_READ_URL", "REPLICA_URLS")
 HINT = "chalicelib/db/certs/README.md says where it comes from and how to extract it again"
 
 

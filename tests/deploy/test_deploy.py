@@ -495,9 +495,12 @@ def test_outputs_fill_the_prod_environment(config, variables):
         "WRITE_TRANSPORT": "firehose",
         "FIREHOSE_STREAM": OUTPUTS["FirehoseStreamName"],
         "WRITES_BUCKET": OUTPUTS["WritesBucketName"],
-        # The proxy's certificate chains to Amazon's roots (the runtime's store), the replicas'
-        # to the RDS CA bundle packaged with the app; both verified, host names included.
-        "DATABASE_URL": f"mysql://{OUTPUTS['ProxyEndpoint']}:3306/sluice?ssl=verify_identity&ssl_ca=system",
+        # The master's instance endpoint loads (LOAD DATA LOCAL, temporary tables and SET SESSION
+        # never go through RDS Proxy), reads fall back to the master through the proxy. The
+        # proxy's certificate chains to Amazon's roots (the runtime's store), the instances' to
+        # the RDS CA bundle packaged with the app; all verified, host names included.
+        "DATABASE_URL": f"mysql://{OUTPUTS['MasterEndpoint']}:3306/sluice?ssl=verify_identity&ssl_ca=rds",
+        "MASTER_READ_URL": f"mysql://{OUTPUTS['ProxyEndpoint']}:3306/sluice?ssl=verify_identity&ssl_ca=system",
         "DATABASE_SECRET_ARN": OUTPUTS["DatabaseSecretArn"],
         "REPLICA_URLS": ",".join(f"mysql://{host}:3306/sluice?ssl=verify_identity&ssl_ca=rds" for host in replicas),
         "COGNITO_USER_POOL_ARN": OUTPUTS["UserPoolArn"],

@@ -256,7 +256,10 @@ def test_the_functions_exist_with_their_settings(deployment):
     env = api["Environment"]["Variables"]
     assert env["WRITE_TRANSPORT"] == "firehose"
     assert env["WRITES_BUCKET"] == bucket_name()
-    assert "ssl=verify_identity&ssl_ca=system" in env["DATABASE_URL"]
+    assert env["DATABASE_URL"].startswith("mysql://sluice-prod-master.") and env["DATABASE_URL"].endswith(
+        "ssl=verify_identity&ssl_ca=rds"
+    )
+    assert "ssl=verify_identity&ssl_ca=system" in env["MASTER_READ_URL"]
     assert all("ssl=verify_identity&ssl_ca=rds" in url for url in env["REPLICA_URLS"].split(","))
     assert len(api["VpcConfig"]["SubnetIds"]) == 3
     # The package chalice uploaded carries the RDS CA bundle every function connects with.
