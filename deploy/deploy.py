@@ -2,7 +2,8 @@
 
     python -m deploy.deploy infra  --stage prod [--region R] [--parameter K=V ...] [--dry-run]
     python -m deploy.deploy deploy --stage prod [--region R] [--parameter K=V ...]
-                                   [--edge-parameter K=V ...] [--rotate-origin-secret] [--dry-run]
+                                   [--edge-parameter K=V ...] [--rotate-origin-secret]
+                                   [--api-cache-ttl [SECONDS]] [--dry-run]
 
 `infra` (docs/deploy.md explains each):
 1. the origin secret (SSM SecureString) that CloudFront sends and the API's web ACL checks;
@@ -15,8 +16,9 @@ After it, a plain `chalice deploy --stage <stage>` from the project folder updat
 
 `deploy` is `infra`, then `chalice deploy --stage <stage>` and what Chalice cannot express:
 5. the record back to SSM; the app's `migrate` function, when it has one;
-6. API Gateway: gateway responses, no stage cache, throttling per method, the regional web ACL
-   on the stage;
+6. API Gateway: the gateway responses checked (the document chalice sent carries them), the
+   stage cache off unless `--api-cache-ttl` turns it on, throttling per method, the regional web
+   ACL on the stage;
 7. log retention of the functions, the loader's asynchronous invocation config;
 8. the edge stack (infrastructure/edge.yaml) in us-east-1, in front of the API.
 
@@ -57,6 +59,9 @@ class Options:
     region: str | None = None
     dry_run: bool = False
     rotate_origin_secret: bool = False
+    # API Gateway's stage cache for GETs: its TTL in seconds, 0 off; None keeps what the stage has
+    # (a new stage: off).
+    api_cache_ttl: int | None = None
     data_parameters: dict[str, str] = field(default_factory=dict)
     edge_parameters: dict[str, str] = field(default_factory=dict)
     project_dir: Path = PROJECT_DIR
@@ -215,8 +220,9 @@ def log_desired_api(routes: Sequence[Any], settings: apigateway.StageSettings, l
     methods = apigateway.desired_method_settings(routes, settings)
     for route in routes:
         entry = methods[apigateway.method_key(route)]
+        cached = f"cached {entry['cacheTtlInSeconds']} s" if entry["cachingEnabled"] else "not cached"
         log(
-            f"  {route.method} {route.path}: throttle {entry['throttlingRateLimit']:g}/s burst {entry['throttlingBurstLimit']}, not cached by API Gateway"
+            f"  {route.method} {route.path}: throttle {entry['throttlingRateLimit']:g}/s burst {entry['throttlingBurstLimit']}, {cached} by API Gateway"
         )
     log("  gateway responses: " + ", ".join(r.response_type for r in apigateway.GATEWAY_RESPONSES))
     for config in functions.ASYNC_CONFIGS:
@@ -377,8 +383,9 @@ def step_api(ctx: Context, deployed: Mapping[str, Any], app_module: Any) -> None
         raise DeployError(f"chalice deploy did not record {', '.join(sorted(missing))}")
     apigw = ctx.session.client("apigateway")
     rest_api_id = deployed["rest_api"]["rest_api_id"]
-    routes = routes_of(app_module, queries=False)
-    apigateway.configure_api(apigw, rest_api_id, ctx.api_stage, routes, STAGE_SETTINGS, ctx.dry, ctx.log)
+    settings = stage_settings(ctx, apigw, rest_api_id)
+    routes = routes_of(app_module, queries=settings.caches)  # the keys a cached GET must have
+    apigateway.configure_api(apigw, rest_api_id, ctx.api_stage, routes, settings, ctx.dry, ctx.log)
     acl = ctx.outputs.get("ApiWebAclArn")
     if acl:
         waf = ctx.session.client("wafv2")
@@ -386,6 +393,16 @@ def step_api(ctx: Context, deployed: Mapping[str, Any], app_module: Any) -> None
             ctx.session.get_partition_for_region(ctx.region), ctx.region, rest_api_id, ctx.api_stage
         )
         apply_or_show(waf, apigateway.web_acl_calls(waf, acl, stage_arn), ctx.dry, ctx.log)
+
+
+def stage_settings(ctx: Context, apigw: Any, rest_api_id: str) -> apigateway.StageSettings:
+    """STAGE_SETTINGS with the stage cache asked for (`--api-cache-ttl`), else the one it has."""
+    ttl = ctx.options.api_cache_ttl
+    if ttl is None:
+        ttl = apigateway.current_cache_ttl(apigateway.get_stage(apigw, rest_api_id, ctx.api_stage))
+    if ttl:
+        ctx.log(f"  API Gateway's stage cache: on for GETs, {ttl} s (--api-cache-ttl 0 turns it off)")
+    return replace(STAGE_SETTINGS, cache_ttl=ttl)
 
 
 def step_functions(ctx: Context, deployed: Mapping[str, Any]) -> None:
@@ -464,7 +481,8 @@ def run(
         if not ctx.dry:
             raise DeployError(f"chalice deploy left no rest_api in .chalice/deployed/{options.stage}.json")
         log("the API does not exist yet; after chalice deploy creates it, steps 6 to 8 set:")
-        log_desired_api(routes_of(load_app(options.project_dir), queries=False), STAGE_SETTINGS, log)
+        settings = replace(STAGE_SETTINGS, cache_ttl=options.api_cache_ttl or 0)
+        log_desired_api(routes_of(load_app(options.project_dir), queries=False), settings, log)
         return
     step_migrate(ctx, deployed)
     step_api(ctx, deployed, load_app(options.project_dir))
@@ -490,6 +508,16 @@ def _pairs(values: Sequence[str] | None, flag: str) -> dict[str, str]:
     return out
 
 
+def _cache_ttl(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= apigateway.MAX_CACHE_TTL:
+        raise argparse.ArgumentTypeError(f"a TTL in seconds from 0 (off) to {apigateway.MAX_CACHE_TTL}, got {text!r}")
+    return value
+
+
 def parse_args(argv: Sequence[str] | None) -> tuple[str, Options]:
     parser = argparse.ArgumentParser(prog="python -m deploy.deploy", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", nargs="?", choices=("infra", "deploy"), default="deploy")
@@ -497,6 +525,15 @@ def parse_args(argv: Sequence[str] | None) -> tuple[str, Options]:
     parser.add_argument("--region", help="the stage's region (default: the profile's or AWS_REGION)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     parser.add_argument("--rotate-origin-secret", action="store_true", help="a new CloudFront origin secret")
+    parser.add_argument(
+        "--api-cache-ttl",
+        type=_cache_ttl,
+        nargs="?",
+        const=apigateway.DEFAULT_CACHE_TTL,
+        metavar="SECONDS",
+        help=f"API Gateway's stage cache for GETs: on with this TTL (alone: {apigateway.DEFAULT_CACHE_TTL} s), "
+        "0 turns it off; without the flag the stage keeps what it has (a new one: off). docs/deploy.md",
+    )
     parser.add_argument("--parameter", action="append", metavar="KEY=VALUE", help="a data stack parameter")
     parser.add_argument("--edge-parameter", action="append", metavar="KEY=VALUE", help="an edge stack parameter")
     args = parser.parse_args(argv)
@@ -505,6 +542,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[str, Options]:
         region=args.region,
         dry_run=args.dry_run,
         rotate_origin_secret=args.rotate_origin_secret,
+        api_cache_ttl=args.api_cache_ttl,
         data_parameters=_pairs(args.parameter, "--parameter"),
         edge_parameters=_pairs(args.edge_parameter, "--edge-parameter"),
     )

@@ -40,6 +40,7 @@ from tests.deploy.conftest import (
 )
 
 API_ID = "a1b2c3d4e5"
+LAMBDA_ARN = "arn:aws:lambda:eu-west-1:123456789012:function:sluice-prod"
 CONTRACT_SECTION_6 = {
     "DATABASE_URL",
     "REPLICA_URLS",
@@ -158,7 +159,15 @@ def test_reading_query_params_directly_stops_the_deploy(tmp_path):
     )
     with pytest.raises(RouteError, match="query_params"):
         routes_of(module)
-    # The deploy step itself needs no query analysis (API Gateway caches nothing): it goes on.
+    # The document chalice sends needs each GET's key: chalice deploy stops there, before any call
+    from chalice.deploy.swagger import SwaggerGenerator
+
+    from chalicelib import apigateway_extensions
+
+    document = SwaggerGenerator("eu-west-1", {"api_handler_arn": LAMBDA_ARN}).generate_swagger(module.app)
+    with pytest.raises(RouteError, match="query_params"):
+        apigateway_extensions.extend(document, module)
+    # The stage step needs no query analysis while the stage cache is off: it goes on.
     (route,) = routes_of(module, queries=False)
     assert route.path == "/search" and route.query_params == ()
 
@@ -195,6 +204,100 @@ def test_the_key_check_flags_a_cached_get_whose_key_misses_an_input(app_module):
     assert unsafe == ["GET /todos/{todo_id} cached without method.request.querystring.min_version"]
     fake.stage = stage_with(False, {})  # no cache cluster: nothing is cached whatever the settings
     assert apigateway.cached_gets_without_keys(fake, API_ID, "api", lambda r: r.cache_key_parameters(), routes) == []
+
+
+# -- the document chalice sends ------------------------------------------------------------------
+@pytest.fixture
+def chalice_document(app_module, monkeypatch) -> dict[str, Any]:
+    """The document `chalice deploy` sends for the app (chalice's own generator, as its deployer
+    makes it, with the app's extension installed as chalice's CLI installs it)."""
+    from chalice.deploy import swagger
+
+    from chalicelib import apigateway_extensions
+
+    # Put the class back as it was after the test: install wraps it for the rest of the process.
+    monkeypatch.setattr(swagger.SwaggerGenerator, "generate_swagger", swagger.SwaggerGenerator.generate_swagger)
+    apigateway_extensions.install(app_module.__name__)
+    apigateway_extensions.install(app_module.__name__)  # a second import changes nothing
+    generator = swagger.SwaggerGenerator("eu-west-1", {"api_handler_arn": LAMBDA_ARN})
+    return dict(generator.generate_swagger(app_module.app))
+
+
+def test_no_get_that_can_be_cached_lacks_the_callers_token_in_its_key(chalice_document, app_module):
+    # Every GET can be cached once the stage cache is on: each must be keyed on Authorization,
+    # declared as a method request parameter, or one caller's answer goes to another.
+    gets = [(path, ops["get"]) for path, ops in chalice_document["paths"].items() if "get" in ops]
+    assert {path for path, _ in gets} == {r.path for r in routes_of(app_module) if r.is_read}
+    for path, operation in gets:
+        keys = operation["x-amazon-apigateway-integration"].get("cacheKeyParameters") or []
+        assert AUTHORIZATION in keys, path
+        assert {"name": "Authorization", "in": "header", "required": False, "type": "string"} in operation["parameters"]
+    for path, ops in chalice_document["paths"].items():
+        for verb, operation in ops.items():
+            if verb != "get":
+                assert "cacheKeyParameters" not in operation["x-amazon-apigateway-integration"], (verb, path)
+
+
+def test_the_document_carries_the_gateway_responses_in_the_contracts_shape(chalice_document):
+    from chalicelib.apigateway_extensions import GATEWAY_RESPONSES_KEY
+
+    sent = chalice_document[GATEWAY_RESPONSES_KEY]
+    assert set(sent) == {r.response_type for r in GATEWAY_RESPONSES}
+    for entry in sent.values():
+        body = json.loads(entry["responseTemplates"]["application/json"])
+        assert set(body) == {"error", "message"}
+        assert entry["responseParameters"]["gatewayresponse.header.Cache-Control"] == "'no-store'"
+    assert sent["MISSING_AUTHENTICATION_TOKEN"]["statusCode"] == "404"
+    assert "statusCode" not in sent["UNAUTHORIZED"]  # API Gateway's own 401 stays
+
+
+def test_the_stage_cache_is_not_turned_on_over_gets_without_their_keys(app_module):
+    # GIVEN an API deployed from a document without cache keys (app.py without the extension)
+    routes = routes_of(app_module)
+    fake = FakeApiGateway(routes)
+    settings = StageSettings(cache_ttl=10)
+    log: list[str] = []
+
+    with pytest.raises(apigateway.ApiShapeError, match="stage cache was not turned on"):
+        apigateway.configure_api(fake, API_ID, "api", routes, settings, log=log.append)
+
+    # THEN the stage was still set (throttles), with no cache anywhere
+    assert not fake.stage["cacheClusterEnabled"]
+    assert not any(entry["cachingEnabled"] for entry in fake.stage["methodSettings"].values())
+    assert any("GET /todos/{todo_id} has no" in line for line in log)
+    # AND with the keys the document carries, the same call turns it on for the GETs only
+    for route in routes:
+        method = fake.methods[(fake.resources[route.path], route.method)]
+        if route.is_read:
+            method["methodIntegration"]["cacheKeyParameters"] = list(route.cache_key_parameters())
+    apigateway.configure_api(fake, API_ID, "api", routes, settings, log=log.append)
+    assert fake.stage["cacheClusterEnabled"]
+    assert apigateway.current_cache_ttl(fake.stage) == 10
+    cached = {key for key, entry in fake.stage["methodSettings"].items() if entry["cachingEnabled"]}
+    assert cached == {apigateway.method_key(r) for r in routes if r.is_read}
+    assert apigateway.cached_gets_without_keys(fake, API_ID, "api", lambda r: r.cache_key_parameters(), routes) == []
+
+
+@pytest.mark.parametrize(
+    "argv, ttl",
+    [
+        ([], None),
+        (["--api-cache-ttl"], apigateway.DEFAULT_CACHE_TTL),
+        (["--api-cache-ttl", "30"], 30),
+        (["--api-cache-ttl", "0"], 0),
+    ],
+)
+def test_the_stage_cache_is_a_deploy_parameter_off_unless_given(argv, ttl):
+    _, options = deploy_step.parse_args(argv)
+    assert options.api_cache_ttl == ttl
+
+
+@pytest.mark.parametrize("value", ["-1", "3601", "ten"])
+def test_a_bad_cache_ttl_is_refused(value, capsys):
+    with pytest.raises(SystemExit) as raised:
+        deploy_step.parse_args(["--api-cache-ttl", value])
+    assert raised.value.code == 2
+    assert "from 0 (off) to 3600" in capsys.readouterr().err
 
 
 # -- gateway responses --------------------------------------------------------------------------
@@ -557,7 +660,7 @@ def test_prod_stage_settings(config):
 
 
 def copy_project(target: Path) -> Path:
-    for entry in ("app.py", "requirements.txt", "chalicelib", ".chalice", "infrastructure"):
+    for entry in ("app.py", "requirements.txt", "chalicelib", "deploy", ".chalice", "infrastructure"):
         source = ROOT / entry
         if source.is_dir():
             shutil.copytree(

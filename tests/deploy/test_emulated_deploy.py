@@ -10,7 +10,10 @@ Afterwards the resources are read back from the emulator. Stand-ins, each stated
 - in the chalice process: Swagger 2.0 relabelled OpenAPI 3 for moto's importer, S3 filter rule
   names in lower case, no download of third-party wheels (no network; moto never runs the code);
 - in moto's server (standin/moto_server.py): a deployment to an existing stage keeps the
-  stage's settings, as API Gateway does (moto replaced the stage);
+  stage's settings, as API Gateway does (moto replaced the stage); an imported document sets the
+  gateway responses it names (all of them, on overwrite), the methods' declared parameters and
+  the integrations' cache keys, as API Gateway does (moto dropped the three and kept the
+  previous gateway responses on overwrite);
 - in this process: `UpdateTerminationProtection` and `Invoke` (the migrate function) are
   answered and recorded here (moto's server does not implement the first and needs Docker for
   the second).
@@ -34,6 +37,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib.apigateway_extensions import GATEWAY_RESPONSES, GATEWAY_RESPONSES_KEY
 from deploy import apigateway, deploy, origin_secret, stacks, state
 from deploy.routes import routes_of
 from tests.deploy.conftest import committed_config_text
@@ -101,7 +105,8 @@ def copy_project(target: Path) -> Path:
     target.mkdir(parents=True)
     for entry in ("app.py", "requirements.txt"):
         shutil.copy2(ROOT / entry, target / entry)
-    shutil.copytree(ROOT / "chalicelib", target / "chalicelib", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("chalicelib", "deploy"):  # deploy/: the analysis each GET's cache key comes from
+        shutil.copytree(ROOT / package, target / package, ignore=shutil.ignore_patterns("__pycache__"))
     (target / ".chalice").mkdir()
     (target / ".chalice" / "config.json").write_text(committed_config_text())
     shutil.copytree(ROOT / ".chalice" / "templates", target / ".chalice" / "templates")
@@ -165,9 +170,10 @@ class Deployment:
     def runner(self, command: list[str], env: dict[str, str], check: bool) -> Any:
         return subprocess.run(command, env={**env, **chalice_env(self.record_dir)}, check=check, capture_output=True)
 
-    def make_deploy(self) -> list[str]:
+    def make_deploy(self, **options: Any) -> list[str]:
         log: list[str] = []
-        deploy.run(self.session(), deploy.Options(stage="prod", project_dir=self.project), self.runner, log.append)
+        settings = deploy.Options(stage="prod", project_dir=self.project, **options)
+        deploy.run(self.session(), settings, self.runner, log.append)
         self.logs.append(log)
         return log
 
@@ -357,9 +363,13 @@ def test_the_record_and_the_origin_secret_are_kept_in_the_account(deployment):
 
 
 # -- by hand, again, and from a fresh clone -----------------------------------------------------
-def test_a_plain_chalice_deploy_never_leaves_a_get_cached_without_its_key(deployment, app_module):
-    """chalice re-imports the API (put_rest_api, overwrite) and deploys it to the stage."""
-    routes = routes_of(app_module)
+def sent_document(deployment: Deployment) -> dict[str, Any]:
+    """The last document chalice sent to API Gateway (put_rest_api or import_rest_api)."""
+    return dict(json.loads((deployment.record_dir / "rest-api.json").read_text()))
+
+
+def test_a_plain_chalice_deploy_keeps_the_gateway_responses(deployment):
+    """chalice re-imports the API (put_rest_api, overwrite): its document carries them."""
     apigw = clients()["apigateway"]
     api_id = deployment.rest_api_id()
 
@@ -367,39 +377,76 @@ def test_a_plain_chalice_deploy_never_leaves_a_get_cached_without_its_key(deploy
 
     assert result.returncode == 0, result.stderr
     assert deployment.rest_api_id() == api_id
-    unsafe = apigateway.cached_gets_without_keys(apigw, api_id, "api", lambda r: r.cache_key_parameters(), routes)
-    assert unsafe == []
+    expected = {r.response_type: r.document_entry() for r in GATEWAY_RESPONSES}
+    assert sent_document(deployment)[GATEWAY_RESPONSES_KEY] == expected
+    responses = {r["responseType"]: r for r in apigw.get_gateway_responses(restApiId=api_id)["items"]}
+    for response in GATEWAY_RESPONSES:
+        got = responses[response.response_type]
+        body = json.loads(got["responseTemplates"]["application/json"])
+        assert body == {"error": response.code, "message": response.message}
+        assert got["responseParameters"] == response.parameters()
+        assert got.get("statusCode") == response.status
+    assert json.loads(responses["UNAUTHORIZED"]["responseTemplates"]["application/json"])["error"] == "unauthorized"
+    assert responses["THROTTLED"]["responseParameters"]["gatewayresponse.header.Retry-After"] == "'1'"
+    assert apigateway.gateway_response_calls(apigw, api_id) == []  # nothing left for make deploy to mend
 
 
-def test_the_stage_cache_the_deploy_used_to_keep_would_be_unsafe_after_it(deployment, app_module):
-    """Why API Gateway caches nothing now: a stage with caching on (as the earlier deploy step
-    left it, keys added) serves GETs keyed on nothing after chalice's own deployer runs."""
+def test_a_plain_chalice_deploy_sends_every_gets_cache_key(deployment, app_module):
+    result = deployment.chalice("deploy", "--stage", "prod")
+    assert result.returncode == 0, result.stderr
+    document = sent_document(deployment)
+    for route in routes_of(app_module):
+        operation = document["paths"][route.path][route.method.lower()]
+        keys = operation["x-amazon-apigateway-integration"].get("cacheKeyParameters")
+        if not route.is_read:
+            assert keys is None, route
+            continue
+        # The caller, If-None-Match, the path parameters and every query parameter the view reads
+        assert keys == list(route.cache_key_parameters()), route
+        assert keys[:2] == ["method.request.header.Authorization", "method.request.header.If-None-Match"]
+        places = {"header": "header", "query": "querystring", "path": "path"}
+        declared = {f"method.request.{places[p['in']]}.{p['name']}" for p in operation["parameters"]}
+        assert set(keys) <= declared, route  # API Gateway caches only on declared parameters
+        assert "cacheNamespace" not in operation["x-amazon-apigateway-integration"]  # the resource's own id
+    get_todo = document["paths"]["/todos/{todo_id}"]["get"]["x-amazon-apigateway-integration"]
+    assert "method.request.querystring.min_version" in get_todo["cacheKeyParameters"]
+
+
+def test_with_the_stage_cache_on_a_plain_chalice_deploy_leaves_every_get_keyed(deployment, app_module):
     routes = routes_of(app_module)
     apigw = clients()["apigateway"]
     api_id = deployment.rest_api_id()
-    apigw.update_stage(
-        restApiId=api_id,
-        stageName="api",
-        patchOperations=[
-            {"op": "replace", "path": "/cacheClusterEnabled", "value": "true"},
-            *(
-                {"op": "replace", "path": f"/{apigateway.method_key(r)}/caching/enabled", "value": "true"}
-                for r in routes
-                if r.is_read
-            ),
-        ],
-    )
+    must_key = lambda r: r.cache_key_parameters()  # noqa: E731
+
+    # GIVEN the stage cache turned on by the deploy parameter
+    log = deployment.make_deploy(api_cache_ttl=10)
     try:
+        assert any("stage cache: on for GETs, 10 s" in line for line in log)
+        stage = apigw.get_stage(restApiId=api_id, stageName="api")
+        assert stage["cacheClusterEnabled"] and stage["cacheClusterSize"] == "0.5"
+        for route in routes:
+            entry = stage["methodSettings"][apigateway.method_key(route)]
+            assert entry["cachingEnabled"] is route.is_read, route
+            if route.is_read:
+                assert entry["cacheTtlInSeconds"] == 10 and entry["cacheDataEncrypted"] is True
+                assert entry["requireAuthorizationForCacheControl"] is False
+        assert stage["methodSettings"]["*/*"]["cachingEnabled"] is False
+
+        # WHEN chalice deploys by hand (put_rest_api, overwrite; a new deployment of the stage)
         result = deployment.chalice("deploy", "--stage", "prod")
         assert result.returncode == 0, result.stderr
-        unsafe = apigateway.cached_gets_without_keys(apigw, api_id, "api", lambda r: r.cache_key_parameters(), routes)
-        assert len(unsafe) == len([r for r in routes if r.is_read])
-        assert any("method.request.header.Authorization" in line for line in unsafe)
+
+        # THEN every cached GET is still keyed on everything its answer depends on
+        assert apigateway.cached_gets_without_keys(apigw, api_id, "api", must_key, routes) == []
+        assert apigateway.current_cache_ttl(apigw.get_stage(restApiId=api_id, stageName="api")) == 10
+        # AND a later make deploy without the parameter keeps the stage cache as it is
+        deployment.make_deploy()
+        assert apigateway.current_cache_ttl(apigw.get_stage(restApiId=api_id, stageName="api")) == 10
     finally:
-        deployment.make_deploy()  # the deploy step takes the cache away again
+        deployment.make_deploy(api_cache_ttl=0)
     stage = apigw.get_stage(restApiId=api_id, stageName="api")
     assert not stage.get("cacheClusterEnabled")
-    assert apigateway.cached_gets_without_keys(apigw, api_id, "api", lambda r: r.cache_key_parameters(), routes) == []
+    assert not any(entry.get("cachingEnabled") for entry in stage["methodSettings"].values())
 
 
 def test_a_second_make_deploy_leaves_the_same_resources(deployment):
