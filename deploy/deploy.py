@@ -15,12 +15,15 @@
 After it, a plain `chalice deploy --stage <stage>` from the project folder updates the stage.
 
 `deploy` is `infra`, then `chalice deploy --stage <stage>` and what Chalice cannot express:
-5. the record back to SSM; the app's `migrate` function, when it has one;
+5. `chalice deploy`, and its record back to SSM;
 6. API Gateway: the gateway responses checked (the document chalice sent carries them), the
    stage cache off unless `--api-cache-ttl` turns it on, throttling per method, the regional web
    ACL on the stage;
 7. log retention of the functions, the loader's asynchronous invocation config;
-8. the edge stack (infrastructure/edge.yaml) in us-east-1, in front of the API.
+8. the edge stack (infrastructure/edge.yaml) in us-east-1, in front of the API (and, after a
+   rotation of the origin secret, the data stack without the old value);
+9. the app's `migrate` function (synchronous, waiting its whole timeout, never retried);
+10. the reconciler, invoked asynchronously: objects deferred until this release load at once.
 
 `--dry-run` makes no change: it reads what exists (when credentials allow) and prints the calls.
 """
@@ -36,6 +39,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -367,17 +371,38 @@ def step_chalice(ctx: Context, runner: Callable[..., Any]) -> dict[str, dict[str
 
 
 def step_migrate(ctx: Context, deployed: Mapping[str, Any]) -> None:
+    """The app's `migrate` function, once every protection is in place: its failure stops the run
+    with nothing else skipped but the reconcile after it."""
+    ctx.log("9. migrate (the master's schema, inside the VPC)")
     if "migrate" not in deployed:
         ctx.log("the app has no migrate function: run `python -m chalicelib.cli migrate` inside the VPC")
         return
     arn = deployed["migrate"]["lambda_arn"]
-    ctx.log(("would " if ctx.dry else "") + str(functions.migrate_call(arn)))
-    if not ctx.dry:
-        ctx.log(f"migrate: {functions.run_migration(ctx.session.client('lambda'), arn)}")
+    if ctx.dry:
+        ctx.log(f"would {functions.migrate_call(arn)}, waiting the function's timeout, never retried")
+        return
+    timeout = functions.function_timeout(ctx.session.client("lambda"), arn)
+    client = functions.migrate_client(ctx.session, timeout)
+    ctx.log(
+        f"{functions.migrate_call(arn)}: waits up to {timeout + functions.INVOKE_READ_MARGIN_SECONDS} s, one attempt"
+    )
+    ctx.log(f"migrate: {functions.run_migration(client, arn)}")
+
+
+def step_reconcile_deferred(ctx: Context, deployed: Mapping[str, Any]) -> None:
+    """The reconciler, invoked now (asynchronously) rather than at its next scheduled run: objects
+    the loader deferred until this release's schema or command version was there load at once."""
+    ctx.log("10. reconcile of deferred objects")
+    if functions.RECONCILE_FUNCTION not in deployed:
+        ctx.log(f"the app has no {functions.RECONCILE_FUNCTION} function: nothing to ask")
+        return
+    arn = deployed[functions.RECONCILE_FUNCTION]["lambda_arn"]
+    event = functions.reconcile_event(ctx.account_id, ctx.region, datetime.now(UTC))
+    apply_or_show(ctx.session.client("lambda"), [functions.reconcile_call(arn, event)], ctx.dry, ctx.log)
 
 
 def step_api(ctx: Context, deployed: Mapping[str, Any], app_module: Any) -> None:
-    ctx.log("6. API Gateway: gateway responses, no stage cache, throttling, web ACL")
+    ctx.log("6. API Gateway: gateway responses, stage cache, throttling, web ACL")
     missing = function_names(app_module) - set(deployed)
     if missing and not ctx.dry:
         raise DeployError(f"chalice deploy did not record {', '.join(sorted(missing))}")
@@ -480,11 +505,12 @@ def run(
     if "rest_api" not in deployed:
         if not ctx.dry:
             raise DeployError(f"chalice deploy left no rest_api in .chalice/deployed/{options.stage}.json")
-        log("the API does not exist yet; after chalice deploy creates it, steps 6 to 8 set:")
+        log("the API does not exist yet; after chalice deploy creates it, steps 6 to 10 set:")
         settings = replace(STAGE_SETTINGS, cache_ttl=options.api_cache_ttl or 0)
         log_desired_api(routes_of(load_app(options.project_dir), queries=False), settings, log)
         return
-    step_migrate(ctx, deployed)
+    # The protections first (the stage's, the functions', the edge's), then the schema, then what
+    # waited for it: a migrate that fails skips none of them.
     step_api(ctx, deployed, load_app(options.project_dir))
     step_functions(ctx, deployed)
     step_edge_stack(ctx, deployed["rest_api"]["rest_api_id"])
@@ -495,6 +521,8 @@ def run(
             ctx.session.client("ssm"), origin_secret.parameter_name(ctx.app_name, options.stage)
         )
         step_data_stack(ctx)
+    step_migrate(ctx, deployed)
+    step_reconcile_deferred(ctx, deployed)
 
 
 # -- command line ---------------------------------------------------------------------------------

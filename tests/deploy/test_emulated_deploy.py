@@ -34,11 +34,12 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
 from chalicelib.apigateway_extensions import GATEWAY_RESPONSES, GATEWAY_RESPONSES_KEY
-from deploy import apigateway, deploy, origin_secret, stacks, state
+from deploy import apigateway, deploy, functions, origin_secret, stacks, state
 from deploy.routes import routes_of
 from tests.deploy.conftest import committed_config_text
 
@@ -121,6 +122,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.fail_migrate = False
 
     def install(self, session: Any) -> None:
         session.events.register("before-call.cloudformation.UpdateTerminationProtection", self.termination)
@@ -132,16 +134,36 @@ class Recorder:
         self.calls.append(("UpdateTerminationProtection", dict(params["body"])))
         return AWSResponse("", 200, {}, None), {}
 
-    def invoke(self, params: dict[str, Any], **_: Any) -> Any:
+    def invoke(self, params: dict[str, Any], context: dict[str, Any], **_: Any) -> Any:
+        """Record the invocation with the client's settings; answer as Lambda does (migrate's
+        answer, or its error when `fail_migrate` is set)."""
         from botocore.awsrequest import AWSResponse
         from botocore.response import StreamingBody
 
-        self.calls.append(("Invoke", {"url": params["url_path"]}))
-        body = b'{"migrated": true}'
-        return AWSResponse("", 200, {}, None), {
-            "StatusCode": 200,
-            "Payload": StreamingBody(io.BytesIO(body), len(body)),
-        }
+        config = context["client_config"]
+        kind = params["headers"].get("X-Amz-Invocation-Type", "RequestResponse")
+        self.calls.append(
+            (
+                "Invoke",
+                {
+                    "function": unquote(params["url_path"].split("/functions/")[1].split("/")[0]),
+                    "type": kind,
+                    "payload": params["body"],
+                    "read_timeout": config.read_timeout,
+                    "retries": dict(config.retries or {}),
+                },
+            )
+        )
+        if kind == "Event":
+            return AWSResponse("", 202, {}, None), {"StatusCode": 202}
+        body = b'{"errorMessage": "ALTER TABLE todos: lock wait"}' if self.fail_migrate else b'{"applied": [1]}'
+        answer: dict[str, Any] = {"StatusCode": 200, "Payload": StreamingBody(io.BytesIO(body), len(body))}
+        if self.fail_migrate:
+            answer["FunctionError"] = "Unhandled"
+        return AWSResponse("", 200, {}, None), answer
+
+    def invocations(self, function: str) -> list[dict[str, Any]]:
+        return [body for name, body in self.calls if name == "Invoke" and function in body["function"]]
 
 
 def chalice_env(record_dir: Path) -> dict[str, str]:
@@ -360,6 +382,63 @@ def test_the_record_and_the_origin_secret_are_kept_in_the_account(deployment):
     secret = ssm.get_parameter(Name="/sluice/prod/origin-verify", WithDecryption=True)["Parameter"]
     assert secret["Type"] == "SecureString"
     assert len(json.loads(secret["Value"])["current"]) >= 32
+
+
+def test_migrate_runs_after_every_protection_waiting_its_whole_timeout_and_never_twice(deployment):
+    first = deployment.logs[0]
+    order = [
+        "5. chalice deploy",
+        "6. API Gateway: gateway responses, stage cache, throttling, web ACL",
+        "7. log retention and the loader's asynchronous invocation",
+        "8. edge stack (us-east-1)",
+        "9. migrate (the master's schema, inside the VPC)",
+        "10. reconcile of deferred objects",
+    ]
+    assert [first.index(line) for line in order] == sorted(first.index(line) for line in order)
+    (migrate, *_) = deployment.recorder.invocations("migrate")
+    timeout = clients()["lambda"].get_function_configuration(FunctionName="sluice-prod-migrate")["Timeout"]
+    assert timeout == 900  # Lambda's longest: a big ALTER TABLE may need most of it
+    assert migrate["type"] == "RequestResponse"
+    assert migrate["read_timeout"] > timeout  # botocore's default 60 s cut it short
+    assert migrate["retries"]["total_max_attempts"] == 1  # a migration still running is never invoked again
+
+
+def test_the_deploy_ends_by_asking_the_reconciler_for_deferred_objects(deployment, app_module):
+    from chalice.app import CloudWatchEvent
+
+    (reconcile, *_) = deployment.recorder.invocations("reconcile_writes")
+    assert reconcile["function"].endswith(":function:sluice-prod-reconcile_writes")
+    assert reconcile["type"] == "Event"  # asynchronous: the deploy does not wait for its run
+    payload = json.loads(reconcile["payload"])
+    event = CloudWatchEvent(payload, None)  # what chalice's scheduled handler hands the function
+    assert (event.source, event.detail) == ("sluice.deploy", {"reconcile": "deferred"})
+    assert (event.account, event.region) == (ACCOUNT, REGION)
+
+
+def test_a_failing_migrate_skips_no_protection(deployment):
+    apigw = clients()["apigateway"]
+    api_id = deployment.rest_api_id()
+    apigw.delete_gateway_response(restApiId=api_id, responseType="UNAUTHORIZED")  # something to mend
+    reconciles = len(deployment.recorder.invocations("reconcile_writes"))
+    deployment.recorder.fail_migrate = True
+    log: list[str] = []
+    try:
+        with pytest.raises(functions.MigrationFailed, match="lock wait"):
+            deploy.run(
+                deployment.session(),
+                deploy.Options(stage="prod", project_dir=deployment.project),
+                deployment.runner,
+                log.append,
+            )
+    finally:
+        deployment.recorder.fail_migrate = False
+    # Everything before migrate was done: the gateway response is back, the stage and the edge set
+    assert log.index("8. edge stack (us-east-1)") < log.index("9. migrate (the master's schema, inside the VPC)")
+    responses = {r["responseType"] for r in apigw.get_gateway_responses(restApiId=api_id)["items"]}
+    assert "UNAUTHORIZED" in responses
+    # and nothing after it: the reconciler waits for a schema that is there
+    assert "10. reconcile of deferred objects" not in log
+    assert len(deployment.recorder.invocations("reconcile_writes")) == reconciles
 
 
 # -- by hand, again, and from a fresh clone -----------------------------------------------------
