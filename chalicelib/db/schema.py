@@ -16,12 +16,46 @@ if TYPE_CHECKING:
 
 MYSQL_TABLE = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
 ASCII_BIN = "CHARACTER SET ascii COLLATE ascii_bin"
+RUNNING_CHARS = 2000  # ingest_attempts.running: about 40 loads of one object at once
 
 # utf8mb4_bin is a PAD SPACE collation in MySQL 8 and MariaDB: 'alice' = 'alice ', and the two would
 # share a primary key. Owners compare exactly (as in SQLite, whose TEXT has no padding) under the
 # server's NO PAD binary collation, named in a statement by this mark and chosen by `migrate`.
 OWNER_COLLATION = "@OWNER_COLLATION@"
 NOPAD_BIN_COLLATIONS = ("utf8mb4_nopad_bin", "utf8mb4_0900_bin")  # MariaDB >= 10.2, MySQL >= 8.0.17
+
+
+class AddColumn(str):
+    """`ALTER TABLE table ADD COLUMN column definition`, run only when the table has no such column
+    yet. MySQL 8.4 has no `ADD COLUMN IF NOT EXISTS` (MariaDB has), and on MySQL/MariaDB each DDL
+    statement commits by itself: a migration cut short after its ALTER must run again cleanly. The
+    statement's text is the plain ALTER (what tests read); `migrate` asks information_schema
+    (SQLite: PRAGMA table_info) first."""
+
+    table: str
+    column: str
+
+    def __new__(cls, table: str, column: str, definition: str) -> AddColumn:
+        statement = super().__new__(cls, f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        statement.table, statement.column = table, column
+        return statement
+
+
+def has_column(cur: Any, dialect: str, table: str, column: str) -> bool:
+    if dialect == "sqlite":
+        cur.execute(f"PRAGMA table_info({table})")
+        return any(row[1] == column for row in cur.fetchall())
+    cur.execute(
+        "SELECT COUNT(*) FROM information_schema.COLUMNS "
+        "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND COLUMN_NAME = %s",
+        (table, column),
+    )
+    return int(cur.fetchone()[0]) > 0
+
+
+# The migration whose `ingest_attempts.running` lists the loads of an object under way
+# (chalicelib.loader.attempts); a loader on an older schema counts failures only.
+RUNNING_LOADS_MIGRATION = 4
 
 MIGRATIONS: list[tuple[int, str, dict[str, list[str]]]] = [
     (
@@ -131,6 +165,16 @@ MIGRATIONS: list[tuple[int, str, dict[str, list[str]]]] = [
             ],
         },
     ),
+    (
+        4,
+        "ingest_attempts.running: the loads of an object under way, each with what shows it alive",
+        {
+            "sqlite": [AddColumn("ingest_attempts", "running", "TEXT NOT NULL DEFAULT ''")],
+            "mysql": [
+                AddColumn("ingest_attempts", "running", f"VARCHAR({RUNNING_CHARS}) {ASCII_BIN} NOT NULL DEFAULT ''"),
+            ],
+        },
+    ),
 ]
 
 LEDGER_TABLE = {
@@ -143,14 +187,15 @@ LEDGER_TABLE = {
 
 
 MIGRATE_LOCK = "sluice_migrate"
-MIGRATE_LOCK_SECONDS = 60
+MIGRATE_LOCK_SECONDS = 30  # under the master's read timeout (40 s): a wait ends as an answer
 
 
 def migrate(conn: Any, dialect: str, now: str) -> list[int]:
     """Apply every migration not yet recorded. Returns the versions applied now.
 
     On MySQL/MariaDB each DDL statement commits by itself, so a migration is made idempotent
-    statement by statement (IF NOT EXISTS) and recorded last; two `migrate` runs at once are
+    statement by statement (IF NOT EXISTS; `AddColumn` asks whether the column exists) and
+    recorded last; two `migrate` runs at once are
     serialised with a named lock, so the second finds the work done.
     """
     mark = "?" if dialect == "sqlite" else "%s"
@@ -168,6 +213,8 @@ def migrate(conn: Any, dialect: str, now: str) -> list[int]:
             if version in done:
                 continue
             for statement in statements[dialect]:
+                if isinstance(statement, AddColumn) and has_column(cur, dialect, statement.table, statement.column):
+                    continue
                 if OWNER_COLLATION in statement:
                     statement = statement.replace(OWNER_COLLATION, nopad_bin_collation(cur))
                 cur.execute(statement)
