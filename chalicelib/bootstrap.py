@@ -73,7 +73,8 @@ def build(
 
 
 # `migrate` waits for each statement as long as it may run: an ALTER TABLE of a big table sends
-# nothing until it ends, and the master's usual read timeout (60 s) would give it up half-way.
+# nothing until it ends, and the master's usual read timeout (MASTER_OPTIONS, 40 s) would give it
+# up half-way.
 MIGRATE_MARGIN_SECONDS = 20.0  # the migrate function reports a timeout before Lambda stops it
 MIGRATE_MIN_READ_TIMEOUT = 60.0
 MIGRATE_CLI_SECONDS = 6 * 3600.0  # `python -m chalicelib.cli migrate`: no function timeout bounds it
@@ -81,7 +82,7 @@ MIGRATE_CLI_SECONDS = 6 * 3600.0  # `python -m chalicelib.cli migrate`: no funct
 
 def migration_master(settings: Settings, seconds_left: float) -> Database:
     """The master as `migrate` uses it: its own connection, whose reads wait `seconds_left` less a
-    margin (and never less than the loader's 60 s)."""
+    margin (and never less than 60 s)."""
     read_timeout = max(MIGRATE_MIN_READ_TIMEOUT, seconds_left - MIGRATE_MARGIN_SECONDS)
     return open_master(settings.database_url, settings.database_secret_arn, read_timeout=read_timeout)
 

@@ -59,7 +59,7 @@ from typing import Any
 
 from chalicelib.commands import WriteCommand
 from chalicelib.db import local_files
-from chalicelib.db.database import CONNECTION_LOST, Database
+from chalicelib.db.database import Database, connection_lost
 from chalicelib.db.schema import OWNER_COLLATION, owner_collation
 from chalicelib.loader import Quarantine, chunk_files
 from chalicelib.loader.apply import TABLES, Folded, SqlApplier, Touched
@@ -776,7 +776,7 @@ class MySQLFastApplier(SqlApplier):
                     log.debug("could not drop the keys table", exc_info=True)
             return None
         except Exception as exc:
-            if _error_code(exc) in CONNECTION_LOST:
+            if connection_lost(exc):
                 self._dropped(exc)  # the transaction is gone with the connection: raised as it is
             raise
         finally:
