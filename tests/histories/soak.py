@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import select
 import shutil
 import signal
 import socket
@@ -132,7 +133,7 @@ class RealFaultsSystem(PairSystem):
         self.files = tempfile.mkdtemp(prefix="sluice-hist-objects-")
         self.chance = random.Random(seed ^ 0x50A4)
         self.cache_failures = 0
-        self.stopped_replication = False
+        self._last_line = ""
 
     def _file(self, obj: Obj) -> str:
         path = os.path.join(self.files, obj.key)
@@ -141,10 +142,10 @@ class RealFaultsSystem(PairSystem):
             Path(path).write_bytes(obj.body)
         return path
 
-    def _start(self, obj: Obj, force: bool = False) -> subprocess.Popen[str]:
+    def _start(self, obj: Obj, force: bool = False, pause_at: str = "") -> subprocess.Popen[str]:
         cache = f"redis://127.0.0.1:{self.redis_proxy.port}/0?timeout=2&connect_timeout=1"
         args = [sys.executable, "-m", "tests.histories.load_process", self.master_direct, cache, self.prefix]
-        args += [self._file(obj)] + (["--force"] if force else [])
+        args += [self._file(obj)] + (["--force"] if force else []) + (["--pause-at", pause_at] if pause_at else [])
         process = subprocess.Popen(
             args, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
         )
@@ -160,6 +161,19 @@ class RealFaultsSystem(PairSystem):
         process.stdin.write("go\n")
         process.stdin.flush()
 
+    def _paused(self, process: subprocess.Popen[str]) -> bool:
+        """Whether the process reached its pause point (False: its load ended before, as a load
+        of an object already in the ledger does)."""
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], PROCESS_TIMEOUT)
+        if not ready:
+            raise RuntimeError(f"a loader process neither paused nor ended in {PROCESS_TIMEOUT:.0f} s")
+        line = process.stdout.readline()
+        if line.strip() == "paused":
+            return True
+        self._last_line = line
+        return False
+
     def _result(self, process: subprocess.Popen[str]) -> Any:
         try:
             out, _ = process.communicate(timeout=PROCESS_TIMEOUT)
@@ -167,7 +181,9 @@ class RealFaultsSystem(PairSystem):
             process.kill()
             process.communicate()
             return LoadError("Timeout", f"the loader process did not end in {PROCESS_TIMEOUT:.0f} s")
-        line = (out or "").strip().splitlines()[-1:] or [""]
+        out = getattr(self, "_last_line", "") + (out or "")
+        self._last_line = ""
+        line = out.strip().splitlines()[-1:] or [""]
         if line[0].startswith("{"):
             report = json.loads(line[0])
             self.cache_failures += int(report.get("cache_failures", 0))
@@ -190,26 +206,40 @@ class RealFaultsSystem(PairSystem):
         return results
 
     def load_killed(self, obj: Obj, at: str) -> tuple[bool, Any]:
-        process = self._start(obj)
+        """A loader process SIGKILLed inside its load's transaction (at `at`)."""
+        process = self._start(obj, pause_at=at)
         self._go(process)
-        time.sleep(self.chance.uniform(0.0, 0.4))
-        if process.poll() is not None:
+        if not self._paused(process):
             return False, self._result(process)
         process.send_signal(signal.SIGKILL)
         process.wait()
         return True, None
 
     def load_cut_off(self, obj: Obj, at: str) -> tuple[Any, bool]:
-        process = self._start(obj)
+        """The master SIGKILLed while a loader process is inside its load's transaction (at `at`),
+        started again a moment later."""
+        if self.lagging:  # db-pair's start-master waits for replication, which a lag has stopped
+            self.lag_end()
+        process = self._start(obj, pause_at=at)
         self._go(process)
-        time.sleep(self.chance.uniform(0.0, 0.25))
-        if process.poll() is not None:
+        if not self._paused(process):
             return self._result(process), False
         self.control.stop_master(kill=True)
-        restart = threading.Timer(self.chance.uniform(0.2, 1.5), self.control.start_master)
+        self._go(process)  # the load goes on, against a dead server
+        failed: list[BaseException] = []
+
+        def start() -> None:
+            try:
+                self.control.start_master()
+            except BaseException as exc:  # noqa: BLE001 - raised in this thread below
+                failed.append(exc)
+
+        restart = threading.Timer(self.chance.uniform(0.2, 1.5), start)
         restart.start()
         result = self._result(process)
         restart.join()
+        if failed:
+            raise RuntimeError("the master did not come back") from failed[0]
         return result, True
 
     def invalidator_failures(self) -> int:
@@ -221,11 +251,7 @@ class RealFaultsSystem(PairSystem):
         return self.control.replica_up
 
     def replica_down(self) -> None:
-        if self.chance.random() < 0.5:
-            self.control.stop_replica()
-        else:
-            self.control._run("kill-replica")
-            self.control.replica_up = False
+        self.control.stop_replica(kill=self.chance.random() < 0.5)
 
     def replica_up(self) -> None:
         if not self.control.replica_up:
@@ -247,6 +273,8 @@ class RealFaultsSystem(PairSystem):
         self.lagging = False
 
     def heal(self) -> None:
+        if self.lagging and self.control.replica_up:
+            self.lag_end()
         self.control.restore()
         super().heal()
 

@@ -277,9 +277,9 @@ class GatedAttempts:
         self.began = 0
         self._cond = threading.Condition()
 
-    def begin(self, *args: Any, **kwargs: Any) -> str:
+    def begin(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return str(self.inner.begin(*args, **kwargs))
+            return self.inner.begin(*args, **kwargs)
         finally:
             with self._cond:
                 self.began += 1
