@@ -617,7 +617,6 @@ class PairSystem(System):
         admin.query(f"CREATE DATABASE {database} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
         admin.discard()
         self.master_direct = f"{self.master_root}/{database}"
-        self.replica_direct = f"{self.replica_root}/{database}"
         master_port = int(self.master_root.rsplit(":", 1)[1])
         replica_port = int(self.replica_root.rsplit(":", 1)[1])
         self.master_proxy = TcpProxy("127.0.0.1", master_port)
@@ -626,7 +625,8 @@ class PairSystem(System):
         migrated = open_database(self.master_direct)
         migrated.migrate()
         migrated.discard()
-        self.replica_admin = open_database(self.replica_direct)
+        # The server, not the database: the replica may not have replayed CREATE DATABASE yet.
+        self.replica_admin = open_database(f"{self.replica_root}/test")
         self._sync()
         env = {
             "LOCAL_DATA_DIR": os.path.join("/tmp", database),
