@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -386,14 +386,3 @@ class Model:
 def _short(value: Any, limit: int = 300) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-def first_problem_kinds(problems: Iterable[tuple[str, ...]]) -> list[str]:
-    """The checks that failed, in order of first failure, each once."""
-    seen: dict[str, None] = {}
-    for problem in problems:
-        seen.setdefault(problem[0], None)
-    return list(seen)
-
-
-NowFn = Callable[[], int]

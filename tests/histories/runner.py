@@ -19,19 +19,15 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
 from random import Random
 from typing import Any
 
 from tests.histories.model import Cmd, Key, Model, Problem, View
 from tests.histories.steps import CALLERS, Step
 from tests.histories.system import CACHE_TTL_SECONDS, CONCURRENT_TIMEOUT, PENDING_TTL_SECONDS, Obj, System, seeded_ids
+from tests.integration.faults import Workload
 
 OWNERS = ("hist-ann", "hist-bo", "hist-cy-\u00fc")[:CALLERS]
-WORDS = ("buy", "milk", "call", "mum", "caf\u00e9", "\u6771\u4eac", "ship", "v2", "tab\tin", 'quote"s')
-NOTES = ("", "plain", "line one\nline two", "back\\slash", "\u00fcml\u00e4ut \u2603")
-TAGS = ("home", "work", "x-1", "a_b", "9lives")
-NAMES = ("Ada", "Grace", "Linus", "J\u00fcrgen", "\u5c0f\u660e")
 MIN_VERSION_LEAD_US = 5_000_000  # the contract's bound on how far ahead a min_version may be
 
 
@@ -130,6 +126,7 @@ class Runner:
         self.model = Model(PENDING_TTL_SECONDS)
         self.owners = list(OWNERS)
         self.rng = Random(seed ^ 0xA11CE)
+        self.workload = Workload(Random(seed ^ 0xC0DE), tuple(self.owners))
         self.pool = {
             owner: sorted(str(uuid.UUID(int=self.rng.getrandbits(128), version=4)) for _ in range(8))
             for owner in self.owners
@@ -247,35 +244,17 @@ class Runner:
 
     # -- what the callers write --------------------------------------------------------------------
     def todo(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(body to send, the fields as they must be stored and read); every title unique."""
+        """(body to send, the fields as they must be stored and read), from the fault-injection
+        suites' workload; every title made unique, so that a read tells tied versions apart."""
         self.writes += 1
-        rng = self.rng
-        title = f"w{self.writes} " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 3)))
-        body: dict[str, Any] = {"title": title}
-        stored: dict[str, Any] = {"title": title, "notes": "", "state": "open", "tags": [], "due_at": None}
-        if rng.random() < 0.5:
-            body["notes"] = stored["notes"] = rng.choice(NOTES)
-        if rng.random() < 0.7:
-            body["state"] = stored["state"] = rng.choice(("open", "done"))
-        if rng.random() < 0.4:
-            body["tags"] = stored["tags"] = rng.sample(TAGS, rng.randint(0, 3))
-        if rng.random() < 0.3:
-            moment = datetime(2030, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randint(0, 10**8))
-            local = moment.astimezone(timezone(timedelta(hours=rng.randint(-11, 12))))
-            body["due_at"] = local.isoformat()
-            stored["due_at"] = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+        body, stored = self.workload.todo()
+        body["title"] = stored["title"] = f"w{self.writes} {body['title']}"
         return body, stored
 
     def profile(self) -> tuple[dict[str, Any], dict[str, Any]]:
         self.writes += 1
-        rng = self.rng
-        name = f"p{self.writes} {rng.choice(NAMES)}"
-        body: dict[str, Any] = {"display_name": name}
-        stored = {"display_name": name, "locale": "en", "timezone": "UTC"}
-        if rng.random() < 0.5:
-            body["locale"] = stored["locale"] = rng.choice(("en-GB", "de", "ja-JP"))
-        if rng.random() < 0.5:
-            body["timezone"] = stored["timezone"] = rng.choice(("Europe/Berlin", "Asia/Tokyo", "UTC"))
+        body, stored = self.workload.profile()
+        body["display_name"] = stored["display_name"] = f"p{self.writes} {body['display_name']}"
         return body, stored
 
     def known_ids(self, owner: str) -> list[str]:
