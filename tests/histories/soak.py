@@ -86,24 +86,32 @@ def pair() -> Iterator[dict[str, str]]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def make_system(tier: str, seed: int, pair_env: dict[str, str] | None, real: bool = False) -> System:
-    if tier == "sqlite":
-        return SqliteSystem(tempfile.mkdtemp(prefix="sluice-hist-"), redis_url(), seed, offsets(seed))
-    assert pair_env is not None
-    database = f"sluice_hist_{uuid.uuid4().hex[:10]}"
-    if real:
-        return RealFaultsSystem(pair_env, database, redis_url(), seed, offsets(seed))
-    return PairSystem(pair_env, database, redis_url(), seed, offsets(seed))
+@contextmanager
+def system_for(tier: str, seed: int, pair_env: dict[str, str] | None, real: bool = False) -> Iterator[System]:
+    """A fresh system for one history (its own SQLite folder or its own database on the pair),
+    closed and removed afterwards."""
+    directory = tempfile.mkdtemp(prefix="sluice-hist-")
+    try:
+        if tier == "sqlite":
+            system: System = SqliteSystem(directory, redis_url(), seed, offsets(seed))
+        else:
+            assert pair_env is not None
+            database = f"sluice_hist_{uuid.uuid4().hex[:10]}"
+            made = RealFaultsSystem if real else PairSystem
+            system = made(pair_env, database, redis_url(), seed, offsets(seed))
+        try:
+            yield system
+        finally:
+            system.close()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def play(
     tier: str, seed: int, steps: list[Step], pair_env: dict[str, str] | None, real: bool = False, announce: bool = True
 ) -> Outcome:
-    system = make_system(tier, seed, pair_env, real)
-    try:
+    with system_for(tier, seed, pair_env, real) as system:
         return Runner(system, seed, steps, tier + ("-real" if real else ""), announce=announce).run()
-    finally:
-        system.close()
 
 
 # -- real processes and faults ---------------------------------------------------------------------
@@ -290,11 +298,8 @@ class RealFaultsSystem(PairSystem):
 def survey(tier: str, seeds: list[int], steps: int) -> int:
     with pair() if tier == "pair" else _nothing() as pair_env:
         for seed in seeds:
-            system = make_system(tier, seed, pair_env)
-            try:
+            with system_for(tier, seed, pair_env) as system:
                 outcome = Runner(system, seed, generate(seed, steps, system.replica_faults), tier, False).run()
-            finally:
-                system.close()
             first: dict[str, Any] = {}
             for violation in outcome.violations:
                 first.setdefault(violation.check, violation)
