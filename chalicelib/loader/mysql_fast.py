@@ -699,8 +699,8 @@ class MySQLFastApplier(SqlApplier):
             a, s = self.apply_folded(cur, others)
             applied, stale = applied + a, stale + s
         if touched is not None:
-            touched.winners.extend(session.fold.best.values())
-            touched.winners.extend(others.winners.values())
+            touched.add(session.fold.best, session.fold.earliest)
+            touched.add(others.winners, others.earliest)
         return applied, stale
 
     def _chunks(
