@@ -246,3 +246,35 @@ def test_created_at_is_compared_as_an_instant_with_or_without_a_fraction(
     guarded_set(redis, "load", 60_000, [(key, UNKNOWN, 40, new_op_id(), b"", floor)])
     entry = parse_entry(redis.execute_command("GET", key))
     assert entry is not None and entry[3] == {"created_at": expected}
+
+
+# -- every key of an object reaches the cache, whichever way the fast path ends ---------------------
+@pytest.mark.mariadb
+def test_keys_after_the_fast_path_gives_up_halfway_reach_the_cache(
+    mysql_db: Database, redis: RespClient, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chalicelib.loader import mysql_fast
+
+    applier = MySQLFastApplier(mysql_db, min_rows=1, chunk_lines=2, threaded=False, prefers_keys=True)
+    loader = BatchLoader(mysql_db, applier, on_commit=CacheInvalidator(redis, 60, prefix=prefix))
+    reader = CachedReader(SqlReader(mysql_db), redis, 60, prefix=prefix)
+    last = uuid7()
+    load(loader, put(last, "v1", clock.next()))
+    assert reader.get_todo(OWNER, last)["title"] == "v1"  # type: ignore[index]
+    # GIVEN the server refusing LOAD DATA once the object's first chunk went in (a proxy, say),
+    real, calls = mysql_fast._load_file, [0]
+
+    def refusing(cur: Any, statement: str, text: str) -> int:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise mysql_fast.LoadRefused("refused after the first chunk")
+        return real(cur, statement, text)
+
+    monkeypatch.setattr(mysql_fast, "_load_file", refusing)
+    # WHEN an object whose last line changes the cached todo takes the upsert for the rest,
+    news = [put(uuid7(), f"new {n}", clock.next()) for n in range(4)]
+    result = load(loader, *news, put(last, "v2", clock.next()))
+    assert (result.applied, applier.paths["refused"]) == (5, 1)
+    # THEN its cache entry is updated like every other key's: reads show v2 at once.
+    assert reader.get_todo(OWNER, last)["title"] == "v2"  # type: ignore[index]
+    assert [reader.get_todo(OWNER, c.id)["title"] for c in news] == [c.data["title"] for c in news]  # type: ignore[index]
