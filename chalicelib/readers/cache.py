@@ -5,9 +5,8 @@ Entries
     itself when it is made of [A-Za-z0-9_-] (Cognito subs are UUIDs) and otherwise `~` and 32 hex
     digits of its SHA-256 (so no owner can write into another's key space). A value is
     `STATE|VERSION|OP_ID|PAYLOAD`: STATE `p` (present, PAYLOAD is the row as JSON), `a` (absent:
-    deleted or never written) or `m` (the loader wrote VERSION but did not say what the row is: a
-    miss that still fences older fills; a fill at least as new replaces it). The PAYLOAD of `a`
-    and `m` is empty, or the earliest created_at known for the key (below), which reads ignore.
+    deleted or never written, PAYLOAD empty) or `m` (the loader wrote VERSION but did not say
+    what the row is: a miss that still fences older fills; a fill at least as new replaces it).
     Every entry has a TTL.
 
 Ordering
@@ -29,14 +28,14 @@ created_at, whatever the versions
     the cache every key of an object it committed, stale ones included, each with the earliest
     `at` of its commands in the object (the floor), and GUARDED_SET keeps, besides the (version,
     op_id) rule, the earliest created_at it meets: a write takes the stored entry's created_at
-    when that is earlier (a fence's or tombstone's carried in its PAYLOAD), and a write the
-    guard refuses still lowers the stored entry's created_at to its own or its floor, keeping the
-    entry's TTL. Every such value is an `at` of a committed command of the key (entries hold only
-    what was loaded), and created_at only goes down: the earliest is never below the table's, and
-    is the table's once every load's update has reached Redis, in whatever order two loaders'
-    updates arrive. Only the created_at text of a row is rewritten (found as
-    `"created_at":"`, which no JSON string holds unescaped): a payload is never decoded and
-    encoded again in Lua, and reads pay nothing more.
+    when that is earlier (a fence or a tombstone carries one as its PAYLOAD, which reads ignore),
+    and a write the guard refuses still lowers the stored entry's created_at to its own or its
+    floor, keeping the entry's TTL. Every such value is an `at` of a committed command of the key
+    (entries hold only what was loaded), and created_at only goes down: the earliest is never
+    below the table's, and is the table's once every load's update has reached Redis, in
+    whatever order two loaders' updates arrive. Only the created_at text of a row is rewritten
+    (found as `"created_at":"`, which no JSON string holds unescaped): a payload is never decoded
+    and encoded again in Lua, and reads pay nothing more.
 
 The race this closes
     A reader misses, reads version 1 from a lagging replica; the loader commits version 2 and
@@ -427,16 +426,18 @@ def change_for(command: WriteCommand, created_at: str | None = None, earliest: s
 
 
 def shown_at(stored: Any) -> str:
-    """A stored timestamp as reads show it (readers.sql.ts_out): the loader's fixed-width text
-    (YYYY-MM-DD HH:MM:SS.ffffff) by slicing, the fraction only when there is one; anything else
-    through ts_out. The loader hands one per key it loaded."""
+    """A stored timestamp (the loader's fixed-width text, YYYY-MM-DD HH:MM:SS.ffffff, or a
+    datetime) as reads show it: RFC 3339 UTC, the fraction only when there is one, as the
+    readers' ts_out writes it. The loader's text is sliced (it hands one per key it loaded)."""
     if type(stored) is str and len(stored) == 26 and stored[10] == " " and stored[19] == ".":
         if stored[20:] == "000000":
             return f"{stored[:10]}T{stored[11:19]}Z"
         return f"{stored[:10]}T{stored[11:]}Z"
-    from chalicelib.readers.sql import ts_out
+    from datetime import datetime
 
-    return ts_out(stored)
+    from chalicelib.ids import format_ts
+
+    return format_ts(stored if isinstance(stored, datetime) else datetime.fromisoformat(stored))
 
 
 # -- composition -------------------------------------------------------------------------------------

@@ -49,14 +49,6 @@ OWNER = "3f2b8c1d-6e5a-4b7c-9d8e-1f0a2b3c4d5e"
 clock = VersionClock()
 
 
-@pytest.fixture
-def prefix(redis: RespClient) -> Iterator[str]:
-    value = f"sluice-test-{uuid.uuid4().hex[:12]}:v1"
-    yield value
-    for key in redis.execute_command("KEYS", value + ":*") or []:
-        redis.execute_command("DEL", key)
-
-
 @pytest.fixture(params=["sqlite", "mariadb-upsert", "mariadb-load-data"])
 def loader_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Database, str]]:
     """(the master, the path its loads take): SQLite's upsert, MariaDB's multi-row upsert (objects
