@@ -6,7 +6,7 @@ PY := $(BIN)/python
 LOCAL_DATA_DIR ?= $(shell $(PYTHON) -c 'import tempfile,os;print(os.path.join(tempfile.gettempdir(),"sluice-local"))')
 export LOCAL_DATA_DIR
 
-.PHONY: install run test unit functional integration lint typecheck bench migrate clean token infra deploy deploy-plan db-pair-start db-pair-stop
+.PHONY: install run test unit functional integration lint typecheck bench soak migrate clean token infra deploy deploy-plan db-pair-start db-pair-stop
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,9 @@ migrate: install
 
 bench: install
 	$(PY) -m bench
+
+soak: install ## random histories, real loader processes and server faults, until MINUTES are up: make soak MINUTES=30
+	$(PY) -m tests.histories soak --minutes $(or $(MINUTES),10)
 
 infra: install ## the stacks, then .chalice/ filled so that `chalice deploy --stage prod` works here
 	$(PY) -m deploy.deploy infra --stage $(or $(STAGE),prod) $(DEPLOY_ARGS)

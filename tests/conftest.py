@@ -250,3 +250,13 @@ def redis(redis_server: str) -> Iterator[Any]:
     client = RespClient.from_url(redis_server)
     yield client
     client.close()
+
+
+@pytest.fixture
+def prefix(redis: Any) -> Iterator[str]:
+    """A key prefix of the test's own in that Redis, for the cache's and the pending writes' keys
+    (in place of `sluice:v1`); its keys are removed afterwards."""
+    value = f"sluice-test-{uuid.uuid4().hex[:12]}:v1"
+    yield value
+    for key in redis.execute_command("KEYS", value + ":*") or []:
+        redis.execute_command("DEL", key)

@@ -164,7 +164,7 @@ class BatchLoader:
         finally:
             self.attempts.end(attempt)
         if touched is not None:
-            self._committed(result, touched.winners, touched.written)
+            self._committed(result, touched.winners, touched.written, touched.earliest)
         return result
 
     def _load_stream(
@@ -179,8 +179,7 @@ class BatchLoader:
         def work(cur: Any, quarantine: Quarantine) -> tuple[int, int]:
             stream = LineStream(body() if callable(body) else body, limit=self.max_object_bytes)
             if touched is not None:  # a retried transaction starts over
-                touched.winners.clear()
-                touched.written.clear()
+                touched.clear()
             applied, stale = self._apply_stream(cur, stream, quarantine, touched)
             problem = stream.problem_reject()  # recorded here only, whichever path the object took
             if problem is not None:
@@ -243,21 +242,30 @@ class BatchLoader:
         return result
 
     def _committed(
-        self, result: LoadResult, commands: list[WriteCommand], written: list[tuple[WriteCommand, str]] | None = None
+        self,
+        result: LoadResult,
+        commands: list[WriteCommand],
+        written: list[tuple[WriteCommand, str]] | None = None,
+        earliest: dict[tuple[str, str, str], str] | None = None,
     ) -> None:
-        """After COMMIT: hand the read cache the keys that may have changed, version-guarded.
-        A row the applier wrote goes in whole (so reads hit at once, even on a lagging replica);
-        any other key's winner in the object becomes a fence (reads miss until they fill a row
-        at least that new; a stale command's fence is refused by the guard). Never raises."""
-        if self.on_commit is None or not result.applied or not commands:
+        """After COMMIT: hand the read cache every key of the object, version-guarded. A row the
+        applier wrote goes in whole (so reads hit at once, even on a lagging replica); any other
+        key's winner in the object becomes a fence (reads miss until they fill a row at least that
+        new; a stale command's fence is refused by the guard). Each carries the key's earliest
+        `at` in the object, which lowers the entry's created_at whatever the versions: a stale
+        command lowers the table's created_at too (apply.py). Never raises."""
+        if self.on_commit is None or result.skipped or not commands:
             return
         try:
             from chalicelib.loader.apply import fold
             from chalicelib.readers.cache import change_for
 
             rows = {c.key: change_for(c, created) for c, created in written or []}
-            winners, _, _ = fold(commands)
-            self.on_commit([rows.get(k) or change_for(c) for k, c in winners.items()])
+            winners, first, _ = fold(commands)
+            for k, at in (earliest or {}).items():  # the object's commands that did not win
+                if k in first and at < first[k]:
+                    first[k] = at
+            self.on_commit([rows.get(k) or change_for(c, earliest=first[k]) for k, c in winners.items()])
         except Exception:
             log.exception("could not update the read cache after a load")
 

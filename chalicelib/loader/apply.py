@@ -145,11 +145,27 @@ def fold(commands: Iterable[WriteCommand]) -> tuple[dict[Key3, WriteCommand], di
 
 @dataclass
 class Touched:
-    """What a load hands the read cache after COMMIT: every key's winner in the object, and the
-    rows written by the guarded upsert with their created_at (BatchLoader._committed)."""
+    """What a load hands the read cache after COMMIT: every key's winner in the object, the rows
+    written by the guarded upsert with their created_at, and every key's earliest `at` in the
+    object, which lowers a cached created_at even when the object's winner is older than the
+    entry (BatchLoader._committed)."""
 
     winners: list[WriteCommand] = field(default_factory=list)
     written: list[tuple[WriteCommand, str]] = field(default_factory=list)
+    earliest: dict[Key3, str] = field(default_factory=dict)
+
+    def clear(self) -> None:
+        """Start over (a retried transaction)."""
+        self.winners.clear()
+        self.written.clear()
+        self.earliest.clear()
+
+    def add(self, winners: dict[Any, WriteCommand], earliest: dict[Any, str]) -> None:
+        """An object's winners and earliest `at`s, by key (of any shape: Folded's or the fast path's)."""
+        self.winners.extend(winners.values())
+        # Only where the earliest is not the winner's own `at` (most keys have one command in an
+        # object): BatchLoader._committed falls back to the winner's.
+        self.earliest.update((w.key, at) for k, at in earliest.items() if at != (w := winners[k]).stored_at)
 
 
 class Applier(ABC):
@@ -169,7 +185,7 @@ class Applier(ABC):
         folded = read_folded(stream, quarantine)
         commands = list(folded.winners.values())
         if touched is not None:
-            touched.winners.extend(commands)
+            touched.add(folded.winners, folded.earliest)
         applied, stale = self.apply(cur, commands, touched.written if touched is not None else None)
         return applied, stale + folded.superseded
 
@@ -201,7 +217,7 @@ class SqlApplier(Applier):
     ) -> tuple[int, int]:
         folded = read_folded(stream, quarantine)
         if touched is not None:
-            touched.winners.extend(folded.winners.values())
+            touched.add(folded.winners, folded.earliest)
         return self.apply_folded(cur, folded, touched.written if touched is not None else None)
 
     def apply_folded(

@@ -687,6 +687,7 @@ class MySQLFastApplier(SqlApplier):
             result = self._run(cur, session, parts, quarantine)
         finally:
             quarantine.held = False
+        todos: Folded | None = None
         if result is None:  # abandoned: nothing of it stays; read the rest, then the upsert
             todos = session.fold.folded()
             for chunk in parts:
@@ -698,9 +699,12 @@ class MySQLFastApplier(SqlApplier):
         if others.winners:
             a, s = self.apply_folded(cur, others)
             applied, stale = applied + a, stale + s
-        if touched is not None:
-            touched.winners.extend(session.fold.best.values())
-            touched.winners.extend(others.winners.values())
+        if touched is not None:  # every key of the object: the rest of it too, when abandoned
+            if todos is None:
+                touched.add(session.fold.best, session.fold.earliest)
+            else:
+                touched.add(todos.winners, todos.earliest)
+            touched.add(others.winners, others.earliest)
         return applied, stale
 
     def _chunks(

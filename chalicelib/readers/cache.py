@@ -22,6 +22,21 @@ Ordering
     order within its version is unknown: a pending write of the same version never takes it
     for the winner of the tie (`PendingWrites` reads the replica instead).
 
+created_at, whatever the versions
+    A row's created_at is the earliest `at` of its commands (CONTRACT section 3), and a command
+    older than the stored row still lowers it in the table (loader/apply.py). So the loader hands
+    the cache every key of an object it committed, stale ones included, each with the earliest
+    `at` of its commands in the object (the floor), and GUARDED_SET keeps, besides the (version,
+    op_id) rule, the earliest created_at it meets: a write takes the stored entry's created_at
+    when that is earlier (a fence or a tombstone carries one as its PAYLOAD, which reads ignore),
+    and a write the guard refuses still lowers the stored entry's created_at to its own or its
+    floor, keeping the entry's TTL. Every such value is an `at` of a committed command of the key
+    (entries hold only what was loaded), and created_at only goes down: the earliest is never
+    below the table's, and is the table's once every load's update has reached Redis, in
+    whatever order two loaders' updates arrive. Only the created_at text of a row is rewritten
+    (found as `"created_at":"`, which no JSON string holds unescaped): a payload is never decoded
+    and encoded again in Lua, and reads pay nothing more.
+
 The race this closes
     A reader misses, reads version 1 from a lagging replica; the loader commits version 2 and
     writes the entry; the reader then fills version 1. The script refuses the fill (1 < 2), so the
@@ -31,9 +46,11 @@ The race this closes
 What it does not promise
     The fence is the entry itself: if Redis drops the loader's entry (TTL, or eviction under an
     `allkeys-*` maxmemory policy) before a lagging reader's fill arrives, that fill can hold an old
-    row for up to its TTL. Loaders that write the master without the invalidator (CACHE_URL unset
-    in that process) leave entries stale for up to the TTL. Run Redis with `noeviction` or
-    `volatile-*` policies and keep CACHE_TTL_SECONDS short.
+    row, or a created_at a stale command has lowered since, for up to its TTL (while the loader's
+    entry is there, a fill that replaces it takes its created_at when earlier). Loaders that write
+    the master without the invalidator (CACHE_URL unset in that process) leave entries stale,
+    created_at included, for up to the TTL. Run Redis with `noeviction` or `volatile-*` policies
+    and keep CACHE_TTL_SECONDS short.
 
 Outages
     Every Redis failure (refused, timed out, garbage) is logged and answered from the database. A
@@ -71,25 +88,70 @@ GUARDED_SET = (
     """
 -- Version-guarded writes of cache entries (chalicelib/readers/cache.py).
 -- KEYS: entry keys. ARGV[1]: "load" or "fill"; ARGV[2]: TTL in ms; then per key:
--- state, version, op_id, payload. An entry is "STATE|VERSION|OP_ID|PAYLOAD"."""
+-- state, version, op_id, payload, floor. An entry is "STATE|VERSION|OP_ID|PAYLOAD"."""
     + LUA_NEWER
     + """
+-- created_at, whatever the versions: an entry's is its row's "created_at" (a present entry: the
+-- text dump_row writes, found as such, since a JSON string cannot hold that quote-colon-quote
+-- unescaped) or its whole PAYLOAD (a fence or a tombstone that has one). FLOOR is the earliest
+-- `at` the writer knows for the key ("" when none). Every one of them is an `at` the key's
+-- committed commands hold, and created_at only ever goes down: the earliest of them is kept, by
+-- an entry written and by one that stays. Only that text is rewritten: never a re-encoded payload.
+local MARK = '"created_at":"'
+local function instant(t)
+  -- as reads show timestamps: YYYY-MM-DDTHH:MM:SS, then .ffffff or nothing, then Z
+  if type(t) ~= "string" or string.sub(t, 11, 11) ~= "T" or string.sub(t, -1) ~= "Z" then return nil end
+  if #t == 27 and string.sub(t, 20, 20) == "." then return string.sub(t, 1, 26) end
+  if #t == 20 then return string.sub(t, 1, 19) .. ".000000" end
+  return nil
+end
+local function created_of(state, payload)
+  -- the created_at text, and where it lies in the payload
+  if state ~= "p" then
+    if instant(payload) then return payload, 1, #payload end
+    return nil
+  end
+  local _, last = string.find(payload, MARK, 1, true)
+  local stop = last and string.find(payload, '"', last + 1, true)
+  if not stop then return nil end
+  local text = string.sub(payload, last + 1, stop - 1)
+  if instant(text) then return text, last + 1, stop - 1 end
+  return nil
+end
+local function earlier(a, b)
+  -- a, then b: nil, "" or anything else not a timestamp is none; a timestamp is earlier than none
+  local ka, kb = instant(a), instant(b)
+  if ka == nil then return false end
+  return kb == nil or bytes_cmp(ka, kb) < 0
+end
+local function with_created(state, payload, text)
+  local old, first, last = created_of(state, payload)
+  if old then return string.sub(payload, 1, first - 1) .. text .. string.sub(payload, last + 1) end
+  if state == "p" then return payload end
+  return text
+end
 local mode, ttl = ARGV[1], ARGV[2]
 local written = 0
 for i = 1, #KEYS do
-  local at = 2 + (i - 1) * 4
+  local at = 2 + (i - 1) * 5
   local state, version_text, op_id, payload = ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
+  local created = created_of(state, payload)
+  if earlier(ARGV[at + 5], created) then created = ARGV[at + 5] end
   local version = tonumber(version_text)
   local write = true
   local current = redis.call("GET", KEYS[i])
+  local cur_version, cur_text, cur_state, cur_op, cur_payload, cur_created
   if current then
     local a = string.find(current, "|", 1, true)
     local b = a and string.find(current, "|", a + 1, true)
     local c = b and string.find(current, "|", b + 1, true)
-    local cur_version = c and tonumber(string.sub(current, a + 1, b - 1))
+    cur_text = c and string.sub(current, a + 1, b - 1)
+    cur_version = cur_text and tonumber(cur_text)
     if cur_version then
-      local cur_state = string.sub(current, 1, a - 1)
-      local cur_op = string.sub(current, b + 1, c - 1)
+      cur_state = string.sub(current, 1, a - 1)
+      cur_op = string.sub(current, b + 1, c - 1)
+      cur_payload = string.sub(current, c + 1)
+      cur_created = created_of(cur_state, cur_payload)
       if mode == "fill" and cur_state == "m" then
         -- a fill replaces a fence at least as new as it: in (version, op_id) order, or by
         -- version alone when the reader does not know its op_id (CachedReader's fills)
@@ -104,8 +166,17 @@ for i = 1, #KEYS do
     end
   end
   if write then
+    if earlier(cur_created, created) then created = cur_created end
+    if created then payload = with_created(state, payload, created) end
     redis.call("SET", KEYS[i], state .. "|" .. version_text .. "|" .. op_id .. "|" .. payload, "PX", ttl)
     written = written + 1
+  elseif earlier(created, cur_created) and (cur_created or cur_state ~= "p") then
+    -- refused, but it knows an earlier created_at: the entry that stays takes it, keeping its TTL
+    local left = redis.call("PTTL", KEYS[i])
+    if left > 0 then
+      local kept = with_created(cur_state, cur_payload, created)
+      redis.call("SET", KEYS[i], cur_state .. "|" .. cur_text .. "|" .. cur_op .. "|" .. kept, "PX", left)
+    end
   end
 end
 return written
@@ -128,9 +199,10 @@ class _RowUnknown:
 # A change whose new row the loader does not give: the entry becomes a fence ("m"), a miss.
 ROW_UNKNOWN: Final = _RowUnknown()
 
-# What the loader hands over after its commit, one per key it changed:
-# (resource, owner, id, version, op_id, row as GET shows it | None for a delete | ROW_UNKNOWN)
-Change = tuple[str, str, str, int, str, Any]
+# What the loader hands over after its commit, one per key its object held:
+# (resource, owner, id, version, op_id, row as GET shows it | None for a delete | ROW_UNKNOWN,
+# and optionally the floor: the earliest `at` known for the key, as reads show timestamps)
+Change = tuple[str, str, str, int, str, Any] | tuple[str, str, str, int, str, Any, str]
 
 
 # -- keys and values ---------------------------------------------------------------------------
@@ -176,15 +248,19 @@ def _is_noscript(exc: BaseException) -> bool:
     return type(exc).__name__ == "NoScriptError" or str(exc).startswith("NOSCRIPT")
 
 
-def guarded_set(
-    client: CacheClient, mode: str, ttl_ms: int, entries: Sequence[tuple[str, bytes, int, str, bytes]]
-) -> int:
-    """Run GUARDED_SET over (key, state, version, op_id, payload) entries; returns how many were
-    written. EVALSHA first; on NOSCRIPT (a restarted or flushed server) EVAL, which also caches it."""
+# (key, state, version, op_id, payload), and optionally the floor: the earliest `at` the writer
+# knows for the key, as reads show timestamps (the loader's; a reader's fill has none).
+Entry = tuple[str, bytes, int, str, bytes] | tuple[str, bytes, int, str, bytes, str]
+
+
+def guarded_set(client: CacheClient, mode: str, ttl_ms: int, entries: Sequence[Entry]) -> int:
+    """Run GUARDED_SET over entries; returns how many were written (an entry that only lowered a
+    stored entry's created_at is not counted). EVALSHA first; on NOSCRIPT (a restarted or flushed
+    server) EVAL, which also caches it."""
     keys = [e[0] for e in entries]
     args: list[Any] = [mode, ttl_ms]
-    for _, state, version, op_id, payload in entries:
-        args += [state, version, op_id, payload]
+    for entry in entries:
+        args += entry[1:] if len(entry) == 6 else [*entry[1:], ""]
     try:
         return int(client.execute_command("EVALSHA", GUARDED_SET_SHA, len(keys), *keys, *args))
     except Exception as exc:  # only NOSCRIPT is handled here; the rest is re-raised
@@ -302,14 +378,15 @@ class CacheInvalidator:
         self.breaker.succeeded()
         return written
 
-    def _entry(self, change: Change) -> tuple[str, bytes, int, str, bytes]:
-        resource, owner, id_, version, op_id, row = change
+    def _entry(self, change: Change) -> Entry:
+        resource, owner, id_, version, op_id, row = change[:6]
+        floor = change[6] if len(change) > 6 else ""
         key = entry_key(resource, owner, id_, self.prefix)
         if row is ROW_UNKNOWN:
-            return (key, UNKNOWN, int(version), op_id, b"")
+            return (key, UNKNOWN, int(version), op_id, b"", floor)
         if row is None:
-            return (key, ABSENT, int(version), op_id, b"")
-        return (key, PRESENT, int(version), op_id, dump_row(row))
+            return (key, ABSENT, int(version), op_id, b"", floor)
+        return (key, PRESENT, int(version), op_id, dump_row(row), floor)
 
 
 def row_for_command(command: WriteCommand, created_at: str) -> Row | None:
@@ -331,13 +408,36 @@ def row_for_command(command: WriteCommand, created_at: str) -> Row | None:
     return row
 
 
-def change_for(command: WriteCommand, created_at: str | None = None) -> Change:
-    """The Change for a command the loader applied. Without created_at the row is not known and
-    the entry becomes a fence (the next read goes to the database)."""
+def change_for(command: WriteCommand, created_at: str | None = None, earliest: str | None = None) -> Change:
+    """The Change for a command the loader committed (the winner of its key in an object). With
+    created_at (the key's stored one, as the loader wrote it) the row is known; without, the
+    entry becomes a fence (the next read goes to the database). Its floor, the earliest `at`
+    known for the key, is created_at, else `earliest` (the earliest `at` of the key's commands
+    in the object, the loader's fixed-width text), else the command's own: the Lua lowers a
+    stored entry's created_at to it even when the command is older than the entry."""
     row = ROW_UNKNOWN if created_at is None else row_for_command(command, created_at)
     if command.op == "delete":
         row = None
-    return (command.resource, command.owner, command.id, command.version, command.op_id, row)
+    if type(row) is dict:
+        floor = row["created_at"]
+    else:
+        floor = shown_at(created_at if created_at is not None else earliest or command.stored_at)
+    return (command.resource, command.owner, command.id, command.version, command.op_id, row, floor)
+
+
+def shown_at(stored: Any) -> str:
+    """A stored timestamp (the loader's fixed-width text, YYYY-MM-DD HH:MM:SS.ffffff, or a
+    datetime) as reads show it: RFC 3339 UTC, the fraction only when there is one, as the
+    readers' ts_out writes it. The loader's text is sliced (it hands one per key it loaded)."""
+    if type(stored) is str and len(stored) == 26 and stored[10] == " " and stored[19] == ".":
+        if stored[20:] == "000000":
+            return f"{stored[:10]}T{stored[11:19]}Z"
+        return f"{stored[:10]}T{stored[11:]}Z"
+    from datetime import datetime
+
+    from chalicelib.ids import format_ts
+
+    return format_ts(stored if isinstance(stored, datetime) else datetime.fromisoformat(stored))
 
 
 # -- composition -------------------------------------------------------------------------------------

@@ -452,8 +452,8 @@ class PairControl:
         self.master_up = True
         self.master_restarts += 1
 
-    def stop_replica(self) -> None:
-        self._run("stop-replica")
+    def stop_replica(self, kill: bool = False) -> None:
+        self._run("kill-replica" if kill else "stop-replica")
         self.replica_up = False
 
     def start_replica(self) -> None:

@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +47,6 @@ clock = VersionClock()
 
 
 # -- fixtures -----------------------------------------------------------------------------------
-@pytest.fixture
-def prefix(redis: RespClient) -> Iterator[str]:
-    value = f"sluice-test-{uuid.uuid4().hex[:12]}:v1"
-    yield value
-    for key in redis.execute_command("KEYS", value + ":*") or []:
-        redis.execute_command("DEL", key)
-
-
 @pytest.fixture
 def master(tmp_path: Path) -> Database:
     return open_database(f"sqlite:///{tmp_path / 'master.sqlite3'}")
