@@ -157,11 +157,14 @@ def deployed_resources(project_dir: Path, stage: str) -> dict[str, dict[str, Any
 
 
 # -- the steps ------------------------------------------------------------------------------------
-def data_stack_spec(project_dir: Path, app_name: str, stage: str, parameters: Mapping[str, str]) -> stacks.StackSpec:
+def data_stack_spec(
+    project_dir: Path, app_name: str, stage: str, api_stage: str, parameters: Mapping[str, str]
+) -> stacks.StackSpec:
+    """The data stack; ApiName and ApiStage are the dimensions of the API's metrics in its alarms."""
     return stacks.StackSpec(
         name=data_stack_name(app_name, stage),
         template_body=(project_dir / "infrastructure" / "data.yaml").read_text(encoding="utf-8"),
-        parameters={"Stage": stage, "ApiName": app_name, **parameters},
+        parameters={"Stage": stage, "ApiName": app_name, "ApiStage": api_stage, **parameters},
         capabilities=("CAPABILITY_IAM",),
         termination_protection=True,
         tags={"Project": app_name, "Stage": stage},
@@ -288,7 +291,7 @@ def step_data_stack(ctx: Context, origin_values: origin_secret.OriginSecret | No
     values = origin_values or ctx.origin
     if values is not None:
         parameters.update(OriginVerifyCurrent=values.current, OriginVerifyPrevious=values.previous)
-    spec = data_stack_spec(project, ctx.app_name, stage, parameters)
+    spec = data_stack_spec(project, ctx.app_name, stage, ctx.api_stage, parameters)
     if ctx.offline:
         ctx.log(f"would create stack {spec.name}")
         outputs = None
@@ -298,11 +301,13 @@ def step_data_stack(ctx: Context, origin_values: origin_secret.OriginSecret | No
         if existing is not None and existing.get("StackStatus", "").endswith("_COMPLETE"):
             # Deletion protection of the master only on a stack that exists: a first creation
             # that fails must be able to roll back and be deleted.
-            spec = data_stack_spec(project, ctx.app_name, stage, {"DatabaseDeletionProtection": "true", **parameters})
+            spec = data_stack_spec(
+                project, ctx.app_name, stage, ctx.api_stage, {"DatabaseDeletionProtection": "true", **parameters}
+            )
         outputs = stack_step(ctx, cfn, spec)
         if existing is None and outputs is not None and not ctx.dry:
             protected = data_stack_spec(
-                project, ctx.app_name, stage, {"DatabaseDeletionProtection": "true", **parameters}
+                project, ctx.app_name, stage, ctx.api_stage, {"DatabaseDeletionProtection": "true", **parameters}
             )
             ctx.log("created; switching the master's deletion protection on")
             outputs = stack_step(ctx, cfn, protected)
@@ -449,7 +454,8 @@ def step_functions(ctx: Context, deployed: Mapping[str, Any]) -> None:
 def step_edge_stack(ctx: Context, rest_api_id: str) -> None:
     ctx.log(f"8. edge stack ({EDGE_REGION})")
     options = ctx.options
-    extra = dict(options.edge_parameters)
+    # The edge's alarms notify the data stack's address too (their topic is in us-east-1).
+    extra = {"AlarmEmail": ctx.outputs.get("AlarmEmail", ""), **options.edge_parameters}
     if ctx.origin is not None:
         extra["OriginVerifyValue"] = ctx.origin.current
     spec = edge_stack_spec(

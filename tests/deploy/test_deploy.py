@@ -1164,3 +1164,19 @@ def test_dry_run_without_credentials_plans_offline(tmp_path):
 def test_the_cli_reports_a_bad_parameter(capsys):
     assert deploy_step.main(["--parameter", "novalue"]) == 1
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_the_edge_stack_notifies_the_data_stacks_alarm_address_unless_told_otherwise(tmp_path, monkeypatch):
+    sent: list[stacks.StackSpec] = []
+    monkeypatch.setattr(deploy_step, "stack_step", lambda ctx, cfn, spec: sent.append(spec) or {})
+    ctx = infra_context(
+        FakeSession({("cloudformation", "us-east-1"): object()}), copy_project(tmp_path / "project"), []
+    )
+    ctx.outputs = {"AlarmEmail": "ops@example.com"}
+    deploy_step.step_edge_stack(ctx, "abcdefghij")
+    ctx.options.edge_parameters = {"AlarmEmail": "edge@example.com"}
+    deploy_step.step_edge_stack(ctx, "abcdefghij")
+    ctx.outputs = {}
+    ctx.options.edge_parameters = {}
+    deploy_step.step_edge_stack(ctx, "abcdefghij")
+    assert [s.parameters["AlarmEmail"] for s in sent] == ["ops@example.com", "edge@example.com", ""]

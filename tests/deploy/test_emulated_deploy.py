@@ -690,3 +690,13 @@ def test_prod_before_infra_stops_the_same_way(aws_env, tmp_path):
     assert "Traceback" not in result.stderr
     assert "stage 'prod' has no infrastructure" in result.stderr
     assert "make infra STAGE=<stage>" in result.stderr
+
+
+def test_the_alarms_get_the_api_stage_and_the_edge_the_alarm_address(deployment):
+    data = clients()["cloudformation"].describe_stacks(StackName="sluice-prod-data")["Stacks"][0]
+    parameters = {p["ParameterKey"]: p.get("ParameterValue") for p in data["Parameters"]}
+    # the dimensions of the API's metrics in the 5XX alarm: Chalice's API name and its stage
+    assert (parameters["ApiName"], parameters["ApiStage"]) == ("sluice", "api")
+    edge = clients_in("us-east-1")["cloudformation"].describe_stacks(StackName="sluice-prod-edge")["Stacks"][0]
+    edge_parameters = {p["ParameterKey"]: p.get("ParameterValue") for p in edge["Parameters"]}
+    assert edge_parameters["AlarmEmail"] == ""  # the data stack has none (no AlarmEmail output)
