@@ -39,7 +39,7 @@ from urllib.parse import unquote
 import pytest
 
 from chalicelib.apigateway_extensions import GATEWAY_RESPONSES, GATEWAY_RESPONSES_KEY
-from deploy import apigateway, deploy, functions, origin_secret, stacks, state
+from deploy import apigateway, capacity, deploy, functions, origin_secret, stacks, state
 from deploy.routes import routes_of
 from tests.deploy.conftest import committed_config_text
 
@@ -345,7 +345,7 @@ def test_the_stage_throttles_per_method_and_caches_nothing(deployment, app_modul
     stage = c["apigateway"].get_stage(restApiId=deployment.rest_api_id(), stageName="api")
     assert not stage.get("cacheClusterEnabled")
     settings = stage["methodSettings"]
-    expected = apigateway.desired_method_settings(routes_of(app_module), deploy.STAGE_SETTINGS)
+    expected = apigateway.desired_method_settings(routes_of(app_module), capacity.load(ROOT, "prod").stage_settings())
     for key, wanted in expected.items():
         assert settings[key]["cachingEnabled"] is False, key
         assert settings[key]["throttlingRateLimit"] == wanted["throttlingRateLimit"], key

@@ -46,7 +46,15 @@ def test_the_parameters_the_deploy_step_passes_exist_in_both_data_templates():
     }
     for path in (ROOT / "infrastructure" / "data.yaml", STANDIN / "data.yaml"):
         assert passed <= set(load_cfn_yaml(str(path))["Parameters"]), path
-    edge_passed = {"Stage", "ApiId", "ApiRegion", "ApiStage", "OriginVerifyValue", "AlarmEmail"}
+    edge_passed = {
+        "Stage",
+        "ApiId",
+        "ApiRegion",
+        "ApiStage",
+        "OriginVerifyValue",
+        "AlarmEmail",
+        "WriteRequestsPerCallerPerMinute",
+    }
     for path in (ROOT / "infrastructure" / "edge.yaml", STANDIN / "edge.yaml"):
         assert edge_passed <= set(load_cfn_yaml(str(path))["Parameters"]), path
 
