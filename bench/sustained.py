@@ -69,25 +69,12 @@ class Delivered:
 def delivered_objects(rows: int, object_bytes: int = OBJECT_BYTES) -> list[Delivered]:
     """`rows` mixed commands in Firehose-sized GZIP objects (the same objects serve every rate)."""
     from bench.events import write_stream
+    from bench.loader import firehose_objects
 
-    out: list[Delivered] = []
-    lines: list[bytes] = []
-    size = 0
-
-    def seal() -> None:
-        key = f"writes/2026/01/01/00/sluice-bench-sustained-{len(out):05d}"
-        out.append(Delivered(key, gzip.compress(b"".join(lines), 6), len(lines)))
-
-    for command in write_stream(rows):
-        line = command.to_line()
-        if lines and size + len(line) > object_bytes:
-            seal()
-            lines, size = [], 0
-        lines.append(line)
-        size += len(line)
-    if lines:
-        seal()
-    return out
+    return [
+        Delivered(key, body, gzip.decompress(body).count(b"\n"))
+        for key, body in firehose_objects(write_stream(rows), object_bytes)
+    ]
 
 
 def _warm_commands() -> list[Any]:

@@ -166,24 +166,6 @@ def test_an_unreadable_object_does_not_stop_the_run(s3, bucket_services):
     assert (again.result.objects, again.result.skipped, again.failed) == (1, 2, 0)
 
 
-def test_database_unavailable_fails_the_scheduled_run(s3, local_dir, tmp_path, monkeypatch, capsys):
-    from chalicelib import bootstrap
-    from chalicelib.loader.reconciler import reconcile_recent
-
-    now = datetime(2024, 5, 1, 12, tzinfo=UTC)
-    add_object(s3, hour_key(now, "waiting"), "t")
-    down = tmp_path / "down.sqlite3"
-    down.mkdir()
-    services = make_services(local_dir, DATABASE_URL=f"sqlite:///{down}")
-    monkeypatch.setenv("SLUICE_LOG", "1")
-    try:
-        with pytest.raises(DatabaseUnavailable):
-            reconcile_recent(services, now=now)
-    finally:
-        bootstrap.reset()
-    assert [r["ReconcilerFailures"] for r in emf_records(capsys.readouterr().out, "ReconcilerFailures")] == [1]
-
-
 def test_an_unreachable_bucket_fails_the_scheduled_run(s3, local_dir, monkeypatch, capsys):
     from chalicelib import bootstrap
     from chalicelib.loader.reconciler import reconcile_recent
@@ -363,7 +345,7 @@ class FakeContext:
         return int(self.left * 1000)
 
 
-def test_a_run_whose_database_is_down_still_reports_its_backlog(s3, local_dir, tmp_path, monkeypatch, capsys):
+def test_a_run_whose_database_is_down_fails_and_still_reports_its_backlog(s3, local_dir, tmp_path, monkeypatch, capsys):
     from chalicelib import bootstrap
     from chalicelib.loader.reconciler import reconcile_recent
 
