@@ -248,9 +248,11 @@ def load_writes(event: Any) -> dict[str, int]:
 
 @app.schedule(Rate(15, unit=Rate.MINUTES), name="reconcile_writes")
 def reconcile_writes(event: Any) -> dict[str, int]:
+    """Within the time the invocation has left: chalice hands an event source's handler its Lambda
+    context as `event.context` (`app.lambda_context` is set for REST requests only)."""
     from chalicelib.loader.reconciler import reconcile_recent
 
-    return reconcile_recent(services())
+    return reconcile_recent(services(), context=event.context)
 
 
 @app.lambda_function(name="migrate")

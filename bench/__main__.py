@@ -60,7 +60,7 @@ def quiesce(pair: Pair) -> None:
 
 
 def groups(pair: Pair, quick: bool) -> dict[str, tuple[str, Callable[[], list[Row]]]]:
-    from bench import cold_start, freshness, inprocess, master_load, own_writes
+    from bench import cold_start, freshness, inprocess, master_load, own_writes, sustained
 
     return {
         "1": ("1. Master write load", lambda: master_load.run(pair, 1000 if quick else 10_000)),
@@ -69,13 +69,14 @@ def groups(pair: Pair, quick: bool) -> dict[str, tuple[str, Callable[[], list[Ro
         "4": ("4. Cold start", lambda: cold_start.run(pair, quick)),
         "6": ("6. End-to-end freshness", lambda: freshness.run(pair, quick)),
         "7": (own_writes.SECTION, lambda: own_writes.run(pair, quick)),
+        "8": (sustained.SECTION, lambda: sustained.run(pair, quick)),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run, not numbers to compare")
-    parser.add_argument("--only", default="", help="comma-separated row groups: 1,2,3,4,6,7 (5 runs with 3)")
+    parser.add_argument("--only", default="", help="comma-separated row groups: 1,2,3,4,6,7,8 (5 runs with 3)")
     parser.add_argument("--out", default=None, help="where to write the report (default BENCHMARKS.md on full runs)")
     parser.add_argument("--keep-pair", action="store_true", help="leave the bench's MariaDB pair running")
     args = parser.parse_args(argv)

@@ -214,7 +214,7 @@ def markdown(rows: list[Row], info: dict[str, str], quick: bool, seconds: float)
         "",
         "See the docstring at the top of each module: `bench/master_load.py` (1), `bench/loader.py` (2), "
         "`bench/inprocess.py` (3, 5), `bench/cold_start.py` (4), `bench/freshness.py` (6), "
-        "`bench/own_writes.py` (7). Timings use "
+        "`bench/own_writes.py` (7), `bench/sustained.py` (8). Timings use "
         "`time.perf_counter`, warm-ups and the median of repeated rounds; the MariaDB rows run on a "
         "private master/replica pair started by `scripts/db-pair` (ports 3317/3318), Redis on 127.0.0.1:6379.",
         "",

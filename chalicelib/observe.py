@@ -11,7 +11,13 @@ The loader's per-object line (`type: load`) and the reconciler's line come from
 chalicelib.loader through `loaded_object()` and `metrics()`: `RecordsApplied`, `RecordsStale`,
 `RecordsRejected`, `ObjectsTooLarge` (objects refused whole, over LOADER_MAX_OBJECT_BYTES) and
 `ObjectLagSeconds` (from the object's arrival in S3 to its commit); the reconciler's run adds
-`PoisonedObjects` (objects whose loads kept failing, left until `replay --force`).
+`ReconcilerBacklog` and `ReconcilerStopped` (every run, a database outage included),
+`ReconciledObjects` and `PoisonedObjects` (objects whose loads kept failing, left until
+`replay --force`; when the database answers) and `ReconcilerFailures` (a failed run).
+
+Every metric carries the dimension `Stage` (SLUICE_STAGE), so that the stages of one account never
+share one. The alarms in infrastructure/ are held to how often each is emitted
+(tests/infra/test_alarms.py runs this code to find out).
 
 What a line may carry is an allow-list (`REQUEST_FIELDS`): request id, route template (never the
 concrete path, which holds user ids), method, status, latency, the error code of an error answer.

@@ -122,15 +122,13 @@ MAX_CACHE_TTL = 3600  # API Gateway's maximum
 @dataclass(frozen=True)
 class StageSettings:
     """Everything the step sets on the stage. `cache_ttl` > 0 turns API Gateway's stage cache on
-    for the GETs (a cluster of `cache_size` GB); 0, the default, keeps it off."""
+    for the GETs (a cluster of `cache_size` GB); 0, the default, keeps it off. The throttles are
+    the stage template's (deploy/capacity.py): no value here."""
 
-    reads: Throttle = Throttle(rate=500.0, burst=1000)
-    writes: Throttle = Throttle(rate=100.0, burst=200)
-    # (METHOD, path) -> a limit of its own. POST /todos/batch carries up to 100 commands per
-    # request, so it gets a hundredth of the single-write budget of Firehose records.
-    overrides: Mapping[tuple[str, str], Throttle] = field(
-        default_factory=lambda: {("POST", "/todos/batch"): Throttle(rate=5.0, burst=10)}
-    )
+    reads: Throttle
+    writes: Throttle
+    # (METHOD, path) -> a limit of its own (POST /todos/batch: up to 100 commands a request).
+    overrides: Mapping[tuple[str, str], Throttle] = field(default_factory=dict)
     tracing: bool = True
     cache_ttl: int = 0
     cache_size: str = "0.5"  # GB: the smallest cluster, ~$0.02 an hour in us-east-1

@@ -43,12 +43,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from deploy import apigateway, functions, origin_secret, render, stacks, state, tls
+from deploy import apigateway, capacity, functions, origin_secret, render, stacks, state, tls
 from deploy.routes import function_names, routes_of
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 EDGE_REGION = "us-east-1"  # WAF for CloudFront exists only there
-STAGE_SETTINGS = apigateway.StageSettings()
 OWN_VARIABLES = frozenset({"Partition", "Region", "AccountId", "Stage", "AppName"})
 SECRET_PARAMETERS = frozenset({"OriginVerifyCurrent", "OriginVerifyPrevious", "OriginVerifyValue"})
 
@@ -157,11 +156,14 @@ def deployed_resources(project_dir: Path, stage: str) -> dict[str, dict[str, Any
 
 
 # -- the steps ------------------------------------------------------------------------------------
-def data_stack_spec(project_dir: Path, app_name: str, stage: str, parameters: Mapping[str, str]) -> stacks.StackSpec:
+def data_stack_spec(
+    project_dir: Path, app_name: str, stage: str, api_stage: str, parameters: Mapping[str, str]
+) -> stacks.StackSpec:
+    """The data stack; ApiName and ApiStage are the dimensions of the API's metrics in its alarms."""
     return stacks.StackSpec(
         name=data_stack_name(app_name, stage),
         template_body=(project_dir / "infrastructure" / "data.yaml").read_text(encoding="utf-8"),
-        parameters={"Stage": stage, "ApiName": app_name, **parameters},
+        parameters={"Stage": stage, "ApiName": app_name, "ApiStage": api_stage, **parameters},
         capabilities=("CAPABILITY_IAM",),
         termination_protection=True,
         tags={"Project": app_name, "Stage": stage},
@@ -262,6 +264,7 @@ class Context:
     region: str
     account_id: str
     offline: bool
+    sizes: capacity.Capacity  # the stage's throttles, per-caller limit and function sizes
     outputs: dict[str, str] = field(default_factory=dict)
     origin: origin_secret.OriginSecret | None = None
 
@@ -288,7 +291,7 @@ def step_data_stack(ctx: Context, origin_values: origin_secret.OriginSecret | No
     values = origin_values or ctx.origin
     if values is not None:
         parameters.update(OriginVerifyCurrent=values.current, OriginVerifyPrevious=values.previous)
-    spec = data_stack_spec(project, ctx.app_name, stage, parameters)
+    spec = data_stack_spec(project, ctx.app_name, stage, ctx.api_stage, parameters)
     if ctx.offline:
         ctx.log(f"would create stack {spec.name}")
         outputs = None
@@ -298,11 +301,13 @@ def step_data_stack(ctx: Context, origin_values: origin_secret.OriginSecret | No
         if existing is not None and existing.get("StackStatus", "").endswith("_COMPLETE"):
             # Deletion protection of the master only on a stack that exists: a first creation
             # that fails must be able to roll back and be deleted.
-            spec = data_stack_spec(project, ctx.app_name, stage, {"DatabaseDeletionProtection": "true", **parameters})
+            spec = data_stack_spec(
+                project, ctx.app_name, stage, ctx.api_stage, {"DatabaseDeletionProtection": "true", **parameters}
+            )
         outputs = stack_step(ctx, cfn, spec)
         if existing is None and outputs is not None and not ctx.dry:
             protected = data_stack_spec(
-                project, ctx.app_name, stage, {"DatabaseDeletionProtection": "true", **parameters}
+                project, ctx.app_name, stage, ctx.api_stage, {"DatabaseDeletionProtection": "true", **parameters}
             )
             ctx.log("created; switching the master's deletion protection on")
             outputs = stack_step(ctx, cfn, protected)
@@ -421,13 +426,14 @@ def step_api(ctx: Context, deployed: Mapping[str, Any], app_module: Any) -> None
 
 
 def stage_settings(ctx: Context, apigw: Any, rest_api_id: str) -> apigateway.StageSettings:
-    """STAGE_SETTINGS with the stage cache asked for (`--api-cache-ttl`), else the one it has."""
+    """The stage template's throttles, with the stage cache asked for (`--api-cache-ttl`), else
+    the one the stage has."""
     ttl = ctx.options.api_cache_ttl
     if ttl is None:
         ttl = apigateway.current_cache_ttl(apigateway.get_stage(apigw, rest_api_id, ctx.api_stage))
     if ttl:
         ctx.log(f"  API Gateway's stage cache: on for GETs, {ttl} s (--api-cache-ttl 0 turns it off)")
-    return replace(STAGE_SETTINGS, cache_ttl=ttl)
+    return ctx.sizes.stage_settings(cache_ttl=ttl)
 
 
 def step_functions(ctx: Context, deployed: Mapping[str, Any]) -> None:
@@ -449,7 +455,13 @@ def step_functions(ctx: Context, deployed: Mapping[str, Any]) -> None:
 def step_edge_stack(ctx: Context, rest_api_id: str) -> None:
     ctx.log(f"8. edge stack ({EDGE_REGION})")
     options = ctx.options
-    extra = dict(options.edge_parameters)
+    # The edge's alarms notify the data stack's address too (their topic is in us-east-1); its
+    # per-caller write limit is the stage template's.
+    extra = {
+        "AlarmEmail": ctx.outputs.get("AlarmEmail", ""),
+        **ctx.sizes.edge_parameters(),
+        **options.edge_parameters,
+    }
     if ctx.origin is not None:
         extra["OriginVerifyValue"] = ctx.origin.current
     spec = edge_stack_spec(
@@ -460,10 +472,25 @@ def step_edge_stack(ctx: Context, rest_api_id: str) -> None:
         ctx.log(f"done: https://{edge['DistributionDomainName']}/health")
 
 
+def check_capacity(project_dir: Path, stage: str) -> capacity.Capacity:
+    """The stage template's capacity literals, held to the sizing rules (docs/deploy.md, Sizing)
+    against the app's routes, before any AWS call."""
+    try:
+        sizes = capacity.load(project_dir, stage)
+    except capacity.CapacityError as exc:
+        raise DeployError(str(exc)) from exc
+    broken = capacity.problems(sizes, routes_of(load_app(project_dir), queries=False))
+    if broken:
+        where = render.stage_template_path(project_dir, stage).relative_to(project_dir)
+        raise DeployError(f"{where} breaks the sizing rules (docs/deploy.md, Sizing): " + "; ".join(broken))
+    return sizes
+
+
 def context_for(session: Any, options: Options, log: Callable[[str], None]) -> tuple[Context, dict[str, Any]]:
     project, stage = options.project_dir, options.stage
     config = render.template_config(project)
     check_templates(project, config, stage)  # before any AWS call
+    sizes = check_capacity(project, stage)
     check_bundles(project, config["stages"][stage], options.dry_run, log)
     region = session.region_name
     if not region:
@@ -478,6 +505,7 @@ def context_for(session: Any, options: Options, log: Callable[[str], None]) -> t
         region=region,
         account_id=account_id,
         offline=offline,
+        sizes=sizes,
     )
     log(f"stage {stage}: account {account_id}, region {region}{' (dry run: no changes)' if ctx.dry else ''}")
     if offline:
@@ -506,7 +534,7 @@ def run(
         if not ctx.dry:
             raise DeployError(f"chalice deploy left no rest_api in .chalice/deployed/{options.stage}.json")
         log("the API does not exist yet; after chalice deploy creates it, steps 6 to 10 set:")
-        settings = replace(STAGE_SETTINGS, cache_ttl=options.api_cache_ttl or 0)
+        settings = ctx.sizes.stage_settings(cache_ttl=options.api_cache_ttl or 0)
         log_desired_api(routes_of(load_app(options.project_dir), queries=False), settings, log)
         return
     # The protections first (the stage's, the functions', the edge's), then the schema, then what

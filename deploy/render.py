@@ -26,7 +26,7 @@ from typing import Any
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z][A-Za-z0-9]*)\}")
 LIST_OUTPUTS = frozenset({"PrivateSubnetIds", "ReplicaEndpoints"})
 # Outputs that exist only under a template condition: absent means "not configured".
-OPTIONAL_OUTPUTS: Mapping[str, str] = {"CacheUrl": "", "CacheEndpoint": ""}
+OPTIONAL_OUTPUTS: Mapping[str, str] = {"CacheUrl": "", "CacheEndpoint": "", "AlarmEmail": ""}
 
 Variables = Mapping[str, "str | tuple[str, ...]"]
 

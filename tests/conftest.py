@@ -137,6 +137,26 @@ def body(payload: Any) -> str:
 
 
 # -- real services --------------------------------------------------------------------------------
+@pytest.fixture
+def lambda_timeouts(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """chalice's test client hands every function a Lambda context with 3 s to run
+    (chalice.local.LambdaContext's default); with this fixture each function gets the timeout the
+    prod stage gives it (.chalice/templates/stage-prod.json), as in Lambda. Function name ->
+    seconds."""
+    import chalice.test
+    from chalice.local import LambdaContext
+
+    stage = json.loads((ROOT / ".chalice" / "templates" / "stage-prod.json").read_text())["stages"]["prod"]
+    timeouts = {name: int(entry["lambda_timeout"]) for name, entry in stage["lambda_functions"].items()}
+
+    def context(function_name: str, memory_size: int, *args: Any, **kwargs: Any) -> LambdaContext:
+        seconds = timeouts.get(function_name, int(stage["lambda_timeout"]))
+        return LambdaContext(function_name, memory_size, max_runtime_ms=seconds * 1000)
+
+    monkeypatch.setattr(chalice.test, "LambdaContext", context)
+    return timeouts
+
+
 @pytest.fixture(scope="session")
 def mariadb_server() -> dict[str, Any]:
     need_service(

@@ -3,13 +3,28 @@
 The scheduled reconciler covers S3 events that never arrived or whose retries ran out; `replay`
 (CLI) is the same walk over a chosen range. Progress is the ledger itself, so a run cut short by
 its bound or a failure simply continues on the next run.
+
+The scheduled run has a time budget (`Budget`, from the Lambda context's remaining time): it
+starts a load only while enough time is left, and a load still running when only the margin is
+left is cut (`LoadWatchdog`: its connection is killed from another one, so the server rolls it
+back and frees its locks, and the load fails as for a lost connection, which does not count
+toward poisoning). A Lambda timeout would instead freeze the process with its connection open:
+the load's transaction and its attempt's lock (liveness.py) would stay held until the server
+drops the connection (`wait_timeout`, hours on RDS), and the attempt would then be judged dead
+while the server stayed up, which counts.
+
+Every scheduled run reports its backlog (`ReconcilerBacklog`), a database outage included: what
+it could not check against the ledger counts as missing (an upper bound: every object under
+`writes/` of the lookback it listed but could not check).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,6 +45,15 @@ class ReconcileReport:
     left: int = 0  # missing objects not loaded in this run (bound reached or a read failed)
     failed: int = 0
     poisoned: int = 0  # poisoned objects left alone (loads kept failing; `replay --force` retries them)
+    unchecked: int = 0  # objects listed but not checked against the ledger (it could not be read, or no time)
+    stopped: str = ""  # why loading stopped early: "time" (the budget) or "database" (it stopped answering)
+    error: DatabaseUnavailable | None = None  # the database's failure, raised once the rest is counted
+
+    @property
+    def backlog(self) -> int:
+        """Objects that may still be missing from the ledger: those found missing and not loaded,
+        and those the run could not check (an upper bound when the ledger could not be read)."""
+        return self.left + self.unchecked
 
     def as_dict(self) -> dict[str, int]:
         r = self.result
@@ -100,6 +124,91 @@ def _hour(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
+class Budget:
+    """The time a scheduled run may spend loading, from its Lambda context's remaining time.
+
+    MARGIN_SECONDS stay free before the function's timeout: a load still running when only they
+    are left is cut (`LoadWatchdog`); what follows the cut fits in them (the load gives its
+    attempt back, at most 5 s; the rest of the walk lists S3 only; the metrics line, with one
+    count of poisoned objects, at most the loader's 40 s read timeout). A load is started only
+    with at least LOAD_SECONDS, or twice the longest load of this run, left before the margin."""
+
+    MARGIN_SECONDS = 60.0
+    LOAD_SECONDS = 60.0
+
+    def __init__(self, remaining_ms: Callable[[], int]) -> None:
+        self._remaining_ms = remaining_ms
+        self.longest = 0.0  # the longest load so far, in seconds
+
+    @classmethod
+    def of(cls, context: Any) -> Budget | None:
+        """The budget of a Lambda invocation; None without a context (the CLI, tests, local)."""
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        return cls(remaining) if callable(remaining) else None
+
+    def remaining(self) -> float:
+        """Seconds left before the function's timeout."""
+        return self._remaining_ms() / 1000
+
+    def for_loads(self) -> float:
+        """Seconds left before the margin."""
+        return self.remaining() - self.MARGIN_SECONDS
+
+    def may_start_load(self) -> bool:
+        return self.for_loads() >= max(self.LOAD_SECONDS, 2 * self.longest)
+
+    def spent(self) -> bool:
+        """Only the margin is left: no more loads and no more ledger reads."""
+        return self.for_loads() <= 0
+
+    def loaded(self, seconds: float) -> None:
+        self.longest = max(self.longest, seconds)
+
+
+class LoadWatchdog:
+    """Cuts a load still running at the budget's margin, before the Lambda timeout freezes it.
+
+    MySQL/MariaDB: the load's connection is killed from a connection of the watchdog's own
+    (`KILL CONNECTION`, allowed on a connection of the same user): the server rolls the load's
+    transaction back and frees its locks, the attempt's lock among them, and the load fails with a
+    lost connection, which gives its attempt back without counting (attempts.py). SQLite has no
+    server to ask and is never run with a deadline (a Lambda stage uses MySQL): no watchdog."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db  # None: no watchdog (a run without a budget)
+        self.fired = False
+
+    @contextmanager
+    def guard(self, seconds: float | None) -> Iterator[None]:
+        """Around one load: cut it if it still runs after `seconds` (None: never)."""
+        self.fired = False
+        if seconds is None or self.db is None or self.db.dialect == "sqlite":
+            yield
+            return
+        thread_id = self.db.connection().thread_id()  # the connection this thread's load uses
+        timer = threading.Timer(max(0.0, seconds), self._cut, (thread_id,))
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+            timer.join()
+            if self.fired:
+                self.db.discard()  # killed (or about to be): this thread connects afresh
+
+    def _cut(self, thread_id: int) -> None:
+        self.fired = True
+        log.warning("the reconciler's time is nearly up: cutting the load still running (connection %s)", thread_id)
+        try:
+            with self.db.transaction() as cur:  # this timer thread's own connection
+                cur.execute("KILL CONNECTION %s", (thread_id,))
+        except Exception:  # gone already, or the server does not answer: the load's own timeouts end it
+            log.warning("could not cut the load's connection %s", thread_id, exc_info=True)
+        finally:
+            self.db.discard()
+
+
 def reconcile(
     store: ObjectStore,
     loader: BatchLoader,
@@ -107,6 +216,9 @@ def reconcile(
     max_objects: int | None = None,
     force: bool = False,
     source: str | None = "reconcile",
+    budget: Budget | None = None,
+    report: ReconcileReport | None = None,
+    count_on: bool = False,
 ) -> ReconcileReport:
     """Load every object under `prefixes` missing from the ledger (every object with `force`).
 
@@ -114,16 +226,31 @@ def reconcile(
     run. An object that cannot be read, or fails in a way other than the database being
     unavailable, is counted in `failed` and left for the next run without stopping this one.
     A poisoned object (attempts.py) is left alone and counted in `poisoned`, unless `force`.
-    DatabaseUnavailable stops the run (every further load would fail the same way).
+    With a `budget`, loads stop when its time is short (`stopped` = "time"; the rest is `left`,
+    or `unchecked` once only its margin is left).
+    DatabaseUnavailable stops the loads (every further load would fail the same way); with
+    `count_on` the walk goes on listing, counting what it cannot check in `unchecked`, and raises
+    the failure at the end (kept in `report.error`: pass in the `report` to read it then).
     Each object loaded writes its log line and loader metrics, marked `source`; None writes none
     (the CLI, whose standard output is its one summary line).
     """
-    report = ReconcileReport()
+    report = ReconcileReport() if report is None else report
+    watchdog = LoadWatchdog(loader.db if budget is not None else None)
     for hour_prefix in prefixes:
         objects = list(store.list(hour_prefix))
+        if budget is not None and not report.stopped and budget.spent():
+            report.stopped = "time"
+        if report.stopped == "database" or (report.stopped == "time" and budget is not None and budget.spent()):
+            report.unchecked += len(objects)
+            continue
         ids = [batch_id(o.key, o.etag) for o in objects if o.etag is not None]
-        known = set() if force else loader.loaded_ids(ids)
-        poisoned = set() if force else loader.poisoned_ids([i for i in ids if i not in known])
+        try:
+            known = set() if force else loader.loaded_ids(ids)
+            poisoned = set() if force else loader.poisoned_ids([i for i in ids if i not in known])
+        except DatabaseUnavailable as exc:
+            _database_down(report, exc, count_on)
+            report.unchecked += len(objects)
+            continue
         for item in objects:
             bid = batch_id(item.key, item.etag) if item.etag is not None else None
             if bid in known:
@@ -132,12 +259,34 @@ def reconcile(
             if bid in poisoned:
                 report.poisoned += 1
                 continue
-            if max_objects is not None and report.result.objects >= max_objects:
+            if budget is not None and not report.stopped and not budget.may_start_load():
+                report.stopped = "time"
+            if report.stopped or (max_objects is not None and report.result.objects >= max_objects):
                 report.left += 1
                 report.missing += 1
                 continue
-            _load_one(store, loader, item, force, report, source)
+            before = budget.remaining() if budget is not None else 0.0
+            try:
+                with watchdog.guard(budget.for_loads() if budget is not None else None):
+                    _load_one(store, loader, item, force, report, source)
+            except DatabaseUnavailable as exc:
+                report.left += 1
+                report.missing += 1
+                if watchdog.fired:
+                    report.stopped = "time"  # cut by the watchdog: its attempt was given back
+                else:
+                    _database_down(report, exc, count_on)
+            if budget is not None:
+                budget.loaded(before - budget.remaining())
+    if report.error is not None:
+        raise report.error
     return report
+
+
+def _database_down(report: ReconcileReport, exc: DatabaseUnavailable, count_on: bool) -> None:
+    if not count_on:
+        raise exc
+    report.stopped, report.error = "database", exc
 
 
 def _load_one(
@@ -195,11 +344,17 @@ def _count_failure(report: ReconcileReport) -> None:
     report.missing += 1
 
 
-def reconcile_recent(services: Any, hours: int | None = None, now: datetime | None = None) -> dict[str, int]:
-    """The scheduled run: the last `hours` hours of the writes bucket (or LOCAL_DATA_DIR).
+def reconcile_recent(
+    services: Any, hours: int | None = None, now: datetime | None = None, context: Any = None
+) -> dict[str, int]:
+    """The scheduled run: the last `hours` hours of the writes bucket (or LOCAL_DATA_DIR), within
+    the time its Lambda `context` has left (`Budget`; no context, no budget).
 
-    Emits `ReconcilerBacklog` (missing objects this run did not load) and, when the run cannot
-    go on (database or bucket unavailable), `ReconcilerFailures` before raising.
+    Emits `ReconcilerBacklog` (objects that may still be missing from the ledger, `backlog`) on
+    every run that could list the bucket, a database outage included, with `ReconcilerStopped`
+    (1 when loads stopped early, for time or the database); `ReconciledObjects` and
+    `PoisonedObjects` when the database answered; and `ReconcilerFailures` when the run cannot go
+    on (database or bucket unavailable), before raising.
     """
     from chalicelib.loader.sources import LocalObjectStore, S3ObjectStore, s3_client
 
@@ -214,26 +369,56 @@ def reconcile_recent(services: Any, hours: int | None = None, now: datetime | No
     else:
         store = LocalObjectStore(settings.local_data_dir)
     now = now or datetime.now(UTC)
+    budget = Budget.of(context)
+    report = ReconcileReport()
     try:
-        report = reconcile(
+        reconcile(
             store,
             services.loader,
             hour_prefixes("writes/", now - timedelta(hours=hours), now),
             max_objects=settings.reconcile_max_objects,
+            budget=budget,
+            report=report,
+            count_on=True,
         )
-    except (DatabaseUnavailable, ObjectUnavailable):
+    except DatabaseUnavailable:
+        _emit(report, budget, {"ReconcilerFailures": (1, "Count")})
+        raise
+    except ObjectUnavailable:
         observe.metrics({"Stage": observe.stage()}, {"ReconcilerFailures": (1, "Count")}, type="reconcile")
         raise
-    counts = report.as_dict()
-    observe.metrics(
-        {"Stage": observe.stage()},
+    return _emit(
+        report,
+        budget,
         {
-            "ReconcilerBacklog": (report.left, "Count"),
             "ReconciledObjects": (report.result.objects, "Count"),
             # every poisoned object, not only this run's window: the alarm holds while any is left
             "PoisonedObjects": (services.loader.poisoned_count(), "Count"),
         },
+    )
+
+
+def _emit(report: ReconcileReport, budget: Budget | None, values: dict[str, tuple[float, str]]) -> dict[str, int]:
+    """The run's line and metrics: the backlog, whether loads stopped early, and `values`."""
+    counts = {**report.as_dict(), "unchecked": report.unchecked}
+    remaining = round(budget.remaining(), 1) if budget is not None else None
+    if report.stopped:
+        log.warning(
+            "reconciler stopped loading (%s): %d object(s) left for the next run, %s s of its time left",
+            report.stopped,
+            report.backlog,
+            remaining,
+        )
+    observe.metrics(
+        {"Stage": observe.stage()},
+        {
+            "ReconcilerBacklog": (report.backlog, "Count"),
+            "ReconcilerStopped": (1 if report.stopped else 0, "Count"),
+            **values,
+        },
         type="reconcile",
+        stopped=report.stopped or None,
+        remaining_seconds=remaining,
         **counts,
     )
     return counts

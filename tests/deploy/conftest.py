@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"
 BUCKET = f"sluice-prod-writes-{ACCOUNT}-{REGION}"
-CONDITIONAL_OUTPUTS = {"CacheUrl", "CacheEndpoint"}  # only with EnableCache=true
+CONDITIONAL_OUTPUTS = {"CacheUrl", "CacheEndpoint", "AlarmEmail"}  # only with EnableCache=true, an AlarmEmail
 
 # One value per output of infrastructure/data.yaml (test_policies checks the two stay in step).
 OUTPUTS: dict[str, str] = {

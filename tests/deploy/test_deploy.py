@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from botocore.stub import ANY, Stubber
 
-from deploy import apigateway, functions, render, stacks
+from deploy import apigateway, capacity, functions, render, stacks
 from deploy import deploy as deploy_step
 from deploy.apigateway import GATEWAY_RESPONSES, StageSettings, Throttle
 from deploy.routes import AUTHORIZATION, IF_NONE_MATCH, RouteError, routes_of
@@ -38,6 +38,9 @@ from tests.deploy.conftest import (
     mock_method,
     replace_stage_settings,
 )
+
+# The prod stage's throttles, from its template (deploy/capacity.py): the one place they are written.
+PROD = capacity.load(ROOT, "prod")
 
 API_ID = "a1b2c3d4e5"
 LAMBDA_ARN = "arn:aws:lambda:eu-west-1:123456789012:function:sluice-prod"
@@ -255,7 +258,7 @@ def test_the_stage_cache_is_not_turned_on_over_gets_without_their_keys(app_modul
     # GIVEN an API deployed from a document without cache keys (app.py without the extension)
     routes = routes_of(app_module)
     fake = FakeApiGateway(routes)
-    settings = StageSettings(cache_ttl=10)
+    settings = PROD.stage_settings(cache_ttl=10)
     log: list[str] = []
 
     with pytest.raises(apigateway.ApiShapeError, match="stage cache was not turned on"):
@@ -332,7 +335,7 @@ def test_gateway_responses_match_what_chalice_local_answers():
 
 # -- stage settings -----------------------------------------------------------------------------
 def test_reads_and_writes_are_throttled_separately_and_nothing_is_cached(app_module):
-    settings = StageSettings()
+    settings = PROD.stage_settings()
     routes = routes_of(app_module)
     wanted = apigateway.desired_method_settings(routes, settings)
     for route in routes:
@@ -395,7 +398,7 @@ def test_stage_patch_operations_are_chunked(app_module, monkeypatch):
         stub.add_response(
             "get_stage", {"stageName": "api", "cacheClusterEnabled": True}, {"restApiId": API_ID, "stageName": "api"}
         )
-        calls = apigateway.stage_calls(apigw, API_ID, "api", routes, StageSettings())
+        calls = apigateway.stage_calls(apigw, API_ID, "api", routes, PROD.stage_settings())
     assert len(calls) >= 2  # more operations than one call may carry
     ops = [op for c in calls for op in c.params["patchOperations"]]
     assert all(len(c.params["patchOperations"]) <= apigateway.MAX_PATCH_OPERATIONS for c in calls)
@@ -470,7 +473,7 @@ def test_stage_settings_wait_for_a_cache_cluster_change_to_settle():
 def test_second_run_changes_nothing_and_a_chalice_redeploy_is_repaired(app_module):
     routes = routes_of(app_module)
     fake = FakeApiGateway(routes)
-    settings = StageSettings()
+    settings = PROD.stage_settings()
     log: list[str] = []
 
     first = apigateway.configure_api(fake, API_ID, "api", routes, settings, log=log.append)
@@ -491,7 +494,9 @@ def test_second_run_changes_nothing_and_a_chalice_redeploy_is_repaired(app_modul
 def test_dry_run_plans_without_changing(app_module):
     routes = routes_of(app_module)
     fake = FakeApiGateway(routes)
-    planned = apigateway.configure_api(fake, API_ID, "api", routes, StageSettings(), dry_run=True, log=lambda _: None)
+    planned = apigateway.configure_api(
+        fake, API_ID, "api", routes, PROD.stage_settings(), dry_run=True, log=lambda _: None
+    )
     assert planned and fake.deployments == 0 and fake.stage["methodSettings"] == {}
     assert "update_stage" not in fake.calls and "put_gateway_response" not in fake.calls
 
@@ -941,6 +946,7 @@ def infra_context(session: Any, project: Path, lines: list[str]) -> deploy_step.
         region=REGION,
         account_id=ACCOUNT,
         offline=False,
+        sizes=PROD,
         origin=origin_secret.OriginSecret(current="c" * 43),
     )
 
@@ -1164,3 +1170,19 @@ def test_dry_run_without_credentials_plans_offline(tmp_path):
 def test_the_cli_reports_a_bad_parameter(capsys):
     assert deploy_step.main(["--parameter", "novalue"]) == 1
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_the_edge_stack_notifies_the_data_stacks_alarm_address_unless_told_otherwise(tmp_path, monkeypatch):
+    sent: list[stacks.StackSpec] = []
+    monkeypatch.setattr(deploy_step, "stack_step", lambda ctx, cfn, spec: sent.append(spec) or {})
+    ctx = infra_context(
+        FakeSession({("cloudformation", "us-east-1"): object()}), copy_project(tmp_path / "project"), []
+    )
+    ctx.outputs = {"AlarmEmail": "ops@example.com"}
+    deploy_step.step_edge_stack(ctx, "abcdefghij")
+    ctx.options.edge_parameters = {"AlarmEmail": "edge@example.com"}
+    deploy_step.step_edge_stack(ctx, "abcdefghij")
+    ctx.outputs = {}
+    ctx.options.edge_parameters = {}
+    deploy_step.step_edge_stack(ctx, "abcdefghij")
+    assert [s.parameters["AlarmEmail"] for s in sent] == ["ops@example.com", "edge@example.com", ""]

@@ -39,7 +39,7 @@ from urllib.parse import unquote
 import pytest
 
 from chalicelib.apigateway_extensions import GATEWAY_RESPONSES, GATEWAY_RESPONSES_KEY
-from deploy import apigateway, deploy, functions, origin_secret, stacks, state
+from deploy import apigateway, capacity, deploy, functions, origin_secret, stacks, state
 from deploy.routes import routes_of
 from tests.deploy.conftest import committed_config_text
 
@@ -345,7 +345,7 @@ def test_the_stage_throttles_per_method_and_caches_nothing(deployment, app_modul
     stage = c["apigateway"].get_stage(restApiId=deployment.rest_api_id(), stageName="api")
     assert not stage.get("cacheClusterEnabled")
     settings = stage["methodSettings"]
-    expected = apigateway.desired_method_settings(routes_of(app_module), deploy.STAGE_SETTINGS)
+    expected = apigateway.desired_method_settings(routes_of(app_module), capacity.load(ROOT, "prod").stage_settings())
     for key, wanted in expected.items():
         assert settings[key]["cachingEnabled"] is False, key
         assert settings[key]["throttlingRateLimit"] == wanted["throttlingRateLimit"], key
@@ -690,3 +690,13 @@ def test_prod_before_infra_stops_the_same_way(aws_env, tmp_path):
     assert "Traceback" not in result.stderr
     assert "stage 'prod' has no infrastructure" in result.stderr
     assert "make infra STAGE=<stage>" in result.stderr
+
+
+def test_the_alarms_get_the_api_stage_and_the_edge_the_alarm_address(deployment):
+    data = clients()["cloudformation"].describe_stacks(StackName="sluice-prod-data")["Stacks"][0]
+    parameters = {p["ParameterKey"]: p.get("ParameterValue") for p in data["Parameters"]}
+    # the dimensions of the API's metrics in the 5XX alarm: Chalice's API name and its stage
+    assert (parameters["ApiName"], parameters["ApiStage"]) == ("sluice", "api")
+    edge = clients_in("us-east-1")["cloudformation"].describe_stacks(StackName="sluice-prod-edge")["Stacks"][0]
+    edge_parameters = {p["ParameterKey"]: p.get("ParameterValue") for p in edge["Parameters"]}
+    assert edge_parameters["AlarmEmail"] == ""  # the data stack has none (no AlarmEmail output)

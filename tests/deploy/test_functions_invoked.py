@@ -63,7 +63,7 @@ def test_the_migrate_function_migrates_within_the_time_it_has(local_services, tm
     assert answer == {"applied": []}  # the embedded schema is made on first use: nothing left to apply
 
 
-def test_the_reconcile_the_deploy_asks_for_loads_what_is_missing(local_services, tmp_path):
+def test_the_reconcile_the_deploy_asks_for_loads_what_is_missing(local_services, tmp_path, lambda_timeouts):
     from chalice.test import Client
 
     import app as app_module

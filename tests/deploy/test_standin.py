@@ -36,10 +36,25 @@ def test_the_stand_in_stacks_have_the_real_outputs_and_take_the_real_parameters(
 
 
 def test_the_parameters_the_deploy_step_passes_exist_in_both_data_templates():
-    passed = {"Stage", "ApiName", "OriginVerifyCurrent", "OriginVerifyPrevious", "DatabaseDeletionProtection"}
+    passed = {
+        "Stage",
+        "ApiName",
+        "ApiStage",
+        "OriginVerifyCurrent",
+        "OriginVerifyPrevious",
+        "DatabaseDeletionProtection",
+    }
     for path in (ROOT / "infrastructure" / "data.yaml", STANDIN / "data.yaml"):
         assert passed <= set(load_cfn_yaml(str(path))["Parameters"]), path
-    edge_passed = {"Stage", "ApiId", "ApiRegion", "ApiStage", "OriginVerifyValue"}
+    edge_passed = {
+        "Stage",
+        "ApiId",
+        "ApiRegion",
+        "ApiStage",
+        "OriginVerifyValue",
+        "AlarmEmail",
+        "WriteRequestsPerCallerPerMinute",
+    }
     for path in (ROOT / "infrastructure" / "edge.yaml", STANDIN / "edge.yaml"):
         assert edge_passed <= set(load_cfn_yaml(str(path))["Parameters"]), path
 

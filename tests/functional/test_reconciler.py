@@ -62,7 +62,9 @@ def emf_records(captured: str, metric: str) -> list[dict[str, Any]]:
 
 
 # -- the scheduled run ----------------------------------------------------------------------------
-def test_scheduled_run_loads_exactly_the_objects_missing_from_the_ledger(s3, bucket_services, monkeypatch, capsys):
+def test_scheduled_run_loads_exactly_the_objects_missing_from_the_ledger(
+    s3, bucket_services, monkeypatch, capsys, lambda_timeouts
+):
     from chalice.test import Client
 
     import app as app_module
@@ -162,24 +164,6 @@ def test_an_unreadable_object_does_not_stop_the_run(s3, bucket_services):
     # the next run, with S3 answering, loads what was left
     again = reconcile(S3ObjectStore(boto_client("s3"), BUCKET), bucket_services.loader, [hour_key(hour, "")])
     assert (again.result.objects, again.result.skipped, again.failed) == (1, 2, 0)
-
-
-def test_database_unavailable_fails_the_scheduled_run(s3, local_dir, tmp_path, monkeypatch, capsys):
-    from chalicelib import bootstrap
-    from chalicelib.loader.reconciler import reconcile_recent
-
-    now = datetime(2024, 5, 1, 12, tzinfo=UTC)
-    add_object(s3, hour_key(now, "waiting"), "t")
-    down = tmp_path / "down.sqlite3"
-    down.mkdir()
-    services = make_services(local_dir, DATABASE_URL=f"sqlite:///{down}")
-    monkeypatch.setenv("SLUICE_LOG", "1")
-    try:
-        with pytest.raises(DatabaseUnavailable):
-            reconcile_recent(services, now=now)
-    finally:
-        bootstrap.reset()
-    assert [r["ReconcilerFailures"] for r in emf_records(capsys.readouterr().out, "ReconcilerFailures")] == [1]
 
 
 def test_an_unreachable_bucket_fails_the_scheduled_run(s3, local_dir, monkeypatch, capsys):
@@ -348,3 +332,174 @@ def test_a_poisoned_object_is_left_by_the_scheduled_run_and_counted_in_its_metri
     out = capsys.readouterr().out
     assert [r["PoisonedObjects"] for r in emf_records(out, "PoisonedObjects")] == [0, 0, 1, 1]
     assert ledger_keys(services) == [keys[0]]
+
+
+# -- the backlog, whatever happens; the time budget ---------------------------------------------
+class FakeContext:
+    """A Lambda context whose remaining time the test sets (`left`, in seconds)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.left = seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int(self.left * 1000)
+
+
+def test_a_run_whose_database_is_down_fails_and_still_reports_its_backlog(s3, local_dir, tmp_path, monkeypatch, capsys):
+    from chalicelib import bootstrap
+    from chalicelib.loader.reconciler import reconcile_recent
+
+    # GIVEN three objects under writes/ in the lookback, and a database that cannot be opened
+    now = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
+    for hours, name in ((30, "a"), (2, "b"), (0, "c")):
+        add_object(s3, hour_key(now - timedelta(hours=hours), name), name)
+    add_object(s3, hour_key(now - timedelta(hours=49), "before-the-lookback"), "old")
+    down = tmp_path / "down.sqlite3"
+    down.mkdir()
+    services = make_services(local_dir, DATABASE_URL=f"sqlite:///{down}")
+    monkeypatch.setenv("SLUICE_LOG", "1")
+
+    # WHEN the scheduled run finds the ledger unreadable
+    try:
+        with pytest.raises(DatabaseUnavailable):
+            reconcile_recent(services, now=now)
+    finally:
+        bootstrap.reset()
+
+    # THEN it fails (the Errors alarm) and still reports every object it could not check as
+    # backlog: an upper bound, the ledger being unreadable
+    [record] = emf_records(capsys.readouterr().out, "ReconcilerBacklog")
+    assert record["ReconcilerBacklog"] == 3 and record["unchecked"] == 3
+    assert record["ReconcilerFailures"] == 1 and record["ReconcilerStopped"] == 1
+    assert record["stopped"] == "database"
+    assert record["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["Stage"]]
+
+
+def test_a_database_lost_mid_run_counts_the_checked_hour_as_left_and_the_rest_as_unchecked(
+    s3, bucket_services, monkeypatch
+):
+    from chalicelib.loader.reconciler import ReconcileReport
+
+    hour = datetime(2024, 5, 1, 10, tzinfo=UTC)
+    first = [hour_key(hour, name) for name in ("a", "b", "c")]
+    later = [hour_key(hour + timedelta(hours=1), name) for name in ("d", "e")]
+    for key in first + later:
+        add_object(s3, key, key)
+    real = bucket_services.loader.load
+    loads: list[str] = []
+
+    def load_then_lose_the_database(bucket: str, key: str, *args: Any, **kwargs: Any) -> Any:
+        loads.append(key)
+        if len(loads) > 1:
+            raise DatabaseUnavailable("lost connection")
+        return real(bucket, key, *args, **kwargs)
+
+    monkeypatch.setattr(bucket_services.loader, "load", load_then_lose_the_database)
+    report = ReconcileReport()
+    with pytest.raises(DatabaseUnavailable):
+        reconcile(
+            S3ObjectStore(boto_client("s3"), BUCKET),
+            bucket_services.loader,
+            [hour_key(hour, ""), hour_key(hour + timedelta(hours=1), "")],
+            report=report,
+            count_on=True,
+        )
+    # one loaded; the one that failed and the one after it were found missing; the next hour was
+    # listed but could not be checked
+    assert loads == first[:2]
+    assert (report.result.objects, report.left, report.unchecked, report.backlog) == (1, 2, 2, 4)
+    assert report.stopped == "database"
+
+
+def test_the_cli_walk_still_stops_at_once_when_the_database_fails(s3, bucket_services, monkeypatch):
+    hour = datetime(2024, 5, 1, 10, tzinfo=UTC)
+    for name in ("a", "b"):
+        add_object(s3, hour_key(hour, name), name)
+    listed: list[str] = []
+    store = S3ObjectStore(boto_client("s3"), BUCKET)
+    real_list = store.list
+
+    def listing(prefix: str) -> Any:
+        listed.append(prefix)
+        return real_list(prefix)
+
+    monkeypatch.setattr(store, "list", listing)
+    monkeypatch.setattr(
+        bucket_services.loader, "load", lambda *a, **k: (_ for _ in ()).throw(DatabaseUnavailable("down"))
+    )
+    with pytest.raises(DatabaseUnavailable):
+        reconcile(store, bucket_services.loader, [hour_key(hour, ""), hour_key(hour + timedelta(hours=1), "")])
+    assert listed == [hour_key(hour, "")]  # a replay of months does not list them all before it fails
+
+
+def test_the_run_stops_loading_with_its_margin_and_leaves_the_rest_untouched(s3, local_dir, monkeypatch, capsys):
+    from chalicelib import bootstrap
+    from chalicelib.loader.reconciler import Budget, reconcile_recent
+
+    # GIVEN ten missing objects, and an invocation with 840 s whose loads take 100 s each
+    now = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
+    keys = [hour_key(now - timedelta(hours=2), f"obj-{n:02d}") for n in range(10)]
+    for key in keys:
+        add_object(s3, key, key)
+    services = make_services(local_dir)
+    context = FakeContext(840.0)
+    real = services.loader.load
+
+    def slow_load(*args: Any, **kwargs: Any) -> Any:
+        context.left -= 100.0
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(services.loader, "load", slow_load)
+    monkeypatch.setenv("SLUICE_LOG", "1")
+    try:
+        counts = reconcile_recent(services, now=now, context=context)
+        # THEN a load starts only with twice the longest load (200 s) left before the margin:
+        # six loads (840 - 6 x 100 = 240 s left, 180 s before the margin)
+        assert (counts["objects"], counts["left"], counts["unchecked"]) == (6, 4, 0)
+        assert context.left == 840.0 - 6 * 100.0 >= Budget.MARGIN_SECONDS
+        [record] = emf_records(capsys.readouterr().out, "ReconcilerBacklog")
+        assert (record["ReconcilerBacklog"], record["ReconcilerStopped"], record["stopped"]) == (4, 1, "time")
+        assert record["remaining_seconds"] == 240.0
+        # AND the objects it left were never begun: no attempt recorded, nothing toward poisoning
+        assert services.master.query("SELECT COUNT(*) FROM ingest_attempts") == [(0,)]
+        assert ledger_keys(services) == keys[:6]
+
+        # WHEN the next run has its whole time again, it loads the rest
+        again = reconcile_recent(services, now=now, context=FakeContext(840.0))
+        assert (again["objects"], again["skipped"], again["left"]) == (4, 6, 0)
+    finally:
+        bootstrap.reset()
+    assert ledger_keys(services) == keys
+
+
+def test_with_only_its_margin_left_the_run_reads_no_more_ledger(s3, bucket_services, monkeypatch):
+    from chalicelib.loader.reconciler import Budget, ReconcileReport
+
+    hour = datetime(2024, 5, 1, 10, tzinfo=UTC)
+    for n in range(3):
+        add_object(s3, hour_key(hour + timedelta(hours=n), "obj"), f"todo {n}")
+    reads: list[int] = []
+    real = bucket_services.loader.loaded_ids
+    monkeypatch.setattr(bucket_services.loader, "loaded_ids", lambda ids: reads.append(len(ids)) or real(ids))
+    report = ReconcileReport()
+    reconcile(
+        S3ObjectStore(boto_client("s3"), BUCKET),
+        bucket_services.loader,
+        [hour_key(hour + timedelta(hours=n), "") for n in range(3)],
+        budget=Budget(lambda: int(Budget.MARGIN_SECONDS * 1000)),
+        report=report,
+    )
+    assert reads == [] and report.result.objects == 0
+    assert (report.unchecked, report.backlog, report.stopped) == (3, 3, "time")
+
+
+def test_the_budget_of_a_lambda_context():
+    from chalicelib.loader.reconciler import Budget
+
+    assert Budget.of(None) is None and Budget.of(object()) is None
+    budget = Budget.of(FakeContext(300.0))
+    assert budget is not None and budget.remaining() == 300.0
+    assert budget.for_loads() == 300.0 - Budget.MARGIN_SECONDS and budget.may_start_load()
+    budget.loaded(130.0)  # a load of 130 s: the next needs 260 s before the margin
+    assert not budget.may_start_load() and not budget.spent()
+    assert Budget(lambda: 59_000).spent()

@@ -413,7 +413,7 @@ def test_every_alarm_notifies_the_alarm_topic(data):
 
 
 def test_alarms_cover_the_failure_modes(data):
-    seen = {(a["Namespace"], a["MetricName"]): a for a in alarms(data).values()}
+    seen = {(a["Namespace"], a["MetricName"]): a for a in alarms(data).values() if "Metrics" not in a}
     for metric in (
         ("AWS/Firehose", "DeliveryToS3.Success"),
         ("AWS/Firehose", "DeliveryToS3.DataFreshness"),
@@ -430,7 +430,7 @@ def test_alarms_cover_the_failure_modes(data):
         return {d["Name"]: d["Value"] for d in alarm.get("Dimensions", [])}
 
     lambda_functions = {
-        dims(a)["FunctionName"]["Fn::Sub"] for a in alarms(data).values() if a["MetricName"] == "Errors"
+        dims(a)["FunctionName"]["Fn::Sub"] for a in alarms(data).values() if a.get("MetricName") == "Errors"
     }
     assert "sluice-${Stage}-load_writes" in lambda_functions
     backlog = seen[("Sluice", "ReconcilerBacklog")]
@@ -438,7 +438,9 @@ def test_alarms_cover_the_failure_modes(data):
     poisoned = seen[("Sluice", "PoisonedObjects")]  # emitted by the reconciler (chalicelib.loader.reconciler)
     assert is_ref(dims(poisoned)["Stage"], "Stage")
     assert (poisoned["Threshold"], poisoned["ComparisonOperator"]) == (0, "GreaterThanThreshold")
-    lagged = {dims(a)["DBInstanceIdentifier"]["Ref"] for a in alarms(data).values() if a["MetricName"] == "ReplicaLag"}
+    lagged = {
+        dims(a)["DBInstanceIdentifier"]["Ref"] for a in alarms(data).values() if a.get("MetricName") == "ReplicaLag"
+    }
     replicas = {
         name for name, r in of_type(data, "AWS::RDS::DBInstance").items() if "SourceDBInstanceIdentifier" in props(r)
     }
@@ -519,10 +521,11 @@ def test_web_acl_has_managed_rule_groups_and_a_rate_rule(edge):
         "AWSManagedRulesSQLiRuleSet",
         "AWSManagedRulesKnownBadInputsRuleSet",
     } <= managed
-    rate = [r for r in rules if "RateBasedStatement" in r["Statement"]]
-    assert len(rate) == 1
-    assert "Block" in rate[0]["Action"]
-    statement = rate[0]["Statement"]["RateBasedStatement"]
+    rate = {r["Name"]: r for r in rules if "RateBasedStatement" in r["Statement"]}
+    assert set(rate) == {"rate-limit-per-ip", "rate-limit-writes-per-caller"}
+    per_ip = rate["rate-limit-per-ip"]
+    assert "Block" in per_ip["Action"]
+    statement = per_ip["Statement"]["RateBasedStatement"]
     assert is_ref(statement["Limit"], "RateLimit")
     assert statement["AggregateKeyType"] == "IP"
     assert int(statement.get("EvaluationWindowSec", 300)) == 300
@@ -532,6 +535,34 @@ def test_web_acl_has_managed_rule_groups_and_a_rate_rule(edge):
         if "ManagedRuleGroupStatement" in rule["Statement"]:
             # Managed groups label what they match; our last rule blocks on the labels.
             assert rule["OverrideAction"] == {"Count": {}}, rule["Name"]
+
+
+def test_writes_are_limited_per_caller_before_any_managed_rule(edge):
+    # API Gateway's throttles are per method for every caller together: one account could take
+    # the whole write budget. The edge counts each caller's writes (its Authorization header).
+    _, acl = one_of_type(edge, "AWS::WAFv2::WebACL")
+    rules = {r["Name"]: r for r in props(acl)["Rules"]}
+    rule = rules["rate-limit-writes-per-caller"]
+    managed = [int(r["Priority"]) for r in rules.values() if "ManagedRuleGroupStatement" in r["Statement"]]
+    assert int(rule["Priority"]) < min(managed)
+    response = rule["Action"]["Block"]["CustomResponse"]
+    assert (response["ResponseCode"], response["CustomResponseBodyKey"]) == (429, "throttled")
+    assert {"Name": "Retry-After", "Value": "60"} in response["ResponseHeaders"]
+    statement = rule["Statement"]["RateBasedStatement"]
+    assert is_ref(statement["Limit"], "WriteRequestsPerCallerPerMinute")
+    assert "Default" not in edge["Parameters"]["WriteRequestsPerCallerPerMinute"]  # the stage template's, only
+    assert int(statement["EvaluationWindowSec"]) == 60
+    assert statement["AggregateKeyType"] == "CUSTOM_KEYS"
+    assert statement["CustomKeys"] == [
+        {"Header": {"Name": "authorization", "TextTransformations": [{"Priority": 0, "Type": "NONE"}]}}
+    ]
+    methods = {
+        m["ByteMatchStatement"]["SearchString"]
+        for m in statement["ScopeDownStatement"]["OrStatement"]["Statements"]
+        if m["ByteMatchStatement"]["FieldToMatch"] == {"Method": {}}
+        and m["ByteMatchStatement"]["PositionalConstraint"] == "EXACTLY"
+    }
+    assert methods == {"POST", "PUT", "DELETE"}
 
 
 def label_keys(statement: Any) -> list[str]:

@@ -289,3 +289,37 @@ def test_a_zero_interval_seals_whatever_arrived_while_the_last_object_loaded(tmp
     assert writer.flush(10)
     writer.close()
     assert [body for _, body in sink.loaded] == [first.to_line(), b"".join(c.to_line() for c in later)]
+
+
+def test_sustained_rate_rows(pair: Pair) -> None:
+    """Objects arrive at two rates for a short window (small objects, so that several do), the
+    heartbeat is read on the replica, and each rate gets its row with the cores each part used."""
+    from bench import sustained
+
+    rows = sustained.run(pair, rates=(1_000, 2_000), window=2.0, warmup=0.5, object_bytes=64 * 1024)
+    assert [r["name"] for r in rows] == [
+        "sustained write rate (replica and objects within 1 s for 2 s)",
+        "1,000 rows/s: replica lag, max",
+        "2,000 rows/s: replica lag, max",
+    ]
+    for item in rows:
+        assert set(item) == ROW_KEYS and item["section"] == sustained.SECTION
+        assert item["baseline"] is None and item["ratio"] is None and item["met"] is None
+    assert rows[0]["ours"] in (0.0, 1_000.0, 2_000.0)
+    for item in rows[1:]:
+        assert isinstance(item["ours"], float) and item["ours"] >= 0  # heartbeats were read on the replica
+        assert "sustained" in item["note"] and "cores used over the window: master" in item["note"]
+        assert " objects loaded" in item["note"] and not item["note"].startswith("0 objects")
+
+
+def test_a_rate_is_sustained_only_with_the_replica_within_a_second_and_the_loader_keeping_up() -> None:
+    from bench.sustained import RateResult
+
+    def result(replica: list[float], waiting: int = 0, left: int = 0) -> RateResult:
+        return RateResult(2_000, replica, [0.8, 1.2], 2, waiting, left, (0.5, 0.3, 0.4))
+
+    assert result([0.1, 0.9]).sustained  # an object's load may take over a second: it kept up
+    assert not result([0.1, 1.0]).sustained  # the replica a second behind
+    assert not result([0.1], waiting=1).sustained  # an object arrived while another still waited
+    assert not result([0.1], left=1).sustained  # an object still waiting at the end
+    assert not result([]).sustained  # no heartbeat read: nothing shows the replica current
