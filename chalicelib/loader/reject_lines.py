@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chalicelib.commands import _is_utf8
+from chalicelib.commands import is_utf8
 
 MAX_REJECT_LINE_CHARS = 2000
 MAX_REJECT_LINE_BYTES = 4 * MAX_REJECT_LINE_CHARS
@@ -32,7 +32,7 @@ def storable(text: str) -> str:
     otherwise each lone surrogate U+DC80..U+DCFF (how surrogateescape decodes a byte that was not
     UTF-8) becomes that byte, written `\\xNN` where not UTF-8, and any other lone surrogate
     `\\udNNN`."""
-    if text.isascii() or _is_utf8(text):
+    if text.isascii() or is_utf8(text):
         return text
     try:
         raw = text.encode("utf-8", "surrogateescape")  # the object's own bytes back
