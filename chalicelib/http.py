@@ -28,7 +28,7 @@ from chalicelib.errors import (
     invalid_query,
 )
 from chalicelib.ids import MAX_VERSION, MIN_VERSION_LEAD_US, is_canonical_uuid
-from chalicelib.models import STATES
+from chalicelib.resources import TODOS, Rule
 
 log = logging.getLogger("sluice.http")
 
@@ -181,12 +181,24 @@ def parse_limit(raw: str | None) -> int:
     return int(raw)
 
 
-def parse_state(raw: str | None) -> str | None:
+def parse_filter(name: str, rule: Rule, raw: str | None) -> str | None:
+    """A page's filter on a declared field (`?state=`, `?list_id=`): a value the field can hold,
+    or 400 invalid_query. Choice fields take one of their choices, uuid fields a canonical UUID."""
     if raw is None:
         return None
-    if raw not in STATES:
-        raise invalid_query("state must be " + " or ".join(repr(state) for state in STATES) + ".")
+    if rule.kind == "choice":
+        if raw not in rule.choices:
+            raise invalid_query(f"{name} must be " + " or ".join(repr(choice) for choice in rule.choices) + ".")
+    elif rule.kind == "uuid":
+        if not is_canonical_uuid(raw):
+            raise invalid_query(f"{name} must be a canonical UUID (lowercase, hyphenated).")
+    else:
+        raise ValueError(f"{name}: a {rule.kind} field is not a filter")
     return raw
+
+
+def parse_state(raw: str | None) -> str | None:
+    return parse_filter("state", TODOS.rules()["state"], raw)
 
 
 def parse_min_version(raw: str | None, now_us: int) -> int | None:

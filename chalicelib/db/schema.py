@@ -1,17 +1,26 @@
-"""Versioned, idempotent migrations: the same schema in SQLite and MySQL/MariaDB.
+"""Versioned, idempotent, additive migrations: the same schema in SQLite and MySQL/MariaDB.
 
-Each migration is a list of statements per dialect; `schema_migrations` records what ran.
-Timestamps are kept as fixed-width UTC text in SQLite and DATETIME(6) in MySQL, so that their
-order is the time order in both (the loader takes LEAST(created_at, ...)).
+Each migration is a list of statements per dialect; `schema_migrations` records what ran, and its
+newest version is the database's migration level (`migration_level`). On MySQL/MariaDB every DDL
+statement commits by itself, so each is idempotent on its own: `CREATE ... IF NOT EXISTS`, and an
+`ALTER` is a `Guarded` statement, run only when `information_schema` says it has not been (MySQL
+8.4 has no `ADD COLUMN IF NOT EXISTS`; tests/unit/test_migrations.py forbids MariaDB-only
+syntax). Timestamps are kept as fixed-width UTC text in SQLite and DATETIME(6) in MySQL, so that
+their order is the time order in both (the loader takes LEAST(created_at, ...)).
+
+`SCHEMA_LEVELS` says from which level the tables hold the commands of each command schema
+version (`resources.SCHEMA_VERSION`, CONTRACT section 4): a loader defers an object the
+database cannot hold yet (chalicelib/loader/deferral.py) instead of failing on a missing column.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from chalicelib.identity import MAX_SUB_CHARS
 
 if TYPE_CHECKING:
+    from chalicelib.db.database import Database
     from chalicelib.resources import Resource
 
 MYSQL_TABLE = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
@@ -23,7 +32,40 @@ ASCII_BIN = "CHARACTER SET ascii COLLATE ascii_bin"
 OWNER_COLLATION = "@OWNER_COLLATION@"
 NOPAD_BIN_COLLATIONS = ("utf8mb4_nopad_bin", "utf8mb4_0900_bin")  # MariaDB >= 10.2, MySQL >= 8.0.17
 
-MIGRATIONS: list[tuple[int, str, dict[str, list[str]]]] = [
+
+class Guarded(NamedTuple):
+    """A statement run only when `check` (a SELECT COUNT(*) with `params`) answers 0."""
+
+    check: str
+    params: tuple[str, ...]
+    statement: str
+
+
+_MYSQL_COLUMN = (
+    "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s "
+    "AND COLUMN_NAME = %s"
+)
+_MYSQL_INDEX = (
+    "SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s "
+    "AND INDEX_NAME = %s"
+)
+_SQLITE_COLUMN = "SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?"
+
+
+def add_column(dialect: str, table: str, column: str, definition: str) -> Guarded:
+    """`ALTER TABLE table ADD COLUMN column definition`, unless the column is there."""
+    check = _SQLITE_COLUMN if dialect == "sqlite" else _MYSQL_COLUMN
+    return Guarded(check, (table, column), f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
+
+def add_index(table: str, index: str, columns: str) -> Guarded:
+    """MySQL/MariaDB: `ALTER TABLE table ADD INDEX index (columns)`, unless it is there."""
+    return Guarded(_MYSQL_INDEX, (table, index), f"ALTER TABLE {table} ADD INDEX {index} ({columns})")
+
+
+Statement = str | Guarded
+
+MIGRATIONS: list[tuple[int, str, dict[str, list[Statement]]]] = [
     (
         1,
         "todos, profiles, ingest ledger and rejects",
@@ -131,7 +173,82 @@ MIGRATIONS: list[tuple[int, str, dict[str, list[str]]]] = [
             ],
         },
     ),
+    (
+        5,
+        "command schema version 2: todos.priority and todos.list_id (with the index of ?list_id=), lists",
+        {
+            "sqlite": [
+                add_column("sqlite", "todos", "priority", "INTEGER NOT NULL DEFAULT 3"),
+                add_column("sqlite", "todos", "list_id", "TEXT NULL"),
+                "CREATE INDEX IF NOT EXISTS todos_list ON todos (owner, list_id, id)",
+                """CREATE TABLE IF NOT EXISTS lists (
+                    owner TEXT NOT NULL, id TEXT NOT NULL,
+                    name TEXT NOT NULL, position INTEGER NOT NULL,
+                    version INTEGER NOT NULL, op_id TEXT NOT NULL, deleted INTEGER NOT NULL,
+                    created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+                    PRIMARY KEY (owner, id)) WITHOUT ROWID""",
+            ],
+            "mysql": [
+                add_column("mysql", "todos", "priority", "TINYINT NOT NULL DEFAULT 3"),
+                add_column("mysql", "todos", "list_id", f"CHAR(36) {ASCII_BIN} NULL"),
+                add_index("todos", "todos_list", "owner, list_id, id"),
+                f"""CREATE TABLE IF NOT EXISTS lists (
+                    owner VARCHAR(128) CHARACTER SET utf8mb4 COLLATE {OWNER_COLLATION} NOT NULL,
+                    id CHAR(36) {ASCII_BIN} NOT NULL,
+                    name VARCHAR(100) NOT NULL, position INT NOT NULL,
+                    version BIGINT NOT NULL,
+                    op_id CHAR(36) {ASCII_BIN} NOT NULL,
+                    deleted TINYINT NOT NULL,
+                    created_at DATETIME(6) NOT NULL, updated_at DATETIME(6) NOT NULL,
+                    PRIMARY KEY (owner, id)) {MYSQL_TABLE}""",
+            ],
+        },
+    ),
+    (
+        6,
+        "ingest_deferrals: objects left for a newer loader or schema, and what each waits for",
+        {
+            "sqlite": [
+                """CREATE TABLE IF NOT EXISTS ingest_deferrals (
+                    batch_id TEXT NOT NULL PRIMARY KEY,
+                    bucket TEXT NOT NULL, object_key TEXT NOT NULL, etag TEXT NOT NULL,
+                    needs_version INTEGER NOT NULL, needs_level INTEGER NOT NULL,
+                    reason TEXT NOT NULL, deferred_at TEXT NOT NULL)""",
+            ],
+            "mysql": [
+                f"""CREATE TABLE IF NOT EXISTS ingest_deferrals (
+                    batch_id CHAR(64) {ASCII_BIN} NOT NULL PRIMARY KEY,
+                    bucket VARCHAR(255) NOT NULL, object_key VARCHAR(1024) NOT NULL,
+                    etag VARCHAR(128) NOT NULL,
+                    needs_version INT NOT NULL, needs_level INT NOT NULL,
+                    reason VARCHAR(512) NOT NULL, deferred_at DATETIME(6) NOT NULL) {MYSQL_TABLE}""",
+            ],
+        },
+    ),
 ]
+
+# From which migration level the tables hold the commands of each command schema version.
+SCHEMA_LEVELS = {1: 1, 2: 5}
+DEFERRALS_LEVEL = 6  # ingest_deferrals exists from here
+
+
+def level_for(schema_version: int) -> int:
+    """The migration level whose tables hold commands of `schema_version`."""
+    return SCHEMA_LEVELS[schema_version]
+
+
+def migration_level(db: Database) -> int:
+    """The database's migration level: its newest recorded migration (0 before any)."""
+    from chalicelib.errors import DatabaseUnavailable
+
+    try:
+        rows = db.query("SELECT MAX(version) FROM schema_migrations")
+    except DatabaseUnavailable:
+        raise
+    except Exception:  # noqa: BLE001 - no schema_migrations table: nothing migrated yet
+        return 0
+    return int(rows[0][0] or 0) if rows else 0
+
 
 LEDGER_TABLE = {
     "sqlite": """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -146,12 +263,13 @@ MIGRATE_LOCK = "sluice_migrate"
 MIGRATE_LOCK_SECONDS = 60
 
 
-def migrate(conn: Any, dialect: str, now: str) -> list[int]:
-    """Apply every migration not yet recorded. Returns the versions applied now.
+def migrate(conn: Any, dialect: str, now: str, upto: int | None = None) -> list[int]:
+    """Apply every migration not yet recorded (up to `upto`, when given: tests of upgrades).
+    Returns the versions applied now.
 
     On MySQL/MariaDB each DDL statement commits by itself, so a migration is made idempotent
-    statement by statement (IF NOT EXISTS) and recorded last; two `migrate` runs at once are
-    serialised with a named lock, so the second finds the work done.
+    statement by statement (IF NOT EXISTS, `Guarded`) and recorded last; two `migrate` runs at
+    once are serialised with a named lock, so the second finds the work done.
     """
     mark = "?" if dialect == "sqlite" else "%s"
     cur = conn.cursor()
@@ -165,12 +283,10 @@ def migrate(conn: Any, dialect: str, now: str) -> list[int]:
         done = {int(row[0]) for row in cur.fetchall()}
         applied = []
         for version, description, statements in sorted(MIGRATIONS, key=lambda m: m[0]):
-            if version in done:
+            if version in done or (upto is not None and version > upto):
                 continue
             for statement in statements[dialect]:
-                if OWNER_COLLATION in statement:
-                    statement = statement.replace(OWNER_COLLATION, nopad_bin_collation(cur))
-                cur.execute(statement)
+                run_statement(cur, statement)
             cur.execute(
                 f"INSERT INTO schema_migrations (version, description, applied_at) VALUES ({mark}, {mark}, {mark})",
                 (version, description, now),
@@ -182,6 +298,19 @@ def migrate(conn: Any, dialect: str, now: str) -> list[int]:
             cur.execute("SELECT RELEASE_LOCK(%s)", (MIGRATE_LOCK,))
             cur.fetchall()
     return applied
+
+
+def run_statement(cur: Any, statement: Statement) -> None:
+    """Run one migration statement: a Guarded one only when its check says so; the owner
+    collation mark replaced by the server's NO PAD binary collation."""
+    if isinstance(statement, Guarded):
+        cur.execute(statement.check, statement.params)
+        if int(cur.fetchone()[0]):
+            return
+        statement = statement.statement
+    if OWNER_COLLATION in statement:
+        statement = statement.replace(OWNER_COLLATION, nopad_bin_collation(cur))
+    cur.execute(statement)
 
 
 def nopad_bin_collation(cur: Any) -> str:
@@ -198,36 +327,41 @@ def nopad_bin_collation(cur: Any) -> str:
     raise RuntimeError(f"the server has none of {', '.join(NOPAD_BIN_COLLATIONS)}: owners cannot compare exactly")
 
 
-def owner_collation(cur: Any) -> str:
-    """The collation todos.owner has now (a table made with another collation must match it)."""
+def owner_collation(cur: Any, table: str = "todos") -> str:
+    """The collation `table`.owner has now (a table made with another collation must match it)."""
     cur.execute(
         "SELECT COLLATION_NAME FROM information_schema.COLUMNS "
-        "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'todos' AND COLUMN_NAME = 'owner'"
+        "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND COLUMN_NAME = 'owner'",
+        (table,),
     )
     row = cur.fetchone()
     return str(row[0]) if row and row[0] else "utf8mb4_bin"
 
 
 def table_ddl(resource: Resource, dialect: str) -> str:
-    """CREATE TABLE for a declared resource, in the layout of todos and profiles: its key, one
-    column per declared field (MySQL types from the declaration, TEXT in SQLite), then the
-    winning command's version and op_id, the tombstone flag and the two timestamps. The statement
-    a new resource's migration adds (docs/architecture.md, "Adding a resource")."""
-    nulls = {name: "NULL" if rule.nullable else "NOT NULL" for name, rule in resource.rules().items()}
+    """CREATE TABLE for a declared resource, in the layout of todos and lists: its key, one
+    column per declared field (MySQL types from the declaration; TEXT, or INTEGER for integers,
+    in SQLite), then the winning command's version and op_id, the tombstone flag and the two
+    timestamps. A new resource's migration writes it out (docs/architecture.md, "How to add a
+    field / a resource"); tests/unit/test_resources.py holds every migrated table to it. On
+    MySQL the owner's collation is the mark `run_statement` replaces."""
+    rules = resource.rules()
+    nulls = {name: "NULL" if rule.nullable else "NOT NULL" for name, rule in rules.items()}
     primary = "PRIMARY KEY (owner, id)" if resource.by_id else "PRIMARY KEY (owner)"
     if dialect == "sqlite":
         key = "owner TEXT NOT NULL, id TEXT NOT NULL" if resource.by_id else "owner TEXT NOT NULL"
-        columns = [f"{name} TEXT {null}" for name, null in nulls.items()]
+        types = {name: "INTEGER" if rule.kind == "integer" else "TEXT" for name, rule in rules.items()}
+        columns = [f"{name} {types[name]} {null}" for name, null in nulls.items()]
         tail = (
             "version INTEGER NOT NULL, op_id TEXT NOT NULL, deleted INTEGER NOT NULL, "
             "created_at TEXT NOT NULL, updated_at TEXT NOT NULL"
         )
         end = ") WITHOUT ROWID"
     else:
-        key = f"owner VARCHAR({MAX_SUB_CHARS}) NOT NULL" + (
+        key = f"owner VARCHAR({MAX_SUB_CHARS}) CHARACTER SET utf8mb4 COLLATE {OWNER_COLLATION} NOT NULL" + (
             f", id CHAR(36) {ASCII_BIN} NOT NULL" if resource.by_id else ""
         )
-        columns = [f"{name} {rule.mysql} {nulls[name]}" for name, rule in resource.rules().items()]
+        columns = [f"{name} {rule.mysql} {nulls[name]}" for name, rule in rules.items()]
         tail = (
             f"version BIGINT NOT NULL, op_id CHAR(36) {ASCII_BIN} NOT NULL, deleted TINYINT NOT NULL, "
             "created_at DATETIME(6) NOT NULL, updated_at DATETIME(6) NOT NULL"

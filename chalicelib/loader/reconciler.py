@@ -3,6 +3,12 @@
 The scheduled reconciler covers S3 events that never arrived or whose retries ran out; `replay`
 (CLI) is the same walk over a chosen range. Progress is the ledger itself, so a run cut short by
 its bound or a failure simply continues on the next run.
+
+Deferred objects (deferral.py: a newer schema version, or a schema `migrate` has not brought up
+yet) are left alone while what they wait for is still missing, not tried on every run; and while
+the database has no `ingest_deferrals` yet (a release deployed before its `migrate`), the
+scheduled run loads nothing. `reconcile_deferred` (the deploy's last step, after `migrate`)
+loads every deferred object that can load now, then runs the scheduled walk once.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 
 from chalicelib import observe
 from chalicelib.config import ConfigError
+from chalicelib.db.schema import DEFERRALS_LEVEL
 from chalicelib.errors import DatabaseUnavailable, ObjectUnavailable
 from chalicelib.loader import BatchLoader, LoadResult, batch_id
 from chalicelib.loader.sources import ObjectMissing, ObjectStore, StoredObject
@@ -30,6 +37,7 @@ class ReconcileReport:
     left: int = 0  # missing objects not loaded in this run (bound reached or a read failed)
     failed: int = 0
     poisoned: int = 0  # poisoned objects left alone (loads kept failing; `replay --force` retries them)
+    waiting: int = 0  # deferred objects left alone: what they wait for is still missing
 
     def as_dict(self) -> dict[str, int]:
         r = self.result
@@ -38,11 +46,13 @@ class ReconcileReport:
             "stale": r.stale,
             "rejected": r.rejected,
             "skipped": r.skipped,
+            "deferred": r.deferred,
             "objects": r.objects,
             "missing": self.missing,
             "left": self.left,
             "failed": self.failed,
             "poisoned": self.poisoned,
+            "waiting": self.waiting,
         }
 
 
@@ -113,7 +123,8 @@ def reconcile(
     Oldest hour first, at most `max_objects` loads; the rest is counted in `left` for the next
     run. An object that cannot be read, or fails in a way other than the database being
     unavailable, is counted in `failed` and left for the next run without stopping this one.
-    A poisoned object (attempts.py) is left alone and counted in `poisoned`, unless `force`.
+    A poisoned object (attempts.py) is left alone and counted in `poisoned`, unless `force`; a
+    deferred one whose schema version or migration level is still missing, in `waiting`.
     DatabaseUnavailable stops the run (every further load would fail the same way).
     Each object loaded writes its log line and loader metrics, marked `source`; None writes none
     (the CLI, whose standard output is its one summary line).
@@ -124,6 +135,7 @@ def reconcile(
         ids = [batch_id(o.key, o.etag) for o in objects if o.etag is not None]
         known = set() if force else loader.loaded_ids(ids)
         poisoned = set() if force else loader.poisoned_ids([i for i in ids if i not in known])
+        waiting = loader.waiting_ids([i for i in ids if i not in known and i not in poisoned])
         for item in objects:
             bid = batch_id(item.key, item.etag) if item.etag is not None else None
             if bid in known:
@@ -131,6 +143,9 @@ def reconcile(
                 continue
             if bid in poisoned:
                 report.poisoned += 1
+                continue
+            if bid in waiting:
+                report.waiting += 1
                 continue
             if max_objects is not None and report.result.objects >= max_objects:
                 report.left += 1
@@ -186,6 +201,7 @@ def _load_one(
             max(0.0, lag) if lag is not None else None,
             source=source,
             too_large=result.too_large,
+            deferred=result.deferred,
         )
 
 
@@ -195,26 +211,60 @@ def _count_failure(report: ReconcileReport) -> None:
     report.missing += 1
 
 
+def _store(settings: Any, bucket: str | None) -> ObjectStore:
+    """The writes bucket's store (`bucket`, or LOCAL_DATA_DIR for the local transport's "local")."""
+    from chalicelib.loader.sources import LocalObjectStore, S3ObjectStore, s3_client
+    from chalicelib.writers.local import LOCAL_BUCKET
+
+    if bucket and bucket != LOCAL_BUCKET:
+        return S3ObjectStore(s3_client(), bucket)
+    if settings.write_transport == "firehose":
+        raise ConfigError("the reconciler needs WRITES_BUCKET when WRITE_TRANSPORT=firehose")
+    return LocalObjectStore(settings.local_data_dir)
+
+
+def _schema_behind(loader: BatchLoader) -> bool:
+    """True (logged and counted as `SchemaBehind`) when the database cannot record deferrals yet:
+    this release was deployed and its `migrate` has not run. Every object naming a resource the
+    schema lacks would be deferred again on each run, so the scheduled run waits for `migrate`
+    (the deploy then calls `reconcile_deferred`)."""
+    if loader.gate.level() >= DEFERRALS_LEVEL or not loader.gate.blocked():
+        return False
+    log.warning("the database's schema is behind this release: run migrate; nothing is loaded until then")
+    observe.metrics({"Stage": observe.stage()}, {"SchemaBehind": (1, "Count")}, type="reconcile")
+    return True
+
+
+def reconcile_deferred(services: Any, now: datetime | None = None) -> dict[str, int]:
+    """After `migrate` (the deploy's last step): load every deferred object this release and this
+    schema can hold now, then run the scheduled walk once (it finds objects deferred while the
+    database could not record them)."""
+    loader: BatchLoader = services.loader
+    report = ReconcileReport()
+    for bucket, key, etag in loader.deferrals.ready():
+        store = _store(services.settings, bucket)
+        item = StoredObject(key, etag, None)
+        _load_one(store, loader, item, False, report, "deferred")
+        if loader.is_loaded(key, etag):
+            loader.deferrals.forget(batch_id(key, etag))
+    counts = {f"deferred_{name}": value for name, value in report.as_dict().items()}
+    return {**counts, **reconcile_recent(services, now=now)}
+
+
 def reconcile_recent(services: Any, hours: int | None = None, now: datetime | None = None) -> dict[str, int]:
     """The scheduled run: the last `hours` hours of the writes bucket (or LOCAL_DATA_DIR).
 
     Emits `ReconcilerBacklog` (missing objects this run did not load) and, when the run cannot
     go on (database or bucket unavailable), `ReconcilerFailures` before raising.
     """
-    from chalicelib.loader.sources import LocalObjectStore, S3ObjectStore, s3_client
-
     settings = services.settings
     if hours is None:
         hours = settings.reconcile_lookback_hours
-    store: ObjectStore
-    if settings.writes_bucket:
-        store = S3ObjectStore(s3_client(), settings.writes_bucket)
-    elif settings.write_transport == "firehose":
-        raise ConfigError("the reconciler needs WRITES_BUCKET when WRITE_TRANSPORT=firehose")
-    else:
-        store = LocalObjectStore(settings.local_data_dir)
+    store = _store(settings, settings.writes_bucket or None)
     now = now or datetime.now(UTC)
     try:
+        if _schema_behind(services.loader):
+            return {"schema_behind": 1}
         report = reconcile(
             store,
             services.loader,
