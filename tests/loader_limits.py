@@ -202,7 +202,9 @@ def assert_killed_loads_count_and_the_cli_reports_poisoned_objects(database_url:
         assert (key, attempts, last_error) == ("writes/2027/01/15/08/object", MAX_FAILED, UNFINISHED)
         # AND `load --force` (after the fix) loads it and clears the mark
         done = cli(database_url, tmp, "load", "--force", str(path))
-        assert (done.returncode, done.stdout.strip()) == (0, "applied=2 stale=0 rejected=0 skipped=0"), done.stderr
+        assert (done.returncode, done.stdout.strip()) == (0, "applied=2 stale=0 rejected=0 skipped=0 deferred=0"), (
+            done.stderr
+        )
         assert poisoned(db) == []
     finally:
         db.discard()

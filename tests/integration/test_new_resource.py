@@ -1,9 +1,9 @@
-"""Adding a resource is one declaration plus its routes (docs/architecture.md, "Adding a resource").
+"""Adding a resource is one declaration (docs/architecture.md, "How to add a field / a resource").
 
 A throwaway resource, `bookmarks`, is declared here and nowhere else. With no other code it is
-validated (field-level errors from its declaration), written as command lines (through the
-dataclasses-json reference encoder), loaded by `cli load` with the loader's general path on
-SQLite and on MariaDB (last-writer-wins, tombstones, rejects), and read back by key.
+validated (field-level errors from its declaration), written as command lines (held to the
+dataclasses-json reference encoder), loaded by `cli load` on SQLite and on MariaDB (its line lane,
+the LOAD DATA fast path, last-writer-wins, tombstones, rejects), and read back by key.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib import cli, models, wire
+from chalicelib import cli, models, resources, wire
 from chalicelib.commands import make_command
 from chalicelib.db.database import Database, open_database
-from chalicelib.db.schema import table_ddl
+from chalicelib.db.schema import run_statement, table_ddl
 from chalicelib.loader import apply
 from chalicelib.models import Invalid
 from chalicelib.readers.sql import SqlReader
-from chalicelib.resources import ASCII, PROFILES, TODOS, Resource, rule
+from chalicelib.resources import ASCII, PROFILES, TODOS, Collection, Resource, rule
 
 OWNER = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
 KEPT, DELETED = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c"
@@ -40,17 +40,19 @@ class Bookmark:
         metadata=rule("list", f"VARCHAR(200) {ASCII}", max_items=5, unique=True, pattern=r"[a-z]{1,10}"),
     )
     kind: str = field(default="link", metadata=rule("choice", f"VARCHAR(8) {ASCII}", choices=("link", "video")))
+    stars: int = field(default=0, metadata=rule("integer", "SMALLINT", minimum=0, maximum=5))
 
 
-BOOKMARKS = Resource("bookmarks", Bookmark, by_id=True)
+BOOKMARKS = Resource(
+    "bookmarks", Bookmark, by_id=True, singular="bookmark", tag="b", path="/bookmarks", collection=Collection()
+)
 
 
 @pytest.fixture
 def declared() -> Iterator[Resource]:
-    models.declare(BOOKMARKS)
+    resources.declare(BOOKMARKS)
     yield BOOKMARKS
-    models.forget(BOOKMARKS.name)
-    apply.TABLES.pop(BOOKMARKS.name, None)
+    resources.forget(BOOKMARKS.name)
 
 
 @pytest.fixture(params=["sqlite", "mariadb"])
@@ -62,7 +64,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 def test_the_declaration_alone_validates(declared: Resource) -> None:
     validate = models.VALIDATORS[declared.name]
-    assert validate({"url": "https://example.com/a"}) == {"url": "https://example.com/a", "labels": [], "kind": "link"}
+    assert validate({"url": "https://example.com/a"}) == {
+        "url": "https://example.com/a",
+        "labels": [],
+        "kind": "link",
+        "stars": 0,
+    }
     with pytest.raises(Invalid) as bad:
         validate({"url": "ftp://x", "labels": ["ok", "ok"], "kind": "gif", "extra": 1})
     assert set(bad.value.fields) == {"url", "labels", "kind", "extra"}
@@ -89,7 +96,7 @@ def test_cli_load_and_read_back(
     db: Database = open_database(database_url)
     db.migrate()
     with db.transaction() as cur:
-        cur.execute(table_ddl(declared, db.dialect))
+        run_statement(cur, table_ddl(declared, db.dialect))
     # WHEN two objects arrive out of order: the newer first, then older puts, a delete and a bad line
     newer = put(KEPT, V + 2, OPS[2], url="https://example.com/new", labels=["read", "later"], kind="video")
     older = put(KEPT, V + 1, OPS[1], url="https://example.com/old")
@@ -105,7 +112,18 @@ def test_cli_load_and_read_back(
     assert cli.main(["load", str(folder / "first")]) == 0
     assert cli.main(["load", str(folder / "second")]) == 0
     out = capsys.readouterr().out.split()
-    assert out == ["applied=1", "stale=0", "rejected=0", "skipped=0", "applied=1", "stale=2", "rejected=1", "skipped=0"]
+    assert out == [
+        "applied=1",
+        "stale=0",
+        "rejected=0",
+        "skipped=0",
+        "deferred=0",
+        "applied=1",
+        "stale=2",
+        "rejected=1",
+        "skipped=0",
+        "deferred=0",
+    ]
     # THEN reads show the newest put, and the delete's tombstone hides the other
     reader = SqlReader(open_database(database_url))
     row = reader.get_row(declared, OWNER, KEPT)
@@ -114,6 +132,7 @@ def test_cli_load_and_read_back(
         "url": "https://example.com/new",
         "labels": ["read", "later"],
         "kind": "video",
+        "stars": 0,
         "version": V + 2,
         "created_at": "2026-01-01T00:00:00.000001Z",
         "updated_at": "2026-01-01T00:00:00.000002Z",

@@ -19,11 +19,12 @@ from hypothesis import strategies as st
 from chalicelib.commands import WriteCommand, make_command
 from chalicelib.db.database import Database, open_master
 from chalicelib.loader import BatchLoader, local_etag
-from chalicelib.loader.apply import TABLES, SqlApplier
+from chalicelib.loader.apply import SqlApplier
 from chalicelib.ordering import Order, newer
 from chalicelib.readers.cache import PRESENT, guarded_set, parse_entry
 from chalicelib.readers.pending import RECORD, parse_pending, run_script
 from chalicelib.readers.resp import RespClient
+from chalicelib.rows import table as table_of
 
 OWNER = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
 # op_ids that differ first in their last, first and middle characters, so ties on version are
@@ -45,7 +46,15 @@ def _ids(n: int) -> list[str]:
 
 
 def _command(id_: str, order: Order, side: int) -> WriteCommand:
-    data = {"title": f"side {side}", "notes": "", "state": "open", "tags": [], "due_at": None}
+    data = {
+        "title": f"side {side}",
+        "notes": "",
+        "state": "open",
+        "tags": [],
+        "due_at": None,
+        "priority": 3,
+        "list_id": None,
+    }
     return make_command("put", "todos", OWNER, id_, order[0], order[1], data)
 
 
@@ -61,7 +70,7 @@ def _held(db: Database, ids: list[str]) -> list[int]:
 
 
 def _upsert_twice(db: Database, drawn: list[tuple[Order, Order]]) -> list[int]:
-    table = TABLES["todos"]
+    table = table_of("todos")
     applier = SqlApplier(db)
     ids = _ids(len(drawn))
     with db.transaction() as cur:
@@ -69,7 +78,7 @@ def _upsert_twice(db: Database, drawn: list[tuple[Order, Order]]) -> list[int]:
     for side in (0, 1):
         with db.transaction() as cur:
             commands = [_command(i, p[side], side) for i, p in zip(ids, drawn, strict=True)]
-            cur.executemany(applier._upsert_sql(table), [table.row(c, c.stored_at) for c in commands])
+            cur.executemany(applier.upsert_sql(table), [table.row(c, c.stored_at) for c in commands])
     return _held(db, ids)
 
 
