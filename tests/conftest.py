@@ -189,22 +189,46 @@ def _read_pair_env(directory: str) -> dict[str, str]:
     return env
 
 
+PAIR_NOTES: list[str] = []  # what the run did with the pair, printed at its end
+
+
 @pytest.fixture(scope="session")
-def db_pair() -> dict[str, str]:
-    """The throwaway MariaDB master/replica pair (scripts/db-pair), started when not up."""
+def db_pair() -> Iterator[dict[str, str]]:
+    """The throwaway MariaDB master/replica pair (scripts/db-pair), started when not up. A pair
+    this run started is stopped when the run ends (SLUICE_KEEP_PAIR=1 keeps it running, for the
+    next runs, and says how to stop it); a pair that was up already is left as it was."""
     script = ROOT / "scripts" / "db-pair"
     status = subprocess.run([str(script), "status", PAIR_DIR], capture_output=True, text=True)
-    if status.returncode != 0:
-        started = subprocess.run([str(script), "start", PAIR_DIR], capture_output=True, text=True)
-        if started.returncode != 0:
-            message = f"could not start the MariaDB pair with scripts/db-pair: {started.stderr.strip()[-500:]}"
+    started = status.returncode != 0
+    if started:
+        start = subprocess.run([str(script), "start", PAIR_DIR], capture_output=True, text=True)
+        if start.returncode != 0:
+            message = f"could not start the MariaDB pair with scripts/db-pair: {start.stderr.strip()[-500:]}"
             if IN_CI:
                 pytest.fail(message, pytrace=False)
             pytest.skip(message)
     env = _read_pair_env(PAIR_DIR)
     env["script"] = str(script)
     env["dir"] = PAIR_DIR
-    return env
+    yield env
+    if started:
+        PAIR_NOTES.append(_stop_pair(str(script), env))
+
+
+def _stop_pair(script: str, env: dict[str, str]) -> str:
+    ports = f"ports {env.get('SLUICE_MASTER_PORT')}/{env.get('SLUICE_REPLICA_PORT')}"
+    how = f"stop it with: scripts/db-pair stop {PAIR_DIR}"
+    if os.environ.get("SLUICE_KEEP_PAIR") == "1":
+        return f"db-pair: the MariaDB pair this run started is still running ({ports}); {how}"
+    stopped = subprocess.run([script, "stop", PAIR_DIR], capture_output=True, text=True)
+    if stopped.returncode != 0:
+        return f"db-pair: could not stop the MariaDB pair this run started ({ports}); {how}"
+    return f"db-pair: stopped the MariaDB pair this run started ({ports}; SLUICE_KEEP_PAIR=1 keeps it running)"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for note in PAIR_NOTES:
+        terminalreporter.write_line(note)
 
 
 @pytest.fixture(scope="session")

@@ -258,7 +258,9 @@ def random_value(rule: Rule, rng: Any) -> Any:
             return rng.choice(sorted(rule.known())[:50])
         if rule.pattern:
             for candidate in ("en", "de-CH", "pt-BR", "ja-JP", "x-private", "https://example.com/a", "a0"):
-                if re.fullmatch(rule.pattern, candidate) and rule.min_length <= len(candidate) <= (rule.max_length or 0):
+                if re.fullmatch(rule.pattern, candidate) and rule.min_length <= len(candidate) <= (
+                    rule.max_length or 0
+                ):
                     return candidate
             raise ValueError(f"no sample text matches {rule.pattern!r}")
         text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 4))) if rule.min_length else rng.choice(TEXTS)

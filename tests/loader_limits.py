@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from chalicelib.loader.sources import LocalObjectStore
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "writes/2027/01/15/08/object"
 BASE = 1_800_000_000_000_000
+OP = "0190b2a0-0000-7000-8001-ffffffffffff"
 
 
 def commands_body(count: int, version: int = BASE) -> bytes:
@@ -37,6 +40,23 @@ def commands_body(count: int, version: int = BASE) -> bytes:
             version + n,
             f"0190b2a0-0000-7000-8001-{n:012d}",
             {"title": f"title {n}", "notes": "x" * 200},
+        ).to_line()
+        for n in range(count)
+    )
+
+
+def profiles_body(count: int, version: int = BASE) -> bytes:
+    """`count` profile puts, one owner each: a resource every schema level holds (todos need
+    migration 5: a loader defers them on an older schema)."""
+    return b"".join(
+        make_command(
+            "put",
+            "profiles",
+            f"owner-{n}",
+            f"owner-{n}",
+            version + n,
+            f"0190b2a0-0000-7000-8001-{n:012d}",
+            {"display_name": f"name {n}"},
         ).to_line()
         for n in range(count)
     )
@@ -83,6 +103,49 @@ def assert_many_rejects_and_a_limit_in_the_middle(db: Database, applier: Applier
     assert (result.applied, result.rejected) == (3000, 3000)
     numbers = sorted(int(r[0]) for r in db.query("SELECT line_no FROM ingest_rejects"))
     assert numbers == list(range(2, 6001, 2))
+
+
+# -- an object that does not inflate cleanly ---------------------------------------------------------
+def assert_an_inflate_problem_is_one_reject_after_the_last_line(
+    db: Database, applier: Applier | None, lines: int
+) -> None:
+    """Trailing bytes after the GZIP stream, or the stream cut short: one reject for the problem, at
+    the line after the last line the object holds (not counting the empty "line" after its final
+    newline), on every path of the loader."""
+    raw = commands_body(lines)
+    whole = gzip.compress(raw)
+    # one more line, of text that does not compress (so cutting 60 bytes off the end cuts inside it)
+    noise = "".join(hashlib.sha256(b"%d" % n).hexdigest() for n in range(20))
+    last = make_command(
+        "put",
+        "todos",
+        "alice",
+        f"0190b2a0-0000-7000-8000-{lines:012d}",
+        BASE,
+        OP,
+        {"title": noise[:200], "notes": noise},
+    )
+    cut = gzip.compress(raw + last.to_line())
+    loader = BatchLoader(db, applier)
+    cases = {
+        "trailing": (whole + b"junk", "trailing bytes after the gzip stream", lines + 1),
+        "truncated": (whole[:-4], "truncated gzip stream", lines + 1),  # the whole content, no end marker
+        "cut in a line": (cut[: len(cut) - 60], "gzip stream", lines + 2),
+    }
+    for name, (body, reason, line_no) in cases.items():
+        key = f"writes/2027/01/15/08/{name.replace(' ', '-')}"
+        result = loader.load("bucket", key, local_etag(body), body)
+        rows = db.query(
+            "SELECT line_no, part, reason FROM ingest_rejects WHERE object_key = %s ORDER BY line_no, part", (key,)
+        )
+        problems = [row for row in rows if "gzip" in row[2]]
+        assert [(int(n), int(p)) for n, p, _ in problems] == [(line_no, 0)], (name, rows)
+        assert reason in problems[0][2], (name, rows)
+        # the line cut short (if any) is a reject of its own, at its own line
+        others = [(int(n), int(p)) for n, p, r in rows if "gzip" not in r]
+        assert others == ([(lines + 1, 0)] if name == "cut in a line" else []), (name, rows)
+        assert result.rejected == len(rows) and result.applied + result.stale == lines, (name, result)
+        assert db.query("SELECT rejected FROM ingest_batches WHERE object_key = %s", (key,)) == [(len(rows),)]
 
 
 # -- poisoned objects ------------------------------------------------------------------------------
@@ -151,6 +214,83 @@ def assert_a_database_outage_does_not_poison(db: Database) -> None:
     assert count(db, "ingest_attempts") == 0
 
 
+class PausedAfterBegin(BatchLoader):
+    """A loader whose load, once its attempt is recorded, waits for `go` before it goes on."""
+
+    def __init__(self, db: Database, begun: threading.Semaphore, go: threading.Event) -> None:
+        super().__init__(db)
+        self.begun, self.go = begun, go
+
+    def _load_stream(self, *args: Any, **kwargs: Any) -> Any:
+        self.begun.release()
+        assert self.go.wait(120), "never released"
+        return super()._load_stream(*args, **kwargs)
+
+
+def assert_deliveries_in_flight_are_not_unfinished_attempts(db: Database) -> None:
+    """S3 delivers an object again (and again) while its first load still runs: those loads are
+    alive, so none of them counts toward poisoning, and the fourth is loaded like the others."""
+    body = commands_body(5)
+    begun, go = threading.Semaphore(0), threading.Event()
+    results: list[Any] = []
+    errors: list[BaseException] = []
+
+    def deliver() -> None:
+        try:
+            results.append(load(PausedAfterBegin(db, begun, go), body))
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            errors.append(exc)
+
+    threads = []
+    try:
+        for _ in range(MAX_FAILED + 1):  # each begins before any of them commits
+            thread = threading.Thread(target=deliver)
+            thread.start()
+            threads.append(thread)
+            while not begun.acquire(timeout=0.05) and thread.is_alive():
+                pass
+    finally:
+        go.set()
+        for thread in threads:
+            thread.join(120)
+    assert not errors, errors
+    outcomes = sorted((r.applied, r.skipped, r.poisoned) for r in results)
+    assert outcomes == [(0, 1, 0)] * MAX_FAILED + [(5, 0, 0)], outcomes
+    assert poisoned(db) == [] and count(db, "ingest_attempts") == 0
+
+
+def assert_migration_4_runs_again_cleanly_and_a_loader_before_it_counts_failures(db: Database) -> None:
+    """Migration 4 adds `ingest_attempts.running` with an ALTER guarded by the column's existence
+    (MySQL 8.4 has no ADD COLUMN IF NOT EXISTS): cut short after its ALTER (not recorded), it runs
+    again cleanly. A loader on a schema without it (the loader deployed before `migrate`) loads,
+    and counts the loads that fail (of a resource that schema holds: profiles; todos wait for
+    migration 5, deferral.py)."""
+    assert db.migrate() == []
+    db.query("DELETE FROM schema_migrations WHERE version >= 4")
+    assert db.migrate() == [4, 5, 6]  # every column was there: the ALTERs are skipped, the versions recorded
+    # GIVEN the schema before migration 4
+    with db.transaction() as cur:
+        cur.execute("ALTER TABLE ingest_attempts DROP COLUMN running")
+        cur.execute("DELETE FROM schema_migrations WHERE version >= 4")
+    body = profiles_body(2)
+    # WHEN a loader fails on an object THEN it counts; and it loads the object once fixed
+    with pytest.raises(RuntimeError):
+        load(BatchLoader(db, Failing()), body)
+    assert db.query("SELECT attempts, last_error FROM ingest_attempts") == [
+        (1, "RuntimeError: applier bug: cannot apply")
+    ]
+    assert load(BatchLoader(db), body).applied == 2
+    # AND migrate adds the column (the ALTER runs this time); a new loader records its loads there
+    assert db.migrate() == [4, 5, 6]
+    loader = BatchLoader(db, Failing())
+    state, attempt = loader.attempts.begin("b" * 64, "bucket", "writes/x", "e", False)
+    assert state == "go" and attempt.token
+    assert db.query("SELECT running FROM ingest_attempts WHERE batch_id = %s", ("b" * 64,)) == [(attempt.token,)]
+    loader.attempts.failed(attempt, "RuntimeError: x")
+    loader.attempts.end(attempt)
+    assert db.query("SELECT attempts, running FROM ingest_attempts WHERE batch_id = %s", ("b" * 64,)) == [(1, "")]
+
+
 def assert_the_runbook_query_lists_poisoned_objects(db: Database) -> None:
     runbook = " ".join((ROOT / "docs" / "operations.md").read_text().split())
     assert " ".join(POISONED_QUERY.split()) in runbook, "docs/operations.md gives the query"
@@ -170,7 +310,9 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def cli(database_url: str, tmp: Path, *args: str, killed: bool = False) -> subprocess.CompletedProcess[str]:
+def cli(
+    database_url: str, tmp: Path, *args: str, killed: bool = False, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -179,7 +321,7 @@ def cli(database_url: str, tmp: Path, *args: str, killed: bool = False) -> subpr
         "PYTHONPATH": str(ROOT),
     }
     command = [sys.executable, "-c", KILLED, *args] if killed else [sys.executable, "-m", "chalicelib.cli", *args]
-    return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 def assert_killed_loads_count_and_the_cli_reports_poisoned_objects(database_url: str, tmp: Path) -> None:

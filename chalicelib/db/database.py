@@ -249,6 +249,7 @@ class MySQLDatabase(Database):
         ping_after_idle: float = 30.0,
         connect: Callable[..., Any] | None = None,
         cache_columns: bool = False,
+        lock_wait_timeout: int | None = None,
     ) -> None:
         super().__init__(url)
         self.connect_timeout = connect_timeout
@@ -261,6 +262,9 @@ class MySQLDatabase(Database):
         self.ping_after_idle = ping_after_idle
         self._connect_fn = connect
         self.cache_columns = cache_columns  # readers: column descriptions parsed once (db/columns.py)
+        # innodb_lock_wait_timeout of the session: a lock wait must end (1205, retried) before
+        # the read timeout would take the waiting statement for a lost connection.
+        self.lock_wait_timeout = lock_wait_timeout
         self._plain_tcp = self.tls.mode == "disabled"  # preferred: set once the server offers no TLS
 
     # -- connecting ---------------------------------------------------------------------------
@@ -301,7 +305,12 @@ class MySQLDatabase(Database):
             from chalicelib.db.columns import reader_connection_class
 
             factory = reader_connection_class() or factory
-        conn = factory(**kwargs)
+        # PyMySQL waits for the server's greeting (and the login) with the read timeout: a server
+        # that takes the connection and never answers would hold a connect for read_timeout, not
+        # connect_timeout. The handshake gets connect_timeout; statements get the read timeout.
+        handshake = min(self.connect_timeout, self.read_timeout)
+        conn: Any = factory(**{**kwargs, "read_timeout": handshake, "write_timeout": handshake})
+        conn._read_timeout, conn._write_timeout = kwargs["read_timeout"], kwargs["write_timeout"]
         return local_files.protect(conn) if kwargs.get("local_infile") else conn
 
     def _connect_kwargs(self, creds: Credentials | None) -> dict[str, Any]:
@@ -328,7 +337,8 @@ class MySQLDatabase(Database):
             "write_timeout": self.read_timeout,
             # Only with the guard that sends the loader's own files and no other (local_files).
             "local_infile": self.local_infile and local_files.install(),
-            "init_command": INIT_COMMAND,
+            "init_command": INIT_COMMAND
+            + ("" if self.lock_wait_timeout is None else f", innodb_lock_wait_timeout = {int(self.lock_wait_timeout)}"),
         }
 
     def _healthy(self, conn: Any, idle: float) -> bool:
@@ -401,7 +411,7 @@ class MySQLDatabase(Database):
 
         if isinstance(exc, (pymysql.err.OperationalError, pymysql.err.InterfaceError, OSError)):
             return True
-        return False
+        return _connection_dropped_inside_pymysql(exc)
 
     def is_duplicate_key(self, exc: BaseException) -> bool:
         import pymysql
@@ -410,6 +420,24 @@ class MySQLDatabase(Database):
 
     def is_retryable(self, exc: BaseException | None) -> bool:
         return mysql_error_code(exc) in RETRYABLE
+
+
+def _connection_dropped_inside_pymysql(exc: BaseException) -> bool:
+    """Errors PyMySQL raises, once it has dropped a connection's socket, that do not say so: an
+    AttributeError on the socket it set to None ('NoneType' object has no attribute 'sendall'),
+    from the `finally` that ends a LOAD DATA LOCAL whose file could not be sent, and an
+    InternalError for a reply out of sequence (it drops the socket first). Raised by PyMySQL's
+    own code, not by a bug of ours: the connection is lost, as with 2006 or 2013."""
+    import pymysql
+
+    if isinstance(exc, pymysql.err.InternalError):
+        return "Packet sequence number wrong" in str(exc)
+    if not isinstance(exc, AttributeError) or "'NoneType' object has no attribute" not in str(exc):
+        return False
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame is not None and str(frame.tb_frame.f_globals.get("__name__", "")).startswith("pymysql.")
 
 
 # Strict for every table, and UTC for the session. CONCAT_WS skips an empty sql_mode.
@@ -426,10 +454,18 @@ def open_database(url: str, **kwargs: Any) -> Database:
     return MySQLDatabase(parsed, **kwargs)
 
 
-# Timeouts: a reader gives up quickly and fails over; the loader's statements can move a whole
-# Firehose object (LOAD DATA of 100k+ rows) and PyMySQL's read timeout is per socket read.
+# Timeouts: a reader gives up quickly and fails over. The loader's statements each move at most a
+# chunk of an object (LOAD DATA of 4,000 rows, 500-row upserts) or commit it, and PyMySQL's read
+# timeout is per socket read; a lock wait ends first (30 s, then retried). A load whose server stops
+# answering mid-statement gives up after 40 s, and its attempt is given back within 60 s (CONTRACT
+# section 5); a connection attempt, handshake included, takes at most connect_timeout.
 READER_OPTIONS: dict[str, Any] = {"connect_timeout": 2, "read_timeout": 5, "autocommit": True, "cache_columns": True}
-MASTER_OPTIONS: dict[str, Any] = {"connect_timeout": 3, "read_timeout": 60, "local_infile": True}
+MASTER_OPTIONS: dict[str, Any] = {
+    "connect_timeout": 3,
+    "read_timeout": 40,
+    "lock_wait_timeout": 30,
+    "local_infile": True,
+}
 
 
 def _credentials(secret_arn: str) -> CredentialSource | None:

@@ -3,7 +3,7 @@
 Each migration is a list of statements per dialect; `schema_migrations` records what ran, and its
 newest version is the database's migration level (`migration_level`). On MySQL/MariaDB every DDL
 statement commits by itself, so each is idempotent on its own: `CREATE ... IF NOT EXISTS`, and an
-`ALTER` is a `Guarded` statement, run only when `information_schema` says it has not been (MySQL
+`ALTER` (`AddColumn`, `AddIndex`) runs only when `information_schema` says it has not yet (MySQL
 8.4 has no `ADD COLUMN IF NOT EXISTS`; tests/unit/test_migrations.py forbids MariaDB-only
 syntax). Timestamps are kept as fixed-width UTC text in SQLite and DATETIME(6) in MySQL, so that
 their order is the time order in both (the loader takes LEAST(created_at, ...)).
@@ -15,7 +15,7 @@ database cannot hold yet (chalicelib/loader/deferral.py) instead of failing on a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.identity import MAX_SUB_CHARS
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 MYSQL_TABLE = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
 ASCII_BIN = "CHARACTER SET ascii COLLATE ascii_bin"
+RUNNING_CHARS = 2000  # ingest_attempts.running: about 40 loads of one object at once
 
 # utf8mb4_bin is a PAD SPACE collation in MySQL 8 and MariaDB: 'alice' = 'alice ', and the two would
 # share a primary key. Owners compare exactly (as in SQLite, whose TEXT has no padding) under the
@@ -33,39 +34,62 @@ OWNER_COLLATION = "@OWNER_COLLATION@"
 NOPAD_BIN_COLLATIONS = ("utf8mb4_nopad_bin", "utf8mb4_0900_bin")  # MariaDB >= 10.2, MySQL >= 8.0.17
 
 
-class Guarded(NamedTuple):
-    """A statement run only when `check` (a SELECT COUNT(*) with `params`) answers 0."""
+class AddColumn(str):
+    """`ALTER TABLE table ADD COLUMN column definition`, run only when the table has no such column
+    yet. MySQL 8.4 has no `ADD COLUMN IF NOT EXISTS` (MariaDB has), and on MySQL/MariaDB each DDL
+    statement commits by itself: a migration cut short after its ALTER must run again cleanly. The
+    statement's text is the plain ALTER (what tests read); `migrate` asks information_schema
+    (SQLite: PRAGMA table_info) first."""
 
-    check: str
-    params: tuple[str, ...]
-    statement: str
+    table: str
+    column: str
 
-
-_MYSQL_COLUMN = (
-    "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s "
-    "AND COLUMN_NAME = %s"
-)
-_MYSQL_INDEX = (
-    "SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s "
-    "AND INDEX_NAME = %s"
-)
-_SQLITE_COLUMN = "SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?"
+    def __new__(cls, table: str, column: str, definition: str) -> AddColumn:
+        statement = super().__new__(cls, f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        statement.table, statement.column = table, column
+        return statement
 
 
-def add_column(dialect: str, table: str, column: str, definition: str) -> Guarded:
-    """`ALTER TABLE table ADD COLUMN column definition`, unless the column is there."""
-    check = _SQLITE_COLUMN if dialect == "sqlite" else _MYSQL_COLUMN
-    return Guarded(check, (table, column), f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+def has_column(cur: Any, dialect: str, table: str, column: str) -> bool:
+    if dialect == "sqlite":
+        cur.execute(f"PRAGMA table_info({table})")
+        return any(row[1] == column for row in cur.fetchall())
+    cur.execute(
+        "SELECT COUNT(*) FROM information_schema.COLUMNS "
+        "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND COLUMN_NAME = %s",
+        (table, column),
+    )
+    return int(cur.fetchone()[0]) > 0
 
 
-def add_index(table: str, index: str, columns: str) -> Guarded:
-    """MySQL/MariaDB: `ALTER TABLE table ADD INDEX index (columns)`, unless it is there."""
-    return Guarded(_MYSQL_INDEX, (table, index), f"ALTER TABLE {table} ADD INDEX {index} ({columns})")
+class AddIndex(str):
+    """MySQL/MariaDB: `ALTER TABLE table ADD INDEX index (columns)`, run only when the table has no
+    index of that name yet (MySQL 8.4 has no `ADD INDEX IF NOT EXISTS`; SQLite migrations write
+    `CREATE INDEX IF NOT EXISTS`)."""
+
+    table: str
+    name: str
+
+    def __new__(cls, table: str, name: str, columns: str) -> AddIndex:
+        statement = super().__new__(cls, f"ALTER TABLE {table} ADD INDEX {name} ({columns})")
+        statement.table, statement.name = table, name
+        return statement
 
 
-Statement = str | Guarded
+def has_index(cur: Any, table: str, name: str) -> bool:
+    cur.execute(
+        "SELECT COUNT(*) FROM information_schema.STATISTICS "
+        "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND INDEX_NAME = %s",
+        (table, name),
+    )
+    return int(cur.fetchone()[0]) > 0
 
-MIGRATIONS: list[tuple[int, str, dict[str, list[Statement]]]] = [
+
+# The migration whose `ingest_attempts.running` lists the loads of an object under way
+# (chalicelib.loader.attempts); a loader on an older schema counts failures only.
+RUNNING_LOADS_MIGRATION = 4
+
+MIGRATIONS: list[tuple[int, str, dict[str, list[str]]]] = [
     (
         1,
         "todos, profiles, ingest ledger and rejects",
@@ -174,12 +198,22 @@ MIGRATIONS: list[tuple[int, str, dict[str, list[Statement]]]] = [
         },
     ),
     (
+        4,
+        "ingest_attempts.running: the loads of an object under way, each with what shows it alive",
+        {
+            "sqlite": [AddColumn("ingest_attempts", "running", "TEXT NOT NULL DEFAULT ''")],
+            "mysql": [
+                AddColumn("ingest_attempts", "running", f"VARCHAR({RUNNING_CHARS}) {ASCII_BIN} NOT NULL DEFAULT ''"),
+            ],
+        },
+    ),
+    (
         5,
         "command schema version 2: todos.priority and todos.list_id (with the index of ?list_id=), lists",
         {
             "sqlite": [
-                add_column("sqlite", "todos", "priority", "INTEGER NOT NULL DEFAULT 3"),
-                add_column("sqlite", "todos", "list_id", "TEXT NULL"),
+                AddColumn("todos", "priority", "INTEGER NOT NULL DEFAULT 3"),
+                AddColumn("todos", "list_id", "TEXT NULL"),
                 "CREATE INDEX IF NOT EXISTS todos_list ON todos (owner, list_id, id)",
                 """CREATE TABLE IF NOT EXISTS lists (
                     owner TEXT NOT NULL, id TEXT NOT NULL,
@@ -189,9 +223,9 @@ MIGRATIONS: list[tuple[int, str, dict[str, list[Statement]]]] = [
                     PRIMARY KEY (owner, id)) WITHOUT ROWID""",
             ],
             "mysql": [
-                add_column("mysql", "todos", "priority", "TINYINT NOT NULL DEFAULT 3"),
-                add_column("mysql", "todos", "list_id", f"CHAR(36) {ASCII_BIN} NULL"),
-                add_index("todos", "todos_list", "owner, list_id, id"),
+                AddColumn("todos", "priority", "TINYINT NOT NULL DEFAULT 3"),
+                AddColumn("todos", "list_id", f"CHAR(36) {ASCII_BIN} NULL"),
+                AddIndex("todos", "todos_list", "owner, list_id, id"),
                 f"""CREATE TABLE IF NOT EXISTS lists (
                     owner VARCHAR(128) CHARACTER SET utf8mb4 COLLATE {OWNER_COLLATION} NOT NULL,
                     id CHAR(36) {ASCII_BIN} NOT NULL,
@@ -237,12 +271,22 @@ def level_for(schema_version: int) -> int:
     return SCHEMA_LEVELS[schema_version]
 
 
+LEVEL_QUERY = "SELECT MAX(version) FROM schema_migrations"
+
+
+def level_of(cur: Any) -> int:
+    """The migration level, read on a cursor: the newest recorded migration (0 before any)."""
+    cur.execute(LEVEL_QUERY)
+    return int(cur.fetchone()[0] or 0)
+
+
 def migration_level(db: Database) -> int:
-    """The database's migration level: its newest recorded migration (0 before any)."""
+    """The database's migration level, read in a query of its own (0 before any migration, even
+    of schema_migrations itself)."""
     from chalicelib.errors import DatabaseUnavailable
 
     try:
-        rows = db.query("SELECT MAX(version) FROM schema_migrations")
+        rows = db.query(LEVEL_QUERY)
     except DatabaseUnavailable:
         raise
     except Exception:  # noqa: BLE001 - no schema_migrations table: nothing migrated yet
@@ -260,7 +304,7 @@ LEDGER_TABLE = {
 
 
 MIGRATE_LOCK = "sluice_migrate"
-MIGRATE_LOCK_SECONDS = 60
+MIGRATE_LOCK_SECONDS = 30  # under the master's read timeout (40 s): a wait ends as an answer
 
 
 def migrate(conn: Any, dialect: str, now: str, upto: int | None = None) -> list[int]:
@@ -268,8 +312,9 @@ def migrate(conn: Any, dialect: str, now: str, upto: int | None = None) -> list[
     Returns the versions applied now.
 
     On MySQL/MariaDB each DDL statement commits by itself, so a migration is made idempotent
-    statement by statement (IF NOT EXISTS, `Guarded`) and recorded last; two `migrate` runs at
-    once are serialised with a named lock, so the second finds the work done.
+    statement by statement (IF NOT EXISTS; `AddColumn` and `AddIndex` ask whether it exists) and
+    recorded last; two `migrate` runs at once are
+    serialised with a named lock, so the second finds the work done.
     """
     mark = "?" if dialect == "sqlite" else "%s"
     cur = conn.cursor()
@@ -286,7 +331,7 @@ def migrate(conn: Any, dialect: str, now: str, upto: int | None = None) -> list[
             if version in done or (upto is not None and version > upto):
                 continue
             for statement in statements[dialect]:
-                run_statement(cur, statement)
+                run_statement(cur, dialect, statement)
             cur.execute(
                 f"INSERT INTO schema_migrations (version, description, applied_at) VALUES ({mark}, {mark}, {mark})",
                 (version, description, now),
@@ -300,14 +345,13 @@ def migrate(conn: Any, dialect: str, now: str, upto: int | None = None) -> list[
     return applied
 
 
-def run_statement(cur: Any, statement: Statement) -> None:
-    """Run one migration statement: a Guarded one only when its check says so; the owner
-    collation mark replaced by the server's NO PAD binary collation."""
-    if isinstance(statement, Guarded):
-        cur.execute(statement.check, statement.params)
-        if int(cur.fetchone()[0]):
-            return
-        statement = statement.statement
+def run_statement(cur: Any, dialect: str, statement: str) -> None:
+    """Run one migration statement: an `AddColumn` or `AddIndex` only when what it adds is missing;
+    the owner collation mark replaced by the server's NO PAD binary collation."""
+    if isinstance(statement, AddColumn) and has_column(cur, dialect, statement.table, statement.column):
+        return
+    if isinstance(statement, AddIndex) and has_index(cur, statement.table, statement.name):
+        return
     if OWNER_COLLATION in statement:
         statement = statement.replace(OWNER_COLLATION, nopad_bin_collation(cur))
     cur.execute(statement)

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from chalicelib.config import DEFAULT_LOADER_MAX_OBJECT_BYTES
 from chalicelib.db.database import Database, utc_now_stored
 from chalicelib.errors import DatabaseUnavailable, ObjectUnavailable
-from chalicelib.loader.attempts import Attempts
-from chalicelib.loader.deferral import DeferralLog, Deferred, Gate
+from chalicelib.loader.attempts import Attempt, Attempts
+from chalicelib.loader.deferral import DeferralLog, Deferred, SchemaGate
+from chalicelib.loader.gate import LoadGate
 
 if TYPE_CHECKING:  # parsing and applying are imported on first load: a GET never needs them
     from chalicelib.commands import WriteCommand
@@ -81,13 +82,16 @@ def local_etag(body: bytes) -> str:
 
 
 class BatchLoader:
-    # A deadlock victim or a lock wait that timed out runs again, up to ATTEMPTS in all, after a
-    # pause drawn between half and all of RETRY_PAUSE_SECONDS doubled per attempt, capped at
-    # RETRY_PAUSE_MAX_SECONDS (about 5 s of pauses in all): long enough for the loads it
-    # collided with to commit, so that five loaders on the same keys still all get through.
-    ATTEMPTS = 8
+    # A deadlock victim or a lock wait that timed out runs again after a pause drawn between half
+    # and all of RETRY_PAUSE_SECONDS doubled per try (at most RETRY_PAUSE_MAX_SECONDS). After
+    # ATTEMPTS tries it closes the gate (gate.py: new loads wait; only those already running are
+    # left to collide with) and runs again, with the same pauses, until it commits or
+    # EXCLUSIVE_SECONDS have passed: five loaders on the same keys all get through.
+    ATTEMPTS = 3
+    EXCLUSIVE_SECONDS = 120.0
     RETRY_PAUSE_SECONDS = 0.05
     RETRY_PAUSE_MAX_SECONDS = 2.0
+    clock = staticmethod(time.monotonic)
     sleep = staticmethod(time.sleep)  # tests record the pauses instead
 
     def __init__(
@@ -101,8 +105,9 @@ class BatchLoader:
         self._applier = applier
         self.max_object_bytes = max_object_bytes
         self.attempts = Attempts(db)
-        self.gate = Gate(db)
-        self.deferrals = DeferralLog(db, self.gate)
+        self.gate = LoadGate(db)
+        self.schema = SchemaGate(db)  # what the database's schema can hold (deferral.py)
+        self.deferrals = DeferralLog(db, self.schema)
         # Called after a load commits with the changes for the read cache (CacheInvalidator).
         self.on_commit = on_commit
 
@@ -153,38 +158,47 @@ class BatchLoader:
         Raises DatabaseUnavailable (nothing applied) when the master fails, ObjectUnavailable
         when the object cannot be read. Each attempt is recorded first (attempts.py): a poisoned
         object is left alone unless forced (the result counts it in `poisoned`). An object this
-        loader or its database cannot hold yet is left whole, its attempt given back, and
+        loader or its database cannot hold yet is left whole, its attempt not counted, and
         recorded for the reconciler (the result counts it in `deferred`)."""
         bid = batch_id(key, etag)
         lkey = _storable(ledger_key(key))[:1024]
-        state = self.attempts.begin(bid, bucket, lkey, etag.strip('"')[:128], force)
+        state, attempt = self.attempts.begin(bid, bucket, lkey, etag.strip('"')[:128], force)
         if state == "skip":
             return LoadResult(skipped=1, objects=1)
         if state == "poisoned":
             log.warning("object s3://%s/%s is poisoned: left alone (replay --force retries it)", bucket, key)
             return LoadResult(poisoned=1, objects=1)
         try:
-            result, touched = self._load_stream(bucket, key, etag, body, force, self.gate.blocked())
+            result, touched = self._load_stream(bucket, key, etag, body, force, attempt, self.schema.blocked())
         except Deferred as exc:  # rolled back: nothing of it applied, no ledger entry, no rejects
-            self.attempts.given_back(bid)
+            self.attempts.deferred(attempt, exc.reason)
             self.deferrals.record(bid, (bucket, _storable(key)[:1024], etag.strip('"')[:128]), exc)
             log.warning("object s3://%s/%s deferred: %s", bucket, key, exc.reason)
             return LoadResult(deferred=1, objects=1)
         except Exception as exc:
             if isinstance(exc, (DatabaseUnavailable, ObjectUnavailable)):
-                self.attempts.given_back(bid)
+                self.attempts.given_back(attempt)
             else:
-                self.attempts.failed(bid, key, f"{type(exc).__name__}: {exc}")
+                self.attempts.failed(attempt, f"{type(exc).__name__}: {exc}")
             raise
+        finally:
+            self.attempts.end(attempt)
         if touched is not None:
             self._committed(result, touched.winners, touched.written)
         return result
 
     def _load_stream(
-        self, bucket: str, key: str, etag: str, body: Body, force: bool, blocked: dict[str, int]
+        self,
+        bucket: str,
+        key: str,
+        etag: str,
+        body: Body,
+        force: bool,
+        attempt: Attempt | None = None,
+        blocked: dict[str, int] | None = None,
     ) -> tuple[LoadResult, Touched | None]:
         from chalicelib.loader.apply import Touched
-        from chalicelib.loader.reject_lines import Reject, problem_reject
+        from chalicelib.loader.reject_lines import Reject
         from chalicelib.loader.streaming import LineStream, ObjectTooLarge
 
         touched = Touched() if self.on_commit else None
@@ -198,12 +212,13 @@ class BatchLoader:
                 applied, stale = self._apply_gated(cur, stream, quarantine, touched, blocked)
             else:
                 applied, stale = self._apply_stream(cur, stream, quarantine, touched)
-            if stream.problem:
-                quarantine.add([problem_reject(stream.count + 1, stream.problem)])
+            problem = stream.problem_reject()  # recorded here only, whichever path the object took
+            if problem is not None:
+                quarantine.add([problem])
             return applied, stale
 
         try:
-            return self._load(bucket, key, etag, force, work), touched
+            return self._load(bucket, key, etag, force, work, attempt), touched
         except ObjectTooLarge as exc:  # rolled back: nothing of it applied
             log.error("object s3://%s/%s refused: %s", bucket, key, exc)
             refusal = [Reject(0, str(exc), "")]
@@ -212,7 +227,7 @@ class BatchLoader:
                 quarantine.add(refusal)
                 return 0, 0
 
-            result = self._load(bucket, key, etag, force, refuse)
+            result = self._load(bucket, key, etag, force, refuse, attempt)
             result.too_large = 0 if result.skipped else 1
             return result, None
 
@@ -220,14 +235,16 @@ class BatchLoader:
         self, cur: Any, stream: LineStream, quarantine: Quarantine, touched: Touched | None, blocked: dict[str, int]
     ) -> tuple[int, int]:
         """While the database's schema is behind this loader: fold the whole object, and defer it
-        if it names a resource the schema cannot hold yet; otherwise apply it with the upsert."""
-        from chalicelib.loader.apply import SqlApplier, read_folded
+        if it names a resource the schema cannot hold yet; otherwise apply its winners."""
+        from chalicelib.loader.apply import read_folded
 
         folded = read_folded(stream, quarantine)
-        self.gate.check({key[0] for key in folded.winners}, blocked)
+        self.schema.check({key[0] for key in folded.winners}, blocked)
+        winners = list(folded.winners.values())
         if touched is not None:
-            touched.winners.extend(folded.winners.values())
-        return SqlApplier(self.db).apply_folded(cur, folded, touched.written if touched is not None else None)
+            touched.winners.extend(winners)
+        applied, stale = self.applier.apply(cur, winners, touched.written if touched is not None else None)
+        return applied, stale + folded.superseded
 
     def _apply_stream(self, cur: Any, stream: LineStream, quarantine: Quarantine, touched: Touched | None) -> Any:
         apply_stream = getattr(self.applier, "apply_stream", None)
@@ -289,31 +306,49 @@ class BatchLoader:
         except Exception:
             log.exception("could not update the read cache after a load")
 
-    def _load(self, bucket: str, key: str, etag: str, force: bool, work: Work) -> LoadResult:
-        """One transaction; run again (up to ATTEMPTS, after a growing random pause) when the
-        server chose it as a deadlock victim or its lock wait timed out, which only concurrent
-        loads of the same keys cause. Anything else, or the last attempt's failure, is raised with
-        nothing applied (the transaction rolled back): the event's retry and the reconciler load
-        the object again later."""
-        attempt = 1
-        while True:
-            try:
-                return self._load_once(bucket, key, etag, force, work)
-            except DatabaseUnavailable as exc:
-                if attempt >= self.ATTEMPTS or not self.db.is_retryable(exc.__cause__):
-                    raise
-                log.info("load of %s retried after: %s", key, exc)
-                pause = min(self.RETRY_PAUSE_MAX_SECONDS, self.RETRY_PAUSE_SECONDS * 2 ** (attempt - 1))
-                self.sleep(random.uniform(pause / 2, pause))
-                attempt += 1
+    def _load(
+        self, bucket: str, key: str, etag: str, force: bool, work: Work, attempt: Attempt | None = None
+    ) -> LoadResult:
+        """One transaction; run again when the server chose it as a deadlock victim or its lock
+        wait timed out, which only concurrent loads of the same keys cause: ATTEMPTS tries, then
+        more with the gate closed (see ATTEMPTS). Anything else, or the last try's failure, is
+        raised with nothing applied (the transaction rolled back): the event's retry and the
+        reconciler load the object again later."""
+        tries, closed_at, gate = 1, None, False
+        try:
+            while True:
+                try:
+                    return self._load_once(bucket, key, etag, force, work, attempt)
+                except DatabaseUnavailable as exc:
+                    if not self.db.is_retryable(exc.__cause__):
+                        raise
+                    if tries >= self.ATTEMPTS and closed_at is None:
+                        if self.EXCLUSIVE_SECONDS <= 0:
+                            raise
+                        gate, closed_at = self.gate.close(), self.clock()
+                        log.info("load of %s goes through the gate after %d tries", key, tries)
+                    elif closed_at is not None and self.clock() - closed_at >= self.EXCLUSIVE_SECONDS:
+                        raise
+                    log.info("load of %s retried after: %s", key, exc)
+                    pause = min(self.RETRY_PAUSE_MAX_SECONDS, self.RETRY_PAUSE_SECONDS * 2 ** (tries - 1))
+                    self.sleep(random.uniform(pause / 2, pause))
+                    tries += 1
+        finally:
+            if gate:
+                self.gate.open()
 
-    def _load_once(self, bucket: str, key: str, etag: str, force: bool, work: Work) -> LoadResult:
+    def _load_once(
+        self, bucket: str, key: str, etag: str, force: bool, work: Work, attempt: Attempt | None
+    ) -> LoadResult:
         bid = batch_id(key, etag)
         lkey = _storable(ledger_key(key))[:1024]
         etag = etag.strip('"')[:128]
         now = utc_now_stored()
         result = LoadResult(objects=1)
         with self.db.transaction() as cur:
+            self.gate.pass_through(cur)  # before any row lock
+            if attempt is not None:
+                self.attempts.hold(cur, attempt)  # still shown alive, on this connection
             claimed = self._claim(cur, bid, bucket, lkey, etag, now, force)
             self.attempts.succeeded(cur, bid)  # this attempt ends here, whichever way
             if not claimed:

@@ -42,7 +42,7 @@ def newer_version(v: int) -> Deferred:
     return Deferred(f"command schema version {v} is newer than this loader's ({SCHEMA_VERSION})", v)
 
 
-class Gate:
+class SchemaGate:
     """What the database's schema can hold now: its migration level, and the resources it cannot
     hold yet. A level that holds everything this release declares is remembered for the process
     (migrations only add); below it, each call reads it again."""
@@ -78,9 +78,9 @@ class Gate:
 class DeferralLog:
     """The `ingest_deferrals` rows of one database (from migration DEFERRALS_LEVEL on)."""
 
-    def __init__(self, db: Database, gate: Gate) -> None:
+    def __init__(self, db: Database, schema: SchemaGate) -> None:
         self.db = db
-        self.gate = gate
+        self.schema = schema
 
     def record(self, bid: str, where: tuple[str, str, str], deferred: Deferred) -> bool:
         """Record (or refresh) a deferred object; False when the schema has no table for it yet
@@ -89,7 +89,7 @@ class DeferralLog:
         now = utc_now_stored()
         db = self.db
         try:
-            if self.gate.level() < DEFERRALS_LEVEL:
+            if self.schema.level() < DEFERRALS_LEVEL:
                 return False
             with db.transaction() as cur:
                 cur.execute(db.sql("DELETE FROM ingest_deferrals WHERE batch_id = %s"), (bid,))
@@ -108,9 +108,9 @@ class DeferralLog:
     def waiting(self, ids: list[str]) -> set[str]:
         """Which of these batch ids are deferred objects still waiting: for a schema version this
         release does not know, or a migration level the database does not have."""
-        if not ids or self.gate.level() < DEFERRALS_LEVEL:
+        if not ids or self.schema.level() < DEFERRALS_LEVEL:
             return set()
-        level = self.gate.level()
+        level = self.schema.level()
         found: set[str] = set()
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
@@ -125,17 +125,17 @@ class DeferralLog:
 
     def ready(self) -> list[tuple[str, str, str]]:
         """(bucket, key, etag) of every deferred object this release and this schema can load now."""
-        if self.gate.level() < DEFERRALS_LEVEL:
+        if self.schema.level() < DEFERRALS_LEVEL:
             return []
         rows = self.db.query(
             "SELECT bucket, object_key, etag FROM ingest_deferrals WHERE needs_version <= %s AND needs_level <= %s "
             "ORDER BY deferred_at",
-            (SCHEMA_VERSION, self.gate.level()),
+            (SCHEMA_VERSION, self.schema.level()),
         )
         return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 
     def count(self) -> int:
-        if self.gate.level() < DEFERRALS_LEVEL:
+        if self.schema.level() < DEFERRALS_LEVEL:
             return 0
         return int(self.db.query("SELECT COUNT(*) FROM ingest_deferrals")[0][0])
 

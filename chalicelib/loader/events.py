@@ -4,6 +4,8 @@ Chalice's S3Event shows only the first record; S3 may put several in one event. 
 loaded on its own. A record whose object cannot be loaded now, because the database or S3 is
 unavailable (or anything unforeseen went wrong), makes the invocation fail once the other records
 are done, so Lambda retries the event; records already loaded are then skipped by the ledger.
+Once the database is found unavailable, the records after it are not tried (each would wait for it
+in turn): the invocation gives up as soon as one load has.
 Bad lines never fail it (the loader quarantines them), and neither does an object that is gone:
 retrying cannot bring it back, so it is logged.
 """
@@ -95,13 +97,19 @@ def handle_s3_event(
     make_store = store_for or _default_store
     total = LoadResult()
     failures: list[str] = []
+    unreachable: DatabaseUnavailable | None = None
     for record in records(event):
+        if unreachable is not None:  # each would wait for the database in turn: given up at once
+            failures.append(record.key)
+            continue
         started = time.perf_counter()
         try:
             result = load_record(record, make_store(record.bucket), services.loader)
         except (DatabaseUnavailable, ObjectUnavailable) as exc:
             log.warning("could not load s3://%s/%s now: %s", record.bucket, record.key, exc)
             failures.append(record.key)
+            if isinstance(exc, DatabaseUnavailable):
+                unreachable = exc
             continue
         except Exception:
             # Unforeseen: keep the other records going, then fail so the event is retried and the

@@ -36,7 +36,7 @@ from chalicelib.ids import CANONICAL_UUID, MAX_VERSION, is_canonical_uuid
 from chalicelib.loader import lanes
 from chalicelib.loader.deferral import newer_version
 from chalicelib.loader.gc_pause import gc_paused
-from chalicelib.loader.reject_lines import MAX_REJECT_LINE_CHARS, Reject, _line_no, _reject, problem_reject
+from chalicelib.loader.reject_lines import MAX_REJECT_LINE_CHARS, Reject, _line_no, _reject
 from chalicelib.loader.streaming import LineStream
 from chalicelib.models import Invalid, fast_validator, validator
 from chalicelib.resources import RESOURCES, SCHEMA_VERSION
@@ -252,19 +252,19 @@ def parse_object(body: bytes) -> tuple[list[WriteCommand], list[Reject]]:
     for batch_commands, batch_rejects in parsed_batches(stream):
         commands.extend(batch_commands)
         rejects.extend(batch_rejects)
-    return commands, rejects
+    problem = stream.problem_reject()
+    return commands, rejects + ([problem] if problem else [])
 
 
 def parsed_batches(
     stream: LineStream, size: int = 4000, heads: dict[int, str] | None = None
 ) -> Iterator[tuple[list[WriteCommand], list[Reject]]]:
-    """The object's (commands, rejects) batch by batch, up to `size` lines each: lines too long
-    and, at the end, the inflate problem (after the last line) included."""
+    """The object's (commands, rejects) batch by batch, up to `size` lines each, lines too long
+    included. The inflate problem is not: the loader records it once, whatever path the object
+    took (`LineStream.problem_reject`)."""
     while stream.fill(size):
         first, lines = stream.take(size)
         commands, rejects = parse_lines(lines, heads=heads, first=first)
         if stream.rejects:
             rejects = sorted(rejects + stream.take_rejects(), key=_line_no)
         yield commands, rejects
-    if stream.problem:
-        yield [], [problem_reject(stream.count + 1, stream.problem)]

@@ -228,7 +228,7 @@ def _schema_behind(loader: BatchLoader) -> bool:
     this release was deployed and its `migrate` has not run. Every object naming a resource the
     schema lacks would be deferred again on each run, so the scheduled run waits for `migrate`
     (the deploy then calls `reconcile_deferred`)."""
-    if loader.gate.level() >= DEFERRALS_LEVEL or not loader.gate.blocked():
+    if loader.schema.level() >= DEFERRALS_LEVEL or not loader.schema.blocked():
         return False
     log.warning("the database's schema is behind this release: run migrate; nothing is loaded until then")
     observe.metrics({"Stage": observe.stage()}, {"SchemaBehind": (1, "Count")}, type="reconcile")

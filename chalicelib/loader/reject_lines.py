@@ -20,11 +20,31 @@ class Reject:
 
 def _reject(number: int, reason: str, line: str) -> Reject:
     """A reject whose reason and text are always storable (valid UTF-8: see `storable`), clipped.
-    Both may hold what the line held: the reason names a line's unknown keys, for one."""
+    Both may hold what the line held: the reason names a line's unknown keys, for one. Both show a
+    byte that was not UTF-8 as `\\xNN`; a lone surrogate the line wrote as a JSON escape
+    (`"\\udc80"`) is that escape's text in the line, and the reason shows it the same way."""
     text = storable(line)
     if len(text) > MAX_REJECT_LINE_CHARS:
         text = text[:MAX_REJECT_LINE_CHARS] + "..."
-    return Reject(number, storable(reason)[:500], text)
+    return Reject(number, _storable_reason(reason, line)[:500], text)
+
+
+def _storable_reason(reason: str, line: str) -> str:
+    """`storable(reason)`, except for a lone surrogate the line does not hold as a character: the
+    reason got it from a JSON escape (json.loads), not from a byte that was not UTF-8 (which the
+    line holds as surrogateescape decoded it), so it is written as the escape, `\\udNNN`."""
+    if reason.isascii() or is_utf8(reason):
+        return reason
+    return storable(
+        "".join(_escaped(ch) if _SURROGATE <= ch <= _SURROGATE_END and ch not in line else ch for ch in reason)
+    )
+
+
+_SURROGATE, _SURROGATE_END = "\ud800", "\udfff"
+
+
+def _escaped(ch: str) -> str:
+    return f"\\u{ord(ch):04x}"
 
 
 def storable(text: str) -> str:

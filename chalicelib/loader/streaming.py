@@ -10,7 +10,7 @@ from collections.abc import Generator, Iterator
 from typing import BinaryIO
 
 from chalicelib.config import DEFAULT_LOADER_MAX_OBJECT_BYTES
-from chalicelib.loader.reject_lines import MAX_REJECT_LINE_BYTES, Reject, _reject
+from chalicelib.loader.reject_lines import MAX_REJECT_LINE_BYTES, Reject, _reject, problem_reject
 
 # Firehose's largest buffer is 128 MiB; the loader refuses objects that inflate beyond twice that
 # (LOADER_MAX_OBJECT_BYTES sets it per process).
@@ -128,9 +128,10 @@ class LineStream:
     taken, whatever the object's size (blank and rejected lines cost nothing once taken).
 
     `fill(n)` reads until at least n lines wait or the object ends (`done`; then `problem` is
-    inflate's problem); `take(n)` hands out the next n, numbered from `first`. A line longer than
-    `max_line` bytes is not kept: it counts as an empty line and its reject waits in `rejects`.
-    Raises ObjectTooLarge once more than `limit` bytes have inflated.
+    inflate's problem, and `problem_reject()` its one reject); `take(n)` hands out the next n,
+    numbered from `first`. A line longer than `max_line` bytes is not kept: it counts as an empty
+    line and its reject waits in `rejects`. Raises ObjectTooLarge once more than `limit` bytes have
+    inflated.
     """
 
     PIECE = 256 * 1024
@@ -153,6 +154,7 @@ class LineStream:
         self.rejects: list[Reject] = []
         self.done = False
         self.problem: str | None = None
+        self._after_last = 0  # once done: the number of the line after the object's last line
 
     @property
     def waiting(self) -> int:
@@ -178,7 +180,9 @@ class LineStream:
                     raise ObjectTooLarge(self._limit) from None
                 self.problem = stop.value
                 self.done = True
+                ended = not self._carried  # the last line ended with a newline (or there was none)
                 self._end_line(b"")
+                self._after_last = self.count + (0 if ended else 1)
                 break
             cut = piece.rfind(b"\n") + 1
             if not cut:  # no line ends here: keep the pieces, join them once (a long line costs linear time)
@@ -207,6 +211,12 @@ class LineStream:
         first = self.first
         self.first += len(batch)
         return first, batch
+
+    def problem_reject(self) -> Reject | None:
+        """Once done: the one reject of the inflate problem, if any, numbered after the object's last
+        line. The empty "line" after a final newline is not one of its lines: an object whose
+        three lines end in a newline, then trailing bytes, has its problem at line 4."""
+        return problem_reject(self._after_last, self.problem) if self.problem else None
 
     def take_rejects(self) -> list[Reject]:
         rejects, self.rejects = self.rejects, []

@@ -3,6 +3,9 @@ SQLite; tests/integration/test_loader_limits_mysql.py runs the same on MariaDB."
 
 from __future__ import annotations
 
+import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -78,3 +81,91 @@ def test_a_poisoned_object_does_not_fail_its_s3_event(db, tmp_path: Path) -> Non
     # now poisoned: the event succeeds (retrying cannot help), the object is left for the operator
     assert handle_s3_event(event, services, lambda bucket: store)["objects"] == 1
     assert db.query("SELECT COUNT(*) FROM ingest_attempts WHERE poisoned_at IS NOT NULL") == [(1,)]
+
+
+def test_an_inflate_problem_is_one_reject_after_the_last_line(db) -> None:  # type: ignore[no-untyped-def]
+    loader_limits.assert_an_inflate_problem_is_one_reject_after_the_last_line(db, None, 5)
+
+
+def test_deliveries_in_flight_are_not_unfinished_attempts(db) -> None:  # type: ignore[no-untyped-def]
+    loader_limits.assert_deliveries_in_flight_are_not_unfinished_attempts(db)
+
+
+def test_migration_4_runs_again_cleanly_and_a_loader_before_it_counts_failures(db) -> None:  # type: ignore[no-untyped-def]
+    loader_limits.assert_migration_4_runs_again_cleanly_and_a_loader_before_it_counts_failures(db)
+
+
+# -- a database that cannot be reached: `load` gives up within 60 s ------------------------------------
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A MySQL URL whose server takes connections (the kernel completes them) and never answers:
+    a server hung, stopped (SIGSTOP) or behind a network path that lost its way."""
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as listener:
+        yield f"mysql://root@127.0.0.1:{listener.getsockname()[1]}/sluice"
+
+
+def test_load_gives_up_within_60_seconds_when_its_database_never_answers(silent_server: str, tmp_path: Path) -> None:
+    # GIVEN an object and a database that takes connections and never answers
+    path = tmp_path / "writes" / "2027" / "01" / "15" / "08" / "object"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(loader_limits.commands_body(2))
+    # WHEN it is loaded THEN `load` gives up within 60 s (before: PyMySQL waited 60 s for the
+    # server's greeting alone), with one clear line
+    done = loader_limits.cli(silent_server, tmp_path, "load", str(path), timeout=60)
+    assert done.returncode == 1 and done.stdout == ""
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("error: ")
+    assert "127.0.0.1" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_s3_event_stops_at_the_first_object_whose_database_is_unreachable(tmp_path: Path) -> None:
+    """Each record would wait for the database in turn: the event gives up at the first, so that it
+    too gives up within 60 s, and Lambda retries it whole (the ledger skips what was loaded)."""
+    from types import SimpleNamespace
+
+    from chalicelib.db.database import open_master
+    from chalicelib.loader.events import RetryLater, handle_s3_event
+    from chalicelib.loader.sources import LocalObjectStore
+
+    keys = [f"writes/2027/01/15/08/object-{n}" for n in range(4)]
+    for key in keys:
+        (tmp_path / "store" / key).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "store" / key).write_bytes(loader_limits.commands_body(1))
+    records = [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "b"}, "object": {"key": k}}} for k in keys]
+    store = LocalObjectStore(str(tmp_path / "store"), bucket="b")
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # a database that hangs up at once
+        accepted: list[int] = []
+
+        def hang_up() -> None:
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                accepted.append(1)
+                conn.close()
+
+        threading.Thread(target=hang_up, daemon=True).start()
+        db = open_master(f"mysql://root@127.0.0.1:{listener.getsockname()[1]}/sluice")
+        services = SimpleNamespace(loader=BatchLoader(db))
+        with pytest.raises(RetryLater, match="4 object"):
+            handle_s3_event({"Records": records}, services, lambda bucket: store)
+    assert len(accepted) == 1
+
+
+def test_a_load_beyond_what_running_holds_goes_unrecorded_and_the_others_are_kept(db) -> None:  # type: ignore[no-untyped-def]
+    """`running` holds about 40 loads of one object; one more is not recorded (it cannot count,
+    whatever happens to it) and goes on; the loads recorded are kept as they are."""
+    from chalicelib.db.schema import RUNNING_CHARS
+    from chalicelib.loader.attempts import Attempts
+
+    attempts = Attempts(db)
+    state, first = attempts.begin("d" * 64, "bucket", "writes/k", "e", False)
+    alive = [first.token]
+    while len(" ".join([*alive, first.token])) <= RUNNING_CHARS:
+        alive.append(attempts.liveness.take(None))  # loads of this process: alive
+    db.query("UPDATE ingest_attempts SET running = %s", (" ".join(alive),))
+    state, extra = attempts.begin("d" * 64, "bucket", "writes/k", "e", False)
+    assert (state, extra.token) == ("go", "")
+    assert db.query("SELECT attempts, running FROM ingest_attempts") == [(0, " ".join(alive))]
+    attempts.failed(extra, "RuntimeError: x")  # a failure while the database answered still counts
+    assert db.query("SELECT attempts, running FROM ingest_attempts") == [(1, " ".join(alive))]

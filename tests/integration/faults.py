@@ -634,7 +634,6 @@ class Model:
 class Workload:
     """Valid API requests over a bounded set of users, ids and Idempotency-Keys."""
 
-
     def __init__(
         self, rng: Random, users: tuple[str, ...], ids_per_user: int = 25, keys_per_user: int = 10, batch_keys: int = 5
     ) -> None:

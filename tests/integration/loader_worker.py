@@ -13,6 +13,10 @@ processes can be pointed at the same keys through a way `cli load`'s defaults wo
 It waits for one line on stdin before loading (the suite starts every process, then releases
 them at once), prints one JSON line per object and one with the fast path's `paths` counts (which
 way each object went), and exits 1 with the error on its last line.
+
+Given no FILE, it loads rounds instead: each line on stdin names the files of one round, and
+`done` follows each round's lines (the suite's rounds then pay for no process start-up).
+SLUICE_LOAD_ATTEMPTS sets the loader's tries before it goes through the gate (BatchLoader.ATTEMPTS).
 """
 
 from __future__ import annotations
@@ -39,8 +43,21 @@ def main(argv: list[str]) -> int:
 
         applier = MySQLFastApplier(db, min_rows=1, chunk_lines=48, threaded=True, prefers_keys=way == "keys")
     loader = BatchLoader(db, applier)
+    if os.environ.get("SLUICE_LOAD_ATTEMPTS"):
+        loader.ATTEMPTS = int(os.environ["SLUICE_LOAD_ATTEMPTS"])
     print("ready", flush=True)
-    sys.stdin.readline()
+    if files:
+        sys.stdin.readline()
+        return load_all(loader, applier, files)
+    for line in sys.stdin:  # one round a line
+        code = load_all(loader, applier, line.split())
+        print("done", flush=True)
+        if code:
+            return code
+    return 0
+
+
+def load_all(loader: BatchLoader, applier: Applier, files: list[str]) -> int:
     try:
         for path in files:
             with open(path, "rb") as handle:

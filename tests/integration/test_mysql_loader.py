@@ -386,18 +386,43 @@ def test_a_deadlock_victim_is_loaded_again_and_a_lasting_failure_is_not(loader, 
 
     monkeypatch.setattr(mysql_fast, "_load_file", deadlocked_once)
     pauses: list[float] = []
-    loader.sleep = pauses.append  # type: ignore[method-assign]
+    now = [0.0]
+
+    def pause(seconds: float) -> None:  # recorded, and the loader's clock moved on by them
+        pauses.append(seconds)
+        now[0] += seconds
+
+    loader.sleep, loader.clock = pause, lambda: now[0]  # type: ignore[method-assign]
     assert counts(load(loader, body_of(*many(5)), "writes/x/deadlock")) == (5, 0, 0, 0)
     assert len(pauses) == 1
-    failures["left"] = 99
+    failures["left"] = 10_000
     pauses.clear()
+    gate = loader.gate.close
+
+    def closes_the_gate() -> bool:  # (taken by the loader's connection: seen from another one)
+        closed = gate()
+        assert db.query("SELECT IS_USED_LOCK(CONCAT('sluice_gate_', SHA1(DATABASE())))")[0][0] is not None
+        return closed
+
+    monkeypatch.setattr(loader.gate, "close", closes_the_gate)
+    once, tried = loader._load_once, [0]
+
+    def counted_try(*args: Any) -> Any:  # (a try may send more than one chunk before it fails)
+        tried[0] += 1
+        return once(*args)
+
+    monkeypatch.setattr(loader, "_load_once", counted_try)
     with pytest.raises(DatabaseUnavailable):
         load(loader, body_of(*many(5, V2)), "writes/x/stuck")
-    assert failures["left"] == 99 - BatchLoader.ATTEMPTS  # a bounded number of attempts...
-    assert len(pauses) == BatchLoader.ATTEMPTS - 1  # ...with a growing random pause between them
-    for attempt, pause in enumerate(pauses, 1):
+    tries = tried[0]
+    # a bounded number of tries: ATTEMPTS, then with the gate closed until EXCLUSIVE_SECONDS passed
+    assert len(pauses) == tries - 1 and tries > BatchLoader.ATTEMPTS
+    behind_the_gate = sum(pauses[BatchLoader.ATTEMPTS - 1 :])
+    assert BatchLoader.EXCLUSIVE_SECONDS <= behind_the_gate < BatchLoader.EXCLUSIVE_SECONDS + 2.0
+    for attempt, pause_ in enumerate(pauses, 1):  # a growing random pause between them
         most = min(BatchLoader.RETRY_PAUSE_MAX_SECONDS, BatchLoader.RETRY_PAUSE_SECONDS * 2 ** (attempt - 1))
-        assert most / 2 <= pause <= most
+        assert most / 2 <= pause_ <= most
+    assert db.query("SELECT IS_USED_LOCK(CONCAT('sluice_gate_', SHA1(DATABASE())))") == [(None,)]  # open again
     assert db.query("SELECT COUNT(*) FROM ingest_batches") == [(1,)]  # nothing of it applied
     assert db.query("SELECT MAX(version) FROM todos") == [(V1,)]
 

@@ -96,7 +96,7 @@ def test_cli_load_and_read_back(
     db: Database = open_database(database_url)
     db.migrate()
     with db.transaction() as cur:
-        run_statement(cur, table_ddl(declared, db.dialect))
+        run_statement(cur, db.dialect, table_ddl(declared, db.dialect))
     # WHEN two objects arrive out of order: the newer first, then older puts, a delete and a bad line
     newer = put(KEPT, V + 2, OPS[2], url="https://example.com/new", labels=["read", "later"], kind="video")
     older = put(KEPT, V + 1, OPS[1], url="https://example.com/old")

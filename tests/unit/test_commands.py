@@ -176,6 +176,24 @@ def test_invalid_utf8_rejects_only_its_line():
     rejects[0].line.encode("utf-8")  # storable
 
 
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        (b'{"\\udc80":1}', "\\udc80"),  # a lone surrogate written as a JSON escape: as written
+        (b'{"\\ud800":1}', "\\ud800"),
+        (b'{"v":1}{"\\udcff":1}', "\\udcff"),  # inside a concatenated line too
+        (b'{"\x80":1}', "\\x80"),  # a byte that is not UTF-8: as that byte, in the line and the reason
+        (b'{"\xff\xfe":1}', "\\xff\\xfe"),
+    ],
+)
+def test_a_reason_shows_a_lone_surrogate_as_written_and_a_bad_byte_as_that_byte(raw: bytes, shown: str) -> None:
+    _, rejects = parse_object(raw + b"\n")
+    (reject,) = [r for r in rejects if "unknown" in r.reason]
+    assert shown in reject.reason, reject
+    assert shown in reject.line, reject  # the line's text shows it the same way
+    reject.reason.encode("utf-8") and reject.line.encode("utf-8")  # storable
+
+
 def test_deeply_nested_line_is_a_reject_not_a_crash():
     body = (line(version=1) + "\n" + "[" * 100000 + "]" * 100000 + "\n").encode()
     commands, rejects = parse_object(body)

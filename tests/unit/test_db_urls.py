@@ -247,6 +247,10 @@ def test_master_and_reader_options():
     assert (r["local_infile"], r["autocommit"], r["connect_timeout"], r["read_timeout"]) == (False, True, 2, 5)
     assert r["read_timeout"] <= 5 and r["connect_timeout"] <= 3 and m["write_timeout"] == m["read_timeout"]
     assert "STRICT_ALL_TABLES" in m["init_command"] and "+00:00" in m["init_command"]
+    # the loader's lock waits end (1205, retried) before its read timeout would call them an outage
+    wait = MASTER_OPTIONS["lock_wait_timeout"]
+    assert f"innodb_lock_wait_timeout = {wait}" in m["init_command"] and wait < m["read_timeout"]
+    assert "innodb_lock_wait_timeout" not in r["init_command"]
     assert (m["host"], m["port"], m["user"], m["password"], m["database"], m["charset"]) == (
         "db.internal",
         3306,
@@ -352,3 +356,51 @@ def test_sqlite_busy_after_its_timeout_is_retryable_and_other_failures_are_not(t
         holder.rollback()
         holder.close()
         waiter.close()
+
+
+# -- which driver errors mean the connection is lost ------------------------------------------------------
+def raised_inside_pymysql() -> AttributeError:
+    """What PyMySQL raises when it writes to a connection whose socket it has already dropped."""
+    conn = pymysql.connections.Connection(defer_connect=True)  # no socket, as after a drop
+    conn._current_timeout = conn._write_timeout  # as a connection that was open has it
+    try:
+        conn._write_bytes(b"\0")
+    except AttributeError as exc:
+        return exc
+    raise AssertionError("PyMySQL wrote to no socket")
+
+
+LOST = {
+    "interface error": lambda: pymysql.err.InterfaceError(0, ""),
+    "2006 gone away": lambda: pymysql.err.OperationalError(2006, "MySQL server has gone away"),
+    "2013 lost": lambda: pymysql.err.OperationalError(2013, "Lost connection to MySQL server during query"),
+    "2055 lost": lambda: pymysql.err.OperationalError(2055, "Lost connection to server at 'reading', system error"),
+    "broken pipe": BrokenPipeError,
+    "reset": ConnectionResetError,
+    "socket set to None": raised_inside_pymysql,
+    "out of sequence": lambda: pymysql.err.InternalError("Packet sequence number wrong - got 3 expected 1"),
+}
+NOT_LOST = {
+    "our own bug": lambda: AttributeError("'NoneType' object has no attribute 'title'"),
+    "duplicate key": lambda: pymysql.err.IntegrityError(1062, "Duplicate entry"),
+    "syntax": lambda: pymysql.err.ProgrammingError(1064, "You have an error in your SQL syntax"),
+    "other internal error": lambda: pymysql.err.InternalError(1, "something else"),
+}
+
+
+@pytest.mark.parametrize("name", [*LOST, *NOT_LOST])
+def test_driver_errors_that_mean_a_lost_connection_are_database_unavailable(name: str) -> None:
+    recorder = Recorder()
+    db = mysql("mysql://u@h/db?ssl=disabled", recorder)
+    error = (LOST.get(name) or NOT_LOST[name])()
+    db.query("SELECT 1")
+    recorder.connections[0].fail_next = error
+    with pytest.raises(Exception) as caught:
+        with db.transaction() as cur:
+            cur.execute("UPDATE t SET x = 1")
+    if name in LOST:
+        assert isinstance(caught.value, DatabaseUnavailable) and caught.value.__cause__ is error
+        db.query("SELECT 1")
+        assert len(recorder.calls) == 2  # the lost connection was let go
+    else:
+        assert caught.value is error

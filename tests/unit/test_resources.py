@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 
 from chalicelib.commands import WriteCommand, make_command
-from chalicelib.db.schema import MIGRATIONS, Guarded, table_ddl
+from chalicelib.db.schema import MIGRATIONS, table_ddl
 from chalicelib.loader import lanes
 from chalicelib.readers.cache import row_for_command
 from chalicelib.resources import RESOURCES, SCHEMA_VERSION, Resource
@@ -28,7 +28,7 @@ OP = "9b2f4c1e-8d7a-4e3b-a1c2-d3e4f5a6b7c8"
 
 
 def statements(dialect: str) -> list[str]:
-    return [s.statement if isinstance(s, Guarded) else s for _, _, all_ in MIGRATIONS for s in all_.get(dialect, [])]
+    return [statement for _, _, all_ in MIGRATIONS for statement in all_.get(dialect, [])]
 
 
 def column_types(dialect: str, table_name: str) -> dict[str, str]:
