@@ -245,9 +245,11 @@ def load_writes(event: Any) -> dict[str, int]:
 
 @app.schedule(Rate(15, unit=Rate.MINUTES), name="reconcile_writes")
 def reconcile_writes(event: Any) -> dict[str, int]:
-    from chalicelib.loader.reconciler import reconcile_recent
+    """The scheduled walk; with the deploy's request (detail {"reconcile": "deferred"}), the
+    deferred objects first (chalicelib/loader/reconciler.py)."""
+    from chalicelib.loader.reconciler import reconcile_requested
 
-    return reconcile_recent(services())
+    return reconcile_requested(event.to_dict(), services())
 
 
 @app.lambda_function(name="migrate")

@@ -251,6 +251,19 @@ def reconcile_deferred(services: Any, now: datetime | None = None) -> dict[str, 
     return {**counts, **reconcile_recent(services, now=now)}
 
 
+# The request of the deploy's last step (deploy/functions.py sends it in the event's `detail`).
+RECONCILE_DEFERRED = {"reconcile": "deferred"}
+
+
+def reconcile_requested(event: dict[str, Any], services: Any) -> dict[str, int]:
+    """The reconciler function's run: `reconcile_deferred` when the event's detail asks for it
+    (the deploy, after migrate), the scheduled walk otherwise."""
+    detail = event.get("detail")
+    if isinstance(detail, dict) and detail.get("reconcile") == RECONCILE_DEFERRED["reconcile"]:
+        return reconcile_deferred(services)
+    return reconcile_recent(services)
+
+
 def reconcile_recent(services: Any, hours: int | None = None, now: datetime | None = None) -> dict[str, int]:
     """The scheduled run: the last `hours` hours of the writes bucket (or LOCAL_DATA_DIR).
 
