@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import UTC, datetime
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
