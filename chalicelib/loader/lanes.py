@@ -99,57 +99,68 @@ def line_pattern(resource: Resource, version: int) -> str:
     )
 
 
-def _check(name: str, rule: Rule) -> list[str]:
-    """Lines of the put branch that check a captured value and make its document value `f_NAME`
-    and its row text `t_NAME` (returning None on any doubt)."""
-    v, t = ident(name), f"t_{name}"
+def _check(name: str, rule: Rule) -> tuple[list[str], str, str]:
+    """A captured field's lines in the put branch (any doubt returns None), the expression of its
+    document value, and its row text as a piece of the head's f-string. The capture `f_NAME` is
+    the field's text as written on the line, which is its row text too (plain characters only)."""
+    v = ident(name)
     if rule.kind == "text":
-        out = [f"    {t} = {v}"]
+        out = []
         if rule.pattern:
             out += [f"    if M_{name}({v}) is None:", "        return None"]
         if rule.known is not None:
             out += [f"    if {v} not in K_{name}():", "        return None"]
-        return out
+        return out, v, f"{{{v}}}"
     if rule.kind == "choice":
-        return [f"    {t} = {v}"]
+        return [], v, f"{{{v}}}"
     if rule.kind == "integer":
-        out = [f"    {t} = {v}", f"    {v} = int({v})"]
-        if not 0 <= (rule.minimum or 0) <= (rule.maximum or 0) <= 9:  # the pattern checked a digit's range
-            out += [f"    if not {rule.minimum} <= {v} <= {rule.maximum}:", "        return None"]
-        return out
+        out = [f"    n_{name} = int({v})"]
+        if not 0 <= (rule.minimum or 0) <= (rule.maximum or 0) <= 9:  # else the pattern checked a digit's range
+            out += [f"    if not {rule.minimum} <= n_{name} <= {rule.maximum}:", "        return None"]
+        return out, f"n_{name}", f"{{{v}}}"
     if rule.kind == "uuid":
-        return [f"    {t} = NULL if {v} is None else {v}"]
+        return [], v, f"{{{v} or NULL}}"
     if rule.kind == "list":
-        out = [f"    {t} = '[' + {v} + ']'", f"    if {v}:", f"""        {v} = {v}[1:-1].split('","')"""]
+        out = [f"    if {v}:", f"""        l_{name} = {v}[1:-1].split('","')"""]
         if rule.unique:
-            out += [f"        if len({v}) > 1 and len(set({v})) != len({v}):", "            return None"]
-        return out + ["    else:", f"        {v} = []"]
-    lines = [f"if {v} not in KNOWN_DATETIMES and canonical_datetime({v}) is None:", "    return None"]
+            out += [f"        if len(l_{name}) > 1 and len(set(l_{name})) != len(l_{name}):", "            return None"]
+        return out + ["    else:", f"        l_{name} = []"], f"l_{name}", f"[{{{v}}}]"
+    test = [f"if {v} not in KNOWN_DATETIMES and canonical_datetime({v}) is None:", "    return None"]
     if rule.nullable:
-        return [
-            f"    if {v} is not None:",
-            *(f"        {line}" for line in lines),
-            f"    {t} = NULL if {v} is None else {v}",
-        ]
-    return [f"    {line}" for line in lines] + [f"    {t} = {v}"]
+        return [f"    if {v} is not None:", *(f"        {line}" for line in test)], v, f"{{{v} or NULL}}"
+    return [f"    {line}" for line in test], v, f"{{{v}}}"
+
+
+def _literal(text: str) -> str:
+    """`text` as the literal part of a generated f'...' string."""
+    return text.replace("\\", "\\\\").replace("'", "\\'").replace("{", "{{").replace("}", "}}").replace("\t", "\\t")
 
 
 def _make_lane(resource: Resource, version: int) -> Lane:
     rules, defaults = resource.rules(), resource.defaults()
     present = resource.fields_at(version)
+    stored = dict(zip(resource.field_names, table(resource.name).tombstone, strict=True))
     tombstone = "".join((NULL if v is None else escaped(str(v))) + "\t" for v in table(resource.name).tombstone)
-    data, head = [], []
+    checks: list[str] = []
+    data: list[str] = []
+    head: list[str | None] = []
     for name in resource.field_names:
         if name in present:
-            data.append(f"{name!r}: {ident(name)}")
-            head.append("{t_" + name + "}")
+            lines, value, text = _check(name, rules[name])
+            checks += lines
+            data.append(f"{name!r}: {value}")
+            head.append(text)
         else:  # added after `version`: its default, stored as a tombstone stores it
             default = defaults[name]
             data.append(f"{name!r}: {'[]' if default == [] else repr(default)}")
-            head.append("{D_" + name + "}")
+            head.append(None)
+    row = "".join(
+        (text if text is not None else _literal(NULL if stored[n] is None else escaped(str(stored[n])))) + "\\t"
+        for n, text in zip(resource.field_names, head, strict=True)
+    )
     groups = ", ".join(["op", "owner", "id_", "version_text", "op_id", "at", "null", *map(ident, present)])
     fn = f"lane_{resource.name}_v{version}"
-    new = f"new_command(op, {resource.name!r}, owner, id_, version, op_id, at, {{data}}, at[:10] + ' ' + at[11:26])"
+    new = f"new_command(op, {resource.name!r}, owner, id_, version, op_id, at, {{data}}, f'{{{{at[:10]}}}} {{{{at[11:26]}}}}')"
     lines = [
         f"def {fn}(line, heads=None):",
         "    if not line.isascii() and not is_utf8(line):",
@@ -170,26 +181,22 @@ def _make_lane(resource: Resource, version: int) -> Lane:
         "            return None",
         "        command = " + new.format(data="None"),
         "        if heads is not None:",
-        "            heads[id(command)] = f'{owner}\\t{id_}\\t{TOMBSTONE}{version_text}\\t{op_id}\\t1\\t'",
+        f"            heads[id(command)] = f'{{owner}}\\t{{id_}}\\t{_literal(tombstone)}{{version_text}}\\t{{op_id}}\\t1\\t'",
         "        return command",
         "    if op != 'put':",
         "        return None",
-    ]
-    for name in present:
-        lines += _check(name, rules[name])
-    lines += [
+        *checks,
         "    command = " + new.format(data="{" + ", ".join(data) + "}"),
         "    if heads is not None:",
-        "        heads[id(command)] = f'{owner}\\t{id_}\\t" + "\\t".join(head) + "\\t{version_text}\\t{op_id}\\t0\\t'",
+        f"        heads[id(command)] = f'{{owner}}\\t{{id_}}\\t{row}{{version_text}}\\t{{op_id}}\\t0\\t'",
         "    return command",
     ]
-    return make_function(fn, lines, _namespace(resource, version, tombstone))
+    return make_function(fn, lines, _namespace(resource, version))
 
 
-def _namespace(resource: Resource, version: int, tombstone: str) -> dict[str, Any]:
+def _namespace(resource: Resource, version: int) -> dict[str, Any]:
     space: dict[str, Any] = {
         "MATCH": re.compile(line_pattern(resource, version)).fullmatch,
-        "TOMBSTONE": tombstone,
         "NULL": NULL,
         "MAX_VERSION": MAX_VERSION,
         "KNOWN_OWNERS": KNOWN_OWNERS,
@@ -201,11 +208,9 @@ def _namespace(resource: Resource, version: int, tombstone: str) -> dict[str, An
         "new_command": new_command,
         "is_utf8": is_utf8,
     }
-    stored = dict(zip(resource.field_names, table(resource.name).tombstone, strict=True))
     for name, rule in resource.rules().items():
         space[f"M_{name}"] = re.compile(rule.pattern).fullmatch if rule.pattern else None
         space[f"K_{name}"] = rule.known
-        space[f"D_{name}"] = NULL if stored[name] is None else escaped(str(stored[name]))
     return space
 
 
