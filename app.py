@@ -12,7 +12,7 @@ from typing import Any
 from chalice import Chalice, CognitoUserPoolAuthorizer, Rate, Response
 from chalice.app import Request
 
-from chalicelib import observe, stage_guard
+from chalicelib import apigateway_extensions, observe, stage_guard
 from chalicelib.bootstrap import services
 from chalicelib.errors import ApiError, forbidden, validation_error
 from chalicelib.http import (
@@ -37,6 +37,9 @@ from chalicelib.models import Invalid, validate_batch, validate_profile, validat
 
 stage_guard.check()  # a stage without its infrastructure stops here (chalicelib/stage_guard.py)
 app = Chalice(app_name="sluice")
+# Under chalice's CLI: the document `chalice deploy` sends carries the gateway responses and each
+# GET's cache key, so a plain deploy keeps them (chalicelib/apigateway_extensions.py).
+apigateway_extensions.install(__name__)
 app.api.binary_types = []  # every body is JSON text; raw bytes are checked as UTF-8 by us
 
 LOCAL_POOL_ARN = "arn:aws:cognito-idp:us-east-1:000000000000:userpool/us-east-1_localdev"
@@ -254,5 +257,8 @@ def reconcile_writes(event: Any) -> dict[str, int]:
 
 @app.lambda_function(name="migrate")
 def migrate(event: Any, context: Any) -> dict[str, list[int]]:
-    """Create or upgrade the master's schema from inside the VPC (the deploy step invokes it)."""
-    return {"applied": services().master.migrate()}
+    """Create or upgrade the master's schema from inside the VPC (the deploy step invokes it), on a
+    connection that waits for a long ALTER as long as the function may still run."""
+    from chalicelib.bootstrap import migrate_schema
+
+    return {"applied": migrate_schema(context.get_remaining_time_in_millis() / 1000)}

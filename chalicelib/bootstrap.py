@@ -48,12 +48,14 @@ def build(
         if master.dialect == "sqlite":
             reader = SqlReader(master)
         else:
-            # Reads get databases of their own (autocommit, short timeouts), the master last.
+            # Reads get databases of their own (autocommit, short timeouts), the master last (as
+            # MASTER_READ_URL reaches it: RDS Proxy in the prod stage; `master`, which loads, is
+            # DATABASE_URL, the instance endpoint).
             from chalicelib.readers.replicas import ReplicaReader
 
             reader = ReplicaReader.from_urls(
                 settings.replica_urls,
-                settings.database_url,
+                settings.master_read_url or settings.database_url,
                 open_db=lambda url: open_reader(url, settings.database_secret_arn),
             )
     pending = None
@@ -68,6 +70,30 @@ def build(
         writer = _writer(settings, loader)
     service = TodoService(reader, writer, VersionClock(), pending)
     return Services(settings, master, reader, writer, loader, service)
+
+
+# `migrate` waits for each statement as long as it may run: an ALTER TABLE of a big table sends
+# nothing until it ends, and the master's usual read timeout (MASTER_OPTIONS, 40 s) would give it
+# up half-way.
+MIGRATE_MARGIN_SECONDS = 20.0  # the migrate function reports a timeout before Lambda stops it
+MIGRATE_MIN_READ_TIMEOUT = 60.0
+MIGRATE_CLI_SECONDS = 6 * 3600.0  # `python -m chalicelib.cli migrate`: no function timeout bounds it
+
+
+def migration_master(settings: Settings, seconds_left: float) -> Database:
+    """The master as `migrate` uses it: its own connection, whose reads wait `seconds_left` less a
+    margin (and never less than 60 s)."""
+    read_timeout = max(MIGRATE_MIN_READ_TIMEOUT, seconds_left - MIGRATE_MARGIN_SECONDS)
+    return open_master(settings.database_url, settings.database_secret_arn, read_timeout=read_timeout)
+
+
+def migrate_schema(seconds_left: float, settings: Settings | None = None) -> list[int]:
+    """Create or upgrade the master's schema (the migrate function), within `seconds_left`."""
+    db = migration_master(settings or Settings.from_env(), seconds_left)
+    try:
+        return db.migrate()
+    finally:
+        db.discard()
 
 
 def _writer(settings: Settings, loader: BatchLoader) -> CommandWriter:

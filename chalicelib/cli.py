@@ -93,10 +93,10 @@ def _services(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 def cmd_migrate(settings: Settings) -> str:
-    from chalicelib.db.database import open_master
+    from chalicelib.bootstrap import MIGRATE_CLI_SECONDS, migration_master
 
-    # The same connection as the loader's: credentials from DATABASE_SECRET_ARN when set.
-    db = open_master(settings.database_url, settings.database_secret_arn)
+    # The loader's master (credentials from DATABASE_SECRET_ARN when set), waiting for a long ALTER.
+    db = migration_master(settings, MIGRATE_CLI_SECONDS)
     applied = db.migrate()
     return f"migrated {db.url.redacted()}: " + (f"applied {applied}" if applied else "already up to date")
 

@@ -54,6 +54,10 @@ class Settings:
     reconcile_lookback_hours: int = 48
     pending_ttl_seconds: int = DEFAULT_PENDING_TTL_SECONDS
     loader_max_object_bytes: int = DEFAULT_LOADER_MAX_OBJECT_BYTES
+    # How reads reach the master, their last fallback after the replicas: DATABASE_URL unless
+    # MASTER_READ_URL says otherwise (the prod stage: RDS Proxy, which pools the API's many
+    # connections, while the loader, the reconciler and migrate use the instance endpoint).
+    master_read_url: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -62,6 +66,7 @@ class Settings:
         local_dir = env.get("LOCAL_DATA_DIR", "").strip() or default_local_data_dir()
         database_url = env.get("DATABASE_URL", "").strip() or ("sqlite:///" + os.path.join(local_dir, "sluice.sqlite3"))
         replicas = tuple(u.strip() for u in env.get("REPLICA_URLS", "").split(",") if u.strip())
+        master_read_url = env.get("MASTER_READ_URL", "").strip() or database_url
         transport = env.get("WRITE_TRANSPORT", "").strip().lower() or "local"
         if transport not in ("local", "firehose"):
             raise ConfigError(f"WRITE_TRANSPORT must be 'local' or 'firehose', got {transport!r}")
@@ -70,7 +75,8 @@ class Settings:
             raise ConfigError("WRITE_TRANSPORT=firehose needs FIREHOSE_STREAM")
         return cls(
             database_url=database_url,
-            replica_urls=replicas or (database_url,),
+            replica_urls=replicas or (master_read_url,),
+            master_read_url=master_read_url,
             write_transport=transport,
             firehose_stream=stream,
             writes_bucket=env.get("WRITES_BUCKET", "").strip(),

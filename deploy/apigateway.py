@@ -1,32 +1,33 @@
-"""API Gateway settings Chalice cannot make, and why GETs are not cached here.
+"""API Gateway settings Chalice cannot make, and the stage cache that is off unless asked for.
 
-`chalice deploy` re-imports the REST API from its own swagger (`put_rest_api`, mode overwrite) and
-deploys it to the stage at once: method request parameters and integration cache keys go back to
-Chalice's (none), while stage settings (cache cluster, per-method caching) stay. A stage cache
-would then serve one caller's GET to another until something re-added the keys, and a plain
-`chalice deploy --stage prod` run by hand would leave it so. So API Gateway caches nothing: the
-stage has no cache cluster and caching is off on every method; GETs are cached by CloudFront,
-whose cache policy (infrastructure/edge.yaml) the edge stack owns and no `chalice deploy` can
-reset (key: `Authorization`, `If-None-Match`, the path and every query parameter).
+`chalice deploy` re-imports the REST API from its own document (`put_rest_api`, mode overwrite)
+and deploys it to the stage at once: the API's definition is whatever that document says, while
+stage settings (cache cluster, per-method caching, throttling) stay. The document carries the
+gateway responses and each GET's cache key (chalicelib/apigateway_extensions.py), so a plain
+`chalice deploy --stage prod` run by hand keeps both.
 
 After `chalice deploy`, this module sets, comparing first and changing only what differs:
-- gateway responses in the contract's error shape (`gateway_response_calls`), then a deployment;
-- the stage (`stage_calls`): no cache cluster, caching off everywhere, X-Ray, and throttling per
-  method, reads and writes separately, once any cache cluster change in progress has settled
+- gateway responses in the contract's error shape (`gateway_response_calls`): put back, then a
+  deployment, only if the document came without them;
+- the stage (`stage_calls`): X-Ray, throttling per method (reads and writes separately), and the
+  stage cache: off by default (no cache cluster, caching off on every method); on with
+  `StageSettings.cache_ttl` > 0, for the GETs only, once each GET's live integration holds its
+  whole key (`configure_api`); applied once any cache cluster change in progress has settled
   (`wait_for_cache_cluster`);
 - the regional web ACL on the stage (`web_acl_calls`; the ACL itself is in the data stack).
-API Gateway answers ConflictException while the stage is changing (a cache cluster being deleted
-included): calls are retried with backoff (`apply`).
-"""
+API Gateway answers ConflictException while the stage is changing (a cache cluster being created
+or deleted included): calls are retried with backoff (`apply`). CloudFront caches nothing
+(infrastructure/edge.yaml)."""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from chalicelib.apigateway_extensions import GATEWAY_RESPONSES, GatewayResponse
 from deploy.routes import Route
 
 STAGE_WIDE = "*/*"
@@ -79,55 +80,8 @@ class ApiShapeError(RuntimeError):
 
 
 # -- gateway responses --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class GatewayResponse:
-    """An answer API Gateway makes itself, in the contract's error shape."""
-
-    response_type: str
-    code: str
-    message: str
-    status: str | None = None  # None keeps API Gateway's status for this type
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-    def parameters(self) -> dict[str, str]:
-        values = {"Cache-Control": "no-store", **self.headers}
-        return {f"gatewayresponse.header.{name}": f"'{value}'" for name, value in values.items()}
-
-    def templates(self) -> dict[str, str]:
-        return {"application/json": json.dumps({"error": self.code, "message": self.message})}
-
-    def request(self, rest_api_id: str) -> dict[str, Any]:
-        params: dict[str, Any] = {
-            "restApiId": rest_api_id,
-            "responseType": self.response_type,
-            "responseParameters": self.parameters(),
-            "responseTemplates": self.templates(),
-        }
-        if self.status is not None:
-            params["statusCode"] = self.status
-        return params
-
-
-# The messages match chalicelib/localdev.py, which makes `chalice local` answer the same way.
-GATEWAY_RESPONSES: tuple[GatewayResponse, ...] = (
-    GatewayResponse("UNAUTHORIZED", "unauthorized", "A valid identity token is required."),
-    GatewayResponse("ACCESS_DENIED", "forbidden", "You are not allowed to do this."),
-    # API Gateway answers an unknown path (or a method the path does not have) with 403
-    # "Missing Authentication Token"; to a client that is a 404.
-    GatewayResponse("MISSING_AUTHENTICATION_TOKEN", "not_found", "No such path.", status="404"),
-    GatewayResponse("THROTTLED", "throttled", "Too many requests; try again shortly.", headers={"Retry-After": "1"}),
-    GatewayResponse("REQUEST_TOO_LARGE", "payload_too_large", "The request is too large."),
-    GatewayResponse(
-        "INTEGRATION_TIMEOUT",
-        "unavailable",
-        "The service did not answer in time; try again shortly.",
-        headers={"Retry-After": "2"},
-    ),
-    GatewayResponse("DEFAULT_4XX", "bad_request", "The request was rejected."),
-    GatewayResponse("DEFAULT_5XX", "internal_error", "Something went wrong on our side."),
-)
-
-
+# Defined with the document chalice sends (chalicelib/apigateway_extensions.py), which carries them
+# on every deploy; here they are checked after it, and put back if a document came without them.
 def gateway_response_calls(
     apigw: Any, rest_api_id: str, responses: Sequence[GatewayResponse] = GATEWAY_RESPONSES
 ) -> list[Call]:
@@ -144,8 +98,14 @@ def gateway_response_calls(
             and (response.status is None or have.get("statusCode") == response.status)
         )
         if not same:
-            calls.append(Call("put_gateway_response", response.request(rest_api_id)))
+            calls.append(Call("put_gateway_response", put_request(response, rest_api_id)))
     return calls
+
+
+def put_request(response: GatewayResponse, rest_api_id: str) -> dict[str, Any]:
+    """put_gateway_response's arguments for `response` (the same values the document carries)."""
+    entry = response.document_entry()
+    return {"restApiId": rest_api_id, "responseType": response.response_type, **entry}
 
 
 # -- stage settings -----------------------------------------------------------------------------
@@ -155,8 +115,15 @@ class Throttle:
     burst: int
 
 
+DEFAULT_CACHE_TTL = 10  # seconds: what `--api-cache-ttl` alone turns the stage cache on with
+MAX_CACHE_TTL = 3600  # API Gateway's maximum
+
+
 @dataclass(frozen=True)
 class StageSettings:
+    """Everything the step sets on the stage. `cache_ttl` > 0 turns API Gateway's stage cache on
+    for the GETs (a cluster of `cache_size` GB); 0, the default, keeps it off."""
+
     reads: Throttle = Throttle(rate=500.0, burst=1000)
     writes: Throttle = Throttle(rate=100.0, burst=200)
     # (METHOD, path) -> a limit of its own. POST /todos/batch carries up to 100 commands per
@@ -165,6 +132,12 @@ class StageSettings:
         default_factory=lambda: {("POST", "/todos/batch"): Throttle(rate=5.0, burst=10)}
     )
     tracing: bool = True
+    cache_ttl: int = 0
+    cache_size: str = "0.5"  # GB: the smallest cluster, ~$0.02 an hour in us-east-1
+
+    @property
+    def caches(self) -> bool:
+        return self.cache_ttl > 0
 
     def throttle_for(self, route: Route) -> Throttle:
         override = self.overrides.get((route.method, route.path))
@@ -175,29 +148,43 @@ class StageSettings:
 
 FIELD_PATHS = {
     "cachingEnabled": "caching/enabled",
+    "cacheTtlInSeconds": "caching/ttlInSeconds",
+    "cacheDataEncrypted": "caching/dataEncrypted",
+    "requireAuthorizationForCacheControl": "caching/requireAuthorizationForCacheControl",
     "throttlingRateLimit": "throttling/rateLimit",
     "throttlingBurstLimit": "throttling/burstLimit",
 }
 
 
 def desired_method_settings(routes: Sequence[Route], settings: StageSettings) -> dict[str, dict[str, Any]]:
-    """methodSettings key -> every setting it must have: caching off, the method's throttle.
+    """methodSettings key -> every setting it must have: the method's throttle, and caching on
+    for the GETs only when the stage cache is on (off everywhere else).
 
     A method's own entry replaces the stage-wide one entirely (it does not inherit from `*/*`),
     so each entry names every setting. `*/*` covers methods the app does not declare: the write
-    limits.
+    limits, no cache. A cached GET keeps its entries `cacheTtlInSeconds` (the TTL), encrypted,
+    and `requireAuthorizationForCacheControl` off: a client may send `Cache-Control: max-age=0`
+    to have its own entry fetched again (its key holds its own token, so it reaches no one
+    else's), which is how it gets past an error kept in the cache (docs/deploy.md).
     """
 
-    def entry(throttle: Throttle) -> dict[str, Any]:
-        return {
-            "cachingEnabled": False,
+    def entry(throttle: Throttle, cached: bool) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "cachingEnabled": cached,
             "throttlingRateLimit": float(throttle.rate),
             "throttlingBurstLimit": int(throttle.burst),
         }
+        if cached:
+            values.update(
+                cacheTtlInSeconds=settings.cache_ttl,
+                cacheDataEncrypted=True,
+                requireAuthorizationForCacheControl=False,
+            )
+        return values
 
-    out = {STAGE_WIDE: entry(settings.writes)}
+    out = {STAGE_WIDE: entry(settings.writes, False)}
     for route in routes:
-        out[method_key(route)] = entry(settings.throttle_for(route))
+        out[method_key(route)] = entry(settings.throttle_for(route), settings.caches and route.is_read)
     return out
 
 
@@ -222,7 +209,9 @@ def stage_patch_operations(
 ) -> list[dict[str, str]]:
     """The patch operations that bring `stage` (a get_stage answer) to the settings; none if it is."""
     ops = []
-    top = {"cacheClusterEnabled": False, "tracingEnabled": settings.tracing}
+    top: dict[str, Any] = {"cacheClusterEnabled": settings.caches, "tracingEnabled": settings.tracing}
+    if settings.caches:
+        top["cacheClusterSize"] = settings.cache_size
     for name, value in top.items():
         if not _same(stage.get(name), value):
             ops.append({"op": "replace", "path": f"/{name}", "value": _text(value)})
@@ -298,19 +287,38 @@ def cached_gets_without_keys(
         return []
     settings = stage.get("methodSettings") or {}
     default = (settings.get(STAGE_WIDE) or {}).get("cachingEnabled", True)
+    cached = [r for r in routes if r.is_read and (settings.get(method_key(r)) or {}).get("cachingEnabled", default)]
+    return [
+        f"GET {path} cached without {missing}" for path, missing in unkeyed_gets(apigw, rest_api_id, cached, must_key)
+    ]
+
+
+def unkeyed_gets(
+    apigw: Any, rest_api_id: str, routes: Sequence[Route], must_key: Callable[[Route], Sequence[str]]
+) -> list[tuple[str, str]]:
+    """(path, what is missing) for each GET among `routes` whose integration's cacheKeyParameters
+    lack something `must_key` says its key must hold."""
     resources = resource_ids(apigw, rest_api_id)
-    unsafe = []
+    out = []
     for route in routes:
         if not route.is_read:
-            continue
-        if not (settings.get(method_key(route)) or {}).get("cachingEnabled", default):
             continue
         integration = apigw.get_integration(restApiId=rest_api_id, resourceId=resources[route.path], httpMethod="GET")
         keyed = set(integration.get("cacheKeyParameters") or [])
         missing = [p for p in must_key(route) if p not in keyed]
         if missing:
-            unsafe.append(f"GET {route.path} cached without {', '.join(missing)}")
-    return unsafe
+            out.append((route.path, ", ".join(missing)))
+    return out
+
+
+def current_cache_ttl(stage: Mapping[str, Any] | None) -> int:
+    """The TTL the stage caches its GETs with now (0: no cache cluster, or no GET cached)."""
+    if not (stage or {}).get("cacheClusterEnabled"):
+        return 0
+    for key, entry in ((stage or {}).get("methodSettings") or {}).items():
+        if key.endswith("/GET") and entry.get("cachingEnabled"):
+            return int(entry.get("cacheTtlInSeconds") or 0)
+    return 0
 
 
 def resource_ids(apigw: Any, rest_api_id: str) -> dict[str, str]:
@@ -365,12 +373,24 @@ def configure_api(
     log: Any = print,
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[Call]:
-    """Everything after `chalice deploy`; returns the calls made (or planned)."""
+    """Everything after `chalice deploy`; returns the calls made (or planned).
+
+    The stage cache is turned on only when every GET's live integration holds its whole key (the
+    document chalice sent carried it: chalicelib/apigateway_extensions.py). When one does not,
+    the stage is set with the cache off and ApiShapeError says why: a GET is never left cached
+    on a key that misses an input, one caller's answer served to another."""
     definition = api_definition_calls(apigw, rest_api_id, stage_name)
     for call in definition:
         log(("would " if dry_run else "") + str(call))
     if not dry_run:
         apply(apigw, definition, sleep)
+    unkeyed = unkeyed_gets(apigw, rest_api_id, routes, lambda r: r.cache_key_parameters()) if settings.caches else []
+    if unkeyed:
+        settings = replace(settings, cache_ttl=0)
+        log(
+            "the stage cache stays off: "
+            + "; ".join(f"GET {path} has no {missing} in its key" for path, missing in unkeyed)
+        )
     if not dry_run:
         wait_for_cache_cluster(apigw, rest_api_id, stage_name, sleep)
     stage = stage_calls(apigw, rest_api_id, stage_name, routes, settings)
@@ -378,4 +398,10 @@ def configure_api(
         log(("would " if dry_run else "") + str(call))
     if not dry_run:
         apply(apigw, stage, sleep)
+    if unkeyed:
+        raise ApiShapeError(
+            "the stage cache was not turned on: the API chalice deployed lacks cache keys ("
+            + "; ".join(f"GET {path}: {missing}" for path, missing in unkeyed)
+            + "); was app.py deployed without chalicelib.apigateway_extensions.install?"
+        )
     return definition + stage

@@ -2,7 +2,8 @@
 
     python -m deploy.deploy infra  --stage prod [--region R] [--parameter K=V ...] [--dry-run]
     python -m deploy.deploy deploy --stage prod [--region R] [--parameter K=V ...]
-                                   [--edge-parameter K=V ...] [--rotate-origin-secret] [--dry-run]
+                                   [--edge-parameter K=V ...] [--rotate-origin-secret]
+                                   [--api-cache-ttl [SECONDS]] [--dry-run]
 
 `infra` (docs/deploy.md explains each):
 1. the origin secret (SSM SecureString) that CloudFront sends and the API's web ACL checks;
@@ -14,11 +15,15 @@
 After it, a plain `chalice deploy --stage <stage>` from the project folder updates the stage.
 
 `deploy` is `infra`, then `chalice deploy --stage <stage>` and what Chalice cannot express:
-5. the record back to SSM; the app's `migrate` function, when it has one;
-6. API Gateway: gateway responses, no stage cache (GETs are cached by CloudFront, whose key the
-   edge stack owns), throttling per method, the regional web ACL on the stage;
+5. `chalice deploy`, and its record back to SSM;
+6. API Gateway: the gateway responses checked (the document chalice sent carries them), the
+   stage cache off unless `--api-cache-ttl` turns it on, throttling per method, the regional web
+   ACL on the stage;
 7. log retention of the functions, the loader's asynchronous invocation config;
-8. the edge stack (infrastructure/edge.yaml) in us-east-1, in front of the API.
+8. the edge stack (infrastructure/edge.yaml) in us-east-1, in front of the API (and, after a
+   rotation of the origin secret, the data stack without the old value);
+9. the app's `migrate` function (synchronous, waiting its whole timeout, never retried);
+10. the reconciler, invoked asynchronously: objects deferred until this release load at once.
 
 `--dry-run` makes no change: it reads what exists (when credentials allow) and prints the calls.
 """
@@ -34,6 +39,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +63,9 @@ class Options:
     region: str | None = None
     dry_run: bool = False
     rotate_origin_secret: bool = False
+    # API Gateway's stage cache for GETs: its TTL in seconds, 0 off; None keeps what the stage has
+    # (a new stage: off).
+    api_cache_ttl: int | None = None
     data_parameters: dict[str, str] = field(default_factory=dict)
     edge_parameters: dict[str, str] = field(default_factory=dict)
     project_dir: Path = PROJECT_DIR
@@ -74,22 +83,7 @@ def edge_stack_name(app_name: str, stage: str) -> str:
 # -- templates ------------------------------------------------------------------------------------
 def template_output_names(template: Path) -> set[str]:
     """The Outputs a CloudFormation template declares (short intrinsic tags are tolerated)."""
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    def any_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
-        if isinstance(node, yaml.ScalarNode):
-            return loader.construct_scalar(node)
-        if isinstance(node, yaml.SequenceNode):
-            return loader.construct_sequence(node)
-        return loader.construct_mapping(node)
-
-    Loader.add_multi_constructor("!", any_tag)
-    with open(template, encoding="utf-8") as handle:
-        document = yaml.load(handle, Loader=Loader)  # a SafeLoader: no arbitrary objects
-    return set((document or {}).get("Outputs", {}))
+    return set(stacks.template_section(template.read_text(encoding="utf-8"), "Outputs"))
 
 
 def check_templates(project_dir: Path, config: Mapping[str, Any], stage: str) -> None:
@@ -111,6 +105,20 @@ def check_templates(project_dir: Path, config: Mapping[str, Any], stage: str) ->
         unknown = render.placeholders(document) - known
         if unknown:
             raise DeployError(f".chalice/{name} names {', '.join(sorted(unknown))}, which no output provides")
+
+
+def check_bundles(
+    project_dir: Path, stage_config: Mapping[str, Any], dry_run: bool, log: Callable[[str], None]
+) -> None:
+    """The CA bundles the stage's database URLs name, checked before any AWS call (deploy/tls.py);
+    a dry run only warns."""
+    try:
+        for warning in tls.check_bundles(project_dir, tls.stage_environments(stage_config)):
+            log(f"warning: {warning}")
+    except tls.BundleMissing as exc:
+        if not dry_run:
+            raise
+        log(f"warning: {exc}")
 
 
 def dry_run_outputs(project_dir: Path) -> dict[str, str]:
@@ -171,23 +179,22 @@ def edge_stack_spec(
     )
 
 
-def stack_step(
-    cfn: Any, spec: stacks.StackSpec, dry_run: bool, log: Callable[[str], None], ctx: Context | None = None
-) -> dict[str, str] | None:
-    """Deploy a stack (or say what would happen); its outputs, or None when it does not exist."""
-    if spec.too_large and ctx is not None:
-        region = cfn.meta.region_name
-        bucket = stacks.template_bucket(ctx.app_name, ctx.options.stage, ctx.account_id, region)
-        log(
-            ("would upload" if dry_run else "uploading")
-            + f" the template of {spec.name} to s3://{bucket}/ (over {stacks.TEMPLATE_BODY_LIMIT} bytes)"
-        )
-        if dry_run:
-            spec = replace(spec, template_url=f"https://{bucket}.s3.{region}.amazonaws.com/<sha256>.yaml")
-        else:
-            spec = stacks.upload_template(ctx.session.client("s3", region_name=region), bucket, region, spec)
-    if not dry_run:
-        return stacks.deploy(cfn, spec, log)
+def stack_step(ctx: Context, cfn: Any, spec: stacks.StackSpec) -> dict[str, str] | None:
+    """Deploy a stack through its template in S3 (or say what would happen); its outputs, or None
+    when it does not exist. Every create and update, protection updates included, names the
+    template by URL: CloudFormation takes at most 51,200 bytes inline, and a template that grows
+    past that must not need another code path on the day it does."""
+    region = cfn.meta.region_name
+    bucket = stacks.template_bucket(ctx.app_name, ctx.options.stage, ctx.account_id, region)
+    if ctx.dry:
+        ctx.log(f"would upload the template of {spec.name} to s3://{bucket}/{spec.name}/")
+        spec = replace(spec, template_url=f"https://{bucket}.s3.{region}.amazonaws.com/{spec.name}/<sha256>.yaml")
+    else:
+        s3 = ctx.session.client("s3", region_name=region)
+        spec = stacks.upload_template(s3, bucket, region, spec, ctx.account_id)
+        ctx.log(f"template of {spec.name}: {spec.template_url}")
+    if not ctx.dry:
+        return stacks.deploy(cfn, spec, ctx.log)
     action, existing = stacks.plan(cfn, spec)
     params = stacks.stack_parameters(spec, existing)
     shown = [
@@ -196,7 +203,7 @@ def stack_step(
         else {**p, "ParameterValue": "****"}
         for p in params
     ]
-    log(f"would {action} stack {spec.name} with {json.dumps(shown)}")
+    ctx.log(f"would {action} stack {spec.name} with {json.dumps(shown)}")
     return stacks.outputs(existing) if existing else None
 
 
@@ -217,8 +224,9 @@ def log_desired_api(routes: Sequence[Any], settings: apigateway.StageSettings, l
     methods = apigateway.desired_method_settings(routes, settings)
     for route in routes:
         entry = methods[apigateway.method_key(route)]
+        cached = f"cached {entry['cacheTtlInSeconds']} s" if entry["cachingEnabled"] else "not cached"
         log(
-            f"  {route.method} {route.path}: throttle {entry['throttlingRateLimit']:g}/s burst {entry['throttlingBurstLimit']}, not cached by API Gateway"
+            f"  {route.method} {route.path}: throttle {entry['throttlingRateLimit']:g}/s burst {entry['throttlingBurstLimit']}, {cached} by API Gateway"
         )
     log("  gateway responses: " + ", ".join(r.response_type for r in apigateway.GATEWAY_RESPONSES))
     for config in functions.ASYNC_CONFIGS:
@@ -226,7 +234,7 @@ def log_desired_api(routes: Sequence[Any], settings: apigateway.StageSettings, l
             f"  {config.function}: {config.maximum_retry_attempts} retries, events kept "
             f"{config.maximum_event_age_seconds} s, then to {config.destination_output}"
         )
-    log(f"  then the edge stack in {EDGE_REGION} (GETs cached by CloudFront, keyed on Authorization and the query)")
+    log(f"  then the edge stack in {EDGE_REGION} (CloudFront, caching nothing)")
 
 
 def load_app(project_dir: Path) -> Any:
@@ -291,13 +299,13 @@ def step_data_stack(ctx: Context, origin_values: origin_secret.OriginSecret | No
             # Deletion protection of the master only on a stack that exists: a first creation
             # that fails must be able to roll back and be deleted.
             spec = data_stack_spec(project, ctx.app_name, stage, {"DatabaseDeletionProtection": "true", **parameters})
-        outputs = stack_step(cfn, spec, ctx.dry, ctx.log)
+        outputs = stack_step(ctx, cfn, spec)
         if existing is None and outputs is not None and not ctx.dry:
             protected = data_stack_spec(
                 project, ctx.app_name, stage, {"DatabaseDeletionProtection": "true", **parameters}
             )
             ctx.log("created; switching the master's deletion protection on")
-            outputs = stacks.deploy(cfn, protected, ctx.log)
+            outputs = stack_step(ctx, cfn, protected)
     ctx.outputs = outputs if outputs is not None else dry_run_outputs(project)
 
 
@@ -316,12 +324,6 @@ def step_render(ctx: Context, config: Mapping[str, Any]) -> None:
     rendered = render.render_stage_config(config, stage, variables)
     policies = render.render_policies(project, config, stage, variables)
     env = rendered["stages"][stage].get("environment_variables", {})
-    try:
-        tls.check_bundles(project, env)
-    except tls.BundleMissing as exc:
-        if not ctx.dry:
-            raise
-        ctx.log(f"warning: {exc}")
     if ctx.dry:
         ctx.log("would write .chalice/config.json (stage " + stage + ") and " + ", ".join(sorted(policies)))
     else:
@@ -369,24 +371,46 @@ def step_chalice(ctx: Context, runner: Callable[..., Any]) -> dict[str, dict[str
 
 
 def step_migrate(ctx: Context, deployed: Mapping[str, Any]) -> None:
+    """The app's `migrate` function, once every protection is in place: its failure stops the run
+    with nothing else skipped but the reconcile after it."""
+    ctx.log("9. migrate (the master's schema, inside the VPC)")
     if "migrate" not in deployed:
         ctx.log("the app has no migrate function: run `python -m chalicelib.cli migrate` inside the VPC")
         return
     arn = deployed["migrate"]["lambda_arn"]
-    ctx.log(("would " if ctx.dry else "") + str(functions.migrate_call(arn)))
-    if not ctx.dry:
-        ctx.log(f"migrate: {functions.run_migration(ctx.session.client('lambda'), arn)}")
+    if ctx.dry:
+        ctx.log(f"would {functions.migrate_call(arn)}, waiting the function's timeout, never retried")
+        return
+    timeout = functions.function_timeout(ctx.session.client("lambda"), arn)
+    client = functions.migrate_client(ctx.session, timeout)
+    ctx.log(
+        f"{functions.migrate_call(arn)}: waits up to {timeout + functions.INVOKE_READ_MARGIN_SECONDS} s, one attempt"
+    )
+    ctx.log(f"migrate: {functions.run_migration(client, arn)}")
+
+
+def step_reconcile_deferred(ctx: Context, deployed: Mapping[str, Any]) -> None:
+    """The reconciler, invoked now (asynchronously) rather than at its next scheduled run: objects
+    the loader deferred until this release's schema or command version was there load at once."""
+    ctx.log("10. reconcile of deferred objects")
+    if functions.RECONCILE_FUNCTION not in deployed:
+        ctx.log(f"the app has no {functions.RECONCILE_FUNCTION} function: nothing to ask")
+        return
+    arn = deployed[functions.RECONCILE_FUNCTION]["lambda_arn"]
+    event = functions.reconcile_event(ctx.account_id, ctx.region, datetime.now(UTC))
+    apply_or_show(ctx.session.client("lambda"), [functions.reconcile_call(arn, event)], ctx.dry, ctx.log)
 
 
 def step_api(ctx: Context, deployed: Mapping[str, Any], app_module: Any) -> None:
-    ctx.log("6. API Gateway: gateway responses, no stage cache, throttling, web ACL")
+    ctx.log("6. API Gateway: gateway responses, stage cache, throttling, web ACL")
     missing = function_names(app_module) - set(deployed)
     if missing and not ctx.dry:
         raise DeployError(f"chalice deploy did not record {', '.join(sorted(missing))}")
     apigw = ctx.session.client("apigateway")
     rest_api_id = deployed["rest_api"]["rest_api_id"]
-    routes = routes_of(app_module, queries=False)
-    apigateway.configure_api(apigw, rest_api_id, ctx.api_stage, routes, STAGE_SETTINGS, ctx.dry, ctx.log)
+    settings = stage_settings(ctx, apigw, rest_api_id)
+    routes = routes_of(app_module, queries=settings.caches)  # the keys a cached GET must have
+    apigateway.configure_api(apigw, rest_api_id, ctx.api_stage, routes, settings, ctx.dry, ctx.log)
     acl = ctx.outputs.get("ApiWebAclArn")
     if acl:
         waf = ctx.session.client("wafv2")
@@ -394,6 +418,16 @@ def step_api(ctx: Context, deployed: Mapping[str, Any], app_module: Any) -> None
             ctx.session.get_partition_for_region(ctx.region), ctx.region, rest_api_id, ctx.api_stage
         )
         apply_or_show(waf, apigateway.web_acl_calls(waf, acl, stage_arn), ctx.dry, ctx.log)
+
+
+def stage_settings(ctx: Context, apigw: Any, rest_api_id: str) -> apigateway.StageSettings:
+    """STAGE_SETTINGS with the stage cache asked for (`--api-cache-ttl`), else the one it has."""
+    ttl = ctx.options.api_cache_ttl
+    if ttl is None:
+        ttl = apigateway.current_cache_ttl(apigateway.get_stage(apigw, rest_api_id, ctx.api_stage))
+    if ttl:
+        ctx.log(f"  API Gateway's stage cache: on for GETs, {ttl} s (--api-cache-ttl 0 turns it off)")
+    return replace(STAGE_SETTINGS, cache_ttl=ttl)
 
 
 def step_functions(ctx: Context, deployed: Mapping[str, Any]) -> None:
@@ -421,7 +455,7 @@ def step_edge_stack(ctx: Context, rest_api_id: str) -> None:
     spec = edge_stack_spec(
         options.project_dir, ctx.app_name, options.stage, rest_api_id, ctx.region, ctx.api_stage, extra
     )
-    edge = stack_step(ctx.session.client("cloudformation", region_name=EDGE_REGION), spec, ctx.dry, ctx.log, ctx)
+    edge = stack_step(ctx, ctx.session.client("cloudformation", region_name=EDGE_REGION), spec)
     if edge and "DistributionDomainName" in edge:
         ctx.log(f"done: https://{edge['DistributionDomainName']}/health")
 
@@ -430,6 +464,7 @@ def context_for(session: Any, options: Options, log: Callable[[str], None]) -> t
     project, stage = options.project_dir, options.stage
     config = render.template_config(project)
     check_templates(project, config, stage)  # before any AWS call
+    check_bundles(project, config["stages"][stage], options.dry_run, log)
     region = session.region_name
     if not region:
         raise DeployError("no AWS region: pass --region or set AWS_REGION / a profile region")
@@ -470,10 +505,12 @@ def run(
     if "rest_api" not in deployed:
         if not ctx.dry:
             raise DeployError(f"chalice deploy left no rest_api in .chalice/deployed/{options.stage}.json")
-        log("the API does not exist yet; after chalice deploy creates it, steps 6 to 8 set:")
-        log_desired_api(routes_of(load_app(options.project_dir), queries=False), STAGE_SETTINGS, log)
+        log("the API does not exist yet; after chalice deploy creates it, steps 6 to 10 set:")
+        settings = replace(STAGE_SETTINGS, cache_ttl=options.api_cache_ttl or 0)
+        log_desired_api(routes_of(load_app(options.project_dir), queries=False), settings, log)
         return
-    step_migrate(ctx, deployed)
+    # The protections first (the stage's, the functions', the edge's), then the schema, then what
+    # waited for it: a migrate that fails skips none of them.
     step_api(ctx, deployed, load_app(options.project_dir))
     step_functions(ctx, deployed)
     step_edge_stack(ctx, deployed["rest_api"]["rest_api_id"])
@@ -484,6 +521,8 @@ def run(
             ctx.session.client("ssm"), origin_secret.parameter_name(ctx.app_name, options.stage)
         )
         step_data_stack(ctx)
+    step_migrate(ctx, deployed)
+    step_reconcile_deferred(ctx, deployed)
 
 
 # -- command line ---------------------------------------------------------------------------------
@@ -497,6 +536,16 @@ def _pairs(values: Sequence[str] | None, flag: str) -> dict[str, str]:
     return out
 
 
+def _cache_ttl(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= apigateway.MAX_CACHE_TTL:
+        raise argparse.ArgumentTypeError(f"a TTL in seconds from 0 (off) to {apigateway.MAX_CACHE_TTL}, got {text!r}")
+    return value
+
+
 def parse_args(argv: Sequence[str] | None) -> tuple[str, Options]:
     parser = argparse.ArgumentParser(prog="python -m deploy.deploy", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", nargs="?", choices=("infra", "deploy"), default="deploy")
@@ -504,6 +553,15 @@ def parse_args(argv: Sequence[str] | None) -> tuple[str, Options]:
     parser.add_argument("--region", help="the stage's region (default: the profile's or AWS_REGION)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     parser.add_argument("--rotate-origin-secret", action="store_true", help="a new CloudFront origin secret")
+    parser.add_argument(
+        "--api-cache-ttl",
+        type=_cache_ttl,
+        nargs="?",
+        const=apigateway.DEFAULT_CACHE_TTL,
+        metavar="SECONDS",
+        help=f"API Gateway's stage cache for GETs: on with this TTL (alone: {apigateway.DEFAULT_CACHE_TTL} s), "
+        "0 turns it off; without the flag the stage keeps what it has (a new one: off). docs/deploy.md",
+    )
     parser.add_argument("--parameter", action="append", metavar="KEY=VALUE", help="a data stack parameter")
     parser.add_argument("--edge-parameter", action="append", metavar="KEY=VALUE", help="an edge stack parameter")
     args = parser.parse_args(argv)
@@ -512,6 +570,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[str, Options]:
         region=args.region,
         dry_run=args.dry_run,
         rotate_origin_secret=args.rotate_origin_secret,
+        api_cache_ttl=args.api_cache_ttl,
         data_parameters=_pairs(args.parameter, "--parameter"),
         edge_parameters=_pairs(args.edge_parameter, "--edge-parameter"),
     )
@@ -530,7 +589,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_infra(session, options)
         else:
             run(session, options)
-    except (DeployError, stacks.StackError, apigateway.ApiShapeError, render.RenderError, tls.BundleMissing) as exc:
+    except (
+        DeployError,
+        stacks.StackError,
+        apigateway.ApiShapeError,
+        render.RenderError,
+        tls.BundleMissing,
+        origin_secret.RotationUnfinished,
+    ) as exc:
         print(f"deploy: {exc}", file=sys.stderr)
         return 1
     except functions.MigrationFailed as exc:

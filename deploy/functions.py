@@ -14,7 +14,10 @@ Lambda sends to the destination with the function's own role: policy-<stage>-loa
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from deploy.apigateway import Call
@@ -94,6 +97,32 @@ class MigrationFailed(RuntimeError):
     """The migrate function answered with an error."""
 
 
+# migrate runs inside the VPC, synchronously: a long ALTER TABLE of a big table may take most of
+# the function's 15 minutes. The deploy step's client waits that long and then some (botocore's
+# 60 s read timeout cut it short before), and never sends it again (botocore's retries invoked a
+# migration that was still running a second time): one attempt, an answer or a clear error.
+INVOKE_READ_MARGIN_SECONDS = 60
+
+
+def function_timeout(lambda_client: Any, function_name: str) -> int:
+    """The function's configured timeout in seconds."""
+    return int(lambda_client.get_function_configuration(FunctionName=function_name)["Timeout"])
+
+
+def migrate_client(session: Any, timeout_seconds: int) -> Any:
+    """A Lambda client that waits for a migrate function of `timeout_seconds`, and does not retry.
+    TCP keep-alives keep a long wait from being cut by a middlebox in between."""
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=10,
+        read_timeout=timeout_seconds + INVOKE_READ_MARGIN_SECONDS,
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        tcp_keepalive=True,
+    )
+    return session.client("lambda", config=config)
+
+
 def migrate_call(function_name: str) -> Call:
     return Call("invoke", {"FunctionName": function_name, "InvocationType": "RequestResponse", "Payload": b"{}"})
 
@@ -108,3 +137,35 @@ def run_migration(lambda_client: Any, function_name: str) -> Any:
         return json.loads(payload) if payload else None
     except ValueError:
         return payload
+
+
+# The last step of a deploy: the reconciler, asked at once rather than at its next scheduled run.
+# Objects the loader left unloaded because this release's schema or command version was not there
+# yet (deferred) load as soon as migrate has run. The event is shaped like the EventBridge event
+# of the schedule (chalice's CloudWatchEvent reads every one of these keys), from source
+# `sluice.deploy`, with its request in `detail`.
+RECONCILE_FUNCTION = "reconcile_writes"
+DEPLOY_EVENT_SOURCE = "sluice.deploy"
+RECONCILE_DEFERRED = {"reconcile": "deferred"}
+
+
+def reconcile_event(account_id: str, region: str, now: datetime) -> dict[str, Any]:
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Reconcile deferred objects",
+        "source": DEPLOY_EVENT_SOURCE,
+        "account": account_id,
+        "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": region,
+        "resources": [],
+        "detail": dict(RECONCILE_DEFERRED),
+    }
+
+
+def reconcile_call(function_name: str, event: Mapping[str, Any]) -> Call:
+    """An asynchronous invocation: the deploy does not wait for the reconciler's run."""
+    return Call(
+        "invoke",
+        {"FunctionName": function_name, "InvocationType": "Event", "Payload": json.dumps(event).encode("utf-8")},
+    )

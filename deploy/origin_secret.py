@@ -9,6 +9,13 @@ Rotation (`make deploy DEPLOY_ARGS=--rotate-origin-secret`): a new `current` is 
 one kept as `previous`; the data stack then accepts both, the edge stack switches CloudFront to
 the new one (and waits for the distribution), and only then is `previous` dropped and the data
 stack updated again. No request from CloudFront is refused on the way.
+
+A rotation that stopped half-way (the edge stack failed, the run was interrupted) leaves
+`previous` set: the value CloudFront may still be sending. A new rotation then would drop it from
+the web ACL before CloudFront stopped sending it, and every request would get a WAF 403, so
+`ensure` refuses to start one (`RotationUnfinished`, before anything is changed). A run without
+`--rotate-origin-secret` finishes the old rotation: the data stack still accepts both values,
+the edge stack switches CloudFront to `current`, then `previous` is dropped.
 """
 
 from __future__ import annotations
@@ -20,6 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 HEADER = "X-Origin-Verify"
+
+
+class RotationUnfinished(RuntimeError):
+    """A rotation was asked for while the previous one has not finished."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,13 @@ def ensure(ssm: Any, name: str, rotate: bool, dry_run: bool, log: Callable[[str]
     if stored is None:
         value = OriginSecret(current=new_value())
         log(("would create " if dry_run else "created ") + f"SSM parameter {name}")
+    elif rotate and stored.previous:
+        raise RotationUnfinished(
+            f"the last rotation of {name} has not finished: the API's web ACL still accepts the value "
+            "before it, which CloudFront may still be sending. Run the deploy without "
+            "--rotate-origin-secret to finish it (CloudFront is switched to the current value, then the "
+            "old one is dropped), then rotate again"
+        )
     elif rotate:
         value = OriginSecret(current=new_value(), previous=stored.current)
         log(
@@ -72,6 +90,8 @@ def ensure(ssm: Any, name: str, rotate: bool, dry_run: bool, log: Callable[[str]
             + f"{name}: the web ACL accepts both values until CloudFront sends the new one"
         )
     else:
+        if stored.previous:
+            log(f"{name}: finishing a rotation that did not complete (the web ACL accepts both values until then)")
         return stored
     if not dry_run:
         store(ssm, name, value)

@@ -3,9 +3,9 @@
 A shared cache of a GET must key it on everything its answer depends on: the caller
 (`Authorization`), the path parameters, the query parameters it reads, and `If-None-Match` (the
 app answers 304 with an empty body to a matching tag). `cache_key_parameters` names them in API
-Gateway's terms; `deploy.apigateway.cached_gets_without_keys` uses them to show that no GET is
-cached without them (API Gateway caches nothing; CloudFront's key holds all of them and every
-query string, see infrastructure/edge.yaml).
+Gateway's terms: the document `chalice deploy` sends declares them for every GET
+(chalicelib/apigateway_extensions.py), and `deploy.apigateway` checks them on the deployed API
+before it turns API Gateway's stage cache on (off by default; CloudFront caches nothing).
 
 Path parameters come from Chalice's route table. Query parameters are read from the source: the
 names passed as literals to `chalicelib.http.query_value(request, NAME)` in the view and in every
@@ -64,8 +64,8 @@ class Route:
 def routes_of(module: ModuleType, queries: bool = True) -> list[Route]:
     """Every (path, method) of the Chalice app `module.app`, sorted; query parameters for reads.
 
-    The deploy step passes `queries=False`: it sets throttles per route and caches nothing in API
-    Gateway (CloudFront's key holds every query string), so it needs no source analysis."""
+    With `queries=False` no source is read: enough for throttles per route, while the stage
+    cache is off."""
     app = module.app
     out = []
     for path, methods in sorted(app.routes.items()):

@@ -4,6 +4,10 @@ Parameters: the deploy step passes the ones it owns (Stage, ApiId, ...) and any 
 (`--parameter KEY=VALUE`); every other parameter the stack already has keeps its previous value,
 so a choice made once (AlarmEmail, EnableCache) survives later runs. A new stack takes the
 template's defaults.
+
+Templates: every create and update names its template by URL, uploaded first to the step's own
+bucket (`upload_template`), whatever its size; `plan` refuses a template over CloudFormation's
+inline limit that was not uploaded, so no path can send a large one inline.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ class StackSpec:
     capabilities: tuple[str, ...] = ()
     termination_protection: bool = False
     tags: Mapping[str, str] | None = None
-    template_url: str | None = None  # set by upload_template for a body over the limit
+    template_url: str | None = None  # set by upload_template: every stack is deployed from S3
 
     @property
     def too_large(self) -> bool:
@@ -56,20 +60,47 @@ def outputs(stack: Mapping[str, Any]) -> dict[str, str]:
     return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
 
 
+def template_section(body: str, section: str) -> dict[str, Any]:
+    """One top-level section of a template (`Parameters`, `Outputs`), short intrinsic tags
+    tolerated (a SafeLoader: no arbitrary objects)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def any_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+        if isinstance(node, yaml.ScalarNode):
+            return loader.construct_scalar(node)
+        if isinstance(node, yaml.SequenceNode):
+            return loader.construct_sequence(node)
+        return loader.construct_mapping(node)
+
+    Loader.add_multi_constructor("!", any_tag)
+    document = yaml.load(body, Loader=Loader) or {}
+    return dict(document.get(section) or {})
+
+
 def stack_parameters(spec: StackSpec, existing: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """The Parameters argument: ours and the operator's; the rest keep their previous values."""
+    """The Parameters argument: ours and the operator's; the rest keep their previous values, as
+    long as the template still declares them (a parameter a newer template dropped is not passed:
+    CloudFormation refuses a parameter the template does not have)."""
     given = [{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(spec.parameters.items())]
     if existing is None:
         return given
+    declared = set(template_section(spec.template_body, "Parameters"))
     previous = sorted(p["ParameterKey"] for p in existing.get("Parameters", []))
-    kept = [{"ParameterKey": k, "UsePreviousValue": True} for k in previous if k not in spec.parameters]
+    kept = [
+        {"ParameterKey": k, "UsePreviousValue": True} for k in previous if k not in spec.parameters and k in declared
+    ]
     return given + kept
 
 
 def plan(cfn: Any, spec: StackSpec) -> tuple[str, dict[str, Any] | None]:
     """("create" | "update", the existing stack or None). Raises StackError for a stuck stack."""
     if spec.too_large and not spec.template_url:
-        raise StackError(f"{spec.name}: the template is over {TEMPLATE_BODY_LIMIT} bytes; upload it to S3 first")
+        raise StackError(
+            f"{spec.name}: the template is over {TEMPLATE_BODY_LIMIT} bytes; deploy it from S3 (TemplateURL)"
+        )
     existing = describe(cfn, spec.name)
     if existing is None:
         return "create", None
@@ -145,35 +176,49 @@ def template_bucket(app_name: str, stage: str, account_id: str, region: str) -> 
     return f"{app_name}-{stage}-templates-{account_id}-{region}"
 
 
-def upload_template(s3: Any, bucket: str, region: str, spec: StackSpec) -> StackSpec:
-    """The spec with its template in S3 (TemplateURL), for a body CloudFormation will not take
-    inline. The bucket is made on first use: private, encrypted, objects expire after 30 days."""
+def upload_template(s3: Any, bucket: str, region: str, spec: StackSpec, account_id: str) -> StackSpec:
+    """The spec with its template in S3 (`TemplateURL`): every stack is deployed that way, whatever
+    its size (CloudFormation takes at most TEMPLATE_BODY_LIMIT bytes inline). The bucket is the
+    step's own, made on first use: private, objects expire after 30 days (CloudFormation keeps its
+    own copy of a stack's template), and only this account's bucket is used (`ExpectedBucketOwner`:
+    a bucket of that name in another account is refused, never written to). The key is the
+    template's SHA-256, so an unchanged template is the same object."""
     from botocore.exceptions import ClientError
 
     try:
-        s3.head_bucket(Bucket=bucket)
-    except ClientError:
-        where = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
-        s3.create_bucket(Bucket=bucket, **where)
-        s3.put_public_access_block(
-            Bucket=bucket,
-            PublicAccessBlockConfiguration={
-                "BlockPublicAcls": True,
-                "IgnorePublicAcls": True,
-                "BlockPublicPolicy": True,
-                "RestrictPublicBuckets": True,
-            },
-        )
-        s3.put_bucket_lifecycle_configuration(
-            Bucket=bucket,
-            LifecycleConfiguration={
-                "Rules": [{"ID": "expire", "Status": "Enabled", "Filter": {"Prefix": ""}, "Expiration": {"Days": 30}}]
-            },
-        )
+        s3.head_bucket(Bucket=bucket, ExpectedBucketOwner=account_id)
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code = exc.response.get("Error", {}).get("Code")
+        if status != 404 and code not in ("404", "NoSuchBucket", "NotFound"):
+            raise StackError(
+                f"the template bucket {bucket} exists but is not this account's, or cannot be read ({code})"
+            ) from exc
+        _create_template_bucket(s3, bucket, region)
     body = spec.template_body.encode("utf-8")
     key = f"{spec.name}/{hashlib.sha256(body).hexdigest()}.yaml"
-    s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="text/yaml")
+    s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="text/yaml", ExpectedBucketOwner=account_id)
     return replace(spec, template_url=f"https://{bucket}.s3.{region}.amazonaws.com/{key}")
+
+
+def _create_template_bucket(s3: Any, bucket: str, region: str) -> None:
+    where = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+    s3.create_bucket(Bucket=bucket, **where)
+    s3.put_public_access_block(
+        Bucket=bucket,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=bucket,
+        LifecycleConfiguration={
+            "Rules": [{"ID": "expire", "Status": "Enabled", "Filter": {"Prefix": ""}, "Expiration": {"Days": 30}}]
+        },
+    )
 
 
 def failure_reason(cfn: Any, name: str) -> str:

@@ -422,6 +422,12 @@ class MySQLDatabase(Database):
         return mysql_error_code(exc) in RETRYABLE
 
 
+def connection_lost(exc: BaseException) -> bool:
+    """Whether `exc` says the connection itself is gone: 2006, 2013, 2055, or what PyMySQL raises
+    once it has dropped the socket."""
+    return mysql_error_code(exc) in CONNECTION_LOST or _connection_dropped_inside_pymysql(exc)
+
+
 def _connection_dropped_inside_pymysql(exc: BaseException) -> bool:
     """Errors PyMySQL raises, once it has dropped a connection's socket, that do not say so: an
     AttributeError on the socket it set to None ('NoneType' object has no attribute 'sendall'),

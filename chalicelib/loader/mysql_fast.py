@@ -33,6 +33,11 @@ caller's transaction with the ledger row) and changes only how rows reach the se
   table (1787 under GTID consistency with statement logging), the work since the savepoint is
   rolled back and the object is applied with `SqlApplier`'s multi-row guarded upsert; the refusal
   is remembered for a while so later objects go there directly.
+- When the connection drops during the fast path (a proxy that cuts LOAD DATA LOCAL instead of
+  refusing it, a failover), the transaction is gone: the load fails as the database being
+  unavailable, and its retry takes the fast path once more. A second drop in a row on the fast
+  path is taken as a refusal: this process's loads then use the guarded upsert for a while, so an
+  endpoint that always drops it is not retried for ever.
 - Small objects (under `min_rows` lines) use `SqlApplier` directly: a multi-row upsert is as
   fast there and needs no file.
 
@@ -60,7 +65,7 @@ from typing import Any
 
 from chalicelib.commands import WriteCommand
 from chalicelib.db import local_files
-from chalicelib.db.database import Database
+from chalicelib.db.database import Database, connection_lost
 from chalicelib.db.schema import OWNER_COLLATION, owner_collation
 from chalicelib.loader import Quarantine, chunk_files
 from chalicelib.loader.apply import Folded, SqlApplier, Touched
@@ -123,6 +128,7 @@ ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT sluice_fast"
 REFUSED_ERRORS = frozenset({1148, 3948, 4166, 1787, 1785})
 NO_MEMORY_ENGINE = frozenset({1286, 1289})  # unknown / disabled storage engine
 REFUSAL_MEMORY_SECONDS = 600.0
+DROPS_BEFORE_UPSERT = 2  # connections lost on the fast path in a row before it is given up a while
 PROBE_KEYS = 64
 MAX_HELD_REJECTS = 2000
 
@@ -612,6 +618,7 @@ class MySQLFastApplier(SqlApplier):
         self.threaded = threaded
         self.prefers_keys = prefers_keys  # tests: take the keys way even on a fresh table
         self._refused_until = 0.0
+        self._drops = 0  # connections lost on the fast path since it last succeeded
         self.paths: Counter[str] = Counter()  # how objects went: small, fresh, keys, redo, refused
 
     @property
@@ -621,6 +628,17 @@ class MySQLFastApplier(SqlApplier):
     def _refused(self, exc: LoadRefused) -> None:
         log.warning("fast load refused by the server, using multi-row upserts for a while: %s", exc)
         self.paths["refused"] += 1
+        self._refused_until = time.monotonic() + REFUSAL_MEMORY_SECONDS
+
+    def _dropped(self, exc: BaseException) -> None:
+        """The connection was lost on the fast path; the second time in a row, give it up a while."""
+        self._drops += 1
+        if self._drops < DROPS_BEFORE_UPSERT:
+            log.warning("connection lost during the fast load; its retry takes the fast path once more: %s", exc)
+            return
+        log.warning("connection lost during the fast load again: multi-row upserts for a while: %s", exc)
+        self.paths["dropped"] += 1
+        self._drops = 0
         self._refused_until = time.monotonic() + REFUSAL_MEMORY_SECONDS
 
     # -- already parsed (BatchLoader.load_parsed) ------------------------------------------------
@@ -763,7 +781,9 @@ class MySQLFastApplier(SqlApplier):
                     session.add(mine)
                     if quarantine is not None and len(quarantine.pending) > MAX_HELD_REJECTS:
                         raise _TooManyRejects()
-                return session.finish()
+                result = session.finish()
+            self._drops = 0
+            return result
         except _Abandoned as exc:
             worker.finish_all()  # a chunk's error (a deadlock ends the transaction) is raised
             if isinstance(exc, LoadRefused):
@@ -778,6 +798,10 @@ class MySQLFastApplier(SqlApplier):
                 except Exception:
                     log.debug("could not drop the keys table", exc_info=True)
             return None
+        except Exception as exc:
+            if connection_lost(exc):
+                self._dropped(exc)  # the transaction is gone with the connection: raised as it is
+            raise
         finally:
             worker.close()
 

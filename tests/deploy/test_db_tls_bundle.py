@@ -1,10 +1,14 @@
 """Verified database TLS with a CA bundle packaged with the app (`ssl_ca=rds`), and the runtime's
-own store for RDS Proxy (`ssl_ca=system`). The real RDS bundle is not in this tree (no network
-where it was built): a CA made here stands in for it, served by a local TLS socket."""
+own store for RDS Proxy (`ssl_ca=system`). The handshakes use a CA made here, served by a local
+TLS socket (no RDS server here); the committed RDS bundle itself is checked as the deploy step
+checks it, and in the package Chalice builds."""
 
 from __future__ import annotations
 
 import datetime
+import hashlib
+import io
+import shutil
 import socket
 import ssl
 import threading
@@ -131,14 +135,76 @@ def test_the_system_store_is_used_for_the_proxy_and_the_bundle_name_points_into_
     tls.clear()
 
 
-def test_infra_stops_when_the_urls_name_a_bundle_the_project_lacks(tmp_path):
-    env = {
-        "REPLICA_URLS": "mysql://r1:3306/s?ssl=verify_identity&ssl_ca=rds,mysql://r2:3306/s?ssl=verify_identity&ssl_ca=rds"
-    }
-    with pytest.raises(deploy_tls.BundleMissing, match="rds-global-bundle.pem"):
-        deploy_tls.check_bundles(tmp_path, env)
+REPLICAS = {
+    "REPLICA_URLS": "mysql://r1:3306/s?ssl=verify_identity&ssl_ca=rds,mysql://r2:3306/s?ssl=verify_identity&ssl_ca=rds"
+}
+
+
+def test_infra_stops_when_the_urls_name_a_bundle_the_project_lacks_or_cannot_read(tmp_path):
+    with pytest.raises(deploy_tls.BundleMissing, match="rds-global-bundle.pem, which is missing"):
+        deploy_tls.check_bundles(tmp_path, [REPLICAS])
     bundle = tmp_path / deploy_tls.BUNDLE_NAMES["rds"]
     bundle.parent.mkdir(parents=True)
-    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
-    deploy_tls.check_bundles(tmp_path, env)
-    deploy_tls.check_bundles(tmp_path, {"DATABASE_URL": "mysql://p:3306/s?ssl=verify_identity&ssl_ca=system"})
+    for broken in ("-----BEGIN CERTIFICATE-----\n", "stand-in\n", ""):
+        bundle.write_text(broken)
+        with pytest.raises(deploy_tls.BundleMissing, match="does not parse|not certificates"):
+            deploy_tls.check_bundles(tmp_path, [REPLICAS])
+    # URLs that name no bundle need none (the proxy is verified against the runtime's store).
+    deploy_tls.check_bundles(tmp_path, [{"DATABASE_URL": "mysql://p:3306/s?ssl=verify_identity&ssl_ca=system"}])
+
+
+def test_a_bundle_of_expired_or_non_ca_certificates_is_refused(tmp_path):
+    bundle = tmp_path / deploy_tls.BUNDLE_NAMES["rds"]
+    bundle.parent.mkdir(parents=True)
+    ca_path, ca_cert, ca_key = make_ca(tmp_path, "stand-in-rds-ca")
+    server, _ = make_server_cert(tmp_path, ca_cert, ca_key, "localhost")
+    bundle.write_bytes(ca_path.read_bytes())
+    assert deploy_tls.check_bundles(tmp_path, [REPLICAS]) == []
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=365 * 200)
+    with pytest.raises(deploy_tls.BundleMissing, match="every certificate .* has expired"):
+        deploy_tls.check_bundles(tmp_path, [REPLICAS], now=later)
+    bundle.write_bytes(ca_path.read_bytes() + server.read_bytes())
+    with pytest.raises(deploy_tls.BundleMissing, match="not a CA"):
+        deploy_tls.check_bundles(tmp_path, [REPLICAS])
+
+
+# The extraction recorded in chalicelib/db/certs/README.md.
+EXTRACTED_ON = datetime.datetime(2026, 12, 6, tzinfo=datetime.UTC)
+
+
+def test_the_committed_bundle_holds_the_rds_roots_valid_when_extracted():
+    from cryptography import x509
+
+    path = ROOT / deploy_tls.BUNDLE_NAMES["rds"]
+    certificates = x509.load_pem_x509_certificates(path.read_bytes())
+    assert len(certificates) == 87
+    assert deploy_tls.check_bundles(ROOT, [REPLICAS], now=EXTRACTED_ON) == []  # none expired then
+    names = {c.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value for c in certificates}
+    for region in ("us-east-1", "eu-west-1", "ap-southeast-2"):
+        for kind in ("RSA2048 G1", "RSA4096 G1", "ECC384 G1"):
+            assert f"Amazon RDS {region} Root CA {kind}" in names
+    assert all(c.issuer == c.subject for c in certificates)  # roots only
+    readme = (path.parent / "README.md").read_text()
+    assert hashlib.sha256(path.read_bytes()).hexdigest() in readme
+
+
+def test_the_lambda_package_chalice_builds_carries_the_bundle(tmp_path):
+    import zipfile
+
+    from chalice.deploy.packager import AppOnlyDeploymentPackager
+    from chalice.utils import UI, OSUtils
+
+    # GIVEN the project's app files (what `chalice deploy` packages besides the dependencies)
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy2(ROOT / "app.py", project / "app.py")
+    shutil.copytree(ROOT / "chalicelib", project / "chalicelib", ignore=shutil.ignore_patterns("__pycache__"))
+    # WHEN Chalice's packager builds the function's package (its app files: the same
+    # _add_app_files every packager of chalice uses)
+    packager = AppOnlyDeploymentPackager(OSUtils(), None, UI(out=io.StringIO()))  # type: ignore[arg-type]
+    package = packager.create_deployment_package(str(project), "python3.12")
+    # THEN the bundle is in it, byte for byte, where chalicelib/db/tls.py looks for it
+    with zipfile.ZipFile(package) as zipped:
+        packed = zipped.read("chalicelib/db/certs/rds-global-bundle.pem")
+    assert packed == (ROOT / deploy_tls.BUNDLE_NAMES["rds"]).read_bytes()
+    assert Path(tls.PACKAGED_BUNDLES["rds"]).relative_to(ROOT).as_posix() == "chalicelib/db/certs/rds-global-bundle.pem"

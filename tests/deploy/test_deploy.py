@@ -40,6 +40,7 @@ from tests.deploy.conftest import (
 )
 
 API_ID = "a1b2c3d4e5"
+LAMBDA_ARN = "arn:aws:lambda:eu-west-1:123456789012:function:sluice-prod"
 CONTRACT_SECTION_6 = {
     "DATABASE_URL",
     "REPLICA_URLS",
@@ -158,7 +159,15 @@ def test_reading_query_params_directly_stops_the_deploy(tmp_path):
     )
     with pytest.raises(RouteError, match="query_params"):
         routes_of(module)
-    # The deploy step itself needs no query analysis (API Gateway caches nothing): it goes on.
+    # The document chalice sends needs each GET's key: chalice deploy stops there, before any call
+    from chalice.deploy.swagger import SwaggerGenerator
+
+    from chalicelib import apigateway_extensions
+
+    document = SwaggerGenerator("eu-west-1", {"api_handler_arn": LAMBDA_ARN}).generate_swagger(module.app)
+    with pytest.raises(RouteError, match="query_params"):
+        apigateway_extensions.extend(document, module)
+    # The stage step needs no query analysis while the stage cache is off: it goes on.
     (route,) = routes_of(module, queries=False)
     assert route.path == "/search" and route.query_params == ()
 
@@ -195,6 +204,100 @@ def test_the_key_check_flags_a_cached_get_whose_key_misses_an_input(app_module):
     assert unsafe == ["GET /todos/{todo_id} cached without method.request.querystring.min_version"]
     fake.stage = stage_with(False, {})  # no cache cluster: nothing is cached whatever the settings
     assert apigateway.cached_gets_without_keys(fake, API_ID, "api", lambda r: r.cache_key_parameters(), routes) == []
+
+
+# -- the document chalice sends ------------------------------------------------------------------
+@pytest.fixture
+def chalice_document(app_module, monkeypatch) -> dict[str, Any]:
+    """The document `chalice deploy` sends for the app (chalice's own generator, as its deployer
+    makes it, with the app's extension installed as chalice's CLI installs it)."""
+    from chalice.deploy import swagger
+
+    from chalicelib import apigateway_extensions
+
+    # Put the class back as it was after the test: install wraps it for the rest of the process.
+    monkeypatch.setattr(swagger.SwaggerGenerator, "generate_swagger", swagger.SwaggerGenerator.generate_swagger)
+    apigateway_extensions.install(app_module.__name__)
+    apigateway_extensions.install(app_module.__name__)  # a second import changes nothing
+    generator = swagger.SwaggerGenerator("eu-west-1", {"api_handler_arn": LAMBDA_ARN})
+    return dict(generator.generate_swagger(app_module.app))
+
+
+def test_no_get_that_can_be_cached_lacks_the_callers_token_in_its_key(chalice_document, app_module):
+    # Every GET can be cached once the stage cache is on: each must be keyed on Authorization,
+    # declared as a method request parameter, or one caller's answer goes to another.
+    gets = [(path, ops["get"]) for path, ops in chalice_document["paths"].items() if "get" in ops]
+    assert {path for path, _ in gets} == {r.path for r in routes_of(app_module) if r.is_read}
+    for path, operation in gets:
+        keys = operation["x-amazon-apigateway-integration"].get("cacheKeyParameters") or []
+        assert AUTHORIZATION in keys, path
+        assert {"name": "Authorization", "in": "header", "required": False, "type": "string"} in operation["parameters"]
+    for path, ops in chalice_document["paths"].items():
+        for verb, operation in ops.items():
+            if verb != "get":
+                assert "cacheKeyParameters" not in operation["x-amazon-apigateway-integration"], (verb, path)
+
+
+def test_the_document_carries_the_gateway_responses_in_the_contracts_shape(chalice_document):
+    from chalicelib.apigateway_extensions import GATEWAY_RESPONSES_KEY
+
+    sent = chalice_document[GATEWAY_RESPONSES_KEY]
+    assert set(sent) == {r.response_type for r in GATEWAY_RESPONSES}
+    for entry in sent.values():
+        body = json.loads(entry["responseTemplates"]["application/json"])
+        assert set(body) == {"error", "message"}
+        assert entry["responseParameters"]["gatewayresponse.header.Cache-Control"] == "'no-store'"
+    assert sent["MISSING_AUTHENTICATION_TOKEN"]["statusCode"] == "404"
+    assert "statusCode" not in sent["UNAUTHORIZED"]  # API Gateway's own 401 stays
+
+
+def test_the_stage_cache_is_not_turned_on_over_gets_without_their_keys(app_module):
+    # GIVEN an API deployed from a document without cache keys (app.py without the extension)
+    routes = routes_of(app_module)
+    fake = FakeApiGateway(routes)
+    settings = StageSettings(cache_ttl=10)
+    log: list[str] = []
+
+    with pytest.raises(apigateway.ApiShapeError, match="stage cache was not turned on"):
+        apigateway.configure_api(fake, API_ID, "api", routes, settings, log=log.append)
+
+    # THEN the stage was still set (throttles), with no cache anywhere
+    assert not fake.stage["cacheClusterEnabled"]
+    assert not any(entry["cachingEnabled"] for entry in fake.stage["methodSettings"].values())
+    assert any("GET /todos/{todo_id} has no" in line for line in log)
+    # AND with the keys the document carries, the same call turns it on for the GETs only
+    for route in routes:
+        method = fake.methods[(fake.resources[route.path], route.method)]
+        if route.is_read:
+            method["methodIntegration"]["cacheKeyParameters"] = list(route.cache_key_parameters())
+    apigateway.configure_api(fake, API_ID, "api", routes, settings, log=log.append)
+    assert fake.stage["cacheClusterEnabled"]
+    assert apigateway.current_cache_ttl(fake.stage) == 10
+    cached = {key for key, entry in fake.stage["methodSettings"].items() if entry["cachingEnabled"]}
+    assert cached == {apigateway.method_key(r) for r in routes if r.is_read}
+    assert apigateway.cached_gets_without_keys(fake, API_ID, "api", lambda r: r.cache_key_parameters(), routes) == []
+
+
+@pytest.mark.parametrize(
+    "argv, ttl",
+    [
+        ([], None),
+        (["--api-cache-ttl"], apigateway.DEFAULT_CACHE_TTL),
+        (["--api-cache-ttl", "30"], 30),
+        (["--api-cache-ttl", "0"], 0),
+    ],
+)
+def test_the_stage_cache_is_a_deploy_parameter_off_unless_given(argv, ttl):
+    _, options = deploy_step.parse_args(argv)
+    assert options.api_cache_ttl == ttl
+
+
+@pytest.mark.parametrize("value", ["-1", "3601", "ten"])
+def test_a_bad_cache_ttl_is_refused(value, capsys):
+    with pytest.raises(SystemExit) as raised:
+        deploy_step.parse_args(["--api-cache-ttl", value])
+    assert raised.value.code == 2
+    assert "from 0 (off) to 3600" in capsys.readouterr().err
 
 
 # -- gateway responses --------------------------------------------------------------------------
@@ -495,9 +598,12 @@ def test_outputs_fill_the_prod_environment(config, variables):
         "WRITE_TRANSPORT": "firehose",
         "FIREHOSE_STREAM": OUTPUTS["FirehoseStreamName"],
         "WRITES_BUCKET": OUTPUTS["WritesBucketName"],
-        # The proxy's certificate chains to Amazon's roots (the runtime's store), the replicas'
-        # to the RDS CA bundle packaged with the app; both verified, host names included.
-        "DATABASE_URL": f"mysql://{OUTPUTS['ProxyEndpoint']}:3306/sluice?ssl=verify_identity&ssl_ca=system",
+        # The master's instance endpoint loads (LOAD DATA LOCAL, temporary tables and SET SESSION
+        # never go through RDS Proxy), reads fall back to the master through the proxy. The
+        # proxy's certificate chains to Amazon's roots (the runtime's store), the instances' to
+        # the RDS CA bundle packaged with the app; all verified, host names included.
+        "DATABASE_URL": f"mysql://{OUTPUTS['MasterEndpoint']}:3306/sluice?ssl=verify_identity&ssl_ca=rds",
+        "MASTER_READ_URL": f"mysql://{OUTPUTS['ProxyEndpoint']}:3306/sluice?ssl=verify_identity&ssl_ca=system",
         "DATABASE_SECRET_ARN": OUTPUTS["DatabaseSecretArn"],
         "REPLICA_URLS": ",".join(f"mysql://{host}:3306/sluice?ssl=verify_identity&ssl_ca=rds" for host in replicas),
         "COGNITO_USER_POOL_ARN": OUTPUTS["UserPoolArn"],
@@ -554,7 +660,7 @@ def test_prod_stage_settings(config):
 
 
 def copy_project(target: Path) -> Path:
-    for entry in ("app.py", "requirements.txt", "chalicelib", ".chalice", "infrastructure"):
+    for entry in ("app.py", "requirements.txt", "chalicelib", "deploy", ".chalice", "infrastructure"):
         source = ROOT / entry
         if source.is_dir():
             shutil.copytree(
@@ -656,10 +762,13 @@ def test_the_filled_project_is_what_a_plain_chalice_deploy_deploys(tmp_path, con
 
 
 # -- stacks -------------------------------------------------------------------------------------
-def spec(**parameters: str) -> stacks.StackSpec:
+TEMPLATE = "Parameters:\n  Stage: {Type: String}\n  AlarmEmail: {Type: String, Default: ''}\nResources: {}\n"
+
+
+def spec(template: str = TEMPLATE, **parameters: str) -> stacks.StackSpec:
     return stacks.StackSpec(
         name="sluice-prod-data",
-        template_body="Resources: {}",
+        template_body=template,
         parameters={"Stage": "prod", **parameters},
         capabilities=("CAPABILITY_IAM",),
         termination_protection=True,
@@ -698,7 +807,7 @@ def test_a_new_stack_is_created_unprotected_waited_for_and_only_then_protected()
             {"StackId": "arn:aws:cloudformation:eu-west-1:123456789012:stack/sluice-prod-data/1"},
             {
                 "StackName": "sluice-prod-data",
-                "TemplateBody": "Resources: {}",
+                "TemplateBody": TEMPLATE,
                 "Parameters": [{"ParameterKey": "Stage", "ParameterValue": "prod"}],
                 "Capabilities": ["CAPABILITY_IAM"],
                 "Tags": [{"Key": "Project", "Value": "sluice"}],
@@ -720,11 +829,22 @@ def test_a_new_stack_is_created_unprotected_waited_for_and_only_then_protected()
         stub.assert_no_pending_responses()
 
 
-def test_no_updates_is_fine_and_other_parameters_keep_their_values():
+@pytest.mark.parametrize(
+    "previous",
+    [
+        ("Stage", "AlarmEmail"),
+        # a parameter the template of this release no longer declares (the edge stack's
+        # ReadCacheTtlSeconds, say): not passed again, or CloudFormation refuses the update
+        ("Stage", "AlarmEmail", "ReadCacheTtlSeconds"),
+    ],
+)
+def test_no_updates_is_fine_and_the_declared_parameters_keep_their_values(previous):
     cfn = client("cloudformation")
     with Stubber(cfn) as stub:
         stub.add_response(
-            "describe_stacks", described("UPDATE_COMPLETE", {"A": "1"}), {"StackName": "sluice-prod-data"}
+            "describe_stacks",
+            described("UPDATE_COMPLETE", {"A": "1"}, parameters=previous),
+            {"StackName": "sluice-prod-data"},
         )
         stub.add_client_error(
             "update_stack",
@@ -733,7 +853,7 @@ def test_no_updates_is_fine_and_other_parameters_keep_their_values():
             400,
             expected_params={
                 "StackName": "sluice-prod-data",
-                "TemplateBody": "Resources: {}",
+                "TemplateBody": TEMPLATE,
                 "Parameters": [
                     {"ParameterKey": "Stage", "ParameterValue": "prod"},
                     {"ParameterKey": "AlarmEmail", "UsePreviousValue": True},
@@ -790,38 +910,122 @@ def test_a_failed_first_creation_prints_the_commands_that_recover_it():
     assert "aws cloudformation delete-stack --stack-name sluice-prod-data" in message
 
 
-def test_a_template_too_large_to_send_inline_goes_through_s3(monkeypatch):
+class StackCalls:
+    """Records what CreateStack and UpdateStack were sent, and answers UpdateTerminationProtection
+    (moto does not implement it)."""
+
+    def __init__(self, session: Any) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+        for operation in ("CreateStack", "UpdateStack"):
+            session.events.register(f"before-call.cloudformation.{operation}", self.record)
+        session.events.register("before-call.cloudformation.UpdateTerminationProtection", self.protect)
+
+    def record(self, model: Any, params: dict[str, Any], **_: Any) -> None:
+        self.sent.append((model.name, dict(params["body"])))
+
+    def protect(self, **_: Any) -> Any:
+        from botocore.awsrequest import AWSResponse
+
+        return AWSResponse("", 200, {}, None), {}
+
+
+def infra_context(session: Any, project: Path, lines: list[str]) -> deploy_step.Context:
+    from deploy import origin_secret
+
+    return deploy_step.Context(
+        session=session,
+        options=deploy_step.Options(project_dir=project),
+        log=lines.append,
+        app_name="sluice",
+        api_stage="api",
+        region=REGION,
+        account_id=ACCOUNT,
+        offline=False,
+        origin=origin_secret.OriginSecret(current="c" * 43),
+    )
+
+
+def test_a_data_stack_over_the_inline_limit_is_created_and_protected_from_its_template_in_s3(tmp_path, monkeypatch):
     import boto3
     from moto import mock_aws
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    padding = "x" * (stacks.TEMPLATE_BODY_LIMIT + 1)
-    body = f"Metadata:\n  Padding: {padding}\nResources:\n  Queue:\n    Type: AWS::SQS::Queue\nOutputs:\n  Q:\n    Value: !Ref Queue\n"
-    big = stacks.StackSpec(name="sluice-prod-data", template_body=body, parameters={}, tags={"Project": "sluice"})
-    assert big.too_large
+    # GIVEN a project whose data.yaml has grown past CloudFormation's inline limit (the emulated
+    # deploy's stand-in data stack, which moto can create, padded)
+    project = copy_project(tmp_path / "project")
+    standin = (ROOT / "tests" / "deploy" / "standin" / "data.yaml").read_text()
+    padding = "# " + "x" * 78 + "\n"
+    padded = standin + padding * (stacks.TEMPLATE_BODY_LIMIT // len(padding) + 1)
+    assert len(padded.encode()) > stacks.TEMPLATE_BODY_LIMIT
+    (project / "infrastructure" / "data.yaml").write_text(padded)
     lines: list[str] = []
     with mock_aws():
         session = boto3.Session(region_name=REGION)
-        ctx = deploy_step.Context(
-            session=session,
-            options=deploy_step.Options(),
-            log=lines.append,
-            app_name="sluice",
-            api_stage="api",
-            region=REGION,
-            account_id=ACCOUNT,
-            offline=False,
-        )
-        outputs = deploy_step.stack_step(session.client("cloudformation"), big, False, lines.append, ctx)
-        s3 = session.client("s3")
+        calls = StackCalls(session)
+        ctx = infra_context(session, project, lines)
+
+        # WHEN the real step creates the stack, then runs again over the existing one
+        deploy_step.step_data_stack(ctx)
+        created_outputs = dict(ctx.outputs)
+        deploy_step.step_data_stack(ctx)
+
         bucket = f"sluice-prod-templates-{ACCOUNT}-{REGION}"
-        (stored,) = s3.list_objects_v2(Bucket=bucket)["Contents"]
-        block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
-    assert outputs is not None and outputs["Q"]  # created, from the uploaded template
-    assert stored["Key"].startswith("sluice-prod-data/") and stored["Size"] == len(body.encode())
+        stored = session.client("s3").list_objects_v2(Bucket=bucket)["Contents"]
+        block = session.client("s3").get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+
+    # THEN the creation, the protection update after it and the later update all name the
+    # template by URL; none sends the body inline
+    assert [name for name, _ in calls.sent] == ["CreateStack", "UpdateStack", "UpdateStack"]
+    for _, body in calls.sent:
+        assert "TemplateBody" not in body
+        assert body["TemplateURL"].startswith(f"https://{bucket}.s3.{REGION}.amazonaws.com/sluice-prod-data/")
+    protection = calls.sent[1][1]
+    assert "DatabaseDeletionProtection" in json.dumps(protection) and "true" in json.dumps(protection)
+    assert created_outputs["WritesBucketName"] == f"sluice-prod-writes-{ACCOUNT}-{REGION}"
+    (template,) = stored  # one object: the same template, addressed by its SHA-256
+    assert template["Size"] == len(padded.encode())
     assert all(block.values())
-    assert any(line.startswith(f"uploading the template of sluice-prod-data to s3://{bucket}/") for line in lines)
+
+
+def test_every_stack_goes_through_s3_even_a_small_one(tmp_path, monkeypatch):
+    import boto3
+    from moto import mock_aws
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    small = stacks.StackSpec(
+        name="sluice-prod-edge",
+        template_body="Resources:\n  Queue:\n    Type: AWS::SQS::Queue\nOutputs:\n  Q:\n    Value: !Ref Queue\n",
+        parameters={},
+    )
+    assert not small.too_large
+    lines: list[str] = []
+    with mock_aws():
+        session = boto3.Session(region_name="us-east-1")
+        calls = StackCalls(session)
+        ctx = infra_context(session, tmp_path, lines)
+        outputs = deploy_step.stack_step(ctx, session.client("cloudformation", region_name="us-east-1"), small)
+    assert outputs is not None and outputs["Q"]
+    ((name, body),) = calls.sent
+    assert name == "CreateStack" and "TemplateBody" not in body
+    assert body["TemplateURL"].startswith(f"https://sluice-prod-templates-{ACCOUNT}-us-east-1.s3.us-east-1.")
+
+
+def test_a_template_bucket_owned_by_another_account_is_never_written_to():
+    s3 = client("s3")
+    spec = stacks.StackSpec(name="sluice-prod-data", template_body="Resources: {}", parameters={})
+    with Stubber(s3) as stub:
+        stub.add_client_error(
+            "head_bucket",
+            "403",
+            http_status_code=403,
+            expected_params={"Bucket": "b", "ExpectedBucketOwner": ACCOUNT},
+        )
+        # No create_bucket and no put_object are stubbed: either call would fail this test.
+        with pytest.raises(stacks.StackError, match="not this account's"):
+            stacks.upload_template(s3, "b", REGION, spec, ACCOUNT)
+        stub.assert_no_pending_responses()
 
 
 # -- Chalice's record, kept in the account ----------------------------------------------------------
@@ -914,6 +1118,31 @@ def test_dry_run_on_an_empty_account_changes_nothing(tmp_path, monkeypatch):
     assert json.loads((project / ".chalice" / "config.json").read_text()) == json.loads(
         committed_config_text()
     )  # a dry run writes nothing
+
+
+@pytest.mark.parametrize("bundle", [None, b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"])
+def test_an_unusable_ca_bundle_stops_the_deploy_before_any_aws_call(tmp_path, monkeypatch, bundle):
+    import boto3
+    from moto import mock_aws
+
+    from deploy import tls
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    project = copy_project(tmp_path / "project")
+    path = project / tls.BUNDLE_NAMES["rds"]
+    if bundle is None:
+        path.unlink()
+    else:
+        path.write_bytes(bundle)
+    with mock_aws():
+        session = boto3.Session(region_name=REGION)
+        with pytest.raises(tls.BundleMissing, match="rds-global-bundle.pem"):
+            deploy_step.run(session, deploy_step.Options(project_dir=project), log=lambda _: None)
+        # Nothing was made: no origin secret, no stack, no template bucket.
+        assert session.client("ssm").describe_parameters()["Parameters"] == []
+        assert session.client("cloudformation").describe_stacks()["Stacks"] == []
+        assert session.client("s3").list_buckets()["Buckets"] == []
 
 
 def test_dry_run_without_credentials_plans_offline(tmp_path):

@@ -10,7 +10,10 @@ Afterwards the resources are read back from the emulator. Stand-ins, each stated
 - in the chalice process: Swagger 2.0 relabelled OpenAPI 3 for moto's importer, S3 filter rule
   names in lower case, no download of third-party wheels (no network; moto never runs the code);
 - in moto's server (standin/moto_server.py): a deployment to an existing stage keeps the
-  stage's settings, as API Gateway does (moto replaced the stage);
+  stage's settings, as API Gateway does (moto replaced the stage); an imported document sets the
+  gateway responses it names (all of them, on overwrite), the methods' declared parameters and
+  the integrations' cache keys, as API Gateway does (moto dropped the three and kept the
+  previous gateway responses on overwrite);
 - in this process: `UpdateTerminationProtection` and `Invoke` (the migrate function) are
   answered and recorded here (moto's server does not implement the first and needs Docker for
   the second).
@@ -27,13 +30,16 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
-from deploy import apigateway, deploy, state
+from chalicelib.apigateway_extensions import GATEWAY_RESPONSES, GATEWAY_RESPONSES_KEY
+from deploy import apigateway, deploy, functions, origin_secret, stacks, state
 from deploy.routes import routes_of
 from tests.deploy.conftest import committed_config_text
 
@@ -96,19 +102,18 @@ def aws_env(moto_endpoint: str) -> Iterator[dict[str, str]]:
 
 
 def copy_project(target: Path) -> Path:
-    """What a fresh clone holds, with the stand-in stacks and a CA bundle file."""
+    """What a fresh clone holds (the RDS CA bundle included), with the stand-in stacks."""
     target.mkdir(parents=True)
     for entry in ("app.py", "requirements.txt"):
         shutil.copy2(ROOT / entry, target / entry)
-    shutil.copytree(ROOT / "chalicelib", target / "chalicelib", ignore=shutil.ignore_patterns("__pycache__", "*.pem"))
+    for package in ("chalicelib", "deploy"):  # deploy/: the analysis each GET's cache key comes from
+        shutil.copytree(ROOT / package, target / package, ignore=shutil.ignore_patterns("__pycache__"))
     (target / ".chalice").mkdir()
     (target / ".chalice" / "config.json").write_text(committed_config_text())
     shutil.copytree(ROOT / ".chalice" / "templates", target / ".chalice" / "templates")
     (target / "infrastructure").mkdir()
     for name in ("data.yaml", "edge.yaml"):
         shutil.copy2(STANDIN / name, target / "infrastructure" / name)
-    # The real RDS bundle cannot be fetched here; infra only checks that the file is there.
-    (target / "chalicelib" / "db" / "certs" / "rds-global-bundle.pem").write_text("stand-in\n")
     return target
 
 
@@ -117,6 +122,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.fail_migrate = False
 
     def install(self, session: Any) -> None:
         session.events.register("before-call.cloudformation.UpdateTerminationProtection", self.termination)
@@ -128,16 +134,36 @@ class Recorder:
         self.calls.append(("UpdateTerminationProtection", dict(params["body"])))
         return AWSResponse("", 200, {}, None), {}
 
-    def invoke(self, params: dict[str, Any], **_: Any) -> Any:
+    def invoke(self, params: dict[str, Any], context: dict[str, Any], **_: Any) -> Any:
+        """Record the invocation with the client's settings; answer as Lambda does (migrate's
+        answer, or its error when `fail_migrate` is set)."""
         from botocore.awsrequest import AWSResponse
         from botocore.response import StreamingBody
 
-        self.calls.append(("Invoke", {"url": params["url_path"]}))
-        body = b'{"migrated": true}'
-        return AWSResponse("", 200, {}, None), {
-            "StatusCode": 200,
-            "Payload": StreamingBody(io.BytesIO(body), len(body)),
-        }
+        config = context["client_config"]
+        kind = params["headers"].get("X-Amz-Invocation-Type", "RequestResponse")
+        self.calls.append(
+            (
+                "Invoke",
+                {
+                    "function": unquote(params["url_path"].split("/functions/")[1].split("/")[0]),
+                    "type": kind,
+                    "payload": params["body"],
+                    "read_timeout": config.read_timeout,
+                    "retries": dict(config.retries or {}),
+                },
+            )
+        )
+        if kind == "Event":
+            return AWSResponse("", 202, {}, None), {"StatusCode": 202}
+        body = b'{"errorMessage": "ALTER TABLE todos: lock wait"}' if self.fail_migrate else b'{"applied": [1]}'
+        answer: dict[str, Any] = {"StatusCode": 200, "Payload": StreamingBody(io.BytesIO(body), len(body))}
+        if self.fail_migrate:
+            answer["FunctionError"] = "Unhandled"
+        return AWSResponse("", 200, {}, None), answer
+
+    def invocations(self, function: str) -> list[dict[str, Any]]:
+        return [body for name, body in self.calls if name == "Invoke" and function in body["function"]]
 
 
 def chalice_env(record_dir: Path) -> dict[str, str]:
@@ -166,9 +192,10 @@ class Deployment:
     def runner(self, command: list[str], env: dict[str, str], check: bool) -> Any:
         return subprocess.run(command, env={**env, **chalice_env(self.record_dir)}, check=check, capture_output=True)
 
-    def make_deploy(self) -> list[str]:
+    def make_deploy(self, **options: Any) -> list[str]:
         log: list[str] = []
-        deploy.run(self.session(), deploy.Options(stage="prod", project_dir=self.project), self.runner, log.append)
+        settings = deploy.Options(stage="prod", project_dir=self.project, **options)
+        deploy.run(self.session(), settings, self.runner, log.append)
         self.logs.append(log)
         return log
 
@@ -257,9 +284,17 @@ def test_the_functions_exist_with_their_settings(deployment):
     env = api["Environment"]["Variables"]
     assert env["WRITE_TRANSPORT"] == "firehose"
     assert env["WRITES_BUCKET"] == bucket_name()
-    assert "ssl=verify_identity&ssl_ca=system" in env["DATABASE_URL"]
+    assert env["DATABASE_URL"].startswith("mysql://sluice-prod-master.") and env["DATABASE_URL"].endswith(
+        "ssl=verify_identity&ssl_ca=rds"
+    )
+    assert "ssl=verify_identity&ssl_ca=system" in env["MASTER_READ_URL"]
     assert all("ssl=verify_identity&ssl_ca=rds" in url for url in env["REPLICA_URLS"].split(","))
     assert len(api["VpcConfig"]["SubnetIds"]) == 3
+    # The package chalice uploaded carries the RDS CA bundle every function connects with.
+    (package,) = (deployment.project / ".chalice" / "deployments").glob("*.zip")
+    with zipfile.ZipFile(package) as zipped:
+        packed = zipped.read("chalicelib/db/certs/rds-global-bundle.pem")
+    assert packed == (ROOT / "chalicelib" / "db" / "certs" / "rds-global-bundle.pem").read_bytes()
     for name in names:
         group = c["logs"].describe_log_groups(logGroupNamePrefix=f"/aws/lambda/{name}")["logGroups"]
         assert [g.get("retentionInDays") for g in group if g["logGroupName"] == f"/aws/lambda/{name}"] == [90]
@@ -349,10 +384,71 @@ def test_the_record_and_the_origin_secret_are_kept_in_the_account(deployment):
     assert len(json.loads(secret["Value"])["current"]) >= 32
 
 
+def test_migrate_runs_after_every_protection_waiting_its_whole_timeout_and_never_twice(deployment):
+    first = deployment.logs[0]
+    order = [
+        "5. chalice deploy",
+        "6. API Gateway: gateway responses, stage cache, throttling, web ACL",
+        "7. log retention and the loader's asynchronous invocation",
+        "8. edge stack (us-east-1)",
+        "9. migrate (the master's schema, inside the VPC)",
+        "10. reconcile of deferred objects",
+    ]
+    assert [first.index(line) for line in order] == sorted(first.index(line) for line in order)
+    (migrate, *_) = deployment.recorder.invocations("migrate")
+    timeout = clients()["lambda"].get_function_configuration(FunctionName="sluice-prod-migrate")["Timeout"]
+    assert timeout == 900  # Lambda's longest: a big ALTER TABLE may need most of it
+    assert migrate["type"] == "RequestResponse"
+    assert migrate["read_timeout"] > timeout  # botocore's default 60 s cut it short
+    assert migrate["retries"]["total_max_attempts"] == 1  # a migration still running is never invoked again
+
+
+def test_the_deploy_ends_by_asking_the_reconciler_for_deferred_objects(deployment, app_module):
+    from chalice.app import CloudWatchEvent
+
+    (reconcile, *_) = deployment.recorder.invocations("reconcile_writes")
+    assert reconcile["function"].endswith(":function:sluice-prod-reconcile_writes")
+    assert reconcile["type"] == "Event"  # asynchronous: the deploy does not wait for its run
+    payload = json.loads(reconcile["payload"])
+    event = CloudWatchEvent(payload, None)  # what chalice's scheduled handler hands the function
+    assert (event.source, event.detail) == ("sluice.deploy", {"reconcile": "deferred"})
+    assert (event.account, event.region) == (ACCOUNT, REGION)
+
+
+def test_a_failing_migrate_skips_no_protection(deployment):
+    apigw = clients()["apigateway"]
+    api_id = deployment.rest_api_id()
+    apigw.delete_gateway_response(restApiId=api_id, responseType="UNAUTHORIZED")  # something to mend
+    reconciles = len(deployment.recorder.invocations("reconcile_writes"))
+    deployment.recorder.fail_migrate = True
+    log: list[str] = []
+    try:
+        with pytest.raises(functions.MigrationFailed, match="lock wait"):
+            deploy.run(
+                deployment.session(),
+                deploy.Options(stage="prod", project_dir=deployment.project),
+                deployment.runner,
+                log.append,
+            )
+    finally:
+        deployment.recorder.fail_migrate = False
+    # Everything before migrate was done: the gateway response is back, the stage and the edge set
+    assert log.index("8. edge stack (us-east-1)") < log.index("9. migrate (the master's schema, inside the VPC)")
+    responses = {r["responseType"] for r in apigw.get_gateway_responses(restApiId=api_id)["items"]}
+    assert "UNAUTHORIZED" in responses
+    # and nothing after it: the reconciler waits for a schema that is there
+    assert "10. reconcile of deferred objects" not in log
+    assert len(deployment.recorder.invocations("reconcile_writes")) == reconciles
+
+
 # -- by hand, again, and from a fresh clone -----------------------------------------------------
-def test_a_plain_chalice_deploy_never_leaves_a_get_cached_without_its_key(deployment, app_module):
-    """chalice re-imports the API (put_rest_api, overwrite) and deploys it to the stage."""
-    routes = routes_of(app_module)
+def sent_document(deployment: Deployment) -> dict[str, Any]:
+    """The last document chalice sent to API Gateway (put_rest_api or import_rest_api)."""
+    return dict(json.loads((deployment.record_dir / "rest-api.json").read_text()))
+
+
+def test_a_plain_chalice_deploy_keeps_the_gateway_responses(deployment):
+    """chalice re-imports the API (put_rest_api, overwrite): its document carries them."""
     apigw = clients()["apigateway"]
     api_id = deployment.rest_api_id()
 
@@ -360,39 +456,76 @@ def test_a_plain_chalice_deploy_never_leaves_a_get_cached_without_its_key(deploy
 
     assert result.returncode == 0, result.stderr
     assert deployment.rest_api_id() == api_id
-    unsafe = apigateway.cached_gets_without_keys(apigw, api_id, "api", lambda r: r.cache_key_parameters(), routes)
-    assert unsafe == []
+    expected = {r.response_type: r.document_entry() for r in GATEWAY_RESPONSES}
+    assert sent_document(deployment)[GATEWAY_RESPONSES_KEY] == expected
+    responses = {r["responseType"]: r for r in apigw.get_gateway_responses(restApiId=api_id)["items"]}
+    for response in GATEWAY_RESPONSES:
+        got = responses[response.response_type]
+        body = json.loads(got["responseTemplates"]["application/json"])
+        assert body == {"error": response.code, "message": response.message}
+        assert got["responseParameters"] == response.parameters()
+        assert got.get("statusCode") == response.status
+    assert json.loads(responses["UNAUTHORIZED"]["responseTemplates"]["application/json"])["error"] == "unauthorized"
+    assert responses["THROTTLED"]["responseParameters"]["gatewayresponse.header.Retry-After"] == "'1'"
+    assert apigateway.gateway_response_calls(apigw, api_id) == []  # nothing left for make deploy to mend
 
 
-def test_the_stage_cache_the_deploy_used_to_keep_would_be_unsafe_after_it(deployment, app_module):
-    """Why API Gateway caches nothing now: a stage with caching on (as the earlier deploy step
-    left it, keys added) serves GETs keyed on nothing after chalice's own deployer runs."""
+def test_a_plain_chalice_deploy_sends_every_gets_cache_key(deployment, app_module):
+    result = deployment.chalice("deploy", "--stage", "prod")
+    assert result.returncode == 0, result.stderr
+    document = sent_document(deployment)
+    for route in routes_of(app_module):
+        operation = document["paths"][route.path][route.method.lower()]
+        keys = operation["x-amazon-apigateway-integration"].get("cacheKeyParameters")
+        if not route.is_read:
+            assert keys is None, route
+            continue
+        # The caller, If-None-Match, the path parameters and every query parameter the view reads
+        assert keys == list(route.cache_key_parameters()), route
+        assert keys[:2] == ["method.request.header.Authorization", "method.request.header.If-None-Match"]
+        places = {"header": "header", "query": "querystring", "path": "path"}
+        declared = {f"method.request.{places[p['in']]}.{p['name']}" for p in operation["parameters"]}
+        assert set(keys) <= declared, route  # API Gateway caches only on declared parameters
+        assert "cacheNamespace" not in operation["x-amazon-apigateway-integration"]  # the resource's own id
+    get_todo = document["paths"]["/todos/{todo_id}"]["get"]["x-amazon-apigateway-integration"]
+    assert "method.request.querystring.min_version" in get_todo["cacheKeyParameters"]
+
+
+def test_with_the_stage_cache_on_a_plain_chalice_deploy_leaves_every_get_keyed(deployment, app_module):
     routes = routes_of(app_module)
     apigw = clients()["apigateway"]
     api_id = deployment.rest_api_id()
-    apigw.update_stage(
-        restApiId=api_id,
-        stageName="api",
-        patchOperations=[
-            {"op": "replace", "path": "/cacheClusterEnabled", "value": "true"},
-            *(
-                {"op": "replace", "path": f"/{apigateway.method_key(r)}/caching/enabled", "value": "true"}
-                for r in routes
-                if r.is_read
-            ),
-        ],
-    )
+    must_key = lambda r: r.cache_key_parameters()  # noqa: E731
+
+    # GIVEN the stage cache turned on by the deploy parameter
+    log = deployment.make_deploy(api_cache_ttl=10)
     try:
+        assert any("stage cache: on for GETs, 10 s" in line for line in log)
+        stage = apigw.get_stage(restApiId=api_id, stageName="api")
+        assert stage["cacheClusterEnabled"] and stage["cacheClusterSize"] == "0.5"
+        for route in routes:
+            entry = stage["methodSettings"][apigateway.method_key(route)]
+            assert entry["cachingEnabled"] is route.is_read, route
+            if route.is_read:
+                assert entry["cacheTtlInSeconds"] == 10 and entry["cacheDataEncrypted"] is True
+                assert entry["requireAuthorizationForCacheControl"] is False
+        assert stage["methodSettings"]["*/*"]["cachingEnabled"] is False
+
+        # WHEN chalice deploys by hand (put_rest_api, overwrite; a new deployment of the stage)
         result = deployment.chalice("deploy", "--stage", "prod")
         assert result.returncode == 0, result.stderr
-        unsafe = apigateway.cached_gets_without_keys(apigw, api_id, "api", lambda r: r.cache_key_parameters(), routes)
-        assert len(unsafe) == len([r for r in routes if r.is_read])
-        assert any("method.request.header.Authorization" in line for line in unsafe)
+
+        # THEN every cached GET is still keyed on everything its answer depends on
+        assert apigateway.cached_gets_without_keys(apigw, api_id, "api", must_key, routes) == []
+        assert apigateway.current_cache_ttl(apigw.get_stage(restApiId=api_id, stageName="api")) == 10
+        # AND a later make deploy without the parameter keeps the stage cache as it is
+        deployment.make_deploy()
+        assert apigateway.current_cache_ttl(apigw.get_stage(restApiId=api_id, stageName="api")) == 10
     finally:
-        deployment.make_deploy()  # the deploy step takes the cache away again
+        deployment.make_deploy(api_cache_ttl=0)
     stage = apigw.get_stage(restApiId=api_id, stageName="api")
     assert not stage.get("cacheClusterEnabled")
-    assert apigateway.cached_gets_without_keys(apigw, api_id, "api", lambda r: r.cache_key_parameters(), routes) == []
+    assert not any(entry.get("cachingEnabled") for entry in stage["methodSettings"].values())
 
 
 def test_a_second_make_deploy_leaves_the_same_resources(deployment):
@@ -464,6 +597,60 @@ def test_rotating_the_origin_secret_accepts_both_values_until_cloudfront_sends_t
     assert rotating < edge < dropped
     assert log[dropped + 1] == "2. data stack"  # updated once more, without the old value
     assert not any(before["current"] in line or after["current"] in line for line in log)  # never printed
+
+
+def data_stack_origin_values() -> dict[str, str]:
+    stack = clients()["cloudformation"].describe_stacks(StackName="sluice-prod-data")["Stacks"][0]
+    return {
+        p["ParameterKey"]: p.get("ParameterValue", "")
+        for p in stack["Parameters"]
+        if p["ParameterKey"].startswith("OriginVerify")
+    }
+
+
+def test_a_rotation_is_not_started_over_one_that_stopped_half_way(deployment, monkeypatch):
+    ssm = clients()["ssm"]
+    name = "/sluice/prod/origin-verify"
+    before = json.loads(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+    rotate = deploy.Options(stage="prod", project_dir=deployment.project, rotate_origin_secret=True)
+
+    # GIVEN a rotation whose edge stack update failed: CloudFront still sends the old value
+    def edge_failed(ctx: Any, rest_api_id: str) -> None:
+        raise stacks.StackError("sluice-prod-edge: update did not complete: Distribution: throttled")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(deploy, "step_edge_stack", edge_failed)
+        with pytest.raises(stacks.StackError):
+            deploy.run(deployment.session(), rotate, deployment.runner, [].append)
+    half = json.loads(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+    assert half["previous"] == before["current"] != half["current"]
+    accepted = data_stack_origin_values()
+    assert {accepted["OriginVerifyCurrent"], accepted["OriginVerifyPrevious"]} == {half["current"], before["current"]}
+
+    # WHEN the rotation is asked for again
+    log: list[str] = []
+    with pytest.raises(origin_secret.RotationUnfinished, match="without --rotate-origin-secret"):
+        deploy.run(deployment.session(), rotate, deployment.runner, log.append)
+
+    # THEN nothing changed: the value CloudFront still sends stays accepted
+    assert json.loads(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]) == half
+    assert data_stack_origin_values() == accepted
+    assert not any(line.startswith("2.") for line in log)  # it stopped before any stack
+
+    # AND a plain run finishes the old rotation: CloudFront switched, then the old value dropped
+    finish: list[str] = []
+    deploy.run(
+        deployment.session(),
+        deploy.Options(stage="prod", project_dir=deployment.project),
+        deployment.runner,
+        finish.append,
+    )
+    done = json.loads(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+    assert done == {"current": half["current"], "previous": ""}
+    assert finish.index("8. edge stack (us-east-1)") < finish.index(
+        "origin secret rotated: the web ACL stops accepting the previous value"
+    )
+    assert data_stack_origin_values()["OriginVerifyPrevious"] == ""
 
 
 # -- a stage without infrastructure ---------------------------------------------------------------

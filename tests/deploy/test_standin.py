@@ -93,6 +93,7 @@ def test_a_deployment_to_an_existing_stage_keeps_its_settings_as_api_gateway_doe
     from moto.apigateway import models
 
     original = models.RestAPI.create_deployment
+    imported = models.APIGatewayBackend.put_rest_api
     try:
         load("moto_server").install()
         with mock_aws():
@@ -111,3 +112,65 @@ def test_a_deployment_to_an_existing_stage_keeps_its_settings_as_api_gateway_doe
         assert stage["methodSettings"]["*/*"]["throttlingRateLimit"] == 7.0
     finally:
         models.RestAPI.create_deployment = original
+        models.APIGatewayBackend.put_rest_api = imported
+
+
+def test_an_imported_document_sets_what_api_gateway_reads_from_it():
+    """Gateway responses (all of them, on overwrite), declared parameters and cache keys."""
+    import boto3
+    from moto import mock_aws
+    from moto.apigateway import models
+
+    original = models.RestAPI.create_deployment
+    imported = models.APIGatewayBackend.put_rest_api
+    keys = ["method.request.header.Authorization", "method.request.path.thing_id", "method.request.querystring.q"]
+    document = {
+        "openapi": "3.0.1",
+        "info": {"title": "x", "description": "", "version": "1"},
+        "x-amazon-apigateway-gateway-responses": {
+            "UNAUTHORIZED": {"responseTemplates": {"application/json": '{"error": "unauthorized"}'}},
+            "MISSING_AUTHENTICATION_TOKEN": {"statusCode": "404"},
+        },
+        "paths": {
+            "/things/{thing_id}": {
+                "get": {
+                    "parameters": [
+                        {"name": "thing_id", "in": "path", "required": True, "type": "string"},
+                        {"name": "Authorization", "in": "header", "required": False, "type": "string"},
+                        {"name": "q", "in": "query", "required": False, "type": "string"},
+                    ],
+                    "x-amazon-apigateway-integration": {
+                        "type": "aws_proxy",
+                        "httpMethod": "POST",
+                        "uri": "arn:aws:apigateway:eu-west-1:lambda:path/2015-03-31/functions/arn:aws:lambda:eu-west-1:123456789012:function:f/invocations",
+                        "cacheKeyParameters": keys,
+                    },
+                }
+            }
+        },
+    }
+    try:
+        load("moto_server").install()
+        with mock_aws():
+            apigw = boto3.client("apigateway", region_name="eu-west-1")
+            api = apigw.create_rest_api(name="x")["id"]
+            apigw.put_gateway_response(restApiId=api, responseType="ACCESS_DENIED", statusCode="403")
+            apigw.put_rest_api(restApiId=api, mode="overwrite", body=json.dumps(document).encode())
+            responses = {r["responseType"]: r for r in apigw.get_gateway_responses(restApiId=api)["items"]}
+            resource = next(
+                r["id"] for r in apigw.get_resources(restApiId=api)["items"] if r["path"] == "/things/{thing_id}"
+            )
+            method = apigw.get_method(restApiId=api, resourceId=resource, httpMethod="GET")
+    finally:
+        models.RestAPI.create_deployment = original
+        models.APIGatewayBackend.put_rest_api = imported
+    # overwrite: the document is the whole API, so ACCESS_DENIED set before is back to the default
+    assert set(responses) == {"UNAUTHORIZED", "MISSING_AUTHENTICATION_TOKEN"}
+    assert responses["MISSING_AUTHENTICATION_TOKEN"]["statusCode"] == "404"
+    assert responses["UNAUTHORIZED"]["responseTemplates"] == {"application/json": '{"error": "unauthorized"}'}
+    assert method["requestParameters"] == {
+        "method.request.path.thing_id": True,
+        "method.request.header.Authorization": False,
+        "method.request.querystring.q": False,
+    }
+    assert method["methodIntegration"]["cacheKeyParameters"] == keys

@@ -544,23 +544,122 @@ def label_keys(statement: Any) -> list[str]:
     return []
 
 
-def test_managed_matches_are_blocked_except_the_body_rules(edge):
-    _, acl = one_of_type(edge, "AWS::WAFv2::WebACL")
-    (block,) = [r for r in props(acl)["Rules"] if "AndStatement" in r["Statement"]]
-    assert int(block["Priority"]) == max(int(r["Priority"]) for r in props(acl)["Rules"])
-    blocked, excepted = block["Statement"]["AndStatement"]["Statements"]
-    assert set(label_keys(blocked)) == {
+# Every rule of the AWS managed rule groups the edge web ACL uses, as the AWS WAF guide lists them
+# ("Baseline rule groups": AWSManagedRulesCommonRuleSet, AWSManagedRulesKnownBadInputsRuleSet;
+# "Use-case specific rule groups": AWSManagedRulesSQLiRuleSet): rule name as AWS spells it -> the
+# label it adds. Current versions: `aws wafv2 describe-managed-rule-group --scope CLOUDFRONT
+# --region us-east-1 --vendor-name AWS --name GROUP` (Rules and AvailableLabels).
+MANAGED_RULES: dict[str, tuple[str, dict[str, str]]] = {
+    "AWSManagedRulesCommonRuleSet": (
         "awswaf:managed:aws:core-rule-set:",
+        {
+            "NoUserAgent_HEADER": "NoUserAgent_Header",
+            "UserAgent_BadBots_HEADER": "BadBots_Header",
+            "SizeRestrictions_QUERYSTRING": "SizeRestrictions_QueryString",
+            "SizeRestrictions_Cookie_HEADER": "SizeRestrictions_Cookie_Header",
+            "SizeRestrictions_BODY": "SizeRestrictions_Body",
+            "SizeRestrictions_URIPATH": "SizeRestrictions_URIPath",
+            "EC2MetaDataSSRF_BODY": "EC2MetaDataSSRF_Body",
+            "EC2MetaDataSSRF_COOKIE": "EC2MetaDataSSRF_Cookie",
+            "EC2MetaDataSSRF_URIPATH": "EC2MetaDataSSRF_URIPath",
+            "EC2MetaDataSSRF_QUERYARGUMENTS": "EC2MetaDataSSRF_QueryArguments",
+            "GenericLFI_QUERYARGUMENTS": "GenericLFI_QueryArguments",
+            "GenericLFI_URIPATH": "GenericLFI_URIPath",
+            "GenericLFI_BODY": "GenericLFI_Body",
+            "RestrictedExtensions_URIPATH": "RestrictedExtensions_URIPath",
+            "RestrictedExtensions_QUERYARGUMENTS": "RestrictedExtensions_QueryArguments",
+            "GenericRFI_QUERYARGUMENTS": "GenericRFI_QueryArguments",
+            "GenericRFI_BODY": "GenericRFI_Body",
+            "GenericRFI_URIPATH": "GenericRFI_URIPath",
+            "CrossSiteScripting_COOKIE": "CrossSiteScripting_Cookie",
+            "CrossSiteScripting_QUERYARGUMENTS": "CrossSiteScripting_QueryArguments",
+            "CrossSiteScripting_BODY": "CrossSiteScripting_Body",
+            "CrossSiteScripting_URIPATH": "CrossSiteScripting_URIPath",
+        },
+    ),
+    "AWSManagedRulesSQLiRuleSet": (
         "awswaf:managed:aws:sql-database:",
+        {
+            "SQLi_QUERYARGUMENTS": "SQLi_QueryArguments",
+            "SQLiExtendedPatterns_QUERYARGUMENTS": "SQLiExtendedPatterns_QueryArguments",
+            "SQLi_BODY": "SQLi_Body",
+            "SQLiExtendedPatterns_BODY": "SQLiExtendedPatterns_Body",
+            "SQLi_COOKIE": "SQLi_Cookie",
+        },
+    ),
+    "AWSManagedRulesKnownBadInputsRuleSet": (
         "awswaf:managed:aws:known-bad-inputs:",
+        {
+            "JavaDeserializationRCE_HEADER": "JavaDeserializationRCE_Header",
+            "JavaDeserializationRCE_BODY": "JavaDeserializationRCE_Body",
+            "JavaDeserializationRCE_URIPATH": "JavaDeserializationRCE_URIPath",
+            "JavaDeserializationRCE_QUERYSTRING": "JavaDeserializationRCE_QueryString",
+            "Host_localhost_HEADER": "Host_Localhost_Header",
+            "PROPFIND_METHOD": "Propfind_Method",
+            "ExploitablePaths_URIPATH": "ExploitablePaths_URIPath",
+            "Log4JRCE_HEADER": "Log4JRCE_Header",
+            "Log4JRCE_QUERYSTRING": "Log4JRCE_QueryString",
+            "Log4JRCE_BODY": "Log4JRCE_Body",
+            "Log4JRCE_URIPATH": "Log4JRCE_URIPath",
+        },
+    ),
+}
+# The decision for every body rule (docs/deploy.md, "WAF's answers", says why for each).
+BODY_RULE_DECISIONS = {
+    "SizeRestrictions_BODY": "count",
+    "CrossSiteScripting_BODY": "count",
+    "GenericRFI_BODY": "count",
+    "GenericLFI_BODY": "count",
+    "EC2MetaDataSSRF_BODY": "count",
+    "SQLi_BODY": "count",
+    "SQLiExtendedPatterns_BODY": "count",
+    "JavaDeserializationRCE_BODY": "block",
+    "Log4JRCE_BODY": "block",
+}
+
+
+def managed_labels() -> dict[str, str]:
+    """Rule name -> its full label, every rule of every group."""
+    return {rule: prefix + label for prefix, rules in MANAGED_RULES.values() for rule, label in rules.items()}
+
+
+def waf_rule(edge: dict, name: str) -> dict:
+    _, acl = one_of_type(edge, "AWS::WAFv2::WebACL")
+    (rule,) = [r for r in props(acl)["Rules"] if r["Name"] == name]
+    return rule
+
+
+def test_every_managed_group_in_use_has_every_body_rule_decided(edge):
+    _, acl = one_of_type(edge, "AWS::WAFv2::WebACL")
+    groups = {
+        r["Statement"]["ManagedRuleGroupStatement"]["Name"]
+        for r in props(acl)["Rules"]
+        if "ManagedRuleGroupStatement" in r["Statement"]
     }
-    # A note that says "SELECT * FROM" or holds <script> is data, validated by the app.
-    assert set(label_keys(excepted["NotStatement"])) == {
-        "awswaf:managed:aws:core-rule-set:SizeRestrictions_Body",
-        "awswaf:managed:aws:core-rule-set:CrossSiteScripting_Body",
-        "awswaf:managed:aws:core-rule-set:GenericRFI_Body",
-        "awswaf:managed:aws:sql-database:SQLi_Body",
-    }
+    assert groups == set(MANAGED_RULES)
+    body_rules = {rule for _, rules in MANAGED_RULES.values() for rule in rules if rule.endswith("_BODY")}
+    assert body_rules == set(BODY_RULE_DECISIONS)
+    assert set(BODY_RULE_DECISIONS.values()) <= {"count", "block"}
+
+
+def test_counted_body_rules_never_block_and_every_other_rule_does(edge):
+    labels = managed_labels()
+    listed = set(label_keys(waf_rule(edge, "block-managed-matches")["Statement"]))
+    blocked, excepted = waf_rule(edge, "block-other-managed-matches")["Statement"]["AndStatement"]["Statements"]
+    counted = {labels[rule] for rule, decision in BODY_RULE_DECISIONS.items() if decision == "count"}
+    # Counted body rules: named nowhere but in the exception of the catch-all rule.
+    assert set(label_keys(excepted["NotStatement"])) == counted
+    assert not listed & counted
+    # Every other rule blocks by its own label, whatever else the request matched.
+    assert listed == set(labels.values()) - counted
+    # A rule AWS adds later blocks through its group's namespace.
+    assert set(label_keys(blocked)) == {prefix for prefix, _ in MANAGED_RULES.values()}
+
+
+def test_docs_name_every_body_rule_with_its_decision():
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    for rule, decision in BODY_RULE_DECISIONS.items():
+        assert re.search(rf"\| `{rule}` \|[^\n]*\| {decision} \|", text), rule
 
 
 def blocks(acl: dict) -> list[dict]:
@@ -643,33 +742,41 @@ def test_distribution_reaches_the_api_stage_over_tls_only(edge):
     assert config["WebACLId"] == {"Fn::GetAtt": ["WebAcl", "Arn"]}
 
 
-def test_distribution_never_caches_one_callers_answer_for_another(edge):
-    behaviors = [distribution_config(edge)["DefaultCacheBehavior"]]
-    behaviors += distribution_config(edge).get("CacheBehaviors", [])
-    cache_policies = of_type(edge, "AWS::CloudFront::CachePolicy")
-    for behavior in behaviors:
-        assert "ForwardedValues" not in behavior  # no legacy cache settings
-        policy = behavior["CachePolicyId"]
-        choices = policy["Fn::If"][1:] if isinstance(policy, dict) and "Fn::If" in policy else [policy]
-        for choice in choices:
-            if choice == CACHING_DISABLED:
-                # Authorization still reaches API Gateway through this policy (see edge.yaml).
-                assert behavior["OriginRequestPolicyId"] == ALL_VIEWER_EXCEPT_HOST
-                continue
-            name = choice["Ref"] if isinstance(choice, dict) else None
-            assert name in cache_policies, f"unknown cache policy {choice}"
-            key = props(cache_policies[name])["CachePolicyConfig"]["ParametersInCacheKeyAndForwardedToOrigin"]
-            # Every input of a GET: the caller, its tag (a 304 is per tag), the path (always in
-            # the key) and every query parameter, min_version included.
-            assert set(key["HeadersConfig"]["Headers"]) == {"Authorization", "If-None-Match"}
-            assert key["HeadersConfig"]["HeaderBehavior"] == "whitelist"
-            assert key["QueryStringsConfig"]["QueryStringBehavior"] == "all"
+# Paths that may be cached at the edge (CONTRACT.md section 3); every other path is authenticated.
+PUBLIC_CACHEABLE_PATHS = {"/health", "/openapi.json"}
+# The status codes CloudFront caches as errors whatever the cache policy ("HTTP 4xx and 5xx status
+# codes that CloudFront caches", 10 s by default) and for which an ErrorCachingMinTTL can be set.
+CLOUDFRONT_CACHED_ERRORS = {400, 403, 404, 405, 414, 416, 500, 501, 502, 503, 504}
+
+
+def can_cache(edge: dict, behavior: dict) -> bool:
+    """Whether a cache behaviour can keep an answer: anything but the managed CachingDisabled policy
+    (a policy of our own, another managed one, or legacy TTL settings) can."""
+    if "ForwardedValues" in behavior or any(k in behavior for k in ("MinTTL", "DefaultTTL", "MaxTTL")):
+        return True
+    policy = behavior["CachePolicyId"]
+    choices = policy["Fn::If"][1:] if isinstance(policy, dict) and "Fn::If" in policy else [policy]
+    return any(choice != CACHING_DISABLED for choice in choices)
+
+
+def test_no_path_but_health_and_openapi_can_be_cached_at_the_edge(edge):
+    config = distribution_config(edge)
+    behaviors = [("*", config["DefaultCacheBehavior"])]
+    behaviors += [(b["PathPattern"], b) for b in config.get("CacheBehaviors", [])]
+    cacheable = {pattern for pattern, behavior in behaviors if can_cache(edge, behavior)}
+    assert cacheable <= PUBLIC_CACHEABLE_PATHS, f"{sorted(cacheable - PUBLIC_CACHEABLE_PATHS)} can be cached"
+    for pattern, behavior in behaviors:
+        if not can_cache(edge, behavior):
+            # The caller's token still reaches API Gateway (allowed with CachingDisabled only).
+            assert behavior["OriginRequestPolicyId"] == ALL_VIEWER_EXCEPT_HOST, pattern
+    assert "ReadCacheTtlSeconds" not in edge["Parameters"]
+    assert not of_type(edge, "AWS::CloudFront::CachePolicy")
 
 
 def test_errors_are_never_served_from_the_edge_cache(edge):
     config = distribution_config(edge)
     errors = {int(e["ErrorCode"]): e for e in config["CustomErrorResponses"]}
-    assert {500, 502, 503, 504} <= set(errors)
+    assert set(errors) == CLOUDFRONT_CACHED_ERRORS
     for error in errors.values():
         assert int(error["ErrorCachingMinTTL"]) == 0
         assert "ResponsePagePath" not in error  # the API's own JSON body passes through
