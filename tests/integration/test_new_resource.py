@@ -19,7 +19,7 @@ from chalicelib import cli, models, resources, wire
 from chalicelib.commands import make_command
 from chalicelib.db.database import Database, open_database
 from chalicelib.db.schema import run_statement, table_ddl
-from chalicelib.loader import apply
+from chalicelib.loader import apply, lanes
 from chalicelib.models import Invalid
 from chalicelib.readers.sql import SqlReader
 from chalicelib.resources import ASCII, PROFILES, TODOS, Collection, Resource, rule
@@ -155,4 +155,38 @@ def test_todos_and_profiles_read_as_their_declarations_say(database_url: str) ->
     reader = SqlReader(db)
     assert reader.get_todo(OWNER, KEPT) == reader.get_row(TODOS, OWNER, KEPT) is not None
     assert reader.get_profile(OWNER) == reader.get_row(PROFILES, OWNER) is not None
+    db.discard()
+
+
+def test_its_lines_take_a_lane_and_load_data_on_mariadb(declared: Resource, mysql_url: str) -> None:
+    """The fast path: its line lane (generated from the declaration) writes each row's LOAD DATA
+    text, and the object goes in by LOAD DATA, fresh and then the keys way."""
+    from chalicelib.db.database import open_master
+    from chalicelib.loader import BatchLoader, local_etag
+    from chalicelib.loader.mysql_fast import MySQLFastApplier
+
+    db = open_master(mysql_url, local_infile=True)
+    db.migrate()
+    with db.transaction() as cur:
+        run_statement(cur, db.dialect, table_ddl(declared, db.dialect))
+    ids = [f"0190a1b2-c3d4-7e5f-8a9b-{n:012x}" for n in range(300)]
+    first = b"".join(put(i, V + 1, OPS[1], url=f"https://example.com/{n}", stars=n % 6) for n, i in enumerate(ids))
+    heads: dict[int, str] = {}
+    assert lanes.from_line(first.split(b"\n")[0].decode(), heads) is not None and heads  # a lane takes them
+    applier = MySQLFastApplier(db, min_rows=1, chunk_lines=64)
+    loader = BatchLoader(db, applier)
+    assert loader.load("b", "writes/2026/01/01/00/one", local_etag(first), first).applied == 300
+    newer = b"".join(
+        put(i, V + 2, OPS[2], url=f"https://example.com/v2/{n}", kind="video") for n, i in enumerate(ids) if n % 2 == 0
+    )
+    assert loader.load("b", "writes/2026/01/01/00/two", local_etag(newer), newer).applied == 150
+    assert applier.paths["fresh"] == 1 and applier.paths["keys"] == 1, dict(applier.paths)
+    reader = SqlReader(db)
+    for n in (0, 1, 298, 299):
+        row = reader.get_row(declared, OWNER, ids[n])
+        assert row is not None
+        want = (
+            ("video", f"https://example.com/v2/{n}", 0) if n % 2 == 0 else ("link", f"https://example.com/{n}", n % 6)
+        )
+        assert (row["kind"], row["url"], row["stars"]) == want
     db.discard()
