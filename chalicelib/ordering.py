@@ -2,12 +2,13 @@
 
 Of two commands for one key, the one with the greater (version, op_id) wins: versions compare as
 integers, and equal versions by op_id, compared character by character (canonical UUIDs are
-ASCII, so byte order is character order). Every Python comparison of commands calls `newer`
-(reads, whose rows carry no op_id, compare a loaded state with a pending write by `loaded_wins`);
-the SQL guards (`loader/apply.py`, `loader/mysql_fast.py`) restate it in SQL, and `LUA_NEWER`
-below in Lua for the scripts of the cache and the pending writes (`readers/cache.py`,
-`readers/pending.py`); tests/integration/test_ordering.py checks each against `newer` on drawn
-pairs.
+ASCII, so byte order is character order). Every Python comparison of commands calls `newer`,
+reads included: a loaded (or cached) state and the caller's pending write are compared by
+`loaded_wins`, which is `newer` with the pending write as the challenger. The SQL guards
+(`loader/apply.py`, `loader/mysql_fast.py`) restate it in SQL, and `LUA_NEWER` below in Lua for
+the scripts of the cache and the pending writes (`readers/cache.py`, `readers/pending.py`);
+tests/integration/test_ordering.py checks each against `newer` on drawn pairs, and the reads
+that compare a loaded state with a pending write.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ def newer(a: Order, b: Order) -> bool:
     return a[0] > b[0] or (a[0] == b[0] and a[1] > b[1])
 
 
-def loaded_wins(loaded: int, pending: int) -> bool:
-    """Whether a loaded (or cached) state of version `loaded` answers over the caller's pending
-    write of version `pending`. Rows as read carry no op_id, so versions alone decide, the loaded
-    state winning a tie (the write it shows is the pending one, or a newer)."""
-    return loaded >= pending
+def loaded_wins(loaded: Order, pending: Order) -> bool:
+    """Whether a loaded (or cached) state ordered `loaded` answers over the caller's pending write
+    ordered `pending`: unless the pending write is newer, exactly as the loader would decide
+    between the two commands. An equal order is the pending write itself, loaded. A state whose
+    op_id is not known ("", as in a cache entry a reader filled before reads carried op_ids) is
+    older than any command of its version, so it never wins a tie."""
+    return not newer(pending, loaded)
 
 
 # newer() in Lua, for the Redis scripts of the cache and the pending writes (readers/cache.py,

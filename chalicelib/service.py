@@ -52,17 +52,20 @@ class TodoService:
 
         return make_command(op, resource, owner, id_, self.clock.next(after), new_op_id(), data)
 
-    def _send(self, commands: Sequence[WriteCommand]) -> list[Accepted]:
+    def _send(self, commands: Sequence[WriteCommand], new_ids: bool = False) -> list[Accepted]:
+        """Write `commands` (one record); `new_ids`: their ids were made here (UUIDv7), so
+        nothing can be stored for them yet (PendingWrites.record)."""
         self.writer.write(commands)
         if self.pending is not None:  # after the transport's acceptance, never instead of it
-            self.pending.record(commands)
+            self.pending.record(commands, new_ids)
         return [Accepted(c.id, c.version) for c in commands]
 
     def create_todo(
         self, who: Principal, data: dict[str, Any], idempotency_key: str | None, min_version: int | None = None
     ) -> Accepted:
         todo_id = derived_id(who.sub, idempotency_key) if idempotency_key else uuid7()
-        return self._send([self._command("put", "todos", who.sub, todo_id, data, min_version)])[0]
+        command = self._command("put", "todos", who.sub, todo_id, data, min_version)
+        return self._send([command], new_ids=not idempotency_key)[0]
 
     def create_todos(
         self,
@@ -77,7 +80,7 @@ class TodoService:
             commands.append(self._command("put", "todos", who.sub, todo_id, data, min_version))
         # One write: the writer sends a batch's commands as one record (one object, one
         # transaction), so a 503 means all or none of them may land, never some.
-        return self._send(commands)
+        return self._send(commands, new_ids=not idempotency_key)
 
     def put_todo(self, who: Principal, todo_id: str, data: dict[str, Any], min_version: int | None = None) -> Accepted:
         return self._send([self._command("put", "todos", who.sub, todo_id, data, min_version)])[0]

@@ -213,6 +213,14 @@ SSL_NOT_OFFERED = 2026  # CR_SSL_CONNECTION_ERROR: "SSL is required but the serv
 # Lock wait timeout, deadlock, and (MariaDB with innodb_snapshot_isolation, the default from 11.6)
 # "record has changed since last read": the transaction can simply run again.
 RETRYABLE = frozenset({1205, 1213, 1020})
+# The server refused the statement for its character sets or collations (PyMySQL raises these as
+# OperationalError, like an outage): "Illegal mix of collations" for two, three or more operands
+# (1267, 1270, 1271), a collation not of its character set (1253), an unknown collation or
+# character set (1273, 1115), an invalid character string (1300), a conversion between
+# collations that cannot be done (MySQL 8: 3988), a collation an indexed column cannot use
+# (MariaDB: 4063). A bug in the statement or its parameters, never an outage: raised as it is
+# (a 500), and no breaker opens.
+CHARSET_ERRORS = frozenset({1115, 1253, 1267, 1270, 1271, 1273, 1300, 3988, 4063})
 
 
 def mysql_error_code(exc: BaseException | None) -> int | None:
@@ -409,6 +417,8 @@ class MySQLDatabase(Database):
     def _is_unavailable(self, exc: BaseException) -> bool:
         import pymysql
 
+        if isinstance(exc, pymysql.err.OperationalError) and mysql_error_code(exc) in CHARSET_ERRORS:
+            return False  # the server answered: a bug in the statement, not an outage
         if isinstance(exc, (pymysql.err.OperationalError, pymysql.err.InterfaceError, OSError)):
             return True
         return _connection_dropped_inside_pymysql(exc)

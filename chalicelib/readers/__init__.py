@@ -10,22 +10,42 @@ Row = dict[str, Any]
 
 
 class Seen(NamedTuple):  # a tuple: made for every row of a merged page, so cheap to build
-    """What a read found for one key: the row (None when deleted or never written) and its
-    version (a tombstone's version for a deleted row, 0 when nothing was ever stored).
+    """What a read found for one key: the row (None when deleted or never written), its version
+    (a tombstone's version for a deleted row, 0 when nothing was ever stored) and the op_id of
+    the command that wrote it ("" when nothing was stored, or when the reader does not know it:
+    such a state never wins a version tie against a pending write, `ordering.loaded_wins`).
 
     `settled` is False when the answer came from the master while replicas exist (failover): a
-    pending write may be dropped only once a replica shows it (CONTRACT section 3)."""
+    pending write may be dropped only once a replica shows it (CONTRACT section 3).
+
+    `created_at` is a tombstone's stored created_at, which a later write of the key keeps
+    (CONTRACT section 3: the earliest `at` of any command, deletes included); a live row has its
+    own in `row`. None when nothing is stored, or a tombstone's is not known (a cache entry)."""
 
     id: str
     row: Row | None
     version: int
+    op_id: str = ""
     settled: bool = True
+    created_at: str | None = None
+
+    @property
+    def order(self) -> tuple[int, str]:
+        """(version, op_id): the state's place in the loader's order (`ordering.newer`)."""
+        return (self.version, self.op_id)
+
+    @property
+    def stored_created_at(self) -> str | None:
+        """The created_at of what is stored, a live row's or a tombstone's (None: not known, or
+        nothing stored)."""
+        row = self.row
+        return row["created_at"] if row is not None else self.created_at
 
 
 class SeenLater(Protocol):
     """The rows of a page query already sent (`TodoReader.start_list_seen`). `replaced` maps ids
-    to the version of a write that will replace their stored row: a row older than that may come
-    with only its `created_at` (all a merged page needs of it)."""
+    to the version of a write that will replace their stored row: a row of an older version may
+    come with only its `created_at` (all a merged page needs of it)."""
 
     def __call__(self, replaced: Mapping[str, int] | None = None) -> Sequence[Seen]: ...
 
@@ -52,23 +72,32 @@ class TodoReader(ABC):
         row = self.get_profile(owner)
         return Seen(owner, row, int(row["version"]) if row else 0)
 
+    def seen_todos(self, owner: str, ids: Collection[str]) -> dict[str, Seen]:
+        """The stored state of each of `ids` that has one, by id, as `seen_todo` reads it (op_id
+        included): what orders a page's row against a pending write of the same version."""
+        found = {i: self.seen_todo(owner, i) for i in ids}
+        return {i: s for i, s in found.items() if s.version}
+
     def list_seen(
         self, owner: str, after: str | None, limit: int, state: str | None, ids: Collection[str]
     ) -> list[Seen]:
         """Like list_todos (at most `limit` keys with id > after, ascending), and besides the rows
-        matching `state`, the stored state of each of `ids` in that range, tombstones included."""
+        matching `state`, the stored state of each of `ids` in that range, tombstones included
+        (with their created_at). A page's rows need not carry their op_id ("": `seen_todos`
+        reads it for the few that tie a pending write's version)."""
         rows = [Seen(r["id"], r, int(r["version"])) for r in self.list_todos(owner, after, limit, state)]
         if not ids:
             return rows
-        found = {s.id for s in rows}
         top = rows[-1].id if len(rows) == limit else None
-        extra = [
-            self.seen_todo(owner, i)
-            for i in sorted(ids)
-            if i not in found and (after is None or i > after) and (top is None or i < top)
-        ]
-        merged = sorted([*rows, *(s for s in extra if s.version)], key=lambda s: s.id)
-        return merged[:limit]
+        # The stored state of each named id in range (its op_id and a tombstone's created_at
+        # included): a live one replaces its row of the page, a stored tombstone joins it.
+        by_id = {s.id: s for s in rows}
+        for i in sorted(ids):
+            if (after is None or i > after) and (top is None or i <= top):
+                stored = self.seen_todo(owner, i)
+                if stored.version:
+                    by_id[i] = stored
+        return sorted(by_id.values(), key=lambda s: s.id)[:limit]
 
     def start_list_seen(
         self, owner: str, after: str | None, limit: int, state: str | None, ids: Collection[str]

@@ -6,15 +6,21 @@ Entries
     digits of its SHA-256 (so no owner can write into another's key space). A value is
     `STATE|VERSION|OP_ID|PAYLOAD`: STATE `p` (present, PAYLOAD is the row as JSON), `a` (absent:
     deleted or never written, PAYLOAD empty) or `m` (the loader wrote VERSION but did not say
-    what the row is: a miss that still fences older fills). Every entry has a TTL.
+    what the row is: a miss that still fences older fills; a fill at least as new replaces it).
+    Every entry has a TTL.
 
 Ordering
     Entries are ordered like the loader orders commands: by (version, op_id). One Lua script
     (GUARDED_SET, sent with EVALSHA) writes entries only when they are newer than what is stored,
     atomically in Redis. The loader's writes (`CacheInvalidator`, after its transaction commits)
-    carry the command's (version, op_id). A reader's fill carries the row's version and an empty
-    op_id, because rows as read do not show op_id: so a fill never replaces an entry of the same
-    version, and the loader's entry of a version always replaces a fill of that version.
+    carry the command's (version, op_id). The owner's reads fill entries through `PendingWrites`,
+    from versioned reads that carry the stored row's op_id, so those fills are ordered exactly
+    like the loader's entries. `CachedReader`'s own fills (a cache without pending writes) read
+    rows without op_id and carry an empty one: such a fill never replaces an entry of the same
+    version, and the loader's entry of a version always replaces it. An entry with an empty
+    op_id (those fills, and every fill written before reads carried op_ids) is a state whose
+    order within its version is unknown: a pending write of the same version never takes it
+    for the winner of the tie (`PendingWrites` reads the replica instead).
 
 The race this closes
     A reader misses, reads version 1 from a lagging replica; the loader commits version 2 and
@@ -85,7 +91,13 @@ for i = 1, #KEYS do
       local cur_state = string.sub(current, 1, a - 1)
       local cur_op = string.sub(current, b + 1, c - 1)
       if mode == "fill" and cur_state == "m" then
-        write = version >= cur_version
+        -- a fill replaces a fence at least as new as it: in (version, op_id) order, or by
+        -- version alone when the reader does not know its op_id (CachedReader's fills)
+        if op_id == "" then
+          write = version >= cur_version
+        else
+          write = not newer(cur_version, cur_op, version, op_id)
+        end
       else
         write = newer(version, op_id, cur_version, cur_op)
       end

@@ -7,31 +7,47 @@ Where they live
     `STATE|VERSION|OP_ID|CREATED|PAYLOAD`: STATE `p` (a put; PAYLOAD is the row as GET will show
     it, `created_at` being the command's own instant) or `a` (a delete, PAYLOAD empty); CREATED is
     the version (the acceptance time in microseconds) of the earliest pending command of that key.
-    A pending row shows as `created_at` the earliest of CREATED and the loaded row's.
+    A pending row shows as `created_at` the earliest of CREATED and the stored row's (a
+    tombstone's included), so every route shows the created_at loading will give.
+    An entry a read cannot use (its field's id is not a canonical UUID, its value does not parse,
+    its row is not a JSON object with every field a read shows and the entry's own id and
+    version: only something else writing into these keys makes one) is ignored and logged on
+    every path; that key reads what is loaded, and its id never reaches SQL.
 
 Writing
     After the transport accepted a request's commands (never instead of it), one EVALSHA
     (RECORD) writes each key's entry if its (version, op_id) is newer than the one stored, the
     rule the cache and the loader keep, and sets the hash to expire PENDING_TTL_SECONDS after
-    its latest write. A failure is logged and counted (`PendingRecordFailures`, EMF) and the
-    write is still accepted: reads then fall back to what is loaded (eventual).
+    its latest write. For a POST's new ids (nothing can be stored for them) it also sets their
+    cache entries to "absent" unless one exists. A failure is logged and counted
+    (`PendingRecordFailures`, EMF) and the write is still accepted: reads then fall back to what
+    is loaded (eventual).
 
 Expiring
     An entry is ignored, and removed by the next read that meets it, once its version is older
-    than PENDING_TTL_SECONDS; it is removed sooner (DROP, version-guarded: never a newer entry)
-    once a replica read shows its version or a newer one. An answer from the master (failover
-    while replicas exist) is not enough: replicas lag behind the master.
+    than PENDING_TTL_SECONDS; it is removed sooner (DROP, guarded by (version, op_id): never a
+    newer entry) once a replica read shows that write or a newer one, after that read filled the
+    key's cache entry from what it showed (so no older cache entry outlives the pending one). An
+    answer from the master (failover while replicas exist) is not enough: replicas lag behind.
 
 Reading
+    A loaded (or cached) state and a pending write are ordered as the loader orders their
+    commands, by (version, op_id) (`ordering.loaded_wins`): reads carry the stored op_id, so two
+    writes of one version (two instances, one `min_version`) show the op_id winner wherever it is.
     `GET /todos/{id}` and `GET /me`: one EVALSHA (READ_PAIR) returns the cache entry and the
-    pending entry together, and the newer of the two answers; the replica is read (and the cache
-    filled) only when neither is there or neither reaches `min_version`, and the newest of the
-    three answers. A pending entry is the caller's newest recorded write, so a replica can only
-    be newer when a later write was not recorded (reads are eventual then). `GET /todos`: one
+    pending entry together, and the newer of the two answers. The replica is read (and the cache
+    filled) when neither is there, or neither reaches `min_version`, or the pending write is a
+    put and the cache does not hold what is stored (no entry, or a tombstone's, whose created_at
+    the put shows), or the cache entry ties the pending write's version without an op_id (filled
+    before reads carried op_ids: which of the two wins is not known); the newest of the three
+    answers. A pending entry is the caller's newest recorded write, so a replica can only be
+    newer when a later write was not recorded (reads are eventual then). `GET /todos`: one
     HGETALL, and `merge_page` merges the caller's pending todos into the keyset page, which
     always reads the replica: that is where most entries are seen and dropped. The HGETALL's
     reply is read after the first page query, which names the pending ids the process last saw
-    for the owner; the merge queries again where that guess did not cover the reply.
+    for the owner; the merge queries again where that guess did not cover the reply. A page
+    reads no op_id: the rows that tie their pending write's version are read again with it
+    (`TodoReader.seen_todos`), only then.
 """
 
 from __future__ import annotations
@@ -40,14 +56,15 @@ import hashlib
 import json
 import json.scanner
 import logging
+import re
 import time
 from bisect import bisect_right
 from collections.abc import Callable, Collection, Mapping, Sequence
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from chalicelib.ids import version_to_ts
-from chalicelib.ordering import LUA_NEWER, loaded_wins
+from chalicelib.ids import CANONICAL_UUID, version_to_ts
+from chalicelib.ordering import LUA_NEWER, Order, loaded_wins, newer
 from chalicelib.readers import Row, Seen
 from chalicelib.readers.cache import (
     ABSENT,
@@ -61,6 +78,7 @@ from chalicelib.readers.cache import (
     profile_key,
     todo_key,
 )
+from chalicelib.resources import PROFILES, TODOS, Resource
 
 if TYPE_CHECKING:
     from chalicelib.commands import WriteCommand
@@ -108,11 +126,16 @@ RECORD = (
 -- ARGV[1]: TTL in ms; then per entry: field, state, version, op_id, payload.
 -- An entry is written when (version, op_id) is newer than the stored one; CREATED keeps the
 -- smallest version seen for the field. Versions are compared as numbers (exact below 2^53) and
--- written back as the text they came in (Lua would print a large number as 1.8e+15)."""
+-- written back as the text they came in (Lua would print a large number as 1.8e+15).
+-- KEYS[2..]: the cache entries of todos a POST made with new ids (nothing can be stored for
+-- them): each is set to "absent" at version 0, unless it exists (any entry is as new), for the
+-- last ARGV's milliseconds, so a read by key knows nothing is stored without the database."""
     + _LUA_HELPERS
     + """
 local written = 0
-for i = 2, #ARGV, 5 do
+local last = #ARGV
+if #KEYS > 1 then last = #ARGV - 1 end
+for i = 2, last, 5 do
   local field, state, version_text, op_id, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local version = tonumber(version_text)
   local created = version_text
@@ -135,6 +158,9 @@ for i = 2, #ARGV, 5 do
   end
 end
 redis.call("PEXPIRE", KEYS[1], ARGV[1])
+for k = 2, #KEYS do
+  redis.call("SET", KEYS[k], "a|0||", "PX", ARGV[#ARGV], "NX")
+end
 return written
 """
 )
@@ -142,16 +168,18 @@ return written
 DROP = (
     """
 -- Remove pending entries a replica has shown (or that expired). KEYS[1]: the owner's hash;
--- ARGV: field, version pairs. A field is removed only while its entry is that version or older.
+-- ARGV: field, version, op_id triples. A field is removed only while its entry is not newer, in
+-- (version, op_id) order, than that: a write recorded since, or the winner of a version tie
+-- the replica does not show yet, stays.
 """
     + _LUA_HELPERS
     + """
 local dropped = 0
-for i = 1, #ARGV, 2 do
+for i = 1, #ARGV, 3 do
   local current = redis.call("HGET", KEYS[1], ARGV[i])
   if current then
-    local cur_version = fields(current)
-    if cur_version == nil or cur_version <= tonumber(ARGV[i + 1]) then
+    local cur_version, cur_op = fields(current)
+    if cur_version == nil or not newer(cur_version, cur_op, tonumber(ARGV[i + 1]), ARGV[i + 2]) then
       dropped = dropped + redis.call("HDEL", KEYS[1], ARGV[i])
     end
   end
@@ -196,6 +224,11 @@ class PendingEntry(NamedTuple):
     data: Row | bytes | None
 
     @property
+    def order(self) -> Order:
+        """(version, op_id): the write's place in the loader's order (`ordering.newer`)."""
+        return (self.version, self.op_id)
+
+    @property
     def row(self) -> Row | None:
         data = self.data
         if isinstance(data, bytes):
@@ -209,36 +242,79 @@ class PendingEntry(NamedTuple):
             return row if type(row) is dict else dict(row)  # a new dict every time: the caller's own
         return None if data is None else dict(data)
 
-    def decoded(self) -> PendingEntry | None:
+    def decoded(self, resource: Resource = TODOS) -> PendingEntry | None:
         """This entry with its stored row decoded once (reads of `row` then copy that dict), or
-        None when what is stored is not a row: such an entry is ignored, like one whose fields
-        do not parse."""
+        None, logged, when what is stored is not a usable row of `resource` (`usable_row`): such
+        an entry is ignored, like one whose fields do not parse."""
         if type(self.data) is not bytes:
             return self
         try:
             row = self.row
         except (ValueError, TypeError):  # UnicodeDecodeError, JSONDecodeError; TypeError: not an object
             row = None
-        if type(row) is not dict:
-            log.warning("pending entry %s is not a row; ignored", self.id)
+        if type(row) is not dict or not usable_row(resource, row, self.id, self.version):
+            log.warning("pending entry %s is not a row of %s; ignored", self.id, resource.name)
             return None
         return tuple.__new__(PendingEntry, (self.id, self.version, self.op_id, self.created, row))
 
     def shown(self, base: Seen | None) -> Row | None:
-        """The row GET shows for this write over `base` (the loaded state it replaces)."""
+        """The row GET shows for this write over `base` (the loaded state it replaces): its
+        created_at is the earliest of the pending commands' and what is stored (a live row's or
+        a tombstone's), as the loader will make it (CONTRACT section 3)."""
         data = self.data
         if data is None:
             return None
         row = dict(data) if type(data) is dict else self.row
         assert row is not None
         # The payload carries its own command's instant; an earlier pending command of the key,
-        # or the loaded row's created_at, is earlier still.
+        # or the stored row's created_at, is earlier still.
         if self.created != self.version or "created_at" not in row:
             row["created_at"] = _shown_ts(self.created)
-        loaded = base.row if base is not None else None
-        if loaded is not None and _earlier(loaded["created_at"], row["created_at"]):
-            row["created_at"] = loaded["created_at"]
+        stored = base.stored_created_at if base is not None else None
+        if stored is not None and _earlier(stored, row["created_at"]):
+            row["created_at"] = stored
         return row
+
+
+class _Shape(NamedTuple):
+    fields: frozenset[str]
+    choices: tuple[tuple[str, frozenset[str]], ...]
+
+
+_SHAPES = {
+    r.name: _Shape(
+        frozenset(r.read_fields),
+        tuple((name, frozenset(rule.choices)) for name, rule in r.rules().items() if rule.kind == "choice"),
+    )
+    for r in (TODOS, PROFILES)
+}
+
+
+def usable_row(resource: Resource, row: Row, id_: str, version: int) -> bool:
+    """Whether a pending entry's decoded row can be shown as `resource`'s row `id_` at `version`:
+    every field a read shows is there, the id and version are the entry's own, each choice field
+    holds one of its choices (the page's `state` filter) and the timestamps have the shape reads
+    show (`_stamp`: what `_earlier` compares). Only RECORD writes these rows, from validated
+    commands; this catches what anything else wrote into the keys without validating every field
+    again on every read (a page decodes up to 64 entries while its query runs)."""
+    shape = _SHAPES[resource.name]
+    if not row.keys() >= shape.fields:
+        return False
+    if resource.by_id and row["id"] != id_:
+        return False
+    if type(row["version"]) is not int or row["version"] != version:
+        return False
+    for name, choices in shape.choices:
+        value = row[name]
+        if type(value) is not str or value not in choices:
+            return False
+    return _stamp(row["created_at"]) and _stamp(row["updated_at"])
+
+
+def _stamp(value: Any) -> bool:
+    """Whether `value` has the shape of a timestamp as reads show it (`_shown_ts`, sql.ts_out):
+    YYYY-MM-DDTHH:MM:SS, then a 6-digit fraction or none, and Z."""
+    return type(value) is str and len(value) in (20, 27) and value[10] == "T" and value[-1] == "Z"
 
 
 def _earlier(a: str, b: str) -> bool:
@@ -261,13 +337,35 @@ def _shown_ts(version: int) -> str:
 
 
 def parse_pending(field_id: str, raw: Any) -> PendingEntry | None:
+    """The entry of a pending hash field, or None, logged, when its value does not parse (a
+    state other than put or delete, a version or CREATED that is not an integer, an op_id that
+    is not ASCII). The field's id is the caller's to check (`todo_id_of`)."""
     try:
         state, version, op_id, created, payload = (raw if type(raw) is bytes else bytes(raw)).split(b"|", 4)
-        data = payload if state == PRESENT else None
+        if state == PRESENT:
+            data: bytes | None = payload
+        elif state == ABSENT:
+            data = None
+        else:
+            raise ValueError(f"state {state!r}")
         # PendingEntry(...) without its Python-level __new__: one per pending write of a page
         return tuple.__new__(PendingEntry, (field_id, int(version), op_id.decode("ascii"), int(created), data))
     except (ValueError, UnicodeDecodeError, TypeError):
+        log.warning("pending entry %s does not parse; ignored", field_id)
         return None
+
+
+_TODO_FIELD = re.compile(b"t:(" + CANONICAL_UUID.pattern.encode("ascii") + b")")
+
+
+def todo_id_of(name: bytes) -> str | None:
+    """The todo id of a pending hash field `t:{id}`, or None, logged, when it is not a canonical
+    UUID: such an entry is ignored, and its id never reaches SQL."""
+    matched = _TODO_FIELD.fullmatch(name)
+    if matched is not None:
+        return matched[1].decode("ascii")
+    log.warning("pending entry %r is not named by a canonical id; ignored", bytes(name[:82]))
+    return None
 
 
 def entry_for(command: WriteCommand) -> tuple[str, bytes, int, str, bytes]:
@@ -282,16 +380,33 @@ def entry_for(command: WriteCommand) -> tuple[str, bytes, int, str, bytes]:
 
 
 def newest(pending: PendingEntry | None, loaded: Seen | None) -> Seen | None:
-    """The newer of a pending write and a loaded (or cached) state (`loaded_wins`)."""
+    """The newer of a pending write and a loaded (or cached) state, in the loader's order
+    (`loaded_wins`: the loaded one when it is the pending write itself, or newer)."""
     if pending is None:
         return loaded
-    if loaded is not None and loaded_wins(loaded.version, pending.version):
+    if loaded is not None and loaded_wins(loaded.order, pending.order):
         return loaded
-    return Seen(pending.id, pending.shown(loaded), pending.version, False)
+    return tuple.__new__(Seen, (pending.id, pending.shown(loaded), pending.version, pending.op_id, False, None))
+
+
+def without_replica(write: PendingEntry, cached: Seen | None) -> Seen | None:
+    """What a read by key answers from a (usable) pending write and the cache entry alone, or
+    None when the stored state is needed: a put with no cache entry, or over a cached tombstone
+    (its created_at is what the put will show, and neither holds it), and a version tie with an
+    entry filled without its op_id (which of the two wins is not known)."""
+    if cached is None:
+        return newest(write, None) if write.data is None else None
+    if cached.version == write.version and not cached.op_id:
+        return None
+    if write.data is not None and cached.version and cached.stored_created_at is None:
+        if not loaded_wins(cached.order, write.order):
+            return None
+    return newest(write, cached)
 
 
 # -- the page merge ------------------------------------------------------------------------------
 Fetch = Callable[[str | None, int, Collection[str]], Sequence[Seen]]
+Orders = Callable[[Collection[str]], Mapping[str, Seen]]  # TodoReader.seen_todos for the owner
 
 
 class Fetched(NamedTuple):
@@ -314,19 +429,29 @@ def merge_page(
     state: str | None,
     id_cap: int = ID_CAP,
     first: Fetched | None = None,
-) -> tuple[list[Row], list[tuple[str, int]]]:
+    orders: Orders | None = None,
+) -> tuple[list[Row], list[Seen]]:
     """The first `want` todos with id > after, as the caller would see them were every pending
-    write loaded, and the pending entries a settled read showed (todo id, version) to drop.
+    write loaded, and the settled loaded states that show a pending write or a newer one (whose
+    entries are to be dropped).
+    A loaded state and a pending write are ordered as the loader orders commands (`loaded_wins`);
+    a pending entry whose row is not usable (`PendingEntry.decoded`) is ignored: its key shows
+    what is loaded.
 
     `fetch(after, limit, ids)` is `TodoReader.list_seen` for the owner and `state`: loaded rows
     matching `state` and the stored state (tombstones included) of each of `ids`. Rows are fetched
     until the page is full: a pending delete or a change of `state` can take rows out of it.
     `first`, when given, is the first batch, fetched from `after` while the pending writes were
     read (naming the ids a guess gave): it is used as far as it knows every pending id's state.
+    Its rows replaced by a pending write (`SeenLater`'s `replaced`) must be of usable entries.
+    A page's rows need not carry their op_id: a row whose version ties its pending write's and
+    has none is read again with it by `orders` (`TodoReader.seen_todos`), once for all such rows
+    of its batch, only when there is one.
     """
     ahead = sorted(i for i in pending if after is None or i > after)
     out: list[Row] = []
-    drops: list[tuple[str, int]] = []
+    drops: list[Seen] = []
+    reread: dict[str, Seen] = {}  # stored states read again with their op_ids (version ties)
     cursor = after
     while True:
         if first is not None:
@@ -360,8 +485,10 @@ def merge_page(
         for base in (*batch, _END):
             key = base.id
             while j < last and named[j] < key:  # a pending write of a key with nothing stored
-                row = pending[named[j]].shown(None)
+                entry = pending[named[j]]
                 j += 1
+                alone = entry.decoded() if type(entry.data) is bytes else entry
+                row = alone.shown(None) if alone is not None else None
                 if row is not None and (state is None or row["state"] == state):
                     out.append(row)
                     if len(out) == want:
@@ -369,11 +496,18 @@ def merge_page(
             if base is _END:
                 break
             if j < last and named[j] == key:
-                write = pending[key]
+                entry = pending[key]
                 j += 1
-                if loaded_wins(base.version, write.version):  # loaded already (or a newer write was)
+                write = entry.decoded() if type(entry.data) is bytes else entry
+                if write is not None and base.version == write.version and not base.op_id and orders is not None:
+                    if key not in reread:  # a version tie: the op_ids of this batch's ties, at once
+                        reread.update(orders(_ties(batch, named, pending)))
+                    base = reread.get(key, base)
+                if write is None:  # not a usable entry: what is loaded
+                    row = base.row
+                elif loaded_wins((base.version, base.op_id), (write.version, write.op_id)):  # loaded already
                     if base.settled:
-                        drops.append((key, write.version))
+                        drops.append(base)
                     row = base.row
                 else:
                     row = write.shown(base)
@@ -387,6 +521,12 @@ def merge_page(
             return out, drops
         cursor = upper
         ahead = [i for i in ahead if i > cursor]
+
+
+def _ties(batch: Sequence[Seen], named: Sequence[str], pending: Mapping[str, PendingEntry]) -> list[str]:
+    """The ids of `batch` rows without an op_id whose version ties the pending write of their id."""
+    by_id = {s.id: s for s in batch}
+    return [i for i in named if (s := by_id.get(i)) is not None and not s.op_id and s.version == pending[i].version]
 
 
 # -- the store -----------------------------------------------------------------------------------
@@ -420,8 +560,13 @@ class PendingWrites:
         self._guesses: dict[str, Guess] = {}
 
     # -- writes --------------------------------------------------------------------------------
-    def record(self, commands: Sequence[WriteCommand]) -> bool:
-        """Record accepted commands (one EVALSHA per owner: one per request). Never raises."""
+    def record(self, commands: Sequence[WriteCommand], new_ids: bool = False) -> bool:
+        """Record accepted commands (one EVALSHA per owner: one per request). Never raises.
+
+        `new_ids`: the todos are new (a POST's UUIDv7 ids, no Idempotency-Key), so nothing is
+        stored for them: the same EVALSHA sets their cache entries to "absent" (unless one
+        exists), and the writer's next read by key answers from Redis alone, without the
+        database (a pending put otherwise reads what is stored, for its created_at)."""
         by_owner: dict[str, list[WriteCommand]] = {}
         for command in commands:
             by_owner.setdefault(command.owner, []).append(command)
@@ -434,8 +579,12 @@ class PendingWrites:
             args: list[Any] = [self.ttl_ms]
             for entry in map(entry_for, mine):
                 args.extend(entry)
+            keys = [pending_key(owner, self.prefix)]
+            if new_ids:
+                keys += [todo_key(owner, c.id, self.prefix) for c in mine if c.resource == "todos"]
+                args.append(self.cache.negative_ttl_ms)
             try:
-                run_script(self.client, RECORD, [pending_key(owner, self.prefix)], args)
+                run_script(self.client, RECORD, keys, args)
             except Exception as exc:  # noqa: BLE001 - the write is accepted; reads fall back to eventual
                 self.breaker.failed(exc, "recording pending writes")
                 self._failed(len(mine), exc)
@@ -470,6 +619,7 @@ class PendingWrites:
             owner,
             f"t:{todo_id}",
             todo_id,
+            TODOS,
             lambda: self.inner.seen_todo(owner, todo_id),
             min_version,
         )
@@ -480,12 +630,20 @@ class PendingWrites:
             owner,
             PROFILE_FIELD,
             owner,
+            PROFILES,
             lambda: self.inner.seen_profile(owner),
             min_version,
         )
 
     def _one(
-        self, key: str, owner: str, field: str, id_: str, load: Callable[[], Seen], min_version: int | None
+        self,
+        key: str,
+        owner: str,
+        field: str,
+        id_: str,
+        resource: Resource,
+        load: Callable[[], Seen],
+        min_version: int | None,
     ) -> Seen:
         if not self.breaker.allows():
             return load()
@@ -498,13 +656,13 @@ class PendingWrites:
         self.breaker.succeeded()
         write = parse_pending(id_, raw_pending) if raw_pending else None
         if write is not None and self._expired(write):
-            self._drop(hash_key, [(field, write.version)])
+            self._drop(hash_key, [(field, write.version, write.op_id)])
             write = None
         if write is not None:
-            write = write.decoded()
+            write = write.decoded(resource)
         entry = parse_entry(raw_entry)
-        cached = Seen(id_, entry[3], entry[1]) if entry is not None and entry[0] != UNKNOWN else None
-        best = newest(write, cached)
+        cached = Seen(id_, entry[3], entry[1], entry[2]) if entry is not None and entry[0] != UNKNOWN else None
+        best = cached if write is None else without_replica(write, cached)
         if best is not None and (min_version is None or best.version >= min_version):
             # The pending write is the caller's newest recorded one: the replica could only be
             # newer if a later write failed to be recorded (then reads are eventual anyway).
@@ -513,26 +671,29 @@ class PendingWrites:
             return best
         self.cache.misses += 1
         seen = load()
-        self._fill(key, seen)
-        if write is not None and seen.settled and loaded_wins(seen.version, write.version):
-            self._drop(hash_key, [(field, write.version)])
-        best = newest(write, newest(None, seen) if cached is None else _newer(cached, seen))
+        filled = self._fill((key, seen))
+        if write is not None and filled and seen.settled and loaded_wins(seen.order, write.order):
+            self._drop(hash_key, [(field, seen.version, seen.op_id)])
+        best = newest(write, seen if cached is None else _newer(cached, seen))
         assert best is not None
         return best
 
-    def _fill(self, key: str, seen: Seen) -> None:
-        if seen.row is None:
-            entry = (key, ABSENT, seen.version, "", b"")
-            ttl_ms = self.cache.negative_ttl_ms
-        else:
-            entry = (key, PRESENT, seen.version, "", dump_row(seen.row))
-            ttl_ms = self.cache.ttl_ms
+    def _fill(self, *states: tuple[str, Seen]) -> bool:
+        """Fill the cache entries (key, state) a read found, guarded by (version, op_id) so that
+        nothing newer is replaced; whether Redis took them. A pending entry a read showed is
+        dropped only after this: once it is gone, the cache must not hold an older state."""
         from chalicelib.readers.cache import guarded_set
 
+        present = [(k, PRESENT, s.version, s.op_id, dump_row(s.row)) for k, s in states if s.row is not None]
+        absent = [(k, ABSENT, s.version, s.op_id, b"") for k, s in states if s.row is None]
         try:
-            guarded_set(self.client, "fill", ttl_ms, [entry])
+            for entries, ttl_ms in ((present, self.cache.ttl_ms), (absent, self.cache.negative_ttl_ms)):
+                if entries:
+                    guarded_set(self.client, "fill", ttl_ms, entries)
         except Exception as exc:  # noqa: BLE001 - the row is answered all the same
             self.breaker.failed(exc, "filling")
+            return False
+        return True
 
     # -- pages -----------------------------------------------------------------------------------
     def list_todos(self, owner: str, after: str | None, limit: int, state: str | None) -> list[Row]:
@@ -573,27 +734,33 @@ class PendingWrites:
             return self.inner.list_todos(owner, after, limit, state)
         self.breaker.succeeded()
         pending, expired = self._entries(raw, after)
-        # Rows a newer pending write replaces need only their created_at (PendingEntry.shown).
-        first = Fetched(rows({i: w.version for i, w in pending.items()}), n, frozenset(ids))
+        # Rows a newer pending write replaces need only their created_at (PendingEntry.shown):
+        # only usable entries replace a row (those not decoded yet, past ID_CAP, come whole).
+        replaced = {i: w.version for i, w in pending.items() if type(w.data) is not bytes}
+        first = Fetched(rows(replaced), n, frozenset(ids))
         page = self._merged(hash_key, owner, after, limit, state, pending, expired, first)
         self._guess(hash_key, pending, first, page, after, state, limit)
         return page
 
-    def _entries(self, raw: Any, after: str | None) -> tuple[dict[str, PendingEntry], list[tuple[str, int]]]:
-        """An HGETALL reply's todo entries (their rows decoded when after the cursor) and the
-        expired ones (todo id, version)."""
+    def _entries(self, raw: Any, after: str | None) -> tuple[dict[str, PendingEntry], list[tuple[str, int, str]]]:
+        """An HGETALL reply's todo entries (their rows decoded when after the cursor, up to
+        ID_CAP of them; merge_page decodes the others it meets) and the expired ones (todo id,
+        version, op_id). An entry that cannot be used (its id is not a canonical UUID, its value
+        does not parse, its row is not a usable row) is logged and left out: its key reads what
+        is loaded, and its id never reaches SQL."""
         oldest = self.clock() // 1000 - self.ttl_us
         pending: dict[str, PendingEntry] = {}
-        expired: list[tuple[str, int]] = []
+        expired: list[tuple[str, int, str]] = []
         for i in range(0, len(raw or ()), 2):
             name = raw[i]
             if name[:2] != b"t:":
                 continue
-            write = parse_pending(bytes(name[2:]).decode("ascii", "replace"), raw[i + 1])
+            todo_id = todo_id_of(name)
+            write = parse_pending(todo_id, raw[i + 1]) if todo_id is not None else None
             if write is None:
                 continue
             if write.version < oldest:
-                expired.append((write.id, write.version))
+                expired.append((write.id, write.version, write.op_id))
             else:
                 pending[write.id] = write
         if len(pending) <= ID_CAP:  # rows a page may show, decoded while the database works
@@ -614,10 +781,10 @@ class PendingWrites:
         limit: int,
         state: str | None,
         pending: dict[str, PendingEntry],
-        expired: list[tuple[str, int]],
+        expired: list[tuple[str, int, str]],
         first: Fetched | None,
     ) -> list[Row]:
-        drops: list[tuple[str, int]] = []
+        drops: list[Seen] = []
         if not pending and first is None:
             rows = self.inner.list_todos(owner, after, limit, state)
         elif not pending and first is not None and not first.ids:  # live rows matching state only
@@ -630,9 +797,13 @@ class PendingWrites:
                 limit,
                 state,
                 first=first,
+                orders=lambda ids: self.inner.seen_todos(owner, ids),
             )
+        if drops and not self._fill(*((todo_key(owner, s.id, self.prefix), s) for s in drops)):
+            drops = []  # the cache may still hold an older state: the entries stay (until their TTL)
         if expired or drops:
-            self._drop(hash_key, [(f"t:{i}", v) for i, v in (*expired, *drops)])
+            shown = [(s.id, s.version, s.op_id) for s in drops]
+            self._drop(hash_key, [(f"t:{i}", v, op) for i, v, op in (*expired, *shown)])
         return rows
 
     def _guess(
@@ -676,18 +847,27 @@ class PendingWrites:
     def _expired(self, write: PendingEntry) -> bool:
         return write.version + self.ttl_us < self.clock() // 1000
 
-    def _drop(self, hash_key: str, fields: Sequence[tuple[str, int]]) -> None:
+    def _drop(self, hash_key: str, fields: Sequence[tuple[str, int, str]]) -> None:
+        """Remove the entries (field, version, op_id) a settled read showed, or that expired,
+        unless a newer write was recorded since (DROP)."""
         args: list[Any] = []
-        for field, version in fields:
-            args += [field, version]
+        for field, version, op_id in fields:
+            args += [field, version, op_id]
         try:
             run_script(self.client, DROP, [hash_key], args)
         except Exception as exc:  # noqa: BLE001 - the entry expires with its TTL all the same
             self.breaker.failed(exc, "dropping pending writes")
 
 
-def _newer(a: Seen, b: Seen) -> Seen:
-    return b if b.version >= a.version else a
+def _newer(cached: Seen, seen: Seen) -> Seen:
+    """The newer of a cache entry and the replica's state, the replica's on an equal order (its
+    op_id and a tombstone's created_at are known). A cached tombstone newer than a lagging
+    replica takes the replica's created_at, the best known."""
+    if not newer(cached.order, seen.order):
+        return seen
+    if cached.stored_created_at is None and seen.stored_created_at is not None:
+        return cached._replace(created_at=seen.stored_created_at)
+    return cached
 
 
 def _count_failure(count: int) -> None:

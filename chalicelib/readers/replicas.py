@@ -114,11 +114,17 @@ class ReplicaReader(TodoReader):
 
     def seen_todo(self, owner: str, todo_id: str) -> Seen:
         index, seen = self._first_at(lambda r: r.seen_todo(owner, todo_id))
-        return seen if self._settled(index) else Seen(seen.id, seen.row, seen.version, False)
+        return seen if self._settled(index) else seen._replace(settled=False)
 
     def seen_profile(self, owner: str) -> Seen:
         index, seen = self._first_at(lambda r: r.seen_profile(owner))
-        return seen if self._settled(index) else Seen(seen.id, seen.row, seen.version, False)
+        return seen if self._settled(index) else seen._replace(settled=False)
+
+    def seen_todos(self, owner: str, ids: Collection[str]) -> dict[str, Seen]:
+        index, found = self._first_at(lambda r: r.seen_todos(owner, ids))
+        if self._settled(index):
+            return dict(found)
+        return {i: s._replace(settled=False) for i, s in found.items()}
 
     def list_seen(
         self, owner: str, after: str | None, limit: int, state: str | None, ids: Collection[str]
@@ -129,7 +135,7 @@ class ReplicaReader(TodoReader):
     def _as_settled(self, index: int, rows: Sequence[Seen]) -> list[Seen]:
         if self._settled(index):
             return list(rows)
-        return [Seen(s.id, s.row, s.version, False) for s in rows]
+        return [s._replace(settled=False) for s in rows]
 
     def start_list_seen(
         self, owner: str, after: str | None, limit: int, state: str | None, ids: Collection[str]

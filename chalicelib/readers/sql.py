@@ -9,7 +9,6 @@ from typing import Any
 
 from chalicelib.db.database import Database
 from chalicelib.ids import format_ts
-from chalicelib.ordering import loaded_wins
 from chalicelib.readers import Row, Seen, SeenLater, TodoReader
 from chalicelib.resources import Resource
 
@@ -17,13 +16,19 @@ TODO_COLUMNS = "id, title, notes, state, tags, due_at, version, created_at, upda
 GET_TODO = f"SELECT {TODO_COLUMNS} FROM todos WHERE owner = %s AND id = %s AND deleted = 0"
 LIST_TODOS = f"SELECT {TODO_COLUMNS} FROM todos WHERE owner = %s AND id > %s AND deleted = 0"
 LIST_TODOS_STATE = LIST_TODOS + " AND state = %s"
-# Versioned reads see tombstones too (their version answers min_version and pending deletes).
-SEEN_TODO = f"SELECT {TODO_COLUMNS}, deleted FROM todos WHERE owner = %s AND id = %s"
+# Versioned reads see tombstones too (their version answers min_version and pending deletes),
+# and the winning command's op_id (a pending write of the same version is ordered by it).
+SEEN_TODO = f"SELECT {TODO_COLUMNS}, deleted, op_id FROM todos WHERE owner = %s AND id = %s"
 SEEN_PROFILE = (
-    "SELECT display_name, locale, timezone, version, created_at, updated_at, deleted FROM profiles WHERE owner = %s"
+    "SELECT display_name, locale, timezone, version, created_at, updated_at, deleted, op_id "
+    "FROM profiles WHERE owner = %s"
 )
+# The stored states of given ids (SEEN_TODO for several keys), op_id included.
+SEEN_TODOS = f"SELECT {TODO_COLUMNS}, deleted, op_id FROM todos WHERE owner = %s AND id IN "
 # A page's versioned read: a tombstone's version comes negated (versions are positive), so the
-# rows carry no `deleted` column (one field fewer to decode per row of a page).
+# rows carry no `deleted` column (one field fewer to decode per row of a page), and no op_id
+# either: only a row whose version ties the caller's pending write needs it, and `seen_todos`
+# reads those again (pending.merge_page), so the many rows of every page do not pay for the few.
 LIST_SEEN = (
     "SELECT id, title, notes, state, tags, due_at, CASE WHEN deleted = 0 THEN version ELSE -version END, "
     "created_at, updated_at FROM todos WHERE owner = %s AND id > %s"
@@ -110,7 +115,9 @@ class SqlReader(TodoReader):
         if not rows:
             return Seen(owner, None, 0)
         stored = rows[0]
-        return Seen(owner, None if stored[6] else profile_row(stored), int(stored[3]))
+        if stored[6]:
+            return Seen(owner, None, int(stored[3]), stored[7], True, ts_out(stored[4]))
+        return Seen(owner, profile_row(stored), int(stored[3]), stored[7])
 
     def list_seen(
         self, owner: str, after: str | None, limit: int, state: str | None, ids: Collection[str]
@@ -127,25 +134,39 @@ class SqlReader(TodoReader):
             new = tuple.__new__  # Seen(...) without its Python-level __new__: one per row of a page
             older = (replaced or {}).get
             # A tombstone comes with its version negated (LIST_SEEN): no extra column per row. A
-            # row a newer write replaces needs only its created_at.
+            # row of a version older than a pending write's (which replaces it whatever the op_ids)
+            # needs only its created_at; a tie keeps the whole row.
             return [
                 (
                     new(
                         Seen,
                         (
                             r[0],
-                            todo_row(r) if loaded_wins(r[6], older(r[0], 0)) else {"created_at": ts_out(r[7])},
+                            todo_row(r) if older(r[0], 0) <= r[6] else {"created_at": ts_out(r[7])},
                             r[6],
+                            "",
                             True,
+                            None,
                         ),
                     )
                     if r[6] > 0
-                    else new(Seen, (r[0], None, -r[6], True))
+                    else _tombstone(r)
                 )
                 for r in rows()
             ]
 
         return seen
+
+    def seen_todos(self, owner: str, ids: Collection[str]) -> dict[str, Seen]:
+        if not ids:
+            return {}
+        rows = self.db.query(SEEN_TODOS + f"({', '.join(['%s'] * len(ids))})", (owner, *ids))
+        return {r[0]: _seen(r[0], r) for r in rows}
+
+
+def _tombstone(r: Sequence[Any]) -> Seen:
+    """A page's tombstone (its version negated in LIST_SEEN), with its created_at."""
+    return Seen(r[0], None, -r[6], "", True, ts_out(r[7]))
 
 
 UUID_CHARS = "0123456789abcdef-"
@@ -193,6 +214,7 @@ def _kinds(resource: Resource) -> tuple[str, ...]:
 
 
 def _seen(todo_id: str, stored: Sequence[Any]) -> Seen:
+    """A SEEN_TODO row: the live row, or a tombstone with its created_at."""
     if stored[9]:
-        return Seen(todo_id, None, int(stored[6]))
-    return Seen(todo_id, todo_row(stored), int(stored[6]))
+        return Seen(todo_id, None, int(stored[6]), stored[10], True, ts_out(stored[7]))
+    return Seen(todo_id, todo_row(stored), int(stored[6]), stored[10])

@@ -5,6 +5,7 @@ over MariaDB and the real Redis."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Collection, Iterator, Sequence
@@ -15,7 +16,7 @@ import pytest
 from chalicelib.commands import make_command
 from chalicelib.db.database import open_master, open_reader
 from chalicelib.errors import DatabaseUnavailable
-from chalicelib.ids import new_op_id
+from chalicelib.ids import new_op_id, version_to_ts
 from chalicelib.loader import BatchLoader, local_etag
 from chalicelib.models import validate_todo
 from chalicelib.readers import Row, Seen, SeenLater, TodoReader
@@ -25,7 +26,7 @@ from chalicelib.readers.replicas import ReplicaReader
 from chalicelib.readers.resp import RespClient
 from chalicelib.readers.sql import SqlReader, list_seen_statement
 from tests.integration import test_seen_readers
-from tests.integration.test_seen_readers import IDS, OWNER
+from tests.integration.test_seen_readers import IDS, OPS, OWNER
 
 reader = test_seen_readers.reader  # the same loaded rows, on SQLite and MariaDB
 
@@ -41,9 +42,22 @@ def test_a_page_query_in_two_halves_gives_what_the_general_list_seen_gives(reade
         (IDS[1], 2, "done", [IDS[2]]),
         (IDS[0], 10, None, [IDS[0], IDS[4], "00000000-0000-4000-8000-999999999999"]),
     ]
+
+    def without_op_ids(rows: Sequence[Seen]) -> list[Seen]:
+        return [s._replace(op_id="") for s in rows]  # a page's rows need not carry them
+
     for after, limit, state, ids in cases:
-        sent = reader.start_list_seen(OWNER, after, limit, state, ids)
-        assert list(sent()) == TodoReader.list_seen(reader, OWNER, after, limit, state, ids), (after, limit, state)
+        sent = reader.start_list_seen(OWNER, after, limit, state, ids)()
+        definition = TodoReader.list_seen(reader, OWNER, after, limit, state, ids)
+        assert without_op_ids(sent) == without_op_ids(definition), (after, limit, state)
+
+
+def test_seen_todos_reads_the_stored_state_of_several_keys_with_their_op_ids(reader):
+    named = [IDS[0], IDS[2], IDS[4], "00000000-0000-4000-8000-999999999999"]
+    found = reader.seen_todos(OWNER, named)
+    assert found == {i: reader.seen_todo(OWNER, i) for i in named[:3]}  # nothing stored: left out
+    assert [found[i].op_id for i in named[:3]] == [OPS[i] for i in named[:3]]
+    assert found == TodoReader.seen_todos(reader, OWNER, named) and reader.seen_todos(OWNER, []) == {}
 
 
 def test_rows_a_newer_write_replaces_come_with_only_their_created_at(reader):
@@ -51,8 +65,8 @@ def test_rows_a_newer_write_replaces_come_with_only_their_created_at(reader):
     replaced = {IDS[0]: 5000, IDS[1]: 1002, IDS[2]: 9999}  # newer; the same version; over a tombstone
     rows = {s.id: s for s in reader.start_list_seen(OWNER, None, 10, None, [IDS[2]])(replaced)}
     assert rows[IDS[0]] == Seen(IDS[0], {"created_at": full[IDS[0]].row["created_at"]}, 1001)
-    assert rows[IDS[1]] == full[IDS[1]] and rows[IDS[1]].row["title"] == "t1"  # not older: all of it
-    assert rows[IDS[2]] == Seen(IDS[2], None, 2000)
+    assert rows[IDS[1]] == full[IDS[1]] and rows[IDS[1]].row["title"] == "t1"  # a tie: all of it
+    assert rows[IDS[2]] == Seen(IDS[2], None, 2000, created_at=version_to_ts(1003))  # with its created_at
     assert rows[IDS[3]] == full[IDS[3]]
 
 
@@ -142,7 +156,7 @@ def test_a_replica_failing_either_half_is_skipped_and_the_master_answers_unsettl
     replica, master = Sent(fail), Sent(None, master_rows)
     replicas = ReplicaReader([replica, master])
     got = replicas.start_list_seen(OWNER, None, 5, None, [IDS[0]])()
-    assert got == [Seen(IDS[0], {"id": IDS[0]}, 7, False)]  # from the master while a replica exists
+    assert got == [Seen(IDS[0], {"id": IDS[0]}, 7, settled=False)]  # from the master while a replica exists
     assert replica.sent == 1 and not replicas.breakers[0].allows() and replicas.breakers[1].allows()
     assert replicas.start_list_seen(OWNER, None, 5, None, [])() == got and replica.sent == 1  # skipped now
 
@@ -161,6 +175,7 @@ class Counting:
     def __init__(self, inner: SqlReader) -> None:
         self.inner = inner
         self.queries = 0
+        self.tied: list[list[str]] = []  # the ids seen_todos was asked for (version ties)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -172,6 +187,10 @@ class Counting:
     def list_seen(self, *args: Any) -> Any:
         self.queries += 1
         return self.inner.list_seen(*args)
+
+    def seen_todos(self, owner: str, ids: Any) -> Any:
+        self.tied.append(sorted(ids))
+        return self.inner.seen_todos(owner, ids)
 
 
 @pytest.fixture
@@ -229,7 +248,7 @@ def test_a_stale_guess_costs_a_query_never_a_wrong_page(merged):
     want = expected(model)
 
     assert page(pending) == want  # the guess came from record(): one query
-    assert counting.queries == 1
+    assert counting.queries == 1 and counting.tied == []  # no version ties: no op_id read
     counting.queries = 0
     for _ in range(3):  # the page it learnt: three new todos take places, one query each time
         assert page(pending) == want
@@ -241,8 +260,11 @@ def test_a_stale_guess_costs_a_query_never_a_wrong_page(merged):
     counting.queries = 0
     assert page(pending) == want  # short by three rows: merge_page asked once more
     assert counting.queries == 2
+    # the loaded ones tie their pending writes' versions: their op_ids read once, then dropped
+    assert counting.tied == [sorted(set(new))]
     counting.queries = 0
     assert page(pending) == want and counting.queries == 1  # learnt again (and the loaded ones dropped)
+    assert counting.tied == [sorted(set(new))]
     assert pending.list_todos(ME, ids[10], 50, None) == pending.list_todos(ME, ids[10], 50, None)
 
 
@@ -278,3 +300,120 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# -- issue 17, defect 3: ids that are not UUIDs, and collation errors, on MariaDB ---------------------
+NON_ASCII_ID = "\u00e9" * 36
+
+
+@pytest.mark.mariadb
+@pytest.mark.redis
+def test_a_non_ascii_pending_id_is_ignored_before_sql_and_nothing_trips(mysql_url, redis_server):
+    """A pending field `t:{id}` whose id is not ASCII used to reach MariaDB in the page query's
+    IN list as 1267 "Illegal mix of collations", answered as an outage (503) with the reader's
+    breaker open. Its id is checked first now: the page is what is loaded, nothing fails."""
+    master = open_master(mysql_url)
+    master.migrate()
+    body = b"".join(
+        make_command("put", "todos", ME, i, 1000 + n, new_op_id(), validate_todo({"title": f"loaded {n}"})).to_line()
+        for n, i in enumerate(loaded_ids(5))
+    )
+    BatchLoader(master).load("local", "writes/2026/01/01/00/non-ascii", local_etag(body), body)
+    replicas = ReplicaReader([SqlReader(open_reader(mysql_url))])
+    client = RespClient.from_url(redis_server)
+    prefix = f"sluice-test-{uuid.uuid4().hex[:8]}:v1"
+    pending = PendingWrites(CachedReader(replicas, client, 300, prefix=prefix), 900)
+    try:
+        now = time.time_ns() // 1000
+        good = make_command(
+            "put", "todos", ME, loaded_ids(5)[0][:-1] + "1", now, new_op_id(), validate_todo({"title": "p"})
+        )
+        assert pending.record([good])
+        value = client.execute_command("HGET", pending_key(ME, prefix), f"t:{good.id}")
+        client.execute_command("HSET", pending_key(ME, prefix), f"t:{NON_ASCII_ID}".encode(), value)
+        for _ in range(2):  # the process's guess names the ids it saw: the bad one never
+            titles = [r["title"] for r in pending.list_todos(ME, None, 10, None)]
+            assert titles == ["loaded 0", "p", "loaded 1", "loaded 2", "loaded 3", "loaded 4"]
+        assert all(breaker.allows() for breaker in replicas.breakers) and pending.breaker.allows()
+    finally:
+        client.execute_command("DEL", pending_key(ME, prefix))
+        client.close()
+        replicas.readers[0].db.discard()  # type: ignore[attr-defined]
+        master.discard()
+
+
+@pytest.mark.mariadb
+def test_a_collation_error_that_reaches_the_database_is_a_bug_never_an_outage(mysql_url):
+    """Should an id that is not ASCII reach SQL anyway, MariaDB answers 1267/1271: the server
+    answered, so it is raised as the bug it is (a 500 at the HTTP edge), not DatabaseUnavailable
+    (503), and the reader's breaker stays closed. Failed before: DatabaseUnavailable, breaker open."""
+    import pymysql
+
+    master = open_master(mysql_url)
+    master.migrate()
+    replicas = ReplicaReader([SqlReader(open_reader(mysql_url))])
+    try:
+        for read in (
+            lambda: replicas.list_seen(OWNER, None, 10, None, [NON_ASCII_ID]),
+            lambda: replicas.start_list_seen(OWNER, None, 10, None, [IDS[0], NON_ASCII_ID])(),
+            lambda: replicas.seen_todo(OWNER, NON_ASCII_ID),
+        ):
+            with pytest.raises(pymysql.err.OperationalError) as raised:
+                read()
+            assert not isinstance(raised.value, DatabaseUnavailable)
+            assert raised.value.args[0] in (1267, 1270, 1271)  # "Illegal mix of collations"
+            assert all(breaker.allows() for breaker in replicas.breakers)
+        assert replicas.list_seen(OWNER, None, 10, None, [IDS[0]]) == []  # the reader goes on
+    finally:
+        replicas.readers[0].db.discard()  # type: ignore[attr-defined]
+        master.discard()
+
+
+@pytest.mark.mariadb
+@pytest.mark.redis
+def test_through_the_api_a_bad_pending_id_is_ignored_and_one_that_reached_sql_would_be_a_500(
+    mysql_url, redis_server, local_dir, monkeypatch
+):
+    """GET /todos on MariaDB with a non-ASCII pending id: 200 and the page (the id is checked
+    before any SQL). With that check taken away, the collation error it causes is a 500 with no
+    internals, never the outage's 503, and no breaker opens."""
+    from chalice.test import Client
+
+    import app as app_module
+    from chalicelib import bootstrap
+    from chalicelib.config import Settings
+    from chalicelib.readers import pending as pending_module
+    from tests.conftest import auth, body
+
+    settings = Settings.from_env(
+        {"DATABASE_URL": mysql_url, "CACHE_URL": redis_server, "LOCAL_DATA_DIR": str(local_dir)}
+    )
+    built = bootstrap.build(settings)
+    built.master.migrate()
+    bootstrap.use(built)
+    me = str(uuid.uuid4())
+    hash_key = pending_key(me, "sluice:v1")
+    client = RespClient.from_url(redis_server)
+    try:
+        with Client(app_module.app) as api:
+            todo_id = api.http.post("/todos", headers=auth(me), body=body({"title": "mine"})).json_body["id"]
+            head, row = client.execute_command("HGET", hash_key, f"t:{todo_id}").rsplit(b"|", 1)
+            row = json.dumps(dict(json.loads(row), id=NON_ASCII_ID)).encode()  # a row of that id
+            client.execute_command("HSET", hash_key, f"t:{NON_ASCII_ID}".encode(), head + b"|" + row)
+            page = api.http.get("/todos", headers=auth(me))
+            assert page.status_code == 200 and [t["id"] for t in page.json_body["todos"]] == [todo_id]
+
+            monkeypatch.setattr(pending_module, "todo_id_of", lambda name: bytes(name[2:]).decode())
+            page = api.http.get("/todos", headers=auth(me))
+            assert page.status_code == 500 and page.json_body["error"] == "internal_error"
+            assert "collation" not in page.body.decode().lower()
+            assert all(b.allows() for b in built.reader.inner.breakers)  # type: ignore[attr-defined]
+            monkeypatch.undo()
+            assert api.http.get("/todos", headers=auth(me)).status_code == 200
+    finally:
+        client.execute_command("DEL", hash_key)
+        for key in client.execute_command("KEYS", f"sluice:v1:*:{me}*") or []:
+            client.execute_command("DEL", key)
+        client.close()
+        bootstrap.reset()
+        built.master.discard()

@@ -67,7 +67,10 @@ def test_the_check_finds_mariadb_only_syntax(statement: str) -> None:
 
 
 def test_what_the_migrations_use_is_not_taken_for_mariadb_only() -> None:
-    for statement in ("CREATE TABLE IF NOT EXISTS lists (id CHAR(36))", "ALTER TABLE todos ADD COLUMN list_id CHAR(36)"):
+    for statement in (
+        "CREATE TABLE IF NOT EXISTS lists (id CHAR(36))",
+        "ALTER TABLE todos ADD COLUMN list_id CHAR(36)",
+    ):
         assert mariadb_only(statement) == []
 
 

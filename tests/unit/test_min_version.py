@@ -85,9 +85,9 @@ class Fixed(TodoReader):
 def test_only_a_replica_or_the_only_database_settles_a_read():
     replica, master = Fixed(1), Fixed(2)
     reader = ReplicaReader([replica, master])
-    assert reader.seen_todo("o", "a") == Seen("a", {"id": "a", "version": 1}, 1, True)
+    assert reader.seen_todo("o", "a") == Seen("a", {"id": "a", "version": 1}, 1, settled=True)
     replica.down = True  # failover: the master answers, newer than the replicas may be
     assert reader.seen_todo("o", "a").settled is False
     assert [s.settled for s in reader.list_seen("o", None, 5, None, ())] == [False]
-    assert reader.seen_profile("o") == Seen("o", None, 0, False)
+    assert reader.seen_profile("o") == Seen("o", None, 0, settled=False)
     assert ReplicaReader([master]).seen_todo("o", "a").settled is True

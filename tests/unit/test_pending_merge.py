@@ -1,7 +1,8 @@
 """The page merge of GET /todos (chalicelib.readers.pending.merge_page) against a model: any mix
 of loaded rows (live or tombstones, either state) and pending puts and deletes, older or newer than
-what is loaded, any page size, cursor and filter. The model is what the caller would see were
-every pending write loaded: per id the newer of the two by version (the loaded one on a tie)."""
+what is loaded, version ties either way, any page size, cursor and filter. The model is what the
+caller would see were every pending write loaded: per id the newer of the two in the loader's
+(version, op_id) order (`ordering.newer`); an equal order is the pending write itself, loaded."""
 
 from __future__ import annotations
 
@@ -11,14 +12,19 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chalicelib.ordering import newer
 from chalicelib.readers import Seen
 from chalicelib.readers.pending import Fetched, PendingEntry, merge_page, newest
 
 IDS = [f"00000000-0000-4000-8000-{n:012d}" for n in range(24)]
 CREATED = "2026-01-01T00:00:00Z"
+# op_ids that order a version tie either way (two writes of one version by two instances)
+OPS = ("10000000-0000-4000-8000-000000000000", "20000000-0000-4000-8000-000000000000")
 
-loaded_state = st.tuples(st.integers(1, 9), st.booleans(), st.sampled_from(["open", "done"]))  # version, deleted, state
-pending_state = st.tuples(st.integers(1, 9), st.booleans(), st.sampled_from(["open", "done"]))  # version, delete, state
+# version, op_id, deleted (a tombstone, or a pending delete), state
+State = tuple[int, str, bool, str]
+states = st.tuples(st.integers(1, 6), st.sampled_from(OPS), st.booleans(), st.sampled_from(["open", "done"]))
+loaded_state = pending_state = states
 
 
 def loaded_row(todo_id: str, version: int, state: str) -> dict[str, Any]:
@@ -26,47 +32,59 @@ def loaded_row(todo_id: str, version: int, state: str) -> dict[str, Any]:
 
 
 class Store:
-    """list_seen over a dict: rows matching `state`, and the stored state of each of `ids`."""
+    """list_seen over a dict: rows matching `state`, and the stored state of each of `ids`; the
+    rows carry no op_id, as a page query reads them, and `orders` (seen_todos) reads them again."""
 
-    def __init__(self, loaded: dict[str, tuple[int, bool, str]], state: str | None, settled: bool) -> None:
+    def __init__(self, loaded: dict[str, State], state: str | None, settled: bool) -> None:
         self.loaded = loaded
         self.state = state
         self.settled = settled
         self.calls = 0
+        self.reread: list[str] = []  # the ids `orders` was asked for
+
+    def orders(self, ids: Collection[str]) -> dict[str, Seen]:
+        self.reread += ids
+        return {i: self._seen(i, self.loaded[i][1]) for i in ids if i in self.loaded}
+
+    def _seen(self, todo_id: str, op_id: str) -> Seen:
+        version, _, deleted, state = self.loaded[todo_id]
+        return Seen(todo_id, None if deleted else loaded_row(todo_id, version, state), version, op_id, self.settled)
 
     def fetch(self, after: str | None, limit: int, ids: Collection[str]) -> list[Seen]:
         self.calls += 1
         out = []
         for todo_id in sorted(self.loaded):
-            version, deleted, state = self.loaded[todo_id]
+            version, op_id, deleted, state = self.loaded[todo_id]
             if after is not None and todo_id <= after:
                 continue
             live = not deleted and (self.state is None or state == self.state)
             if live or todo_id in ids:
-                row = None if deleted else loaded_row(todo_id, version, state)
-                out.append(Seen(todo_id, row, version, self.settled))
+                out.append(self._seen(todo_id, ""))
         return out[:limit]
 
 
-def entries(pending: dict[str, tuple[int, bool, str]]) -> dict[str, PendingEntry]:
+def ties(loaded: dict[str, State], pending: dict[str, State]) -> set[str]:
+    """Ids whose loaded and pending versions are equal: the only rows read again for op_ids."""
+    return {i for i in pending if i in loaded and loaded[i][0] == pending[i][0]}
+
+
+def entries(pending: dict[str, State]) -> dict[str, PendingEntry]:
     return {
-        i: PendingEntry(i, v, "op", v, None if delete else {"id": i, "title": f"pending {v}", "state": s, "version": v})
-        for i, (v, delete, s) in pending.items()
+        i: PendingEntry(i, v, op, v, None if gone else {"id": i, "title": f"pending {v}", "state": s, "version": v})
+        for i, (v, op, gone, s) in pending.items()
     }
 
 
-def model(
-    loaded: dict[str, tuple[int, bool, str]], pending: dict[str, tuple[int, bool, str]], state: str | None
-) -> list[tuple[str, str]]:
+def model(loaded: dict[str, State], pending: dict[str, State], state: str | None) -> list[tuple[str, str]]:
     """(id, title) of every todo the caller sees, ascending id."""
     out = []
     for todo_id in sorted({*loaded, *pending}):
         was, will = loaded.get(todo_id), pending.get(todo_id)
-        if will is None or (was is not None and was[0] >= will[0]):
+        if will is None or (was is not None and not newer(will[:2], was[:2])):
             assert was is not None
-            gone, row_state, title = was[1], was[2], f"loaded {was[0]}"
+            gone, row_state, title = was[2], was[3], f"loaded {was[0]}"
         else:
-            gone, row_state, title = will[1], will[2], f"pending {will[0]}"
+            gone, row_state, title = will[2], will[3], f"pending {will[0]}"
         if not gone and (state is None or row_state == state):
             out.append((todo_id, title))
     return out
@@ -89,23 +107,26 @@ def test_paging_through_the_merge_gives_the_model_with_no_repeat_and_no_gap(mix,
     after = None
     for _ in range(len(IDS) + 2):
         # as TodoService.list_todos asks: one row more than the page, to know whether more follow
-        rows, drops = merge_page(store.fetch, entries(pending), after, limit + 1, state, id_cap)
+        rows, drops = merge_page(store.fetch, entries(pending), after, limit + 1, state, id_cap, orders=store.orders)
         page = rows[:limit]
         assert len(page) == min(limit, len(expected) - len(seen))  # pages stay full-sized
         seen += [(r["id"], r["title"]) for r in page]
-        for todo_id, version in drops:
-            assert settled and loaded[todo_id][0] >= version == pending[todo_id][0]
+        for shown in drops:  # a settled loaded state as new as the pending write, or newer
+            assert settled and shown.version == loaded[shown.id][0] and shown.op_id in ("", loaded[shown.id][1])
+            assert not newer(pending[shown.id][:2], shown.order)  # what DROP is given
         if len(rows) <= limit:
             break
         after = page[-1]["id"]
     assert seen == expected
+    assert set(store.reread) <= ties(loaded, pending)  # no read again without a version tie
 
 
 @settings(max_examples=200, deadline=None)
 @given(mix=mixes, want=st.integers(1, 10), cursor=st.sampled_from([None, *IDS]))
 def test_any_cursor_starts_the_page_right_after_it(mix, want, cursor):
     loaded, pending, state = mix
-    rows, _ = merge_page(Store(loaded, state, True).fetch, entries(pending), cursor, want, state, 3)
+    store = Store(loaded, state, True)
+    rows, _ = merge_page(store.fetch, entries(pending), cursor, want, state, 3, orders=store.orders)
     expected = [item for item in model(loaded, pending, state) if cursor is None or item[0] > cursor][:want]
     assert [(r["id"], r["title"]) for r in rows] == expected
     for r in rows:
@@ -136,32 +157,57 @@ def test_a_first_batch_fetched_on_a_guess_of_the_pending_ids_gives_the_model(
     else:
         rows = store.fetch(cursor, guess_limit, ids)
     first = Fetched(rows, guess_limit, frozenset(ids))
-    got, drops = merge_page(store.fetch, entries(pending), cursor, want, state, 3, first)
+    got, drops = merge_page(store.fetch, entries(pending), cursor, want, state, 3, first, store.orders)
     expected = [item for item in model(loaded, pending, state) if cursor is None or item[0] > cursor][:want]
     assert [(r["id"], r["title"]) for r in got] == expected
-    for todo_id, version in drops:
-        assert loaded[todo_id][0] >= version == pending[todo_id][0]
+    for shown in drops:
+        assert shown.version == loaded[shown.id][0] and shown.op_id in ("", loaded[shown.id][1])
+        assert not newer(pending[shown.id][:2], shown.order)
 
 
-def test_a_settled_read_that_shows_the_version_drops_it_and_an_unsettled_one_does_not():
-    a, b = IDS[0], IDS[1]
-    loaded = {a: (5, False, "open"), b: (2, False, "open")}
-    pending = {a: (5, False, "open"), b: (3, False, "done")}
-    _, drops = merge_page(Store(loaded, None, True).fetch, entries(pending), None, 10, None)
-    assert drops == [(a, 5)]  # b's pending version 3 is newer than the replica's 2: kept
-    _, drops = merge_page(Store(loaded, None, False).fetch, entries(pending), None, 10, None)
+def test_a_settled_read_that_shows_the_write_drops_it_and_an_unsettled_one_does_not():
+    a, b, c = IDS[0], IDS[1], IDS[2]
+    low, high = OPS
+    loaded = {a: (5, low, False, "open"), b: (2, low, False, "open"), c: (4, low, False, "open")}
+    pending = {a: (5, low, False, "open"), b: (3, low, False, "done"), c: (4, high, False, "done")}
+    store = Store(loaded, None, True)
+    rows, drops = merge_page(store.fetch, entries(pending), None, 10, None, orders=store.orders)
+    # b's pending version 3 is newer than the replica's 2, and c's wins the tie of version 4: kept
+    assert [(shown.id, shown.order) for shown in drops] == [(a, (5, low))]
+    assert [r["title"] for r in rows] == ["loaded 5", "pending 3", "pending 4"]
+    assert sorted(store.reread) == [a, c]  # the two ties, read again in one call, b not
+    store = Store(loaded, None, False)
+    _, drops = merge_page(store.fetch, entries(pending), None, 10, None, orders=store.orders)
     assert drops == []  # the master answered (failover): replicas may still lag
+
+
+def test_a_version_tie_goes_to_the_greater_op_id_whichever_side_holds_it():
+    low, high = OPS
+    write = PendingEntry(IDS[0], 7, high, 7, {"id": IDS[0], "title": "pending", "version": 7})
+    loser = Seen(IDS[0], loaded_row(IDS[0], 7, "open"), 7, low)
+    shown = newest(write, loser)
+    assert shown is not None and shown.row is not None and shown.row["title"] == "pending"
+    winner = Seen(IDS[0], loaded_row(IDS[0], 7, "open"), 7, high)  # the pending write itself, loaded
+    assert newest(write, winner) is winner
+    assert newest(write._replace(op_id=low), Seen(IDS[0], None, 7, high)) == Seen(IDS[0], None, 7, high)
+    unknown = Seen(IDS[0], loaded_row(IDS[0], 7, "open"), 7, "")  # a cache entry filled without its op_id
+    shown = newest(write, unknown)
+    assert shown is not None and shown.row is not None and shown.row["title"] == "pending"
 
 
 def test_a_pending_row_keeps_the_loaded_created_at_when_that_is_earlier():
     write = PendingEntry(IDS[0], 1_800_000_000_000_000, "op", 1_800_000_000_000_000, {"id": IDS[0], "version": 1})
-    base = Seen(IDS[0], loaded_row(IDS[0], 1, "open"), 1)
+    base = Seen(IDS[0], loaded_row(IDS[0], 1, "open"), 1, "op")
     shown = newest(write, base)
     assert shown is not None and shown.row is not None
     assert shown.row["created_at"] == CREATED and shown.version == write.version
     alone = newest(write, None)
     assert alone is not None and alone.row is not None and alone.row["created_at"] == "2027-01-15T08:00:00Z"
-    assert newest(write, Seen(IDS[0], None, write.version)) == Seen(IDS[0], None, write.version)  # tie: loaded
+    # over a tombstone: the tombstone's created_at (deletes count, CONTRACT section 3)
+    over = newest(write, Seen(IDS[0], None, 5, "op", True, CREATED))
+    assert over is not None and over.row is not None and over.row["created_at"] == CREATED
+    tie = Seen(IDS[0], None, write.version, "op")
+    assert newest(write, tie) == tie  # the same write, loaded
 
 
 VERSIONS = st.integers(0, 253402300799 * 1_000_000)  # up to the year 9999

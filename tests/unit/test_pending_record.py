@@ -12,7 +12,7 @@ from chalicelib.commands import make_command
 from chalicelib.ids import VersionClock, new_op_id, uuid7
 from chalicelib.models import validate_todo
 from chalicelib.readers import Row, TodoReader
-from chalicelib.readers.cache import Breaker, CachedReader
+from chalicelib.readers.cache import Breaker, CachedReader, todo_key
 from chalicelib.readers.pending import RECORD, PendingWrites, pending_key
 
 clock = VersionClock()
@@ -55,6 +55,12 @@ def test_one_evalsha_per_request_after_acceptance():
     assert (name, nkeys, key, ttl) == ("EVALSHA", 1, pending_key("alice", "sluice:v1"), 900_000)
     assert entries[0] == f"t:{batch[0].id}" and entries[5] == f"t:{batch[1].id}" and len(entries) == 10
     assert "PEXPIRE" in RECORD
+    # New ids (a POST's): their cache entries are keys of the same EVALSHA, the negative TTL last
+    assert pending.record(batch, new_ids=True) and len(client.calls) == 2
+    name, _sha, nkeys, *rest = client.calls[1]
+    keys, args = rest[:nkeys], rest[nkeys:]
+    assert keys == [pending_key("alice", "sluice:v1"), *(todo_key("alice", c.id) for c in batch)]
+    assert args[:-1] == [900_000, *entries] and args[-1] == pending.cache.negative_ttl_ms == 60_000
 
 
 def test_a_redis_failure_is_counted_in_an_emf_metric_and_not_raised(capsys, monkeypatch):
