@@ -307,10 +307,10 @@ SCHEMA_VERSION = max(r.newest for r in RESOURCES.values())
 
 # What was generated from a declaration, per module (validators, tables, lanes, ...): each module
 # registers how to drop what it made for a resource, for resources declared at run time.
-_generated: list[Callable[[str], None]] = []
+_generated: list[Callable[[str], object]] = []
 
 
-def on_change(drop: Callable[[str], None]) -> None:
+def on_change(drop: Callable[[str], object]) -> None:
     """Register `drop(name)`, called when the resource `name` is declared or forgotten."""
     _generated.append(drop)
 

@@ -151,7 +151,7 @@ def collection_routes(views: Views, resource: Resource) -> list[Route]:
             value = parse_filter(field, rules[field], views.query(page_query, field))
             if value is not None:
                 filters[field] = value
-        done = ctx.service.list(name, owner, after, limit, filters, own)
+        done = ctx.service.list_rows(name, owner, after, limit, filters, own)
         cursor = encode_cursor(done.last_id) if done.last_id else None
         return read_response({name: done.rows, "next_cursor": cursor}, ctx.settings.cache_max_age)
 

@@ -1150,7 +1150,7 @@ def build_run(
     from chalicelib.config import Settings
     from chalicelib.ids import VersionClock
     from chalicelib.loader.sources import S3ObjectStore
-    from chalicelib.service import TodoService
+    from chalicelib.service import Service
     from chalicelib.writers.firehose import FirehoseWriter
 
     fake = FakeFirehose(s3, bucket, stream, Random(seed + 1), faults)
@@ -1161,11 +1161,9 @@ def build_run(
 
     services = bootstrap.build(Settings.from_env(env), writer=writer(0))
     bootstrap.use(services)
-    api = [services.service] + [
-        TodoService(services.reader, writer(n), VersionClock(clock)) for n in range(1, containers)
-    ]
+    api = [services.service] + [Service(services.reader, writer(n), VersionClock(clock)) for n in range(1, containers)]
     if containers > 1:
-        api[0] = TodoService(services.reader, services.writer, VersionClock(clock))
+        api[0] = Service(services.reader, services.writer, VersionClock(clock))
     flaky = FlakyS3Client(s3, Random(seed + 2))
     store = S3ObjectStore(flaky, bucket)
     events = EventDeliverer(services, store, bucket, Random(seed + 3))

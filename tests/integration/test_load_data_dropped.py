@@ -130,7 +130,15 @@ def todos(n: int, version: int) -> bytes:
             str(uuid.UUID(int=i + 1)),
             version,
             str(uuid.UUID(int=i + 100)),
-            {"title": f"t{i}", "notes": "", "state": "open", "tags": [], "due_at": None},
+            {
+                "title": f"t{i}",
+                "notes": "",
+                "state": "open",
+                "tags": [],
+                "due_at": None,
+                "priority": 3,
+                "list_id": None,
+            },
         )
         for i in range(n)
     ]

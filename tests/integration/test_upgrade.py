@@ -25,7 +25,6 @@ from chalicelib.db.database import utc_now_stored
 from chalicelib.db.schema import migrate
 from chalicelib.loader.reconciler import reconcile_deferred, reconcile_recent
 from chalicelib.readers.sql import SqlReader
-from chalicelib.resources import TODOS
 from tests.factories import make, older
 
 OLD = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a50"
@@ -79,7 +78,7 @@ def services_on(url: str, local: Path) -> Any:
 def assert_upgraded(built: Any, local: Path) -> None:
     """After migrate: old rows read with the defaults; v1 and v2 objects load."""
     reader = SqlReader(built.master)
-    old = reader.get_row(TODOS, "alice", OLD)
+    old = reader.get("todos", "alice", OLD)
     assert old is not None and (old["title"], old["priority"], old["list_id"]) == ("written by version 1", 3, None)
     key = write(
         local,
@@ -89,7 +88,7 @@ def assert_upgraded(built: Any, local: Path) -> None:
     )
     result = built.loader.load("local", key, "etag-after", (local / key).read_bytes())
     assert (result.applied, result.rejected, result.deferred) == (2, 0, 0)
-    from_v1, from_v2 = reader.get_row(TODOS, "alice", FROM_V1), reader.get_row(TODOS, "alice", NEW)
+    from_v1, from_v2 = reader.get("todos", "alice", FROM_V1), reader.get("todos", "alice", NEW)
     assert from_v1 is not None and (from_v1["priority"], from_v1["list_id"]) == (3, None)
     assert from_v2 is not None and (from_v2["priority"], from_v2["list_id"]) == (1, LIST)
 
@@ -174,7 +173,7 @@ def test_a_version_1_mariadb_database_defers_until_migrate_then_loads(version_1_
         assert built.master.migrate() == [5, 6]
         done = reconcile_deferred(built)
         assert done["applied"] == 1 and done["deferred"] == 0 and done["rejected"] == 1
-        row = SqlReader(built.master).get_row(TODOS, "alice", NEW)
+        row = SqlReader(built.master).get("todos", "alice", NEW)
         assert row is not None and (row["title"], row["priority"]) == ("before migrate", 5)
         assert_upgraded(built, local)
     finally:
