@@ -285,7 +285,7 @@ class PendingEntry(NamedTuple):
 class _Shape(NamedTuple):
     fields: frozenset[str]
     choices: tuple[tuple[str, frozenset[str]], ...]
-    defaults: dict[str, Any]  # of the fields a row recorded by an older release may lack
+    defaults: dict[str, Any]  # of the fields added after the resource: a row recorded by an older release lacks them
     field_pattern: re.Pattern[bytes]  # the hash field of one of its rows: tag:id (or tag alone)
 
 
@@ -297,10 +297,11 @@ def shape_of(resource: Resource) -> _Shape:
     if made is None:
         rules, defaults = resource.rules(), resource.defaults()
         tag = re.escape(resource.tag.encode("ascii"))
+        added = {name: defaults[name] for name, rule in rules.items() if rule.since > resource.since}
         made = _SHAPES[resource.name] = _Shape(
             frozenset(resource.read_fields),
             tuple((name, frozenset(rule.choices)) for name, rule in rules.items() if rule.kind == "choice"),
-            defaults,
+            added,
             re.compile(tag + b":(" + CANONICAL_UUID.pattern.encode("ascii") + b")" if resource.by_id else tag),
         )
     return made
@@ -310,8 +311,9 @@ on_change(lambda name: _SHAPES.pop(name, None))
 
 
 def upgraded(resource: Resource, row: Row) -> Row:
-    """A pending row as this release shows `resource`: fields it lacks (recorded by an older
-    release) take their defaults, fields this release does not declare are left out."""
+    """A pending row as this release shows `resource`: fields added after the resource appeared
+    that it lacks (recorded by an older release) take their defaults, fields this release does
+    not declare are left out. A row lacking any other field stays short, and unusable."""
     made = shape_of(resource)
     if row.keys() == made.fields:  # the usual case: recorded by this release
         return row

@@ -187,9 +187,9 @@ class CountingReads:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def seen_todo(self, owner: str, todo_id: str) -> Any:
+    def seen(self, resource: str, owner: str, id_: str) -> Any:
         self.by_key += 1
-        return self.inner.seen_todo(owner, todo_id)
+        return self.inner.seen(resource, owner, id_)
 
 
 def test_a_read_by_key_of_a_pending_put_reads_the_database_only_when_something_may_be_stored(app_with, owners, redis):
