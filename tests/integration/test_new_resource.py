@@ -3,12 +3,15 @@
 A throwaway resource, `bookmarks`, is declared here and nowhere else. With no other code it is
 validated (field-level errors from its declaration), written as command lines (held to the
 dataclasses-json reference encoder), loaded by `cli load` on SQLite and on MariaDB (its line lane,
-the LOAD DATA fast path, last-writer-wins, tombstones, rejects), and read back by key.
+the LOAD DATA fast path, last-writer-wins, tombstones, rejects), read back by key, and served by
+the routes derived from it, its writer reading its own writes through the pending writes and the
+cache on the real Redis.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,3 +202,62 @@ def test_its_lines_take_a_lane_and_load_data_on_mariadb(declared: Resource, mysq
         )
         assert (row["kind"], row["url"], row["stars"]) == want
     db.discard()
+
+
+def test_its_routes_cache_and_pending_writes_come_from_the_declaration(
+    declared: Resource, local_dir: Path, redis_server: str
+) -> None:
+    """Routes derived for it on an app of its own, with the cache and the pending writes on the
+    real Redis: the writer reads its bookmarks at once, by key and in pages, before anything
+    loads; once loaded, the cache holds them under the resource's own keys."""
+    from chalice import Chalice, CognitoUserPoolAuthorizer
+    from chalice.test import Client
+
+    from chalicelib import bootstrap, openapi, routes
+    from chalicelib.config import Settings
+    from chalicelib.readers.cache import entry_key
+    from chalicelib.readers.pending import pending_key
+    from chalicelib.readers.resp import RespClient
+    from tests.conftest import auth, body
+    from tests.integration.test_pending_redis import HeldWriter
+
+    app = Chalice(app_name="bookmarks")
+    routes.install(app, CognitoUserPoolAuthorizer("users", provider_arns=["arn:aws:cognito-idp:x"]), ["*/*"])
+    assert {"/bookmarks", "/bookmarks/{bookmark_id}"} <= set(app.routes)
+    assert "/bookmarks/{bookmark_id}" in openapi.document()["paths"]
+    held = HeldWriter()
+    built = bootstrap.build(
+        Settings.from_env({"LOCAL_DATA_DIR": str(local_dir), "CACHE_URL": redis_server}), writer=held
+    )
+    with built.master.transaction() as cur:
+        run_statement(cur, "sqlite", table_ddl(declared, "sqlite"))
+    bootstrap.use(built)
+    me = str(uuid.uuid4())
+    redis = RespClient.from_url(redis_server)
+    try:
+        with Client(app) as client:
+            bad = client.http.post("/bookmarks", headers=auth(me), body=body({"url": "ftp://x", "stars": 6}))
+            assert bad.status_code == 400 and set(bad.json_body["fields"]) == {"url", "stars"}
+            made = [
+                client.http.post("/bookmarks", headers=auth(me), body=body({"url": f"https://example.com/{n}"}))
+                for n in range(3)
+            ]
+            ids = sorted(m.json_body["id"] for m in made)
+            client.http.put(f"/bookmarks/{ids[0]}", headers=auth(me), body=body({"url": "https://e.com/x", "stars": 5}))
+            client.http.delete(f"/bookmarks/{ids[2]}", headers=auth(me, json_body=False))
+            assert built.master.query("SELECT COUNT(*) FROM bookmarks")[0][0] == 0  # nothing loaded yet
+            got = client.http.get(f"/bookmarks/{ids[0]}", headers=auth(me)).json_body
+            assert (got["url"], got["stars"], got["kind"]) == ("https://e.com/x", 5, "link")
+            assert client.http.get(f"/bookmarks/{ids[2]}", headers=auth(me)).status_code == 404
+            page = client.http.get("/bookmarks", headers=auth(me)).json_body
+            assert [b["id"] for b in page["bookmarks"]] == ids[:2] and page["next_cursor"] is None
+            assert redis.execute_command("HGET", pending_key(me, "sluice:v1"), f"b:{ids[1]}") is not None
+            held.load_all(built)
+            assert client.http.get(f"/bookmarks/{ids[0]}", headers=auth(me)).json_body["stars"] == 5
+            assert redis.execute_command("GET", entry_key("bookmarks", me, ids[0])) is not None
+            assert [b["id"] for b in client.http.get("/bookmarks", headers=auth(me)).json_body["bookmarks"]] == ids[:2]
+    finally:
+        for key in redis.execute_command("KEYS", f"sluice:v1:*:{me}*") or []:
+            redis.execute_command("DEL", key)
+        redis.close()
+        bootstrap.reset()
