@@ -657,6 +657,10 @@ class Workload:
         """(body to send, fields as stored): every declared field of a profile."""
         return random_body("profiles", self.rng)
 
+    def todo_list(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(body to send, fields as stored): every declared field of a list."""
+        return random_body("lists", self.rng)
+
 
 class Driver:
     """Sends the workload through chalice's test client and records every answer in the model."""
@@ -710,8 +714,10 @@ class Driver:
                 status = self.post(user, with_key=False)
             elif roll < 0.94:
                 status = self.batch(user, retry_share=batch_retry_share)
-            else:
+            elif roll < 0.97:
                 status = self.put_me(user)
+            else:
+                status = self.put_list(user)
             seen[f"write {status}"] += 1
         return seen
 
@@ -873,6 +879,22 @@ class Driver:
             )
         elif status == 503:
             self._after_503(mark, "PUT /me", [("profiles", user, "put", stored)])
+        return status
+
+    def put_list(self, user: str) -> int:
+        """A list replaced (or made) at one of the user's ids (lists and todos have keys apart)."""
+        list_id = self.workload.rng.choice(self.workload.ids[user])
+        body, stored = self.workload.todo_list()
+        mark = self.stream.mark()
+        response = self.client.http.put(f"/lists/{list_id}", headers=self.headers_for(user), body=json.dumps(body))
+        status = self._answer("PUT /lists/{id}", response, (202,))
+        if status == 202:
+            self._accepted(
+                Sent("lists", user, list_id, int(response.json_body["version"]), "put", stored, self.container),
+                response,
+            )
+        elif status == 503:
+            self._after_503(mark, "PUT /lists/{id}", [("lists", user, "put", stored)])
         return status
 
     # -- reads ---------------------------------------------------------------------------------
