@@ -92,6 +92,17 @@ class Views:
             return None
         return key
 
+    def post(self, validate: Callable[[Any], Any]) -> tuple[Principal, Services, Any, str | None, int | None]:
+        """A POST's caller, services, validated body, Idempotency-Key and min_version, checked in
+        contract order (401, min_version, 413, 415, invalid_json, then the body's and the key's
+        validation errors together)."""
+        who = self.who()
+        ctx = services()
+        min_version = self.min_version(ctx)
+        fields: dict[str, list[str]] = {}
+        key = self.idempotency_key(fields)
+        return who, ctx, self.body(ctx, validate, fields), key, min_version
+
     def body(self, ctx: Services, validate: Callable[[Any], Any], fields: dict[str, list[str]] | None = None) -> Any:
         """413, 415, invalid_json, then the body's validation errors (with `fields`, the header's)."""
         from chalicelib.models import Invalid
@@ -133,12 +144,7 @@ def collection_routes(views: Views, resource: Resource) -> list[Route]:
         return f"{path}/{id_}"
 
     def create() -> Response:
-        who = views.who()
-        ctx = services()
-        min_version = views.min_version(ctx)
-        fields: dict[str, list[str]] = {}
-        key = views.idempotency_key(fields)
-        data = views.body(ctx, validate, fields)
+        who, ctx, data, key, min_version = views.post(validate)
         done = ctx.service.create(name, who, data, key, min_version)
         return accepted(done.id, done.version, location(done.id))
 
@@ -219,12 +225,7 @@ def _batch(views: Views, resource: Resource) -> View:
     def create_many() -> Response:
         from chalicelib.models import validate_batch
 
-        who = views.who()
-        ctx = services()
-        min_version = views.min_version(ctx)
-        fields: dict[str, list[str]] = {}
-        key = views.idempotency_key(fields)
-        items = views.body(ctx, lambda body: validate_batch(body, name), fields)
+        who, ctx, items, key, min_version = views.post(lambda body: validate_batch(body, name))
         done = ctx.service.create_many(name, who, items, key, min_version)
         return Response(
             body={"accepted": [{"id": a.id, "version": a.version} for a in done]},

@@ -54,10 +54,15 @@ def has_column(cur: Any, dialect: str, table: str, column: str) -> bool:
     if dialect == "sqlite":
         cur.execute(f"PRAGMA table_info({table})")
         return any(row[1] == column for row in cur.fetchall())
+    return _listed(cur, "COLUMNS", "COLUMN_NAME", table, column)
+
+
+def _listed(cur: Any, view: str, name_column: str, table: str, name: str) -> bool:
+    """MySQL/MariaDB: whether information_schema.`view` lists `name` for this database's `table`."""
     cur.execute(
-        "SELECT COUNT(*) FROM information_schema.COLUMNS "
-        "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND COLUMN_NAME = %s",
-        (table, column),
+        f"SELECT COUNT(*) FROM information_schema.{view} "
+        f"WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND {name_column} = %s",
+        (table, name),
     )
     return int(cur.fetchone()[0]) > 0
 
@@ -77,12 +82,7 @@ class AddIndex(str):
 
 
 def has_index(cur: Any, table: str, name: str) -> bool:
-    cur.execute(
-        "SELECT COUNT(*) FROM information_schema.STATISTICS "
-        "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND INDEX_NAME = %s",
-        (table, name),
-    )
-    return int(cur.fetchone()[0]) > 0
+    return _listed(cur, "STATISTICS", "INDEX_NAME", table, name)
 
 
 # The migration whose `ingest_attempts.running` lists the loads of an object under way

@@ -657,10 +657,6 @@ class Workload:
         """(body to send, fields as stored): every declared field of a profile."""
         return random_body("profiles", self.rng)
 
-    def todo_list(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(body to send, fields as stored): every declared field of a list."""
-        return random_body("lists", self.rng)
-
 
 class Driver:
     """Sends the workload through chalice's test client and records every answer in the model."""
@@ -717,7 +713,7 @@ class Driver:
             elif roll < 0.97:
                 status = self.put_me(user)
             else:
-                status = self.put_list(user)
+                status = self.put(user, resource="lists")  # ids of lists and todos are apart
             seen[f"write {status}"] += 1
         return seen
 
@@ -773,19 +769,22 @@ class Driver:
                 statuses.append(self.delete(user, todo_id))
         return statuses
 
-    def put(self, user: str, todo_id: str | None = None) -> int:
+    def put(self, user: str, todo_id: str | None = None, resource: str = "todos") -> int:
+        """A todo (or a list: `resource`) replaced or made at one of the user's ids."""
         todo_id = todo_id or self.workload.rng.choice(self.workload.ids[user])
-        body, stored = self.workload.todo()
+        body, stored = random_body(resource, self.workload.rng)
         mark = self.stream.mark()
-        response = self.client.http.put(f"/todos/{todo_id}", headers=self.headers_for(user), body=json.dumps(body))
-        status = self._answer("PUT /todos/{id}", response, (202,))
+        path = RESOURCES[resource].path
+        what = f"PUT {path}/{{id}}"
+        response = self.client.http.put(f"{path}/{todo_id}", headers=self.headers_for(user), body=json.dumps(body))
+        status = self._answer(what, response, (202,))
         if status == 202:
             self._accepted(
-                Sent("todos", user, todo_id, int(response.json_body["version"]), "put", stored, self.container),
+                Sent(resource, user, todo_id, int(response.json_body["version"]), "put", stored, self.container),
                 response,
             )
         elif status == 503:
-            self._after_503(mark, "PUT /todos/{id}", [("todos", user, "put", stored)])
+            self._after_503(mark, what, [(resource, user, "put", stored)])
         return status
 
     def delete(self, user: str, todo_id: str | None = None) -> int:
@@ -879,22 +878,6 @@ class Driver:
             )
         elif status == 503:
             self._after_503(mark, "PUT /me", [("profiles", user, "put", stored)])
-        return status
-
-    def put_list(self, user: str) -> int:
-        """A list replaced (or made) at one of the user's ids (lists and todos have keys apart)."""
-        list_id = self.workload.rng.choice(self.workload.ids[user])
-        body, stored = self.workload.todo_list()
-        mark = self.stream.mark()
-        response = self.client.http.put(f"/lists/{list_id}", headers=self.headers_for(user), body=json.dumps(body))
-        status = self._answer("PUT /lists/{id}", response, (202,))
-        if status == 202:
-            self._accepted(
-                Sent("lists", user, list_id, int(response.json_body["version"]), "put", stored, self.container),
-                response,
-            )
-        elif status == 503:
-            self._after_503(mark, "PUT /lists/{id}", [("lists", user, "put", stored)])
         return status
 
     # -- reads ---------------------------------------------------------------------------------

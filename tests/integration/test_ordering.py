@@ -28,6 +28,7 @@ from chalicelib.readers.pending import DROP, RECORD, PendingWrites, parse_pendin
 from chalicelib.readers.resp import RespClient
 from chalicelib.readers.sql import SqlReader
 from chalicelib.rows import table as table_of
+from tests.factories import make
 
 OWNER = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
 # op_ids that differ first in their last, first and middle characters, so ties on version are
@@ -49,16 +50,7 @@ def _ids(n: int) -> list[str]:
 
 
 def _command(id_: str, order: Order, side: int) -> WriteCommand:
-    data = {
-        "title": f"side {side}",
-        "notes": "",
-        "state": "open",
-        "tags": [],
-        "due_at": None,
-        "priority": 3,
-        "list_id": None,
-    }
-    return make_command("put", "todos", OWNER, id_, order[0], order[1], data)
+    return make_command("put", "todos", OWNER, id_, order[0], order[1], make("todos", title=f"side {side}"))
 
 
 def _expected(drawn: list[tuple[Order, Order]]) -> list[int]:
