@@ -204,10 +204,6 @@ def parse_filter(name: str, rule: Rule, raw: str | None) -> str | None:
     return raw
 
 
-def parse_state(raw: str | None) -> str | None:
-    return parse_filter("state", TODOS.rules()["state"], raw)
-
-
 def parse_min_version(raw: str | None, now_us: int) -> int | None:
     """`min_version=V` (CONTRACT section 3): a positive integer below 2^53 in ASCII digits, at most
     5 s ahead of the service's clock `now_us`; otherwise 400 invalid_query."""
