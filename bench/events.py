@@ -145,6 +145,8 @@ def todo_body(rng: random.Random) -> dict[str, Any]:
         "state": rng.choice(("open", "open", "done")),
         "tags": rng.sample(("home", "work", "errand", "q1", "family", "health"), rng.randint(0, 3)),
         "due_at": rng.choice((None, "2026-03-01T09:00:00Z", "2026-04-15T17:30:00+02:00")),
+        "priority": rng.choice((1, 2, 3, 3, 3, 4, 5)),
+        "list_id": rng.choice((None, None, "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b")),
     }
 
 

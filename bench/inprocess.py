@@ -70,19 +70,16 @@ def bare_app() -> Any:
 
 
 def ConstantReader(row_now: Any) -> Any:
-    from chalicelib.readers import TodoReader
+    from chalicelib.readers import Reader
 
-    class Constant(TodoReader):
+    class Constant(Reader):
         """Answers the same row from memory: the app's own cost without a database."""
 
-        def get_todo(self, owner: str, todo_id: str) -> Any:
-            return dict(row_now)
+        def get(self, resource: str, owner: str, id_: str) -> Any:
+            return dict(row_now) if resource == "todos" else None
 
-        def list_todos(self, owner: str, after: str | None, limit: int, state: str | None) -> list[Any]:
+        def list_rows(self, resource: str, owner: str, after: str | None, limit: int, filters: Any) -> list[Any]:
             return []
-
-        def get_profile(self, owner: str) -> Any:
-            return None
 
     return Constant()
 
@@ -148,14 +145,15 @@ def pending_included(cached: Any, cached_reader: Any, todo_id: str) -> None:
 
 
 def raw_select(replica_url: str, owner: str, todo_id: str) -> tuple[Callable[[], Any], Callable[[], Any], Any]:
-    from chalicelib.readers.sql import GET_TODO, LIST_TODOS
+    from chalicelib.readers.sql import statements
 
+    made = statements("todos")
     conn = raw_connection(replica_url)
     cur = conn.cursor()
-    page = LIST_TODOS + " ORDER BY id LIMIT %s"
+    page = made.list + " ORDER BY id LIMIT %s"
 
     def by_key() -> Any:
-        cur.execute(GET_TODO, (owner, todo_id))
+        cur.execute(made.get, (owner, todo_id))
         return cur.fetchone()
 
     def one_page() -> Any:

@@ -65,6 +65,7 @@ def make_commands(n: int, seed: int = 7) -> list[Any]:
 
     rng = random.Random(seed)
     owners = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(max(1, n // 20))]
+    lists = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(max(1, n // 100))]
     commands = []
     for i in range(n):
         data = {
@@ -75,6 +76,8 @@ def make_commands(n: int, seed: int = 7) -> list[Any]:
             "due_at": None
             if rng.random() < 0.5
             else f"2026-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T09:00:00Z",
+            "priority": rng.choice((1, 2, 3, 3, 3, 4, 5)),
+            "list_id": None if rng.random() < 0.6 else lists[rng.randrange(len(lists))],
         }
         todo_id = uuid7(BASE_VERSION // 1000 + i)  # POST ids: UUIDv7, in time order
         op_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
@@ -105,10 +108,10 @@ def firehose_objects(commands: list[Any], max_bytes: int = OBJECT_BYTES) -> list
 
 
 def rows_of(commands: list[Any]) -> list[tuple[Any, ...]]:
-    from chalicelib.loader.apply import TABLES
+    from chalicelib.rows import table
 
-    table = TABLES["todos"]
-    return [table.row(c, c.stored_at) for c in commands]
+    row = table("todos").row
+    return [row(c, c.stored_at) for c in commands]
 
 
 CREATED_EARLIER = "2025-12-01 00:00:00.000000"  # stored rows were created before any incoming `at`
@@ -117,7 +120,9 @@ CREATED_EARLIER = "2025-12-01 00:00:00.000000"  # stored rows were created befor
 def write_tsv(commands: list[Any], path: str, version_shift: Callable[[int], int] | None = None) -> None:
     """The rows as LOAD DATA reads them; with `version_shift`, as stored earlier (created before)."""
     from chalicelib.commands import make_command
-    from chalicelib.loader.mysql_fast import tsv_line
+    from chalicelib.rows import table
+
+    tsv_line = table("todos").tsv
 
     with open(path, "w", encoding="utf-8") as handle:
         for i, c in enumerate(commands):
@@ -247,7 +252,14 @@ def caught_up(master: str, replica: str, timeout: float = 600.0) -> None:
 
 
 # -- the cases ---------------------------------------------------------------------------------
-INSERT_COLUMNS = "owner, id, title, notes, state, tags, due_at, version, op_id, deleted, created_at, updated_at"
+def insert_columns() -> tuple[str, ...]:
+    """The todos table's columns, from its declaration (chalicelib.rows)."""
+    from chalicelib.rows import table
+
+    return table("todos").columns
+
+
+INSERT_COLUMNS = ", ".join(insert_columns())
 
 
 def per_row_autocommit(url: str, rows: list[tuple[Any, ...]]) -> float:
@@ -257,7 +269,7 @@ def per_row_autocommit(url: str, rows: list[tuple[Any, ...]]) -> float:
     with fresh_database(url) as db_url:
         conn = raw_connection(url, parse_db_url(db_url).database)
         settle(url)
-        marks = ", ".join(["%s"] * 12)
+        marks = ", ".join(["%s"] * len(insert_columns()))
         sql = f"INSERT INTO todos ({INSERT_COLUMNS}) VALUES ({marks})"
         with conn.cursor() as cur:
             start = time.perf_counter()

@@ -57,11 +57,13 @@ def naive_sql(table: Any) -> str:
 
 
 def apply_per_request(url: str, commands: list[Any]) -> Callable[[], None]:
-    from chalicelib.loader.apply import TABLES
+    from chalicelib.resources import RESOURCES
+    from chalicelib.rows import table
 
     conn = raw_connection(url)
-    statements = {name: naive_sql(table) for name, table in TABLES.items()}
-    rows = [(statements[c.resource], TABLES[c.resource].row(c, c.stored_at)) for c in commands]
+    tables = {name: table(name) for name in RESOURCES}
+    statements = {name: naive_sql(made) for name, made in tables.items()}
+    rows = [(statements[c.resource], tables[c.resource].row(c, c.stored_at)) for c in commands]
 
     def work() -> None:
         with conn.cursor() as cur:

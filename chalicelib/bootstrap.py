@@ -12,9 +12,9 @@ from chalicelib.config import Settings
 from chalicelib.db.database import Database, open_master, open_reader
 from chalicelib.ids import VersionClock
 from chalicelib.loader import BatchLoader, local_etag
-from chalicelib.readers import TodoReader
+from chalicelib.readers import Reader
 from chalicelib.readers.sql import SqlReader
-from chalicelib.service import TodoService
+from chalicelib.service import Service
 from chalicelib.writers import CommandWriter
 
 
@@ -22,14 +22,14 @@ from chalicelib.writers import CommandWriter
 class Services:
     settings: Settings
     master: Database
-    reader: TodoReader
+    reader: Reader
     writer: CommandWriter
     loader: BatchLoader
-    service: TodoService
+    service: Service
 
 
 def build(
-    settings: Settings | None = None, writer: CommandWriter | None = None, reader: TodoReader | None = None
+    settings: Settings | None = None, writer: CommandWriter | None = None, reader: Reader | None = None
 ) -> Services:
     settings = settings or Settings.from_env()
     master = open_master(settings.database_url, settings.database_secret_arn)
@@ -68,7 +68,7 @@ def build(
         pending = PendingWrites(cached, settings.pending_ttl_seconds)
     if writer is None:
         writer = _writer(settings, loader)
-    service = TodoService(reader, writer, VersionClock(), pending)
+    service = Service(reader, writer, VersionClock(), pending)
     return Services(settings, master, reader, writer, loader, service)
 
 

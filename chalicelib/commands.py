@@ -1,11 +1,12 @@
 """Write commands: what travels through Firehose and S3 (CONTRACT section 4), the wire model.
 
 One command is one JSON object on one line ending in a newline. `WriteCommand` is a command,
-`make_command` makes one for a write, `to_line` writes its line (by hand for todos, through the
-dataclasses-json reference in `chalicelib.wire` otherwise). The envelope rules the loader's parsing
-paths share live here too: the canonical `at` and its stored form (`stored_ts`), a valid owner,
-and a fast constructor for the hot paths. Reading delivered objects is the loader's
-(`chalicelib/loader/streaming.py`, `parsing.py`, `todo_lane.py`).
+`make_command` makes one for a write, `to_line` writes its line (held to the dataclasses-json
+reference in `chalicelib.wire`). Every line carries `v`, the command schema version it was written
+under (`resources.SCHEMA_VERSION`). The envelope rules the loader's parsing paths share live here
+too: the canonical `at` and its stored form (`stored_ts`), a valid owner, and a fast constructor
+for the hot paths. Reading delivered objects is the loader's (`chalicelib/loader/streaming.py`,
+`parsing.py`, `lanes.py`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from chalicelib.identity import MAX_SUB_CHARS
 from chalicelib.ids import parse_rfc3339, version_to_ts
+from chalicelib.resources import SCHEMA_VERSION
 
 OPS = ("put", "delete")
 COMMAND_KEYS = frozenset(("v", "op", "resource", "owner", "id", "version", "op_id", "at", "data"))
@@ -41,15 +43,12 @@ class WriteCommand:
         return (self.resource, self.owner, self.id)
 
     def to_line(self) -> bytes:
-        """The command's line. A todo's is written here by hand (the POST benchmark row runs on it);
-        any other resource's by the reference encoder, dataclasses-json (chalicelib.wire), which
-        tests/unit/test_wire.py holds the hand-made form to, byte for byte."""
-        if self.resource != "todos":
-            from chalicelib.wire import encode
-
-            return encode(self)
+        """The command's line, written here by hand (the POST benchmark row runs on it): the
+        envelope with `v`, this release's schema version, and the validated data in declared
+        order. tests/unit/test_wire.py holds it to the dataclasses-json reference
+        (chalicelib.wire), byte for byte, for every declared resource."""
         body = {
-            "v": 1,
+            "v": SCHEMA_VERSION,
             "op": self.op,
             "resource": self.resource,
             "owner": self.owner,
@@ -63,7 +62,7 @@ class WriteCommand:
 
 
 # json.dumps(body, ensure_ascii=False, separators=(",", ":")) without a new encoder per call. The
-# loader's line lane (_TODO_LINE) reads exactly this layout.
+# loader's line lanes (chalicelib.loader.lanes) read exactly this layout.
 _encode_line = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -79,25 +78,25 @@ def make_command(
 # object spans a few hours at most) and "MM:SS.ffffffZ".
 _AT_HEAD = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:")
 _AT_TAIL = re.compile(r"[0-5][0-9]:[0-5][0-9]\.[0-9]{6}Z")
-_known_hours: set[str] = set()
+KNOWN_HOURS: set[str] = set()
 _KNOWN_HOURS_MAX = 10000
 
 
-def _canonical_stored_ts(at: str) -> str | None:
+def canonical_stored_ts(at: str) -> str | None:
     """stored_ts of an `at` in the canonical form, by slicing; None when not plainly canonical."""
     if len(at) != 27:
         return None
     head = at[:14]
-    if head not in _known_hours:
+    if head not in KNOWN_HOURS:
         if head < "1970" or _AT_HEAD.fullmatch(head) is None:
             return None
         try:
             datetime.fromisoformat(head + "00")  # a real calendar day and hour of day
         except ValueError:
             return None
-        if len(_known_hours) >= _KNOWN_HOURS_MAX:
-            _known_hours.clear()
-        _known_hours.add(head)
+        if len(KNOWN_HOURS) >= _KNOWN_HOURS_MAX:
+            KNOWN_HOURS.clear()
+        KNOWN_HOURS.add(head)
     if _AT_TAIL.fullmatch(at, 14) is None:
         return None
     return at[:10] + " " + at[11:26]
@@ -108,7 +107,7 @@ def stored_ts(at: str) -> str:
 
     Fixed width makes the text order the time order, in SQLite as in MySQL's DATETIME(6).
     """
-    fast = _canonical_stored_ts(at)
+    fast = canonical_stored_ts(at)
     if fast is not None:
         return fast
     return _parsed_stored_ts(at)
@@ -127,7 +126,7 @@ def _parsed_stored_ts(at: str) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def _owner_ok(owner: object) -> bool:
+def owner_ok(owner: object) -> bool:
     return (
         isinstance(owner, str) and 0 < len(owner) <= MAX_OWNER_CHARS and owner.isprintable() and owner.strip() == owner
     )
@@ -135,7 +134,7 @@ def _owner_ok(owner: object) -> bool:
 
 def _slot_setters() -> tuple[Any, ...]:
     names = tuple(f.name for f in fields(WriteCommand))
-    assert names == WriteCommand.__slots__ and len(names) == 9, "WriteCommand's fields changed: update _new_command"
+    assert names == WriteCommand.__slots__ and len(names) == 9, "WriteCommand's fields changed: update new_command"
     return tuple(getattr(WriteCommand, name).__set__ for name in names)
 
 
@@ -147,7 +146,7 @@ _SET_OP, _SET_RESOURCE, _SET_OWNER, _SET_ID, _SET_VERSION, _SET_OP_ID, _SET_AT, 
 _new_object = object.__new__
 
 
-def _new_command(
+def new_command(
     op: str, resource: str, owner: str, id_: str, version: int, op_id: str, at: str, data: Any, stored_at: str
 ) -> WriteCommand:
     """WriteCommand(...) for the loader's hot path: the same object, its slots filled directly
@@ -165,21 +164,21 @@ def _new_command(
     return command
 
 
-_known_owners: set[str] = set()  # owners already seen to pass _owner_ok (bounded below)
+KNOWN_OWNERS: set[str] = set()  # owners already seen to pass owner_ok (bounded below)
 _KNOWN_OWNERS_MAX = 100000
 
 
-def _remember_owner(owner: str) -> bool:
-    """_owner_ok, and if so the owner is remembered (the hot paths test `in _known_owners` first)."""
-    if not _owner_ok(owner):
+def remember_owner(owner: str) -> bool:
+    """owner_ok, and if so the owner is remembered (the hot paths test `in KNOWN_OWNERS` first)."""
+    if not owner_ok(owner):
         return False
-    if len(_known_owners) >= _KNOWN_OWNERS_MAX:
-        _known_owners.clear()
-    _known_owners.add(owner)
+    if len(KNOWN_OWNERS) >= _KNOWN_OWNERS_MAX:
+        KNOWN_OWNERS.clear()
+    KNOWN_OWNERS.add(owner)
     return True
 
 
-def _is_utf8(line: str) -> bool:
+def is_utf8(line: str) -> bool:
     try:
         line.encode("utf-8")
     except UnicodeEncodeError:

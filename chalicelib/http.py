@@ -28,12 +28,13 @@ from chalicelib.errors import (
     invalid_query,
 )
 from chalicelib.ids import MAX_VERSION, MIN_VERSION_LEAD_US, is_canonical_uuid
-from chalicelib.models import STATES
+from chalicelib.resources import TODOS, Collection, Rule
 
 log = logging.getLogger("sluice.http")
 
 JSON = "application/json"
-LIMIT_MIN, LIMIT_MAX, LIMIT_DEFAULT = 1, 100, 50  # GET /todos?limit=
+_TODOS_PAGE = TODOS.collection or Collection()
+LIMIT_MIN, LIMIT_MAX, LIMIT_DEFAULT = _TODOS_PAGE.limit_min, _TODOS_PAGE.limit_max, _TODOS_PAGE.limit_default
 CURSOR_MAX = 200  # characters of a cursor this API gives
 IDEMPOTENCY_KEY_MAX = 128  # printable ASCII characters of an Idempotency-Key
 OWS = " \t"  # HTTP's optional whitespace; str.strip() would also take U+00A0, U+3000 and the like
@@ -173,19 +174,33 @@ def query_value(request: Any, name: str) -> str | None:
     return str(values[0])
 
 
-def parse_limit(raw: str | None) -> int:
+def parse_limit(raw: str | None, collection: Collection | None = None) -> int:
+    """A page's `limit`, within the collection's declared bounds (the todos' by default)."""
+    low, high, default = (
+        (LIMIT_MIN, LIMIT_MAX, LIMIT_DEFAULT)
+        if collection is None
+        else (collection.limit_min, collection.limit_max, collection.limit_default)
+    )
     if raw is None:
-        return LIMIT_DEFAULT
-    if not raw.isdigit() or not raw.isascii() or len(raw) > 4 or not LIMIT_MIN <= int(raw) <= LIMIT_MAX:
-        raise invalid_query(f"limit must be an integer from {LIMIT_MIN} to {LIMIT_MAX}.")
+        return default
+    if not raw.isdigit() or not raw.isascii() or len(raw) > 4 or not low <= int(raw) <= high:
+        raise invalid_query(f"limit must be an integer from {low} to {high}.")
     return int(raw)
 
 
-def parse_state(raw: str | None) -> str | None:
+def parse_filter(name: str, rule: Rule, raw: str | None) -> str | None:
+    """A page's filter on a declared field (`?state=`, `?list_id=`): a value the field can hold,
+    or 400 invalid_query. Choice fields take one of their choices, uuid fields a canonical UUID."""
     if raw is None:
         return None
-    if raw not in STATES:
-        raise invalid_query("state must be " + " or ".join(repr(state) for state in STATES) + ".")
+    if rule.kind == "choice":
+        if raw not in rule.choices:
+            raise invalid_query(f"{name} must be " + " or ".join(repr(choice) for choice in rule.choices) + ".")
+    elif rule.kind == "uuid":
+        if not is_canonical_uuid(raw):
+            raise invalid_query(f"{name} must be a canonical UUID (lowercase, hyphenated).")
+    else:
+        raise ValueError(f"{name}: a {rule.kind} field is not a filter")
     return raw
 
 

@@ -39,10 +39,12 @@ def _hyphenated(value: int) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def derived_id(owner: str, key: str, position: int | None = None) -> str:
-    """The todo id named by (caller, Idempotency-Key[, batch position]): the same on every retry."""
+def derived_id(owner: str, key: str, position: int | None = None, scope: str = "") -> str:
+    """The id named by (caller, Idempotency-Key[, batch position]): the same on every retry.
+    `scope` sets resources apart (a key gives different ids on POST /todos and POST /lists); the
+    todos' ids have none, as before lists existed, so a retry across an upgrade names the same todo."""
     name = f"{len(owner)}:{owner}\n{key}" if position is None else f"{len(owner)}:{owner}\n{key}\n{position}"
-    return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, name))
+    return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{scope}\n{name}" if scope else name))
 
 
 def new_op_id() -> str:

@@ -2,10 +2,16 @@
 
 Untrusted input (request bodies, and the `data` of write commands read back by the loader) goes
 through the same validators, which check types, lengths and formats, reject unknown fields and
-fill defaults. Their limits, patterns and defaults come from the declarations in
-`chalicelib.resources`. They are written out by hand rather than with dataclasses-json/marshmallow
-(whose `from_dict` checks no types anyway): the loader validates tens of thousands of commands per
-second, and a GET must not pay marshmallow's import time on a cold start (README, "Dependencies").
+fill defaults. Both of a resource's validators are generated from its declaration
+(`chalicelib.resources`) once per process, on first use (`chalicelib.codegen`):
+- the fast one (`fast_validator`) answers a plainly valid body with straight-line checks and its
+  limits as constants, or None when unsure (the loader validates tens of thousands of commands
+  per second; a POST runs it first);
+- the full one (`validator`) runs the fast one, and otherwise every field's rule with its
+  messages (`Invalid.fields`), with no loop over the fields at run time either.
+A command of an older schema version (`v`) is validated by that version's validator: the fields
+added later are unknown to it, and take their defaults. dataclasses-json/marshmallow are not used
+here (their `from_dict` checks no types, and a GET must not pay their import on a cold start).
 """
 
 from __future__ import annotations
@@ -13,34 +19,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
-from chalicelib.ids import format_ts, parse_rfc3339
-from chalicelib.resources import BCP47_PATTERN, PROFILES, RESOURCES, TAG_PATTERN, TODOS, Resource, Rule
+from chalicelib.codegen import ident, make_function
+from chalicelib.ids import CANONICAL_UUID, format_ts, parse_rfc3339
+from chalicelib.resources import RESOURCES, SCHEMA_VERSION, TODOS, Resource, Rule, on_change, time_zones
+
+__all__ = ["time_zones"]  # re-exported: the validators' list of zones
 
 Fields = dict[str, list[str]]
-
-_TODO = TODOS.rules()
-_PROFILE = PROFILES.rules()
-TITLE, NOTES, STATE, TAGS, DUE_AT = (_TODO[name] for name in TODOS.field_names)
-DISPLAY_NAME, LOCALE, TIMEZONE = (_PROFILE[name] for name in PROFILES.field_names)
-TAG = re.compile(TAG_PATTERN)
-BCP47 = re.compile(BCP47_PATTERN)
-TODO_FIELDS = TODOS.field_names
-PROFILE_FIELDS = PROFILES.field_names
-STATES = STATE.choices
-# The limits as plain ints, for the hot checks below.
-TITLE_MIN, TITLE_MAX = TITLE.min_length, TITLE.max_length or 0
-NOTES_MAX = NOTES.max_length or 0
-TAGS_MAX = TAGS.max_items or 0
-DUE_AT_MAX = DUE_AT.max_length or 0
-_TODO_DEFAULTS = TODOS.defaults()
-_PROFILE_DEFAULTS = PROFILES.defaults()
-_DEFAULT_NOTES, _DEFAULT_STATE = _TODO_DEFAULTS["notes"], _TODO_DEFAULTS["state"]
-_DEFAULT_TAGS: list[str] = _TODO_DEFAULTS["tags"]  # never handed out: both paths copy the list
-_STATE_SET = frozenset(STATES)
-BATCH_MAX = 100  # todos in one POST /todos/batch
+Validator = Callable[..., dict[str, Any]]
+Fast = Callable[[dict[str, Any]], "dict[str, Any] | None"]
+BATCH_MAX = TODOS.collection.batch if TODOS.collection else 0  # todos in one POST /todos/batch
 
 
 class Invalid(Exception):
@@ -51,11 +41,11 @@ class Invalid(Exception):
         self.fields = fields
 
 
-def _add(errors: Fields, path: str, message: str) -> None:
+def add(errors: Fields, path: str, message: str) -> None:
     errors.setdefault(path, []).append(message)
 
 
-def _is_text(value: str) -> bool:
+def is_text(value: str) -> bool:
     """True when the string can be stored as UTF-8 (no lone surrogates from JSON escapes)."""
     try:
         value.encode("utf-8")
@@ -64,85 +54,106 @@ def _is_text(value: str) -> bool:
     return True
 
 
-def _string(errors: Fields, path: str, value: Any, limits: Rule) -> str | None:
+def _count(errors: Fields) -> int:
+    return sum(len(v) for v in errors.values())
+
+
+def _unknown(errors: Fields, prefix: str, body: dict[str, Any], known: frozenset[str]) -> None:
+    for key in body:
+        if key not in known:
+            add(errors, prefix + str(key), "is not a known field")
+
+
+# -- one rule kind each: the full path's checks, with their messages --------------------------------
+def _text(errors: Fields, path: str, value: Any, limits: Rule, pattern: re.Pattern[str] | None) -> str | None:
     low, high = limits.min_length, limits.max_length or 0
     if not isinstance(value, str):
-        _add(errors, path, "must be a string")
+        add(errors, path, "must be a string")
         return None
-    if not _is_text(value):
-        _add(errors, path, "must be valid Unicode text")
+    if not is_text(value):
+        add(errors, path, "must be valid Unicode text")
         return None
     if len(value) < low:
-        _add(errors, path, "is required" if low == 1 and not value else f"must be at least {low} characters")
+        add(errors, path, "is required" if low == 1 and not value else f"must be at least {low} characters")
         return None
     if len(value) > high:
-        _add(errors, path, f"must be at most {high} characters")
+        add(errors, path, f"must be at most {high} characters")
         return None
+    if pattern is not None and pattern.fullmatch(value) is None:
+        add(errors, path, limits.hint or f"must match ^{pattern.pattern}$")
+    elif limits.known is not None and value not in limits.known():
+        add(errors, path, limits.hint or "is not a known value")
     return value
 
 
-def _unknown(errors: Fields, prefix: str, body: dict[str, Any], known: tuple[str, ...]) -> None:
-    for key in body:
-        if key not in known:
-            _add(errors, prefix + str(key), "is not a known field")
+def choices_text(choices: tuple[str, ...]) -> str:
+    names = [repr(c) for c in choices]
+    return " or ".join(names) if len(names) <= 2 else "one of " + ", ".join(names)
 
 
-def _tags(errors: Fields, path: str, value: Any) -> list[str] | None:
-    return _strings(errors, path, value, TAGS, TAG, "tag")
+def _choice(errors: Fields, path: str, value: Any, limits: Rule) -> Any:
+    if not isinstance(value, str) or value not in limits.choices:
+        add(errors, path, "must be " + choices_text(limits.choices))
+    return value
 
 
-def _strings(
-    errors: Fields, path: str, value: Any, limits: Rule, pattern: re.Pattern[str], noun: str
-) -> list[str] | None:
-    """A "list" field: at most max_items distinct strings, each matching the pattern."""
+def _integer(errors: Fields, path: str, value: Any, limits: Rule) -> Any:
+    if type(value) is not int or not limits.minimum <= value <= limits.maximum:  # type: ignore[operator]
+        add(errors, path, f"must be an integer from {limits.minimum} to {limits.maximum}")
+    return value
+
+
+def _uuid(errors: Fields, path: str, value: Any, limits: Rule) -> Any:
+    if value is None and limits.nullable:
+        return None
+    if not isinstance(value, str) or CANONICAL_UUID.fullmatch(value) is None:
+        add(errors, path, "must be a canonical UUID (lowercase, hyphenated)" + (" or null" if limits.nullable else ""))
+    return value
+
+
+def _strings(errors: Fields, path: str, value: Any, limits: Rule, pattern: re.Pattern[str]) -> list[str] | None:
+    """A "list" field: at most max_items strings (distinct when unique), each matching the pattern."""
+    noun = limits.noun
     if not isinstance(value, list):
-        _add(errors, path, "must be a list of strings")
+        add(errors, path, "must be a list of strings")
         return None
     if len(value) > (limits.max_items or 0):
-        _add(errors, path, f"must hold at most {limits.max_items} {noun}s")
+        add(errors, path, f"must hold at most {limits.max_items} {noun}s")
         return None
     seen: set[str] = set()
-    ok = True
     for item in value:
         if not isinstance(item, str) or pattern.fullmatch(item) is None:
-            _add(errors, path, f"each {noun} must match ^{pattern.pattern}$")
-            ok = False
-            break
+            add(errors, path, f"each {noun} must match ^{pattern.pattern}$")
+            return None
         if limits.unique and item in seen:
-            _add(errors, path, f"must not repeat a {noun} ({item!r})")
-            ok = False
-            break
+            add(errors, path, f"must not repeat a {noun} ({item!r})")
+            return None
         seen.add(item)
-    return list(value) if ok else None
+    return list(value)
 
 
-def _due_at(errors: Fields, path: str, value: Any) -> str | None:
-    if value is None:
+def _datetime(errors: Fields, path: str, value: Any, limits: Rule) -> str | None:
+    if value is None and limits.nullable:
         return None
-    if not isinstance(value, str) or len(value) > DUE_AT_MAX:
-        _add(errors, path, "must be an RFC 3339 date-time with an offset, or null")
+    if not isinstance(value, str) or len(value) > (limits.max_length or 64):
+        add(errors, path, "must be an RFC 3339 date-time with an offset" + (", or null" if limits.nullable else ""))
         return None
     try:
         return format_ts(parse_rfc3339(value))
     except ValueError as exc:
-        _add(errors, path, str(exc))
+        add(errors, path, str(exc))
         return None
 
 
-_TODO_KEYS = frozenset(TODO_FIELDS)
 # RFC 3339 in UTC with Z, whole seconds or microseconds: what format_ts itself produces.
 _CANONICAL_UTC = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{6})?Z")
-_known_tags: set[str] = set()  # tags already seen to match TAG (bounded below)
-_KNOWN_TAGS_MAX = 10000
+KNOWN_DATETIMES: set[str] = set()  # date-times already seen to be canonical (bounded below)
+_KNOWN_MAX = 10000
 
 
-_known_due: set[str] = set()  # due_at values already seen to be canonical (bounded below)
-_KNOWN_DUE_MAX = 10000
-
-
-def _canonical_due_at(value: str) -> str | None:
-    """`value` when it is already the canonical form _due_at would return; None when unsure."""
-    if value in _known_due:
+def canonical_datetime(value: str) -> str | None:
+    """`value` when it is already the canonical form `_datetime` would return; None when unsure."""
+    if value in KNOWN_DATETIMES:
         return value
     if _CANONICAL_UTC.fullmatch(value) is None or value.endswith(".000000Z"):
         return None
@@ -150,137 +161,240 @@ def _canonical_due_at(value: str) -> str | None:
         datetime.fromisoformat(value[:19])  # a real calendar date and time of day
     except ValueError:
         return None
-    if len(_known_due) >= _KNOWN_DUE_MAX:
-        _known_due.clear()
-    _known_due.add(value)
+    if len(KNOWN_DATETIMES) >= _KNOWN_MAX:
+        KNOWN_DATETIMES.clear()
+    KNOWN_DATETIMES.add(value)
     return value
 
 
-def _todo_fast(body: dict[str, Any]) -> dict[str, Any] | None:
-    """validate_todo for a body that is plainly valid, checked cheaply (the loader reads tens of
-    thousands per second). None means: not sure, take the full path, which gives the same answer
-    for every body this accepts."""
-    if not _TODO_KEYS.issuperset(body):
-        return None
-    title = body.get("title")
-    if type(title) is not str or not TITLE_MIN <= len(title) <= TITLE_MAX or not (title.isascii() or _is_text(title)):
-        return None
-    notes = body.get("notes", _DEFAULT_NOTES)
-    if type(notes) is not str or len(notes) > NOTES_MAX or not (notes.isascii() or _is_text(notes)):
-        return None
-    state = body.get("state", _DEFAULT_STATE)
-    if type(state) is not str or state not in _STATE_SET:
-        return None
-    tags = body.get("tags", _DEFAULT_TAGS)
-    if type(tags) is not list or len(tags) > TAGS_MAX:
-        return None
-    if tags:
-        known = _known_tags
-        for tag in tags:
-            if type(tag) is not str:
-                return None
-            if tag not in known:
-                if TAG.fullmatch(tag) is None:
-                    return None
-                if len(known) >= _KNOWN_TAGS_MAX:
-                    known.clear()
-                known.add(tag)
-        if len(tags) > 1 and len(set(tags)) != len(tags):
-            return None
-    due_at = body.get("due_at")
-    if due_at is not None:
-        if type(due_at) is not str:
-            return None
-        due_at = _canonical_due_at(due_at)
-        if due_at is None:
-            return None
-    return {"title": title, "notes": notes, "state": state, "tags": list(tags), "due_at": due_at}
+def known_items(items: list[Any], known: set[str], pattern: re.Pattern[str]) -> bool:
+    """Whether every item is a string matching `pattern`; those seen to match are remembered in
+    `known` (bounded), so the next line's tags are one set lookup each."""
+    for item in items:
+        if type(item) is not str:
+            return False
+        if item not in known:
+            if pattern.fullmatch(item) is None:
+                return False
+            if len(known) >= _KNOWN_MAX:
+                known.clear()
+            known.add(item)
+    return True
+
+
+# -- generation -----------------------------------------------------------------------------------
+def _fast_check(name: str, rule: Rule, default: Any, required: bool) -> list[str]:
+    """The fast validator's lines for one field: the local `f_NAME` holds the value, and any doubt
+    returns None (the full path decides)."""
+    v = ident(name)
+    get = f"body.get({name!r})" if required or default is None else f"body.get({name!r}, D_{name})"
+    out = [f"    {v} = {get}"]
+    if rule.kind == "text":
+        low, high = rule.min_length, rule.max_length or 0
+        size = f"len({v}) > {high}" if low == 0 else f"not {low} <= len({v}) <= {high}"
+        out.append(f"    if type({v}) is not str or {size} or not ({v}.isascii() or is_text({v})):")
+        out.append("        return None")
+        if rule.pattern:
+            out += [f"    if M_{name}({v}) is None:", "        return None"]
+        if rule.known is not None:
+            out += [f"    if {v} not in K_{name}():", "        return None"]
+    elif rule.kind == "choice":
+        out += [f"    if type({v}) is not str or {v} not in C_{name}:", "        return None"]
+    elif rule.kind == "integer":
+        out += [f"    if type({v}) is not int or not {rule.minimum} <= {v} <= {rule.maximum}:", "        return None"]
+    elif rule.kind == "uuid":
+        test = f"type({v}) is not str or len({v}) != 36 or UUID({v}) is None"
+        out += [f"    if {v} is not None and ({test}):" if rule.nullable else f"    if {test}:", "        return None"]
+    elif rule.kind == "list":
+        out += [
+            f"    if type({v}) is not list or len({v}) > {rule.max_items or 0}:",
+            "        return None",
+            f"    if {v}:",
+            f"        if not known_items({v}, S_{name}, P_{name}):",
+            "            return None",
+        ]
+        if rule.unique:
+            out += [f"        if len({v}) > 1 and len(set({v})) != len({v}):", "            return None"]
+        out.append(f"    {v} = list({v})")
+    else:  # datetime
+        check = [f"if type({v}) is not str:", "    return None", f"{v} = canonical_datetime({v})", f"if {v} is None:"]
+        check.append("    return None")
+        if rule.nullable:
+            out += [f"    if {v} is not None:", *(f"        {line}" for line in check)]
+        else:
+            out += [f"    {line}" for line in check]
+    return out
+
+
+def _full_check(name: str, rule: Rule, required: bool) -> list[str]:
+    """The full validator's lines for one field: its kind's check, with messages."""
+    v, path = ident(name), f"prefix + {name!r}"
+    value = f"body.get({name!r}, D_{name})"
+    call = {
+        "text": f"_text(own, {path}, {{value}}, R_{name}, P_{name})",
+        "choice": f"_choice(own, {path}, {{value}}, R_{name})",
+        "integer": f"_integer(own, {path}, {{value}}, R_{name})",
+        "uuid": f"_uuid(own, {path}, {{value}}, R_{name})",
+        "list": f"_strings(own, {path}, {{value}}, R_{name}, P_{name})",
+        "datetime": f"_datetime(own, {path}, {{value}}, R_{name})",
+    }[rule.kind]
+    if not required:
+        return [f"    {v} = " + call.format(value=value)]
+    return [
+        f"    if {name!r} not in body:",
+        f"        add(own, {path}, 'is required')",
+        f"        {v} = None",
+        "    else:",
+        f"        {v} = " + call.format(value=f"body[{name!r}]"),
+    ]
+
+
+def _namespace(resource: Resource, version: int) -> dict[str, Any]:
+    rules, defaults = resource.rules(), resource.defaults()
+    space: dict[str, Any] = {
+        "KNOWN": frozenset(resource.fields_at(version)),
+        "UUID": CANONICAL_UUID.fullmatch,
+        "is_text": is_text,
+        "known_items": known_items,
+        "canonical_datetime": canonical_datetime,
+        "add": add,
+        "Invalid": Invalid,
+        "_count": _count,
+        "_unknown": _unknown,
+        **{f: globals()[f] for f in ("_text", "_choice", "_integer", "_uuid", "_strings", "_datetime")},
+    }
+    for name, rule in rules.items():
+        compiled = re.compile(rule.pattern) if rule.pattern else None
+        if rule.kind == "list" and compiled is None:
+            compiled = re.compile(".*")
+        space.update({f"R_{name}": rule, f"D_{name}": defaults.get(name), f"P_{name}": compiled})
+        space.update({f"M_{name}": compiled.fullmatch if compiled else None, f"K_{name}": rule.known})
+        space.update({f"C_{name}": frozenset(rule.choices), f"S_{name}": set()})
+    return space
+
+
+def _result(resource: Resource, version: int) -> str:
+    """The validated document: every declared field in order; those newer than `version` take
+    their defaults."""
+    known, defaults = set(resource.fields_at(version)), resource.defaults()
+    parts = []
+    for name in resource.field_names:
+        if name not in known and name not in defaults:
+            raise ValueError(f"{resource.name}.{name}: a field added after schema version 1 needs a default")
+        value = ident(name) if name in known else ("[]" if defaults[name] == [] else repr(defaults[name]))
+        parts.append(f"{name!r}: {value}")
+    return "{" + ", ".join(parts) + "}"
+
+
+def _make_fast(resource: Resource, version: int) -> Fast:
+    rules, defaults, required = resource.rules(), resource.defaults(), resource.required()
+    name = f"fast_{resource.name}_v{version}"
+    lines = [f"def {name}(body):", "    if not KNOWN.issuperset(body):", "        return None"]
+    for field_name in resource.fields_at(version):
+        lines += _fast_check(field_name, rules[field_name], defaults.get(field_name), field_name in required)
+    lines.append(f"    return {_result(resource, version)}")
+    namespace = _namespace(resource, version)
+    return make_function(name, lines, namespace)
+
+
+def _make_full(resource: Resource, version: int, fast: Fast) -> Validator:
+    rules, required = resource.rules(), resource.required()
+    name = f"validate_{resource.name}_v{version}"
+    lines = [
+        f"def {name}(body, prefix='', errors=None):",
+        "    if errors is None and type(body) is dict:",
+        "        done = FAST(body)",
+        "        if done is not None:",
+        "            return done",
+        "    own = errors if errors is not None else {}",
+        "    before = _count(own)",
+        "    if not isinstance(body, dict):",
+        "        add(own, prefix.rstrip('.') or 'body', 'must be a JSON object')",
+        "        raise Invalid(own)",
+        "    _unknown(own, prefix, body, KNOWN)",
+    ]
+    for field_name in resource.fields_at(version):
+        lines += _full_check(field_name, rules[field_name], field_name in required)
+    lines += [
+        "    if _count(own) != before:",
+        "        if errors is None:",
+        "            raise Invalid(own)",
+        "        return {}",
+        f"    return {_result(resource, version)}",
+    ]
+    return make_function(name, lines, {**_namespace(resource, version), "FAST": fast})
+
+
+_FAST: dict[tuple[str, int], Fast] = {}
+_FULL: dict[tuple[str, int], Validator] = {}
+
+
+def fast_validator(resource: str, version: int = SCHEMA_VERSION) -> Fast:
+    """The fast validator of a resource's documents at a schema version (made on first use)."""
+    key = (resource, version)
+    made = _FAST.get(key)
+    if made is None:
+        declared = RESOURCES[resource]
+        if not declared.since <= version <= SCHEMA_VERSION:
+            raise KeyError(key)
+        made = _FAST[key] = _make_fast(declared, version)
+    return made
+
+
+def validator(resource: str, version: int = SCHEMA_VERSION) -> Validator:
+    """The validator of a resource's documents at a schema version (made on first use):
+    `validate(body, prefix="", errors=None)` returns the document with every declared field
+    (defaults filled), or raises Invalid; with `errors`, adds to them and returns {} instead."""
+    key = (resource, version)
+    made = _FULL.get(key)
+    if made is None:
+        made = _FULL[key] = _make_full(RESOURCES[resource], version, fast_validator(resource, version))
+    return made
+
+
+class _Validators(dict[str, Validator]):
+    """resource name -> its validator at this release's schema version, made on first use."""
+
+    def __missing__(self, name: str) -> Validator:
+        if name not in RESOURCES:
+            raise KeyError(name)
+        made = self[name] = validator(name)
+        return made
+
+
+VALIDATORS: dict[str, Validator] = _Validators()
 
 
 def validate_todo(body: Any, prefix: str = "", errors: Fields | None = None) -> dict[str, Any]:
     """A todo as written (POST/PUT body, or a command's data): the stored fields, defaults filled."""
-    if errors is None and type(body) is dict:
-        fast = _todo_fast(body)
-        if fast is not None:
-            return fast
-    own = errors if errors is not None else {}
-    before = sum(len(v) for v in own.values())
-    if not isinstance(body, dict):
-        _add(own, prefix.rstrip(".") or "body", "must be a JSON object")
-        raise Invalid(own)
-    _unknown(own, prefix, body, TODO_FIELDS)
-    if "title" not in body:
-        _add(own, prefix + "title", "is required")
-        title = None
-    else:
-        title = _string(own, prefix + "title", body["title"], TITLE)
-    notes = _string(own, prefix + "notes", body.get("notes", _DEFAULT_NOTES), NOTES)
-    state = body.get("state", _DEFAULT_STATE)
-    if state not in STATES or not isinstance(state, str):
-        _add(own, prefix + "state", "must be 'open' or 'done'")
-    tags = _tags(own, prefix + "tags", body.get("tags", _DEFAULT_TAGS))
-    due_at = _due_at(own, prefix + "due_at", body.get("due_at"))
-    if sum(len(v) for v in own.values()) != before:
-        if errors is None:
-            raise Invalid(own)
-        return {}
-    return {"title": title, "notes": notes, "state": state, "tags": tags, "due_at": due_at}
-
-
-# Names in tzdata's list that name no place: "Factory" (a zone whose abbreviation says "-00").
-NOT_ZONES = frozenset(("Factory",))
-
-
-@lru_cache(maxsize=1)
-def time_zones() -> frozenset[str]:
-    """The IANA zone names a profile may hold: the list the `tzdata` package ships (a requirement),
-    read from the package itself, so the host's zone files never decide what is valid (they add
-    `localtime`, `posixrules` and the like, or lack zones) and every name loads with zoneinfo."""
-    from importlib import resources
-
-    text = resources.files("tzdata").joinpath("zones").read_text(encoding="utf-8")
-    return frozenset(name for name in text.split("\n") if name) - NOT_ZONES
+    return VALIDATORS["todos"](body, prefix, errors)
 
 
 def validate_profile(body: Any) -> dict[str, Any]:
     """A profile as written (PUT /me body, or a command's data)."""
-    errors: Fields = {}
-    if not isinstance(body, dict):
-        raise Invalid({"body": ["must be a JSON object"]})
-    _unknown(errors, "", body, PROFILE_FIELDS)
-    if "display_name" not in body:
-        _add(errors, "display_name", "is required")
-        display_name = None
-    else:
-        display_name = _string(errors, "display_name", body["display_name"], DISPLAY_NAME)
-    locale = _string(errors, "locale", body.get("locale", _PROFILE_DEFAULTS["locale"]), LOCALE)
-    if locale is not None and BCP47.fullmatch(locale) is None:
-        _add(errors, "locale", "must be a BCP 47 language tag, such as en or pt-BR")
-    zone = _string(errors, "timezone", body.get("timezone", _PROFILE_DEFAULTS["timezone"]), TIMEZONE)
-    if zone is not None and zone not in time_zones():
-        _add(errors, "timezone", "must be an IANA time zone name, such as Europe/Paris")
-    if errors:
-        raise Invalid(errors)
-    return {"display_name": display_name, "locale": locale, "timezone": zone}
+    return VALIDATORS["profiles"](body)
 
 
-def validate_batch(body: Any) -> list[dict[str, Any]]:
-    """POST /todos/batch: {"todos": [TODO, ...]}, 1 to BATCH_MAX, validated as a whole."""
+def validate_batch(body: Any, resource: str = "todos") -> list[dict[str, Any]]:
+    """POST /{resource}/batch: {"todos": [TODO, ...]}, 1 to the declared most, validated as a whole."""
+    declared = RESOURCES[resource]
+    most = declared.collection.batch if declared.collection else 0
     if not isinstance(body, dict):
         raise Invalid({"body": ["must be a JSON object"]})
     errors: Fields = {}
-    _unknown(errors, "", body, ("todos",))
-    items = body.get("todos")
+    _unknown(errors, "", body, frozenset((resource,)))
+    items = body.get(resource)
     if not isinstance(items, list):
-        _add(errors, "todos", "is required and must be a list of todos")
+        add(errors, resource, f"is required and must be a list of {resource}")
         raise Invalid(errors)
-    if not 1 <= len(items) <= BATCH_MAX:
-        _add(errors, "todos", f"must hold 1 to {BATCH_MAX} todos")
+    if not 1 <= len(items) <= most:
+        add(errors, resource, f"must hold 1 to {most} {resource}")
         raise Invalid(errors)
+    validate = VALIDATORS[resource]
     out = []
     for position, item in enumerate(items):
         try:
-            out.append(validate_todo(item, prefix=f"todos.{position}.", errors=errors))
+            out.append(validate(item, f"{resource}.{position}.", errors))
         except Invalid:
             pass
     if errors:
@@ -288,61 +402,12 @@ def validate_batch(body: Any) -> list[dict[str, Any]]:
     return out
 
 
-VALIDATORS: dict[str, Callable[[Any], dict[str, Any]]] = {
-    "todos": validate_todo,
-    "profiles": validate_profile,
-}
-
-
-# -- resources with no hand-written validator ------------------------------------------------------
-def declared_validator(resource: Resource) -> Callable[[Any], dict[str, Any]]:
-    """A validator made from a declaration alone: the same field-level errors, for a resource
-    added with one declaration (docs/architecture.md, "Adding a resource")."""
-    rules = resource.rules()
-    required = resource.required()
-    patterns = {name: re.compile(rule.pattern) for name, rule in rules.items() if rule.pattern}
-
-    def validate(body: Any) -> dict[str, Any]:
-        if not isinstance(body, dict):
-            raise Invalid({"body": ["must be a JSON object"]})
-        errors: Fields = {}
-        _unknown(errors, "", body, resource.field_names)
-        defaults = resource.defaults()
-        out: dict[str, Any] = {}
-        for name, rule in rules.items():
-            if name not in body and name in required:
-                _add(errors, name, "is required")
-                continue
-            out[name] = _declared_value(errors, name, body.get(name, defaults.get(name)), rule, patterns.get(name))
-        if errors:
-            raise Invalid(errors)
-        return out
-
-    return validate
-
-
-def _declared_value(errors: Fields, path: str, value: Any, rule: Rule, pattern: re.Pattern[str] | None) -> Any:
-    if rule.kind == "list":
-        return _strings(errors, path, value, rule, pattern or re.compile(".*"), "item")
-    if rule.kind == "datetime":
-        return _due_at(errors, path, value)
-    if rule.kind == "choice":
-        if not isinstance(value, str) or value not in rule.choices:
-            _add(errors, path, "must be one of " + ", ".join(map(repr, rule.choices)))
-        return value
-    text = _string(errors, path, value, rule)
-    if text is not None and pattern is not None and pattern.fullmatch(text) is None:
-        _add(errors, path, f"must match ^{pattern.pattern}$")
-    return text
-
-
-def declare(resource: Resource) -> None:
-    """Add a resource: its declaration, and a validator made from it unless one is registered."""
-    RESOURCES[resource.name] = resource
-    VALIDATORS.setdefault(resource.name, declared_validator(resource))
-
-
-def forget(name: str) -> None:
-    """Remove a declared resource (tests)."""
-    RESOURCES.pop(name, None)
+def _forget(name: str) -> None:
+    """Drop the validators made for a resource declared or forgotten at run time."""
     VALIDATORS.pop(name, None)
+    for made in (_FAST, _FULL):
+        for key in [k for k in made if k[0] == name]:
+            del made[key]
+
+
+on_change(_forget)

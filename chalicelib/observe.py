@@ -143,10 +143,12 @@ def loaded_object(
     lag_seconds: float | None,
     source: str = "event",
     too_large: int = 0,
+    deferred: int = 0,
 ) -> None:
     """The line for one loaded object, with the loader's metrics. `lag_seconds` is the time from the
     object's arrival (S3 event time or LastModified) to the commit; None when unknown (no metric).
-    `too_large` is 1 for an object refused whole (over LOADER_MAX_OBJECT_BYTES)."""
+    `too_large` is 1 for an object refused whole (over LOADER_MAX_OBJECT_BYTES); `deferred` is 1
+    for an object left for a newer loader or schema (`DeferredObjects`)."""
     values: dict[str, tuple[float, str]] = {
         "RecordsApplied": (applied, "Count"),
         "RecordsStale": (stale, "Count"),
@@ -155,6 +157,7 @@ def loaded_object(
     if lag_seconds is not None:
         values["ObjectLagSeconds"] = (round(lag_seconds, 3), "Seconds")
     values["ObjectsTooLarge"] = (too_large, "Count")
+    values["DeferredObjects"] = (deferred, "Count")
     metrics(
         {"Stage": stage()},
         values,

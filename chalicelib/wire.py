@@ -5,11 +5,11 @@ of its resource as declared in `chalicelib.resources`. Here both are dataclasses
 `CommandLine` for the envelope, and for each resource a subclass of its declaration that adds
 dataclasses-json's `to_dict`/`from_dict` (the declarations themselves stay free of it).
 
-At run time it encodes the commands of every resource but todos (`WriteCommand.to_line` calls
-`encode`). It is also the reference the fast paths are held to, byte for byte: the todo line that
-`to_line` writes by hand (the POST benchmark row runs on it) must be `encode(command)`, and the
-loader's line lane and general path must make of a line the command `decode(line)` makes
-(tests/unit/test_wire.py).
+It is the reference the fast paths are held to, byte for byte, for every declared resource: the
+line `WriteCommand.to_line` writes by hand (the POST benchmark row runs on it) must be
+`encode(command)`, and the loader's line lanes and general path must make of a line the command
+`decode(line)` makes (tests/unit/test_wire.py). A line carries `v`, this release's command schema
+version (`resources.SCHEMA_VERSION`).
 dataclasses-json's `from_dict` checks no types, so `decode` then runs the loader's own checks
 (`loader.parsing.command_from_dict`): untrusted input always goes through the validators.
 
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, get_type_hints
 
 from dataclasses_json import DataClassJsonMixin
 
-from chalicelib.resources import RESOURCES
+from chalicelib.resources import RESOURCES, SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from chalicelib.commands import WriteCommand
@@ -64,7 +64,15 @@ def encode(command: WriteCommand) -> bytes:
     """The reference line of a command (what `WriteCommand.to_line` must write)."""
     data = None if command.data is None else document(command.resource, command.data)
     line = CommandLine(
-        1, command.op, command.resource, command.owner, command.id, command.version, command.op_id, command.at, data
+        SCHEMA_VERSION,
+        command.op,
+        command.resource,
+        command.owner,
+        command.id,
+        command.version,
+        command.op_id,
+        command.at,
+        data,
     )
     return line.to_json(ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from chalicelib.loader.reconciler import RECONCILE_DEFERRED
 from deploy.apigateway import Call
 
 
@@ -146,7 +147,6 @@ def run_migration(lambda_client: Any, function_name: str) -> Any:
 # `sluice.deploy`, with its request in `detail`.
 RECONCILE_FUNCTION = "reconcile_writes"
 DEPLOY_EVENT_SOURCE = "sluice.deploy"
-RECONCILE_DEFERRED = {"reconcile": "deferred"}
 
 
 def reconcile_event(account_id: str, region: str, now: datetime) -> dict[str, Any]:
@@ -159,7 +159,7 @@ def reconcile_event(account_id: str, region: str, now: datetime) -> dict[str, An
         "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "region": region,
         "resources": [],
-        "detail": dict(RECONCILE_DEFERRED),
+        "detail": dict(RECONCILE_DEFERRED),  # the request reconcile_writes answers with reconcile_deferred
     }
 
 

@@ -7,10 +7,12 @@ Gateway's terms: the document `chalice deploy` sends declares them for every GET
 (chalicelib/apigateway_extensions.py), and `deploy.apigateway` checks them on the deployed API
 before it turns API Gateway's stage cache on (off by default; CloudFront caches nothing).
 
-Path parameters come from Chalice's route table. Query parameters are read from the source: the
-names passed as literals to `chalicelib.http.query_value(request, NAME)` in the view and in every
-project function it calls by name. Reading `.query_params` any other way is refused, so a new
-query parameter can never be left out of the cache key silently.
+Path parameters come from Chalice's route table. Query parameters are those a view derived from a
+resource's declaration names (`view.query_parameters`, chalicelib/routes.py, which reads only
+those), and otherwise are read from the source: the names passed as literals to
+`chalicelib.http.query_value(request, NAME)` in the view and in every project function it calls by
+name. Reading `.query_params` any other way is refused, so a new query parameter can never be
+left out of the cache key silently.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def routes_of(module: ModuleType, queries: bool = True) -> list[Route]:
     out = []
     for path, methods in sorted(app.routes.items()):
         for method, entry in sorted(methods.items()):
-            query = query_parameters(module, entry.view_name) if queries and method in READ_METHODS else ()
+            query = view_queries(module, entry) if queries and method in READ_METHODS else ()
             out.append(
                 Route(
                     path=path,
@@ -94,6 +96,16 @@ def function_names(module: ModuleType) -> set[str]:
 
 
 # -- query parameters ---------------------------------------------------------------------------
+def view_queries(module: ModuleType, entry: Any) -> tuple[str, ...]:
+    """The query parameters a route's view reads: those a view derived from a declaration names
+    itself (`view.query_parameters`, chalicelib/routes.py: it reads no other), else those its
+    source reads."""
+    declared = getattr(entry.view_function, "query_parameters", None)
+    if declared is not None:
+        return tuple(sorted(declared))
+    return query_parameters(module, entry.view_name)
+
+
 def _sink() -> Any:
     from chalicelib.http import query_value
 

@@ -45,6 +45,23 @@ def commands_body(count: int, version: int = BASE) -> bytes:
     )
 
 
+def profiles_body(count: int, version: int = BASE) -> bytes:
+    """`count` profile puts, one owner each: a resource every schema level holds (todos need
+    migration 5: a loader defers them on an older schema)."""
+    return b"".join(
+        make_command(
+            "put",
+            "profiles",
+            f"owner-{n}",
+            f"owner-{n}",
+            version + n,
+            f"0190b2a0-0000-7000-8001-{n:012d}",
+            {"display_name": f"name {n}"},
+        ).to_line()
+        for n in range(count)
+    )
+
+
 def count(db: Database, table: str) -> int:
     return int(db.query(f"SELECT COUNT(*) FROM {table}")[0][0])
 
@@ -246,15 +263,16 @@ def assert_migration_4_runs_again_cleanly_and_a_loader_before_it_counts_failures
     """Migration 4 adds `ingest_attempts.running` with an ALTER guarded by the column's existence
     (MySQL 8.4 has no ADD COLUMN IF NOT EXISTS): cut short after its ALTER (not recorded), it runs
     again cleanly. A loader on a schema without it (the loader deployed before `migrate`) loads,
-    and counts the loads that fail."""
+    and counts the loads that fail (of a resource that schema holds: profiles; todos wait for
+    migration 5, deferral.py)."""
     assert db.migrate() == []
-    db.query("DELETE FROM schema_migrations WHERE version = 4")
-    assert db.migrate() == [4]  # the column was there: the ALTER is skipped, the version recorded
+    db.query("DELETE FROM schema_migrations WHERE version >= 4")
+    assert db.migrate() == [4, 5, 6]  # every column was there: the ALTERs are skipped, the versions recorded
     # GIVEN the schema before migration 4
     with db.transaction() as cur:
         cur.execute("ALTER TABLE ingest_attempts DROP COLUMN running")
-        cur.execute("DELETE FROM schema_migrations WHERE version = 4")
-    body = commands_body(2)
+        cur.execute("DELETE FROM schema_migrations WHERE version >= 4")
+    body = profiles_body(2)
     # WHEN a loader fails on an object THEN it counts; and it loads the object once fixed
     with pytest.raises(RuntimeError):
         load(BatchLoader(db, Failing()), body)
@@ -263,7 +281,7 @@ def assert_migration_4_runs_again_cleanly_and_a_loader_before_it_counts_failures
     ]
     assert load(BatchLoader(db), body).applied == 2
     # AND migrate adds the column (the ALTER runs this time); a new loader records its loads there
-    assert db.migrate() == [4]
+    assert db.migrate() == [4, 5, 6]
     loader = BatchLoader(db, Failing())
     state, attempt = loader.attempts.begin("b" * 64, "bucket", "writes/x", "e", False)
     assert state == "go" and attempt.token
@@ -326,7 +344,9 @@ def assert_killed_loads_count_and_the_cli_reports_poisoned_objects(database_url:
         assert (key, attempts, last_error) == ("writes/2027/01/15/08/object", MAX_FAILED, UNFINISHED)
         # AND `load --force` (after the fix) loads it and clears the mark
         done = cli(database_url, tmp, "load", "--force", str(path))
-        assert (done.returncode, done.stdout.strip()) == (0, "applied=2 stale=0 rejected=0 skipped=0"), done.stderr
+        assert (done.returncode, done.stdout.strip()) == (0, "applied=2 stale=0 rejected=0 skipped=0 deferred=0"), (
+            done.stderr
+        )
         assert poisoned(db) == []
     finally:
         db.discard()

@@ -54,7 +54,15 @@ def repeated_keys(folder: Path, lines: int = 200_000) -> Path:
             IDS[n % 10],
             1_800_000_000_000_000 + n,
             f"0190b2a0-0000-7000-8000-{n:012d}",
-            {"title": f"t{n}", "notes": "n" * 200, "state": "open", "tags": ["a"], "due_at": None},
+            {
+                "title": f"t{n}",
+                "notes": "n" * 200,
+                "state": "open",
+                "tags": ["a"],
+                "due_at": None,
+                "priority": 3,
+                "list_id": None,
+            },
         ).to_line()
         for n in range(lines)
     )
@@ -104,9 +112,9 @@ def limit_for(database_url: str, tmp: Path) -> int:
 def assert_loads_within(database_url: str, tmp: Path) -> None:
     limit = limit_for(database_url, tmp)
     expected = {
-        newline_bomb(tmp): "applied=0 stale=0 rejected=0 skipped=0",
-        reject_bomb(tmp): "applied=0 stale=0 rejected=600000 skipped=0",
-        repeated_keys(tmp): "applied=10 stale=199990 rejected=0 skipped=0",
+        newline_bomb(tmp): "applied=0 stale=0 rejected=0 skipped=0 deferred=0",
+        reject_bomb(tmp): "applied=0 stale=0 rejected=600000 skipped=0 deferred=0",
+        repeated_keys(tmp): "applied=10 stale=199990 rejected=0 skipped=0 deferred=0",
     }
     for path, line in expected.items():
         status, output, _ = cli_load(database_url, path, limit, tmp)

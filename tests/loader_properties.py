@@ -8,13 +8,15 @@ at a time in (version, op_id) order. Every column is compared, tombstones and cr
 included. The rows are also checked against a model written from the contract alone.
 
 What varies (see `histories` and `deliveries`):
-- commands: puts and deletes of a few keys, several owners, both resources (todos, profiles),
-  equal versions with different op_ids;
+- commands: puts and deletes of a few keys, several owners, every declared resource (todos,
+  lists, profiles; every field drawn from its declaration by tests/factories.py), equal versions
+  with different op_ids;
 - each delivery: how the commands are split into objects, the order of objects and of lines, the
   same object loaded again (skipped by the ledger, or forced), a command repeated in other
   objects, junk lines, GZIP by content, commands concatenated without newlines (as Firehose
-  does), and equivalent spellings of a line (`at` in another offset, defaults left out, due_at in
-  another offset), which must all land the same.
+  does), and equivalent spellings of a line (`at` in another offset, defaults left out, date-times
+  in another offset, a version-1 line for a command that has only version-1 fields and defaults),
+  which must all land the same.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from chalicelib.commands import WriteCommand, make_command
 from chalicelib.db.database import Database
 from chalicelib.ids import parse_rfc3339
 from chalicelib.loader import BatchLoader, local_etag
-from chalicelib.models import validate_profile, validate_todo
+from chalicelib.resources import RESOURCES
+from chalicelib.rows import table
+from tests.factories import older, small_documents, without_defaults
 
 OWNERS = ("alice", "bob", "carol-ü")
 TODO_IDS = (
@@ -41,32 +45,8 @@ TODO_IDS = (
     "ffffffff-0000-7000-8000-000000000003",
 )
 BASE_VERSION = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z in microseconds
-TABLES = ("todos", "profiles", "ingest_batches", "ingest_rejects")
-TODO_COLUMNS = "owner, id, title, notes, state, tags, due_at, version, op_id, deleted, created_at, updated_at"
-PROFILE_COLUMNS = "owner, display_name, locale, timezone, version, op_id, deleted, created_at, updated_at"
-JUNK_LINES = (b"not json at all", b'{"v": 2}', b"[1, 2, 3]", b'{"v": 1, "op": "put"}', b"\xff\xfe broken")
-
-# -- strategies ------------------------------------------------------------------------------------
-TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
-TODO_DATA = st.fixed_dictionaries(
-    {
-        "title": st.one_of(st.sampled_from(["a", "b", "buy milk"]), TEXT.filter(bool)),
-        "notes": st.one_of(st.just(""), TEXT),
-        "state": st.sampled_from(["open", "done"]),
-        "tags": st.lists(st.sampled_from(["home", "work", "x-1", "a_b"]), unique=True, max_size=3),
-        "due_at": st.one_of(
-            st.none(),
-            st.sampled_from(["2030-01-01T10:00:00+01:00", "2030-01-01T09:00:00Z", "2031-06-30T23:59:59.5-07:30"]),
-        ),
-    }
-).map(validate_todo)
-PROFILE_DATA = st.fixed_dictionaries(
-    {
-        "display_name": st.one_of(st.sampled_from(["Alice", "Bob"]), TEXT.filter(bool)),
-        "locale": st.sampled_from(["en", "pt-BR", "fr"]),
-        "timezone": st.sampled_from(["UTC", "Europe/Paris", "America/Argentina/Buenos_Aires"]),
-    }
-).map(validate_profile)
+TABLES = (*RESOURCES, "ingest_batches", "ingest_rejects")
+JUNK_LINES = (b"not json at all", b'{"v": 0}', b"[1, 2, 3]", b'{"v": 1, "op": "put"}', b"\xff\xfe broken")
 
 
 @st.composite
@@ -76,12 +56,12 @@ def histories(draw: st.DrawFn, max_commands: int = 12) -> list[WriteCommand]:
     op_ids = draw(st.lists(st.uuids(), min_size=size, max_size=size, unique=True))
     history = []
     for op_id in op_ids:
-        resource = draw(st.sampled_from(("todos", "todos", "profiles")))
+        resource = draw(st.sampled_from(("todos", "todos", *RESOURCES)))
         owner = draw(st.sampled_from(OWNERS))
-        id_ = draw(st.sampled_from(TODO_IDS)) if resource == "todos" else owner
+        id_ = draw(st.sampled_from(TODO_IDS)) if RESOURCES[resource].by_id else owner
         op = draw(st.sampled_from(("put", "put", "delete")))
         version = BASE_VERSION + draw(st.integers(0, 4)) * draw(st.sampled_from((1, 1_000_000)))
-        data = None if op == "delete" else draw(TODO_DATA if resource == "todos" else PROFILE_DATA)
+        data = None if op == "delete" else draw(small_documents(resource))
         history.append(make_command(op, resource, owner, id_, version, str(op_id), data))
     return history
 
@@ -135,27 +115,31 @@ def respelled(timestamp: str, hours: int, separator: str = "T") -> str:
 def render(command: WriteCommand, spelling: int) -> bytes:
     """One line of the command, in one of several spellings that all mean the same command."""
     line = json.loads(command.to_line())
+    declared = RESOURCES[command.resource]
     if spelling == 1:
         line["at"] = respelled(command.at, 2)
+        if version_1_holds(command):
+            line = older(line, 1)
     elif spelling == 2 and command.data is not None:
-        line["data"] = {k: v for k, v in command.data.items() if _DEFAULTS.get(k, _MISSING) != v}
+        line["data"] = without_defaults(command.resource, command.data)
     elif spelling == 3:
         line["at"] = respelled(command.at, -5, "t")
-        if command.data is not None and command.data.get("due_at"):
-            line["data"]["due_at"] = respelled(command.data["due_at"], 9)
+        for name, rule in declared.rules().items():
+            if rule.kind == "datetime" and command.data is not None and command.data.get(name):
+                line["data"][name] = respelled(command.data[name], 9)
     items = list(line.items())
     return json.dumps(dict(reversed(items) if spelling % 2 else items), ensure_ascii=spelling == 2).encode()
 
 
-_MISSING = object()
-_DEFAULTS: dict[str, Any] = {
-    "notes": "",
-    "state": "open",
-    "tags": [],
-    "due_at": None,
-    "locale": "en",
-    "timezone": "UTC",
-}
+def version_1_holds(command: WriteCommand) -> bool:
+    """Whether a version-1 writer could have written this command: its resource existed then, and
+    the fields added since hold their defaults."""
+    declared = RESOURCES[command.resource]
+    if declared.since > 1:
+        return False
+    defaults = declared.defaults()
+    newer = [name for name, rule in declared.rules().items() if rule.since > 1]
+    return command.data is None or all(command.data[name] == defaults[name] for name in newer)
 
 
 def junk_lines(delivery: Delivery, index: int) -> int:
@@ -213,13 +197,12 @@ def _text(value: Any) -> Any:
 
 
 def snapshot(db: Database) -> dict[str, list[tuple[Any, ...]]]:
-    """Every column of every row of both resource tables, in a dialect-independent form."""
-    todos = db.query(f"SELECT {TODO_COLUMNS} FROM todos")
-    profiles = db.query(f"SELECT {PROFILE_COLUMNS} FROM profiles")
-    return {
-        "todos": sorted(tuple(_text(v) for v in row) for row in todos),
-        "profiles": sorted(tuple(_text(v) for v in row) for row in profiles),
-    }
+    """Every column of every row of every resource table, in a dialect-independent form."""
+    out = {}
+    for name in RESOURCES:
+        rows = db.query(f"SELECT {', '.join(table(name).columns)} FROM {name}")
+        out[name] = sorted(tuple(_text(v) for v in row) for row in rows)
+    return out
 
 
 def truncate(db: Database) -> None:
@@ -251,41 +234,24 @@ def model(history: list[WriteCommand]) -> dict[tuple[str, str, str], dict[str, A
 def check_against_model(rows: dict[str, list[tuple[Any, ...]]], history: list[WriteCommand]) -> None:
     expected = model(history)
     seen = set()
-    for row in rows["todos"]:
-        owner, id_, title, notes, state, tags, due_at, version, op_id, deleted, created, updated = row
-        want = expected[("todos", owner, id_)]
-        seen.add(("todos", owner, id_))
-        assert (int(version), op_id, int(deleted), created, updated) == (
-            want["version"],
-            want["op_id"],
-            want["deleted"],
-            want["created_at"],
-            want["updated_at"],
-        )
-        if not want["deleted"]:
-            data = want["data"]
-            assert (title, notes, state, json.loads(tags), due_at) == (
-                data["title"],
-                data["notes"],
-                data["state"],
-                data["tags"],
-                data["due_at"],
+    for name, declared in RESOURCES.items():
+        columns = table(name).columns
+        lists = {f for f, rule in declared.rules().items() if rule.kind == "list"}
+        for values in rows[name]:
+            row = dict(zip(columns, values, strict=True))
+            key = (name, row["owner"], row["id"] if declared.by_id else row["owner"])
+            want = expected[key]
+            seen.add(key)
+            assert (int(row["version"]), row["op_id"], int(row["deleted"]), row["created_at"], row["updated_at"]) == (
+                want["version"],
+                want["op_id"],
+                want["deleted"],
+                want["created_at"],
+                want["updated_at"],
             )
-    for row in rows["profiles"]:
-        owner, display_name, locale, zone, version, op_id, deleted, created, updated = row
-        want = expected[("profiles", owner, owner)]
-        seen.add(("profiles", owner, owner))
-        assert (int(version), op_id, int(deleted), created, updated) == (
-            want["version"],
-            want["op_id"],
-            want["deleted"],
-            want["created_at"],
-            want["updated_at"],
-        )
-        if not want["deleted"]:
-            assert (display_name, locale, zone) == tuple(
-                want["data"][k] for k in ("display_name", "locale", "timezone")
-            )
+            if not want["deleted"]:
+                data = {f: json.loads(row[f]) if f in lists else row[f] for f in declared.field_names}
+                assert data == want["data"]
     assert seen == set(expected), "every key of the history has exactly one row"
 
 

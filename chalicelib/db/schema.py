@@ -1,8 +1,16 @@
-"""Versioned, idempotent migrations: the same schema in SQLite and MySQL/MariaDB.
+"""Versioned, idempotent, additive migrations: the same schema in SQLite and MySQL/MariaDB.
 
-Each migration is a list of statements per dialect; `schema_migrations` records what ran.
-Timestamps are kept as fixed-width UTC text in SQLite and DATETIME(6) in MySQL, so that their
-order is the time order in both (the loader takes LEAST(created_at, ...)).
+Each migration is a list of statements per dialect; `schema_migrations` records what ran, and its
+newest version is the database's migration level (`migration_level`). On MySQL/MariaDB every DDL
+statement commits by itself, so each is idempotent on its own: `CREATE ... IF NOT EXISTS`, and an
+`ALTER` (`AddColumn`, `AddIndex`) runs only when `information_schema` says it has not yet (MySQL
+8.4 has no `ADD COLUMN IF NOT EXISTS`; tests/unit/test_migrations.py forbids MariaDB-only
+syntax). Timestamps are kept as fixed-width UTC text in SQLite and DATETIME(6) in MySQL, so that
+their order is the time order in both (the loader takes LEAST(created_at, ...)).
+
+`SCHEMA_LEVELS` says from which level the tables hold the commands of each command schema
+version (`resources.SCHEMA_VERSION`, CONTRACT section 4): a loader defers an object the
+database cannot hold yet (chalicelib/loader/deferral.py) instead of failing on a missing column.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from chalicelib.identity import MAX_SUB_CHARS
 
 if TYPE_CHECKING:
+    from chalicelib.db.database import Database
     from chalicelib.resources import Resource
 
 MYSQL_TABLE = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
@@ -45,12 +54,35 @@ def has_column(cur: Any, dialect: str, table: str, column: str) -> bool:
     if dialect == "sqlite":
         cur.execute(f"PRAGMA table_info({table})")
         return any(row[1] == column for row in cur.fetchall())
+    return _listed(cur, "COLUMNS", "COLUMN_NAME", table, column)
+
+
+def _listed(cur: Any, view: str, name_column: str, table: str, name: str) -> bool:
+    """MySQL/MariaDB: whether information_schema.`view` lists `name` for this database's `table`."""
     cur.execute(
-        "SELECT COUNT(*) FROM information_schema.COLUMNS "
-        "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND COLUMN_NAME = %s",
-        (table, column),
+        f"SELECT COUNT(*) FROM information_schema.{view} "
+        f"WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND {name_column} = %s",
+        (table, name),
     )
     return int(cur.fetchone()[0]) > 0
+
+
+class AddIndex(str):
+    """MySQL/MariaDB: `ALTER TABLE table ADD INDEX index (columns)`, run only when the table has no
+    index of that name yet (MySQL 8.4 has no `ADD INDEX IF NOT EXISTS`; SQLite migrations write
+    `CREATE INDEX IF NOT EXISTS`)."""
+
+    table: str
+    name: str
+
+    def __new__(cls, table: str, name: str, columns: str) -> AddIndex:
+        statement = super().__new__(cls, f"ALTER TABLE {table} ADD INDEX {name} ({columns})")
+        statement.table, statement.name = table, name
+        return statement
+
+
+def has_index(cur: Any, table: str, name: str) -> bool:
+    return _listed(cur, "STATISTICS", "INDEX_NAME", table, name)
 
 
 # The migration whose `ingest_attempts.running` lists the loads of an object under way
@@ -175,7 +207,92 @@ MIGRATIONS: list[tuple[int, str, dict[str, list[str]]]] = [
             ],
         },
     ),
+    (
+        5,
+        "command schema version 2: todos.priority and todos.list_id (with the index of ?list_id=), lists",
+        {
+            "sqlite": [
+                AddColumn("todos", "priority", "INTEGER NOT NULL DEFAULT 3"),
+                AddColumn("todos", "list_id", "TEXT NULL"),
+                "CREATE INDEX IF NOT EXISTS todos_list ON todos (owner, list_id, id)",
+                """CREATE TABLE IF NOT EXISTS lists (
+                    owner TEXT NOT NULL, id TEXT NOT NULL,
+                    name TEXT NOT NULL, position INTEGER NOT NULL,
+                    version INTEGER NOT NULL, op_id TEXT NOT NULL, deleted INTEGER NOT NULL,
+                    created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+                    PRIMARY KEY (owner, id)) WITHOUT ROWID""",
+            ],
+            "mysql": [
+                AddColumn("todos", "priority", "TINYINT NOT NULL DEFAULT 3"),
+                AddColumn("todos", "list_id", f"CHAR(36) {ASCII_BIN} NULL"),
+                AddIndex("todos", "todos_list", "owner, list_id, id"),
+                f"""CREATE TABLE IF NOT EXISTS lists (
+                    owner VARCHAR(128) CHARACTER SET utf8mb4 COLLATE {OWNER_COLLATION} NOT NULL,
+                    id CHAR(36) {ASCII_BIN} NOT NULL,
+                    name VARCHAR(100) NOT NULL, position INT NOT NULL,
+                    version BIGINT NOT NULL,
+                    op_id CHAR(36) {ASCII_BIN} NOT NULL,
+                    deleted TINYINT NOT NULL,
+                    created_at DATETIME(6) NOT NULL, updated_at DATETIME(6) NOT NULL,
+                    PRIMARY KEY (owner, id)) {MYSQL_TABLE}""",
+            ],
+        },
+    ),
+    (
+        6,
+        "ingest_deferrals: objects left for a newer loader or schema, and what each waits for",
+        {
+            "sqlite": [
+                """CREATE TABLE IF NOT EXISTS ingest_deferrals (
+                    batch_id TEXT NOT NULL PRIMARY KEY,
+                    bucket TEXT NOT NULL, object_key TEXT NOT NULL, etag TEXT NOT NULL,
+                    needs_version INTEGER NOT NULL, needs_level INTEGER NOT NULL,
+                    reason TEXT NOT NULL, deferred_at TEXT NOT NULL)""",
+            ],
+            "mysql": [
+                f"""CREATE TABLE IF NOT EXISTS ingest_deferrals (
+                    batch_id CHAR(64) {ASCII_BIN} NOT NULL PRIMARY KEY,
+                    bucket VARCHAR(255) NOT NULL, object_key VARCHAR(1024) NOT NULL,
+                    etag VARCHAR(128) NOT NULL,
+                    needs_version INT NOT NULL, needs_level INT NOT NULL,
+                    reason VARCHAR(512) NOT NULL, deferred_at DATETIME(6) NOT NULL) {MYSQL_TABLE}""",
+            ],
+        },
+    ),
 ]
+
+# From which migration level the tables hold the commands of each command schema version.
+SCHEMA_LEVELS = {1: 1, 2: 5}
+DEFERRALS_LEVEL = 6  # ingest_deferrals exists from here
+
+
+def level_for(schema_version: int) -> int:
+    """The migration level whose tables hold commands of `schema_version`."""
+    return SCHEMA_LEVELS[schema_version]
+
+
+LEVEL_QUERY = "SELECT MAX(version) FROM schema_migrations"
+
+
+def level_of(cur: Any) -> int:
+    """The migration level, read on a cursor: the newest recorded migration (0 before any)."""
+    cur.execute(LEVEL_QUERY)
+    return int(cur.fetchone()[0] or 0)
+
+
+def migration_level(db: Database) -> int:
+    """The database's migration level, read in a query of its own (0 before any migration, even
+    of schema_migrations itself)."""
+    from chalicelib.errors import DatabaseUnavailable
+
+    try:
+        rows = db.query(LEVEL_QUERY)
+    except DatabaseUnavailable:
+        raise
+    except Exception:  # noqa: BLE001 - no schema_migrations table: nothing migrated yet
+        return 0
+    return int(rows[0][0] or 0) if rows else 0
+
 
 LEDGER_TABLE = {
     "sqlite": """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -190,11 +307,12 @@ MIGRATE_LOCK = "sluice_migrate"
 MIGRATE_LOCK_SECONDS = 30  # under the master's read timeout (40 s): a wait ends as an answer
 
 
-def migrate(conn: Any, dialect: str, now: str) -> list[int]:
-    """Apply every migration not yet recorded. Returns the versions applied now.
+def migrate(conn: Any, dialect: str, now: str, upto: int | None = None) -> list[int]:
+    """Apply every migration not yet recorded (up to `upto`, when given: tests of upgrades).
+    Returns the versions applied now.
 
     On MySQL/MariaDB each DDL statement commits by itself, so a migration is made idempotent
-    statement by statement (IF NOT EXISTS; `AddColumn` asks whether the column exists) and
+    statement by statement (IF NOT EXISTS; `AddColumn` and `AddIndex` ask whether it exists) and
     recorded last; two `migrate` runs at once are
     serialised with a named lock, so the second finds the work done.
     """
@@ -210,14 +328,10 @@ def migrate(conn: Any, dialect: str, now: str) -> list[int]:
         done = {int(row[0]) for row in cur.fetchall()}
         applied = []
         for version, description, statements in sorted(MIGRATIONS, key=lambda m: m[0]):
-            if version in done:
+            if version in done or (upto is not None and version > upto):
                 continue
             for statement in statements[dialect]:
-                if isinstance(statement, AddColumn) and has_column(cur, dialect, statement.table, statement.column):
-                    continue
-                if OWNER_COLLATION in statement:
-                    statement = statement.replace(OWNER_COLLATION, nopad_bin_collation(cur))
-                cur.execute(statement)
+                run_statement(cur, dialect, statement)
             cur.execute(
                 f"INSERT INTO schema_migrations (version, description, applied_at) VALUES ({mark}, {mark}, {mark})",
                 (version, description, now),
@@ -229,6 +343,18 @@ def migrate(conn: Any, dialect: str, now: str) -> list[int]:
             cur.execute("SELECT RELEASE_LOCK(%s)", (MIGRATE_LOCK,))
             cur.fetchall()
     return applied
+
+
+def run_statement(cur: Any, dialect: str, statement: str) -> None:
+    """Run one migration statement: an `AddColumn` or `AddIndex` only when what it adds is missing;
+    the owner collation mark replaced by the server's NO PAD binary collation."""
+    if isinstance(statement, AddColumn) and has_column(cur, dialect, statement.table, statement.column):
+        return
+    if isinstance(statement, AddIndex) and has_index(cur, statement.table, statement.name):
+        return
+    if OWNER_COLLATION in statement:
+        statement = statement.replace(OWNER_COLLATION, nopad_bin_collation(cur))
+    cur.execute(statement)
 
 
 def nopad_bin_collation(cur: Any) -> str:
@@ -245,36 +371,41 @@ def nopad_bin_collation(cur: Any) -> str:
     raise RuntimeError(f"the server has none of {', '.join(NOPAD_BIN_COLLATIONS)}: owners cannot compare exactly")
 
 
-def owner_collation(cur: Any) -> str:
-    """The collation todos.owner has now (a table made with another collation must match it)."""
+def owner_collation(cur: Any, table: str = "todos") -> str:
+    """The collation `table`.owner has now (a table made with another collation must match it)."""
     cur.execute(
         "SELECT COLLATION_NAME FROM information_schema.COLUMNS "
-        "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'todos' AND COLUMN_NAME = 'owner'"
+        "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND COLUMN_NAME = 'owner'",
+        (table,),
     )
     row = cur.fetchone()
     return str(row[0]) if row and row[0] else "utf8mb4_bin"
 
 
 def table_ddl(resource: Resource, dialect: str) -> str:
-    """CREATE TABLE for a declared resource, in the layout of todos and profiles: its key, one
-    column per declared field (MySQL types from the declaration, TEXT in SQLite), then the
-    winning command's version and op_id, the tombstone flag and the two timestamps. The statement
-    a new resource's migration adds (docs/architecture.md, "Adding a resource")."""
-    nulls = {name: "NULL" if rule.nullable else "NOT NULL" for name, rule in resource.rules().items()}
+    """CREATE TABLE for a declared resource, in the layout of todos and lists: its key, one
+    column per declared field (MySQL types from the declaration; TEXT, or INTEGER for integers,
+    in SQLite), then the winning command's version and op_id, the tombstone flag and the two
+    timestamps. A new resource's migration writes it out (docs/architecture.md, "How to add a
+    field / a resource"); tests/unit/test_resources.py holds every migrated table to it. On
+    MySQL the owner's collation is the mark `run_statement` replaces."""
+    rules = resource.rules()
+    nulls = {name: "NULL" if rule.nullable else "NOT NULL" for name, rule in rules.items()}
     primary = "PRIMARY KEY (owner, id)" if resource.by_id else "PRIMARY KEY (owner)"
     if dialect == "sqlite":
         key = "owner TEXT NOT NULL, id TEXT NOT NULL" if resource.by_id else "owner TEXT NOT NULL"
-        columns = [f"{name} TEXT {null}" for name, null in nulls.items()]
+        types = {name: "INTEGER" if rule.kind == "integer" else "TEXT" for name, rule in rules.items()}
+        columns = [f"{name} {types[name]} {null}" for name, null in nulls.items()]
         tail = (
             "version INTEGER NOT NULL, op_id TEXT NOT NULL, deleted INTEGER NOT NULL, "
             "created_at TEXT NOT NULL, updated_at TEXT NOT NULL"
         )
         end = ") WITHOUT ROWID"
     else:
-        key = f"owner VARCHAR({MAX_SUB_CHARS}) NOT NULL" + (
+        key = f"owner VARCHAR({MAX_SUB_CHARS}) CHARACTER SET utf8mb4 COLLATE {OWNER_COLLATION} NOT NULL" + (
             f", id CHAR(36) {ASCII_BIN} NOT NULL" if resource.by_id else ""
         )
-        columns = [f"{name} {rule.mysql} {nulls[name]}" for name, rule in resource.rules().items()]
+        columns = [f"{name} {rule.mysql} {nulls[name]}" for name, rule in rules.items()]
         tail = (
             f"version BIGINT NOT NULL, op_id CHAR(36) {ASCII_BIN} NOT NULL, deleted TINYINT NOT NULL, "
             "created_at DATETIME(6) NOT NULL, updated_at DATETIME(6) NOT NULL"

@@ -3,7 +3,8 @@
 Rules (CONTRACT section 5): for each (resource, owner, id) the command with the greatest
 (version, op_id) wins whatever the order; deletes leave tombstones; an object already in the
 ledger `ingest_batches` is skipped unless forced; bad lines go to `ingest_rejects` and never stop
-the rest of the object.
+the rest of the object; an object holding a command of a newer schema version, or one the
+database's schema cannot hold yet, is deferred whole (deferral.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from chalicelib.config import DEFAULT_LOADER_MAX_OBJECT_BYTES
 from chalicelib.db.database import Database, utc_now_stored
 from chalicelib.errors import DatabaseUnavailable, ObjectUnavailable
 from chalicelib.loader.attempts import Attempt, Attempts
+from chalicelib.loader.deferral import DeferralLog, Deferred, SchemaGate
 from chalicelib.loader.gate import LoadGate
 
 if TYPE_CHECKING:  # parsing and applying are imported on first load: a GET never needs them
@@ -45,6 +47,7 @@ class LoadResult:
     objects: int = 0
     too_large: int = 0  # objects refused whole (LOADER_MAX_OBJECT_BYTES): one reject each
     poisoned: int = 0  # poisoned objects left alone (not forced)
+    deferred: int = 0  # objects left for a newer loader or schema (deferral.py)
 
     def add(self, other: LoadResult) -> None:
         self.applied += other.applied
@@ -54,9 +57,13 @@ class LoadResult:
         self.objects += other.objects
         self.too_large += other.too_large
         self.poisoned += other.poisoned
+        self.deferred += other.deferred
 
     def line(self) -> str:
-        return f"applied={self.applied} stale={self.stale} rejected={self.rejected} skipped={self.skipped}"
+        return (
+            f"applied={self.applied} stale={self.stale} rejected={self.rejected} skipped={self.skipped} "
+            f"deferred={self.deferred}"
+        )
 
 
 def ledger_key(key: str) -> str:
@@ -99,6 +106,8 @@ class BatchLoader:
         self.max_object_bytes = max_object_bytes
         self.attempts = Attempts(db)
         self.gate = LoadGate(db)
+        self.schema = SchemaGate(db)  # what the database's schema can hold (deferral.py)
+        self.deferrals = DeferralLog(db, self.schema)
         # Called after a load commits with the changes for the read cache (CacheInvalidator).
         self.on_commit = on_commit
 
@@ -137,6 +146,10 @@ class BatchLoader:
     def poisoned_count(self) -> int:
         return self.attempts.poisoned_count()
 
+    def waiting_ids(self, ids: list[str]) -> set[str]:
+        """Which of these batch ids are deferred objects still waiting (deferral.py)."""
+        return self.deferrals.waiting(ids)
+
     def load(self, bucket: str, key: str, etag: str, body: Body, force: bool = False) -> LoadResult:
         """Load one object: its bytes, or a function that opens it as a binary stream (called
         again if the transaction is retried). The object is read as a stream inside the
@@ -144,7 +157,9 @@ class BatchLoader:
 
         Raises DatabaseUnavailable (nothing applied) when the master fails, ObjectUnavailable
         when the object cannot be read. Each attempt is recorded first (attempts.py): a poisoned
-        object is left alone unless forced (the result counts it in `poisoned`)."""
+        object is left alone unless forced (the result counts it in `poisoned`). An object this
+        loader or its database cannot hold yet is left whole, its attempt not counted, and
+        recorded for the reconciler (the result counts it in `deferred`)."""
         bid = batch_id(key, etag)
         lkey = _storable(ledger_key(key))[:1024]
         state, attempt = self.attempts.begin(bid, bucket, lkey, etag.strip('"')[:128], force)
@@ -154,7 +169,12 @@ class BatchLoader:
             log.warning("object s3://%s/%s is poisoned: left alone (replay --force retries it)", bucket, key)
             return LoadResult(poisoned=1, objects=1)
         try:
-            result, touched = self._load_stream(bucket, key, etag, body, force, attempt)
+            result, touched = self._load_stream(bucket, key, etag, body, force, attempt, self.schema.blocked())
+        except Deferred as exc:  # rolled back: nothing of it applied, no ledger entry, no rejects
+            self.attempts.deferred(attempt, exc.reason)
+            self.deferrals.record(bid, (bucket, _storable(key)[:1024], etag.strip('"')[:128]), exc)
+            log.warning("object s3://%s/%s deferred: %s", bucket, key, exc.reason)
+            return LoadResult(deferred=1, objects=1)
         except Exception as exc:
             if isinstance(exc, (DatabaseUnavailable, ObjectUnavailable)):
                 self.attempts.given_back(attempt)
@@ -168,7 +188,14 @@ class BatchLoader:
         return result
 
     def _load_stream(
-        self, bucket: str, key: str, etag: str, body: Body, force: bool, attempt: Attempt | None = None
+        self,
+        bucket: str,
+        key: str,
+        etag: str,
+        body: Body,
+        force: bool,
+        attempt: Attempt | None = None,
+        blocked: dict[str, int] | None = None,
     ) -> tuple[LoadResult, Touched | None]:
         from chalicelib.loader.apply import Touched
         from chalicelib.loader.reject_lines import Reject
@@ -180,7 +207,10 @@ class BatchLoader:
             stream = LineStream(body() if callable(body) else body, limit=self.max_object_bytes)
             if touched is not None:  # a retried transaction starts over
                 touched.clear()
-            applied, stale = self._apply_stream(cur, stream, quarantine, touched)
+            if blocked:  # the schema is behind this loader (a deploy before migrate): read it all first
+                applied, stale = self._apply_gated(cur, stream, quarantine, touched, blocked)
+            else:
+                applied, stale = self._apply_stream(cur, stream, quarantine, touched)
             problem = stream.problem_reject()  # recorded here only, whichever path the object took
             if problem is not None:
                 quarantine.add([problem])
@@ -199,6 +229,21 @@ class BatchLoader:
             result = self._load(bucket, key, etag, force, refuse, attempt)
             result.too_large = 0 if result.skipped else 1
             return result, None
+
+    def _apply_gated(
+        self, cur: Any, stream: LineStream, quarantine: Quarantine, touched: Touched | None, blocked: dict[str, int]
+    ) -> tuple[int, int]:
+        """While the database's schema is behind this loader: fold the whole object, and defer it
+        if it names a resource the schema cannot hold yet; otherwise apply its winners."""
+        from chalicelib.loader.apply import read_folded
+
+        folded = read_folded(stream, quarantine)
+        self.schema.check({key[0] for key in folded.winners}, blocked)
+        winners = list(folded.winners.values())
+        if touched is not None:
+            touched.add(folded.winners, folded.earliest)
+        applied, stale = self.applier.apply(cur, winners, touched.written if touched is not None else None)
+        return applied, stale + folded.superseded
 
     def _apply_stream(self, cur: Any, stream: LineStream, quarantine: Quarantine, touched: Touched | None) -> Any:
         apply_stream = getattr(self.applier, "apply_stream", None)

@@ -9,7 +9,6 @@ it does not depend on the order objects arrive in.
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from chalicelib.db.database import Database
 from chalicelib.loader.parsing import parsed_batches
 from chalicelib.loader.streaming import LineStream
 from chalicelib.ordering import newer
-from chalicelib.resources import PROFILES, RESOURCES, Resource
+from chalicelib.rows import Table, table
 
 if TYPE_CHECKING:
     from chalicelib.loader import Quarantine
@@ -28,84 +27,9 @@ if TYPE_CHECKING:
 CHUNK = 500
 
 
-class ResourceTable:
-    def __init__(self, name: str, key_columns: tuple[str, ...], data_columns: tuple[str, ...]) -> None:
-        self.name = name
-        self.key_columns = key_columns
-        self.data_columns = data_columns
-        self.columns = key_columns + data_columns + ("version", "op_id", "deleted", "created_at", "updated_at")
-
-    def row(self, command: WriteCommand, created_at: str) -> tuple[Any, ...]:
-        keys = (command.owner, command.id) if len(self.key_columns) == 2 else (command.owner,)
-        return (
-            keys
-            + self.values(command)
-            + (
-                command.version,
-                command.op_id,
-                1 if command.op == "delete" else 0,
-                created_at,
-                command.stored_at,
-            )
-        )
-
-    def values(self, command: WriteCommand) -> tuple[Any, ...]:
-        raise NotImplementedError
-
-
-class TodoTable(ResourceTable):
-    def __init__(self) -> None:
-        super().__init__("todos", ("owner", "id"), ("title", "notes", "state", "tags", "due_at"))
-
-    def values(self, command: WriteCommand) -> tuple[Any, ...]:
-        data = command.data
-        if data is None:
-            return ("", "", "open", "[]", None)
-        return (
-            data["title"],
-            data["notes"],
-            data["state"],
-            json.dumps(data["tags"], separators=(",", ":")),
-            data["due_at"],
-        )
-
-
-class DeclaredTable(ResourceTable):
-    """A resource's table made from its declaration (chalicelib.resources): one column per field,
-    lists stored as compact JSON; a tombstone keeps each field's default ("" where none)."""
-
-    def __init__(self, resource: Resource) -> None:
-        keys = ("owner", "id") if resource.by_id else ("owner",)
-        super().__init__(resource.name, keys, resource.field_names)
-        self._lists = tuple(rule.kind == "list" for rule in resource.rules().values())
-        defaults = resource.defaults()
-        self._empty = tuple(
-            _stored(defaults.get(name, ""), is_list)
-            for name, is_list in zip(self.data_columns, self._lists, strict=True)
-        )
-
-    def values(self, command: WriteCommand) -> tuple[Any, ...]:
-        data = command.data
-        if data is None:
-            return self._empty
-        return tuple(_stored(data[name], is_list) for name, is_list in zip(self.data_columns, self._lists, strict=True))
-
-
-def _stored(value: Any, is_list: bool) -> Any:
-    return json.dumps(value, separators=(",", ":")) if is_list else value
-
-
-# todos keep their hand-written table (the loader's hot path); tests/unit/test_resources.py holds
-# it to DeclaredTable(TODOS).
-TABLES: dict[str, ResourceTable] = {"todos": TodoTable(), "profiles": DeclaredTable(PROFILES)}
-
-
-def table_for(resource: str) -> ResourceTable:
-    """The table of a declared resource."""
-    table = TABLES.get(resource)
-    if table is None:
-        table = TABLES[resource] = DeclaredTable(RESOURCES[resource])
-    return table
+def table_for(resource: str) -> Table:
+    """The table of a declared resource (its columns and generated row writers: chalicelib.rows)."""
+    return table(resource)
 
 
 Key3 = tuple[str, str, str]
@@ -245,7 +169,7 @@ class SqlApplier(Applier):
         return applied, stale
 
     def _stored(
-        self, cur: Any, table: ResourceTable, keys: list[tuple[str, str, str]]
+        self, cur: Any, table: Table, keys: list[tuple[str, str, str]]
     ) -> dict[tuple[str, ...], tuple[int, str, Any]]:
         if len(table.key_columns) == 2:
             if self.dialect == "sqlite":
@@ -278,7 +202,7 @@ class SqlApplier(Applier):
     def _apply_chunk(
         self,
         cur: Any,
-        table: ResourceTable,
+        table: Table,
         keys: list[tuple[str, str, str]],
         winners: dict[tuple[str, str, str], WriteCommand],
         earliest: dict[tuple[str, str, str], str],
@@ -303,7 +227,7 @@ class SqlApplier(Applier):
             if earliest[key] < _stored_text(have[2]):
                 older_created.append((earliest[key],) + skey)
         if rows:
-            cur.executemany(self._upsert_sql(table), rows)
+            cur.executemany(self.upsert_sql(table), rows)
         if older_created:
             # Guarded like the upsert: never raise created_at, whatever was read.
             where = " AND ".join(f"{c} = {self.db.mark}" for c in table.key_columns)
@@ -314,7 +238,7 @@ class SqlApplier(Applier):
             )
         return len(rows), stale
 
-    def _upsert_sql(self, table: ResourceTable) -> str:
+    def upsert_sql(self, table: Table) -> str:
         cols = ", ".join(table.columns)
         marks = ", ".join([self.db.mark] * len(table.columns))
         keys = ", ".join(table.key_columns)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.db.database import Database, utc_now_stored
-from chalicelib.db.schema import RUNNING_CHARS, RUNNING_LOADS_MIGRATION
+from chalicelib.db.schema import RUNNING_CHARS, RUNNING_LOADS_MIGRATION, level_of
 from chalicelib.errors import DatabaseUnavailable
 from chalicelib.loader.liveness import DIED, RUNNING, liveness_for
 
@@ -190,8 +190,7 @@ class Attempts:
         if self._checked_at is not None and now - self._checked_at < SCHEMA_CHECK_SECONDS:
             return False
         self._checked_at = now
-        cur.execute("SELECT MAX(version) FROM schema_migrations")
-        self._tracks = int(cur.fetchone()[0] or 0) >= RUNNING_LOADS_MIGRATION
+        self._tracks = level_of(cur) >= RUNNING_LOADS_MIGRATION
         if not self._tracks:
             log.warning("ingest_attempts has no `running` yet (run migrate): only failed loads count")
         return self._tracks
@@ -237,6 +236,14 @@ class Attempts:
                     return
             self.sleep(pause)
             pause = min(1.0, pause * 2)
+
+    def deferred(self, attempt: Attempt, reason: str) -> None:
+        """The object was left for a newer loader or schema (deferral.py): its attempt does not
+        count, and `last_error` says why it waits. Never raises."""
+        try:
+            self._end(attempt, False, _storable(f"deferred: {reason}")[:MAX_ERROR_CHARS])
+        except Exception:  # the token stays behind for the next load to judge
+            log.info("could not record the deferral of %s", attempt.key, exc_info=True)
 
     def end(self, attempt: Attempt) -> None:
         """After the attempt ended, whichever way: it no longer shows itself alive. Never raises."""

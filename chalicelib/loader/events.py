@@ -129,6 +129,7 @@ def handle_s3_event(
         "stale": total.stale,
         "rejected": total.rejected,
         "skipped": total.skipped,
+        "deferred": total.deferred,
         "objects": total.objects,
     }
 
@@ -145,4 +146,5 @@ def _emit(record: S3Record, result: LoadResult, started: float) -> None:
         _lag_seconds(record.event_time),
         source="event",
         too_large=result.too_large,
+        deferred=result.deferred,
     )

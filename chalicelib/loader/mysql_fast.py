@@ -1,5 +1,11 @@
 """The loader's fast path on MySQL/MariaDB: whole chunks of rows per statement, with LOAD DATA.
 
+An object's fast path takes one resource keyed by (owner, id): the one most of its first chunk
+names (todos, in the objects Firehose delivers; lists in an object of lists). Its commands are
+written as below; the few of any other resource are folded as read and applied with the guarded
+upsert in the same transaction. Every statement is made from the resource's declaration
+(`FastTable`, `chalicelib.rows`).
+
 `MySQLFastApplier` keeps every rule of `SqlApplier` (last writer wins by (version, op_id),
 tombstones, created_at = the earliest `at` ever seen, exact applied/stale counts, all inside the
 caller's transaction with the ledger row) and changes only how rows reach the server:
@@ -11,11 +17,11 @@ caller's transaction with the ledger row) and changes only how rows reach the se
   parsed: parsing (Python) and writing (the server) overlap instead of adding up. Chunks grow
   from `chunk_lines`/16 by half each time, so the server starts early and rarely waits.
 - How a chunk is written depends on a probe of a few keys of the first chunk:
-  * none stored ("fresh"): straight into `todos` with `IGNORE`. Every key is then new, so the
+  * none stored ("fresh"): straight into its table with `IGNORE`. Every key is then new, so the
     rows inserted must equal the rows sent; if a chunk inserts fewer (some keys existed after
     all), the work is rolled back to a savepoint and redone the "keys" way.
   * some stored ("keys"): the chunk's keys, versions and created_at go into a narrow TEMPORARY
-    table; one locking join against `todos` returns which keys are new, newer or stale (the
+    table; one locking join against the resource's table returns which keys are new, newer or stale (the
     stored rows, and the gaps where new keys go, stay locked against other loaders until
     commit); the new and newer rows are then written with one `LOAD DATA ... REPLACE` (InnoDB
     turns a replace on the primary key into an in-place update), with created_at = the earlier
@@ -37,7 +43,7 @@ caller's transaction with the ledger row) and changes only how rows reach the se
 
 Profiles are rare (one per user) and always take `SqlApplier`'s path, in the same transaction.
 
-Every read of `todos` here (the probe, the decision, the recount at the end) is a locking read:
+Every read of the resource's table here (the probe, the decision, the recount at the end) is a locking read:
 under REPEATABLE READ a plain SELECT would read a snapshot that lacks rows other loaders
 committed since, and disagree with the locking reads and writes (docs/architecture.md,
 "Concurrent loaders").
@@ -62,26 +68,23 @@ from chalicelib.db import local_files
 from chalicelib.db.database import Database, connection_lost
 from chalicelib.db.schema import OWNER_COLLATION, owner_collation
 from chalicelib.loader import Quarantine, chunk_files
-from chalicelib.loader.apply import TABLES, Folded, SqlApplier, Touched
+from chalicelib.loader.apply import Folded, SqlApplier, Touched
 from chalicelib.loader.gc_pause import gc_paused
 from chalicelib.loader.parsing import parse_lines
 from chalicelib.loader.streaming import LineStream
 from chalicelib.ordering import newer
+from chalicelib.resources import RESOURCES
+from chalicelib.rows import escaped, table
 
 log = logging.getLogger(__name__)
 
-TODO_COLUMNS = TABLES["todos"].columns
-COLUMN_LIST = ", ".join(TODO_COLUMNS)
 KEYS = "sluice_load_keys"
-# Defaults of LOAD DATA: fields end at a tab, lines at a newline, backslash escapes (\t \n \\ \N).
-LOAD_NEW = f"LOAD DATA LOCAL INFILE %s IGNORE INTO TABLE todos CHARACTER SET utf8mb4 ({COLUMN_LIST})"
-LOAD_REPLACE = f"LOAD DATA LOCAL INFILE %s REPLACE INTO TABLE todos CHARACTER SET utf8mb4 ({COLUMN_LIST})"
 LOAD_KEYS = (
     f"LOAD DATA LOCAL INFILE %s INTO TABLE {KEYS} CHARACTER SET utf8mb4 (seq, owner, id, version, op_id, created_at)"
 )
 # MEMORY: the rows are scratch (a chunk's keys, emptied once decided), and a heap table takes them
 # several times faster than InnoDB. InnoDB when the server has no MEMORY engine.
-# The owner column takes todos.owner's collation (schema migration 2: NO PAD), or the join fails.
+# The owner column takes the table's owner collation (schema migration 2: NO PAD), or the join fails.
 KEYS_COLUMNS = f"""seq INT UNSIGNED NOT NULL,
         owner VARCHAR(128) CHARACTER SET utf8mb4 COLLATE {OWNER_COLLATION} NOT NULL,
         id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
@@ -105,14 +108,14 @@ DECIDE = (
     f"SELECT COUNT(*), GROUP_CONCAT(s.seq, '|', CASE WHEN t.id IS NULL THEN {NEW} "
     f"WHEN (s.version, s.op_id) > (t.version, t.op_id) THEN {NEWER} ELSE {OLDER_CREATED} END, '|', "
     "IF(t.created_at < s.created_at, CAST(t.created_at AS CHAR), '') SEPARATOR ',') "
-    f"FROM {KEYS} s LEFT JOIN todos t ON t.owner = s.owner AND t.id = s.id "
+    f"FROM {KEYS} s LEFT JOIN @TABLE@ t ON t.owner = s.owner AND t.id = s.id "
     "WHERE s.seq BETWEEN %s AND %s "
     "AND (t.id IS NULL OR (s.version, s.op_id) > (t.version, t.op_id) OR s.created_at < t.created_at) "
     "FOR UPDATE"
 )
 # Stale rows whose `at` is earlier than the stored created_at: just that column.
 LOWER_CREATED = (
-    f"UPDATE {KEYS} s STRAIGHT_JOIN todos t ON t.owner = s.owner AND t.id = s.id "
+    f"UPDATE {KEYS} s STRAIGHT_JOIN @TABLE@ t ON t.owner = s.owner AND t.id = s.id "
     "SET t.created_at = s.created_at "
     "WHERE s.seq BETWEEN %s AND %s AND s.created_at < t.created_at "
     "AND (s.version, s.op_id) <= (t.version, t.op_id)"
@@ -147,35 +150,46 @@ class _TooManyRejects(_Abandoned):
     which writes rejects as they come."""
 
 
-# -- rows as LOAD DATA reads them ------------------------------------------------------------------
-_SPECIAL = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\x00": "\\0"})
+# -- a resource's statements ----------------------------------------------------------------------
+class FastTable:
+    """A resource's table on the fast path: its columns (chalicelib.rows, from the declaration)
+    and every statement the fast path runs on it. Defaults of LOAD DATA: fields end at a tab,
+    lines at a newline, backslash escapes (\\t \\n \\\\ \\N)."""
+
+    def __init__(self, name: str) -> None:
+        made = table(name)
+        self.name = name
+        self.table = made
+        self.tsv = made.tsv  # the row text of a command the lanes did not write (the reference)
+        columns = ", ".join(made.columns)
+        self.load_new = f"LOAD DATA LOCAL INFILE %s IGNORE INTO TABLE {name} CHARACTER SET utf8mb4 ({columns})"
+        self.load_replace = f"LOAD DATA LOCAL INFILE %s REPLACE INTO TABLE {name} CHARACTER SET utf8mb4 ({columns})"
+        self.decide = DECIDE.replace("@TABLE@", name)
+        self.lower_created = LOWER_CREATED.replace("@TABLE@", name)
+
+    def probe(self, count: int) -> str:
+        marks = ", ".join(["(%s, %s)"] * count)
+        return f"SELECT COUNT(*) FROM {self.name} WHERE (owner, id) IN ({marks}) FOR UPDATE"
+
+    def stored(self, count: int) -> str:
+        marks = ", ".join(["(%s, %s)"] * count)
+        return f"SELECT owner, id, version, op_id FROM {self.name} WHERE (owner, id) IN ({marks}) FOR UPDATE"
 
 
-def _field(text: str) -> str:
-    if "\\" in text or "\t" in text or "\n" in text or "\r" in text or "\x00" in text:
-        return text.translate(_SPECIAL)
-    return text
+_FAST_TABLES: dict[str, FastTable] = {}
 
 
-def tsv_line(command: WriteCommand, created_at: str) -> str:
-    """One todos row in LOAD DATA's default format, columns in TODO_COLUMNS order.
+def fast_table(name: str) -> FastTable:
+    made = _FAST_TABLES.get(name)
+    if made is None or made.table is not table(name):
+        made = _FAST_TABLES[name] = FastTable(name)
+    return made
 
-    id, op_id, state, tags (validated [a-z0-9_-] inside JSON), due_at and the timestamps never
-    hold a tab, newline or backslash; owner, title and notes are escaped.
-    """
-    data = command.data
-    if data is None:
-        title = notes = ""
-        state, tags, due_at, deleted = "open", "[]", "\\N", "1"
-    else:
-        title, notes, state, deleted = _field(data["title"]), _field(data["notes"]), data["state"], "0"
-        tag_list = data["tags"]
-        tags = '["' + '","'.join(tag_list) + '"]' if tag_list else "[]"
-        due_at = data["due_at"] or "\\N"
-    return (
-        f"{_field(command.owner)}\t{command.id}\t{title}\t{notes}\t{state}\t{tags}\t{due_at}\t"
-        f"{command.version}\t{command.op_id}\t{deleted}\t{created_at}\t{command.stored_at}\n"
-    )
+
+def main_resource(commands: Sequence[WriteCommand]) -> str:
+    """The resource keyed by (owner, id) that most of these commands name (todos when none)."""
+    counts = Counter(c.resource for c in commands if c.resource == "todos" or RESOURCES[c.resource].by_id)
+    return counts.most_common(1)[0][0] if counts else "todos"
 
 
 # -- folding as chunks arrive ----------------------------------------------------------------------
@@ -188,11 +202,11 @@ class Fold:
         self.sent: dict[Key, Row] = {}
         self.commands = 0
 
-    def folded(self) -> Folded:
+    def folded(self, resource: str) -> Folded:
         """The same as apply.Folded (for the multi-row upsert)."""
         folded = Folded()
-        folded.winners = {("todos", *key): command for key, command in self.best.items()}
-        folded.earliest = {("todos", *key): at for key, at in self.earliest.items()}
+        folded.winners = {(resource, *key): command for key, command in self.best.items()}
+        folded.earliest = {(resource, *key): at for key, at in self.earliest.items()}
         folded.superseded = self.commands - len(self.best)
         return folded
 
@@ -352,16 +366,16 @@ def _load_file(cur: Any, statement: str, text: str) -> int:
         os.unlink(handle.name)
 
 
-def chunk_text(rows: list[Row], heads: dict[int, str]) -> list[str]:
+def chunk_text(rows: list[Row], heads: dict[int, str], tsv: Callable[[WriteCommand, str], str]) -> list[str]:
     """A chunk's rows as LOAD DATA reads them, line by line, in primary-key order (built on the
     parsing thread, so the worker thread only waits for the server). In primary-key order, InnoDB
     appends to the pages it just wrote instead of splitting pages all over the index (utf8mb4_bin
     and ascii_bin order is Python's str order). `heads` holds the rows the line lane already
-    wrote up to created_at (todo_lane._todo_from_line); each is let go once used."""
+    wrote up to created_at (lanes.from_line); each is let go once used; `tsv` writes the others."""
     rows.sort(key=_primary_key)
     pop = heads.pop
     return [
-        tsv_line(command, created_at)
+        tsv(command, created_at)
         if (head := pop(id(command), None)) is None
         else f"{head}{created_at}\t{command.stored_at}\n"
         for command, created_at in rows
@@ -383,14 +397,15 @@ def _primary_key(row: Row) -> Key:
 
 
 def keys_line(seq: int, command: WriteCommand, created_at: str) -> str:
-    return f"{seq}\t{_field(command.owner)}\t{command.id}\t{command.version}\t{command.op_id}\t{created_at}\n"
+    return f"{seq}\t{escaped(command.owner)}\t{command.id}\t{command.version}\t{command.op_id}\t{created_at}\n"
 
 
 class _Session:
-    """One object's todos on the fast path, inside the caller's transaction."""
+    """One object's commands of its fast resource, inside the caller's transaction."""
 
     def __init__(self, applier: MySQLFastApplier, cur: Any, worker: _Worker, heads: dict[int, str]) -> None:
         self.applier = applier
+        self.fast: FastTable | None = None  # the resource, chosen by the first chunk (main_resource)
         self.heads = heads
         self.cur = cur
         self.worker = worker
@@ -423,10 +438,11 @@ class _Session:
         self.heads.clear()
 
     def _send(self, rows: list[Row]) -> None:
-        lines = chunk_text(rows, self.heads)  # sorted too
+        assert self.fast is not None
+        lines = chunk_text(rows, self.heads, self.fast.tsv)  # sorted too
         if self.mode == "fresh":
             self.sent.append(rows)
-            self.worker.submit(("fresh", len(rows)), _load_file, self.cur, LOAD_NEW, "".join(lines))
+            self.worker.submit(("fresh", len(rows)), _load_file, self.cur, self.fast.load_new, "".join(lines))
         else:
             first = self.seq + 1
             self.seq += len(rows)
@@ -437,11 +453,11 @@ class _Session:
         step = max(1, len(rows) // PROBE_KEYS)
         sample = [command for command, _ in rows[::step][:PROBE_KEYS]]
         cur = self.cur
+        if self.fast is None:
+            self.fast = fast_table(sample[0].resource)
         cur.execute(SAVEPOINT)
-        marks = ", ".join(["(%s, %s)"] * len(sample))
         cur.execute(  # a locking read, as every read of the load (docs/architecture.md)
-            f"SELECT COUNT(*) FROM todos WHERE (owner, id) IN ({marks}) FOR UPDATE",
-            [part for command in sample for part in (command.owner, command.id)],
+            self.fast.probe(len(sample)), [part for command in sample for part in (command.owner, command.id)]
         )
         if int(cur.fetchone()[0]) == 0 and not self.applier.prefers_keys:
             self.mode = "fresh"
@@ -452,7 +468,8 @@ class _Session:
     def _use_keys(self) -> None:
         self.mode = "keys"
         try:
-            collation = owner_collation(self.cur)
+            assert self.fast is not None
+            collation = owner_collation(self.cur, self.fast.name)
             for statement in (GROUP_CONCAT_MAX, *CREATE_KEYS):
                 try:
                     self.cur.execute(statement.replace(OWNER_COLLATION, collation))
@@ -493,10 +510,11 @@ class _Session:
     def _keys_chunk(self, first: int, rows: list[Row], keys: str, lines: list[str]) -> tuple[int, list[Key]]:
         """Decide and write one chunk the keys way; (rows applied, keys written). `keys` and
         `lines` are the chunk's keys and its rows as written with our created_at, row by row."""
-        cur = self.cur
+        cur, fast = self.cur, self.fast
+        assert fast is not None
         last = first + len(rows) - 1
         _load_file(cur, LOAD_KEYS, keys)
-        cur.execute(DECIDE, (first, last))
+        cur.execute(fast.decide, (first, last))
         count, packed = cur.fetchone()
         items = packed.split(",") if packed else []
         if len(items) != int(count):
@@ -514,21 +532,22 @@ class _Session:
             if stored_created and stored_created < created_at:
                 line = lines[index]
                 fits = len(stored_created) == STAMP and line[-ROW_END : -STAMP - 1] == created_at + "\t"
-                writes.append(with_created_at(line, stored_created) if fits else tsv_line(command, stored_created))
+                writes.append(with_created_at(line, stored_created) if fits else fast.tsv(command, stored_created))
             else:
                 writes.append(lines[index])
             written.append((command.owner, command.id))
         if writes:
-            _load_file(cur, LOAD_REPLACE, "".join(writes))
+            _load_file(cur, fast.load_replace, "".join(writes))
         if older_created:
-            cur.execute(LOWER_CREATED, (first, last))
+            cur.execute(fast.lower_created, (first, last))
         cur.execute(EMPTY_KEYS)
         return len(writes), written
 
     def _upsert(self, rows: list[Row]) -> None:
         """The guarded multi-row upsert: applies what is newer, lowers created_at where earlier."""
-        table = TABLES["todos"]
-        self.cur.executemany(self.applier._upsert_sql(table), [table.row(c, at) for c, at in rows])
+        assert self.fast is not None
+        made = self.fast.table
+        self.cur.executemany(self.applier.upsert_sql(made), [made.row(c, at) for c, at in rows])
 
     # -- the end ----------------------------------------------------------------------------
     def finish(self) -> tuple[int, int]:
@@ -555,11 +574,8 @@ class _Session:
         count = 0
         for start in range(0, len(winners), 500):
             part = winners[start : start + 500]
-            marks = ", ".join(["(%s, %s)"] * len(part))
-            self.cur.execute(
-                f"SELECT owner, id, version, op_id FROM todos WHERE (owner, id) IN ({marks}) FOR UPDATE",
-                [v for c in part for v in (c.owner, c.id)],
-            )
+            assert self.fast is not None
+            self.cur.execute(self.fast.stored(len(part)), [v for c in part for v in (c.owner, c.id)])
             stored = {(r[0], r[1]): (int(r[2]), r[3]) for r in self.cur.fetchall()}
             for c in part:
                 have = stored.get((c.owner, c.id))
@@ -631,12 +647,15 @@ class MySQLFastApplier(SqlApplier):
     ) -> tuple[int, int]:
         # `changes` is filled where rows are written by the upsert; the LOAD DATA path leaves
         # its keys out, and BatchLoader fences those in the cache instead.
-        todos = [c for c in commands if c.resource == "todos"]
-        if len(todos) < self.min_rows or not self.fast_allowed:
+        resource = main_resource(commands)
+        mine = [c for c in commands if c.resource == resource]
+        if len(mine) < self.min_rows or not self.fast_allowed:
             self.paths["small" if self.fast_allowed else "upsert"] += 1
             return super().apply(cur, commands, changes)
-        others = [c for c in commands if c.resource != "todos"]
-        result = self._run(cur, _Session(self, cur, _Worker(False), {}), [todos])
+        others = [c for c in commands if c.resource != resource]
+        session = _Session(self, cur, _Worker(False), {})
+        session.fast = fast_table(resource)
+        result = self._run(cur, session, [mine])
         if result is None:
             return super().apply(cur, commands, changes)
         applied, stale = result
@@ -689,11 +708,11 @@ class MySQLFastApplier(SqlApplier):
             quarantine.held = False
         todos: Folded | None = None
         if result is None:  # abandoned: nothing of it stays; read the rest, then the upsert
-            todos = session.fold.folded()
+            mine = session.fold.folded(session.fast.name if session.fast else "todos")
             for chunk in parts:
-                todos.add(chunk)
+                mine.add(chunk)
                 session.heads.clear()
-            applied, stale = self.apply_folded(cur, todos)
+            applied, stale = self.apply_folded(cur, mine)
         else:
             applied, stale = result
         if others.winners:
@@ -710,8 +729,9 @@ class MySQLFastApplier(SqlApplier):
     def _chunks(
         self, stream: LineStream, quarantine: Quarantine, others: Folded, session: _Session
     ) -> Generator[list[WriteCommand], None, None]:
-        """The object's todos chunk by chunk, inflated as they are needed (profiles are folded
-        into `others`, bad lines go to `quarantine`). Chunks grow from `size`/16 by half each
+        """The object's commands of its fast resource chunk by chunk, inflated as they are needed
+        (the resource is the one most of the first chunk names; commands of other resources are
+        folded into `others`, bad lines go to `quarantine`). Chunks grow from `size`/16 by half each
         time up to `size`: the server starts soon after the object is opened, and each next
         chunk is parsed in about the time the server takes for the one before (a chunk twice as
         big would leave it waiting). At the end, if the server has nothing queued, they shrink
@@ -734,13 +754,16 @@ class MySQLFastApplier(SqlApplier):
                     quarantine.add(bad)
                 if stream.rejects:
                     quarantine.add(stream.take_rejects())
-                todos: list[WriteCommand] = []
-                profiles: list[WriteCommand] = []
+                if session.fast is None:
+                    session.fast = fast_table(main_resource(commands))
+                resource = session.fast.name
+                mine: list[WriteCommand] = []
+                elsewhere: list[WriteCommand] = []
                 for command in commands:
-                    (todos if command.resource == "todos" else profiles).append(command)
-                if profiles:
-                    others.add(profiles)
-                yield todos
+                    (mine if command.resource == resource else elsewhere).append(command)
+                if elsewhere:
+                    others.add(elsewhere)
+                yield mine
             if stream.done:
                 return
             want = min(size, want + (want >> 1) + 1)
@@ -752,14 +775,14 @@ class MySQLFastApplier(SqlApplier):
         chunks: Iterator[list[WriteCommand]] | list[list[WriteCommand]],
         quarantine: Quarantine | None = None,
     ) -> Any:
-        """(applied, stale) of the todos, or None when the fast path was abandoned (the server
+        """(applied, stale) of the fast resource's commands, or None when the fast path was abandoned (the server
         refused it, or the object holds more rejects than are kept in memory meanwhile): nothing
         of it is left applied. Closes the worker."""
         worker = session.worker
         try:
             with short_switch_interval() if worker.threaded else _nothing():
-                for todos in chunks:
-                    session.add(todos)
+                for mine in chunks:
+                    session.add(mine)
                     if quarantine is not None and len(quarantine.pending) > MAX_HELD_REJECTS:
                         raise _TooManyRejects()
                 result = session.finish()

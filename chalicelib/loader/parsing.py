@@ -1,9 +1,15 @@
 """Parsing a delivered object's lines into commands and rejects (CONTRACT sections 4 and 5).
 
-Three paths give the same answers: the todo line lane (`todo_lane`), a cheap check of a decoded
-command that is plainly valid (`_fast_command`), and the reference checks in order, which give the
-reason of the first that fails (`_checked_command`). Lines may hold several commands concatenated,
-blank lines are skipped, and anything else that is not a command is a reject.
+Three paths give the same answers: the line lanes (`lanes`, one regular expression per resource
+and schema version), a cheap check of a decoded command that is plainly valid (`_fast_command`),
+and the reference checks in order, which give the reason of the first that fails
+(`_checked_command`). Lines may hold several commands concatenated, blank lines are skipped, and
+anything else that is not a command is a reject.
+
+Every path reads `v` (the command schema version) first: a version older than this release's is
+validated as that version wrote it (its documents then take the newer fields' defaults); a version
+newer than every one this release knows raises `Deferred` (chalicelib/loader/deferral.py), whatever
+the rest of the line holds, and the loader leaves the whole object for later.
 """
 
 from __future__ import annotations
@@ -15,78 +21,73 @@ from typing import Any
 
 from chalicelib.commands import (
     COMMAND_KEYS,
+    KNOWN_OWNERS,
     MAX_OWNER_CHARS,
     OPS,
     WriteCommand,
-    _canonical_stored_ts,
-    _is_utf8,
-    _known_owners,
-    _new_command,
-    _owner_ok,
-    _remember_owner,
+    canonical_stored_ts,
+    is_utf8,
+    new_command,
+    owner_ok,
+    remember_owner,
     stored_ts,
 )
 from chalicelib.ids import CANONICAL_UUID, MAX_VERSION, is_canonical_uuid
+from chalicelib.loader import lanes
+from chalicelib.loader.deferral import newer_version
 from chalicelib.loader.gc_pause import gc_paused
 from chalicelib.loader.reject_lines import MAX_REJECT_LINE_CHARS, Reject, _line_no, _reject
 from chalicelib.loader.streaming import LineStream
-from chalicelib.loader.todo_lane import _todo_from_line
-from chalicelib.models import (
-    VALIDATORS,
-    Invalid,
-    _todo_fast,
-)
-from chalicelib.resources import RESOURCES
+from chalicelib.models import Invalid, fast_validator, validator
+from chalicelib.resources import RESOURCES, SCHEMA_VERSION
 
-_TWO_UUIDS = re.compile(CANONICAL_UUID.pattern * 2)  # a todo's id and op_id, checked in one call
+_TWO_UUIDS = re.compile(CANONICAL_UUID.pattern * 2)  # a command's id and op_id, checked in one call
 
 
 def _fast_command(raw: dict[str, Any]) -> WriteCommand | None:
     """command_from_dict for a command that is plainly valid, checked cheaply. None means: not
-    sure, take the full path (which then gives the reason, or the same command)."""
+    sure, take the full path (which then gives the reason, the same command, or a deferral)."""
     if raw.keys() != COMMAND_KEYS:
         return None
     v, op, resource, owner = raw["v"], raw["op"], raw["resource"], raw["owner"]
-    if type(v) is not int or v != 1 or type(op) is not str or type(resource) is not str or type(owner) is not str:
+    if type(v) is not int or type(op) is not str or type(resource) is not str or type(owner) is not str:
         return None
     if op != "put" and op != "delete":
         return None
-    if owner not in _known_owners and not _remember_owner(owner):
+    declared = RESOURCES.get(resource)
+    if declared is None or not declared.since <= v <= SCHEMA_VERSION:
+        return None
+    if owner not in KNOWN_OWNERS and not remember_owner(owner):
         return None
     id_, version, op_id, at, data = raw["id"], raw["version"], raw["op_id"], raw["at"], raw["data"]
     if type(op_id) is not str or len(op_id) != 36:
         return None
-    if resource == "todos":
+    if declared.by_id:
         if type(id_) is not str or len(id_) != 36 or _TWO_UUIDS.fullmatch(id_ + op_id) is None:
             return None
-    elif resource != "profiles" or id_ != owner or CANONICAL_UUID.fullmatch(op_id) is None:
+    elif id_ != owner or CANONICAL_UUID.fullmatch(op_id) is None:
         return None
     if type(version) is not int or not 0 < version <= MAX_VERSION:
         return None
     if type(at) is not str:
         return None
-    at_norm = _canonical_stored_ts(at)
+    at_norm = canonical_stored_ts(at)
     if at_norm is None:
         return None
     if op == "delete":
         if data is not None:
             return None
-    elif resource == "todos":
+    else:
         if type(data) is not dict:
             return None
-        data = _todo_fast(data)
+        data = fast_validator(resource, v)(data)
         if data is None:
             return None
-    else:
-        try:
-            data = VALIDATORS[resource](data)
-        except Invalid:
-            return None
-    return _new_command(op, resource, owner, id_, version, op_id, at, data, at_norm)
+    return new_command(op, resource, owner, id_, version, op_id, at, data, at_norm)
 
 
 def command_from_dict(raw: Any) -> WriteCommand:
-    """Validate one decoded command. Raises ValueError with a reason."""
+    """Validate one decoded command. Raises ValueError with a reason, or Deferred."""
     if type(raw) is dict:
         fast = _fast_command(raw)
         if fast is not None:
@@ -95,21 +96,26 @@ def command_from_dict(raw: Any) -> WriteCommand:
 
 
 def _checked_command(raw: Any) -> WriteCommand:
-    """Every check in order, with the reason of the first that fails (the reference path)."""
+    """Every check in order, with the reason of the first that fails (the reference path). `v`
+    comes first: newer than this release's raises Deferred, whatever else the command holds."""
     if not isinstance(raw, dict):
         raise ValueError("not a JSON object")
+    v = raw.get("v")
+    if type(v) is int and v > SCHEMA_VERSION:
+        raise newer_version(v)
     extra = raw.keys() - COMMAND_KEYS
     if extra:
         raise ValueError(f"unknown keys: {', '.join(sorted(map(str, extra)))[:200]}")
-    if raw.get("v") != 1 or isinstance(raw.get("v"), bool):
-        raise ValueError("v must be 1")
+    if type(v) is not int or v < 1:
+        raise ValueError("v must be a positive integer (the command schema version)")
     op, resource, owner, id_ = raw.get("op"), raw.get("resource"), raw.get("owner"), raw.get("id")
     if op not in OPS or not isinstance(op, str):
         raise ValueError("op must be 'put' or 'delete'")
     declared = RESOURCES.get(resource) if isinstance(resource, str) else None
-    if declared is None:
-        raise ValueError("resource must be " + " or ".join(repr(name) for name in RESOURCES))
-    if not _owner_ok(owner):
+    if declared is None or declared.since > v:
+        known = " or ".join(repr(name) for name, r in RESOURCES.items() if r.since <= v)
+        raise ValueError(f"resource must be {known} (command schema version {v})")
+    if not owner_ok(owner):
         raise ValueError(f"owner must be a printable string of 1 to {MAX_OWNER_CHARS} characters")
     if declared.by_id:
         if not is_canonical_uuid(id_):
@@ -132,7 +138,7 @@ def _checked_command(raw: Any) -> WriteCommand:
             raise ValueError("data must be null for a delete")
     else:
         try:
-            data = VALIDATORS[declared.name](data)
+            data = validator(declared.name, v)(data)
         except Invalid as exc:
             raise ValueError(f"invalid data: {exc}"[:500]) from exc
     return WriteCommand(op, resource, owner, id_, version, op_id, at, data, at_norm)  # type: ignore[arg-type]
@@ -165,13 +171,13 @@ def parse_lines(
     first: int = 1,
 ) -> tuple[list[WriteCommand], list[Reject]]:
     """The commands in lines[start:stop] and the lines there that are not commands (numbered
-    from `first` for lines[0]). With `heads`, commands read by the todo line lane get their row
-    head there (see _todo_from_line)."""
+    from `first` for lines[0]). With `heads`, commands read by a line lane get their row head
+    there (see lanes.from_line). Raises Deferred for a command of a newer schema version."""
     commands: list[WriteCommand] = []
     rejects: list[Reject] = []
     append = commands.append
     scan = _scan_once
-    todo_line = _todo_from_line
+    first_lane, *other_lanes = lanes.ordered() or (_no_lane,)
     stop = len(lines) if stop is None else stop
     with gc_paused():
         for number in range(start + first, stop + first):
@@ -179,7 +185,12 @@ def parse_lines(
             if not line:
                 continue
             if line[0] == "{":
-                command = todo_line(line, heads)
+                command = first_lane(line, heads)
+                if command is None and other_lanes:
+                    for lane in other_lanes:
+                        command = lane(line, heads)
+                        if command is not None:
+                            break
                 if command is not None:
                     append(command)
                     continue
@@ -201,6 +212,10 @@ def parse_lines(
     return commands, rejects
 
 
+def _no_lane(line: str, heads: dict[int, str] | None = None) -> WriteCommand | None:
+    return None
+
+
 def _parse_line_slowly(number: int, line: str, append: Any, rejects: list[Reject]) -> None:
     try:
         raw = _loads(line)
@@ -208,7 +223,7 @@ def _parse_line_slowly(number: int, line: str, append: Any, rejects: list[Reject
         rejects.append(_reject(number, "nested too deeply", line))
         return
     except ValueError:
-        if not _is_utf8(line):
+        if not is_utf8(line):
             rejects.append(_reject(number, "not UTF-8", line))
             return
         try:

@@ -16,6 +16,14 @@ while the server stayed up, which counts.
 Every scheduled run reports its backlog (`ReconcilerBacklog`), a database outage included: what
 it could not check against the ledger counts as missing (an upper bound: every object under
 `writes/` of the lookback it listed but could not check).
+
+Deferred objects (deferral.py: a newer schema version, or a schema `migrate` has not brought up
+yet) are left alone while what they wait for is still missing, not tried on every run; and while
+the database has no `ingest_deferrals` yet (a release deployed before its `migrate`), the
+scheduled run loads nothing. `reconcile_deferred` (the deploy's last step, after `migrate`)
+loads every deferred object that can load now, then runs the scheduled walk once, both within
+the one invocation's budget. Every run that reaches the database reports the age of the oldest
+object still deferred (`OldestDeferredObjectAgeSeconds`, 0 when none).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from typing import Any
 
 from chalicelib import observe
 from chalicelib.config import ConfigError
+from chalicelib.db.schema import DEFERRALS_LEVEL
 from chalicelib.errors import DatabaseUnavailable, ObjectUnavailable
 from chalicelib.loader import BatchLoader, LoadResult, batch_id
 from chalicelib.loader.sources import ObjectMissing, ObjectStore, StoredObject
@@ -48,6 +57,7 @@ class ReconcileReport:
     unchecked: int = 0  # objects listed but not checked against the ledger (it could not be read, or no time)
     stopped: str = ""  # why loading stopped early: "time" (the budget) or "database" (it stopped answering)
     error: DatabaseUnavailable | None = None  # the database's failure, raised once the rest is counted
+    waiting: int = 0  # deferred objects left alone: what they wait for is still missing
 
     @property
     def backlog(self) -> int:
@@ -62,11 +72,13 @@ class ReconcileReport:
             "stale": r.stale,
             "rejected": r.rejected,
             "skipped": r.skipped,
+            "deferred": r.deferred,
             "objects": r.objects,
             "missing": self.missing,
             "left": self.left,
             "failed": self.failed,
             "poisoned": self.poisoned,
+            "waiting": self.waiting,
         }
 
 
@@ -225,7 +237,8 @@ def reconcile(
     Oldest hour first, at most `max_objects` loads; the rest is counted in `left` for the next
     run. An object that cannot be read, or fails in a way other than the database being
     unavailable, is counted in `failed` and left for the next run without stopping this one.
-    A poisoned object (attempts.py) is left alone and counted in `poisoned`, unless `force`.
+    A poisoned object (attempts.py) is left alone and counted in `poisoned`, unless `force`; a
+    deferred one whose schema version or migration level is still missing, in `waiting`.
     With a `budget`, loads stop when its time is short (`stopped` = "time"; the rest is `left`,
     or `unchecked` once only its margin is left).
     DatabaseUnavailable stops the loads (every further load would fail the same way); with
@@ -247,6 +260,7 @@ def reconcile(
         try:
             known = set() if force else loader.loaded_ids(ids)
             poisoned = set() if force else loader.poisoned_ids([i for i in ids if i not in known])
+            waiting = loader.waiting_ids([i for i in ids if i not in known and i not in poisoned])
         except DatabaseUnavailable as exc:
             _database_down(report, exc, count_on)
             report.unchecked += len(objects)
@@ -258,6 +272,9 @@ def reconcile(
                 continue
             if bid in poisoned:
                 report.poisoned += 1
+                continue
+            if bid in waiting:
+                report.waiting += 1
                 continue
             if budget is not None and not report.stopped and not budget.may_start_load():
                 report.stopped = "time"
@@ -335,6 +352,7 @@ def _load_one(
             max(0.0, lag) if lag is not None else None,
             source=source,
             too_large=result.too_large,
+            deferred=result.deferred,
         )
 
 
@@ -344,33 +362,99 @@ def _count_failure(report: ReconcileReport) -> None:
     report.missing += 1
 
 
+def _store(settings: Any, bucket: str | None) -> ObjectStore:
+    """The writes bucket's store (`bucket`, or LOCAL_DATA_DIR for the local transport's "local")."""
+    from chalicelib.loader.sources import LocalObjectStore, S3ObjectStore, s3_client
+    from chalicelib.writers.local import LOCAL_BUCKET
+
+    if bucket and bucket != LOCAL_BUCKET:
+        return S3ObjectStore(s3_client(), bucket)
+    if settings.write_transport == "firehose":
+        raise ConfigError("the reconciler needs WRITES_BUCKET when WRITE_TRANSPORT=firehose")
+    return LocalObjectStore(settings.local_data_dir)
+
+
+def _schema_behind(loader: BatchLoader) -> bool:
+    """True (logged and counted as `SchemaBehind`) when the database cannot record deferrals yet:
+    this release was deployed and its `migrate` has not run. Every object naming a resource the
+    schema lacks would be deferred again on each run, so the scheduled run waits for `migrate`
+    (the deploy then calls `reconcile_deferred`)."""
+    if loader.schema.level() >= DEFERRALS_LEVEL or not loader.schema.blocked():
+        return False
+    log.warning("the database's schema is behind this release: run migrate; nothing is loaded until then")
+    observe.metrics({"Stage": observe.stage()}, {"SchemaBehind": (1, "Count")}, type="reconcile")
+    return True
+
+
+def reconcile_deferred(services: Any, now: datetime | None = None, context: Any = None) -> dict[str, int]:
+    """After `migrate` (the deploy's last step): load every deferred object this release and this
+    schema can hold now, then run the scheduled walk once (it finds objects deferred while the
+    database could not record them), both within the time the invocation's `context` has left."""
+    loader: BatchLoader = services.loader
+    budget = Budget.of(context)
+    watchdog = LoadWatchdog(loader.db if budget is not None else None)
+    report = ReconcileReport()
+    for bucket, key, etag in loader.deferrals.ready():
+        if budget is not None and not budget.may_start_load():
+            report.stopped = "time"  # the rest stays deferred: the next request, or run, takes it
+            report.left += 1
+            continue
+        before = budget.remaining() if budget is not None else 0.0
+        store = _store(services.settings, bucket)
+        with watchdog.guard(budget.for_loads() if budget is not None else None):
+            _load_one(store, loader, StoredObject(key, etag, None), False, report, "deferred")
+        if budget is not None:
+            budget.loaded(before - budget.remaining())
+        if loader.is_loaded(key, etag):
+            loader.deferrals.forget(batch_id(key, etag))
+    counts = {f"deferred_{name}": value for name, value in report.as_dict().items()}
+    return {**counts, **reconcile_recent(services, now=now, budget=budget)}
+
+
+# The request of the deploy's last step (deploy/functions.py sends it in the event's `detail`).
+RECONCILE_DEFERRED = {"reconcile": "deferred"}
+
+
+def reconcile_requested(event: dict[str, Any], services: Any, context: Any = None) -> dict[str, int]:
+    """The reconciler function's run: `reconcile_deferred` when the event's detail asks for it
+    (the deploy, after migrate), the scheduled walk otherwise; within the time `context` has left."""
+    detail = event.get("detail")
+    if isinstance(detail, dict) and detail.get("reconcile") == RECONCILE_DEFERRED["reconcile"]:
+        return reconcile_deferred(services, context=context)
+    return reconcile_recent(services, context=context)
+
+
 def reconcile_recent(
-    services: Any, hours: int | None = None, now: datetime | None = None, context: Any = None
+    services: Any,
+    hours: int | None = None,
+    now: datetime | None = None,
+    context: Any = None,
+    budget: Budget | None = None,
 ) -> dict[str, int]:
     """The scheduled run: the last `hours` hours of the writes bucket (or LOCAL_DATA_DIR), within
-    the time its Lambda `context` has left (`Budget`; no context, no budget).
+    the time its Lambda `context` has left (`Budget`; no context, no budget), or within `budget`
+    (what `reconcile_deferred` left of the same invocation's).
 
     Emits `ReconcilerBacklog` (objects that may still be missing from the ledger, `backlog`) on
     every run that could list the bucket, a database outage included, with `ReconcilerStopped`
-    (1 when loads stopped early, for time or the database); `ReconciledObjects` and
-    `PoisonedObjects` when the database answered; and `ReconcilerFailures` when the run cannot go
-    on (database or bucket unavailable), before raising.
+    (1 when loads stopped early, for time or the database); `ReconciledObjects`,
+    `PoisonedObjects` and `OldestDeferredObjectAgeSeconds` when the database answered; and
+    `ReconcilerFailures` when the run cannot go on (database or bucket unavailable), before raising.
     """
-    from chalicelib.loader.sources import LocalObjectStore, S3ObjectStore, s3_client
-
     settings = services.settings
     if hours is None:
         hours = settings.reconcile_lookback_hours
-    store: ObjectStore
-    if settings.writes_bucket:
-        store = S3ObjectStore(s3_client(), settings.writes_bucket)
-    elif settings.write_transport == "firehose":
-        raise ConfigError("the reconciler needs WRITES_BUCKET when WRITE_TRANSPORT=firehose")
-    else:
-        store = LocalObjectStore(settings.local_data_dir)
+    store = _store(settings, settings.writes_bucket or None)
     now = now or datetime.now(UTC)
-    budget = Budget.of(context)
+    if budget is None:
+        budget = Budget.of(context)
     report = ReconcileReport()
+    try:
+        behind = _schema_behind(services.loader)
+    except DatabaseUnavailable:
+        behind = False  # the walk below counts what it cannot check, emits the backlog, then raises
+    if behind:
+        return {"schema_behind": 1}
     try:
         reconcile(
             store,
@@ -394,6 +478,8 @@ def reconcile_recent(
             "ReconciledObjects": (report.result.objects, "Count"),
             # every poisoned object, not only this run's window: the alarm holds while any is left
             "PoisonedObjects": (services.loader.poisoned_count(), "Count"),
+            # the oldest object still deferred, wherever it is: its alarm fires after an hour
+            "OldestDeferredObjectAgeSeconds": (services.loader.deferrals.oldest_age(now), "Seconds"),
         },
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chalicelib.commands import _is_utf8
+from chalicelib.commands import is_utf8
 
 MAX_REJECT_LINE_CHARS = 2000
 MAX_REJECT_LINE_BYTES = 4 * MAX_REJECT_LINE_CHARS
@@ -33,7 +33,7 @@ def _storable_reason(reason: str, line: str) -> str:
     """`storable(reason)`, except for a lone surrogate the line does not hold as a character: the
     reason got it from a JSON escape (json.loads), not from a byte that was not UTF-8 (which the
     line holds as surrogateescape decoded it), so it is written as the escape, `\\udNNN`."""
-    if reason.isascii() or _is_utf8(reason):
+    if reason.isascii() or is_utf8(reason):
         return reason
     return storable(
         "".join(_escaped(ch) if _SURROGATE <= ch <= _SURROGATE_END and ch not in line else ch for ch in reason)
@@ -52,7 +52,7 @@ def storable(text: str) -> str:
     otherwise each lone surrogate U+DC80..U+DCFF (how surrogateescape decodes a byte that was not
     UTF-8) becomes that byte, written `\\xNN` where not UTF-8, and any other lone surrogate
     `\\udNNN`."""
-    if text.isascii() or _is_utf8(text):
+    if text.isascii() or is_utf8(text):
         return text
     try:
         raw = text.encode("utf-8", "surrogateescape")  # the object's own bytes back

@@ -1,4 +1,5 @@
-"""Read side: the interface every reader keeps (SQL, replica failover, cache)."""
+"""Read side: the interface every reader keeps (SQL, replica failover, cache), over any declared
+resource (`resource` is its name; a resource with one row per owner is read with id = owner)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,13 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 Row = dict[str, Any]
+Filters = Mapping[str, str]  # a page's filters: declared field -> the value rows must hold
+NO_FILTERS: Filters = {}
+
+
+def state_filter(state: str | None) -> Filters:
+    """The todos' `state` filter as Filters (None: no filter)."""
+    return NO_FILTERS if state is None else {"state": state}
 
 
 class Seen(NamedTuple):  # a tuple: made for every row of a merged page, so cheap to build
@@ -43,49 +51,45 @@ class Seen(NamedTuple):  # a tuple: made for every row of a merged page, so chea
 
 
 class SeenLater(Protocol):
-    """The rows of a page query already sent (`TodoReader.start_list_seen`). `replaced` maps ids
+    """The rows of a page query already sent (`Reader.start_list_seen`). `replaced` maps ids
     to the version of a write that will replace their stored row: a row of an older version may
     come with only its `created_at` (all a merged page needs of it)."""
 
     def __call__(self, replaced: Mapping[str, int] | None = None) -> Sequence[Seen]: ...
 
 
-class TodoReader(ABC):
-    """What GET routes need. Every implementation returns rows as the API shows them."""
+class Reader(ABC):
+    """What GET routes need, for every declared resource. Every implementation returns rows as
+    the API shows them. `get_todo`, `list_todos`, `get_profile` and the like name the two first
+    resources' reads."""
 
     @abstractmethod
-    def get_todo(self, owner: str, todo_id: str) -> Row | None: ...
+    def get(self, resource: str, owner: str, id_: str) -> Row | None:
+        """One live row (None: deleted or never written)."""
 
     @abstractmethod
-    def list_todos(self, owner: str, after: str | None, limit: int, state: str | None) -> list[Row]:
-        """Live todos of `owner` with id > after, ascending id, at most `limit`."""
-
-    @abstractmethod
-    def get_profile(self, owner: str) -> Row | None: ...
+    def list_rows(self, resource: str, owner: str, after: str | None, limit: int, filters: Filters) -> list[Row]:
+        """Live rows of `owner` with id > after matching `filters`, ascending id, at most `limit`."""
 
     # -- versioned reads (min_version, pending writes): readers that can see tombstones override
-    def seen_todo(self, owner: str, todo_id: str) -> Seen:
-        row = self.get_todo(owner, todo_id)
-        return Seen(todo_id, row, int(row["version"]) if row else 0)
+    def seen(self, resource: str, owner: str, id_: str) -> Seen:
+        row = self.get(resource, owner, id_)
+        return Seen(id_, row, int(row["version"]) if row else 0)
 
-    def seen_profile(self, owner: str) -> Seen:
-        row = self.get_profile(owner)
-        return Seen(owner, row, int(row["version"]) if row else 0)
-
-    def seen_todos(self, owner: str, ids: Collection[str]) -> dict[str, Seen]:
-        """The stored state of each of `ids` that has one, by id, as `seen_todo` reads it (op_id
+    def seen_many(self, resource: str, owner: str, ids: Collection[str]) -> dict[str, Seen]:
+        """The stored state of each of `ids` that has one, by id, as `seen` reads it (op_id
         included): what orders a page's row against a pending write of the same version."""
-        found = {i: self.seen_todo(owner, i) for i in ids}
+        found = {i: self.seen(resource, owner, i) for i in ids}
         return {i: s for i, s in found.items() if s.version}
 
     def list_seen(
-        self, owner: str, after: str | None, limit: int, state: str | None, ids: Collection[str]
+        self, resource: str, owner: str, after: str | None, limit: int, filters: Filters, ids: Collection[str]
     ) -> list[Seen]:
-        """Like list_todos (at most `limit` keys with id > after, ascending), and besides the rows
-        matching `state`, the stored state of each of `ids` in that range, tombstones included
-        (with their created_at). A page's rows need not carry their op_id ("": `seen_todos`
+        """Like list_rows (at most `limit` keys with id > after, ascending), and besides the rows
+        matching `filters`, the stored state of each of `ids` in that range, tombstones included
+        (with their created_at). A page's rows need not carry their op_id ("": `seen_many`
         reads it for the few that tie a pending write's version)."""
-        rows = [Seen(r["id"], r, int(r["version"])) for r in self.list_todos(owner, after, limit, state)]
+        rows = [Seen(r["id"], r, int(r["version"])) for r in self.list_rows(resource, owner, after, limit, filters)]
         if not ids:
             return rows
         top = rows[-1].id if len(rows) == limit else None
@@ -94,16 +98,35 @@ class TodoReader(ABC):
         by_id = {s.id: s for s in rows}
         for i in sorted(ids):
             if (after is None or i > after) and (top is None or i <= top):
-                stored = self.seen_todo(owner, i)
+                stored = self.seen(resource, owner, i)
                 if stored.version:
                     by_id[i] = stored
         return sorted(by_id.values(), key=lambda s: s.id)[:limit]
 
     def start_list_seen(
-        self, owner: str, after: str | None, limit: int, state: str | None, ids: Collection[str]
+        self, resource: str, owner: str, after: str | None, limit: int, filters: Filters, ids: Collection[str]
     ) -> SeenLater:
         """`list_seen` in two steps: the query is sent now and its rows read by the returned
         function, so a caller can do other work (read Redis) while the database runs it. Nothing
         else may read through this reader in this thread meanwhile. By default it runs now."""
-        rows = self.list_seen(owner, after, limit, state, ids)
+        rows = self.list_seen(resource, owner, after, limit, filters, ids)
         return lambda replaced=None: rows
+
+    # -- the first two resources' reads, by name --------------------------------------------------
+    def get_todo(self, owner: str, todo_id: str) -> Row | None:
+        return self.get("todos", owner, todo_id)
+
+    def list_todos(self, owner: str, after: str | None, limit: int, state: str | None) -> list[Row]:
+        return self.list_rows("todos", owner, after, limit, state_filter(state))
+
+    def get_profile(self, owner: str) -> Row | None:
+        return self.get("profiles", owner, owner)
+
+    def seen_todo(self, owner: str, todo_id: str) -> Seen:
+        return self.seen("todos", owner, todo_id)
+
+    def seen_profile(self, owner: str) -> Seen:
+        return self.seen("profiles", owner, owner)
+
+    def seen_todos(self, owner: str, ids: Collection[str]) -> dict[str, Seen]:
+        return self.seen_many("todos", owner, ids)

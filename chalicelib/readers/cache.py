@@ -1,9 +1,15 @@
-"""The Redis read cache (CACHE_URL): read-through for one todo and one profile, kept right by the loader.
+"""The Redis read cache (CACHE_URL): read-through for one row of any declared resource (a todo,
+a list, a profile), kept right by the loader.
 
 Entries
-    `sluice:v1:todo:{owner}:{id}` and `sluice:v1:profile:{owner}`, where {owner} is the `sub`
-    itself when it is made of [A-Za-z0-9_-] (Cognito subs are UUIDs) and otherwise `~` and 32 hex
-    digits of its SHA-256 (so no owner can write into another's key space). A value is
+    `sluice:v1:{singular}.{shape}:{owner}:{id}` (`sluice:v1:todo.1a2b3c4d:{owner}:{id}`), or
+    without `:{id}` for a resource with one row per owner (`sluice:v1:profile.{shape}:{owner}`),
+    where {shape} is 8 hex digits of a digest of the resource's read shape (its read fields and
+    their kinds): a release that changes what a row holds reads and writes other keys, so a row
+    cached by the release before is never shown in place of one of the new shape (the old
+    entries expire with their TTL). {owner} is the `sub` itself when it is made of [A-Za-z0-9_-]
+    (Cognito subs are UUIDs) and otherwise `~` and 32 hex digits of its SHA-256 (so no owner can
+    write into another's key space). A value is
     `STATE|VERSION|OP_ID|PAYLOAD`: STATE `p` (present, PAYLOAD is the row as JSON), `a` (absent:
     deleted or never written, PAYLOAD empty) or `m` (the loader wrote VERSION but did not say
     what the row is: a miss that still fences older fills; a fill at least as new replaces it).
@@ -69,9 +75,10 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from chalicelib.ordering import LUA_NEWER
-from chalicelib.readers import Row, TodoReader
+from chalicelib.readers import Filters, Reader, Row
 from chalicelib.readers.breaker import DEFAULT_COOLDOWN_SECONDS, Breaker
-from chalicelib.resources import RESOURCES
+from chalicelib.resources import RESOURCES, Resource, on_change
+from chalicelib.rows import ts_out
 
 if TYPE_CHECKING:
     from chalicelib.commands import WriteCommand
@@ -212,20 +219,41 @@ def owner_part(owner: str) -> str:
     return "~" + hashlib.sha256(owner.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
-def todo_key(owner: str, todo_id: str, prefix: str = KEY_PREFIX) -> str:
-    return f"{prefix}:todo:{owner_part(owner)}:{todo_id}"
+def shape(resource: Resource) -> str:
+    """A digest of what a cached row of `resource` holds: its read fields and their kinds."""
+    rules = resource.rules()
+    described = ",".join(f"{name}:{rules[name].kind if name in rules else ''}" for name in resource.read_fields)
+    return hashlib.sha256(described.encode("utf-8")).hexdigest()[:8]
 
 
-def profile_key(owner: str, prefix: str = KEY_PREFIX) -> str:
-    return f"{prefix}:profile:{owner_part(owner)}"
+_KINDS: dict[str, tuple[str, bool]] = {}  # resource -> (its entries' kind part, by_id)
+
+
+def _kind(resource: str) -> tuple[str, bool]:
+    made = _KINDS.get(resource)
+    if made is None:
+        declared = RESOURCES[resource]
+        made = _KINDS[resource] = (f"{declared.singular}.{shape(declared)}", declared.by_id)
+    return made
+
+
+on_change(lambda name: _KINDS.pop(name, None))
 
 
 def entry_key(resource: str, owner: str, id_: str, prefix: str = KEY_PREFIX) -> str:
-    if resource == "todos":
-        return todo_key(owner, id_, prefix)
-    if resource == "profiles":
-        return profile_key(owner, prefix)
-    raise ValueError(f"no cache entries for resource {resource!r}")
+    """The cache entry of a row of `resource` (module docstring)."""
+    kind, by_id = _kind(resource)
+    if by_id:
+        return f"{prefix}:{kind}:{owner_part(owner)}:{id_}"
+    return f"{prefix}:{kind}:{owner_part(owner)}"
+
+
+def todo_key(owner: str, todo_id: str, prefix: str = KEY_PREFIX) -> str:
+    return entry_key("todos", owner, todo_id, prefix)
+
+
+def profile_key(owner: str, prefix: str = KEY_PREFIX) -> str:
+    return entry_key("profiles", owner, owner, prefix)
 
 
 def dump_row(row: Row) -> bytes:
@@ -270,12 +298,13 @@ def guarded_set(client: CacheClient, mode: str, ttl_ms: int, entries: Sequence[E
 
 
 # -- reading -----------------------------------------------------------------------------------
-class CachedReader(TodoReader):
-    """Read-through cache in front of another reader (usually ReplicaReader). Lists are not cached."""
+class CachedReader(Reader):
+    """Read-through cache in front of another reader (usually ReplicaReader), for rows read by
+    key; pages are not cached."""
 
     def __init__(
         self,
-        inner: TodoReader,
+        inner: Reader,
         redis_client: CacheClient,
         ttl: float,
         *,
@@ -295,14 +324,12 @@ class CachedReader(TodoReader):
         self.hits = 0
         self.misses = 0
 
-    def get_todo(self, owner: str, todo_id: str) -> Row | None:
-        return self._read(todo_key(owner, todo_id, self.prefix), lambda: self.inner.get_todo(owner, todo_id))
+    def get(self, resource: str, owner: str, id_: str) -> Row | None:
+        key = entry_key(resource, owner, id_, self.prefix)
+        return self._read(key, lambda: self.inner.get(resource, owner, id_))
 
-    def get_profile(self, owner: str) -> Row | None:
-        return self._read(profile_key(owner, self.prefix), lambda: self.inner.get_profile(owner))
-
-    def list_todos(self, owner: str, after: str | None, limit: int, state: str | None) -> list[Row]:
-        return self.inner.list_todos(owner, after, limit, state)
+    def list_rows(self, resource: str, owner: str, after: str | None, limit: int, filters: Filters) -> list[Row]:
+        return self.inner.list_rows(resource, owner, after, limit, filters)
 
     def _read(self, key: str, load: Callable[[], Row | None]) -> Row | None:
         use_cache = self.breaker.allows()
@@ -392,8 +419,6 @@ class CacheInvalidator:
 def row_for_command(command: WriteCommand, created_at: str) -> Row | None:
     """The row GET shows after `command` won, given the key's stored `created_at` (the loader's
     fixed-width text, or a datetime), in its resource's declared read shape. None for a delete."""
-    from chalicelib.readers.sql import ts_out
-
     if command.op == "delete" or command.data is None:
         return None
     data = command.data
@@ -443,12 +468,12 @@ def shown_at(stored: Any) -> str:
 # -- composition -------------------------------------------------------------------------------------
 def build_cache(
     client: CacheClient, ttl: float, cooldown: float = DEFAULT_COOLDOWN_SECONDS
-) -> tuple[Callable[[TodoReader], CachedReader], CacheInvalidator]:
+) -> tuple[Callable[[Reader], CachedReader], CacheInvalidator]:
     """(wrap a reader, the loader's invalidator), sharing one client and one breaker. The
     composition root (chalicelib.bootstrap) builds the client from CACHE_URL, parsed once."""
     breaker = Breaker(cooldown)
 
-    def wrap(inner: TodoReader) -> CachedReader:
+    def wrap(inner: Reader) -> CachedReader:
         return CachedReader(inner, client, ttl, breaker=breaker)
 
     return wrap, CacheInvalidator(client, ttl, breaker=breaker)

@@ -3,7 +3,11 @@ the caller's own reads show it before the loader and the replicas do (CONTRACT s
 
 Where they live
     One Redis hash per owner, `sluice:v1:pending:{owner}` (owner as in the cache's keys), beside
-    the cache's entries. Field `t:{id}` holds a todo, `p` the profile. A value is
+    the cache's entries. Field `{tag}:{id}` holds a row of the resource declared with that tag
+    (`t:{id}` a todo, `l:{id}` a list), `{tag}` the row of a resource with one per owner (`p` the
+    profile). The hash is not keyed by the schema: a write recorded by the release before an
+    upgrade stays in sight of its writer, its row shown with the fields added since at their
+    defaults (`upgraded`), and fields the reading release does not declare left out. A value is
     `STATE|VERSION|OP_ID|CREATED|PAYLOAD`: STATE `p` (a put; PAYLOAD is the row as GET will show
     it, `created_at` being the command's own instant) or `a` (a delete, PAYLOAD empty); CREATED is
     the version (the acceptance time in microseconds) of the earliest pending command of that key.
@@ -47,7 +51,7 @@ Reading
     reply is read after the first page query, which names the pending ids the process last saw
     for the owner; the merge queries again where that guess did not cover the reply. A page
     reads no op_id: the rows that tie their pending write's version are read again with it
-    (`TodoReader.seen_todos`), only then.
+    (`Reader.seen_todos`), only then.
 """
 
 from __future__ import annotations
@@ -65,7 +69,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from chalicelib.ids import CANONICAL_UUID, version_to_ts
 from chalicelib.ordering import LUA_NEWER, Order, loaded_wins, newer
-from chalicelib.readers import Row, Seen
+from chalicelib.readers import Filters, Row, Seen, state_filter
 from chalicelib.readers.cache import (
     ABSENT,
     PRESENT,
@@ -73,19 +77,18 @@ from chalicelib.readers.cache import (
     CacheClient,
     CachedReader,
     dump_row,
+    entry_key,
     owner_part,
     parse_entry,
-    profile_key,
-    todo_key,
 )
-from chalicelib.resources import PROFILES, TODOS, Resource
+from chalicelib.resources import RESOURCES, Resource, on_change
 
 if TYPE_CHECKING:
     from chalicelib.commands import WriteCommand
 
 log = logging.getLogger(__name__)
 
-PROFILE_FIELD = "p"
+PROFILE_FIELD = RESOURCES["profiles"].tag
 _JSON = json.JSONDecoder()
 _SCAN: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(_JSON)  # type: ignore[arg-type]
 ID_CAP = 64  # pending ids named to the database per page query
@@ -93,13 +96,13 @@ GUESSES = 1024  # owners whose pending ids a process remembers for its next page
 
 
 class Guess(NamedTuple):
-    """What a process last saw of an owner's pending todos, for its next page query (sent before
-    the HGETALL's reply is read): the ids it names, and how many rows to ask for."""
+    """What a process last saw of an owner's pending rows of one resource, for its next page
+    query (sent before the HGETALL's reply is read): the ids it names, and how many rows to ask for."""
 
-    ids: list[str]  # pending todo ids, ascending
+    ids: list[str]  # pending ids, ascending
     deletes: frozenset[str]  # the deletes among them: a loaded row each may take out of a page
     new: frozenset[str] = frozenset()  # puts of nothing stored that the last page showed
-    page: tuple[str | None, str | None, int] | None = None  # that page's (after, state, limit)
+    page: tuple[str | None, tuple[tuple[str, str], ...], int] | None = None  # that page's (after, filters, limit)
 
 
 _NO_GUESS = Guess([], frozenset())
@@ -242,16 +245,19 @@ class PendingEntry(NamedTuple):
             return row if type(row) is dict else dict(row)  # a new dict every time: the caller's own
         return None if data is None else dict(data)
 
-    def decoded(self, resource: Resource = TODOS) -> PendingEntry | None:
+    def decoded(self, resource: Resource) -> PendingEntry | None:
         """This entry with its stored row decoded once (reads of `row` then copy that dict), or
         None, logged, when what is stored is not a usable row of `resource` (`usable_row`): such
-        an entry is ignored, like one whose fields do not parse."""
+        an entry is ignored, like one whose fields do not parse. A row recorded by another
+        release is shown in this one's shape (`upgraded`)."""
         if type(self.data) is not bytes:
             return self
         try:
             row = self.row
         except (ValueError, TypeError):  # UnicodeDecodeError, JSONDecodeError; TypeError: not an object
             row = None
+        if type(row) is dict:
+            row = upgraded(resource, row)
         if type(row) is not dict or not usable_row(resource, row, self.id, self.version):
             log.warning("pending entry %s is not a row of %s; ignored", self.id, resource.name)
             return None
@@ -279,15 +285,43 @@ class PendingEntry(NamedTuple):
 class _Shape(NamedTuple):
     fields: frozenset[str]
     choices: tuple[tuple[str, frozenset[str]], ...]
+    defaults: dict[str, Any]  # of the fields added after the resource: a row recorded by an older release lacks them
+    field_pattern: re.Pattern[bytes]  # the hash field of one of its rows: tag:id (or tag alone)
 
 
-_SHAPES = {
-    r.name: _Shape(
-        frozenset(r.read_fields),
-        tuple((name, frozenset(rule.choices)) for name, rule in r.rules().items() if rule.kind == "choice"),
-    )
-    for r in (TODOS, PROFILES)
-}
+_SHAPES: dict[str, _Shape] = {}
+
+
+def shape_of(resource: Resource) -> _Shape:
+    made = _SHAPES.get(resource.name)
+    if made is None:
+        rules, defaults = resource.rules(), resource.defaults()
+        tag = re.escape(resource.tag.encode("ascii"))
+        added = {name: defaults[name] for name, rule in rules.items() if rule.since > resource.since}
+        made = _SHAPES[resource.name] = _Shape(
+            frozenset(resource.read_fields),
+            tuple((name, frozenset(rule.choices)) for name, rule in rules.items() if rule.kind == "choice"),
+            added,
+            re.compile(tag + b":(" + CANONICAL_UUID.pattern.encode("ascii") + b")" if resource.by_id else tag),
+        )
+    return made
+
+
+on_change(lambda name: _SHAPES.pop(name, None))
+
+
+def upgraded(resource: Resource, row: Row) -> Row:
+    """A pending row as this release shows `resource`: fields added after the resource appeared
+    that it lacks (recorded by an older release) take their defaults, fields this release does
+    not declare are left out. A row lacking any other field stays short, and unusable."""
+    made = shape_of(resource)
+    if row.keys() == made.fields:  # the usual case: recorded by this release
+        return row
+    out = {name: value for name, value in row.items() if name in made.fields}
+    for name, value in made.defaults.items():
+        if name not in out:
+            out[name] = list(value) if type(value) is list else value
+    return out
 
 
 def usable_row(resource: Resource, row: Row, id_: str, version: int) -> bool:
@@ -297,7 +331,7 @@ def usable_row(resource: Resource, row: Row, id_: str, version: int) -> bool:
     show (`_stamp`: what `_earlier` compares). Only RECORD writes these rows, from validated
     commands; this catches what anything else wrote into the keys without validating every field
     again on every read (a page decodes up to 64 entries while its query runs)."""
-    shape = _SHAPES[resource.name]
+    shape = shape_of(resource)
     if not row.keys() >= shape.fields:
         return False
     if resource.by_id and row["id"] != id_:
@@ -355,13 +389,16 @@ def parse_pending(field_id: str, raw: Any) -> PendingEntry | None:
         return None
 
 
-_TODO_FIELD = re.compile(b"t:(" + CANONICAL_UUID.pattern.encode("ascii") + b")")
+def field_of(resource: Resource, id_: str) -> str:
+    """The pending hash field of a row of `resource`: `{tag}:{id}`, or `{tag}` alone for a
+    resource with one row per owner."""
+    return f"{resource.tag}:{id_}" if resource.by_id else resource.tag
 
 
-def todo_id_of(name: bytes) -> str | None:
-    """The todo id of a pending hash field `t:{id}`, or None, logged, when it is not a canonical
-    UUID: such an entry is ignored, and its id never reaches SQL."""
-    matched = _TODO_FIELD.fullmatch(name)
+def id_of(resource: Resource, name: bytes) -> str | None:
+    """The id of a pending hash field `{tag}:{id}` of `resource`, or None, logged, when it is
+    not a canonical UUID: such an entry is ignored, and its id never reaches SQL."""
+    matched = shape_of(resource).field_pattern.fullmatch(name)
     if matched is not None:
         return matched[1].decode("ascii")
     log.warning("pending entry %r is not named by a canonical id; ignored", bytes(name[:82]))
@@ -372,7 +409,7 @@ def entry_for(command: WriteCommand) -> tuple[str, bytes, int, str, bytes]:
     """(field, state, version, op_id, payload) of a command for RECORD."""
     from chalicelib.readers.cache import row_for_command
 
-    field = f"t:{command.id}" if command.resource == "todos" else PROFILE_FIELD
+    field = field_of(RESOURCES[command.resource], command.id)
     row = row_for_command(command, command.stored_at)  # created_at: this command's instant
     if row is None:
         return (field, ABSENT, command.version, command.op_id, b"")
@@ -406,7 +443,7 @@ def without_replica(write: PendingEntry, cached: Seen | None) -> Seen | None:
 
 # -- the page merge ------------------------------------------------------------------------------
 Fetch = Callable[[str | None, int, Collection[str]], Sequence[Seen]]
-Orders = Callable[[Collection[str]], Mapping[str, Seen]]  # TodoReader.seen_todos for the owner
+Orders = Callable[[Collection[str]], Mapping[str, Seen]]  # Reader.seen_many for the owner
 
 
 class Fetched(NamedTuple):
@@ -421,31 +458,41 @@ _END = Seen("\U0010ffff", None, 0)  # after every id (ids are ASCII)
 _seen_id = attrgetter("id")
 
 
+def matches(row: Row, filters: Filters) -> bool:
+    """Whether a row holds every filtered field's value (a page's `state`, `list_id`)."""
+    for field, value in filters.items():
+        if row.get(field) != value:
+            return False
+    return True
+
+
 def merge_page(
     fetch: Fetch,
     pending: Mapping[str, PendingEntry],
     after: str | None,
     want: int,
-    state: str | None,
+    filters: Filters,
     id_cap: int = ID_CAP,
     first: Fetched | None = None,
     orders: Orders | None = None,
+    *,
+    resource: Resource,
 ) -> tuple[list[Row], list[Seen]]:
-    """The first `want` todos with id > after, as the caller would see them were every pending
-    write loaded, and the settled loaded states that show a pending write or a newer one (whose
-    entries are to be dropped).
+    """The first `want` rows of `resource` with id > after, as the caller would see them were
+    every pending write loaded, and the settled loaded states that show a pending write or a
+    newer one (whose entries are to be dropped).
     A loaded state and a pending write are ordered as the loader orders commands (`loaded_wins`);
     a pending entry whose row is not usable (`PendingEntry.decoded`) is ignored: its key shows
     what is loaded.
 
-    `fetch(after, limit, ids)` is `TodoReader.list_seen` for the owner and `state`: loaded rows
-    matching `state` and the stored state (tombstones included) of each of `ids`. Rows are fetched
-    until the page is full: a pending delete or a change of `state` can take rows out of it.
+    `fetch(after, limit, ids)` is `Reader.list_seen` for the owner and `filters`: loaded rows
+    matching them and the stored state (tombstones included) of each of `ids`. Rows are fetched
+    until the page is full: a pending delete or a change of a filtered field can take rows out.
     `first`, when given, is the first batch, fetched from `after` while the pending writes were
     read (naming the ids a guess gave): it is used as far as it knows every pending id's state.
     Its rows replaced by a pending write (`SeenLater`'s `replaced`) must be of usable entries.
     A page's rows need not carry their op_id: a row whose version ties its pending write's and
-    has none is read again with it by `orders` (`TodoReader.seen_todos`), once for all such rows
+    has none is read again with it by `orders` (`Reader.seen_many`), once for all such rows
     of its batch, only when there is one.
     """
     ahead = sorted(i for i in pending if after is None or i > after)
@@ -462,7 +509,7 @@ def merge_page(
             ids = ahead[:id_cap]
             # Rows the pending writes may take out of the page (deletes; any, under a filter) are
             # fetched beyond it at once, so one query usually fills the page.
-            slack = len(ids) if state is not None else sum(1 for i in ids if pending[i].data is None)
+            slack = len(ids) if filters else sum(1 for i in ids if pending[i].data is None)
             limit = want - len(out) + slack
             batch = fetch(cursor, limit, ids)
             asked = ids
@@ -487,9 +534,9 @@ def merge_page(
             while j < last and named[j] < key:  # a pending write of a key with nothing stored
                 entry = pending[named[j]]
                 j += 1
-                alone = entry.decoded() if type(entry.data) is bytes else entry
+                alone = entry.decoded(resource) if type(entry.data) is bytes else entry
                 row = alone.shown(None) if alone is not None else None
-                if row is not None and (state is None or row["state"] == state):
+                if row is not None and (not filters or matches(row, filters)):
                     out.append(row)
                     if len(out) == want:
                         return out, drops
@@ -498,7 +545,7 @@ def merge_page(
             if j < last and named[j] == key:
                 entry = pending[key]
                 j += 1
-                write = entry.decoded() if type(entry.data) is bytes else entry
+                write = entry.decoded(resource) if type(entry.data) is bytes else entry
                 if write is not None and base.version == write.version and not base.op_id and orders is not None:
                     if key not in reread:  # a version tie: the op_ids of this batch's ties, at once
                         reread.update(orders(_ties(batch, named, pending)))
@@ -513,7 +560,7 @@ def merge_page(
                     row = write.shown(base)
             else:
                 row = base.row  # the common case: a loaded row no pending write touches
-            if row is not None and (state is None or row["state"] == state):
+            if row is not None and (not filters or matches(row, filters)):
                 out.append(row)
                 if len(out) == want:
                     return out, drops
@@ -556,14 +603,14 @@ class PendingWrites:
         self.clock = clock
         self.on_failure = on_failure or _count_failure
         self.failures = 0
-        # Per owner's hash: what this process last saw of the pending todos (Guess).
-        self._guesses: dict[str, Guess] = {}
+        # Per (owner's hash, resource): what this process last saw of the pending rows (Guess).
+        self._guesses: dict[tuple[str, str], Guess] = {}
 
     # -- writes --------------------------------------------------------------------------------
     def record(self, commands: Sequence[WriteCommand], new_ids: bool = False) -> bool:
         """Record accepted commands (one EVALSHA per owner: one per request). Never raises.
 
-        `new_ids`: the todos are new (a POST's UUIDv7 ids, no Idempotency-Key), so nothing is
+        `new_ids`: the rows are new (a POST's UUIDv7 ids, no Idempotency-Key), so nothing is
         stored for them: the same EVALSHA sets their cache entries to "absent" (unless one
         exists), and the writer's next read by key answers from Redis alone, without the
         database (a pending put otherwise reads what is stored, for its created_at)."""
@@ -581,7 +628,7 @@ class PendingWrites:
                 args.extend(entry)
             keys = [pending_key(owner, self.prefix)]
             if new_ids:
-                keys += [todo_key(owner, c.id, self.prefix) for c in mine if c.resource == "todos"]
+                keys += [entry_key(c.resource, owner, c.id, self.prefix) for c in mine if RESOURCES[c.resource].by_id]
                 args.append(self.cache.negative_ttl_ms)
             try:
                 run_script(self.client, RECORD, keys, args)
@@ -595,17 +642,19 @@ class PendingWrites:
         return ok
 
     def _remember(self, hash_key: str, commands: Sequence[WriteCommand]) -> None:
-        """Add recorded todo writes to the owner's guess (the writer's next page names them)."""
-        guess = self._guesses.pop(hash_key, _NO_GUESS)
-        ids = set(guess.ids)
-        gone = set(guess.deletes)
-        for command in commands:
-            if command.resource == "todos":
-                ids.add(command.id)
-                (gone.add if command.op == "delete" else gone.discard)(command.id)
-        if len(self._guesses) >= GUESSES:
-            self._guesses.pop(next(iter(self._guesses)), None)
-        self._guesses[hash_key] = Guess(sorted(ids), frozenset(gone), guess.new - gone, guess.page)
+        """Add recorded writes to the owner's guess of their resource (the writer's next page names them)."""
+        for resource in {c.resource for c in commands if RESOURCES[c.resource].collection is not None}:
+            key = (hash_key, resource)
+            guess = self._guesses.pop(key, _NO_GUESS)
+            ids = set(guess.ids)
+            gone = set(guess.deletes)
+            for command in commands:
+                if command.resource == resource:
+                    ids.add(command.id)
+                    (gone.add if command.op == "delete" else gone.discard)(command.id)
+            if len(self._guesses) >= GUESSES:
+                self._guesses.pop(next(iter(self._guesses)), None)
+            self._guesses[key] = Guess(sorted(ids), frozenset(gone), guess.new - gone, guess.page)
 
     def _failed(self, count: int, exc: BaseException | None) -> None:
         self.failures += count
@@ -613,27 +662,24 @@ class PendingWrites:
         self.on_failure(count)
 
     # -- reads by key --------------------------------------------------------------------------
-    def get_todo(self, owner: str, todo_id: str, min_version: int | None = None) -> Seen:
+    def get(self, resource: str, owner: str, id_: str, min_version: int | None = None) -> Seen:
+        """The owner's row of `resource` by key: pending, cached and replica states (module docstring)."""
+        declared = RESOURCES[resource]
         return self._one(
-            todo_key(owner, todo_id, self.prefix),
+            entry_key(resource, owner, id_, self.prefix),
             owner,
-            f"t:{todo_id}",
-            todo_id,
-            TODOS,
-            lambda: self.inner.seen_todo(owner, todo_id),
+            field_of(declared, id_),
+            id_,
+            declared,
+            lambda: self.inner.seen(resource, owner, id_),
             min_version,
         )
 
+    def get_todo(self, owner: str, todo_id: str, min_version: int | None = None) -> Seen:
+        return self.get("todos", owner, todo_id, min_version)
+
     def get_profile(self, owner: str, min_version: int | None = None) -> Seen:
-        return self._one(
-            profile_key(owner, self.prefix),
-            owner,
-            PROFILE_FIELD,
-            owner,
-            PROFILES,
-            lambda: self.inner.seen_profile(owner),
-            min_version,
-        )
+        return self.get("profiles", owner, owner, min_version)
 
     def _one(
         self,
@@ -697,7 +743,10 @@ class PendingWrites:
 
     # -- pages -----------------------------------------------------------------------------------
     def list_todos(self, owner: str, after: str | None, limit: int, state: str | None) -> list[Row]:
-        """The owner's page with their pending todos merged (`limit` rows at most).
+        return self.list_rows("todos", owner, after, limit, state_filter(state))
+
+    def list_rows(self, resource: str, owner: str, after: str | None, limit: int, filters: Filters) -> list[Row]:
+        """The owner's page of `resource` with their pending writes merged (`limit` rows at most).
 
         With a client that can (RespClient.send), the page query is sent first, naming the
         pending ids this process last saw for the owner (none for an owner it knows nothing of);
@@ -705,58 +754,64 @@ class PendingWrites:
         merge_page queries again only when the reply holds a pending id in the page that the
         query did not name."""
         if not self.breaker.allows():
-            return self.inner.list_todos(owner, after, limit, state)
+            return self.inner.list_rows(resource, owner, after, limit, filters)
+        declared = RESOURCES[resource]
         hash_key = pending_key(owner, self.prefix)
+        page = _Page(declared, owner, after, limit, filters)
         send = getattr(self.client, "send", None)
         if send is None:
             try:
                 raw = self.client.execute_command("HGETALL", hash_key)
             except Exception as exc:  # noqa: BLE001 - reads fall back to the database
                 self.breaker.failed(exc, "reading")
-                return self.inner.list_todos(owner, after, limit, state)
+                return self.inner.list_rows(resource, owner, after, limit, filters)
             self.breaker.succeeded()
-            pending, expired = self._entries(raw, after)
-            return self._merged(hash_key, owner, after, limit, state, pending, expired, None)
-        guess = self._guesses.get(hash_key, _NO_GUESS)
+            pending, expired = self._entries(raw, after, declared)
+            return self._merged(hash_key, page, pending, expired, None)
+        guess = self._guesses.get((hash_key, resource), _NO_GUESS)
         ids = [i for i in guess.ids if after is None or i > after][:ID_CAP]
         # Rows the guessed pending writes may take out of the page are fetched beyond it at once;
-        # new todos the same page showed last time take places, so fewer loaded rows are asked
+        # new rows the same page showed last time take places, so fewer loaded rows are asked
         # for. A wrong guess costs one more query in merge_page, never a wrong page.
-        n = limit + (len(ids) if state is not None else sum(1 for i in ids if i in guess.deletes))
-        if guess.new and guess.page == (after, state, limit):
+        n = limit + (len(ids) if filters else sum(1 for i in ids if i in guess.deletes))
+        if guess.new and guess.page == page.key:
             n = max(1, n - sum(1 for i in ids if i in guess.new))
-        rows = self.inner.start_list_seen(owner, after, n, state, ids)
+        rows = self.inner.start_list_seen(resource, owner, after, n, filters, ids)
         try:  # while the database runs the page query
             raw = send("HGETALL", hash_key).result()
         except Exception as exc:  # noqa: BLE001 - reads fall back to the database
             self.breaker.failed(exc, "reading")
             rows()  # the connection is read clear before it is used again
-            return self.inner.list_todos(owner, after, limit, state)
+            return self.inner.list_rows(resource, owner, after, limit, filters)
         self.breaker.succeeded()
-        pending, expired = self._entries(raw, after)
+        pending, expired = self._entries(raw, after, declared)
         # Rows a newer pending write replaces need only their created_at (PendingEntry.shown):
         # only usable entries replace a row (those not decoded yet, past ID_CAP, come whole).
         replaced = {i: w.version for i, w in pending.items() if type(w.data) is not bytes}
         first = Fetched(rows(replaced), n, frozenset(ids))
-        page = self._merged(hash_key, owner, after, limit, state, pending, expired, first)
-        self._guess(hash_key, pending, first, page, after, state, limit)
-        return page
+        shown = self._merged(hash_key, page, pending, expired, first)
+        self._guess(hash_key, page, pending, first, shown)
+        return shown
 
-    def _entries(self, raw: Any, after: str | None) -> tuple[dict[str, PendingEntry], list[tuple[str, int, str]]]:
-        """An HGETALL reply's todo entries (their rows decoded when after the cursor, up to
-        ID_CAP of them; merge_page decodes the others it meets) and the expired ones (todo id,
+    def _entries(
+        self, raw: Any, after: str | None, resource: Resource
+    ) -> tuple[dict[str, PendingEntry], list[tuple[str, int, str]]]:
+        """An HGETALL reply's entries of `resource` (their rows decoded when after the cursor, up
+        to ID_CAP of them; merge_page decodes the others it meets) and the expired ones (id,
         version, op_id). An entry that cannot be used (its id is not a canonical UUID, its value
         does not parse, its row is not a usable row) is logged and left out: its key reads what
         is loaded, and its id never reaches SQL."""
         oldest = self.clock() // 1000 - self.ttl_us
         pending: dict[str, PendingEntry] = {}
         expired: list[tuple[str, int, str]] = []
+        prefix = resource.tag.encode("ascii") + b":"
+        width = len(prefix)
         for i in range(0, len(raw or ()), 2):
             name = raw[i]
-            if name[:2] != b"t:":
+            if name[:width] != prefix:
                 continue
-            todo_id = todo_id_of(name)
-            write = parse_pending(todo_id, raw[i + 1]) if todo_id is not None else None
+            id_ = id_of(resource, name)
+            write = parse_pending(id_, raw[i + 1]) if id_ is not None else None
             if write is None:
                 continue
             if write.version < oldest:
@@ -766,7 +821,7 @@ class PendingWrites:
         if len(pending) <= ID_CAP:  # rows a page may show, decoded while the database works
             for key, write in list(pending.items()):
                 if after is None or key > after:
-                    usable = write.decoded()
+                    usable = write.decoded(resource)
                     if usable is None:
                         del pending[key]
                     else:
@@ -776,61 +831,55 @@ class PendingWrites:
     def _merged(
         self,
         hash_key: str,
-        owner: str,
-        after: str | None,
-        limit: int,
-        state: str | None,
+        page: _Page,
         pending: dict[str, PendingEntry],
         expired: list[tuple[str, int, str]],
         first: Fetched | None,
     ) -> list[Row]:
+        resource, owner, filters = page.resource, page.owner, page.filters
+        name = resource.name
         drops: list[Seen] = []
         if not pending and first is None:
-            rows = self.inner.list_todos(owner, after, limit, state)
-        elif not pending and first is not None and not first.ids:  # live rows matching state only
+            rows = self.inner.list_rows(name, owner, page.after, page.limit, filters)
+        elif not pending and first is not None and not first.ids:  # live rows matching the filters only
             rows = [s.row for s in first.rows if s.row is not None]
         else:
             rows, drops = merge_page(
-                lambda cursor, n, ids: self.inner.list_seen(owner, cursor, n, state, ids),
+                lambda cursor, n, ids: self.inner.list_seen(name, owner, cursor, n, filters, ids),
                 pending,
-                after,
-                limit,
-                state,
+                page.after,
+                page.limit,
+                filters,
                 first=first,
-                orders=lambda ids: self.inner.seen_todos(owner, ids),
+                orders=lambda ids: self.inner.seen_many(name, owner, ids),
+                resource=resource,
             )
-        if drops and not self._fill(*((todo_key(owner, s.id, self.prefix), s) for s in drops)):
+        if drops and not self._fill(*((entry_key(name, owner, s.id, self.prefix), s) for s in drops)):
             drops = []  # the cache may still hold an older state: the entries stay (until their TTL)
         if expired or drops:
             shown = [(s.id, s.version, s.op_id) for s in drops]
-            self._drop(hash_key, [(f"t:{i}", v, op) for i, v, op in (*expired, *shown)])
+            self._drop(hash_key, [(field_of(resource, i), v, op) for i, v, op in (*expired, *shown)])
         return rows
 
     def _guess(
-        self,
-        hash_key: str,
-        pending: Mapping[str, PendingEntry],
-        first: Fetched,
-        page: list[Row],
-        after: str | None,
-        state: str | None,
-        limit: int,
+        self, hash_key: str, page: _Page, pending: Mapping[str, PendingEntry], first: Fetched, shown: list[Row]
     ) -> None:
         guesses = self._guesses
-        guesses.pop(hash_key, None)
+        key = (hash_key, page.resource.name)
+        guesses.pop(key, None)
         if not pending:
             return
         if len(guesses) >= GUESSES:
             guesses.pop(next(iter(guesses)), None)
         deletes = frozenset(i for i, w in pending.items() if w.data is None)
         # Named puts of which the page query found nothing stored (below the batch's last id,
-        # when it was full): new todos, each in the page in place of a loaded row (learnt
+        # when it was full): new rows, each in the page in place of a loaded row (learnt
         # without a filter only; with one, every named id is fetched beyond the page anyway).
         new: frozenset[str] | set[str] = frozenset()
         batch = first.rows
-        if first.ids and state is None:
+        if first.ids and not page.filters:
             top = batch[-1].id if batch and len(batch) >= first.limit else None
-            end = page[-1]["id"] if page and len(page) >= limit else None  # the page's last id, when full
+            end = shown[-1]["id"] if shown and len(shown) >= page.limit else None  # the page's last id, when full
             stored = {s.id for s in batch}
             new = {
                 i
@@ -841,7 +890,7 @@ class PendingWrites:
                 and (top is None or i < top)
                 and (end is None or i <= end)
             }
-        guesses[hash_key] = Guess(sorted(pending), deletes, frozenset(new), (after, state, limit))
+        guesses[key] = Guess(sorted(pending), deletes, frozenset(new), page.key)
 
     # -- housekeeping ----------------------------------------------------------------------------
     def _expired(self, write: PendingEntry) -> bool:
@@ -857,6 +906,21 @@ class PendingWrites:
             run_script(self.client, DROP, [hash_key], args)
         except Exception as exc:  # noqa: BLE001 - the entry expires with its TTL all the same
             self.breaker.failed(exc, "dropping pending writes")
+
+
+class _Page(NamedTuple):
+    """One page read: whose, of what, from where, how many, filtered how."""
+
+    resource: Resource
+    owner: str
+    after: str | None
+    limit: int
+    filters: Filters
+
+    @property
+    def key(self) -> tuple[str | None, tuple[tuple[str, str], ...], int]:
+        """What makes it the same page as an earlier read (Guess.page)."""
+        return (self.after, tuple(sorted(self.filters.items())), self.limit)
 
 
 def _newer(cached: Seen, seen: Seen) -> Seen:

@@ -10,14 +10,14 @@ from typing import Any
 
 from chalicelib.db.database import open_reader
 from chalicelib.errors import DatabaseUnavailable
-from chalicelib.readers import Row, Seen, SeenLater, TodoReader
+from chalicelib.readers import Filters, Reader, Row, Seen, SeenLater
 from chalicelib.readers.breaker import Breaker
 from chalicelib.readers.sql import SqlReader
 
 log = logging.getLogger(__name__)
 
 
-class ReplicaReader(TodoReader):
+class ReplicaReader(Reader):
     """Readers in preference order: a replica chosen once per process (at random, so processes
     spread over the replicas), the other replicas, then the master.
 
@@ -30,7 +30,7 @@ class ReplicaReader(TodoReader):
 
     def __init__(
         self,
-        readers: Sequence[TodoReader],
+        readers: Sequence[Reader],
         choose: Callable[[int], int] | None = None,
         cooldown: float = 15.0,
         clock: Callable[[], float] = time.monotonic,
@@ -80,10 +80,10 @@ class ReplicaReader(TodoReader):
         cooling = sorted((i for i in range(len(breakers)) if i not in up), key=lambda i: breakers[i].open_until)
         return up + cooling
 
-    def _first(self, call: Callable[[TodoReader], Any]) -> Any:
+    def _first(self, call: Callable[[Reader], Any]) -> Any:
         return self._first_at(call)[1]
 
-    def _first_at(self, call: Callable[[TodoReader], Any]) -> tuple[int, Any]:
+    def _first_at(self, call: Callable[[Reader], Any]) -> tuple[int, Any]:
         """(index of the reader that answered, its answer)."""
         last: DatabaseUnavailable | None = None
         order = self._order()
@@ -99,37 +99,30 @@ class ReplicaReader(TodoReader):
         assert last is not None
         raise DatabaseUnavailable(f"no replica and no master answered: {last}") from last
 
-    def get_todo(self, owner: str, todo_id: str) -> Row | None:
-        return self._first_at(lambda r: r.get_todo(owner, todo_id))[1]
+    def get(self, resource: str, owner: str, id_: str) -> Row | None:
+        return self._first(lambda r: r.get(resource, owner, id_))
 
-    def list_todos(self, owner: str, after: str | None, limit: int, state: str | None) -> list[Row]:
-        return self._first(lambda r: r.list_todos(owner, after, limit, state))
-
-    def get_profile(self, owner: str) -> Row | None:
-        return self._first(lambda r: r.get_profile(owner))
+    def list_rows(self, resource: str, owner: str, after: str | None, limit: int, filters: Filters) -> list[Row]:
+        return self._first(lambda r: r.list_rows(resource, owner, after, limit, filters))
 
     # -- versioned reads: an answer from the master while replicas exist is not "settled" --------
     def _settled(self, index: int) -> bool:
         return len(self.readers) == 1 or index < len(self.readers) - 1
 
-    def seen_todo(self, owner: str, todo_id: str) -> Seen:
-        index, seen = self._first_at(lambda r: r.seen_todo(owner, todo_id))
+    def seen(self, resource: str, owner: str, id_: str) -> Seen:
+        index, seen = self._first_at(lambda r: r.seen(resource, owner, id_))
         return seen if self._settled(index) else seen._replace(settled=False)
 
-    def seen_profile(self, owner: str) -> Seen:
-        index, seen = self._first_at(lambda r: r.seen_profile(owner))
-        return seen if self._settled(index) else seen._replace(settled=False)
-
-    def seen_todos(self, owner: str, ids: Collection[str]) -> dict[str, Seen]:
-        index, found = self._first_at(lambda r: r.seen_todos(owner, ids))
+    def seen_many(self, resource: str, owner: str, ids: Collection[str]) -> dict[str, Seen]:
+        index, found = self._first_at(lambda r: r.seen_many(resource, owner, ids))
         if self._settled(index):
             return dict(found)
         return {i: s._replace(settled=False) for i, s in found.items()}
 
     def list_seen(
-        self, owner: str, after: str | None, limit: int, state: str | None, ids: Collection[str]
+        self, resource: str, owner: str, after: str | None, limit: int, filters: Filters, ids: Collection[str]
     ) -> list[Seen]:
-        index, rows = self._first_at(lambda r: r.list_seen(owner, after, limit, state, ids))
+        index, rows = self._first_at(lambda r: r.list_seen(resource, owner, after, limit, filters, ids))
         return self._as_settled(index, rows)
 
     def _as_settled(self, index: int, rows: Sequence[Seen]) -> list[Seen]:
@@ -138,24 +131,25 @@ class ReplicaReader(TodoReader):
         return [s._replace(settled=False) for s in rows]
 
     def start_list_seen(
-        self, owner: str, after: str | None, limit: int, state: str | None, ids: Collection[str]
+        self, resource: str, owner: str, after: str | None, limit: int, filters: Filters, ids: Collection[str]
     ) -> SeenLater:
         """Sent to the first reader `_order` gives; when it fails (sending or reading), the read
         is `list_seen`'s, which skips it (its breaker is open) and fails over."""
         index = self._order()[0]
         breaker = self.breakers[index]
+        args = (resource, owner, after, limit, filters, ids)
         try:
-            rows = self.readers[index].start_list_seen(owner, after, limit, state, ids)
+            rows = self.readers[index].start_list_seen(*args)
         except DatabaseUnavailable as exc:
             breaker.failed(exc, "reading")
-            return lambda replaced=None: self.list_seen(owner, after, limit, state, ids)
+            return lambda replaced=None: self.list_seen(*args)
 
         def seen(replaced: Mapping[str, int] | None = None) -> Sequence[Seen]:
             try:
                 got = rows(replaced)
             except DatabaseUnavailable as exc:
                 breaker.failed(exc, "reading")
-                return self.list_seen(owner, after, limit, state, ids)
+                return self.list_seen(*args)
             breaker.succeeded()
             return self._as_settled(index, got)
 

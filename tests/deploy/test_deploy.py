@@ -93,14 +93,18 @@ def test_routes_are_every_route_of_the_app(app_module):
 
 def test_query_parameters_are_read_from_the_views(app_module):
     by_view = {r.view_name: r for r in routes_of(app_module)}
-    # GET /todos and GET /users/{sub}/todos both page through the shared _list helper.
+    # GET /todos and GET /users/{sub}/todos both page through the same reading of the page.
     # min_version is read (through _min_version) by every GET that takes it, so it is in their
     # stage cache keys: a read asking for a newer version is never answered from an older entry.
     # The admin route does not take it (an unknown parameter there, ignored).
-    assert by_view["list_todos"].query_params == ("cursor", "limit", "min_version", "state")
-    assert by_view["admin_list_todos"].query_params == ("cursor", "limit", "state")
+    # The routes derived from a declaration (chalicelib/routes.py) name what they read: the page
+    # parameters and the collection's declared filters.
+    assert by_view["list_todos"].query_params == ("cursor", "limit", "list_id", "min_version", "state")
+    assert by_view["admin_list_todos"].query_params == ("cursor", "limit", "list_id", "state")
     assert by_view["get_todo"].query_params == ("min_version",)
     assert by_view["get_me"].query_params == ("min_version",)
+    assert by_view["list_lists"].query_params == ("cursor", "limit", "min_version")
+    assert by_view["get_list"].query_params == ("min_version",)
 
 
 def write_module(tmp_path: Path, name: str, source: str) -> Any:

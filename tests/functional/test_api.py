@@ -46,8 +46,21 @@ def test_create_then_read_the_todo_as_written(client):
     got = client.http.get(f"/todos/{answer['id']}", headers=auth())
     assert got.status_code == 200
     todo = got.json_body
-    assert set(todo) == {"id", "title", "notes", "state", "tags", "due_at", "version", "created_at", "updated_at"}
+    assert set(todo) == {
+        "id",
+        "title",
+        "notes",
+        "state",
+        "tags",
+        "due_at",
+        "priority",
+        "list_id",
+        "version",
+        "created_at",
+        "updated_at",
+    }
     assert todo["title"] == "buy milk" and todo["tags"] == ["home"]
+    assert (todo["priority"], todo["list_id"]) == (3, None)  # the defaults
     assert todo["due_at"] == "2030-01-01T09:00:00Z"
     assert todo["version"] == answer["version"]
     assert todo["created_at"].endswith("Z") and todo["created_at"] == todo["updated_at"]

@@ -54,6 +54,8 @@ def test_the_readme_curl_session_works_as_pasted(server):
     assert todo_id, out
     assert "HTTP/1.1 200" in out and f'"id":"{todo_id.group(1)}"' in out.replace(" ", "")
     assert '"title": "Buy oat milk"' in out and '"state": "done"' in out
+    assert '"name": "Groceries"' in out and '"position": 0' in out  # the list call
+    assert '"priority":1' in out.replace(" ", "") and '"list_id":null' not in out.replace(" ", "")
     assert out.rstrip().splitlines()[-1] == "404"
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from chalicelib.commands import make_command
 from tests.conftest import ROOT
+from tests.factories import make
 
 TODO_ID = "0190b2a0-0000-7000-8000-0000000000c1"
 OP = "6a9c5d2e-1111-4222-8333-444455556666"
@@ -28,7 +29,7 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def put(version: int, title: str) -> bytes:
-    data = {"title": title, "notes": "", "state": "open", "tags": [], "due_at": None}
+    data = make("todos", title=title, notes="", state="open", tags=[])
     return make_command("put", "todos", "alice", TODO_ID, version, OP, data).to_line()
 
 
@@ -62,11 +63,11 @@ def test_load_prints_the_counts_line(env, tmp_path):
     older = write(tmp_path / "writes/2027/01/15/08/b", gzip.compress(put(V1, "old")))
     result = cli("load", good, older, env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "applied=1 stale=1 rejected=1 skipped=0"
+    assert result.stdout.strip() == "applied=1 stale=1 rejected=1 skipped=0 deferred=0"
     again = cli("load", good, env=env)
-    assert again.stdout.strip() == "applied=0 stale=0 rejected=0 skipped=1"
+    assert again.stdout.strip() == "applied=0 stale=0 rejected=0 skipped=1 deferred=0"
     forced = cli("load", "--force", good, env=env)
-    assert forced.stdout.strip() == "applied=0 stale=1 rejected=1 skipped=0"
+    assert forced.stdout.strip() == "applied=0 stale=1 rejected=1 skipped=0 deferred=0"
     assert title_in(env) == "new"
 
 
@@ -76,10 +77,10 @@ def test_replay_local_over_an_hour_range(env):
     write(data / "writes/2027/01/15/09/y", put(V2, "nine"))
     write(data / "writes/2027/01/15/09/.y.tmp", b"half written")
     only_seven = cli("replay", "--local", "--since", "2027-01-15T06", "--until", "2027-01-15T08", env=env)
-    assert only_seven.stdout.strip() == "applied=1 stale=0 rejected=0 skipped=0", only_seven.stderr
+    assert only_seven.stdout.strip() == "applied=1 stale=0 rejected=0 skipped=0 deferred=0", only_seven.stderr
     assert title_in(env) == "seven"
     everything = cli("replay", "--local", "--since", "2027-01-15T00", "--until", "2027-01-15T23", env=env)
-    assert everything.stdout.strip() == "applied=1 stale=0 rejected=0 skipped=1"
+    assert everything.stdout.strip() == "applied=1 stale=0 rejected=0 skipped=1 deferred=0"
     assert title_in(env) == "nine"
 
 

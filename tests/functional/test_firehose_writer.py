@@ -48,7 +48,15 @@ def commands(count: int, notes: str = "") -> list[WriteCommand]:
             str(uuid.uuid4()),
             VERSION + n,
             str(uuid.uuid4()),
-            {"title": f"todo {n}", "notes": notes, "state": "open", "tags": [], "due_at": None},
+            {
+                "title": f"todo {n}",
+                "notes": notes,
+                "state": "open",
+                "tags": [],
+                "due_at": None,
+                "priority": 3,
+                "list_id": None,
+            },
         )
         for n in range(count)
     ]

@@ -12,6 +12,7 @@ import pytest
 from chalicelib.commands import make_command
 from chalicelib.db.database import open_database
 from chalicelib.loader import BatchLoader, batch_id, ledger_key, local_etag
+from tests.factories import make
 
 A = "0190b2a0-0000-7000-8000-00000000000a"
 B = "0190b2a0-0000-7000-8000-00000000000b"
@@ -19,7 +20,7 @@ OPS = sorted(str(uuid.uuid4()) for _ in range(4))
 
 
 def put(version: int, title: str = "t", todo_id: str = A, owner: str = "alice", op_id: str = OPS[0]) -> bytes:
-    data = {"title": title, "notes": "", "state": "open", "tags": [], "due_at": None}
+    data = make("todos", title=title, notes="", state="open", tags=[])
     return make_command("put", "todos", owner, todo_id, version, op_id, data).to_line()
 
 

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from chalicelib.commands import make_command
 from chalicelib.db.database import open_database
 from chalicelib.loader import BatchLoader, local_etag
+from tests.factories import make
 from tests.poison_properties import POISON_LINES, PoisonedObject, assert_poison_never_blocks, poisoned_objects
 
 _files = itertools.count()
@@ -33,7 +34,7 @@ def test_arbitrary_lines_never_block_the_valid_commands_of_their_object(tmp_path
 def test_each_known_poison_line_is_a_reject_and_the_command_beside_it_applies(tmp_path: Path, poison: bytes) -> None:
     # GIVEN an object of one valid command and one line that once made every load of it fail
     db = open_database(f"sqlite:///{tmp_path / 'db.sqlite3'}")
-    data = {"title": "kept", "notes": "", "state": "open", "tags": [], "due_at": None}
+    data = make("todos", title="kept", notes="", state="open", tags=[])
     body = make_command("put", "todos", "alice", A, 1_800_000_000_000_001, OP, data).to_line() + poison + b"\n"
     # WHEN it is loaded
     result = BatchLoader(db).load("bucket", "writes/2027/01/01/00/p", local_etag(body), body)

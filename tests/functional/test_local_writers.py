@@ -40,7 +40,7 @@ from bench.batching import BatchingWriter
 
 def batch(tag, n=3):
     return [make_command("put", "todos", "alice", str(uuid.uuid4()), 1_700_000_000_000_000 + i, str(uuid.uuid4()),
-                         {"title": f"{tag}{i}", "notes": "n" * 200, "state": "open", "tags": [], "due_at": None})
+                         {"title": f"{tag}{i}", "notes": "n" * 200, "state": "open", "tags": [], "due_at": None, "priority": 3, "list_id": None})
             for i in range(n)]
 
 def refused_with_room_for(room, commands):

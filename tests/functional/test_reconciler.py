@@ -206,7 +206,7 @@ def test_replay_loads_an_hour_range(s3, cli_env, bucket_services, capsys):
     code, out, err = run(["replay", "--bucket", BUCKET, "--since", "2024-05-01T09", "--until", "2024-05-01T11"], capsys)
 
     assert (code, err) == (0, "")
-    assert out == "applied=2 stale=0 rejected=1 skipped=1\n"
+    assert out == "applied=2 stale=0 rejected=1 skipped=1 deferred=0\n"
     assert stored_todo(bucket_services, "alice", stored[0][0]) is None  # 08:00: before the range
     assert stored_todo(bucket_services, "alice", stored[4][0]) is None  # 12:00: after it
     for h in (1, 2, 3):
@@ -214,12 +214,12 @@ def test_replay_loads_an_hour_range(s3, cli_env, bucket_services, capsys):
 
     # a second replay finds everything in the ledger; --force applies again and changes nothing newer
     assert run(["replay", "--bucket", BUCKET, "--since", "2024-05-01T09", "--until", "2024-05-01T11"], capsys)[1] == (
-        "applied=0 stale=0 rejected=0 skipped=4\n"
+        "applied=0 stale=0 rejected=0 skipped=4 deferred=0\n"
     )
     forced = run(
         ["replay", "--bucket", BUCKET, "--since", "2024-05-01T09", "--until", "2024-05-01T11", "--force"], capsys
     )
-    assert forced[:2] == (0, "applied=0 stale=3 rejected=1 skipped=0\n")
+    assert forced[:2] == (0, "applied=0 stale=3 rejected=1 skipped=0 deferred=0\n")
 
 
 def test_replay_prints_only_its_summary_line_even_with_the_json_log_on(
@@ -228,13 +228,13 @@ def test_replay_prints_only_its_summary_line_even_with_the_json_log_on(
     add_object(s3, "writes/2024/05/01/10/one", "one")
     monkeypatch.setenv("SLUICE_LOG", "1")
     code, out, err = run(["replay", "--bucket", BUCKET, "--since", "2024-05-01T10", "--until", "2024-05-01T10"], capsys)
-    assert (code, out, err) == (0, "applied=1 stale=0 rejected=0 skipped=0\n", "")
+    assert (code, out, err) == (0, "applied=1 stale=0 rejected=0 skipped=0 deferred=0\n", "")
 
 
 def test_replay_with_another_prefix(s3, cli_env, bucket_services, capsys):
     todo_id, _, _ = add_object(s3, "archive/writes/2024/05/01/10/moved", "moved")
     code, out, _ = run(["replay", "--bucket", BUCKET, "--prefix", "archive/writes", "--since", "2024-05-01T10"], capsys)
-    assert (code, out) == (0, "applied=1 stale=0 rejected=0 skipped=0\n")
+    assert (code, out) == (0, "applied=1 stale=0 rejected=0 skipped=0 deferred=0\n")
     assert stored_todo(bucket_services, "alice", todo_id)["title"] == "moved"
 
 
@@ -269,13 +269,19 @@ def test_load_an_s3_object(s3, cli_env, bucket_services, capsys):
     key = hour_key(datetime(2024, 5, 1, 10, tzinfo=UTC), "a b+c")
     todo_id, etag, _ = add_object(s3, key, "loaded by hand")
 
-    assert run(["load", f"s3://{BUCKET}/{key}"], capsys)[:2] == (0, "applied=1 stale=0 rejected=0 skipped=0\n")
+    assert run(["load", f"s3://{BUCKET}/{key}"], capsys)[:2] == (
+        0,
+        "applied=1 stale=0 rejected=0 skipped=0 deferred=0\n",
+    )
     assert stored_todo(bucket_services, "alice", todo_id)["title"] == "loaded by hand"
     assert ledger_keys(bucket_services) == [key]
-    assert run(["load", f"s3://{BUCKET}/{key}"], capsys)[:2] == (0, "applied=0 stale=0 rejected=0 skipped=1\n")
+    assert run(["load", f"s3://{BUCKET}/{key}"], capsys)[:2] == (
+        0,
+        "applied=0 stale=0 rejected=0 skipped=1 deferred=0\n",
+    )
     assert run(["load", "--force", f"s3://{BUCKET}/{key}"], capsys)[:2] == (
         0,
-        "applied=0 stale=1 rejected=0 skipped=0\n",
+        "applied=0 stale=1 rejected=0 skipped=0 deferred=0\n",
     )
 
 

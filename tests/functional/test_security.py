@@ -664,7 +664,7 @@ def test_check_order_on_delete(client: Any) -> None:
     ],
 )
 def test_idempotency_key_limits(client: Any, key: str, accepted: bool) -> None:
-    from chalicelib.openapi import IDEMPOTENCY_KEY_MAX
+    from chalicelib.http import IDEMPOTENCY_KEY_MAX
 
     assert IDEMPOTENCY_KEY_MAX == 128
     response = client.http.post("/todos", headers={**auth(), "Idempotency-Key": key}, body=body(TODO))

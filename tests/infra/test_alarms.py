@@ -312,6 +312,8 @@ def test_the_reconciler_metrics_come_once_a_run_and_the_backlog_even_without_the
     assert (backlog.every, backlog.always, backlog.dimensions) == (gap, True, dims(("Stage",)))
     poisoned = sluice_metrics["Sluice", "PoisonedObjects"]
     assert (poisoned.every, poisoned.always) == (gap, False)
+    deferred = sluice_metrics["Sluice", "OldestDeferredObjectAgeSeconds"]
+    assert (deferred.every, deferred.always, deferred.dimensions) == (gap, False, dims(("Stage",)))
     assert sluice_metrics["Sluice", "ReconcilerFailures"].every is None
     assert sluice_metrics["Sluice", "ObjectLagSeconds"].every is None
     # every Sluice metric carries the stage, so that two stages in one account never share one
@@ -350,8 +352,9 @@ def test_the_backlog_alarm_of_the_last_release_could_never_fire(sluice_metrics):
 
 
 def test_an_alarm_on_a_metric_nothing_emits_is_refused(sluice_metrics):
-    waiting = alarm_on("Sluice", "OldestDeferredObjectAgeSeconds", 1800, 1, 1, "ignore", Stage=STAGE)
-    assert problems(waiting, sluice_metrics) == ["Sluice OldestDeferredObjectAgeSeconds: nothing emits it"]
+    # a name close to one the reconciler emits, but not it
+    waiting = alarm_on("Sluice", "OldestDeferredObjectAge", 1800, 1, 1, "ignore", Stage=STAGE)
+    assert problems(waiting, sluice_metrics) == ["Sluice OldestDeferredObjectAge: nothing emits it"]
     assert problems(alarm_on("Sluice", "ReconcilerBacklog", 1800, 1, 1, "ignore", Stage="prod"), sluice_metrics)
     assert problems(alarm_on("Sluice", "ReconcilerBacklog", 1800, 1, 1, "ignore", Route="x"), sluice_metrics)
 
@@ -394,6 +397,7 @@ def test_what_the_alarms_watch():
         ("AWS/ElastiCache", "Evictions", ("CacheClusterId",)),
         ("Sluice", "ObjectLagSeconds", ("Stage",)),
         ("Sluice", "PoisonedObjects", ("Stage",)),
+        ("Sluice", "OldestDeferredObjectAgeSeconds", ("Stage",)),
         ("Sluice", "ReconcilerBacklog", ("Stage",)),
     ):
         assert metric in seen, metric

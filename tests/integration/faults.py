@@ -40,7 +40,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from random import Random
 from typing import Any
 from urllib.parse import quote_plus
@@ -49,6 +49,9 @@ from botocore.exceptions import ClientError, IncompleteReadError, ReadTimeoutErr
 
 from chalicelib.ids import derived_id
 from chalicelib.loader.apply import Applier
+from chalicelib.resources import RESOURCES
+from chalicelib.rows import table
+from tests.factories import random_body
 
 Key = tuple[str, str, str]  # (resource, owner, id)
 Ref = tuple[int, Key, int]  # (API container, key, version): one command (versions tie only across containers)
@@ -628,16 +631,8 @@ class Model:
         return sum(1 for n in seen.values() if n > 1)
 
 
-def utc_text(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 class Workload:
     """Valid API requests over a bounded set of users, ids and Idempotency-Keys."""
-
-    WORDS = ("buy", "milk", "call", "mum", "caf\u00e9", "\u6771\u4eac", "ship", "v2", "tab\tin", 'quote"s')
-    NOTES = ("", "", "plain", "line one\nline two", "tab\there", "back\\slash \\N null", "\u00fcml\u00e4ut \u2603")
-    TAGS = ("home", "work", "x-1", "a_b", "9lives")
 
     def __init__(
         self, rng: Random, users: tuple[str, ...], ids_per_user: int = 25, keys_per_user: int = 10, batch_keys: int = 5
@@ -655,37 +650,12 @@ class Workload:
         }
 
     def todo(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(body to send, fields as stored)."""
-        rng = self.rng
-        title = " ".join(rng.choice(self.WORDS) for _ in range(rng.randint(1, 4)))
-        body: dict[str, Any] = {"title": title}
-        stored: dict[str, Any] = {"title": title, "notes": "", "state": "open", "tags": [], "due_at": None}
-        if rng.random() < 0.6:
-            body["notes"] = stored["notes"] = rng.choice(self.NOTES)
-        if rng.random() < 0.5:
-            body["state"] = stored["state"] = rng.choice(("open", "done"))
-        if rng.random() < 0.5:
-            body["tags"] = stored["tags"] = rng.sample(self.TAGS, rng.randint(0, 3))
-        if rng.random() < 0.4:
-            moment = datetime(2030, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randint(0, 10**8))
-            hours = rng.randint(-11, 12)
-            local = moment.astimezone(timezone(timedelta(hours=hours)))
-            body["due_at"] = local.isoformat()
-            stored["due_at"] = utc_text(moment)
-        elif rng.random() < 0.2:
-            body["due_at"] = None
-        return body, stored
+        """(body to send, fields as stored): every declared field of a todo (tests/factories.py)."""
+        return random_body("todos", self.rng)
 
     def profile(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        rng = self.rng
-        name = rng.choice(("Ada", "Grace", "Linus", "J\u00fcrgen", "\u5c0f\u660e")) + f" {rng.randint(1, 99)}"
-        body: dict[str, Any] = {"display_name": name}
-        stored = {"display_name": name, "locale": "en", "timezone": "UTC"}
-        if rng.random() < 0.5:
-            body["locale"] = stored["locale"] = rng.choice(("en-GB", "de", "ja-JP"))
-        if rng.random() < 0.5:
-            body["timezone"] = stored["timezone"] = rng.choice(("Europe/Berlin", "Asia/Tokyo", "UTC"))
-        return body, stored
+        """(body to send, fields as stored): every declared field of a profile."""
+        return random_body("profiles", self.rng)
 
 
 class Driver:
@@ -740,8 +710,10 @@ class Driver:
                 status = self.post(user, with_key=False)
             elif roll < 0.94:
                 status = self.batch(user, retry_share=batch_retry_share)
-            else:
+            elif roll < 0.97:
                 status = self.put_me(user)
+            else:
+                status = self.put(user, resource="lists")  # ids of lists and todos are apart
             seen[f"write {status}"] += 1
         return seen
 
@@ -797,19 +769,22 @@ class Driver:
                 statuses.append(self.delete(user, todo_id))
         return statuses
 
-    def put(self, user: str, todo_id: str | None = None) -> int:
+    def put(self, user: str, todo_id: str | None = None, resource: str = "todos") -> int:
+        """A todo (or a list: `resource`) replaced or made at one of the user's ids."""
         todo_id = todo_id or self.workload.rng.choice(self.workload.ids[user])
-        body, stored = self.workload.todo()
+        body, stored = random_body(resource, self.workload.rng)
         mark = self.stream.mark()
-        response = self.client.http.put(f"/todos/{todo_id}", headers=self.headers_for(user), body=json.dumps(body))
-        status = self._answer("PUT /todos/{id}", response, (202,))
+        path = RESOURCES[resource].path
+        what = f"PUT {path}/{{id}}"
+        response = self.client.http.put(f"{path}/{todo_id}", headers=self.headers_for(user), body=json.dumps(body))
+        status = self._answer(what, response, (202,))
         if status == 202:
             self._accepted(
-                Sent("todos", user, todo_id, int(response.json_body["version"]), "put", stored, self.container),
+                Sent(resource, user, todo_id, int(response.json_body["version"]), "put", stored, self.container),
                 response,
             )
         elif status == 503:
-            self._after_503(mark, "PUT /todos/{id}", [("todos", user, "put", stored)])
+            self._after_503(mark, what, [(resource, user, "put", stored)])
         return status
 
     def delete(self, user: str, todo_id: str | None = None) -> int:
@@ -948,31 +923,22 @@ def version_text(version: int) -> str:
 
 
 def master_rows(db: Any) -> dict[Key, dict[str, Any]]:
-    """Every row of todos and profiles, tombstones included."""
+    """Every row of every declared resource's table, tombstones included, read by column name."""
     rows: dict[Key, dict[str, Any]] = {}
-    for owner, id_, title, notes, state, tags, due_at, version, op_id, deleted, created, updated in db.query(
-        "SELECT owner, id, title, notes, state, tags, due_at, version, op_id, deleted, created_at, updated_at "
-        "FROM todos"
-    ):
-        rows[("todos", owner, id_)] = {
-            "version": int(version),
-            "op_id": op_id,
-            "deleted": int(deleted),
-            "data": {"title": title, "notes": notes, "state": state, "tags": json.loads(tags), "due_at": due_at},
-            "created_at": stored_text(created),
-            "updated_at": stored_text(updated),
-        }
-    for owner, name, locale, zone, version, op_id, deleted, created, updated in db.query(
-        "SELECT owner, display_name, locale, timezone, version, op_id, deleted, created_at, updated_at FROM profiles"
-    ):
-        rows[("profiles", owner, owner)] = {
-            "version": int(version),
-            "op_id": op_id,
-            "deleted": int(deleted),
-            "data": {"display_name": name, "locale": locale, "timezone": zone},
-            "created_at": stored_text(created),
-            "updated_at": stored_text(updated),
-        }
+    for name, resource in RESOURCES.items():
+        columns = table(name).columns
+        lists = {field for field, rule in resource.rules().items() if rule.kind == "list"}
+        for stored in db.query(f"SELECT {', '.join(columns)} FROM {name}"):
+            row = dict(zip(columns, stored, strict=True))
+            data = {f: json.loads(row[f]) if f in lists else row[f] for f in resource.field_names}
+            rows[(name, row["owner"], row["id"] if resource.by_id else row["owner"])] = {
+                "version": int(row["version"]),
+                "op_id": row["op_id"],
+                "deleted": int(row["deleted"]),
+                "data": data,
+                "created_at": stored_text(row["created_at"]),
+                "updated_at": stored_text(row["updated_at"]),
+            }
     return rows
 
 
@@ -1189,7 +1155,7 @@ def build_run(
     from chalicelib.config import Settings
     from chalicelib.ids import VersionClock
     from chalicelib.loader.sources import S3ObjectStore
-    from chalicelib.service import TodoService
+    from chalicelib.service import Service
     from chalicelib.writers.firehose import FirehoseWriter
 
     fake = FakeFirehose(s3, bucket, stream, Random(seed + 1), faults)
@@ -1200,11 +1166,9 @@ def build_run(
 
     services = bootstrap.build(Settings.from_env(env), writer=writer(0))
     bootstrap.use(services)
-    api = [services.service] + [
-        TodoService(services.reader, writer(n), VersionClock(clock)) for n in range(1, containers)
-    ]
+    api = [services.service] + [Service(services.reader, writer(n), VersionClock(clock)) for n in range(1, containers)]
     if containers > 1:
-        api[0] = TodoService(services.reader, services.writer, VersionClock(clock))
+        api[0] = Service(services.reader, services.writer, VersionClock(clock))
     flaky = FlakyS3Client(s3, Random(seed + 2))
     store = S3ObjectStore(flaky, bucket)
     events = EventDeliverer(services, store, bucket, Random(seed + 3))

@@ -23,7 +23,7 @@ from chalicelib.db.database import Database, open_database
 from chalicelib.ids import VersionClock, new_op_id, uuid7
 from chalicelib.loader import BatchLoader, local_etag
 from chalicelib.models import validate_profile, validate_todo
-from chalicelib.readers import Row, TodoReader
+from chalicelib.readers import Filters, Reader, Row
 from chalicelib.readers import cache as cache_module
 from chalicelib.readers.cache import (
     ROW_UNKNOWN,
@@ -57,10 +57,10 @@ def lagging(tmp_path: Path) -> Database:
     return open_database(f"sqlite:///{tmp_path / 'replica.sqlite3'}")
 
 
-class CountingReader(TodoReader):
+class CountingReader(Reader):
     """Counts what reaches the database; `between` runs after the read and before returning."""
 
-    def __init__(self, inner: TodoReader, between: Callable[[], None] | None = None) -> None:
+    def __init__(self, inner: Reader, between: Callable[[], None] | None = None) -> None:
         self.inner = inner
         self.calls = 0
         self.between = between
@@ -72,14 +72,11 @@ class CountingReader(TodoReader):
             step()
         return row
 
-    def get_todo(self, owner: str, todo_id: str) -> Row | None:
-        return self._after(self.inner.get_todo(owner, todo_id))
+    def get(self, resource: str, owner: str, id_: str) -> Row | None:
+        return self._after(self.inner.get(resource, owner, id_))
 
-    def list_todos(self, owner: str, after: str | None, limit: int, state: str | None) -> list[Row]:
-        return self._after(self.inner.list_todos(owner, after, limit, state))
-
-    def get_profile(self, owner: str) -> Row | None:
-        return self._after(self.inner.get_profile(owner))
+    def list_rows(self, resource: str, owner: str, after: str | None, limit: int, filters: Filters) -> list[Row]:
+        return self._after(self.inner.list_rows(resource, owner, after, limit, filters))
 
 
 def put(owner: str, todo_id: str, title: str, version: int | None = None, op_id: str | None = None) -> WriteCommand:

@@ -58,7 +58,9 @@ def test_a_loader_killed_mid_load_leaves_its_chunk_files_to_the_next_one_which_c
     assert all(oct(p.parent.parent.stat().st_mode & 0o777) == "0o700" for p in left)  # in a private folder
     # THEN the next loader clears it at start, and leaves none of its own
     done = cli(mysql_url, tmp_path, "load", str(path))
-    assert (done.returncode, done.stdout.strip()) == (0, "applied=1000 stale=0 rejected=0 skipped=0"), done.stderr
+    assert (done.returncode, done.stdout.strip()) == (0, "applied=1000 stale=0 rejected=0 skipped=0 deferred=0"), (
+        done.stderr
+    )
     assert chunk_files_under(tmp_path) == []
     assert not left[0].parent.exists()  # the dead loader's folder is gone
 

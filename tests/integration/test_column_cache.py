@@ -15,7 +15,7 @@ from pymysql.converters import convert_datetime
 from chalicelib.db import columns
 from chalicelib.db.database import open_master, open_reader
 from chalicelib.db.urls import parse_db_url
-from chalicelib.readers.sql import GET_TODO, LIST_TODOS, SEEN_TODO
+from chalicelib.readers.sql import statements
 
 pytestmark = pytest.mark.mariadb
 
@@ -161,9 +161,9 @@ def test_readers_use_it_and_the_master_does_not(url):
     reader = open_reader(url)
     try:
         owner, todo = "o", "00000000-0000-4000-8000-000000000001"
-        for text in (GET_TODO, SEEN_TODO):
+        for text in (statements("todos").get, statements("todos").seen):
             assert reader.query(text, (owner, todo)) == master.query(text, (owner, todo)) == []
-        assert reader.query(LIST_TODOS + " LIMIT 5", (owner, "")) == []
+        assert reader.query(statements("todos").list + " LIMIT 5", (owner, "")) == []
         assert reader.query("SELECT moment, word FROM kinds WHERE id = 1") == master.query(
             "SELECT moment, word FROM kinds WHERE id = 1"
         )

@@ -527,7 +527,7 @@ def test_a_deadlock_in_a_chunk_queued_behind_a_fresh_start_that_must_be_redone_i
     fresh_chunks = [0]
 
     def third_fresh_chunk_deadlocks_once(cur: Any, statement: str, text: str) -> int:
-        if statement == mysql_fast.LOAD_NEW:
+        if statement == mysql_fast.fast_table("todos").load_new:
             fresh_chunks[0] += 1
             if fresh_chunks[0] == 3:  # [k1], [k2, k3 (stored)], then this one
                 cur.connection.rollback()  # what the server does to a deadlock victim

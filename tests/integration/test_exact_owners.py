@@ -125,7 +125,8 @@ def before_2(mysql_url: str, local_dir: Path, monkeypatch: pytest.MonkeyPatch) -
 def owner_collations(db: Any) -> dict[str, str]:
     rows = db.query(
         "SELECT TABLE_NAME, COLLATION_NAME FROM information_schema.COLUMNS "
-        "WHERE TABLE_SCHEMA = DATABASE() AND COLUMN_NAME = 'owner' ORDER BY TABLE_NAME"
+        "WHERE TABLE_SCHEMA = DATABASE() AND COLUMN_NAME = 'owner' AND TABLE_NAME IN ('todos', 'profiles') "
+        "ORDER BY TABLE_NAME"
     )
     return {str(table): str(collation) for table, collation in rows}
 

@@ -23,6 +23,7 @@ from chalicelib.db.database import Database, open_master
 from chalicelib.errors import DatabaseUnavailable
 from chalicelib.loader import BatchLoader, LoadResult, local_etag
 from chalicelib.loader.mysql_fast import MySQLFastApplier
+from tests.factories import make
 
 pytestmark = pytest.mark.mariadb
 
@@ -130,7 +131,7 @@ def todos(n: int, version: int) -> bytes:
             str(uuid.UUID(int=i + 1)),
             version,
             str(uuid.UUID(int=i + 100)),
-            {"title": f"t{i}", "notes": "", "state": "open", "tags": [], "due_at": None},
+            make("todos", title=f"t{i}"),
         )
         for i in range(n)
     ]

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from chalicelib.db.schema import MIGRATIONS
+from chalicelib.resources import RESOURCES
 from tests.conftest import ROOT, auth, body
 
 pytestmark = pytest.mark.mariadb
@@ -65,19 +66,22 @@ def test_migrate_twice_is_idempotent(mysql_url: str, local_dir: Path) -> None:
 
     url = parse_db_url(mysql_url)
     conn = pymysql.connect(host=url.host, port=url.port, user=url.user, database=url.database)
-    with conn.cursor() as cur:
-        cur.execute("SELECT version FROM schema_migrations ORDER BY version")
-        assert [r[0] for r in cur.fetchall()] == every
-        cur.execute("SHOW TABLES")
-        assert {r[0] for r in cur.fetchall()} == {
-            "todos",
-            "profiles",
-            "ingest_batches",
-            "ingest_rejects",
-            "ingest_attempts",
-            "schema_migrations",
-        }
-    conn.close()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT version FROM schema_migrations ORDER BY version")
+            assert [r[0] for r in cur.fetchall()] == every
+            cur.execute("SHOW TABLES")
+            tables = {r[0] for r in cur.fetchall()}
+    finally:
+        conn.close()
+    assert tables == {
+        *RESOURCES,
+        "ingest_batches",
+        "ingest_rejects",
+        "ingest_attempts",
+        "ingest_deferrals",
+        "schema_migrations",
+    }
 
 
 def test_migrate_without_a_server_fails_with_one_clear_line(local_dir: Path) -> None:

@@ -14,7 +14,6 @@ Counts (applied/stale/rejected/skipped) are asserted exactly, and every column o
 from __future__ import annotations
 
 import gzip
-import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -28,6 +27,8 @@ from chalicelib.db.database import Database, open_master
 from chalicelib.errors import DatabaseUnavailable
 from chalicelib.loader import BatchLoader, LoadResult, local_etag, mysql_fast
 from chalicelib.loader.mysql_fast import MySQLFastApplier
+from chalicelib.rows import table
+from tests.factories import make
 from tests.loader_properties import Delivery, assert_split_invariance, deliveries, histories, truncate
 
 pytestmark = pytest.mark.mariadb
@@ -36,7 +37,8 @@ A, B, C, D = (f"0190b2a0-0000-7000-8000-00000000000{x}" for x in "abcd")
 V1, V2, V3, V4 = (1_800_000_000_000_000 + i for i in (1, 2, 3, 4))
 OPS = sorted(str(uuid.uuid4()) for _ in range(4))
 PATHS = ("fresh", "keys", "upsert", "small")
-TODO_COLUMNS = "title, notes, state, tags, due_at, version, op_id, deleted, created_at, updated_at"
+DATA_COLUMNS = table("todos").columns[2:]  # the todos row but its key, from the declaration
+TODO_COLUMNS = ", ".join(DATA_COLUMNS)
 
 
 def applier_for_path(db: Database, path: str) -> MySQLFastApplier:
@@ -66,8 +68,7 @@ def loader(db: Database, path: str) -> BatchLoader:
 def put(
     version: int, title: str = "t", todo_id: str = A, owner: str = "alice", op_id: str = OPS[0], **data: Any
 ) -> WriteCommand:
-    body = {"title": title, "notes": "", "state": "open", "tags": [], "due_at": None, **data}
-    return make_command("put", "todos", owner, todo_id, version, op_id, body)
+    return make_command("put", "todos", owner, todo_id, version, op_id, make("todos", title=title, **data))
 
 
 def delete(version: int, todo_id: str = A, owner: str = "alice", op_id: str = OPS[0]) -> WriteCommand:
@@ -94,23 +95,12 @@ def row(db: Database, todo_id: str = A, owner: str = "alice") -> tuple[Any, ...]
 
 
 def stored(db: Database, command: WriteCommand, created_at: str | None = None) -> tuple[Any, ...]:
-    """The row `command` should leave, in the form `row` reads it back."""
+    """The row `command` should leave, in the form `row` reads it back (the table's generated
+    row writer, timestamps as MariaDB returns them)."""
     from datetime import datetime
 
-    data = command.data or {"title": "", "notes": "", "state": "open", "tags": [], "due_at": None}
-    created = datetime.fromisoformat(created_at or command.stored_at)
-    return (
-        data["title"],
-        data["notes"],
-        data["state"],
-        json.dumps(data["tags"], separators=(",", ":")),
-        data["due_at"],
-        command.version,
-        command.op_id,
-        int(command.op == "delete"),
-        created,
-        datetime.fromisoformat(command.stored_at),
-    )
+    written = table("todos").row(command, created_at or command.stored_at)[2:]
+    return (*written[:-2], datetime.fromisoformat(written[-2]), datetime.fromisoformat(written[-1]))
 
 
 # -- last writer wins -------------------------------------------------------------------------------
@@ -176,7 +166,7 @@ def test_a_delete_leaves_a_tombstone_that_older_puts_do_not_revive_but_newer_one
     assert counts(load(loader, body_of(put(V1, "x"), delete(V2)))) == (1, 1, 0, 0)
     assert row(db) == stored(db, delete(V2), created_at=put(V1).stored_at)
     assert counts(load(loader, body_of(put(V1, "zombie"), put(V1, "zombie", todo_id=B)))) == (1, 1, 0, 0)
-    assert row(db)[7] == 1
+    assert row(db)[DATA_COLUMNS.index("deleted")] == 1
     assert counts(load(loader, body_of(put(V3, "back")))) == (1, 0, 0, 0)
     assert row(db) == stored(db, put(V3, "back"), created_at=put(V1).stored_at)
 
@@ -473,5 +463,7 @@ def test_concurrent_loads_of_overlapping_objects_end_in_the_last_writer_wins_sta
         thread.join()
     assert not errors
     rows = snapshot(database)["todos"]
-    assert len(rows) == 300 and {row[7] for row in rows} == {V1 + 3}  # the greatest version everywhere
-    assert {row[10] for row in rows} == {put(V1).stored_at}  # created_at: the earliest `at` of each key
+    columns = table("todos").columns
+    version, created_at = columns.index("version"), columns.index("created_at")
+    assert len(rows) == 300 and {row[version] for row in rows} == {V1 + 3}  # the greatest version everywhere
+    assert {row[created_at] for row in rows} == {put(V1).stored_at}  # created_at: the earliest `at` of each key

@@ -21,12 +21,14 @@ from hypothesis import strategies as st
 from chalicelib.commands import WriteCommand, make_command
 from chalicelib.db.database import Database, open_master
 from chalicelib.loader import BatchLoader, local_etag
-from chalicelib.loader.apply import TABLES, SqlApplier
+from chalicelib.loader.apply import SqlApplier
 from chalicelib.ordering import Order, newer
 from chalicelib.readers.cache import PRESENT, UNKNOWN, CachedReader, CacheInvalidator, guarded_set, parse_entry
 from chalicelib.readers.pending import DROP, RECORD, PendingWrites, parse_pending, run_script
 from chalicelib.readers.resp import RespClient
 from chalicelib.readers.sql import SqlReader
+from chalicelib.rows import table as table_of
+from tests.factories import make
 
 OWNER = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
 # op_ids that differ first in their last, first and middle characters, so ties on version are
@@ -48,8 +50,7 @@ def _ids(n: int) -> list[str]:
 
 
 def _command(id_: str, order: Order, side: int) -> WriteCommand:
-    data = {"title": f"side {side}", "notes": "", "state": "open", "tags": [], "due_at": None}
-    return make_command("put", "todos", OWNER, id_, order[0], order[1], data)
+    return make_command("put", "todos", OWNER, id_, order[0], order[1], make("todos", title=f"side {side}"))
 
 
 def _expected(drawn: list[tuple[Order, Order]]) -> list[int]:
@@ -64,7 +65,7 @@ def _held(db: Database, ids: list[str]) -> list[int]:
 
 
 def _upsert_twice(db: Database, drawn: list[tuple[Order, Order]]) -> list[int]:
-    table = TABLES["todos"]
+    table = table_of("todos")
     applier = SqlApplier(db)
     ids = _ids(len(drawn))
     with db.transaction() as cur:
@@ -72,7 +73,7 @@ def _upsert_twice(db: Database, drawn: list[tuple[Order, Order]]) -> list[int]:
     for side in (0, 1):
         with db.transaction() as cur:
             commands = [_command(i, p[side], side) for i, p in zip(ids, drawn, strict=True)]
-            cur.executemany(applier._upsert_sql(table), [table.row(c, c.stored_at) for c in commands])
+            cur.executemany(applier.upsert_sql(table), [table.row(c, c.stored_at) for c in commands])
     return _held(db, ids)
 
 

@@ -19,12 +19,12 @@ from chalicelib.errors import DatabaseUnavailable
 from chalicelib.ids import new_op_id, version_to_ts
 from chalicelib.loader import BatchLoader, local_etag
 from chalicelib.models import validate_todo
-from chalicelib.readers import Row, Seen, SeenLater, TodoReader
+from chalicelib.readers import Filters, Reader, Row, Seen, SeenLater, state_filter
 from chalicelib.readers.cache import CachedReader
 from chalicelib.readers.pending import PendingWrites, pending_key
 from chalicelib.readers.replicas import ReplicaReader
 from chalicelib.readers.resp import RespClient
-from chalicelib.readers.sql import SqlReader, list_seen_statement
+from chalicelib.readers.sql import SqlReader, list_seen_statement, statements
 from tests.integration import test_seen_readers
 from tests.integration.test_seen_readers import IDS, OPS, OWNER
 
@@ -34,7 +34,7 @@ HOSTILE = "x') OR 1=1 OR id IN ('"
 
 
 def test_a_page_query_in_two_halves_gives_what_the_general_list_seen_gives(reader):
-    """SqlReader's one statement against TodoReader's definition (live rows, then each named id)."""
+    """SqlReader's one statement against Reader's definition (live rows, then each named id)."""
     cases: list[tuple[str | None, int, str | None, list[str]]] = [
         (None, 10, None, []),
         (None, 10, None, [IDS[2], IDS[4]]),
@@ -47,8 +47,8 @@ def test_a_page_query_in_two_halves_gives_what_the_general_list_seen_gives(reade
         return [s._replace(op_id="") for s in rows]  # a page's rows need not carry them
 
     for after, limit, state, ids in cases:
-        sent = reader.start_list_seen(OWNER, after, limit, state, ids)()
-        definition = TodoReader.list_seen(reader, OWNER, after, limit, state, ids)
+        sent = reader.start_list_seen("todos", OWNER, after, limit, state_filter(state), ids)()
+        definition = Reader.list_seen(reader, "todos", OWNER, after, limit, state_filter(state), ids)
         assert without_op_ids(sent) == without_op_ids(definition), (after, limit, state)
 
 
@@ -57,13 +57,13 @@ def test_seen_todos_reads_the_stored_state_of_several_keys_with_their_op_ids(rea
     found = reader.seen_todos(OWNER, named)
     assert found == {i: reader.seen_todo(OWNER, i) for i in named[:3]}  # nothing stored: left out
     assert [found[i].op_id for i in named[:3]] == [OPS[i] for i in named[:3]]
-    assert found == TodoReader.seen_todos(reader, OWNER, named) and reader.seen_todos(OWNER, []) == {}
+    assert found == Reader.seen_many(reader, "todos", OWNER, named) and reader.seen_todos(OWNER, []) == {}
 
 
 def test_rows_a_newer_write_replaces_come_with_only_their_created_at(reader):
-    full = {s.id: s for s in reader.list_seen(OWNER, None, 10, None, [IDS[2]])}
+    full = {s.id: s for s in reader.list_seen("todos", OWNER, None, 10, state_filter(None), [IDS[2]])}
     replaced = {IDS[0]: 5000, IDS[1]: 1002, IDS[2]: 9999}  # newer; the same version; over a tombstone
-    rows = {s.id: s for s in reader.start_list_seen(OWNER, None, 10, None, [IDS[2]])(replaced)}
+    rows = {s.id: s for s in reader.start_list_seen("todos", OWNER, None, 10, state_filter(None), [IDS[2]])(replaced)}
     assert rows[IDS[0]] == Seen(IDS[0], {"created_at": full[IDS[0]].row["created_at"]}, 1001)
     assert rows[IDS[1]] == full[IDS[1]] and rows[IDS[1]].row["title"] == "t1"  # a tie: all of it
     assert rows[IDS[2]] == Seen(IDS[2], None, 2000, created_at=version_to_ts(1003))  # with its created_at
@@ -71,12 +71,12 @@ def test_rows_a_newer_write_replaces_come_with_only_their_created_at(reader):
 
 
 def test_ids_that_are_not_uuids_are_sent_as_parameters_never_as_sql_text(reader):
-    text, params = list_seen_statement(OWNER, None, 10, None, [IDS[2], HOSTILE])
+    text, params = list_seen_statement(statements("todos"), OWNER, None, 10, {}, [IDS[2], HOSTILE])
     assert HOSTILE not in text and HOSTILE in params
-    text, params = list_seen_statement(OWNER, None, 10, None, [IDS[2], IDS[4]])
+    text, params = list_seen_statement(statements("todos"), OWNER, None, 10, {}, [IDS[2], IDS[4]])
     assert f"'{IDS[2]}', '{IDS[4]}'" in text and IDS[2] not in params  # canonical ids: written out
-    shown = reader.list_seen(OWNER, None, 10, None, [IDS[2], HOSTILE])
-    assert shown == reader.list_seen(OWNER, None, 10, None, [IDS[2]])
+    shown = reader.list_seen("todos", OWNER, None, 10, state_filter(None), [IDS[2], HOSTILE])
+    assert shown == reader.list_seen("todos", OWNER, None, 10, state_filter(None), [IDS[2]])
     assert len(reader.list_todos(OWNER, None, 10, None)) == 4  # and the table is as it was
 
 
@@ -111,7 +111,7 @@ def test_send_query_to_a_server_that_is_not_there_is_unavailable(mysql_url):
         dead.send_query("SELECT 1")()
 
 
-class Sent(TodoReader):
+class Sent(Reader):
     """A reader whose page query fails where it is told to (sending or reading), or answers."""
 
     def __init__(self, fail: str | None, rows: Sequence[Seen] = ()) -> None:
@@ -119,24 +119,21 @@ class Sent(TodoReader):
         self.rows = list(rows)
         self.sent = 0
 
-    def get_todo(self, owner: str, todo_id: str) -> Row | None:
+    def get(self, resource: str, owner: str, id_: str) -> Row | None:
         raise AssertionError("not asked")
 
-    def list_todos(self, owner: str, after: str | None, limit: int, state: str | None) -> list[Row]:
-        raise AssertionError("not asked")
-
-    def get_profile(self, owner: str) -> Row | None:
+    def list_rows(self, resource: str, owner: str, after: str | None, limit: int, filters: Filters) -> list[Row]:
         raise AssertionError("not asked")
 
     def list_seen(
-        self, owner: str, after: str | None, limit: int, state: str | None, ids: Collection[str]
+        self, resource: str, owner: str, after: str | None, limit: int, filters: Filters, ids: Collection[str]
     ) -> list[Seen]:
         if self.fail:
             raise DatabaseUnavailable("down")
         return self.rows
 
     def start_list_seen(
-        self, owner: str, after: str | None, limit: int, state: str | None, ids: Collection[str]
+        self, resource: str, owner: str, after: str | None, limit: int, filters: Filters, ids: Collection[str]
     ) -> SeenLater:
         self.sent += 1
         if self.fail == "send":
@@ -155,10 +152,10 @@ def test_a_replica_failing_either_half_is_skipped_and_the_master_answers_unsettl
     master_rows = [Seen(IDS[0], {"id": IDS[0]}, 7)]
     replica, master = Sent(fail), Sent(None, master_rows)
     replicas = ReplicaReader([replica, master])
-    got = replicas.start_list_seen(OWNER, None, 5, None, [IDS[0]])()
+    got = replicas.start_list_seen("todos", OWNER, None, 5, {}, [IDS[0]])()
     assert got == [Seen(IDS[0], {"id": IDS[0]}, 7, settled=False)]  # from the master while a replica exists
     assert replica.sent == 1 and not replicas.breakers[0].allows() and replicas.breakers[1].allows()
-    assert replicas.start_list_seen(OWNER, None, 5, None, [])() == got and replica.sent == 1  # skipped now
+    assert replicas.start_list_seen("todos", OWNER, None, 5, {}, [])() == got and replica.sent == 1  # skipped now
 
 
 # -- the merged page over MariaDB and Redis --------------------------------------------------------
@@ -188,9 +185,9 @@ class Counting:
         self.queries += 1
         return self.inner.list_seen(*args)
 
-    def seen_todos(self, owner: str, ids: Any) -> Any:
+    def seen_many(self, resource: str, owner: str, ids: Any) -> Any:
         self.tied.append(sorted(ids))
-        return self.inner.seen_todos(owner, ids)
+        return self.inner.seen_many(resource, owner, ids)
 
 
 @pytest.fixture
@@ -354,8 +351,8 @@ def test_a_collation_error_that_reaches_the_database_is_a_bug_never_an_outage(my
     replicas = ReplicaReader([SqlReader(open_reader(mysql_url))])
     try:
         for read in (
-            lambda: replicas.list_seen(OWNER, None, 10, None, [NON_ASCII_ID]),
-            lambda: replicas.start_list_seen(OWNER, None, 10, None, [IDS[0], NON_ASCII_ID])(),
+            lambda: replicas.list_seen("todos", OWNER, None, 10, state_filter(None), [NON_ASCII_ID]),
+            lambda: replicas.start_list_seen("todos", OWNER, None, 10, state_filter(None), [IDS[0], NON_ASCII_ID])(),
             lambda: replicas.seen_todo(OWNER, NON_ASCII_ID),
         ):
             with pytest.raises(pymysql.err.OperationalError) as raised:
@@ -363,7 +360,7 @@ def test_a_collation_error_that_reaches_the_database_is_a_bug_never_an_outage(my
             assert not isinstance(raised.value, DatabaseUnavailable)
             assert raised.value.args[0] in (1267, 1270, 1271)  # "Illegal mix of collations"
             assert all(breaker.allows() for breaker in replicas.breakers)
-        assert replicas.list_seen(OWNER, None, 10, None, [IDS[0]]) == []  # the reader goes on
+        assert replicas.list_seen("todos", OWNER, None, 10, state_filter(None), [IDS[0]]) == []  # the reader goes on
     finally:
         replicas.readers[0].db.discard()  # type: ignore[attr-defined]
         master.discard()
@@ -403,7 +400,7 @@ def test_through_the_api_a_bad_pending_id_is_ignored_and_one_that_reached_sql_wo
             page = api.http.get("/todos", headers=auth(me))
             assert page.status_code == 200 and [t["id"] for t in page.json_body["todos"]] == [todo_id]
 
-            monkeypatch.setattr(pending_module, "todo_id_of", lambda name: bytes(name[2:]).decode())
+            monkeypatch.setattr(pending_module, "id_of", lambda resource, name: bytes(name[2:]).decode())
             page = api.http.get("/todos", headers=auth(me))
             assert page.status_code == 500 and page.json_body["error"] == "internal_error"
             assert "collation" not in page.body.decode().lower()

@@ -21,6 +21,7 @@ from chalicelib.readers.pending import PendingWrites, pending_key
 from chalicelib.readers.resp import RespClient
 from chalicelib.writers import CommandWriter
 from tests.conftest import auth, body
+from tests.factories import make
 
 pytestmark = pytest.mark.redis
 
@@ -186,9 +187,9 @@ class CountingReads:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def seen_todo(self, owner: str, todo_id: str) -> Any:
+    def seen(self, resource: str, owner: str, id_: str) -> Any:
         self.by_key += 1
-        return self.inner.seen_todo(owner, todo_id)
+        return self.inner.seen(resource, owner, id_)
 
 
 def test_a_read_by_key_of_a_pending_put_reads_the_database_only_when_something_may_be_stored(app_with, owners, redis):
@@ -283,9 +284,7 @@ def test_recording_keeps_the_newest_write_and_the_earliest_created_at(local_dir,
     me = new_owner(owners)
     who = Principal(me, frozenset())
     pending = built.service.pending
-    todo_id = built.service.create_todo(
-        who, {"title": "new", "notes": "", "state": "open", "tags": [], "due_at": None}, None
-    ).id
+    todo_id = built.service.create_todo(who, make("todos", title="new", notes="", state="open", tags=[]), None).id
     first = pending.get_todo(me, todo_id)
     # an older command recorded late (a retry taken by a slower process) changes nothing shown
     older = make_command("put", "todos", me, todo_id, first.version - 10, "0" * 36, dict(first.row, title="old"))
@@ -293,9 +292,7 @@ def test_recording_keeps_the_newest_write_and_the_earliest_created_at(local_dir,
     again = pending.get_todo(me, todo_id)
     assert again.row["title"] == "new" and again.version == first.version
     assert again.row["created_at"] < first.row["created_at"]  # created_at: the earliest command seen
-    newer = built.service.put_todo(
-        who, todo_id, {"title": "newer", "notes": "", "state": "done", "tags": [], "due_at": None}
-    )
+    newer = built.service.put_todo(who, todo_id, make("todos", title="newer", notes="", state="done", tags=[]))
     shown = pending.get_todo(me, todo_id)
     assert (shown.row["title"], shown.version, shown.row["created_at"]) == (
         "newer",
@@ -312,7 +309,7 @@ def test_entries_older_than_the_ttl_are_ignored_and_removed(local_dir, redis_ser
     pending = built.service.pending
     assert pending.ttl_ms == 60_000
     done = built.service.create_todo(
-        Principal(me, frozenset()), {"title": "t", "notes": "", "state": "open", "tags": [], "due_at": None}, None
+        Principal(me, frozenset()), make("todos", title="t", notes="", state="open", tags=[]), None
     )
     assert 0 < redis.execute_command("PTTL", pending_key(me, "sluice:v1")) <= 60_000
     assert pending.get_todo(me, done.id).row is not None

@@ -31,6 +31,7 @@ from chalicelib.errors import DatabaseUnavailable
 from chalicelib.loader import BatchLoader, local_etag, mysql_fast
 from chalicelib.loader.mysql_fast import MySQLFastApplier
 from chalicelib.readers.replicas import ReplicaReader
+from tests.factories import make
 
 pytestmark = pytest.mark.pair
 
@@ -104,7 +105,7 @@ def services(master_url: str, replica_url: str, local_dir: Path) -> bootstrap.Se
 
 
 def put(todo_id: str, title: str, version: int = V1) -> bytes:
-    data = {"title": title, "notes": "", "state": "open", "tags": [], "due_at": None}
+    data = make("todos", title=title, notes="", state="open", tags=[])
     return make_command("put", "todos", "alice", todo_id, version, str(uuid.uuid4()), data).to_line()
 
 

@@ -15,7 +15,7 @@ from chalicelib.db.database import open_master
 from chalicelib.ids import version_to_ts
 from chalicelib.loader import BatchLoader, local_etag
 from chalicelib.models import validate_profile, validate_todo
-from chalicelib.readers import Seen
+from chalicelib.readers import Seen, state_filter
 from chalicelib.readers.sql import SqlReader
 
 OWNER = "5c4b3a29-1807-4f6e-9d5c-4b3a29180706"
@@ -68,7 +68,7 @@ def test_a_tombstone_tells_its_version_and_created_at_and_nothing_stored_is_zero
 
 
 def test_a_page_that_names_ids_carries_their_tombstones_created_at(reader):
-    named = {s.id: s for s in reader.list_seen(OWNER, None, 10, None, [IDS[0], IDS[2]])}
+    named = {s.id: s for s in reader.list_seen("todos", OWNER, None, 10, state_filter(None), [IDS[0], IDS[2]])}
     assert named[IDS[2]] == reader.seen_todo(OWNER, IDS[2])._replace(op_id="")  # with its created_at
     assert named[IDS[0]] == reader.seen_todo(OWNER, IDS[0])._replace(op_id="")
 
@@ -77,18 +77,21 @@ def test_list_seen_adds_the_named_ids_whatever_their_state(reader):
     def ids(rows: list[Seen]) -> list[tuple[str, int, bool]]:
         return [(s.id[-1], s.version, s.row is not None) for s in rows]
 
-    assert ids(reader.list_seen(OWNER, None, 10, None, [])) == [
+    assert ids(reader.list_seen("todos", OWNER, None, 10, state_filter(None), [])) == [
         ("0", 1001, True),
         ("1", 1002, True),
         ("3", 1004, True),
         ("5", 1006, True),
     ]
-    assert ids(reader.list_seen(OWNER, None, 10, "open", [IDS[1], IDS[2], IDS[4]])) == [
+    assert ids(reader.list_seen("todos", OWNER, None, 10, state_filter("open"), [IDS[1], IDS[2], IDS[4]])) == [
         ("0", 1001, True),
         ("1", 1002, True),
         ("2", 2000, False),
         ("3", 1004, True),
         ("4", 2001, False),
     ]
-    assert ids(reader.list_seen(OWNER, IDS[1], 2, "done", [IDS[2]])) == [("2", 2000, False), ("5", 1006, True)]
+    assert ids(reader.list_seen("todos", OWNER, IDS[1], 2, state_filter("done"), [IDS[2]])) == [
+        ("2", 2000, False),
+        ("5", 1006, True),
+    ]
     assert [r["id"] for r in reader.list_todos(OWNER, None, 10, "done")] == [IDS[1], IDS[5]]

@@ -35,7 +35,7 @@ NEVER_FOR_A_GET = (
     "chalicelib.wire",
     "chalicelib.loader.parsing",
     "chalicelib.loader.streaming",
-    "chalicelib.loader.todo_lane",
+    "chalicelib.loader.lanes",
     "chalicelib.loader.apply",
     "chalicelib.loader.mysql_fast",
 )

@@ -10,18 +10,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chalicelib.commands import make_command
+from chalicelib.loader.deferral import Deferred
 from chalicelib.loader.parsing import command_from_dict, parse_object
 from chalicelib.loader.streaming import inflate
+from chalicelib.resources import SCHEMA_VERSION
+from tests.factories import make
 
 OWNER = "alice"
 TODO_ID = "0190b2a0-0000-7000-8000-000000000001"
 OP_ID = "6a9c5d2e-1111-4222-8333-444455556666"
-DATA = {"title": "t", "notes": "", "state": "open", "tags": [], "due_at": None}
+DATA = make("todos", title="t")
 
 
 def line(**over):  # type: ignore[no-untyped-def]
     cmd = {
-        "v": 1,
+        "v": SCHEMA_VERSION,
         "op": "put",
         "resource": "todos",
         "owner": OWNER,
@@ -41,7 +44,7 @@ def test_command_line_has_exactly_the_contract_fields_and_ends_in_newline():
     assert raw.endswith(b"\n") and raw.count(b"\n") == 1
     decoded = json.loads(raw)
     assert set(decoded) == {"v", "op", "resource", "owner", "id", "version", "op_id", "at", "data"}
-    assert decoded["v"] == 1 and decoded["at"] == "2027-01-15T08:00:00.000001Z"
+    assert decoded["v"] == SCHEMA_VERSION and decoded["at"] == "2027-01-15T08:00:00.000001Z"
     assert command_from_dict(decoded) == command
 
 
@@ -61,8 +64,13 @@ def test_unicode_travels_unescaped_and_intact():
 @pytest.mark.parametrize(
     ("over", "reason"),
     [
-        ({"v": 2}, "v must be 1"),
-        ({"v": True}, "v must be 1"),
+        ({"v": 0}, "v must be a positive integer"),
+        ({"v": True}, "v must be a positive integer"),
+        ({"v": 2.0}, "v must be a positive integer"),
+        ({"v": "2"}, "v must be a positive integer"),
+        ({"v": None}, "v must be a positive integer"),
+        ({"v": 1}, "priority: is not a known field"),
+        ({"v": 1, "resource": "lists", "data": {"name": "n"}}, "resource must be 'todos' or 'profiles'"),
         ({"op": "patch"}, "op"),
         ({"resource": "users"}, "resource"),
         ({"owner": ""}, "owner"),
@@ -91,7 +99,29 @@ def test_invalid_commands_are_rejected_with_a_reason(over, reason):
 
 def test_data_defaults_are_filled_when_the_loader_reads_a_minimal_put():
     commands, _ = parse_object(line(data={"title": "x"}).encode())
-    assert commands[0].data == {"title": "x", "notes": "", "state": "open", "tags": [], "due_at": None}
+    assert commands[0].data == make("todos", title="x")  # every default: tests/unit/test_models.py
+
+
+def test_a_version_1_command_loads_with_the_new_fields_defaults():
+    old = {"title": "x", "notes": "n", "state": "done", "tags": ["a"], "due_at": None}
+    commands, rejects = parse_object(line(v=1, data=old).encode())
+    assert not rejects and commands[0].data == {**old, "priority": 3, "list_id": None}
+
+
+def test_a_missing_v_is_a_reject():
+    raw = json.loads(line())
+    del raw["v"]
+    commands, rejects = parse_object(json.dumps(raw).encode())
+    assert commands == [] and "v must be a positive integer" in rejects[0].reason
+
+
+@pytest.mark.parametrize("newer", [SCHEMA_VERSION + 1, 10**6])
+def test_a_newer_v_defers_the_object_whatever_the_line_holds(newer):
+    good = line()
+    for odd in (line(v=newer), line(v=newer, op="frobnicate", surprise=1), json.dumps({"v": newer})):
+        with pytest.raises(Deferred) as deferred:
+            parse_object(f"{good}\n{odd}\nnot json\n".encode())
+        assert deferred.value.needs_version == newer
 
 
 def test_concatenated_commands_without_newlines_are_all_read():

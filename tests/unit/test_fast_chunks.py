@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chalicelib.loader.mysql_fast import _Worker, full_sizes, tail_sizes
+from tests.factories import make
 
 
 @given(st.integers(0, 50_000), st.integers(1, 8000))
@@ -42,9 +43,11 @@ def test_the_worker_reports_its_backlog() -> None:
 
 def test_a_rows_created_at_is_replaced_in_its_text_as_tsv_line_would_write_it() -> None:
     from chalicelib.commands import make_command
-    from chalicelib.loader.mysql_fast import tsv_line, with_created_at
+    from chalicelib.loader.mysql_fast import with_created_at
+    from chalicelib.rows import table
 
-    data = {"title": "t\tab", "notes": "x" * 50, "state": "open", "tags": ["a"], "due_at": None}
+    tsv_line = table("todos").tsv
+    data = make("todos", title="t\tab", notes="x" * 50, tags=["a"])
     for command in (
         make_command(
             "put", "todos", "al\\ice", "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", 1767225600123456, "o" * 36, data

@@ -8,7 +8,7 @@ import pytest
 from chalicelib.errors import ApiError, DatabaseUnavailable
 from chalicelib.http import parse_min_version
 from chalicelib.ids import MAX_VERSION, VersionClock
-from chalicelib.readers import Row, Seen, TodoReader
+from chalicelib.readers import Filters, Reader, Row, Seen, state_filter
 from chalicelib.readers.replicas import ReplicaReader
 
 NOW = 1_800_000_000_000_000  # microseconds
@@ -60,7 +60,7 @@ def test_a_write_after_min_version_is_newer_than_it_and_the_clock_does_not_move(
     assert clock.next(after=NOW - 10) == NOW + 2  # a min_version in the past changes nothing
 
 
-class Fixed(TodoReader):
+class Fixed(Reader):
     def __init__(self, version: int) -> None:
         self.version = version
         self.down = False
@@ -69,17 +69,13 @@ class Fixed(TodoReader):
         if self.down:
             raise DatabaseUnavailable("down")
 
-    def get_todo(self, owner: str, todo_id: str) -> Row | None:
+    def get(self, resource: str, owner: str, id_: str) -> Row | None:
         self._check()
-        return {"id": todo_id, "version": self.version}
+        return {"id": id_, "version": self.version} if resource == "todos" else None
 
-    def list_todos(self, owner: str, after: str | None, limit: int, state: str | None) -> list[Row]:
+    def list_rows(self, resource: str, owner: str, after: str | None, limit: int, filters: Filters) -> list[Row]:
         self._check()
         return [{"id": "a", "version": self.version}]
-
-    def get_profile(self, owner: str) -> Row | None:
-        self._check()
-        return None
 
 
 def test_only_a_replica_or_the_only_database_settles_a_read():
@@ -88,6 +84,6 @@ def test_only_a_replica_or_the_only_database_settles_a_read():
     assert reader.seen_todo("o", "a") == Seen("a", {"id": "a", "version": 1}, 1, settled=True)
     replica.down = True  # failover: the master answers, newer than the replicas may be
     assert reader.seen_todo("o", "a").settled is False
-    assert [s.settled for s in reader.list_seen("o", None, 5, None, ())] == [False]
+    assert [s.settled for s in reader.list_seen("todos", "o", None, 5, state_filter(None), ())] == [False]
     assert reader.seen_profile("o") == Seen("o", None, 0, settled=False)
     assert ReplicaReader([master]).seen_todo("o", "a").settled is True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib.models import Invalid, validate_batch, validate_profile, validate_todo
+from chalicelib.models import VALIDATORS, Invalid, validate_batch, validate_profile, validate_todo, validator
 
 
 def fields_of(call, *args):  # type: ignore[no-untyped-def]
@@ -14,7 +14,53 @@ def fields_of(call, *args):  # type: ignore[no-untyped-def]
 
 
 def test_todo_defaults_are_filled():
-    assert validate_todo({"title": "t"}) == {"title": "t", "notes": "", "state": "open", "tags": [], "due_at": None}
+    assert validate_todo({"title": "t"}) == {
+        "title": "t",
+        "notes": "",
+        "state": "open",
+        "tags": [],
+        "due_at": None,
+        "priority": 3,
+        "list_id": None,
+    }
+
+
+@pytest.mark.parametrize("priority", [1, 3, 5])
+def test_priority_takes_integers_1_to_5(priority):
+    assert validate_todo({"title": "t", "priority": priority})["priority"] == priority
+
+
+@pytest.mark.parametrize("priority", [0, 6, -1, 3.0, "3", True, False, None, [3], 2**64])
+def test_priority_is_a_json_integer_from_1_to_5_only(priority):
+    assert fields_of(validate_todo, {"title": "t", "priority": priority}) == {
+        "priority": ["must be an integer from 1 to 5"]
+    }
+
+
+def test_list_id_is_a_canonical_uuid_or_null():
+    list_id = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"
+    assert validate_todo({"title": "t", "list_id": list_id})["list_id"] == list_id
+    assert validate_todo({"title": "t", "list_id": None})["list_id"] is None
+    for bad in (list_id.upper(), list_id.replace("-", ""), "", "home", 7, True, [list_id]):
+        assert "list_id" in fields_of(validate_todo, {"title": "t", "list_id": bad}), bad
+
+
+def test_a_version_1_todo_knows_neither_priority_nor_list_id():
+    old = validator("todos", 1)
+    assert old({"title": "t"}) == validate_todo({"title": "t"})
+    assert set(fields_of(old, {"title": "t", "priority": 3, "list_id": None})) == {"priority", "list_id"}
+
+
+def test_lists_rules():
+    validate_list = VALIDATORS["lists"]
+    assert validate_list({"name": "Home"}) == {"name": "Home", "position": 0}
+    assert validate_list({"name": "n" * 100, "position": 1_000_000})["position"] == 1_000_000
+    assert fields_of(validate_list, {}) == {"name": ["is required"]}
+    for body in ({"name": ""}, {"name": "n" * 101}, {"name": 5}):
+        assert "name" in fields_of(validate_list, body)
+    for position in (-1, 1_000_001, 1.5, "1", None, True):
+        assert "position" in fields_of(validate_list, {"name": "n", "position": position})
+    assert "title" in fields_of(validate_list, {"name": "n", "title": "x"})
 
 
 @pytest.mark.parametrize("title", ["x", "é" * 200, "💧" * 200])

@@ -236,6 +236,9 @@ class _Loader:
     def poisoned_ids(self, ids: list[str]) -> set[str]:
         return set()
 
+    def waiting_ids(self, ids: list[str]) -> set[str]:
+        return set()
+
     def load(self, bucket: str, key: str, etag: str, body: bytes, force: bool = False) -> Any:
         from chalicelib.loader import LoadResult
 

@@ -6,23 +6,26 @@ from __future__ import annotations
 import base64
 import copy
 import json
-from datetime import datetime
+import re
 from pathlib import Path
 from typing import Any
 
 import jsonschema_rs
 import pytest
 import yaml
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chalicelib import openapi
+from chalicelib import models, openapi
 from chalicelib.config import DEFAULT_MAX_BODY_BYTES
 from chalicelib.errors import ApiError
-from chalicelib.http import decode_cursor, parse_limit
+from chalicelib.http import CURSOR_MAX, LIMIT_DEFAULT, LIMIT_MAX, LIMIT_MIN, decode_cursor, parse_limit
 from chalicelib.identity import MAX_SUB_CHARS
 from chalicelib.ids import MAX_VERSION
-from chalicelib.models import Invalid, time_zones, validate_batch, validate_profile, validate_todo
+from chalicelib.models import BATCH_MAX, Invalid, time_zones, validate_batch, validate_profile, validate_todo
+from chalicelib.openapi_schemas import name_of
+from chalicelib.resources import RESOURCES, Rule
+from tests import factories
 
 ROOT = Path(__file__).resolve().parents[2]
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
@@ -127,26 +130,53 @@ def test_path_parameters_match_the_route_variables() -> None:
         assert names == set(routes[(path, method)].view_args), (path, method)
 
 
+def _answer(answer: dict[str, Any]) -> dict[str, Any]:
+    """A response, its shared component resolved."""
+    return _resolve(answer, DOC) if "$ref" in answer else answer
+
+
 def test_every_secured_operation_documents_401_500_and_503_and_error_bodies_share_one_shape() -> None:
     for key, operation in _doc_operations().items():
         responses = operation["responses"]
         if operation.get("security") != []:
             assert {"401", "500", "503"} <= set(responses), key
-        for status, answer in responses.items():
+        for status, raw in responses.items():
             if int(status) >= 400:
-                schema = json.dumps(answer["content"]["application/json"]["schema"])
-                assert "#/components/schemas/Error" in schema, (key, status)
+                assert raw["$ref"].startswith("#/components/responses/"), (key, status)
+                answer = DOC["components"]["responses"][raw["$ref"].rsplit("/", 1)[1]]
+                assert answer["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
                 if status == "503":
                     assert "Retry-After" in answer["headers"], key
 
 
 def test_writes_document_413_and_415_where_the_code_checks_them() -> None:
     ops = _doc_operations()
-    for key in [("/todos", "post"), ("/todos/batch", "post"), ("/todos/{todo_id}", "put"), ("/me", "put")]:
+    with_body = [key for key, op in ops.items() if "requestBody" in op]
+    assert {("/todos", "post"), ("/todos/batch", "post"), ("/lists/{list_id}", "put"), ("/me", "put")} <= set(with_body)
+    for key in with_body:
         assert {"202", "413", "415"} <= set(ops[key]["responses"]), key
         assert ops[key]["requestBody"]["required"] is True
-    delete = ops[("/todos/{todo_id}", "delete")]["responses"]
-    assert "413" in delete and "415" not in delete, "DELETE ignores the content type"
+    for key in [k for k in ops if k[1] == "delete"]:
+        delete = ops[key]["responses"]
+        assert "413" in delete and "415" not in delete, "DELETE ignores the content type"
+
+
+def test_every_collection_resource_has_its_routes_and_schemas() -> None:
+    schemas = DOC["components"]["schemas"]
+    for resource in RESOURCES.values():
+        name = name_of(resource)
+        assert {f"{name}Input", name} <= set(schemas)
+        if resource.collection is None:
+            assert {"get", "put"} == {m for m in DOC["paths"][resource.path] if m in METHODS}
+            continue
+        item = f"{resource.path}/{{{resource.singular}_id}}"
+        assert {m for m in DOC["paths"][resource.path] if m in METHODS} == {"get", "post"}
+        assert {m for m in DOC["paths"][item] if m in METHODS} == {"get", "put", "delete"}
+        assert ((f"{resource.path}/batch", "post") in _doc_operations()) == bool(resource.collection.batch)
+        assert ((f"/users/{{sub}}{resource.path}", "get") in _doc_operations()) == resource.collection.admin
+        page = [_resolve(p, DOC) for p in DOC["paths"][resource.path]["get"]["parameters"]]
+        filters = {p["name"] for p in page} - {"limit", "cursor", "min_version"}
+        assert filters == set(resource.collection.filters), resource.name
 
 
 # -- (c) the limits in the document are the ones the validators enforce -------------------------
@@ -155,60 +185,70 @@ def test_constants_imported_from_the_code() -> None:
     assert schemas["Todo"]["properties"]["version"]["maximum"] == MAX_VERSION == 2**53 - 1
     assert DOC["components"]["parameters"]["Sub"]["schema"]["maxLength"] == MAX_SUB_CHARS
     assert str(DEFAULT_MAX_BODY_BYTES) in json.dumps(DOC["paths"]["/todos"]["post"]["requestBody"])
-    assert set(schemas["TodoInput"]["properties"]) == set(schemas["Todo"]["properties"]) - {
-        "id",
-        "version",
-        "created_at",
-        "updated_at",
-    }
+    for resource in RESOURCES.values():
+        name = name_of(resource)
+        written = set(schemas[f"{name}Input"]["properties"])
+        assert written == set(resource.field_names)
+        assert set(schemas[name]["properties"]) == set(resource.read_fields)
+
+
+def edges(rule: Rule) -> list[tuple[Any, bool]]:
+    """Values at a rule's limits and one past them, and whether the validator takes each."""
+    if rule.kind == "text" and not rule.pattern and not rule.known:
+        high = rule.max_length or 0
+        return [("é" * high, True), ("é" * (high + 1), False), ("", rule.min_length == 0)]
+    if rule.kind == "integer":
+        low, high = rule.minimum or 0, rule.maximum or 0
+        return [(low, True), (high, True), (low - 1, False), (high + 1, False), (float(low), False), (True, False)]
+    if rule.kind == "list":
+        most = rule.max_items or 0
+        item = "a0" if re.fullmatch(rule.pattern or ".*", "a0") else None
+        return [([f"a{n}" for n in range(most)], item is not None), ([f"a{n}" for n in range(most + 1)], False)]
+    if rule.kind == "uuid":
+        return [("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", True), ("0190A1B2-C3D4-7E5F-8A9B-0C1D2E3F4A5B", False)]
+    return []
 
 
 @pytest.mark.parametrize(
-    ("field", "limit"),
-    [("title", openapi.TITLE_MAX), ("notes", openapi.NOTES_MAX)],
+    ("resource", "field"), [(r.name, f) for r in RESOURCES.values() for f in r.field_names], ids=lambda v: str(v)
 )
-def test_todo_string_limits(field: str, limit: int) -> None:
-    schema = DOC["components"]["schemas"]["TodoInput"]["properties"][field]
-    assert schema["maxLength"] == limit
-    assert accepts(validate_todo, {"title": "t", field: "é" * limit})
-    assert not accepts(validate_todo, {"title": "t", field: "é" * (limit + 1)})
-    minimum = schema.get("minLength", 0)
-    assert accepts(validate_todo, {"title": "t", field: "x" * max(minimum, 1)})
-    assert accepts(validate_todo, {"title": "t", field: ""}) == (minimum == 0)
+def test_each_field_is_documented_with_its_declared_limits(resource: str, field: str) -> None:
+    declared = RESOURCES[resource]
+    rule = declared.rules()[field]
+    schema = DOC["components"]["schemas"][f"{name_of(declared)}Input"]["properties"][field]
+    base = factories.make(resource)
+    check = validator(f"{name_of(declared)}Input")
+    for value, taken in edges(rule):
+        body = {**base, field: value}
+        assert accepts(validate_for(resource), body) == taken, (field, value)
+        assert check.is_valid(body) == taken, (field, value)
+    if rule.kind == "text":
+        assert (schema.get("minLength", 0), schema["maxLength"]) == (rule.min_length, rule.max_length)
+    if rule.kind == "integer":
+        assert (schema["minimum"], schema["maximum"]) == (rule.minimum, rule.maximum)
+    if rule.kind == "list":
+        assert schema["maxItems"] == rule.max_items and schema.get("uniqueItems", False) == rule.unique
+    assert schema.get("default", None) == declared.defaults().get(field)
 
 
-def test_tag_limits() -> None:
-    tags = DOC["components"]["schemas"]["TodoInput"]["properties"]["tags"]
-    assert tags["maxItems"] == openapi.TAGS_MAX and tags["uniqueItems"] is True
-    many = [f"t{i}" for i in range(openapi.TAGS_MAX + 1)]
-    assert accepts(validate_todo, {"title": "t", "tags": many[:-1]})
-    assert not accepts(validate_todo, {"title": "t", "tags": many})
-    assert not accepts(validate_todo, {"title": "t", "tags": ["a", "a"]})
-    assert accepts(validate_todo, {"title": "t", "tags": ["a" * 32]})
-    assert not accepts(validate_todo, {"title": "t", "tags": ["a" * 33]})
+def validate_for(resource: str) -> Any:
+    return models.VALIDATORS[resource]
 
 
 def test_profile_limits() -> None:
     props = DOC["components"]["schemas"]["ProfileInput"]["properties"]
-    assert props["display_name"]["maxLength"] == openapi.DISPLAY_NAME_MAX
-    assert accepts(validate_profile, {"display_name": "é" * openapi.DISPLAY_NAME_MAX})
-    assert not accepts(validate_profile, {"display_name": "é" * (openapi.DISPLAY_NAME_MAX + 1)})
-    assert not accepts(validate_profile, {"display_name": ""})
-    # a well-formed tag of exactly the limit, and one over it
-    at_limit = "en-" + "-".join(["abcdefgh"] * 4)[: openapi.LOCALE_MAX - 3]
-    at_limit = at_limit.rstrip("-")
-    assert len(at_limit) <= openapi.LOCALE_MAX
+    locale_max, zone_max = props["locale"]["maxLength"], props["timezone"]["maxLength"]
+    at_limit = ("en-" + "-".join(["abcdefgh"] * 4)[: locale_max - 3]).rstrip("-")
+    assert len(at_limit) <= locale_max
     long_locale = "en-" + "-".join(["abcdefgh"] * 5)
-    assert props["locale"]["maxLength"] == openapi.LOCALE_MAX
     with pytest.raises(Invalid) as over:
         validate_profile({"display_name": "x", "locale": long_locale})
-    assert f"at most {openapi.LOCALE_MAX}" in str(over.value)
-    assert props["timezone"]["maxLength"] == openapi.TIMEZONE_MAX
+    assert f"at most {locale_max}" in str(over.value)
     with pytest.raises(Invalid) as too_long:
-        validate_profile({"display_name": "x", "timezone": "A" * (openapi.TIMEZONE_MAX + 1)})
-    assert f"at most {openapi.TIMEZONE_MAX}" in str(too_long.value)
+        validate_profile({"display_name": "x", "timezone": "A" * (zone_max + 1)})
+    assert f"at most {zone_max}" in str(too_long.value)
     with pytest.raises(Invalid) as at_max:
-        validate_profile({"display_name": "x", "timezone": "A" * openapi.TIMEZONE_MAX})
+        validate_profile({"display_name": "x", "timezone": "A" * zone_max})
     assert "at most" not in str(at_max.value)
 
 
@@ -221,23 +261,27 @@ def test_every_known_zone_fits_the_timezone_schema() -> None:
 
 def test_batch_limits() -> None:
     todos = DOC["components"]["schemas"]["TodoBatchInput"]["properties"]["todos"]
-    assert (todos["minItems"], todos["maxItems"]) == (1, openapi.BATCH_MAX)
-    assert accepts(validate_batch, {"todos": [{"title": "t"}] * openapi.BATCH_MAX})
-    assert not accepts(validate_batch, {"todos": [{"title": "t"}] * (openapi.BATCH_MAX + 1)})
+    assert (todos["minItems"], todos["maxItems"]) == (1, BATCH_MAX)
+    assert accepts(validate_batch, {"todos": [{"title": "t"}] * BATCH_MAX})
+    assert not accepts(validate_batch, {"todos": [{"title": "t"}] * (BATCH_MAX + 1)})
     assert not accepts(validate_batch, {"todos": []})
 
 
 def test_limit_query_parameter() -> None:
-    schema = DOC["components"]["parameters"]["Limit"]["schema"]
-    assert (schema["minimum"], schema["maximum"], schema["default"]) == (
-        openapi.LIMIT_MIN,
-        openapi.LIMIT_MAX,
-        openapi.LIMIT_DEFAULT,
-    )
-    assert parse_limit(None) == openapi.LIMIT_DEFAULT
-    assert parse_limit(str(openapi.LIMIT_MIN)) == openapi.LIMIT_MIN
-    assert parse_limit(str(openapi.LIMIT_MAX)) == openapi.LIMIT_MAX
-    for bad in (str(openapi.LIMIT_MIN - 1), str(openapi.LIMIT_MAX + 1), "-1", "1.0", "ten", ""):
+    for resource in RESOURCES.values():
+        if resource.collection is None:
+            continue
+        collection = resource.collection
+        schema = DOC["components"]["parameters"][f"{name_of(resource)}Limit"]["schema"]
+        assert (schema["minimum"], schema["maximum"], schema["default"]) == (
+            collection.limit_min,
+            collection.limit_max,
+            collection.limit_default,
+        )
+    assert parse_limit(None) == LIMIT_DEFAULT
+    assert parse_limit(str(LIMIT_MIN)) == LIMIT_MIN
+    assert parse_limit(str(LIMIT_MAX)) == LIMIT_MAX
+    for bad in (str(LIMIT_MIN - 1), str(LIMIT_MAX + 1), "-1", "1.0", "ten", ""):
         with pytest.raises(ApiError):
             parse_limit(bad)
 
@@ -255,106 +299,83 @@ def _cursor_of_length(length: int) -> str:
 
 
 def test_cursor_limit() -> None:
-    assert DOC["components"]["parameters"]["Cursor"]["schema"]["maxLength"] == openapi.CURSOR_MAX
-    at_limit = _cursor_of_length(openapi.CURSOR_MAX)
+    assert DOC["components"]["parameters"]["Cursor"]["schema"]["maxLength"] == CURSOR_MAX
+    at_limit = _cursor_of_length(CURSOR_MAX)
     assert decode_cursor(at_limit) == "00000000-0000-4000-8000-000000000000"
     with pytest.raises(ApiError):
-        decode_cursor(_cursor_of_length(openapi.CURSOR_MAX + 2))
+        decode_cursor(_cursor_of_length(CURSOR_MAX + 2))
 
 
 # -- property: the document's request schemas and the validators agree on every input -------------
-TITLES = st.one_of(
-    st.text(max_size=5),
-    st.integers(openapi.TITLE_MAX - 1, openapi.TITLE_MAX + 1).map(lambda n: "x" * n),
-    st.none(),
-    st.integers(),
+@st.composite
+def hostile_bodies(draw: st.DrawFn, resource: str) -> Any:
+    """A valid body of `resource` with some fields replaced by values they must refuse, some
+    required ones left out, and now and then an unknown field."""
+    declared = RESOURCES[resource]
+    rules = declared.rules()
+    body = dict(draw(factories.bodies(resource)))
+    for name in draw(st.lists(st.sampled_from(declared.field_names), max_size=2, unique=True)):
+        if draw(st.booleans()):
+            body[name] = draw(factories.refused(rules[name]))
+        else:
+            body.pop(name, None)
+    if draw(st.integers(0, 5)) == 0:
+        body["extra"] = 1
+    return body
+
+
+def leniency(resource: str, body: dict[str, Any], documented: bool, accepted: bool) -> bool:
+    """The two places the document is deliberately looser or stricter than the validator: a time
+    zone must also be in tzdata's list, and the server takes a space instead of `T` in a date-time."""
+    rules = RESOURCES[resource].rules()
+    for name, rule in rules.items():
+        value = body.get(name)
+        if documented and not accepted and rule.known is not None and value not in rule.known():
+            return True
+        if accepted and not documented and rule.kind == "datetime" and isinstance(value, str) and value[10:11] == " ":
+            return True
+    return False
+
+
+@pytest.mark.parametrize("resource", sorted(RESOURCES))
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(data=st.data())
+def test_every_resource_schema_and_validator_agree(resource: str, data: st.DataObject) -> None:
+    body = data.draw(st.one_of(factories.bodies(resource), hostile_bodies(resource)))
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: refused by the validator, unreadable to jsonschema_rs
+        assert not accepts(models.VALIDATORS[resource], body)
+        return
+    documented = validator(f"{name_of(RESOURCES[resource])}Input").is_valid(body)
+    accepted = accepts(models.VALIDATORS[resource], body)
+    assert documented == accepted or leniency(resource, body, documented, accepted), body
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"title": "x", "due_at": "2026-06-30T23:59:60Z"},
+        {"title": "x", "due_at": "2026-02-30T00:00:00Z"},
+        {"title": "x", "due_at": "2026-01-01T00:00:00.1234567891Z"},
+        {"title": "x", "tags": ["a"] * 2},
+        {"title": "x", "state": "Open"},
+        {"title": "x", "extra": 1},
+        {"title": "x", "priority": 3.0},
+        {"title": "x", "priority": "3"},
+        {"title": "x", "priority": True},
+        {"title": "x", "priority": None},
+        {"title": "x", "list_id": None},
+        {"title": "x", "list_id": "0190A1B2-C3D4-7E5F-8A9B-0C1D2E3F4A5B"},
+        {},
+    ],
 )
-TAG_VALUES = st.one_of(st.from_regex(r"\A[a-z0-9][a-z0-9_-]{0,31}\Z"), st.text(max_size=4), st.integers())
-DUE_AT_VALUES = st.one_of(
-    st.none(),
-    st.datetimes(min_value=datetime(2, 1, 1)).map(lambda d: d.isoformat() + "Z"),
-    st.from_regex(
-        r"\A20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9])[Tt ][0-2][0-9]:[0-5][0-9]:[0-6][0-9](\.[0-9]{1,11})?([Zz]|[+-][0-2][0-9]:[0-5][0-9])?\Z"
-    ),
-    st.text(max_size=6),
-    st.integers(),
-)
-TODO_BODIES = st.fixed_dictionaries(
-    {},
-    optional={
-        "title": TITLES,
-        "notes": st.one_of(st.text(max_size=3), st.just("n" * (openapi.NOTES_MAX + 1)), st.integers()),
-        "state": st.sampled_from(["open", "done", "Open", "", None, 1]),
-        "tags": st.one_of(
-            st.lists(TAG_VALUES, max_size=openapi.TAGS_MAX + 1),
-            st.lists(st.just("dup"), min_size=2, max_size=2),
-            st.text(max_size=3),
-        ),
-        "due_at": DUE_AT_VALUES,
-        "extra": st.integers(),
-    },
-)
-
-
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
-@given(TODO_BODIES)
-@example({"title": "x", "due_at": "2026-06-30T23:59:60Z"})
-@example({"title": "x", "due_at": "2026-02-30T00:00:00Z"})
-@example({"title": "x", "due_at": "2026-01-01 00:00:00Z"})
-@example({"title": "x", "due_at": "2026-01-01T00:00:00.1234567891Z"})
-@example({"title": "x", "tags": ["a"] * 2})
-@example({"title": "x", "tags": [f"t{i}" for i in range(openapi.TAGS_MAX + 1)]})
-@example({"title": "x", "state": "Open"})
-@example({"title": "x", "extra": 1})
-@example({"title": "x" * openapi.TITLE_MAX, "notes": "n" * openapi.NOTES_MAX})
-@example({"title": "x" * (openapi.TITLE_MAX + 1)})
-@example({})
-def test_todo_schema_and_validator_agree(body: dict[str, Any]) -> None:
-    documented = validator("TodoInput").is_valid(body)
-    accepted = accepts(validate_todo, body)
-    if documented:
-        assert accepted, f"the document allows what the API rejects: {body!r}"
-    elif accepted:
-        # The one leniency the document leaves out: a space instead of T in due_at.
-        due_at = body.get("due_at")
-        assert isinstance(due_at, str) and due_at[10:11] == " ", f"the API accepts what the document forbids: {body!r}"
-        assert validator("TodoInput").is_valid({**body, "due_at": due_at[:10] + "T" + due_at[11:]})
-
-
-PROFILE_BODIES = st.fixed_dictionaries(
-    {},
-    optional={
-        "display_name": st.one_of(st.text(max_size=3), st.just("d" * (openapi.DISPLAY_NAME_MAX + 1)), st.none()),
-        "locale": st.one_of(
-            st.sampled_from(["en", "pt-BR", "zh-Hant-TW", "x-private", "EN", "en_US", "e", "", "en-", "1234"]),
-            st.text(max_size=5),
-        ),
-        "timezone": st.one_of(st.sampled_from(sorted(time_zones())), st.just(""), st.integers()),
-        "nickname": st.text(max_size=2),
-    },
-)
-
-
-@settings(max_examples=300, deadline=None)
-@given(PROFILE_BODIES)
-@example({"display_name": "x", "locale": "en_US"})
-@example({"display_name": "x", "timezone": "Mars/Olympus"})
-@example({"display_name": "x" * openapi.DISPLAY_NAME_MAX, "locale": "zh-Hant-TW", "timezone": "Europe/Paris"})
-@example({"display_name": "x" * (openapi.DISPLAY_NAME_MAX + 1)})
-def test_profile_schema_and_validator_agree(body: dict[str, Any]) -> None:
-    documented = validator("ProfileInput").is_valid(body)
-    accepted = accepts(validate_profile, body)
-    if documented and not accepted:
-        # The one rule the document leaves to the description: the zone must be in tzdata's list.
-        assert body.get("timezone") not in time_zones(), body
-        assert validator("ProfileInput").is_valid({**body, "timezone": "UTC"})
-        assert accepts(validate_profile, {**body, "timezone": "UTC"})
-    else:
-        assert documented == accepted, body
+def test_todo_edges_agree(body: dict[str, Any]) -> None:
+    assert validator("TodoInput").is_valid(body) == accepts(validate_todo, body), body
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.fixed_dictionaries({"title": TITLES}), max_size=openapi.BATCH_MAX + 1))
+@given(st.lists(st.fixed_dictionaries({"title": st.one_of(st.text(max_size=5), st.none())}), max_size=BATCH_MAX + 1))
 def test_batch_schema_and_validator_agree(items: list[dict[str, Any]]) -> None:
     body = {"todos": items}
     assert validator("TodoBatchInput").is_valid(body) == accepts(validate_batch, body)

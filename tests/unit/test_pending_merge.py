@@ -13,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chalicelib.ordering import newer
-from chalicelib.readers import Seen
+from chalicelib.readers import Seen, state_filter
 from chalicelib.readers.pending import Fetched, PendingEntry, merge_page, newest
+from chalicelib.resources import TODOS
 
 IDS = [f"00000000-0000-4000-8000-{n:012d}" for n in range(24)]
 CREATED = "2026-01-01T00:00:00Z"
@@ -106,8 +107,17 @@ def test_paging_through_the_merge_gives_the_model_with_no_repeat_and_no_gap(mix,
     seen: list[tuple[str, str]] = []
     after = None
     for _ in range(len(IDS) + 2):
-        # as TodoService.list_todos asks: one row more than the page, to know whether more follow
-        rows, drops = merge_page(store.fetch, entries(pending), after, limit + 1, state, id_cap, orders=store.orders)
+        # as Service.list_todos asks: one row more than the page, to know whether more follow
+        rows, drops = merge_page(
+            store.fetch,
+            entries(pending),
+            after,
+            limit + 1,
+            state_filter(state),
+            id_cap,
+            orders=store.orders,
+            resource=TODOS,
+        )
         page = rows[:limit]
         assert len(page) == min(limit, len(expected) - len(seen))  # pages stay full-sized
         seen += [(r["id"], r["title"]) for r in page]
@@ -126,7 +136,9 @@ def test_paging_through_the_merge_gives_the_model_with_no_repeat_and_no_gap(mix,
 def test_any_cursor_starts_the_page_right_after_it(mix, want, cursor):
     loaded, pending, state = mix
     store = Store(loaded, state, True)
-    rows, _ = merge_page(store.fetch, entries(pending), cursor, want, state, 3, orders=store.orders)
+    rows, _ = merge_page(
+        store.fetch, entries(pending), cursor, want, state_filter(state), 3, orders=store.orders, resource=TODOS
+    )
     expected = [item for item in model(loaded, pending, state) if cursor is None or item[0] > cursor][:want]
     assert [(r["id"], r["title"]) for r in rows] == expected
     for r in rows:
@@ -157,7 +169,9 @@ def test_a_first_batch_fetched_on_a_guess_of_the_pending_ids_gives_the_model(
     else:
         rows = store.fetch(cursor, guess_limit, ids)
     first = Fetched(rows, guess_limit, frozenset(ids))
-    got, drops = merge_page(store.fetch, entries(pending), cursor, want, state, 3, first, store.orders)
+    got, drops = merge_page(
+        store.fetch, entries(pending), cursor, want, state_filter(state), 3, first, store.orders, resource=TODOS
+    )
     expected = [item for item in model(loaded, pending, state) if cursor is None or item[0] > cursor][:want]
     assert [(r["id"], r["title"]) for r in got] == expected
     for shown in drops:
@@ -171,13 +185,13 @@ def test_a_settled_read_that_shows_the_write_drops_it_and_an_unsettled_one_does_
     loaded = {a: (5, low, False, "open"), b: (2, low, False, "open"), c: (4, low, False, "open")}
     pending = {a: (5, low, False, "open"), b: (3, low, False, "done"), c: (4, high, False, "done")}
     store = Store(loaded, None, True)
-    rows, drops = merge_page(store.fetch, entries(pending), None, 10, None, orders=store.orders)
+    rows, drops = merge_page(store.fetch, entries(pending), None, 10, {}, orders=store.orders, resource=TODOS)
     # b's pending version 3 is newer than the replica's 2, and c's wins the tie of version 4: kept
     assert [(shown.id, shown.order) for shown in drops] == [(a, (5, low))]
     assert [r["title"] for r in rows] == ["loaded 5", "pending 3", "pending 4"]
     assert sorted(store.reread) == [a, c]  # the two ties, read again in one call, b not
     store = Store(loaded, None, False)
-    _, drops = merge_page(store.fetch, entries(pending), None, 10, None, orders=store.orders)
+    _, drops = merge_page(store.fetch, entries(pending), None, 10, {}, orders=store.orders, resource=TODOS)
     assert drops == []  # the master answered (failover): replicas may still lag
 
 

@@ -11,22 +11,19 @@ import pytest
 from chalicelib.commands import make_command
 from chalicelib.ids import VersionClock, new_op_id, uuid7
 from chalicelib.models import validate_todo
-from chalicelib.readers import Row, TodoReader
+from chalicelib.readers import Filters, Reader, Row
 from chalicelib.readers.cache import Breaker, CachedReader, todo_key
 from chalicelib.readers.pending import RECORD, PendingWrites, pending_key
 
 clock = VersionClock()
 
 
-class Nothing(TodoReader):
-    def get_todo(self, owner: str, todo_id: str) -> Row | None:
+class Nothing(Reader):
+    def get(self, resource: str, owner: str, id_: str) -> Row | None:
         return None
 
-    def list_todos(self, owner: str, after: str | None, limit: int, state: str | None) -> list[Row]:
+    def list_rows(self, resource: str, owner: str, after: str | None, limit: int, filters: Filters) -> list[Row]:
         return []
-
-    def get_profile(self, owner: str) -> Row | None:
-        return None
 
 
 class Client:

@@ -1,5 +1,5 @@
 """ReplicaReader's choice and failover, with readers that are plain fakes (subclasses of
-TodoReader): one replica per process, the next on failure, the master last, a cool-down before a
+Reader): one replica per process, the next on failure, the master last, a cool-down before a
 failed reader is asked again, and 503 only when nobody answers."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from chalicelib.errors import DatabaseUnavailable
-from chalicelib.readers import Row, TodoReader
+from chalicelib.readers import Filters, Reader, Row
 from chalicelib.readers.replicas import ReplicaReader
 
 
-class FakeReader(TodoReader):
+class FakeReader(Reader):
     def __init__(self, name: str) -> None:
         self.name = name
         self.down = False
@@ -25,14 +25,11 @@ class FakeReader(TodoReader):
             raise DatabaseUnavailable(f"{self.name} is down")
         return self.name
 
-    def get_todo(self, owner: str, todo_id: str) -> Row | None:
+    def get(self, resource: str, owner: str, id_: str) -> Row | None:
         return {"from": self._answer()}
 
-    def list_todos(self, owner: str, after: str | None, limit: int, state: str | None) -> list[Row]:
+    def list_rows(self, resource: str, owner: str, after: str | None, limit: int, filters: Filters) -> list[Row]:
         return [{"from": self._answer()}]
-
-    def get_profile(self, owner: str) -> Row | None:
-        return {"from": self._answer()}
 
 
 class Clock:
@@ -101,7 +98,7 @@ def test_when_every_reader_is_cooling_down_all_are_still_asked_before_giving_up(
 
 def test_errors_other_than_unavailable_are_not_failed_over():
     class Broken(FakeReader):
-        def get_todo(self, owner: str, todo_id: str) -> Row | None:
+        def get(self, resource: str, owner: str, id_: str) -> Row | None:
             raise KeyError("a bug")
 
     master = FakeReader("master")
