@@ -136,8 +136,18 @@ def test_the_deploys_request_runs_the_deferred_objects_first(services: Any, monk
     from chalicelib.loader import reconciler
 
     called: list[str] = []
-    monkeypatch.setattr(reconciler, "reconcile_deferred", lambda built: called.append("deferred") or {})
-    monkeypatch.setattr(reconciler, "reconcile_recent", lambda built: called.append("recent") or {})
+    contexts: list[Any] = []
+
+    def recorded(name: str) -> Any:
+        def run(built: Any, context: Any = None) -> dict[str, int]:
+            called.append(name)
+            contexts.append(context)
+            return {}
+
+        return run
+
+    monkeypatch.setattr(reconciler, "reconcile_deferred", recorded("deferred"))
+    monkeypatch.setattr(reconciler, "reconcile_recent", recorded("recent"))
     with Client(app_module.app) as client:
         scheduled = client.events.generate_cw_event("aws.events", "Scheduled Event", {}, [])
         client.lambda_.invoke("reconcile_writes", scheduled)
@@ -146,3 +156,26 @@ def test_the_deploys_request_runs_the_deferred_objects_first(services: Any, monk
         )
         client.lambda_.invoke("reconcile_writes", asked)
     assert called == ["recent", "deferred"]
+    # both runs get the invocation's Lambda context: one time budget for the whole invocation
+    assert all(c is not None and c.get_remaining_time_in_millis() > 0 for c in contexts)
+
+
+def test_the_oldest_deferred_object_is_reported_from_its_first_deferral(
+    s3: Any, services: Any, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    log = services.loader.deferrals
+    assert log.oldest_age(NOW) == 0.0  # none deferred
+    body = body_with_a_newer_line()
+    etag = put_object(s3, KEY, body)
+    # GIVEN an object first deferred at 10:00, and deferred again at 11:30 (an event's retry)
+    for stamp in ("2026-01-01 10:00:00.000000", "2026-01-01 11:30:00.000000"):
+        monkeypatch.setattr(deferral, "utc_now_stored", lambda stamp=stamp: stamp)
+        assert services.loader.load(BUCKET, KEY, etag, body).deferred == 1
+    # THEN at 12:00 it has waited two hours, since its first deferral
+    assert log.oldest_age(NOW) == 7200.0
+    # AND the scheduled run reports that age (the alarm's metric), with the stage
+    monkeypatch.setenv("SLUICE_LOG", "1")
+    reconcile_recent(services, hours=1, now=NOW)
+    [line] = [json.loads(x) for x in capsys.readouterr().out.splitlines() if "OldestDeferredObjectAgeSeconds" in x]
+    assert line["OldestDeferredObjectAgeSeconds"] == 7200.0
+    assert {"Stage"} == {d for ds in line["_aws"]["CloudWatchMetrics"][0]["Dimensions"] for d in ds}
