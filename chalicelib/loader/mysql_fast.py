@@ -706,7 +706,7 @@ class MySQLFastApplier(SqlApplier):
             result = self._run(cur, session, parts, quarantine)
         finally:
             quarantine.held = False
-        todos: Folded | None = None
+        mine: Folded | None = None
         if result is None:  # abandoned: nothing of it stays; read the rest, then the upsert
             mine = session.fold.folded(session.fast.name if session.fast else "todos")
             for chunk in parts:
@@ -719,10 +719,10 @@ class MySQLFastApplier(SqlApplier):
             a, s = self.apply_folded(cur, others)
             applied, stale = applied + a, stale + s
         if touched is not None:  # every key of the object: the rest of it too, when abandoned
-            if todos is None:
+            if mine is None:
                 touched.add(session.fold.best, session.fold.earliest)
             else:
-                touched.add(todos.winners, todos.earliest)
+                touched.add(mine.winners, mine.earliest)
             touched.add(others.winners, others.earliest)
         return applied, stale
 

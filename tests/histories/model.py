@@ -33,7 +33,8 @@ from typing import Any
 Key = tuple[str, str, str]  # (resource, owner, id)
 Problem = tuple[str, str]  # (check, message)
 
-TODO_FIELDS = ("title", "notes", "state", "tags", "due_at")
+# the contract's todo, command schema version 2 (priority and list_id since v2)
+TODO_FIELDS = ("title", "notes", "state", "tags", "due_at", "priority", "list_id")
 PROFILE_FIELDS = ("display_name", "locale", "timezone")
 TODO_READ_KEYS = frozenset(("id", *TODO_FIELDS, "version", "created_at", "updated_at"))
 PROFILE_READ_KEYS = frozenset((*PROFILE_FIELDS, "version", "created_at", "updated_at"))
