@@ -32,3 +32,36 @@ class ProcessClient:
         """Forget the client (tests)."""
         with self._lock:
             self._client = None
+
+
+def make_s3_client() -> Any:
+    """An S3 client with explicit timeouts and retries (boto3 imported only now), one per process
+    (AWS_CLIENTS), made on first use."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        config=Config(connect_timeout=3, read_timeout=30, retries={"max_attempts": 5, "mode": "standard"}),
+    )
+
+
+def _make_firehose() -> Any:
+    from chalicelib.writers.firehose import make_firehose_client
+
+    return make_firehose_client()
+
+
+# -- the process's AWS clients: each made on first use (boto3 is imported only then), then kept ----
+AWS_CLIENTS = {"firehose": ProcessClient(_make_firehose), "s3": ProcessClient(make_s3_client)}
+
+
+def aws_client(service: str) -> Any:
+    """The process's client for `service` ("firehose", "s3"), made on first use."""
+    return AWS_CLIENTS[service].get()
+
+
+def reset_aws_clients() -> None:
+    """Forget the process's AWS clients (tests)."""
+    for holder in AWS_CLIENTS.values():
+        holder.reset()

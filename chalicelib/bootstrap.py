@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
 
-from chalicelib.aws import ProcessClient
+from chalicelib.aws import AWS_CLIENTS
 from chalicelib.config import Settings
 from chalicelib.db.database import Database, open_master, open_reader
 from chalicelib.ids import VersionClock
@@ -107,33 +106,6 @@ def _writer(settings: Settings, loader: BatchLoader) -> CommandWriter:
         return loader.load(LOCAL_BUCKET, key, local_etag(body), body)
 
     return LocalWriter(settings.local_data_dir, load=load)
-
-
-# -- the process's AWS clients: each made on first use (boto3 is imported only then), then kept ----
-def _make_firehose() -> Any:
-    from chalicelib.writers.firehose import make_firehose_client
-
-    return make_firehose_client()
-
-
-def _make_s3() -> Any:
-    from chalicelib.loader.sources import make_s3_client
-
-    return make_s3_client()
-
-
-AWS_CLIENTS = {"firehose": ProcessClient(_make_firehose), "s3": ProcessClient(_make_s3)}
-
-
-def aws_client(service: str) -> Any:
-    """The process's client for `service` ("firehose", "s3"), made on first use."""
-    return AWS_CLIENTS[service].get()
-
-
-def reset_aws_clients() -> None:
-    """Forget the process's AWS clients (tests)."""
-    for holder in AWS_CLIENTS.values():
-        holder.reset()
 
 
 _lock = threading.Lock()

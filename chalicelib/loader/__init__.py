@@ -23,6 +23,7 @@ from chalicelib.errors import DatabaseUnavailable, ObjectUnavailable
 from chalicelib.loader.attempts import Attempt, Attempts
 from chalicelib.loader.deferral import DeferralLog, Deferred, SchemaGate
 from chalicelib.loader.gate import LoadGate
+from chalicelib.loader.quarantine import Quarantine
 
 if TYPE_CHECKING:  # parsing and applying are imported on first load: a GET never needs them
     from chalicelib.commands import WriteCommand
@@ -30,7 +31,7 @@ if TYPE_CHECKING:  # parsing and applying are imported on first load: a GET neve
     from chalicelib.loader.reject_lines import Reject
     from chalicelib.loader.streaming import LineStream
 
-    Work = Callable[[Any, "Quarantine"], tuple[int, int]]
+    Work = Callable[[Any, Quarantine], tuple[int, int]]
 
 # An object to load: its bytes, or a function that opens it as a binary stream.
 Body = bytes | Callable[[], BinaryIO]
@@ -116,8 +117,6 @@ class BatchLoader:
         """The applier for the database's dialect, made on first use (every process builds a
         loader; only the ones that load pay for importing the parser and the fast path)."""
         if self._applier is None:
-            from chalicelib.loader.apply import applier_for
-
             self._applier = applier_for(self.db)
         return self._applier
 
@@ -393,50 +392,19 @@ class BatchLoader:
         return True
 
 
-class Quarantine:
-    """An object's rejects, written to `ingest_rejects` in the load's transaction as they come,
-    BATCH rows at a time: a reject costs no memory once written. `held` keeps them in memory
-    meanwhile (the MySQL fast path, while its worker thread owns the connection)."""
-
-    BATCH = 500
-
-    def __init__(self, db: Database, cur: Any, where: tuple[str, str, str, str, str]) -> None:
-        self.db = db
-        self.cur = cur
-        self.where = where  # batch_id, bucket, key, etag, rejected_at
-        self.pending: list[tuple[Any, ...]] = []
-        self.count = 0
-        self.held = False
-        self._last = (-1, -1)  # (line, part) of the last reject: a line's rejects come together
-
-    def add(self, rejects: list[Reject]) -> None:
-        bid, bucket, key, etag, now = self.where
-        line, part = self._last
-        for reject in rejects:
-            part = part + 1 if reject.line_no == line else 0
-            line = reject.line_no
-            self.pending.append((bid, line, part, bucket, key, etag, reject.reason[:500], reject.line, now))
-        self._last = (line, part)
-        self.count += len(rejects)
-        if not self.held and len(self.pending) >= self.BATCH:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        verb = "INSERT OR IGNORE" if self.db.dialect == "sqlite" else "INSERT IGNORE"
-        self.cur.executemany(
-            self.db.sql(
-                f"{verb} INTO ingest_rejects (batch_id, line_no, part, bucket, object_key, etag, reason, line, "
-                "rejected_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            ),
-            self.pending,
-        )
-        self.pending.clear()
-
-
 def _storable(text: str) -> str:
     """Valid UTF-8 (a local file's name may not be)."""
     if text.isascii():
         return text
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def applier_for(db: Database) -> Applier:
+    """MySQL/MariaDB get the LOAD DATA fast path (chalicelib.loader.mysql_fast); SQLite the upsert."""
+    if db.dialect == "mysql":
+        from chalicelib.loader.mysql_fast import MySQLFastApplier
+
+        return MySQLFastApplier(db)
+    from chalicelib.loader.apply import SqlApplier
+
+    return SqlApplier(db)

@@ -22,7 +22,7 @@ from chalicelib.ordering import newer
 from chalicelib.rows import Table, table
 
 if TYPE_CHECKING:
-    from chalicelib.loader import Quarantine
+    from chalicelib.loader.quarantine import Quarantine
 
 CHUNK = 500
 
@@ -273,12 +273,3 @@ def _stored_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     return value.strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-def applier_for(db: Database) -> Applier:
-    """MySQL/MariaDB get the LOAD DATA fast path (chalicelib.loader.mysql_fast); SQLite the upsert."""
-    if db.dialect == "mysql":
-        from chalicelib.loader.mysql_fast import MySQLFastApplier
-
-        return MySQLFastApplier(db)
-    return SqlApplier(db)

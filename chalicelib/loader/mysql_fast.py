@@ -67,10 +67,11 @@ from chalicelib.commands import WriteCommand
 from chalicelib.db import local_files
 from chalicelib.db.database import Database, connection_lost
 from chalicelib.db.schema import OWNER_COLLATION, owner_collation
-from chalicelib.loader import Quarantine, chunk_files
+from chalicelib.loader import chunk_files
 from chalicelib.loader.apply import Folded, SqlApplier, Touched
 from chalicelib.loader.gc_pause import gc_paused
 from chalicelib.loader.parsing import parse_lines
+from chalicelib.loader.quarantine import Quarantine
 from chalicelib.loader.streaming import LineStream
 from chalicelib.ordering import newer
 from chalicelib.resources import RESOURCES

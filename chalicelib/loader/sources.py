@@ -198,20 +198,8 @@ class S3ObjectStore(ObjectStore):
 MISSING_CODES = frozenset(("NoSuchKey", "404", "NotFound"))
 
 
-def make_s3_client() -> Any:
-    """An S3 client with explicit timeouts and retries (boto3 imported only now). The composition
-    root (chalicelib.bootstrap) makes one per process, on first use."""
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        config=Config(connect_timeout=3, read_timeout=30, retries={"max_attempts": 5, "mode": "standard"}),
-    )
-
-
 def s3_client() -> Any:
-    """The process's S3 client, held by the composition root."""
-    from chalicelib.bootstrap import aws_client
+    """The process's S3 client (chalicelib.aws), made on first use."""
+    from chalicelib.aws import aws_client
 
     return aws_client("s3")

@@ -27,9 +27,9 @@ FAKE_AWS_ENV = {
 
 
 def reset_aws_clients() -> None:
-    from chalicelib import bootstrap
+    from chalicelib import aws
 
-    bootstrap.reset_aws_clients()
+    aws.reset_aws_clients()
 
 
 def fake_aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from botocore.stub import ANY, Stubber
 
 from chalicelib import bootstrap
+from chalicelib.aws import aws_client
 from chalicelib.commands import WriteCommand, make_command
 from chalicelib.errors import RecordTooLarge, TransportUnavailable
 from chalicelib.writers.firehose import MAX_RECORD_BYTES, FirehoseWriter, record_of
@@ -280,7 +281,7 @@ def test_from_settings_makes_one_client_on_first_use_with_explicit_timeouts_and_
     first, second = bootstrap._writer(settings_, None), bootstrap._writer(settings_, None)  # type: ignore[arg-type]
     assert isinstance(first, FirehoseWriter) and isinstance(second, FirehoseWriter)
     assert first.stream == STREAM
-    assert first.client is second.client is bootstrap.aws_client("firehose")
+    assert first.client is second.client is aws_client("firehose")
     config = first.client.meta.config
     assert (config.connect_timeout, config.read_timeout) == (1, 3)
     # botocore reads the legacy "max_attempts": 2 as two retries, three tries in all

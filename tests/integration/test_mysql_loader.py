@@ -266,7 +266,7 @@ def test_any_split_order_and_duplication_gives_the_rows_of_in_order_application_
     db: Database, path: str, monkeypatch: pytest.MonkeyPatch, case: tuple[list, Delivery]
 ) -> None:
     """tests/loader_properties.py's property, with every BatchLoader it makes on this path."""
-    monkeypatch.setattr("chalicelib.loader.apply.applier_for", lambda database: applier_for_path(database, path))
+    monkeypatch.setattr("chalicelib.loader.applier_for", lambda database: applier_for_path(database, path))
     history, delivery = case
 
     def fresh() -> Database:

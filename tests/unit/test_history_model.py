@@ -20,7 +20,7 @@ TTL = 300
 def cmd(model: Model, version: int, op_id: str, op: str = "put", id_: str = ID, **extra: Any) -> Cmd:
     data = None if op == "delete" else {"title": f"t{len(model.cmds)}", "notes": "", "state": "open", "tags": []}
     if data is not None:
-        data["due_at"] = None
+        data.update(due_at=None, priority=3, list_id=None)
         data.update(extra.pop("data", {}))
     made = Cmd(len(model.cmds) + 1, OWNER, "todos", id_, op, version, op_id, data, 0, len(model.cmds) + 1, **extra)
     model.accept(made)
