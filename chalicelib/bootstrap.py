@@ -1,20 +1,27 @@
 """The composition root: builds readers, writers and the loader from Settings, lazily, once per
-process. Tests hand in their own with `use()` and drop them with `reset()`."""
+process. Tests hand in their own with `use()` and drop them with `reset()`.
+
+The loader (`chalicelib.loader`, with its ledger, attempts and deferral log) is built on first
+use of `Services.loader`: a GET never loads, so its cold start does not import it."""
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from chalicelib.aws import AWS_CLIENTS
 from chalicelib.config import Settings
 from chalicelib.db.database import Database, open_master, open_reader
 from chalicelib.ids import VersionClock
-from chalicelib.loader import BatchLoader, local_etag
 from chalicelib.readers import Reader
 from chalicelib.readers.sql import SqlReader
 from chalicelib.service import Service
 from chalicelib.writers import CommandWriter
+
+if TYPE_CHECKING:  # imported when the loader is first built: a GET never needs it
+    from chalicelib.loader import BatchLoader
 
 
 @dataclass
@@ -23,8 +30,28 @@ class Services:
     master: Database
     reader: Reader
     writer: CommandWriter
-    loader: BatchLoader
     service: Service
+    the_loader: Callable[[], BatchLoader] = field(repr=False)  # builds it once (`once`)
+
+    @property
+    def loader(self) -> BatchLoader:
+        """The loader of this process's master, built on first use (and the same one after)."""
+        return self.the_loader()
+
+
+def once(make: Callable[[], BatchLoader]) -> Callable[[], BatchLoader]:
+    """`make`, called on the first call only (under a lock); later calls return its result."""
+    made: list[BatchLoader] = []
+    lock = threading.Lock()
+
+    def get() -> BatchLoader:
+        if not made:
+            with lock:
+                if not made:
+                    made.append(make())
+        return made[0]
+
+    return get
 
 
 def build(
@@ -39,9 +66,6 @@ def build(
 
         cache_url = CacheUrl.parse(settings.cache_url)  # nothing connects until the first command
         cache = build_cache(cache_url.client(), settings.cache_ttl_seconds, cache_url.cooldown)
-    loader = BatchLoader(
-        master, on_commit=cache[1] if cache else None, max_object_bytes=settings.loader_max_object_bytes
-    )
     built_reader = reader is None
     if reader is None:
         if master.dialect == "sqlite":
@@ -65,10 +89,18 @@ def build(
         from chalicelib.readers.pending import PendingWrites
 
         pending = PendingWrites(cached, settings.pending_ttl_seconds)
+    on_commit = cache[1] if cache else None
+
+    def make_loader() -> BatchLoader:
+        from chalicelib.loader import BatchLoader
+
+        return BatchLoader(master, on_commit=on_commit, max_object_bytes=settings.loader_max_object_bytes)
+
+    loader = once(make_loader)
     if writer is None:
         writer = _writer(settings, loader)
     service = Service(reader, writer, VersionClock(), pending)
-    return Services(settings, master, reader, writer, loader, service)
+    return Services(settings, master, reader, writer, service, loader)
 
 
 # `migrate` waits for each statement as long as it may run: an ALTER TABLE of a big table sends
@@ -95,7 +127,8 @@ def migrate_schema(seconds_left: float, settings: Settings | None = None) -> lis
         db.discard()
 
 
-def _writer(settings: Settings, loader: BatchLoader) -> CommandWriter:
+def _writer(settings: Settings, loader: Callable[[], BatchLoader]) -> CommandWriter:
+    """The write transport; the local one loads each object at once with `loader()`."""
     if settings.write_transport == "firehose":
         from chalicelib.writers.firehose import FirehoseWriter
 
@@ -103,7 +136,9 @@ def _writer(settings: Settings, loader: BatchLoader) -> CommandWriter:
     from chalicelib.writers.local import LOCAL_BUCKET, LocalWriter
 
     def load(key: str, body: bytes) -> object:
-        return loader.load(LOCAL_BUCKET, key, local_etag(body), body)
+        from chalicelib.loader import local_etag
+
+        return loader().load(LOCAL_BUCKET, key, local_etag(body), body)
 
     return LocalWriter(settings.local_data_dir, load=load)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -20,6 +19,8 @@ class ConfigError(ValueError):
 
 def default_local_data_dir() -> str:
     """A folder outside the project tree (chalice local reloads on any change inside it)."""
+    import tempfile  # here, not at import: a process given LOCAL_DATA_DIR never needs it
+
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(tempfile.gettempdir())
     return os.path.join(base, "sluice-local")
 

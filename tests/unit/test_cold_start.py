@@ -30,7 +30,9 @@ NEVER_FOR_A_GET = (
     "s3transfer",
     "dataclasses_json",
     "marshmallow",
-    # the write and load side: commands are made by writes and parsed by the loader
+    # the write and load side: commands are made by writes and parsed by the loader, which is
+    # built on first use (chalicelib/bootstrap.py)
+    "chalicelib.loader",
     "chalicelib.commands",
     "chalicelib.wire",
     "chalicelib.loader.parsing",
