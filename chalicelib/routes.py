@@ -126,95 +126,109 @@ def _named(view: View, name: str, query: Iterable[str] = ()) -> View:
     return wrapped
 
 
-def collection_routes(views: Views, resource: Resource) -> list[Route]:
-    """The routes of a resource keyed by (owner, id)."""
-    collection = resource.collection
-    assert collection is not None and resource.by_id
-    name, noun, path = resource.name, resource.singular, resource.path
-    item, id_param = f"{path}/{{{noun}_id}}", f"{noun}_id"
-    rules = resource.rules()
-    page_query = ("limit", "cursor", *collection.filters)
+class CollectionViews:
+    """The views of one resource keyed by (owner, id): create, page, get, put, delete and the
+    admin's page, each reading the app's current request through `views`."""
 
-    def validate(body: Any) -> Any:
+    def __init__(self, views: Views, resource: Resource) -> None:
+        collection = resource.collection
+        assert collection is not None and resource.by_id
+        self.views, self.collection = views, collection
+        self.name, self.path = resource.name, resource.path
+        self.id_param = f"{resource.singular}_id"
+        self.rules = resource.rules()
+        self.page_query = ("limit", "cursor", *collection.filters)
+
+    def validate(self, body: Any) -> Any:
         from chalicelib.models import VALIDATORS
 
-        return VALIDATORS[name](body)
+        return VALIDATORS[self.name](body)
 
-    def location(id_: str) -> str:
-        return f"{path}/{id_}"
+    def location(self, id_: str) -> str:
+        return f"{self.path}/{id_}"
 
-    def create() -> Response:
-        who, ctx, data, key, min_version = views.post(validate)
-        done = ctx.service.create(name, who, data, key, min_version)
-        return accepted(done.id, done.version, location(done.id))
+    def create(self) -> Response:
+        who, ctx, data, key, min_version = self.views.post(self.validate)
+        done = ctx.service.create(self.name, who, data, key, min_version)
+        return accepted(done.id, done.version, self.location(done.id))
 
-    def page(owner: str, own: bool) -> Response:
-        ctx = services()
-        limit = parse_limit(views.query(page_query, "limit"), collection)
-        after = decode_cursor(views.query(page_query, "cursor"))
+    def filters(self) -> dict[str, Any]:
+        """The page's declared filters the request names, parsed."""
         filters = {}
-        for field in collection.filters:
-            value = parse_filter(field, rules[field], views.query(page_query, field))
+        for field in self.collection.filters:
+            value = parse_filter(field, self.rules[field], self.views.query(self.page_query, field))
             if value is not None:
                 filters[field] = value
-        done = ctx.service.list_rows(name, owner, after, limit, filters, own)
-        cursor = encode_cursor(done.last_id) if done.last_id else None
-        return read_response({name: done.rows, "next_cursor": cursor}, ctx.settings.cache_max_age)
+        return filters
 
-    def list_own() -> Response:
-        who = views.who()
-        views.min_version(services())  # checked, otherwise ignored (CONTRACT section 3)
-        return page(who.sub, own=True)
-
-    def get(**params: str) -> Response:
-        who = views.who()
-        id_ = check_id(params[id_param])
+    def page(self, owner: str, own: bool) -> Response:
         ctx = services()
-        row = ctx.service.get(name, who.sub, id_, views.min_version(ctx))
+        limit = parse_limit(self.views.query(self.page_query, "limit"), self.collection)
+        after = decode_cursor(self.views.query(self.page_query, "cursor"))
+        done = ctx.service.list_rows(self.name, owner, after, limit, self.filters(), own)
+        cursor = encode_cursor(done.last_id) if done.last_id else None
+        return read_response({self.name: done.rows, "next_cursor": cursor}, ctx.settings.cache_max_age)
+
+    def list_own(self) -> Response:
+        who = self.views.who()
+        self.views.min_version(services())  # checked, otherwise ignored (CONTRACT section 3)
+        return self.page(who.sub, own=True)
+
+    def admin_list(self, sub: str) -> Response:
+        who = self.views.who()
+        if not who.is_admin:
+            raise forbidden()
+        owner = unquote(sub)
+        if not 0 < len(owner) <= MAX_SUB_CHARS or not owner.isprintable():
+            raise ApiError(400, "invalid_id", "The user id is not valid.")
+        return self.page(owner, own=False)
+
+    def get(self, **params: str) -> Response:
+        who = self.views.who()
+        id_ = check_id(params[self.id_param])
+        ctx = services()
+        row = ctx.service.get(self.name, who.sub, id_, self.views.min_version(ctx))
         etag = f'"{row["version"]}"'
-        if etag_matches(views.request().headers.get("if-none-match"), etag):
+        if etag_matches(self.views.request().headers.get("if-none-match"), etag):
             return read_response("", ctx.settings.cache_max_age, etag, status=304)
         return read_response(row, ctx.settings.cache_max_age, etag)
 
-    def put(**params: str) -> Response:
-        who = views.who()
-        id_ = check_id(params[id_param])
+    def put(self, **params: str) -> Response:
+        who = self.views.who()
+        id_ = check_id(params[self.id_param])
         ctx = services()
-        min_version = views.min_version(ctx)
-        data = views.body(ctx, validate)
-        done = ctx.service.put(name, who, id_, data, min_version)
-        return accepted(done.id, done.version, location(done.id))
+        min_version = self.views.min_version(ctx)
+        data = self.views.body(ctx, self.validate)
+        done = ctx.service.put(self.name, who, id_, data, min_version)
+        return accepted(done.id, done.version, self.location(done.id))
 
-    def delete(**params: str) -> Response:
-        who = views.who()
-        id_ = check_id(params[id_param])
+    def delete(self, **params: str) -> Response:
+        who = self.views.who()
+        id_ = check_id(params[self.id_param])
         ctx = services()
-        min_version = views.min_version(ctx)
-        check_size(raw_body(views.request()), ctx.settings.max_body_bytes)
-        done = ctx.service.delete(name, who, id_, min_version)
-        return accepted(done.id, done.version, location(done.id))
+        min_version = self.views.min_version(ctx)
+        check_size(raw_body(self.views.request()), ctx.settings.max_body_bytes)
+        done = ctx.service.delete(self.name, who, id_, min_version)
+        return accepted(done.id, done.version, self.location(done.id))
 
+
+def collection_routes(views: Views, resource: Resource) -> list[Route]:
+    """The routes of a resource keyed by (owner, id)."""
+    made = CollectionViews(views, resource)
+    name, noun, path = resource.name, resource.singular, resource.path
+    item = f"{path}/{{{noun}_id}}"
     routes = [
-        Route(path, "POST", _named(create, f"create_{noun}")),
-        Route(path, "GET", _named(list_own, f"list_{name}", (*page_query, "min_version"))),
-        Route(item, "GET", _named(get, f"get_{noun}", ("min_version",))),
-        Route(item, "PUT", _named(put, f"put_{noun}")),
-        Route(item, "DELETE", _named(delete, f"delete_{noun}")),
+        Route(path, "POST", _named(made.create, f"create_{noun}")),
+        Route(path, "GET", _named(made.list_own, f"list_{name}", (*made.page_query, "min_version"))),
+        Route(item, "GET", _named(made.get, f"get_{noun}", ("min_version",))),
+        Route(item, "PUT", _named(made.put, f"put_{noun}")),
+        Route(item, "DELETE", _named(made.delete, f"delete_{noun}")),
     ]
-    if collection.batch:
+    if made.collection.batch:
         routes.append(Route(f"{path}/batch", "POST", _named(_batch(views, resource), f"create_{name}")))
-    if collection.admin:
-
-        def admin_list(sub: str) -> Response:
-            who = views.who()
-            if not who.is_admin:
-                raise forbidden()
-            owner = unquote(sub)
-            if not 0 < len(owner) <= MAX_SUB_CHARS or not owner.isprintable():
-                raise ApiError(400, "invalid_id", "The user id is not valid.")
-            return page(owner, own=False)
-
-        routes.append(Route(f"/users/{{sub}}{path}", "GET", _named(admin_list, f"admin_list_{name}", page_query)))
+    if made.collection.admin:
+        admin = _named(made.admin_list, f"admin_list_{name}", made.page_query)
+        routes.append(Route(f"/users/{{sub}}{path}", "GET", admin))
     return routes
 
 
