@@ -126,6 +126,10 @@ def get_todo_event(sub: str, todo_id: str) -> dict[str, Any]:
     return api_event("GET", "/todos/{todo_id}", f"/todos/{todo_id}", sub, path_params={"todo_id": todo_id})
 
 
+def get_list_event(sub: str, list_id: str) -> dict[str, Any]:
+    return api_event("GET", "/lists/{list_id}", f"/lists/{list_id}", sub, path_params={"list_id": list_id})
+
+
 def list_event(sub: str, limit: int = 50) -> dict[str, Any]:
     return api_event("GET", "/todos", "/todos", sub, query={"limit": str(limit)})
 

@@ -15,10 +15,15 @@ database of its own, dropped afterwards.
     parse, validate, fold, apply with last-writer-wins, ledger row, one transaction per object.
 (d) the same objects over a table that already holds every key, half of them stored newer than
     the incoming row (so half the rows apply and half are stale).
+(e) objects that mix todos and lists (one list put in five commands, the same N rows), fresh
+    tables, beside (f) LOAD DATA of the same rows: one statement per table, one commit.
 
-(b), (c) and (d) run `rounds` times interleaved (drift hits every case alike); medians are
-reported. Counts are checked exactly (c: all applied; d: half applied, half stale) and the run
-fails if they are wrong. Targets (issue 3/6): c >= 0.6 x b, d >= 0.45 x b, c >= 15 x a.
+(b) to (f) run `rounds` times interleaved (drift hits every case alike); medians are reported.
+Counts are checked exactly (c, e: all applied; d: half applied, half stale) and the run fails if
+they are wrong. Targets (issue 19): c >= 0.7 x b, d >= 0.5 x b. The per-row autocommit row
+(c / a) is kept as information: issue 19 retired its target (>= 15), bound to the machine (where
+commits are cheap LOAD DATA itself is under 15x per-row autocommit). The mixed row (e / f) has no
+target: no issue set one; it shows what a second resource in the objects costs the loader.
 
 Every case starts on a quiet server: the dirty pages earlier cases left are flushed first
 (`settle`), and the pair's replica stops applying while the cases run (`replication_paused`).
@@ -85,6 +90,39 @@ def make_commands(n: int, seed: int = 7) -> list[Any]:
     return commands
 
 
+def make_mixed_commands(n: int, seed: int = 11) -> list[Any]:
+    """N puts with distinct keys, one in five a list (name, position) and the rest todos as in
+    `make_commands`, interleaved in version order as the API would accept them."""
+    from chalicelib.commands import make_command
+    from chalicelib.ids import uuid7
+
+    rng = random.Random(seed)
+    todos = make_commands(n - n // 5, seed)
+    owners = sorted({c.owner for c in todos})
+    lists = [
+        (
+            "lists",
+            rng.choice(owners),
+            {"name": " ".join(rng.sample(WORDS, 2)).capitalize(), "position": rng.randrange(100)},
+        )
+        for _ in range(n // 5)
+    ]
+    kinds = [True] * len(todos) + [False] * len(lists)
+    rng.shuffle(kinds)
+    todo_items, list_items = iter(todos), iter(lists)
+    commands = []
+    for i, is_todo in enumerate(kinds):
+        version = BASE_VERSION + i * 1000
+        op_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        if is_todo:
+            c = next(todo_items)
+            commands.append(make_command("put", "todos", c.owner, c.id, version, op_id, c.data))
+        else:
+            resource, owner, data = next(list_items)
+            commands.append(make_command("put", resource, owner, uuid7(version // 1000), version, op_id, data))
+    return commands
+
+
 def firehose_objects(commands: list[Any], max_bytes: int = OBJECT_BYTES) -> list[tuple[str, bytes]]:
     """(key, GZIP body) objects of at most max_bytes of lines each, as the delivery stream writes."""
     objects: list[tuple[str, bytes]] = []
@@ -118,11 +156,12 @@ CREATED_EARLIER = "2025-12-01 00:00:00.000000"  # stored rows were created befor
 
 
 def write_tsv(commands: list[Any], path: str, version_shift: Callable[[int], int] | None = None) -> None:
-    """The rows as LOAD DATA reads them; with `version_shift`, as stored earlier (created before)."""
+    """The rows as LOAD DATA reads them (commands of one resource); with `version_shift`, as
+    stored earlier (created before)."""
     from chalicelib.commands import make_command
     from chalicelib.rows import table
 
-    tsv_line = table("todos").tsv
+    tsv_line = table(commands[0].resource if commands else "todos").tsv
 
     with open(path, "w", encoding="utf-8") as handle:
         for i, c in enumerate(commands):
@@ -252,11 +291,11 @@ def caught_up(master: str, replica: str, timeout: float = 600.0) -> None:
 
 
 # -- the cases ---------------------------------------------------------------------------------
-def insert_columns() -> tuple[str, ...]:
-    """The todos table's columns, from its declaration (chalicelib.rows)."""
+def insert_columns(resource: str = "todos") -> tuple[str, ...]:
+    """A table's columns, from its declaration (chalicelib.rows)."""
     from chalicelib.rows import table
 
-    return table("todos").columns
+    return table(resource).columns
 
 
 INSERT_COLUMNS = ", ".join(insert_columns())
@@ -280,18 +319,23 @@ def per_row_autocommit(url: str, rows: list[tuple[Any, ...]]) -> float:
     return len(rows) / elapsed
 
 
-def load_data(url: str, path: str, n: int) -> float:
-    """(b) rows/s: LOAD DATA LOCAL INFILE of a prepared file into a fresh table."""
+def load_data(url: str, path: str | dict[str, str], n: int) -> float:
+    """(b), (f) rows/s: LOAD DATA LOCAL INFILE of prepared files into fresh tables, one statement
+    per table (`path`: the todos file, or {table: file}), one commit."""
     from chalicelib.db.urls import parse_db_url
 
+    files = {"todos": path} if isinstance(path, str) else path
     with fresh_database(url) as db_url:
         conn = raw_connection(url, parse_db_url(db_url).database, local_infile=True, autocommit=False)
         settle(url)
         with conn.cursor() as cur:
+            loaded = 0
             start = time.perf_counter()
-            loaded = cur.execute(
-                f"LOAD DATA LOCAL INFILE %s INTO TABLE todos CHARACTER SET utf8mb4 ({INSERT_COLUMNS})", (path,)
-            )
+            for name, file in files.items():
+                columns = ", ".join(insert_columns(name))
+                loaded += cur.execute(
+                    f"LOAD DATA LOCAL INFILE %s INTO TABLE {name} CHARACTER SET utf8mb4 ({columns})", (file,)
+                )
             conn.commit()
             elapsed = time.perf_counter() - start
         conn.close()
@@ -328,10 +372,11 @@ def our_loader(url: str, objects: list[tuple[str, bytes]], n: int, preload: str 
     return n / elapsed
 
 
-def _row(name: str, ours: float, baseline: float, target: float, note: str) -> dict[str, Any]:
+def _row(name: str, ours: float, baseline: float, target: float | None, note: str) -> dict[str, Any]:
+    """A loader row; `target` None: information only (the target cell reads "—")."""
     from bench.common import row
 
-    return row(name, ours, baseline, "rows/s", f">= {target}", note, SECTION)
+    return row(name, ours, baseline, "rows/s", "" if target is None else f">= {target}", note, SECTION)
 
 
 PROFILE = (
@@ -344,8 +389,21 @@ PROFILE = (
 )
 
 
+FRESH_TARGET = 0.7  # issue 19 (from 0.6)
+HALF_TARGET = 0.5  # issue 19 (from 0.45)
+
+
 def _why(missed: bool) -> str:
     return PROFILE if missed else ""
+
+
+def mixed_files(commands: list[Any], folder: str) -> dict[str, str]:
+    """The mixed rows as LOAD DATA files, one per table."""
+    files = {}
+    for name in ("todos", "lists"):
+        files[name] = os.path.join(folder, f"mixed-{name}.tsv")
+        write_tsv([c for c in commands if c.resource == name], files[name])
+    return files
 
 
 def run(
@@ -354,32 +412,53 @@ def run(
     """The three loader rows (name, ours, baseline, unit, ratio, target, met, note, section).
     `replica_url`: a replica of `url` to pause while the cases run (the db pair's is found)."""
     url = url or server_url()
-    commands = make_commands(n)
-    objects = firehose_objects(commands)
+    commands, mixed = make_commands(n), make_mixed_commands(n)
+    objects, mixed_objects = firehose_objects(commands), firehose_objects(mixed)
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as folder:
         rows_file = os.path.join(folder, "rows.tsv")
         stored_file = os.path.join(folder, "stored.tsv")
         write_tsv(commands, rows_file)
         # Every key stored; the even ones stored older than the incoming row, the odd ones newer.
         write_tsv(commands, stored_file, lambda i: -500 if i % 2 == 0 else 500)
-        samples: dict[str, list[float]] = {"load_data": [], "fresh": [], "half": []}
+        mixed_tsv = mixed_files(mixed, folder)
+        samples: dict[str, list[float]] = {k: [] for k in ("load_data", "fresh", "half", "load_mixed", "mixed")}
         with replication_paused(url, replica_url):
             autocommit = per_row_autocommit(url, rows_of(commands[:per_row]))
             for _ in range(rounds):
                 samples["load_data"].append(load_data(url, rows_file, n))
                 samples["fresh"].append(our_loader(url, objects, n))
                 samples["half"].append(our_loader(url, objects, n, preload=stored_file))
-    load, fresh, half = (statistics.median(samples[k]) for k in ("load_data", "fresh", "half"))
+                samples["load_mixed"].append(load_data(url, mixed_tsv, n))
+                samples["mixed"].append(our_loader(url, mixed_objects, n))
+    load, fresh, half, load_mixed, mix = (statistics.median(v) for v in samples.values())
     where = f"{n:,} rows in {len(objects)} GZIP objects, median of {rounds}, server {_where(url)}"
+    lists = sum(c.resource == "lists" for c in mixed)
     return [
-        _row("loader, fresh table vs LOAD DATA", fresh, load, 0.6, where + PROFILE),
-        _row("loader, half the rows newer vs LOAD DATA (fresh)", half, load, 0.45, where + _why(half / load < 0.45)),
+        _row("loader, fresh table vs LOAD DATA", fresh, load, FRESH_TARGET, where + PROFILE),
+        _row(
+            "loader, half the rows newer vs LOAD DATA (fresh)",
+            half,
+            load,
+            HALF_TARGET,
+            where + _why(half / load < HALF_TARGET),
+        ),
+        _row(
+            "loader, todos and lists mixed vs LOAD DATA",
+            mix,
+            load_mixed,
+            None,
+            f"{n:,} rows ({lists:,} lists, the rest todos, interleaved) in {len(mixed_objects)} GZIP objects, "
+            f"median of {rounds}; baseline: LOAD DATA of the same rows, one statement per table, one commit. "
+            "No target: no issue set one (information, beside the fresh table's row).",
+        ),
         _row(
             "loader, fresh table vs per-row autocommit",
             fresh,
             autocommit,
-            15,
-            f"per-row over {per_row:,} rows; LOAD DATA itself, measured beside it: {load / autocommit:.1f}x per-row",
+            None,
+            f"per-row over {per_row:,} rows; LOAD DATA itself, measured beside it: {load / autocommit:.1f}x per-row. "
+            "Information only: issue 19 retired the target of 15x (bound to the machine: where commits are "
+            "cheap, LOAD DATA itself is under 15x per-row autocommit).",
         ),
     ]
 
@@ -401,8 +480,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = run(args.n, args.rounds, args.url, args.per_row)
     print(f"{'row':52} {'ours':>9} {'baseline':>9} {'ratio':>7} {'target':>8}  met")
     for r in rows:
-        met = "yes" if r["met"] else "NO"
-        print(f"{r['name']:52} {r['ours']:>9,.0f} {r['baseline']:>9,.0f} {r['ratio']:>7.2f} {r['target']:>8}  {met}")
+        met = "—" if r["met"] is None else "yes" if r["met"] else "NO"
+        target = r["target"] or "—"
+        print(f"{r['name']:52} {r['ours']:>9,.0f} {r['baseline']:>9,.0f} {r['ratio']:>7.2f} {target:>8}  {met}")
     print(f"({rows[0]['note']}; rows/s)")
     return 0
 

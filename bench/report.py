@@ -10,16 +10,6 @@ from bench.common import Row, target_met
 # What the profiles showed when a target was missed while this suite was written; printed only
 # beside a row that misses its target in the current run, after that run's own profile.
 KNOWN_CAUSES = {
-    "loader, fresh table vs per-row autocommit": (
-        "The baseline is bound by one commit per row, our loader by bulk loading, and machines differ in "
-        "both. On the machine of the committed runs before 2026-11-29 per-row autocommit gave about 3,200 "
-        "rows/s and LOAD DATA about 93,000 (ours 19.4x); on the machine of later runs commits are cheaper "
-        "(4,000-6,000 rows/s) and bulk loading slower (LOAD DATA 52,000-76,000), so that LOAD DATA itself, "
-        "the ceiling of a loader built on it, is under 15x (its ratio is in the note above): no change to "
-        "the loader can reach 15x here. Its ratios to LOAD DATA swing on that machine too: LOAD DATA "
-        "varied from 52,000 to 66,000 rows/s within one run and up to 76,000 across runs, the loader "
-        "from 36,000 to 45,000."
-    ),
     "GET /todos/{id} in process": (
         "The row's own split (above) shows the two parts: the app over a bare route (the JSON access "
         "log with its EMF record in chalicelib/observe.py, claims parsing, the ETag and response "

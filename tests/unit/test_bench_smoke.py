@@ -67,8 +67,17 @@ def test_loader_rows(pair: Pair) -> None:
     from bench.__main__ import loader_rows
 
     rows = loader_rows(600, pair)  # the bench's own call: its pair's master, its replica paused
-    check_rows(rows, loader.SECTION, 3)
+    check_rows(rows, loader.SECTION, 4)
+    assert [(r["name"], r["target"]) for r in rows] == [
+        ("loader, fresh table vs LOAD DATA", ">= 0.7"),
+        ("loader, half the rows newer vs LOAD DATA (fresh)", ">= 0.5"),
+        ("loader, todos and lists mixed vs LOAD DATA", ""),  # information: no issue set a target
+        ("loader, fresh table vs per-row autocommit", ""),  # issue 19 retired its target
+    ]
     assert "600 rows in 1 GZIP objects" in rows[0]["note"]
+    assert "120 lists" in rows[2]["note"]
+    assert "| loader, fresh table vs per-row autocommit |" in report.markdown(rows, {}, True, 1.0)
+    assert all(report.verdict(r) == "—" for r in rows[2:])
     import pymysql
 
     replica = pymysql.connect(host="127.0.0.1", port=pair.replica_port, user="root")
@@ -87,12 +96,15 @@ def test_inprocess_rows(pair: Pair, redis_server: str) -> None:
     rows = inprocess.run(pair, quick=True)
     assert [r["name"] for r in rows] == [
         "GET /todos/{id} in process",
+        "GET /lists/{id} in process",
         "GET /todos (page of 50) in process",
         "POST /todos in process, transport excluded",
         "GET /todos/{id}, warm Redis cache vs replica",
     ]
-    check_rows(rows[:3], inprocess.SECTION_REQUESTS, 3)
-    check_rows(rows[3:], inprocess.SECTION_CACHE, 1)
+    check_rows(rows[:4], inprocess.SECTION_REQUESTS, 4)
+    check_rows(rows[4:], inprocess.SECTION_CACHE, 1)
+    assert [r["target"] for r in rows[:2]] == ["<= 1.15", "<= 1.15"]
+    assert "lists table" in rows[1]["note"]
 
 
 def test_cold_start_row(pair: Pair) -> None:
