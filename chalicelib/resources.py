@@ -7,7 +7,7 @@ Everything else is generated from these declarations, once per process, or teste
 (docs/architecture.md, "Resources, declared once"):
 - the validators, fast and with field errors (`chalicelib.models`);
 - the OpenAPI schemas and paths (`chalicelib.openapi`);
-- the DDL for SQLite and MySQL/MariaDB (`chalicelib.db.schema.table_ddl`; migrations are checked
+- the DDL for SQLite and MySQL/MariaDB (`chalicelib.db.migrations.table_ddl`; migrations are checked
   against it);
 - the column lists, row decoding by name, tombstone defaults and the `LOAD DATA` row text
   (`chalicelib.rows`), and the loader's line lanes (`chalicelib.loader.lanes`);

@@ -26,7 +26,6 @@ from chalicelib.commands import (
     OPS,
     WriteCommand,
     canonical_stored_ts,
-    is_utf8,
     new_command,
     owner_ok,
     remember_owner,
@@ -40,6 +39,7 @@ from chalicelib.loader.reject_lines import MAX_REJECT_LINE_CHARS, Reject, _line_
 from chalicelib.loader.streaming import LineStream
 from chalicelib.models import Invalid, fast_validator, validator
 from chalicelib.resources import RESOURCES, SCHEMA_VERSION
+from chalicelib.validation import is_utf8
 
 _TWO_UUIDS = re.compile(CANONICAL_UUID.pattern * 2)  # a command's id and op_id, checked in one call
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chalicelib.commands import is_utf8
+from chalicelib.validation import is_utf8
 
 MAX_REJECT_LINE_CHARS = 2000
 MAX_REJECT_LINE_BYTES = 4 * MAX_REJECT_LINE_CHARS
