@@ -8,7 +8,7 @@ the server lacks the script: restarted or flushed). Each is one atomic step of R
   a replica shows them, and a read by key's one round trip for the cache entry and the pending
   entry together (`readers/pending.py`; the entries' format is `readers/pending_entry.py`).
 
-Each script compares (version, op_id) with ordering.LUA_NEWER, the loader's order.
+GUARDED_SET, RECORD and DROP compare (version, op_id) with ordering.LUA_NEWER, the loader's order.
 """
 
 from __future__ import annotations
