@@ -17,16 +17,17 @@ Entries
 
 Ordering
     Entries are ordered like the loader orders commands: by (version, op_id). One Lua script
-    (GUARDED_SET in readers/scripts.py, sent with EVALSHA by `guarded_set`) writes entries only
-    when they are newer than what is stored, atomically in Redis. The loader's writes (`CacheInvalidator`, after its transaction commits)
-    carry the command's (version, op_id). The owner's reads fill entries through `PendingWrites`,
-    from versioned reads that carry the stored row's op_id, so those fills are ordered exactly
-    like the loader's entries. `CachedReader`'s own fills (a cache without pending writes) read
-    rows without op_id and carry an empty one: such a fill never replaces an entry of the same
-    version, and the loader's entry of a version always replaces it. An entry with an empty
-    op_id (those fills, and every fill written before reads carried op_ids) is a state whose
-    order within its version is unknown: a pending write of the same version never takes it
-    for the winner of the tie (`PendingWrites` reads the replica instead).
+    (GUARDED_SET in readers/scripts.py, sent with EVALSHA by `guarded_set`) writes entries only when
+    they are newer than what is stored, atomically in Redis. The loader's writes
+    (`CacheInvalidator`, after its transaction commits) carry the command's (version, op_id). The
+    owner's reads fill entries through `PendingWrites`, from versioned reads that carry the stored
+    row's op_id, so those fills are ordered exactly like the loader's entries. `CachedReader`'s own
+    fills (a cache without pending writes) read rows without op_id and carry an empty one: such a
+    fill never replaces an entry of the same version, and the loader's entry of a version always
+    replaces it. An entry with an empty op_id (those fills, and every fill written before reads
+    carried op_ids) is a state whose order within its version is unknown: a pending write of the
+    same version never takes it for the winner of the tie (`PendingWrites` reads the replica
+    instead).
 
 created_at, whatever the versions
     A row's created_at is the earliest `at` of its commands (CONTRACT section 3), and a command
