@@ -51,7 +51,7 @@ ID_CAP = 64  # pending ids named to the database per page query (and entries dec
 
 
 def pending_key(owner: str, prefix: str) -> str:
-    """The owner's hash of pending writes (`{prefix}:pending:{owner}`, owner as in the cache's keys)."""
+    """The owner's hash of pending writes: `{prefix}:pending:{owner}`, owner as in the cache's keys."""
     return f"{prefix}:pending:{owner_part(owner)}"
 
 

@@ -2,7 +2,8 @@
 for a read by key, a pending write with the cache entry (`without_replica`) or with the stored
 state (`newest`, `newer_state`); for a page, the caller's pending writes with the keyset page
 read from the replica (`merge_page`, which also names the settled states whose entries are to
-be dropped). The reads that use it are `readers/pending.py`; the entries, `readers/pending_entry.py`.
+be dropped). The reads that use it are `readers/pending.py`; the entries,
+`readers/pending_entry.py`.
 """
 
 from __future__ import annotations
