@@ -96,7 +96,7 @@ class Resource:
 
     by_id: keyed by (owner, id), and then `collection` gives its routes; otherwise one row per
     owner (the command's id equals its owner), read and written at `path`.
-    tag: the short name of its pending writes' fields (readers/pending.py); singular: its name
+    tag: the short name of its pending writes' fields (readers/pending_entry.py); singular: its name
     in routes' parameters and the OpenAPI document. since: the command schema version in which
     the resource appeared (a command of an older version naming it is a reject).
     """
