@@ -14,7 +14,8 @@ and doubles (`linear`: grows by `base`) each time, never above `cap`. A run ends
 final), or when the pause would start the next try past `budget` seconds since it began.
 
 Users: writers/firehose.py (a refused record), loader/__init__.py (a deadlock victim: tries, then
-more behind the load gate), loader/attempts.py (an attempt's record begins, or is given back).
+more behind the load gate), loader/attempts.py (an attempt's record begins, or is given back),
+loader/gate.py (waits for the gate, with no pause between them).
 """
 
 from __future__ import annotations

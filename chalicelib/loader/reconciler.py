@@ -4,18 +4,18 @@ The scheduled reconciler covers S3 events that never arrived or whose retries ra
 (CLI) is the same walk over a chosen range. Progress is the ledger itself, so a run cut short by
 its bound or a failure simply continues on the next run.
 
-The scheduled run has a time budget (`Budget`, from the Lambda context's remaining time): it
-starts a load only while enough time is left, and a load still running when only the margin is
-left is cut (`LoadWatchdog`: its connection is killed from another one, so the server rolls it
-back and frees its locks, and the load fails as for a lost connection, which does not count
-toward poisoning). A Lambda timeout would instead freeze the process with its connection open:
-the load's transaction and its attempt's lock (liveness.py) would stay held until the server
-drops the connection (`wait_timeout`, hours on RDS), and the attempt would then be judged dead
-while the server stayed up, which counts.
+The scheduled run has a time budget (budget.py's `Budget`, from the Lambda context's remaining
+time): it starts a load only while enough time is left, and a load still running when only the
+margin is left is cut (`LoadWatchdog`: its connection is killed from another one, so the server
+rolls it back and frees its locks, and the load fails as for a lost connection, which does not count
+toward poisoning). A Lambda timeout would instead freeze the process with its connection open: the
+load's transaction and its attempt's lock (liveness.py) would stay held until the server drops the
+connection (`wait_timeout`, hours on RDS), and the attempt would then be judged dead while the
+server stayed up, which counts.
 
-Every scheduled run reports its backlog (`ReconcilerBacklog`), a database outage included: what
-it could not check against the ledger counts as missing (an upper bound: every object under
-`writes/` of the lookback it listed but could not check).
+Every scheduled run reports its backlog (`ReconcilerBacklog`, reconcile_report.py), a database
+outage included: what it could not check against the ledger counts as missing (an upper bound: every
+object under `writes/` of the lookback it listed but could not check).
 
 Deferred objects (deferral.py: a newer schema version, or a schema `migrate` has not brought up
 yet) are left alone while what they wait for is still missing, not tried on every run; and while
