@@ -149,7 +149,8 @@ def _poisoned(count: int) -> str:
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> str:
-    from chalicelib.loader.reconciler import covering_prefixes, parse_hour, reconcile
+    from chalicelib.loader.hours import covering_prefixes, parse_hour
+    from chalicelib.loader.reconciler import reconcile
     from chalicelib.loader.sources import LocalObjectStore, ObjectStore, S3ObjectStore, s3_client
 
     try:
