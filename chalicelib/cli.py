@@ -57,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _b64(data: dict[str, object]) -> str:
+def b64_json(data: dict[str, object]) -> str:
+    """`data` as compact JSON in unpadded base64url: one part of a JWT."""
     raw = json.dumps(data, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -78,7 +79,7 @@ def make_token(sub: str, username: str | None, email: str | None, groups: list[s
         claims["email_verified"] = True
     if groups:
         claims["cognito:groups"] = groups
-    return f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}."
+    return f"{b64_json({'alg': 'none', 'typ': 'JWT'})}.{b64_json(claims)}."
 
 
 def _services(settings: Settings):  # type: ignore[no-untyped-def]
@@ -148,7 +149,8 @@ def _poisoned(count: int) -> str:
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> str:
-    from chalicelib.loader.reconciler import covering_prefixes, parse_hour, reconcile
+    from chalicelib.loader.hours import covering_prefixes, parse_hour
+    from chalicelib.loader.reconciler import reconcile
     from chalicelib.loader.sources import LocalObjectStore, ObjectStore, S3ObjectStore, s3_client
 
     try:

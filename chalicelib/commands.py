@@ -176,11 +176,3 @@ def remember_owner(owner: str) -> bool:
         KNOWN_OWNERS.clear()
     KNOWN_OWNERS.add(owner)
     return True
-
-
-def is_utf8(line: str) -> bool:
-    try:
-        line.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True

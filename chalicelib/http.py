@@ -1,7 +1,8 @@
 """HTTP edges: reading requests safely and shaping every answer, errors included.
 
-Check order on writes (CONTRACT section 3): 401, invalid_id, 413, 415, invalid_json,
-validation_error.
+Check order on writes (CONTRACT section 3; chalicelib.routes runs them): 401, invalid_id (an
+item's PUT and DELETE), invalid_query (`min_version`), 413, 415 (POST and PUT), invalid_json,
+validation_error (the body's fields, and a POST's Idempotency-Key header's, together).
 """
 
 from __future__ import annotations

@@ -30,10 +30,10 @@ def uuid7(now_ms: int | None = None) -> str:
     value |= ((rand >> 62) & 0xFFF) << 64
     value |= 0b10 << 62
     value |= rand & 0x3FFFFFFFFFFFFFFF
-    return _hyphenated(value)
+    return hyphenated(value)
 
 
-def _hyphenated(value: int) -> str:
+def hyphenated(value: int) -> str:
     """str(uuid.UUID(int=value)), without building the UUID object (a write makes two ids)."""
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
@@ -51,7 +51,7 @@ def new_op_id() -> str:
     """A version 4 UUID, as str(uuid.uuid4()) gives it."""
     value = int.from_bytes(os.urandom(16), "big")
     value = (value & ~(0xF000 << 64) & ~(0xC000 << 48)) | (0x4000 << 64) | (0x8000 << 48)
-    return _hyphenated(value)
+    return hyphenated(value)
 
 
 class VersionClock:

@@ -9,6 +9,8 @@ fill defaults. Both of a resource's validators are generated from its declaratio
   per second; a POST runs it first);
 - the full one (`validator`) runs the fast one, and otherwise every field's rule with its
   messages (`Invalid.fields`), with no loop over the fields at run time either.
+The checks they call (`Invalid`, one per rule kind, the fast path's helpers) are in
+`chalicelib.validation`.
 A command of an older schema version (`v`) is validated by that version's validator: the fields
 added later are unknown to it, and take their defaults. dataclasses-json/marshmallow are not used
 here (their `from_dict` checks no types, and a GET must not pay their import on a cold start).
@@ -18,168 +20,35 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from chalicelib.codegen import ident, make_function
-from chalicelib.ids import CANONICAL_UUID, format_ts, parse_rfc3339
+from chalicelib.ids import CANONICAL_UUID
 from chalicelib.resources import RESOURCES, SCHEMA_VERSION, TODOS, Resource, Rule, on_change, time_zones
+from chalicelib.validation import (
+    KNOWN_DATETIMES,
+    Fields,
+    Invalid,
+    add,
+    add_unknown,
+    canonical_datetime,
+    check_choice,
+    check_datetime,
+    check_integer,
+    check_strings,
+    check_text,
+    check_uuid,
+    count_errors,
+    is_utf8,
+    known_items,
+)
 
-__all__ = ["time_zones"]  # re-exported: the validators' list of zones
+# Re-exported: the validators' list of zones, and the names callers import from here.
+__all__ = ["KNOWN_DATETIMES", "Invalid", "canonical_datetime", "time_zones"]
 
-Fields = dict[str, list[str]]
 Validator = Callable[..., dict[str, Any]]
 Fast = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 BATCH_MAX = TODOS.collection.batch if TODOS.collection else 0  # todos in one POST /todos/batch
-
-
-class Invalid(Exception):
-    """Validation failed; `fields` maps a field path to its messages."""
-
-    def __init__(self, fields: Fields) -> None:
-        super().__init__("; ".join(f"{k}: {', '.join(v)}" for k, v in fields.items()))
-        self.fields = fields
-
-
-def add(errors: Fields, path: str, message: str) -> None:
-    errors.setdefault(path, []).append(message)
-
-
-def is_text(value: str) -> bool:
-    """True when the string can be stored as UTF-8 (no lone surrogates from JSON escapes)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _count(errors: Fields) -> int:
-    return sum(len(v) for v in errors.values())
-
-
-def _unknown(errors: Fields, prefix: str, body: dict[str, Any], known: frozenset[str]) -> None:
-    for key in body:
-        if key not in known:
-            add(errors, prefix + str(key), "is not a known field")
-
-
-# -- one rule kind each: the full path's checks, with their messages --------------------------------
-def _text(errors: Fields, path: str, value: Any, limits: Rule, pattern: re.Pattern[str] | None) -> str | None:
-    low, high = limits.min_length, limits.max_length or 0
-    if not isinstance(value, str):
-        add(errors, path, "must be a string")
-        return None
-    if not is_text(value):
-        add(errors, path, "must be valid Unicode text")
-        return None
-    if len(value) < low:
-        add(errors, path, "is required" if low == 1 and not value else f"must be at least {low} characters")
-        return None
-    if len(value) > high:
-        add(errors, path, f"must be at most {high} characters")
-        return None
-    if pattern is not None and pattern.fullmatch(value) is None:
-        add(errors, path, limits.hint or f"must match ^{pattern.pattern}$")
-    elif limits.known is not None and value not in limits.known():
-        add(errors, path, limits.hint or "is not a known value")
-    return value
-
-
-def choices_text(choices: tuple[str, ...]) -> str:
-    names = [repr(c) for c in choices]
-    return " or ".join(names) if len(names) <= 2 else "one of " + ", ".join(names)
-
-
-def _choice(errors: Fields, path: str, value: Any, limits: Rule) -> Any:
-    if not isinstance(value, str) or value not in limits.choices:
-        add(errors, path, "must be " + choices_text(limits.choices))
-    return value
-
-
-def _integer(errors: Fields, path: str, value: Any, limits: Rule) -> Any:
-    if type(value) is not int or not limits.minimum <= value <= limits.maximum:  # type: ignore[operator]
-        add(errors, path, f"must be an integer from {limits.minimum} to {limits.maximum}")
-    return value
-
-
-def _uuid(errors: Fields, path: str, value: Any, limits: Rule) -> Any:
-    if value is None and limits.nullable:
-        return None
-    if not isinstance(value, str) or CANONICAL_UUID.fullmatch(value) is None:
-        add(errors, path, "must be a canonical UUID (lowercase, hyphenated)" + (" or null" if limits.nullable else ""))
-    return value
-
-
-def _strings(errors: Fields, path: str, value: Any, limits: Rule, pattern: re.Pattern[str]) -> list[str] | None:
-    """A "list" field: at most max_items strings (distinct when unique), each matching the pattern."""
-    noun = limits.noun
-    if not isinstance(value, list):
-        add(errors, path, "must be a list of strings")
-        return None
-    if len(value) > (limits.max_items or 0):
-        add(errors, path, f"must hold at most {limits.max_items} {noun}s")
-        return None
-    seen: set[str] = set()
-    for item in value:
-        if not isinstance(item, str) or pattern.fullmatch(item) is None:
-            add(errors, path, f"each {noun} must match ^{pattern.pattern}$")
-            return None
-        if limits.unique and item in seen:
-            add(errors, path, f"must not repeat a {noun} ({item!r})")
-            return None
-        seen.add(item)
-    return list(value)
-
-
-def _datetime(errors: Fields, path: str, value: Any, limits: Rule) -> str | None:
-    if value is None and limits.nullable:
-        return None
-    if not isinstance(value, str) or len(value) > (limits.max_length or 64):
-        add(errors, path, "must be an RFC 3339 date-time with an offset" + (", or null" if limits.nullable else ""))
-        return None
-    try:
-        return format_ts(parse_rfc3339(value))
-    except ValueError as exc:
-        add(errors, path, str(exc))
-        return None
-
-
-# RFC 3339 in UTC with Z, whole seconds or microseconds: what format_ts itself produces.
-_CANONICAL_UTC = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{6})?Z")
-KNOWN_DATETIMES: set[str] = set()  # date-times already seen to be canonical (bounded below)
-_KNOWN_MAX = 10000
-
-
-def canonical_datetime(value: str) -> str | None:
-    """`value` when it is already the canonical form `_datetime` would return; None when unsure."""
-    if value in KNOWN_DATETIMES:
-        return value
-    if _CANONICAL_UTC.fullmatch(value) is None or value.endswith(".000000Z"):
-        return None
-    try:
-        datetime.fromisoformat(value[:19])  # a real calendar date and time of day
-    except ValueError:
-        return None
-    if len(KNOWN_DATETIMES) >= _KNOWN_MAX:
-        KNOWN_DATETIMES.clear()
-    KNOWN_DATETIMES.add(value)
-    return value
-
-
-def known_items(items: list[Any], known: set[str], pattern: re.Pattern[str]) -> bool:
-    """Whether every item is a string matching `pattern`; those seen to match are remembered in
-    `known` (bounded), so the next line's tags are one set lookup each."""
-    for item in items:
-        if type(item) is not str:
-            return False
-        if item not in known:
-            if pattern.fullmatch(item) is None:
-                return False
-            if len(known) >= _KNOWN_MAX:
-                known.clear()
-            known.add(item)
-    return True
 
 
 # -- generation -----------------------------------------------------------------------------------
@@ -192,7 +61,7 @@ def _fast_check(name: str, rule: Rule, default: Any, required: bool) -> list[str
     if rule.kind == "text":
         low, high = rule.min_length, rule.max_length or 0
         size = f"len({v}) > {high}" if low == 0 else f"not {low} <= len({v}) <= {high}"
-        out.append(f"    if type({v}) is not str or {size} or not ({v}.isascii() or is_text({v})):")
+        out.append(f"    if type({v}) is not str or {size} or not ({v}.isascii() or is_utf8({v})):")
         out.append("        return None")
         if rule.pattern:
             out += [f"    if M_{name}({v}) is None:", "        return None"]
@@ -231,12 +100,12 @@ def _full_check(name: str, rule: Rule, required: bool) -> list[str]:
     v, path = ident(name), f"prefix + {name!r}"
     value = f"body.get({name!r}, D_{name})"
     call = {
-        "text": f"_text(own, {path}, {{value}}, R_{name}, P_{name})",
-        "choice": f"_choice(own, {path}, {{value}}, R_{name})",
-        "integer": f"_integer(own, {path}, {{value}}, R_{name})",
-        "uuid": f"_uuid(own, {path}, {{value}}, R_{name})",
-        "list": f"_strings(own, {path}, {{value}}, R_{name}, P_{name})",
-        "datetime": f"_datetime(own, {path}, {{value}}, R_{name})",
+        "text": f"check_text(own, {path}, {{value}}, R_{name}, P_{name})",
+        "choice": f"check_choice(own, {path}, {{value}}, R_{name})",
+        "integer": f"check_integer(own, {path}, {{value}}, R_{name})",
+        "uuid": f"check_uuid(own, {path}, {{value}}, R_{name})",
+        "list": f"check_strings(own, {path}, {{value}}, R_{name}, P_{name})",
+        "datetime": f"check_datetime(own, {path}, {{value}}, R_{name})",
     }[rule.kind]
     if not required:
         return [f"    {v} = " + call.format(value=value)]
@@ -254,14 +123,19 @@ def _namespace(resource: Resource, version: int) -> dict[str, Any]:
     space: dict[str, Any] = {
         "KNOWN": frozenset(resource.fields_at(version)),
         "UUID": CANONICAL_UUID.fullmatch,
-        "is_text": is_text,
+        "is_utf8": is_utf8,
         "known_items": known_items,
         "canonical_datetime": canonical_datetime,
         "add": add,
         "Invalid": Invalid,
-        "_count": _count,
-        "_unknown": _unknown,
-        **{f: globals()[f] for f in ("_text", "_choice", "_integer", "_uuid", "_strings", "_datetime")},
+        "count_errors": count_errors,
+        "add_unknown": add_unknown,
+        "check_text": check_text,
+        "check_choice": check_choice,
+        "check_integer": check_integer,
+        "check_uuid": check_uuid,
+        "check_strings": check_strings,
+        "check_datetime": check_datetime,
     }
     for name, rule in rules.items():
         compiled = re.compile(rule.pattern) if rule.pattern else None
@@ -307,16 +181,16 @@ def _make_full(resource: Resource, version: int, fast: Fast) -> Validator:
         "        if done is not None:",
         "            return done",
         "    own = errors if errors is not None else {}",
-        "    before = _count(own)",
+        "    before = count_errors(own)",
         "    if not isinstance(body, dict):",
         "        add(own, prefix.rstrip('.') or 'body', 'must be a JSON object')",
         "        raise Invalid(own)",
-        "    _unknown(own, prefix, body, KNOWN)",
+        "    add_unknown(own, prefix, body, KNOWN)",
     ]
     for field_name in resource.fields_at(version):
         lines += _full_check(field_name, rules[field_name], field_name in required)
     lines += [
-        "    if _count(own) != before:",
+        "    if count_errors(own) != before:",
         "        if errors is None:",
         "            raise Invalid(own)",
         "        return {}",
@@ -382,7 +256,7 @@ def validate_batch(body: Any, resource: str = "todos") -> list[dict[str, Any]]:
     if not isinstance(body, dict):
         raise Invalid({"body": ["must be a JSON object"]})
     errors: Fields = {}
-    _unknown(errors, "", body, frozenset((resource,)))
+    add_unknown(errors, "", body, frozenset((resource,)))
     items = body.get(resource)
     if not isinstance(items, list):
         add(errors, resource, f"is required and must be a list of {resource}")

@@ -111,70 +111,99 @@ def _collection_paths(resource: Resource) -> dict[str, Schema]:
     """The operations of a resource keyed by (owner, id), from its declaration."""
     collection = resource.collection
     assert collection is not None
-    name, noun, plural, path = name_of(resource), resource.singular, resource.name, resource.path
-    one, many = camel(noun), camel(plural)
-    page = [f"{name}Limit", "Cursor", *(filter_name(resource, f) for f in collection.filters)]
-    written = _accepted("Accepted")
+    path = resource.path
     paths: dict[str, Schema] = {
-        path: {
-            "post": _op(
-                f"create{one}",
-                f"Create a {noun} (a new UUIDv7, or the id derived from Idempotency-Key).",
-                ["IdempotencyKey", "MinVersionWrite"],
-                {"202": written, **_errors("400", "413", "415", write=True)},
-                requestBody=_body(f"{name}Input", f"A {noun}."),
-            ),
-            "get": _op(
-                f"list{many}",
-                f"The caller's {plural} in ascending id order. Unknown query parameters are ignored.",
-                [*page, "MinVersionChecked"],
-                {"200": _ok(ref(f"{name}Page")), **_errors("400")},
-            ),
-        },
-        f"{path}/{{{noun}_id}}": {
-            "parameters": [_param(f"{name}Id")],
-            "get": _op(
-                f"get{one}",
-                f"One of the caller's {plural}; another user's is 404, never 403.",
-                ["IfNoneMatch", "MinVersion"],
-                {"200": _ok(ref(name), etag=True), "304": NOT_MODIFIED, **_errors("400", "404")},
-            ),
-            "put": _op(
-                f"put{one}",
-                f"Replace (or create) the caller's {noun} of this id; never touches another user's.",
-                ["MinVersionWrite"],
-                {"202": written, **_errors("400", "413", "415", write=True)},
-                requestBody=_body(f"{name}Input", f"The whole {noun}."),
-            ),
-            "delete": _op(
-                f"delete{one}",
-                f"Delete the caller's {noun} of this id (a tombstone); the content type is ignored.",
-                ["MinVersionWrite"],
-                {"202": written, **_errors("400", "413", write=True)},
-            ),
-        },
+        path: _collection_operations(resource),
+        f"{path}/{{{resource.singular}_id}}": _item_operations(resource),
     }
     if collection.batch:
-        paths[f"{path}/batch"] = {
-            "post": _op(
-                f"create{many}",
-                f"Create 1 to {collection.batch} {plural}, validated as a whole; no Location.",
-                ["IdempotencyKey", "MinVersionWrite"],
-                {"202": _accepted("BatchAccepted", location=False), **_errors("400", "413", "415", write=True)},
-                requestBody=_body(f"{name}BatchInput", f"{camel(plural)}; errors are keyed by position."),
-            )
-        }
+        paths[f"{path}/batch"] = _batch_operations(resource, collection.batch)
     if collection.admin:
-        paths[f"/users/{{sub}}{path}"] = {
-            "parameters": [_param("Sub")],
-            "get": _op(
-                f"adminList{many}",
-                f"Any user's {plural}, read-only, for members of the Cognito group `{ADMIN_GROUP}`.",
-                page,
-                {"200": _ok(ref(f"{name}Page")), **_errors("400", "403")},
-            ),
-        }
+        paths[f"/users/{{sub}}{path}"] = _admin_operations(resource)
     return paths
+
+
+def _page_parameters(resource: Resource) -> list[str]:
+    """A page's query parameters: its limit, the cursor and the declared filters."""
+    assert resource.collection is not None
+    filters = (filter_name(resource, f) for f in resource.collection.filters)
+    return [f"{name_of(resource)}Limit", "Cursor", *filters]
+
+
+def _collection_operations(resource: Resource) -> Schema:
+    """POST (create) and GET (the caller's page) on the collection's path."""
+    name, noun, plural = name_of(resource), resource.singular, resource.name
+    return {
+        "post": _op(
+            f"create{camel(noun)}",
+            f"Create a {noun} (a new UUIDv7, or the id derived from Idempotency-Key).",
+            ["IdempotencyKey", "MinVersionWrite"],
+            {"202": _accepted("Accepted"), **_errors("400", "413", "415", write=True)},
+            requestBody=_body(f"{name}Input", f"A {noun}."),
+        ),
+        "get": _op(
+            f"list{camel(plural)}",
+            f"The caller's {plural} in ascending id order. Unknown query parameters are ignored.",
+            [*_page_parameters(resource), "MinVersionChecked"],
+            {"200": _ok(ref(f"{name}Page")), **_errors("400")},
+        ),
+    }
+
+
+def _item_operations(resource: Resource) -> Schema:
+    """GET, PUT and DELETE on one item of the collection."""
+    name, noun, plural = name_of(resource), resource.singular, resource.name
+    one = camel(noun)
+    return {
+        "parameters": [_param(f"{name}Id")],
+        "get": _op(
+            f"get{one}",
+            f"One of the caller's {plural}; another user's is 404, never 403.",
+            ["IfNoneMatch", "MinVersion"],
+            {"200": _ok(ref(name), etag=True), "304": NOT_MODIFIED, **_errors("400", "404")},
+        ),
+        "put": _op(
+            f"put{one}",
+            f"Replace (or create) the caller's {noun} of this id; never touches another user's.",
+            ["MinVersionWrite"],
+            {"202": _accepted("Accepted"), **_errors("400", "413", "415", write=True)},
+            requestBody=_body(f"{name}Input", f"The whole {noun}."),
+        ),
+        "delete": _op(
+            f"delete{one}",
+            f"Delete the caller's {noun} of this id (a tombstone); the content type is ignored.",
+            ["MinVersionWrite"],
+            {"202": _accepted("Accepted"), **_errors("400", "413", write=True)},
+        ),
+    }
+
+
+def _batch_operations(resource: Resource, most: int) -> Schema:
+    """POST on `{path}/batch`: 1 to `most` items, validated as a whole."""
+    name, plural = name_of(resource), resource.name
+    return {
+        "post": _op(
+            f"create{camel(plural)}",
+            f"Create 1 to {most} {plural}, validated as a whole; no Location.",
+            ["IdempotencyKey", "MinVersionWrite"],
+            {"202": _accepted("BatchAccepted", location=False), **_errors("400", "413", "415", write=True)},
+            requestBody=_body(f"{name}BatchInput", f"{camel(plural)}; errors are keyed by position."),
+        )
+    }
+
+
+def _admin_operations(resource: Resource) -> Schema:
+    """GET on `/users/{sub}{path}`: any user's page, for the admin group."""
+    name, plural = name_of(resource), resource.name
+    return {
+        "parameters": [_param("Sub")],
+        "get": _op(
+            f"adminList{camel(plural)}",
+            f"Any user's {plural}, read-only, for members of the Cognito group `{ADMIN_GROUP}`.",
+            _page_parameters(resource),
+            {"200": _ok(ref(f"{name}Page")), **_errors("400", "403")},
+        ),
+    }
 
 
 def _owner_paths(resource: Resource) -> dict[str, Schema]:

@@ -6,7 +6,7 @@ ASCII, so byte order is character order). Every Python comparison of commands ca
 reads included: a loaded (or cached) state and the caller's pending write are compared by
 `loaded_wins`, which is `newer` with the pending write as the challenger. The SQL guards
 (`loader/apply.py`, `loader/mysql_fast.py`) restate it in SQL, and `LUA_NEWER` below in Lua for
-the scripts of the cache and the pending writes (`readers/cache.py`, `readers/pending.py`);
+the scripts of the cache and the pending writes (`readers/scripts.py`);
 tests/integration/test_ordering.py checks each against `newer` on drawn pairs, and the reads
 that compare a loaded state with a pending write.
 """
@@ -30,8 +30,8 @@ def loaded_wins(loaded: Order, pending: Order) -> bool:
     return not newer(pending, loaded)
 
 
-# newer() in Lua, for the Redis scripts of the cache and the pending writes (readers/cache.py,
-# readers/pending.py), which prepend it. Lua compares strings with strcoll (the server's locale),
+# newer() in Lua, for the Redis scripts of the cache and the pending writes (readers/scripts.py),
+# which prepend it. Lua compares strings with strcoll (the server's locale),
 # so op_ids are compared byte by byte; versions are below 2^53 and so exact as Lua numbers.
 LUA_NEWER = """
 local function bytes_cmp(a, b)

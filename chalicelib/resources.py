@@ -7,7 +7,7 @@ Everything else is generated from these declarations, once per process, or teste
 (docs/architecture.md, "Resources, declared once"):
 - the validators, fast and with field errors (`chalicelib.models`);
 - the OpenAPI schemas and paths (`chalicelib.openapi`);
-- the DDL for SQLite and MySQL/MariaDB (`chalicelib.db.schema.table_ddl`; migrations are checked
+- the DDL for SQLite and MySQL/MariaDB (`chalicelib.db.migrations.table_ddl`; migrations are checked
   against it);
 - the column lists, row decoding by name, tombstone defaults and the `LOAD DATA` row text
   (`chalicelib.rows`), and the loader's line lanes (`chalicelib.loader.lanes`);
@@ -96,7 +96,7 @@ class Resource:
 
     by_id: keyed by (owner, id), and then `collection` gives its routes; otherwise one row per
     owner (the command's id equals its owner), read and written at `path`.
-    tag: the short name of its pending writes' fields (readers/pending.py); singular: its name
+    tag: the short name of its pending writes' fields (readers/pending_entry.py); singular: its name
     in routes' parameters and the OpenAPI document. since: the command schema version in which
     the resource appeared (a command of an older version naming it is a reject).
     """

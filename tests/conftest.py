@@ -198,7 +198,8 @@ def mysql_db(mysql_url: str) -> Iterator[Any]:
     db.discard()
 
 
-def _read_pair_env(directory: str) -> dict[str, str]:
+def read_pair_env(directory: str) -> dict[str, str]:
+    """The variables in the pair directory's `env` file (scripts/db-pair writes it); {} without one."""
     env: dict[str, str] = {}
     path = Path(directory) / "env"
     if path.exists():
@@ -227,7 +228,7 @@ def db_pair() -> Iterator[dict[str, str]]:
             if IN_CI:
                 pytest.fail(message, pytrace=False)
             pytest.skip(message)
-    env = _read_pair_env(PAIR_DIR)
+    env = read_pair_env(PAIR_DIR)
     env["script"] = str(script)
     env["dir"] = PAIR_DIR
     yield env

@@ -25,6 +25,7 @@ results.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -70,11 +71,24 @@ def reader_connection_class() -> Any:
 
 
 def _make() -> Any:
+    """`ReaderConnection` built on this PyMySQL's classes, or None when it lacks what they need."""
     try:
         from pymysql import connections, converters
         from pymysql.constants import FIELD_TYPE
     except ImportError:
         return None
+    found = _internals(connections)
+    if found is None:
+        return None
+    connection, mysql_result, field_packet, text_types = found
+    describe = _describer(field_packet, text_types, FIELD_TYPE, converters.through)
+    result_class = _caching_result_class(mysql_result, describe)
+    return _reader_connection_class(connection, result_class, _conversions(converters, FIELD_TYPE))
+
+
+def _internals(connections: Any) -> tuple[Any, Any, Any, Any] | None:
+    """PyMySQL's private parts this module builds on (`Connection`, `MySQLResult`,
+    `FieldDescriptorPacket`, `TEXT_TYPES`), or None when one is missing or not as expected."""
     internals: Any = connections  # private parts the type stubs do not declare
     Connection: Any = internals.Connection
     MySQLResult: Any = internals.MySQLResult
@@ -93,11 +107,22 @@ def _make() -> Any:
     )
     if not all(callable(getattr(owner, name, None)) for owner, name in needed):
         return None
-    through = converters.through
+    return Connection, MySQLResult, FieldDescriptorPacket, TEXT_TYPES
+
+
+def _conversions(converters: Any, FIELD_TYPE: Any) -> dict[Any, Any]:
+    """PyMySQL's default conversions, DATETIME and TIMESTAMP read by `datetime_from_text`."""
     conversions = dict(converters.conversions)
     for kind in (FIELD_TYPE.DATETIME, FIELD_TYPE.TIMESTAMP):
         if conversions.get(kind) is convert_datetime:
             conversions[kind] = datetime_from_text
+    return conversions
+
+
+def _describer(
+    FieldDescriptorPacket: Any, TEXT_TYPES: Any, FIELD_TYPE: Any, through: Any
+) -> Callable[[Any, bytes], tuple[Any, Any, tuple[str | None, Any]]]:
+    """`describe(conn, data)`: what PyMySQL's `_get_descriptions` makes of one column packet."""
 
     def describe(conn: Any, data: bytes) -> tuple[Any, Any, tuple[str | None, Any]]:
         """What PyMySQL's `_get_descriptions` makes of one column packet (PyMySQL 1.x)."""
@@ -116,6 +141,13 @@ def _make() -> Any:
         if converter is through:
             converter = None
         return field, field.description(), (encoding, converter)
+
+    return describe
+
+
+def _caching_result_class(MySQLResult: Any, describe: Callable[[Any, bytes], Any]) -> Any:
+    """A `MySQLResult` whose column descriptions come from the connection's `sluice_columns`,
+    each packet's bytes described once."""
 
     class ColumnCachingResult(MySQLResult):
         def _get_descriptions(self) -> None:
@@ -141,6 +173,10 @@ def _make() -> Any:
             self.converters = decoders
             self.description = tuple(description)
 
+    return ColumnCachingResult
+
+
+def _reader_connection_class(Connection: Any, ColumnCachingResult: Any, conversions: dict[Any, Any]) -> Any:
     class ReaderConnection(Connection):
         """A PyMySQL connection whose buffered results reuse known column descriptions and read
         DATETIME and TIMESTAMP values with `datetime_from_text` (unless given its own `conv`)."""

@@ -9,9 +9,7 @@ database's schema cannot hold yet, is deferred whole (deferral.py).
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,18 +21,22 @@ from chalicelib.errors import DatabaseUnavailable, ObjectUnavailable
 from chalicelib.loader.attempts import Attempt, Attempts
 from chalicelib.loader.deferral import DeferralLog, Deferred, SchemaGate
 from chalicelib.loader.gate import LoadGate
+from chalicelib.loader.ledger import Ledger, backslash_escaped, batch_id, ledger_key, local_etag
 from chalicelib.loader.quarantine import Quarantine
+from chalicelib.retry import RetryPolicy, half_jitter
 
 if TYPE_CHECKING:  # parsing and applying are imported on first load: a GET never needs them
     from chalicelib.commands import WriteCommand
     from chalicelib.loader.apply import Applier, Touched
-    from chalicelib.loader.reject_lines import Reject
     from chalicelib.loader.streaming import LineStream
 
     Work = Callable[[Any, Quarantine], tuple[int, int]]
 
 # An object to load: its bytes, or a function that opens it as a binary stream.
 Body = bytes | Callable[[], BinaryIO]
+
+# What other modules import from here (the ledger's names are ledger.py's).
+__all__ = ["BatchLoader", "Body", "LoadResult", "applier_for", "batch_id", "ledger_key", "local_etag"]
 
 log = logging.getLogger(__name__)
 
@@ -67,23 +69,8 @@ class LoadResult:
         )
 
 
-def ledger_key(key: str) -> str:
-    """The object's key from its `writes/` component on (so prefixes above it do not matter)."""
-    index = key.find("writes/")
-    return key[index:] if index >= 0 else key
-
-
-def batch_id(key: str, etag: str) -> str:
-    return hashlib.sha256(f"{ledger_key(key)}\n{etag.strip(chr(34))}".encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def local_etag(body: bytes) -> str:
-    """What S3 gives as the ETag of a single-part upload: the MD5 of the bytes."""
-    return hashlib.md5(body, usedforsecurity=False).hexdigest()
-
-
 class BatchLoader:
-    # A deadlock victim or a lock wait that timed out runs again after a pause drawn between half
+    # A deadlock victim or a lock wait that timed out runs again (chalicelib.retry) after a pause drawn between half
     # and all of RETRY_PAUSE_SECONDS doubled per try (at most RETRY_PAUSE_MAX_SECONDS). After
     # ATTEMPTS tries it closes the gate (gate.py: new loads wait; only those already running are
     # left to collide with) and runs again, with the same pauses, until it commits or
@@ -105,6 +92,7 @@ class BatchLoader:
         self.db = db
         self._applier = applier
         self.max_object_bytes = max_object_bytes
+        self.ledger = Ledger(db)
         self.attempts = Attempts(db)
         self.gate = LoadGate(db)
         self.schema = SchemaGate(db)  # what the database's schema can hold (deferral.py)
@@ -125,18 +113,11 @@ class BatchLoader:
         self._applier = value
 
     def is_loaded(self, key: str, etag: str) -> bool:
-        rows = self.db.query("SELECT 1 FROM ingest_batches WHERE batch_id = %s", (batch_id(key, etag),))
-        return bool(rows)
+        return self.ledger.holds(batch_id(key, etag))
 
     def loaded_ids(self, ids: list[str]) -> set[str]:
         """Which of these batch ids the ledger holds (one query per 500)."""
-        found: set[str] = set()
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ", ".join(["%s"] * len(chunk))
-            rows = self.db.query(f"SELECT batch_id FROM ingest_batches WHERE batch_id IN ({marks})", chunk)
-            found.update(r[0] for r in rows)
-        return found
+        return self.ledger.held(ids)
 
     def poisoned_ids(self, ids: list[str]) -> set[str]:
         """Which of these batch ids are poisoned objects (attempts.py)."""
@@ -160,7 +141,7 @@ class BatchLoader:
         loader or its database cannot hold yet is left whole, its attempt not counted, and
         recorded for the reconciler (the result counts it in `deferred`)."""
         bid = batch_id(key, etag)
-        lkey = _storable(ledger_key(key))[:1024]
+        lkey = backslash_escaped(ledger_key(key))[:1024]
         state, attempt = self.attempts.begin(bid, bucket, lkey, etag.strip('"')[:128], force)
         if state == "skip":
             return LoadResult(skipped=1, objects=1)
@@ -171,7 +152,7 @@ class BatchLoader:
             result, touched = self._load_stream(bucket, key, etag, body, force, attempt, self.schema.blocked())
         except Deferred as exc:  # rolled back: nothing of it applied, no ledger entry, no rejects
             self.attempts.deferred(attempt, exc.reason)
-            self.deferrals.record(bid, (bucket, _storable(key)[:1024], etag.strip('"')[:128]), exc)
+            self.deferrals.record(bid, (bucket, backslash_escaped(key)[:1024], etag.strip('"')[:128]), exc)
             log.warning("object s3://%s/%s deferred: %s", bucket, key, exc.reason)
             return LoadResult(deferred=1, objects=1)
         except Exception as exc:
@@ -260,31 +241,6 @@ class BatchLoader:
         touched.winners.extend(commands)
         return self.applier.apply(cur, commands, touched.written)
 
-    def load_parsed(
-        self,
-        bucket: str,
-        key: str,
-        etag: str,
-        commands: list[WriteCommand],
-        rejects: list[Reject],
-        force: bool = False,
-    ) -> LoadResult:
-        """Load commands already parsed (tools and tests; `load` reads objects as streams)."""
-        changes: list[tuple[WriteCommand, str]] | None = [] if self.on_commit else None
-
-        def work(cur: Any, quarantine: Quarantine) -> tuple[int, int]:
-            if changes is None:
-                applied, stale = self.applier.apply(cur, commands)
-            else:
-                changes.clear()  # a retried transaction starts over
-                applied, stale = self.applier.apply(cur, commands, changes)
-            quarantine.add(rejects)
-            return applied, stale
-
-        result = self._load(bucket, key, etag, force, work)
-        self._committed(result, commands, changes or [])
-        return result
-
     def _committed(
         self,
         result: LoadResult,
@@ -321,7 +277,7 @@ class BatchLoader:
         more with the gate closed (see ATTEMPTS). Anything else, or the last try's failure, is
         raised with nothing applied (the transaction rolled back): the event's retry and the
         reconciler load the object again later."""
-        tries, closed_at, gate = 1, None, False
+        run, gated, gate = self._retries().start(), False, False
         try:
             while True:
                 try:
@@ -329,26 +285,38 @@ class BatchLoader:
                 except DatabaseUnavailable as exc:
                     if not self.db.is_retryable(exc.__cause__):
                         raise
-                    if tries >= self.ATTEMPTS and closed_at is None:
-                        if self.EXCLUSIVE_SECONDS <= 0:
-                            raise
-                        gate, closed_at = self.gate.close(), self.clock()
-                        log.info("load of %s goes through the gate after %d tries", key, tries)
-                    elif closed_at is not None and self.clock() - closed_at >= self.EXCLUSIVE_SECONDS:
+                    pause = run.next_pause()
+                    if pause is None and not gated and self.EXCLUSIVE_SECONDS > 0:
+                        gate, gated = self.gate.close(), True
+                        run = self._retries(exclusive=True).resume(run)  # its time starts now
+                        log.info("load of %s goes through the gate after %d tries", key, run.tries)
+                        pause = run.next_pause()
+                    if pause is None:
                         raise
                     log.info("load of %s retried after: %s", key, exc)
-                    pause = min(self.RETRY_PAUSE_MAX_SECONDS, self.RETRY_PAUSE_SECONDS * 2 ** (tries - 1))
-                    self.sleep(random.uniform(pause / 2, pause))
-                    tries += 1
+                    run.wait(pause)
         finally:
             if gate:
                 self.gate.open()
+
+    def _retries(self, exclusive: bool = False) -> RetryPolicy:
+        """The pauses between a load's tries: ATTEMPTS of them, or (`exclusive`: behind the
+        closed gate) as many as EXCLUSIVE_SECONDS allow."""
+        return RetryPolicy(
+            None if exclusive else self.ATTEMPTS,
+            self.RETRY_PAUSE_SECONDS,
+            cap=self.RETRY_PAUSE_MAX_SECONDS,
+            jitter=half_jitter,
+            give_up_after=self.EXCLUSIVE_SECONDS if exclusive else None,
+            sleep=self.sleep,
+            clock=self.clock,
+        )
 
     def _load_once(
         self, bucket: str, key: str, etag: str, force: bool, work: Work, attempt: Attempt | None
     ) -> LoadResult:
         bid = batch_id(key, etag)
-        lkey = _storable(ledger_key(key))[:1024]
+        lkey = backslash_escaped(ledger_key(key))[:1024]
         etag = etag.strip('"')[:128]
         now = utc_now_stored()
         result = LoadResult(objects=1)
@@ -356,7 +324,7 @@ class BatchLoader:
             self.gate.pass_through(cur)  # before any row lock
             if attempt is not None:
                 self.attempts.hold(cur, attempt)  # still shown alive, on this connection
-            claimed = self._claim(cur, bid, bucket, lkey, etag, now, force)
+            claimed = self.ledger.claim(cur, bid, bucket, lkey, etag, now, force)
             self.attempts.succeeded(cur, bid)  # this attempt ends here, whichever way
             if not claimed:
                 result.skipped = 1
@@ -365,38 +333,8 @@ class BatchLoader:
             result.applied, result.stale = work(cur, quarantine)
             quarantine.flush()
             result.rejected = quarantine.count
-            cur.execute(
-                self.db.sql("UPDATE ingest_batches SET applied = %s, stale = %s, rejected = %s WHERE batch_id = %s"),
-                (result.applied, result.stale, result.rejected, bid),
-            )
+            self.ledger.counted(cur, bid, result.applied, result.stale, result.rejected)
         return result
-
-    def _claim(self, cur: object, bid: str, bucket: str, key: str, etag: str, now: str, force: bool) -> bool:
-        """Insert the ledger row first: a concurrent load of the same object waits on it."""
-        sql = self.db.sql(
-            "INSERT INTO ingest_batches (batch_id, bucket, object_key, etag, applied, stale, rejected, "
-            "loads, first_loaded_at, last_loaded_at) VALUES (%s, %s, %s, %s, 0, 0, 0, 1, %s, %s)"
-        )
-        try:
-            cur.execute(sql, (bid, bucket, key[:1024], etag[:128], now, now))  # type: ignore[attr-defined]
-            return True
-        except Exception as exc:
-            if not self.db.is_duplicate_key(exc):
-                raise
-        if not force:
-            return False
-        cur.execute(  # type: ignore[attr-defined]
-            self.db.sql("UPDATE ingest_batches SET loads = loads + 1, last_loaded_at = %s WHERE batch_id = %s"),
-            (now, bid),
-        )
-        return True
-
-
-def _storable(text: str) -> str:
-    """Valid UTF-8 (a local file's name may not be)."""
-    if text.isascii():
-        return text
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def applier_for(db: Database) -> Applier:

@@ -30,7 +30,6 @@ deploy needs no order between the loader and `migrate`.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +37,9 @@ from typing import Any
 from chalicelib.db.database import Database, utc_now_stored
 from chalicelib.db.schema import RUNNING_CHARS, RUNNING_LOADS_MIGRATION, level_of
 from chalicelib.errors import DatabaseUnavailable
+from chalicelib.loader.ledger import backslash_escaped
 from chalicelib.loader.liveness import DIED, RUNNING, liveness_for
+from chalicelib.retry import RetryPolicy, no_jitter
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class Attempts:
     """The `ingest_attempts` rows of one database."""
 
     GIVE_BACK_SECONDS = 5.0
+    BEGIN_ATTEMPTS = 5  # tries to record a load's start, each after a pause of up to 0.05 s more
     sleep = staticmethod(time.sleep)  # tests record the pauses instead
     clock = staticmethod(time.monotonic)
 
@@ -85,14 +87,11 @@ class Attempts:
         and not forced, ("go", the attempt) otherwise. Committed before the load starts. A
         deadlock (two loads of the same object starting together) is retried like the load's own
         transaction."""
-        for attempt in range(1, 6):
-            try:
-                return self._begin(bid, bucket, key, etag, force)
-            except DatabaseUnavailable as exc:
-                if attempt == 5 or not self.db.is_retryable(exc.__cause__):
-                    raise
-                time.sleep(random.uniform(0, 0.05 * attempt))
-        raise AssertionError("unreachable")
+        policy = RetryPolicy(self.BEGIN_ATTEMPTS, 0.05, linear=True, sleep=self.sleep, clock=self.clock)
+        return policy.call(lambda: self._begin(bid, bucket, key, etag, force), self._deadlocked)
+
+    def _deadlocked(self, exc: BaseException) -> bool:
+        return isinstance(exc, DatabaseUnavailable) and self.db.is_retryable(exc.__cause__)
 
     def _begin(self, bid: str, bucket: str, key: str, etag: str, force: bool) -> tuple[str, Attempt]:
         db = self.db
@@ -212,7 +211,7 @@ class Attempts:
         """The attempt failed with `error` while the database answered: it counts. True when the
         object is now poisoned. Never raises."""
         try:
-            poisoned = self._end(attempt, True, _storable(error)[:MAX_ERROR_CHARS])
+            poisoned = self._end(attempt, True, backslash_escaped(error)[:MAX_ERROR_CHARS])
         except Exception:
             log.warning("could not record the failed load of %s", attempt.key, exc_info=True)
             return False
@@ -225,23 +224,30 @@ class Attempts:
         count. Tried until the database answers, for up to GIVE_BACK_SECONDS; if it never does,
         the attempt's token stays behind for the next load to judge (a server that restarted
         meanwhile shows it). Never raises."""
-        started, pause = self.clock(), 0.1
+        policy = RetryPolicy(
+            None,
+            0.1,
+            cap=1.0,
+            jitter=no_jitter,
+            give_up_after=self.GIVE_BACK_SECONDS,
+            sleep=self.sleep,
+            clock=self.clock,
+        )
+        run = policy.start()
         while True:
             try:
                 self._end(attempt, False, GIVEN_BACK)
                 return
             except Exception:  # noqa: BLE001 - the database is likely still down: try again
-                if self.clock() - started >= self.GIVE_BACK_SECONDS:
+                if not run.again():
                     log.info("could not give back the attempt of %s (the database is still down?)", attempt.key)
                     return
-            self.sleep(pause)
-            pause = min(1.0, pause * 2)
 
     def deferred(self, attempt: Attempt, reason: str) -> None:
         """The object was left for a newer loader or schema (deferral.py): its attempt does not
         count, and `last_error` says why it waits. Never raises."""
         try:
-            self._end(attempt, False, _storable(f"deferred: {reason}")[:MAX_ERROR_CHARS])
+            self._end(attempt, False, backslash_escaped(f"deferred: {reason}")[:MAX_ERROR_CHARS])
         except Exception:  # the token stays behind for the next load to judge
             log.info("could not record the deferral of %s", attempt.key, exc_info=True)
 
@@ -298,8 +304,3 @@ class Attempts:
     def poisoned_count(self) -> int:
         rows = self.db.query("SELECT COUNT(*) FROM ingest_attempts WHERE poisoned_at IS NOT NULL")
         return int(rows[0][0])
-
-
-def _storable(text: str) -> str:
-    """Valid UTF-8 (an error message may quote what an object held)."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -25,12 +25,15 @@ import logging
 from typing import Any
 
 from chalicelib.db.database import Database
+from chalicelib.retry import RetryPolicy, no_jitter
 
 log = logging.getLogger(__name__)
 
 # Lock names are server-wide: one gate per database (its name hashed: at most 64 characters).
 NAME = "CONCAT('sluice_gate_', SHA1(DATABASE()))"
 WAIT_SECONDS = 30
+# Waits for the gate: each try is a wait of WAIT_SECONDS itself, so none pauses in between.
+CLOSE_TRIES = RetryPolicy(3, 0.0, jitter=no_jitter)
 
 
 class LoadGate:
@@ -50,11 +53,12 @@ class LoadGate:
         closed through every wait (this load then goes on without it)."""
         if not self.enabled:
             return False
-        for _ in range(3):
-            if self.db.query(f"SELECT GET_LOCK({NAME}, %s)", (WAIT_SECONDS,))[0][0] == 1:
-                return True
-        log.warning("the load gate stayed closed for %d s: going on without it", 3 * WAIT_SECONDS)
-        return False
+        run = CLOSE_TRIES.start()
+        while self.db.query(f"SELECT GET_LOCK({NAME}, %s)", (WAIT_SECONDS,))[0][0] != 1:
+            if not run.again():
+                log.warning("the load gate stayed closed for %d s: going on without it", run.tries * WAIT_SECONDS)
+                return False
+        return True
 
     def open(self) -> None:
         """Never raises (a lost connection has let its locks go already)."""

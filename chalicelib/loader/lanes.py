@@ -32,7 +32,6 @@ from chalicelib.commands import (
     MAX_OWNER_CHARS,
     WriteCommand,
     canonical_stored_ts,
-    is_utf8,
     new_command,
     remember_owner,
 )
@@ -40,6 +39,7 @@ from chalicelib.ids import CANONICAL_UUID, MAX_VERSION
 from chalicelib.models import KNOWN_DATETIMES, canonical_datetime
 from chalicelib.resources import RESOURCES, SCHEMA_VERSION, Resource, Rule, on_change
 from chalicelib.rows import NULL, escaped, plain_choices, plain_pattern, table
+from chalicelib.validation import is_utf8
 
 Lane = Callable[[str, "dict[int, str] | None"], "WriteCommand | None"]
 PLAIN = r'[^"\\\x00-\x1f]'

@@ -26,7 +26,6 @@ from chalicelib.commands import (
     OPS,
     WriteCommand,
     canonical_stored_ts,
-    is_utf8,
     new_command,
     owner_ok,
     remember_owner,
@@ -36,10 +35,11 @@ from chalicelib.ids import CANONICAL_UUID, MAX_VERSION, is_canonical_uuid
 from chalicelib.loader import lanes
 from chalicelib.loader.deferral import newer_version
 from chalicelib.loader.gc_pause import gc_paused
-from chalicelib.loader.reject_lines import MAX_REJECT_LINE_CHARS, Reject, _line_no, _reject
+from chalicelib.loader.reject_lines import MAX_REJECT_LINE_CHARS, Reject, line_no_of, reject_line
 from chalicelib.loader.streaming import LineStream
 from chalicelib.models import Invalid, fast_validator, validator
 from chalicelib.resources import RESOURCES, SCHEMA_VERSION
+from chalicelib.validation import is_utf8
 
 _TWO_UUIDS = re.compile(CANONICAL_UUID.pattern * 2)  # a command's id and op_id, checked in one call
 
@@ -204,7 +204,7 @@ def parse_lines(
                     try:
                         append(command_from_dict(raw))
                     except ValueError as exc:
-                        rejects.append(_reject(number, str(exc), line))
+                        rejects.append(reject_line(number, str(exc), line))
                     continue
             elif line[0] in _BLANK and not line.strip(_BLANK):
                 continue  # JSON whitespace only; other Unicode whitespace is not blank (a reject)
@@ -220,27 +220,27 @@ def _parse_line_slowly(number: int, line: str, append: Any, rejects: list[Reject
     try:
         raw = _loads(line)
     except RecursionError:
-        rejects.append(_reject(number, "nested too deeply", line))
+        rejects.append(reject_line(number, "nested too deeply", line))
         return
     except ValueError:
         if not is_utf8(line):
-            rejects.append(_reject(number, "not UTF-8", line))
+            rejects.append(reject_line(number, "not UTF-8", line))
             return
         try:
             values = list(_split_concatenated(line))
         except (ValueError, RecursionError) as exc:
-            rejects.append(_reject(number, f"not JSON: {exc}", line))
+            rejects.append(reject_line(number, f"not JSON: {exc}", line))
             return
         for value in values:
             try:
                 append(command_from_dict(value))
             except ValueError as exc:
-                rejects.append(_reject(number, str(exc), json.dumps(value)[:MAX_REJECT_LINE_CHARS]))
+                rejects.append(reject_line(number, str(exc), json.dumps(value)[:MAX_REJECT_LINE_CHARS]))
         return
     try:
         append(command_from_dict(raw))
     except ValueError as exc:
-        rejects.append(_reject(number, str(exc), line))
+        rejects.append(reject_line(number, str(exc), line))
 
 
 def parse_object(body: bytes) -> tuple[list[WriteCommand], list[Reject]]:
@@ -266,5 +266,5 @@ def parsed_batches(
         first, lines = stream.take(size)
         commands, rejects = parse_lines(lines, heads=heads, first=first)
         if stream.rejects:
-            rejects = sorted(rejects + stream.take_rejects(), key=_line_no)
+            rejects = sorted(rejects + stream.take_rejects(), key=line_no_of)
         yield commands, rejects

@@ -4,18 +4,18 @@ The scheduled reconciler covers S3 events that never arrived or whose retries ra
 (CLI) is the same walk over a chosen range. Progress is the ledger itself, so a run cut short by
 its bound or a failure simply continues on the next run.
 
-The scheduled run has a time budget (`Budget`, from the Lambda context's remaining time): it
-starts a load only while enough time is left, and a load still running when only the margin is
-left is cut (`LoadWatchdog`: its connection is killed from another one, so the server rolls it
-back and frees its locks, and the load fails as for a lost connection, which does not count
-toward poisoning). A Lambda timeout would instead freeze the process with its connection open:
-the load's transaction and its attempt's lock (liveness.py) would stay held until the server
-drops the connection (`wait_timeout`, hours on RDS), and the attempt would then be judged dead
-while the server stayed up, which counts.
+The scheduled run has a time budget (budget.py's `Budget`, from the Lambda context's remaining
+time): it starts a load only while enough time is left, and a load still running when only the
+margin is left is cut (`LoadWatchdog`: its connection is killed from another one, so the server
+rolls it back and frees its locks, and the load fails as for a lost connection, which does not count
+toward poisoning). A Lambda timeout would instead freeze the process with its connection open: the
+load's transaction and its attempt's lock (liveness.py) would stay held until the server drops the
+connection (`wait_timeout`, hours on RDS), and the attempt would then be judged dead while the
+server stayed up, which counts.
 
-Every scheduled run reports its backlog (`ReconcilerBacklog`), a database outage included: what
-it could not check against the ledger counts as missing (an upper bound: every object under
-`writes/` of the lookback it listed but could not check).
+Every scheduled run reports its backlog (`ReconcilerBacklog`, reconcile_report.py), a database
+outage included: what it could not check against the ledger counts as missing (an upper bound: every
+object under `writes/` of the lookback it listed but could not check).
 
 Deferred objects (deferral.py: a newer schema version, or a schema `migrate` has not brought up
 yet) are left alone while what they wait for is still missing, not tried on every run; and while
@@ -29,10 +29,8 @@ object still deferred (`OldestDeferredObjectAgeSeconds`, 0 when none).
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,184 +39,14 @@ from chalicelib import observe
 from chalicelib.config import ConfigError
 from chalicelib.db.schema import DEFERRALS_LEVEL
 from chalicelib.errors import DatabaseUnavailable, ObjectUnavailable
-from chalicelib.loader import BatchLoader, LoadResult, batch_id
+from chalicelib.loader import BatchLoader
+from chalicelib.loader.budget import Budget, LoadWatchdog
+from chalicelib.loader.hours import hour_prefixes
+from chalicelib.loader.ledger import batch_id
+from chalicelib.loader.reconcile_report import ReconcileReport, emit_run
 from chalicelib.loader.sources import ObjectMissing, ObjectStore, StoredObject
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ReconcileReport:
-    result: LoadResult = field(default_factory=LoadResult)
-    missing: int = 0  # objects found missing from the ledger (loaded now or left for later)
-    left: int = 0  # missing objects not loaded in this run (bound reached or a read failed)
-    failed: int = 0
-    poisoned: int = 0  # poisoned objects left alone (loads kept failing; `replay --force` retries them)
-    unchecked: int = 0  # objects listed but not checked against the ledger (it could not be read, or no time)
-    stopped: str = ""  # why loading stopped early: "time" (the budget) or "database" (it stopped answering)
-    error: DatabaseUnavailable | None = None  # the database's failure, raised once the rest is counted
-    waiting: int = 0  # deferred objects left alone: what they wait for is still missing
-
-    @property
-    def backlog(self) -> int:
-        """Objects that may still be missing from the ledger: those found missing and not loaded,
-        and those the run could not check (an upper bound when the ledger could not be read)."""
-        return self.left + self.unchecked
-
-    def as_dict(self) -> dict[str, int]:
-        r = self.result
-        return {
-            "applied": r.applied,
-            "stale": r.stale,
-            "rejected": r.rejected,
-            "skipped": r.skipped,
-            "deferred": r.deferred,
-            "objects": r.objects,
-            "missing": self.missing,
-            "left": self.left,
-            "failed": self.failed,
-            "poisoned": self.poisoned,
-            "waiting": self.waiting,
-        }
-
-
-def parse_hour(text: str) -> datetime:
-    """YYYY-MM-DDTHH (UTC). ValueError if not."""
-    try:
-        return datetime.strptime(text, "%Y-%m-%dT%H").replace(tzinfo=UTC)
-    except ValueError as exc:
-        raise ValueError(f"{text!r} is not an hour in the form YYYY-MM-DDTHH") from exc
-
-
-def hour_prefixes(prefix: str, since: datetime, until: datetime) -> Iterator[str]:
-    """One prefix per hour from `since` to `until` (both included), oldest first."""
-    hour = _hour(since)
-    while hour <= until:
-        yield f"{prefix}{hour:%Y/%m/%d/%H}/"
-        hour += timedelta(hours=1)
-
-
-def covering_prefixes(prefix: str, since: datetime, until: datetime) -> Iterator[str]:
-    """The fewest prefixes that hold exactly the hours from `since` to `until`, oldest first.
-
-    Whole years, months and days inside the range are listed as one prefix each, so replaying
-    months costs a LIST call per page of objects rather than one per hour.
-    """
-    hour, last = _hour(since), _hour(until)
-    while hour <= last:
-        for form, start, end in _spans(hour):
-            if hour == start and end is not None and end - timedelta(hours=1) <= last:
-                yield f"{prefix}{hour:{form}}/"
-                hour = end
-                break
-        else:
-            yield f"{prefix}{hour:%Y/%m/%d/%H}/"
-            if hour == last:
-                return  # (the hour after 9999-12-31T23 does not exist)
-            hour += timedelta(hours=1)
-
-
-def _spans(hour: datetime) -> list[tuple[str, datetime, datetime | None]]:
-    """(key format, first hour, first hour after) of the year, month and day holding `hour`."""
-    year_start = hour.replace(month=1, day=1, hour=0)
-    month_start = hour.replace(day=1, hour=0)
-    day_start = hour.replace(hour=0)
-    try:
-        next_day: datetime | None = day_start + timedelta(days=1)
-        next_month: datetime | None = (month_start + timedelta(days=32)).replace(day=1)
-        next_year: datetime | None = year_start.replace(year=hour.year + 1)
-    except (OverflowError, ValueError):  # the last day of year 9999
-        next_day = next_month = next_year = None
-    return [("%Y", year_start, next_year), ("%Y/%m", month_start, next_month), ("%Y/%m/%d", day_start, next_day)]
-
-
-def _hour(moment: datetime) -> datetime:
-    return moment.replace(minute=0, second=0, microsecond=0)
-
-
-class Budget:
-    """The time a scheduled run may spend loading, from its Lambda context's remaining time.
-
-    MARGIN_SECONDS stay free before the function's timeout: a load still running when only they
-    are left is cut (`LoadWatchdog`); what follows the cut fits in them (the load gives its
-    attempt back, at most 5 s; the rest of the walk lists S3 only; the metrics line, with one
-    count of poisoned objects, at most the loader's 40 s read timeout). A load is started only
-    with at least LOAD_SECONDS, or twice the longest load of this run, left before the margin."""
-
-    MARGIN_SECONDS = 60.0
-    LOAD_SECONDS = 60.0
-
-    def __init__(self, remaining_ms: Callable[[], int]) -> None:
-        self._remaining_ms = remaining_ms
-        self.longest = 0.0  # the longest load so far, in seconds
-
-    @classmethod
-    def of(cls, context: Any) -> Budget | None:
-        """The budget of a Lambda invocation; None without a context (the CLI, tests, local)."""
-        remaining = getattr(context, "get_remaining_time_in_millis", None)
-        return cls(remaining) if callable(remaining) else None
-
-    def remaining(self) -> float:
-        """Seconds left before the function's timeout."""
-        return self._remaining_ms() / 1000
-
-    def for_loads(self) -> float:
-        """Seconds left before the margin."""
-        return self.remaining() - self.MARGIN_SECONDS
-
-    def may_start_load(self) -> bool:
-        return self.for_loads() >= max(self.LOAD_SECONDS, 2 * self.longest)
-
-    def spent(self) -> bool:
-        """Only the margin is left: no more loads and no more ledger reads."""
-        return self.for_loads() <= 0
-
-    def loaded(self, seconds: float) -> None:
-        self.longest = max(self.longest, seconds)
-
-
-class LoadWatchdog:
-    """Cuts a load still running at the budget's margin, before the Lambda timeout freezes it.
-
-    MySQL/MariaDB: the load's connection is killed from a connection of the watchdog's own
-    (`KILL CONNECTION`, allowed on a connection of the same user): the server rolls the load's
-    transaction back and frees its locks, the attempt's lock among them, and the load fails with a
-    lost connection, which gives its attempt back without counting (attempts.py). SQLite has no
-    server to ask and is never run with a deadline (a Lambda stage uses MySQL): no watchdog."""
-
-    def __init__(self, db: Any) -> None:
-        self.db = db  # None: no watchdog (a run without a budget)
-        self.fired = False
-
-    @contextmanager
-    def guard(self, seconds: float | None) -> Iterator[None]:
-        """Around one load: cut it if it still runs after `seconds` (None: never)."""
-        self.fired = False
-        if seconds is None or self.db is None or self.db.dialect == "sqlite":
-            yield
-            return
-        thread_id = self.db.connection().thread_id()  # the connection this thread's load uses
-        timer = threading.Timer(max(0.0, seconds), self._cut, (thread_id,))
-        timer.daemon = True
-        timer.start()
-        try:
-            yield
-        finally:
-            timer.cancel()
-            timer.join()
-            if self.fired:
-                self.db.discard()  # killed (or about to be): this thread connects afresh
-
-    def _cut(self, thread_id: int) -> None:
-        self.fired = True
-        log.warning("the reconciler's time is nearly up: cutting the load still running (connection %s)", thread_id)
-        try:
-            with self.db.transaction() as cur:  # this timer thread's own connection
-                cur.execute("KILL CONNECTION %s", (thread_id,))
-        except Exception:  # gone already, or the server does not answer: the load's own timeouts end it
-            log.warning("could not cut the load's connection %s", thread_id, exc_info=True)
-        finally:
-            self.db.discard()
 
 
 def reconcile(
@@ -247,57 +75,93 @@ def reconcile(
     Each object loaded writes its log line and loader metrics, marked `source`; None writes none
     (the CLI, whose standard output is its one summary line).
     """
-    report = ReconcileReport() if report is None else report
-    watchdog = LoadWatchdog(loader.db if budget is not None else None)
+    walk = _Walk(store, loader, force, source, budget, ReconcileReport() if report is None else report, count_on)
     for hour_prefix in prefixes:
-        objects = list(store.list(hour_prefix))
+        walk.hour(list(store.list(hour_prefix)), max_objects)
+    if walk.report.error is not None:
+        raise walk.report.error
+    return walk.report
+
+
+@dataclass
+class _Walk:
+    """One `reconcile` run: what it was asked, and its report so far."""
+
+    store: ObjectStore
+    loader: BatchLoader
+    force: bool
+    source: str | None
+    budget: Budget | None
+    report: ReconcileReport
+    count_on: bool
+    watchdog: LoadWatchdog = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.watchdog = LoadWatchdog(self.loader.db if self.budget is not None else None)
+
+    def hour(self, objects: list[StoredObject], max_objects: int | None) -> None:
+        """The objects listed under one hour's prefix: checked against the ledger, the missing ones
+        loaded while the run may go on."""
+        report, budget = self.report, self.budget
         if budget is not None and not report.stopped and budget.spent():
             report.stopped = "time"
         if report.stopped == "database" or (report.stopped == "time" and budget is not None and budget.spent()):
             report.unchecked += len(objects)
-            continue
-        ids = [batch_id(o.key, o.etag) for o in objects if o.etag is not None]
+            return
         try:
-            known = set() if force else loader.loaded_ids(ids)
-            poisoned = set() if force else loader.poisoned_ids([i for i in ids if i not in known])
-            waiting = loader.waiting_ids([i for i in ids if i not in known and i not in poisoned])
+            known, poisoned, waiting = self.marks(objects)
         except DatabaseUnavailable as exc:
-            _database_down(report, exc, count_on)
+            _database_down(report, exc, self.count_on)
             report.unchecked += len(objects)
-            continue
+            return
         for item in objects:
             bid = batch_id(item.key, item.etag) if item.etag is not None else None
             if bid in known:
                 report.result.skipped += 1
-                continue
-            if bid in poisoned:
+            elif bid in poisoned:
                 report.poisoned += 1
-                continue
-            if bid in waiting:
+            elif bid in waiting:
                 report.waiting += 1
-                continue
-            if budget is not None and not report.stopped and not budget.may_start_load():
-                report.stopped = "time"
-            if report.stopped or (max_objects is not None and report.result.objects >= max_objects):
+            elif self.may_load(max_objects):
+                self.load(item)
+            else:
                 report.left += 1
                 report.missing += 1
-                continue
-            before = budget.remaining() if budget is not None else 0.0
-            try:
-                with watchdog.guard(budget.for_loads() if budget is not None else None):
-                    _load_one(store, loader, item, force, report, source)
-            except DatabaseUnavailable as exc:
-                report.left += 1
-                report.missing += 1
-                if watchdog.fired:
-                    report.stopped = "time"  # cut by the watchdog: its attempt was given back
-                else:
-                    _database_down(report, exc, count_on)
-            if budget is not None:
-                budget.loaded(before - budget.remaining())
-    if report.error is not None:
-        raise report.error
-    return report
+
+    def marks(self, objects: list[StoredObject]) -> tuple[set[str], set[str], set[str]]:
+        """The batch ids of `objects` the ledger holds, those poisoned, and those deferred and
+        still waiting (with `force`: only those waiting)."""
+        loader = self.loader
+        ids = [batch_id(o.key, o.etag) for o in objects if o.etag is not None]
+        known = set() if self.force else loader.loaded_ids(ids)
+        poisoned = set() if self.force else loader.poisoned_ids([i for i in ids if i not in known])
+        waiting = loader.waiting_ids([i for i in ids if i not in known and i not in poisoned])
+        return known, poisoned, waiting
+
+    def may_load(self, max_objects: int | None) -> bool:
+        """Whether another load may start: not stopped (the budget's time short, the database
+        down) and under `max_objects`."""
+        report, budget = self.report, self.budget
+        if budget is not None and not report.stopped and not budget.may_start_load():
+            report.stopped = "time"
+        return not report.stopped and (max_objects is None or report.result.objects < max_objects)
+
+    def load(self, item: StoredObject) -> None:
+        """Load one missing object, under the watchdog when the run has a budget."""
+        report, budget = self.report, self.budget
+        before = budget.remaining() if budget is not None else 0.0
+        try:
+            with self.watchdog.guard(budget.for_loads() if budget is not None else None):
+                _load_one(self.store, self.loader, item, self.force, report, self.source)
+        except DatabaseUnavailable as exc:
+            report.left += 1
+            report.missing += 1
+            if self.watchdog.fired:
+                report.stopped = "time"  # cut by the watchdog: its attempt was given back
+            else:
+                _database_down(report, exc, self.count_on)
+        if budget is not None:
+            budget.loaded(before - budget.remaining())
 
 
 def _database_down(report: ReconcileReport, exc: DatabaseUnavailable, count_on: bool) -> None:
@@ -466,12 +330,12 @@ def reconcile_recent(
             count_on=True,
         )
     except DatabaseUnavailable:
-        _emit(report, budget, {"ReconcilerFailures": (1, "Count")})
+        emit_run(report, budget, {"ReconcilerFailures": (1, "Count")})
         raise
     except ObjectUnavailable:
         observe.metrics({"Stage": observe.stage()}, {"ReconcilerFailures": (1, "Count")}, type="reconcile")
         raise
-    return _emit(
+    return emit_run(
         report,
         budget,
         {
@@ -482,29 +346,3 @@ def reconcile_recent(
             "OldestDeferredObjectAgeSeconds": (services.loader.deferrals.oldest_age(now), "Seconds"),
         },
     )
-
-
-def _emit(report: ReconcileReport, budget: Budget | None, values: dict[str, tuple[float, str]]) -> dict[str, int]:
-    """The run's line and metrics: the backlog, whether loads stopped early, and `values`."""
-    counts = {**report.as_dict(), "unchecked": report.unchecked}
-    remaining = round(budget.remaining(), 1) if budget is not None else None
-    if report.stopped:
-        log.warning(
-            "reconciler stopped loading (%s): %d object(s) left for the next run, %s s of its time left",
-            report.stopped,
-            report.backlog,
-            remaining,
-        )
-    observe.metrics(
-        {"Stage": observe.stage()},
-        {
-            "ReconcilerBacklog": (report.backlog, "Count"),
-            "ReconcilerStopped": (1 if report.stopped else 0, "Count"),
-            **values,
-        },
-        type="reconcile",
-        stopped=report.stopped or None,
-        remaining_seconds=remaining,
-        **counts,
-    )
-    return counts

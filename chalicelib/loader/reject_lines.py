@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chalicelib.commands import is_utf8
+from chalicelib.validation import is_utf8
 
 MAX_REJECT_LINE_CHARS = 2000
 MAX_REJECT_LINE_BYTES = 4 * MAX_REJECT_LINE_CHARS
@@ -18,8 +18,8 @@ class Reject:
     line: str
 
 
-def _reject(number: int, reason: str, line: str) -> Reject:
-    """A reject whose reason and text are always storable (valid UTF-8: see `storable`), clipped.
+def reject_line(number: int, reason: str, line: str) -> Reject:
+    """The reject of line `number`: its reason and text always storable (valid UTF-8: see `storable`), clipped.
     Both may hold what the line held: the reason names a line's unknown keys, for one. Both show a
     byte that was not UTF-8 as `\\xNN`; a lone surrogate the line wrote as a JSON escape
     (`"\\udc80"`) is that escape's text in the line, and the reason shows it the same way."""
@@ -63,8 +63,9 @@ def storable(text: str) -> str:
 
 def problem_reject(number: int, problem: str) -> Reject:
     """The reject recorded after the last line (`number`) when the object did not inflate cleanly."""
-    return _reject(number, problem, "")
+    return reject_line(number, problem, "")
 
 
-def _line_no(reject: Reject) -> int:
+def line_no_of(reject: Reject) -> int:
+    """The sort key of rejects: their line's number."""
     return reject.line_no

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, BinaryIO, cast
 
 from chalicelib.errors import ObjectUnavailable
-from chalicelib.loader import local_etag
+from chalicelib.loader.ledger import local_etag
 
 READ_BYTES = 1 << 20
 

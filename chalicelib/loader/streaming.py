@@ -10,7 +10,7 @@ from collections.abc import Generator, Iterator
 from typing import BinaryIO
 
 from chalicelib.config import DEFAULT_LOADER_MAX_OBJECT_BYTES
-from chalicelib.loader.reject_lines import MAX_REJECT_LINE_BYTES, Reject, _reject, problem_reject
+from chalicelib.loader.reject_lines import MAX_REJECT_LINE_BYTES, Reject, problem_reject, reject_line
 
 # Firehose's largest buffer is 128 MiB; the loader refuses objects that inflate beyond twice that
 # (LOADER_MAX_OBJECT_BYTES sets it per process).
@@ -235,7 +235,7 @@ class LineStream:
         if self._carried + len(tail) > self._max_line:
             start = b"".join([*self._carry, tail[:MAX_REJECT_LINE_BYTES]])[:MAX_REJECT_LINE_BYTES]
             number = self.first + len(self._lines) - self._next
-            self.rejects.append(_reject(number, f"line longer than {self._max_line} bytes", _decoded(start)))
+            self.rejects.append(reject_line(number, f"line longer than {self._max_line} bytes", _decoded(start)))
             self._lines.append("")
         else:
             self._lines.append(_decoded(b"".join([*self._carry, tail]) if self._carry else tail))

@@ -17,16 +17,17 @@ Entries
 
 Ordering
     Entries are ordered like the loader orders commands: by (version, op_id). One Lua script
-    (GUARDED_SET, sent with EVALSHA) writes entries only when they are newer than what is stored,
-    atomically in Redis. The loader's writes (`CacheInvalidator`, after its transaction commits)
-    carry the command's (version, op_id). The owner's reads fill entries through `PendingWrites`,
-    from versioned reads that carry the stored row's op_id, so those fills are ordered exactly
-    like the loader's entries. `CachedReader`'s own fills (a cache without pending writes) read
-    rows without op_id and carry an empty one: such a fill never replaces an entry of the same
-    version, and the loader's entry of a version always replaces it. An entry with an empty
-    op_id (those fills, and every fill written before reads carried op_ids) is a state whose
-    order within its version is unknown: a pending write of the same version never takes it
-    for the winner of the tie (`PendingWrites` reads the replica instead).
+    (GUARDED_SET in readers/scripts.py, sent with EVALSHA by `guarded_set`) writes entries only when
+    they are newer than what is stored, atomically in Redis. The loader's writes
+    (`CacheInvalidator`, after its transaction commits) carry the command's (version, op_id). The
+    owner's reads fill entries through `PendingWrites`, from versioned reads that carry the stored
+    row's op_id, so those fills are ordered exactly like the loader's entries. `CachedReader`'s own
+    fills (a cache without pending writes) read rows without op_id and carry an empty one: such a
+    fill never replaces an entry of the same version, and the loader's entry of a version always
+    replaces it. An entry with an empty op_id (those fills, and every fill written before reads
+    carried op_ids) is a state whose order within its version is unknown: a pending write of the
+    same version never takes it for the winner of the tie (`PendingWrites` reads the replica
+    instead).
 
 created_at, whatever the versions
     A row's created_at is the earliest `at` of its commands (CONTRACT section 3), and a command
@@ -71,12 +72,12 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Final
 
-from chalicelib.ordering import LUA_NEWER
 from chalicelib.readers import Filters, Reader, Row
 from chalicelib.readers.breaker import DEFAULT_COOLDOWN_SECONDS, Breaker
+from chalicelib.readers.scripts import CacheClient, Entry, guarded_set
 from chalicelib.resources import RESOURCES, Resource, on_change
 from chalicelib.rows import ts_out
 
@@ -90,112 +91,6 @@ SAFE_OWNER = re.compile(r"[A-Za-z0-9_-]{1,64}")
 PRESENT, ABSENT, UNKNOWN = b"p", b"a", b"m"
 MAX_NEGATIVE_TTL_SECONDS = 60
 INVALIDATE_CHUNK = 200  # keys per EVALSHA
-
-GUARDED_SET = (
-    """
--- Version-guarded writes of cache entries (chalicelib/readers/cache.py).
--- KEYS: entry keys. ARGV[1]: "load" or "fill"; ARGV[2]: TTL in ms; then per key:
--- state, version, op_id, payload, floor. An entry is "STATE|VERSION|OP_ID|PAYLOAD"."""
-    + LUA_NEWER
-    + """
--- created_at, whatever the versions: an entry's is its row's "created_at" (a present entry: the
--- text dump_row writes, found as such, since a JSON string cannot hold that quote-colon-quote
--- unescaped) or its whole PAYLOAD (a fence or a tombstone that has one). FLOOR is the earliest
--- `at` the writer knows for the key ("" when none). Every one of them is an `at` the key's
--- committed commands hold, and created_at only ever goes down: the earliest of them is kept, by
--- an entry written and by one that stays. Only that text is rewritten: never a re-encoded payload.
-local MARK = '"created_at":"'
-local function instant(t)
-  -- as reads show timestamps: YYYY-MM-DDTHH:MM:SS, then .ffffff or nothing, then Z
-  if type(t) ~= "string" or string.sub(t, 11, 11) ~= "T" or string.sub(t, -1) ~= "Z" then return nil end
-  if #t == 27 and string.sub(t, 20, 20) == "." then return string.sub(t, 1, 26) end
-  if #t == 20 then return string.sub(t, 1, 19) .. ".000000" end
-  return nil
-end
-local function created_of(state, payload)
-  -- the created_at text, and where it lies in the payload
-  if state ~= "p" then
-    if instant(payload) then return payload, 1, #payload end
-    return nil
-  end
-  local _, last = string.find(payload, MARK, 1, true)
-  local stop = last and string.find(payload, '"', last + 1, true)
-  if not stop then return nil end
-  local text = string.sub(payload, last + 1, stop - 1)
-  if instant(text) then return text, last + 1, stop - 1 end
-  return nil
-end
-local function earlier(a, b)
-  -- a, then b: nil, "" or anything else not a timestamp is none; a timestamp is earlier than none
-  local ka, kb = instant(a), instant(b)
-  if ka == nil then return false end
-  return kb == nil or bytes_cmp(ka, kb) < 0
-end
-local function with_created(state, payload, text)
-  local old, first, last = created_of(state, payload)
-  if old then return string.sub(payload, 1, first - 1) .. text .. string.sub(payload, last + 1) end
-  if state == "p" then return payload end
-  return text
-end
-local mode, ttl = ARGV[1], ARGV[2]
-local written = 0
-for i = 1, #KEYS do
-  local at = 2 + (i - 1) * 5
-  local state, version_text, op_id, payload = ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
-  local created = created_of(state, payload)
-  if earlier(ARGV[at + 5], created) then created = ARGV[at + 5] end
-  local version = tonumber(version_text)
-  local write = true
-  local current = redis.call("GET", KEYS[i])
-  local cur_version, cur_text, cur_state, cur_op, cur_payload, cur_created
-  if current then
-    local a = string.find(current, "|", 1, true)
-    local b = a and string.find(current, "|", a + 1, true)
-    local c = b and string.find(current, "|", b + 1, true)
-    cur_text = c and string.sub(current, a + 1, b - 1)
-    cur_version = cur_text and tonumber(cur_text)
-    if cur_version then
-      cur_state = string.sub(current, 1, a - 1)
-      cur_op = string.sub(current, b + 1, c - 1)
-      cur_payload = string.sub(current, c + 1)
-      cur_created = created_of(cur_state, cur_payload)
-      if mode == "fill" and cur_state == "m" then
-        -- a fill replaces a fence at least as new as it: in (version, op_id) order, or by
-        -- version alone when the reader does not know its op_id (CachedReader's fills)
-        if op_id == "" then
-          write = version >= cur_version
-        else
-          write = not newer(cur_version, cur_op, version, op_id)
-        end
-      else
-        write = newer(version, op_id, cur_version, cur_op)
-      end
-    end
-  end
-  if write then
-    if earlier(cur_created, created) then created = cur_created end
-    if created then payload = with_created(state, payload, created) end
-    redis.call("SET", KEYS[i], state .. "|" .. version_text .. "|" .. op_id .. "|" .. payload, "PX", ttl)
-    written = written + 1
-  elseif earlier(created, cur_created) and (cur_created or cur_state ~= "p") then
-    -- refused, but it knows an earlier created_at: the entry that stays takes it, keeping its TTL
-    local left = redis.call("PTTL", KEYS[i])
-    if left > 0 then
-      local kept = with_created(cur_state, cur_payload, created)
-      redis.call("SET", KEYS[i], cur_state .. "|" .. cur_text .. "|" .. cur_op .. "|" .. kept, "PX", left)
-    end
-  end
-end
-return written
-"""
-)
-GUARDED_SET_SHA = hashlib.sha1(GUARDED_SET.encode("utf-8"), usedforsecurity=False).hexdigest()
-
-
-class CacheClient(Protocol):
-    """What the cache needs of a Redis client: RespClient, or redis-py's Redis (bytes replies)."""
-
-    def execute_command(self, *args: Any) -> Any: ...
 
 
 class _RowUnknown:
@@ -270,31 +165,6 @@ def parse_entry(raw: Any) -> tuple[bytes, int, str, Row | None] | None:
         return state, int(version), op_id.decode("ascii"), row
     except (ValueError, UnicodeDecodeError):
         return None
-
-
-def _is_noscript(exc: BaseException) -> bool:
-    return type(exc).__name__ == "NoScriptError" or str(exc).startswith("NOSCRIPT")
-
-
-# (key, state, version, op_id, payload), and optionally the floor: the earliest `at` the writer
-# knows for the key, as reads show timestamps (the loader's; a reader's fill has none).
-Entry = tuple[str, bytes, int, str, bytes] | tuple[str, bytes, int, str, bytes, str]
-
-
-def guarded_set(client: CacheClient, mode: str, ttl_ms: int, entries: Sequence[Entry]) -> int:
-    """Run GUARDED_SET over entries; returns how many were written (an entry that only lowered a
-    stored entry's created_at is not counted). EVALSHA first; on NOSCRIPT (a restarted or flushed
-    server) EVAL, which also caches it."""
-    keys = [e[0] for e in entries]
-    args: list[Any] = [mode, ttl_ms]
-    for entry in entries:
-        args += entry[1:] if len(entry) == 6 else [*entry[1:], ""]
-    try:
-        return int(client.execute_command("EVALSHA", GUARDED_SET_SHA, len(keys), *keys, *args))
-    except Exception as exc:  # only NOSCRIPT is handled here; the rest is re-raised
-        if not _is_noscript(exc):
-            raise
-    return int(client.execute_command("EVAL", GUARDED_SET, len(keys), *keys, *args))
 
 
 # -- reading -----------------------------------------------------------------------------------

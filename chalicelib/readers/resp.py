@@ -2,7 +2,8 @@
 
 Why not redis-py: the API Lambda imports this module whenever `CACHE_URL` is set, and the cache
 and the pending writes send only a few commands (GET, HGETALL, EVALSHA, and EVAL when the server
-lacks a script), all through `execute_command`. This module costs about a millisecond to import
+lacks a script), all through `execute_command`. This module (with `readers/resp_wire.py`: the
+commands' encoding, `RespError` and `RespConnectionError`) costs about a millisecond to import
 and keeps the deployment package free of another dependency.
 
 - One socket per process, opened lazily on the first command, reopened after any failure and
@@ -31,50 +32,13 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from chalicelib.readers.breaker import DEFAULT_COOLDOWN_SECONDS
+from chalicelib.readers.resp_wire import CRLF, RespConnectionError, RespError, encode_command
 
-CRLF = b"\r\n"
 DEFAULT_PORT = 6379
 DEFAULT_CONNECT_TIMEOUT = 0.2
 DEFAULT_TIMEOUT = 0.1
 RECV_BYTES = 65536
 MAX_LINE_BYTES = 64 * 1024
-
-
-class RespError(Exception):
-    """An error reply from the server, such as `NOSCRIPT ...` or `WRONGTYPE ...`."""
-
-    @property
-    def kind(self) -> str:
-        return str(self).split(" ", 1)[0]
-
-
-class RespConnectionError(ConnectionError):
-    """The server could not be reached, closed the connection, timed out or spoke nonsense."""
-
-
-def _encode(arg: Any) -> bytes:
-    if isinstance(arg, bytes):
-        return arg
-    if isinstance(arg, str):
-        return arg.encode("utf-8", "surrogatepass")
-    if isinstance(arg, bool):
-        raise TypeError("booleans are not Redis arguments")
-    if isinstance(arg, (int, float)):
-        return repr(arg).encode("ascii")
-    if isinstance(arg, (bytearray, memoryview)):
-        return bytes(arg)
-    raise TypeError(f"cannot send {type(arg).__name__} to Redis")
-
-
-def encode_command(args: Sequence[Any]) -> bytes:
-    """One command as a RESP array of bulk strings."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = _encode(arg)
-        parts.append(b"$%d\r\n" % len(data))
-        parts.append(data)
-        parts.append(CRLF)
-    return b"".join(parts)
 
 
 @dataclass(frozen=True)

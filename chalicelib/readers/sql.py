@@ -1,5 +1,6 @@
-"""SQL readers: one database (`SqlReader`) over every declared resource; replicas with failover
-are `readers/replicas.py`.
+"""The SQL reader: `SqlReader` reads one database (the master, a replica or the embedded SQLite
+file) over every declared resource. `ReplicaReader` (replica choice, failover to the next and
+then the master) is in `readers/replicas.py`.
 
 Each resource's read statements name their columns (its read fields, from the declaration) and
 its rows are decoded by column name (`rows.decoder`, generated once per process), so a field
@@ -42,7 +43,7 @@ class Statements:
         # A page's versioned read: a tombstone's version comes negated (versions are positive), so
         # the rows carry no `deleted` column (one field fewer per row of a page), and no op_id
         # either: only a row whose version ties the caller's pending write needs it, and
-        # `seen_many` reads those again (pending.merge_page).
+        # `seen_many` reads those again (pending_merge.merge_page).
         signed = ("CASE WHEN deleted = 0 THEN version ELSE -version END" if c == "version" else c for c in columns)
         self.list_seen = f"SELECT {', '.join(signed)} FROM {name} WHERE owner = %s AND id > %s"
 

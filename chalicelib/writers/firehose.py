@@ -5,7 +5,8 @@ the commands' lines concatenated, each ending in a newline (Firehose adds no del
 delivers a record whole into one S3 object, and the loader applies an object in one transaction,
 so a batch lands whole or not at all. The record goes out with PutRecordBatch (one entry). A call
 can succeed as a whole while its entry fails (`FailedPutCount` 1, an `ErrorCode`, on an HTTP 200):
-the record is sent again after a bounded exponential backoff with full jitter; a whole call that
+the record is sent again after a bounded exponential backoff with full jitter (chalicelib.retry's
+`RetryPolicy`, its time budget included); a whole call that
 is throttled or meets an unavailable or failing service is retried the same way; any other error
 fails at once. Whatever is left unconfirmed raises `TransportUnavailable`: the record may still
 have been taken (a timeout can hide an acceptance), so the answer is "all or none may land".
@@ -17,12 +18,12 @@ process that only serves reads never imports boto3.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.errors import RecordTooLarge, TransportUnavailable
+from chalicelib.retry import RetryPolicy, full_jitter
 from chalicelib.writers import CommandWriter
 
 if TYPE_CHECKING:  # commands are made by the write routes, which import them themselves
@@ -69,10 +70,6 @@ def record_of(commands: Sequence[WriteCommand]) -> bytes:
     return record
 
 
-def full_jitter(cap: float) -> float:
-    return random.uniform(0.0, cap)
-
-
 class FirehoseWriter(CommandWriter):
     def __init__(
         self,
@@ -92,20 +89,20 @@ class FirehoseWriter(CommandWriter):
         At most `max_attempts` calls (the first included); no further attempt starts once
         `budget_seconds` would have passed since the write began (API Gateway allows 29 s in all).
         """
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
         if client is None and client_factory is None:
             raise ValueError("give a client or a client_factory")
         self._client = client
         self._client_factory = client_factory
         self.stream = stream
-        self.max_attempts = max_attempts
-        self.base_delay = base_delay
-        self.max_delay = max_delay
-        self.sleep = sleep
-        self.jitter = jitter
-        self.budget_seconds = budget_seconds
-        self.clock = clock
+        self.retry = RetryPolicy(
+            attempts=max_attempts,
+            base=base_delay,
+            cap=max_delay,
+            jitter=jitter,
+            budget=budget_seconds,
+            sleep=sleep,
+            clock=clock,
+        )
 
     @classmethod
     def from_settings(cls, settings: Any, client_factory: Callable[[], Any]) -> FirehoseWriter:
@@ -124,13 +121,8 @@ class FirehoseWriter(CommandWriter):
         if not commands:
             return
         record = record_of(commands)  # refused before anything is sent when too large
-        started = self.clock()
-        for attempt in range(self.max_attempts):
-            if attempt:
-                delay = self.jitter(min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
-                if self.clock() + delay - started > self.budget_seconds:
-                    break
-                self.sleep(delay)
+        run = self.retry.start()
+        while True:
             try:
                 if self._put(record):
                     return
@@ -140,10 +132,13 @@ class FirehoseWriter(CommandWriter):
                 "firehose %s: record of %d command(s) not accepted (attempt %d of %d)",
                 self.stream,
                 len(commands),
-                attempt + 1,
-                self.max_attempts,
+                run.tries,
+                self.retry.attempts,
             )
-        raise TransportUnavailable(f"firehose {self.stream}: the record of {len(commands)} command(s) not accepted")
+            if not run.again():
+                raise TransportUnavailable(
+                    f"firehose {self.stream}: the record of {len(commands)} command(s) not accepted"
+                )
 
     def _put(self, record: bytes) -> bool:
         """One PutRecordBatch of the one record: True when Firehose took it, False to send it again.

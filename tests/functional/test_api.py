@@ -127,9 +127,9 @@ def test_every_route_but_health_is_401_without_a_sub(client, method, path):
 
 
 def test_a_token_without_sub_is_401(client):
-    from chalicelib.cli import _b64
+    from chalicelib.cli import b64_json
 
-    no_sub = f"{_b64({'alg': 'none'})}.{_b64({'cognito:username': 'x'})}."
+    no_sub = f"{b64_json({'alg': 'none'})}.{b64_json({'cognito:username': 'x'})}."
     assert client.http.get("/todos", headers={"Authorization": no_sub}).status_code == 401
 
 

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from chalicelib.cli import main
 from chalicelib.errors import DatabaseUnavailable, ObjectUnavailable
-from chalicelib.loader.reconciler import covering_prefixes, reconcile
+from chalicelib.loader.hours import covering_prefixes
+from chalicelib.loader.reconciler import reconcile
 from chalicelib.loader.sources import S3ObjectStore
 from tests.functional.aws_fakes import (
     BUCKET,
@@ -384,7 +385,7 @@ def test_a_run_whose_database_is_down_fails_and_still_reports_its_backlog(s3, lo
 def test_a_database_lost_mid_run_counts_the_checked_hour_as_left_and_the_rest_as_unchecked(
     s3, bucket_services, monkeypatch
 ):
-    from chalicelib.loader.reconciler import ReconcileReport
+    from chalicelib.loader.reconcile_report import ReconcileReport
 
     hour = datetime(2024, 5, 1, 10, tzinfo=UTC)
     first = [hour_key(hour, name) for name in ("a", "b", "c")]
@@ -440,7 +441,8 @@ def test_the_cli_walk_still_stops_at_once_when_the_database_fails(s3, bucket_ser
 
 def test_the_run_stops_loading_with_its_margin_and_leaves_the_rest_untouched(s3, local_dir, monkeypatch, capsys):
     from chalicelib import bootstrap
-    from chalicelib.loader.reconciler import Budget, reconcile_recent
+    from chalicelib.loader.budget import Budget
+    from chalicelib.loader.reconciler import reconcile_recent
 
     # GIVEN ten missing objects, and an invocation with 840 s whose loads take 100 s each
     now = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
@@ -479,7 +481,8 @@ def test_the_run_stops_loading_with_its_margin_and_leaves_the_rest_untouched(s3,
 
 
 def test_with_only_its_margin_left_the_run_reads_no_more_ledger(s3, bucket_services, monkeypatch):
-    from chalicelib.loader.reconciler import Budget, ReconcileReport
+    from chalicelib.loader.budget import Budget
+    from chalicelib.loader.reconcile_report import ReconcileReport
 
     hour = datetime(2024, 5, 1, 10, tzinfo=UTC)
     for n in range(3):
@@ -500,7 +503,7 @@ def test_with_only_its_margin_left_the_run_reads_no_more_ledger(s3, bucket_servi
 
 
 def test_the_budget_of_a_lambda_context():
-    from chalicelib.loader.reconciler import Budget
+    from chalicelib.loader.budget import Budget
 
     assert Budget.of(None) is None and Budget.of(object()) is None
     budget = Budget.of(FakeContext(300.0))

@@ -167,10 +167,10 @@ def test_a_request_without_the_authorizer_context_is_401(client: Any) -> None:
 
 
 def test_a_token_whose_sub_is_not_a_string_is_401(client: Any) -> None:
-    from chalicelib.cli import _b64
+    from chalicelib.cli import b64_json
 
     for sub in (123, ["alice"], {"id": "alice"}, None, True):
-        forged = f"{_b64({'alg': 'none'})}.{_b64({'sub': sub, 'cognito:username': 'alice'})}."
+        forged = f"{b64_json({'alg': 'none'})}.{b64_json({'sub': sub, 'cognito:username': 'alice'})}."
         err(client.http.get("/todos", headers={"Authorization": forged}), 401, "unauthorized")
 
 

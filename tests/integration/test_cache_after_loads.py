@@ -245,7 +245,7 @@ def test_created_at_is_compared_as_an_instant_with_or_without_a_fraction(
 def test_keys_after_the_fast_path_gives_up_halfway_reach_the_cache(
     mysql_db: Database, redis: RespClient, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from chalicelib.loader import mysql_fast
+    from chalicelib.loader import fast_session, fast_worker
 
     applier = MySQLFastApplier(mysql_db, min_rows=1, chunk_lines=2, threaded=False, prefers_keys=True)
     loader = BatchLoader(mysql_db, applier, on_commit=CacheInvalidator(redis, 60, prefix=prefix))
@@ -254,15 +254,15 @@ def test_keys_after_the_fast_path_gives_up_halfway_reach_the_cache(
     load(loader, put(last, "v1", clock.next()))
     assert reader.get_todo(OWNER, last)["title"] == "v1"  # type: ignore[index]
     # GIVEN the server refusing LOAD DATA once the object's first chunk went in (a proxy, say),
-    real, calls = mysql_fast._load_file, [0]
+    real, calls = fast_session.load_file, [0]
 
     def refusing(cur: Any, statement: str, text: str) -> int:
         calls[0] += 1
         if calls[0] == 2:
-            raise mysql_fast.LoadRefused("refused after the first chunk")
+            raise fast_worker.LoadRefused("refused after the first chunk")
         return real(cur, statement, text)
 
-    monkeypatch.setattr(mysql_fast, "_load_file", refusing)
+    monkeypatch.setattr(fast_session, "load_file", refusing)
     # WHEN an object whose last line changes the cached todo takes the upsert for the rest,
     news = [put(uuid7(), f"new {n}", clock.next()) for n in range(4)]
     result = load(loader, *news, put(last, "v2", clock.next()))

@@ -23,7 +23,7 @@ from chalicelib.db.database import Database, open_database
 from chalicelib.ids import VersionClock, new_op_id, uuid7
 from chalicelib.loader import BatchLoader, local_etag
 from chalicelib.models import validate_profile, validate_todo
-from chalicelib.readers import Filters, Reader, Row
+from chalicelib.readers import Filters, Reader, Row, scripts
 from chalicelib.readers import cache as cache_module
 from chalicelib.readers.cache import (
     ROW_UNKNOWN,
@@ -477,7 +477,7 @@ def test_a_flushed_script_cache_falls_back_to_eval(
 ) -> None:
     todo_id = uuid7()
     load(master, put(ALICE, todo_id, "x"))
-    monkeypatch.setattr(cache_module, "GUARDED_SET_SHA", "0" * 40)  # a script the server never saw
+    monkeypatch.setattr(scripts, "GUARDED_SET_SHA", "0" * 40)  # a script the server never saw
     reader = CachedReader(SqlReader(master), redis, 60, prefix=prefix)
 
     reader.get_todo(ALICE, todo_id)

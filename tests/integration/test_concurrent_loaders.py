@@ -44,7 +44,7 @@ import pytest
 
 from chalicelib.commands import WriteCommand, make_command
 from chalicelib.db.database import Database, open_database, open_master
-from chalicelib.loader import BatchLoader, local_etag, mysql_fast
+from chalicelib.loader import BatchLoader, fast_session, fast_statements, local_etag
 from chalicelib.loader.apply import SqlApplier
 from chalicelib.loader.mysql_fast import MySQLFastApplier
 from chalicelib.models import validate_profile, validate_todo
@@ -441,7 +441,7 @@ def test_a_key_another_loader_commits_after_the_load_began_is_read_where_it_is_l
     ours += [put("todos", 0x40, v + 1)]
     newer, first = put("todos", key, v + 9), put("todos", key, v)  # the other loader's
     applier = MySQLFastApplier(mysql_db, min_rows=1, chunk_lines=2, threaded=False, prefers_keys=True)
-    started = mysql_fast._Session._start
+    started = fast_session.Session._start
     others: list[threading.Thread] = []
 
     def start_then_another_loader_commits(session: Any, rows: Any) -> None:
@@ -449,7 +449,7 @@ def test_a_key_another_loader_commits_after_the_load_began_is_read_where_it_is_l
         if not others:
             others.append(beside(mysql_url, [newer, first]))
 
-    monkeypatch.setattr(mysql_fast._Session, "_start", start_then_another_loader_commits)
+    monkeypatch.setattr(fast_session.Session, "_start", start_then_another_loader_commits)
     result = load_commands(mysql_db, ours, applier)
     others[0].join()
     assert not others[0].errors  # type: ignore[attr-defined]
@@ -523,18 +523,18 @@ def test_a_deadlock_in_a_chunk_queued_behind_a_fresh_start_that_must_be_redone_i
     load_commands(mysql_db, [put("todos", 3, v)])
     ours = [put("todos", n, v + 1) for n in range(1, 12)]
     applier = MySQLFastApplier(mysql_db, min_rows=1, chunk_lines=2, threaded=True)
-    real = mysql_fast._load_file
+    real = fast_session.load_file
     fresh_chunks = [0]
 
     def third_fresh_chunk_deadlocks_once(cur: Any, statement: str, text: str) -> int:
-        if statement == mysql_fast.fast_table("todos").load_new:
+        if statement == fast_statements.fast_table("todos").load_new:
             fresh_chunks[0] += 1
             if fresh_chunks[0] == 3:  # [k1], [k2, k3 (stored)], then this one
                 cur.connection.rollback()  # what the server does to a deadlock victim
                 raise pymysql.err.OperationalError(1213, "Deadlock found when trying to get lock")
         return real(cur, statement, text)
 
-    monkeypatch.setattr(mysql_fast, "_load_file", third_fresh_chunk_deadlocks_once)
+    monkeypatch.setattr(fast_session, "load_file", third_fresh_chunk_deadlocks_once)
     result = load_commands(mysql_db, ours, applier)
     assert (result.applied, result.stale) == (11, 0)  # k3's stored row is older: ours wins
     assert applier.paths["redo"] == 2  # the first attempt and the one after the deadlock

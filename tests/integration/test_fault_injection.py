@@ -42,7 +42,7 @@ import pytest
 
 from chalicelib.errors import DatabaseUnavailable
 from chalicelib.loader.reconciler import reconcile
-from tests.conftest import IN_CI, ROOT, _read_pair_env, auth
+from tests.conftest import IN_CI, ROOT, auth, read_pair_env
 from tests.functional.aws_fakes import BUCKET, STREAM, boto_client, make_bucket, moto_aws
 from tests.integration.faults import (
     Driver,
@@ -108,7 +108,7 @@ def private_pair() -> Iterator[dict[str, str]]:
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
     try:
-        yield {**_read_pair_env(directory), "script": script, "dir": directory}
+        yield {**read_pair_env(directory), "script": script, "dir": directory}
     finally:
         _destroy_pair(script, directory)
 

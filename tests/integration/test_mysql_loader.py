@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from chalicelib.commands import WriteCommand, make_command
 from chalicelib.db.database import Database, open_master
 from chalicelib.errors import DatabaseUnavailable
-from chalicelib.loader import BatchLoader, LoadResult, local_etag, mysql_fast
+from chalicelib.loader import BatchLoader, LoadResult, fast_session, local_etag
 from chalicelib.loader.mysql_fast import MySQLFastApplier
 from chalicelib.rows import table
 from tests.factories import make
@@ -309,7 +309,7 @@ def test_a_refused_load_data_falls_back_and_is_remembered(loader, db):
 def test_a_failure_in_the_middle_of_an_object_leaves_nothing_of_it(loader, db, monkeypatch):
     import pymysql
 
-    real = mysql_fast._load_file
+    real = fast_session.load_file
     calls = {"n": 0}
 
     def failing(cur: Any, statement: str, text: str) -> int:
@@ -318,13 +318,13 @@ def test_a_failure_in_the_middle_of_an_object_leaves_nothing_of_it(loader, db, m
             raise pymysql.err.OperationalError(2013, "Lost connection to server during query")
         return real(cur, statement, text)
 
-    monkeypatch.setattr(mysql_fast, "_load_file", failing)
+    monkeypatch.setattr(fast_session, "load_file", failing)
     body = body_of(*many(12))
     with pytest.raises(DatabaseUnavailable):
         load(loader, body, "writes/2027/01/15/08/cut")
     assert db.query("SELECT COUNT(*) FROM todos") == [(0,)]
     assert db.query("SELECT COUNT(*) FROM ingest_batches") == [(0,)]
-    monkeypatch.setattr(mysql_fast, "_load_file", real)
+    monkeypatch.setattr(fast_session, "load_file", real)
     assert counts(load(loader, body, "writes/2027/01/15/08/cut")) == (12, 0, 0, 0)
 
 
@@ -373,7 +373,7 @@ def test_the_fast_path_writes_what_the_upsert_writes(mysql_url: str) -> None:
 def test_a_deadlock_victim_is_loaded_again_and_a_lasting_failure_is_not(loader, db, monkeypatch):
     import pymysql
 
-    real = mysql_fast._load_file
+    real = fast_session.load_file
     failures = {"left": 1}
 
     def deadlocked_once(cur: Any, statement: str, text: str) -> int:
@@ -384,7 +384,7 @@ def test_a_deadlock_victim_is_loaded_again_and_a_lasting_failure_is_not(loader, 
             )
         return real(cur, statement, text)
 
-    monkeypatch.setattr(mysql_fast, "_load_file", deadlocked_once)
+    monkeypatch.setattr(fast_session, "load_file", deadlocked_once)
     pauses: list[float] = []
     now = [0.0]
 

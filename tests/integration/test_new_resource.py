@@ -21,7 +21,8 @@ import pytest
 from chalicelib import cli, models, resources, wire
 from chalicelib.commands import make_command
 from chalicelib.db.database import Database, open_database
-from chalicelib.db.schema import run_statement, table_ddl
+from chalicelib.db.migrations import table_ddl
+from chalicelib.db.schema import run_statement
 from chalicelib.loader import apply, lanes
 from chalicelib.models import Invalid
 from chalicelib.readers.sql import SqlReader

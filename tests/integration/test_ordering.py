@@ -24,8 +24,10 @@ from chalicelib.loader import BatchLoader, local_etag
 from chalicelib.loader.apply import SqlApplier
 from chalicelib.ordering import Order, newer
 from chalicelib.readers.cache import PRESENT, UNKNOWN, CachedReader, CacheInvalidator, guarded_set, parse_entry
-from chalicelib.readers.pending import DROP, RECORD, PendingWrites, parse_pending, run_script
+from chalicelib.readers.pending import PendingWrites
+from chalicelib.readers.pending_entry import parse_pending
 from chalicelib.readers.resp import RespClient
+from chalicelib.readers.scripts import DROP, RECORD, run_script
 from chalicelib.readers.sql import SqlReader
 from chalicelib.rows import table as table_of
 from tests.factories import make

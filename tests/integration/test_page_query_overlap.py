@@ -379,7 +379,7 @@ def test_through_the_api_a_bad_pending_id_is_ignored_and_one_that_reached_sql_wo
     import app as app_module
     from chalicelib import bootstrap
     from chalicelib.config import Settings
-    from chalicelib.readers import pending as pending_module
+    from chalicelib.readers import pending_entry
     from tests.conftest import auth, body
 
     settings = Settings.from_env(
@@ -400,7 +400,7 @@ def test_through_the_api_a_bad_pending_id_is_ignored_and_one_that_reached_sql_wo
             page = api.http.get("/todos", headers=auth(me))
             assert page.status_code == 200 and [t["id"] for t in page.json_body["todos"]] == [todo_id]
 
-            monkeypatch.setattr(pending_module, "id_of", lambda resource, name: bytes(name[2:]).decode())
+            monkeypatch.setattr(pending_entry, "id_of", lambda resource, name: bytes(name[2:]).decode())
             page = api.http.get("/todos", headers=auth(me))
             assert page.status_code == 500 and page.json_body["error"] == "internal_error"
             assert "collation" not in page.body.decode().lower()

@@ -14,7 +14,9 @@ import pytest
 from chalicelib.db.database import Database
 from chalicelib.loader import BatchLoader, batch_id, local_etag
 from chalicelib.loader.attempts import GIVEN_BACK
-from chalicelib.loader.reconciler import Budget, ReconcileReport, reconcile
+from chalicelib.loader.budget import Budget
+from chalicelib.loader.reconcile_report import ReconcileReport
+from chalicelib.loader.reconciler import reconcile
 from chalicelib.loader.sources import LocalObjectStore
 from tests.functional.aws_fakes import command_line
 

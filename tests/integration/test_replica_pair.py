@@ -28,7 +28,7 @@ from chalicelib.config import Settings
 from chalicelib.db.database import Database, open_master
 from chalicelib.db.urls import parse_db_url
 from chalicelib.errors import DatabaseUnavailable
-from chalicelib.loader import BatchLoader, local_etag, mysql_fast
+from chalicelib.loader import BatchLoader, fast_session, local_etag
 from chalicelib.loader.mysql_fast import MySQLFastApplier
 from chalicelib.readers.replicas import ReplicaReader
 from tests.factories import make
@@ -193,7 +193,7 @@ def test_with_the_master_killed_mid_load_nothing_of_the_object_is_applied(
     body = b"".join(put(i, f"t{n}") for n, i in enumerate(ids))
     key = "writes/2027/01/01/00/killed"
 
-    real = mysql_fast._load_file
+    real = fast_session.load_file
     loads = [0]
 
     def kill_after_first_chunk(cur: Any, statement: str, text: str) -> int:
@@ -203,13 +203,13 @@ def test_with_the_master_killed_mid_load_nothing_of_the_object_is_applied(
             pair.run("kill-master")
         return result
 
-    monkeypatch.setattr(mysql_fast, "_load_file", kill_after_first_chunk)
+    monkeypatch.setattr(fast_session, "load_file", kill_after_first_chunk)
     try:
         with pytest.raises(DatabaseUnavailable):
             loader.load("bucket", key, local_etag(body), body)
     finally:
         pair.run("start-master")
-    monkeypatch.setattr(mysql_fast, "_load_file", real)
+    monkeypatch.setattr(fast_session, "load_file", real)
 
     check = open_master(master_url)
     assert check.query("SELECT COUNT(*) FROM todos") == [(0,)]

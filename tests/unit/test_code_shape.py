@@ -212,6 +212,26 @@ def test_chalicelib_has_no_import_circles() -> None:
     assert import_circles() == []
 
 
+def files_naming(pattern: str) -> list[str]:
+    """The .py and .sql files of chalicelib and app.py whose text matches `pattern` (the greps of
+    issue 18, run from the project root)."""
+    import re
+
+    found = []
+    paths = [ROOT / "app.py", *(ROOT / PACKAGE).rglob("*.py"), *(ROOT / PACKAGE).rglob("*.sql")]
+    for path in sorted(paths):
+        if re.search(pattern, path.read_text(encoding="utf-8")):
+            found.append(str(path.relative_to(ROOT)))
+    return found
+
+
+def test_a_new_field_and_a_new_resource_stay_in_few_files() -> None:
+    """Issue 18: `grep -rlw priority chalicelib app.py | wc -l` <= 3, and the files naming the
+    lists route <= 4: a field is its declaration plus a migration."""
+    assert len(files_naming(r"(?<![A-Za-z0-9_])priority(?![A-Za-z0-9_])")) <= 3, files_naming(r"\bpriority\b")
+    assert len(files_naming(r"[\"'/]lists[\"'/?]")) <= 4, files_naming(r"[\"'/]lists[\"'/?]")
+
+
 def test_the_checks_see_what_they_look_for(tmp_path: Path) -> None:
     """The checkers themselves: a circle, a private import and a long function are found."""
     tree = ast.parse("from chalicelib.x import _hidden, shown\n")

@@ -1,4 +1,5 @@
-"""How the MySQL fast path cuts the end of an object into chunks (no server needed)."""
+"""The MySQL fast path without a server: how it cuts the end of an object into chunks, its worker
+thread, and a row's text with another created_at."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chalicelib.loader.mysql_fast import _Worker, full_sizes, tail_sizes
+from chalicelib.loader.fast_rows import full_sizes, tail_sizes
+from chalicelib.loader.fast_worker import Worker
 from tests.factories import make
 
 
@@ -28,7 +30,7 @@ def test_the_worker_reports_its_backlog() -> None:
     import threading
 
     gate = threading.Event()
-    worker = _Worker(threaded=True)
+    worker = Worker(threaded=True)
     try:
         worker.submit("a", gate.wait, 5)
         worker.submit("b", lambda: 1)
@@ -43,7 +45,7 @@ def test_the_worker_reports_its_backlog() -> None:
 
 def test_a_rows_created_at_is_replaced_in_its_text_as_tsv_line_would_write_it() -> None:
     from chalicelib.commands import make_command
-    from chalicelib.loader.mysql_fast import with_created_at
+    from chalicelib.loader.fast_rows import with_created_at
     from chalicelib.rows import table
 
     tsv_line = table("todos").tsv
@@ -62,7 +64,7 @@ def test_before_a_rollback_to_the_savepoint_a_chunk_that_failed_is_raised_and_a_
     # A deadlock in one chunk ends the whole transaction (and its savepoint): rolling back to
     # the savepoint then would fail with "SAVEPOINT does not exist" instead of the deadlock,
     # which the loader retries. A refusal leaves the transaction as it was.
-    from chalicelib.loader.mysql_fast import LoadRefused, _Worker
+    from chalicelib.loader.fast_worker import LoadRefused
 
     def refused() -> None:
         raise LoadRefused("4166")
@@ -70,7 +72,7 @@ def test_before_a_rollback_to_the_savepoint_a_chunk_that_failed_is_raised_and_a_
     def deadlock() -> None:
         raise RuntimeError("1213 deadlock")
 
-    worker = _Worker(True)
+    worker = Worker(True)
     try:
         for task in (refused, deadlock, refused, lambda: 1):
             worker.submit("chunk", task)

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 from chalicelib.ids import (
     MAX_VERSION,
     VersionClock,
-    _hyphenated,
     derived_id,
     format_ts,
+    hyphenated,
     is_canonical_uuid,
     new_op_id,
     parse_rfc3339,
@@ -85,7 +85,7 @@ def test_version_to_ts_is_the_datetime_formula_whatever_came_before(versions, re
 
 @given(st.integers(0, 2**128 - 1))
 def test_ids_are_written_as_uuid_writes_them(value):
-    assert _hyphenated(value) == str(uuid.UUID(int=value))
+    assert hyphenated(value) == str(uuid.UUID(int=value))
 
 
 def test_op_ids_are_random_version_4_uuids():

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.db.schema import DEFERRALS_LEVEL, MIGRATIONS, SCHEMA_LEVELS, AddColumn, AddIndex, migrate
+from chalicelib.db.migrations import DEFERRALS_LEVEL, MIGRATIONS, SCHEMA_LEVELS, AddColumn, AddIndex
+from chalicelib.db.schema import migrate
 from chalicelib.resources import RESOURCES, SCHEMA_VERSION
 
 # MariaDB syntax (or types, engines, collations) that MySQL 8.4 does not have.

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chalicelib import commands as cm
-from chalicelib import models
+from chalicelib import models, validation
 from chalicelib.loader import parsing
 from chalicelib.loader.deferral import Deferred
 from chalicelib.resources import TODOS
@@ -144,7 +144,7 @@ def test_canonical_at_slicing_agrees_with_parsing(at: str) -> None:
 def test_canonical_due_at_agrees_with_normalising(value: str) -> None:
     fast = models.canonical_datetime(value)
     errors: dict[str, list[str]] = {}
-    reference = models._datetime(errors, "due_at", value, TODOS.rules()["due_at"])
+    reference = validation.check_datetime(errors, "due_at", value, TODOS.rules()["due_at"])
     if fast is not None:
         assert not errors and fast == reference
 

@@ -1,4 +1,4 @@
-"""The page merge of GET /todos (chalicelib.readers.pending.merge_page) against a model: any mix
+"""The page merge of GET /todos (chalicelib.readers.pending_merge.merge_page) against a model: any mix
 of loaded rows (live or tombstones, either state) and pending puts and deletes, older or newer than
 what is loaded, version ties either way, any page size, cursor and filter. The model is what the
 caller would see were every pending write loaded: per id the newer of the two in the loader's
@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from chalicelib.ordering import newer
 from chalicelib.readers import Seen, state_filter
-from chalicelib.readers.pending import Fetched, PendingEntry, merge_page, newest
+from chalicelib.readers.pending_entry import PendingEntry
+from chalicelib.readers.pending_merge import Fetched, merge_page, newest
 from chalicelib.resources import TODOS
 
 IDS = [f"00000000-0000-4000-8000-{n:012d}" for n in range(24)]
@@ -230,10 +231,10 @@ VERSIONS = st.integers(0, 253402300799 * 1_000_000)  # up to the year 9999
 @given(VERSIONS, VERSIONS)
 def test_pending_timestamps_read_and_order_as_the_database_will_show_them(a, b):
     from chalicelib.ids import version_to_ts
-    from chalicelib.readers.pending import _shown_ts, _ts_key
+    from chalicelib.readers.pending_entry import shown_ts, ts_key
     from chalicelib.readers.sql import ts_out
 
     at = version_to_ts(a)
     stored = f"{at[:10]} {at[11:26]}"  # the form the loader stores (commands.make_command)
-    assert _shown_ts(a) == ts_out(stored)
-    assert (_ts_key(_shown_ts(a)) < _ts_key(_shown_ts(b))) == (a < b)
+    assert shown_ts(a) == ts_out(stored)
+    assert (ts_key(shown_ts(a)) < ts_key(shown_ts(b))) == (a < b)

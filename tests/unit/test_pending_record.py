@@ -13,7 +13,8 @@ from chalicelib.ids import VersionClock, new_op_id, uuid7
 from chalicelib.models import validate_todo
 from chalicelib.readers import Filters, Reader, Row
 from chalicelib.readers.cache import Breaker, CachedReader, todo_key
-from chalicelib.readers.pending import RECORD, PendingWrites, pending_key
+from chalicelib.readers.pending import PendingWrites, pending_key
+from chalicelib.readers.scripts import RECORD
 
 clock = VersionClock()
 

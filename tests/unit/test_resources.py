@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 
 from chalicelib.commands import WriteCommand, make_command
-from chalicelib.db.schema import MIGRATIONS, table_ddl
+from chalicelib.db.migrations import MIGRATIONS, table_ddl
 from chalicelib.loader import lanes
 from chalicelib.readers.cache import row_for_command
 from chalicelib.resources import RESOURCES, SCHEMA_VERSION, Resource
