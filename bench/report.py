@@ -21,6 +21,12 @@ KNOWN_CAUSES = {
         "woken; on this 2-core machine a probe with 60-120 µs of CPU work between raw selects added "
         "roughly 40-50 µs per select). Readers already use autocommit (one round trip per GET)."
     ),
+    "GET /lists/{id} in process": (
+        "The same request path as GET /todos/{id} (see its causes), over a smaller baseline: a list's row "
+        "is shorter than a todo's, so the raw select is faster (about 80 against 100 µs of CPU per call "
+        "when profiled beside each other) while ours adds the same fixed cost on top (the app, the reader "
+        "stack, the access log: about 45-55 µs of CPU), and the same fixed cost is a larger share."
+    ),
     "POST /todos in process, transport excluded": (
         "The bare route does nothing; the row's step timings (above) show where ours goes: making "
         "the command (UUIDv7 and UUIDv4, the version clock, `version_to_ts` formatting the version "
