@@ -15,7 +15,7 @@
 After it, a plain `chalice deploy --stage <stage>` from the project folder updates the stage.
 
 `deploy` is `infra`, then `chalice deploy --stage <stage>` and what Chalice cannot express:
-5. `chalice deploy`, and its record back to SSM;
+5. chalicelib's bytecode compiled (deploy/bytecode.py), `chalice deploy`, and its record back to SSM;
 6. API Gateway: the gateway responses checked (the document chalice sent carries them), the
    stage cache off unless `--api-cache-ttl` turns it on, throttling per method, the regional web
    ACL on the stage;
@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from deploy import apigateway, capacity, functions, origin_secret, render, stacks, state, tls
+from deploy import apigateway, bytecode, capacity, functions, origin_secret, render, stacks, state, tls
 from deploy.routes import function_names, routes_of
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -365,6 +365,9 @@ def step_chalice(ctx: Context, runner: Callable[..., Any]) -> dict[str, dict[str
     ctx.log(("would run " if ctx.dry else "running ") + " ".join(command))
     if ctx.dry or ctx.offline:
         return deployed_resources(project, stage)
+    if not bytecode.compile_package(project):
+        raise DeployError(f"chalicelib/ under {project} does not compile: nothing deployed")
+    ctx.log("chalicelib/ compiled to bytecode (checked-hash): the package ships it")
     ssm = ctx.session.client("ssm")
     name, path = state.parameter_name(ctx.app_name, stage), state.record_path(project, stage)
     try:
