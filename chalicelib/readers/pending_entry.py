@@ -260,6 +260,7 @@ def entries_of(
     prefix = resource.tag.encode("ascii") + b":"
     width = len(prefix)
     known = PARSED.get if hash_key is not None else None
+    named = shape_of(resource).field_pattern.fullmatch
     keys: dict[str, tuple[str | None, str, bytes, bytes]] = {}  # the cache's keys of the entries parsed here
     for i in range(0, len(raw or ()), 2):
         name = raw[i]
@@ -275,7 +276,7 @@ def entries_of(
             write = parse_pending(id_, value) if id_ is not None else None
             if write is None:
                 continue
-            if known is not None:
+            if known is not None and named(key[2]):  # kept only when named by a canonical id
                 keys[write.id] = key
         if write.version < oldest:
             expired.append((write.id, write.version, write.op_id))
@@ -298,8 +299,8 @@ class Parsed:
     """A bounded cache of decoded pending entries (`entries_of`), per process: keyed by the
     owner's hash, the resource, the field and the value's exact bytes, so that a changed entry
     is parsed again and two owners never share one. Until the owner's next write, every page
-    read meets the same bytes. Only usable entries are kept: one that cannot be used is parsed
-    and logged on every read. The entries' rows are shared by the reads: never changed in place
+    read meets the same bytes. Only usable entries named by a canonical id are kept: one that
+    cannot be used is parsed and logged on every read. The entries' rows are shared by the reads: never changed in place
     (`PendingEntry.shown` and `row` copy them). Forgotten when a resource is (re)declared."""
 
     SIZE = 1024  # entries kept; the oldest goes first

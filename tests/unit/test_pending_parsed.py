@@ -117,3 +117,15 @@ def test_without_a_hash_nothing_is_kept_and_the_cache_is_bounded() -> None:
     for n in range(3):
         small.put((ALICE, "todos", b"t:%d" % n, b""), None)  # type: ignore[arg-type]
     assert [k[2] for k in small.entries] == [b"t:1", b"t:2"]
+
+
+def test_an_entry_not_named_by_a_canonical_id_is_never_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    todo_id = uuid7()
+    field, value = reply(put(todo_id, "odd name"))
+    odd = "not-a-uuid"
+    raw = [b"t:" + odd.encode(), value.replace(todo_id.encode(), odd.encode())]
+    monkeypatch.setattr(pending_entry, "id_of", lambda resource, name: bytes(name[2:]).decode())
+    assert odd in entries_of(raw, None, TODOS, 0, ALICE)[0]  # let through by the patched check only
+    assert PARSED.entries == {}
+    monkeypatch.undo()
+    assert entries_of(raw, None, TODOS, 0, ALICE)[0] == {}
