@@ -277,7 +277,10 @@ def entries_of(
             if write is None:
                 continue
             if known is not None and named(key[2]):  # kept only when named by a canonical id
-                keys[write.id] = key
+                if write.data is None:  # a delete: nothing to decode
+                    PARSED.put(key, write)
+                else:
+                    keys[write.id] = key  # kept once its row is decoded
         if write.version < oldest:
             expired.append((write.id, write.version, write.op_id))
         else:

@@ -44,8 +44,8 @@ def put(todo_id: str, title: str, owner: str = "alice") -> Any:
 
 
 def test_an_unchanged_entry_is_parsed_once_per_owner(monkeypatch: pytest.MonkeyPatch) -> None:
-    todo_id = uuid7()
-    raw = reply(put(todo_id, "one"))
+    todo_id, gone = uuid7(), uuid7()
+    raw = reply(put(todo_id, "one"), make_command("delete", "todos", "alice", gone, CLOCK.next(), new_op_id(), None))
     first, _ = entries_of(raw, None, TODOS, 0, ALICE)
     calls: list[str] = []
     original = pending_entry.parse_pending
@@ -56,9 +56,9 @@ def test_an_unchanged_entry_is_parsed_once_per_owner(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(pending_entry, "parse_pending", counted)
     again, _ = entries_of(list(raw), None, TODOS, 0, ALICE)
-    assert calls == [] and again == first
+    assert calls == [] and again == first and again[gone].data is None
     entries_of(raw, None, TODOS, 0, BOB)
-    assert calls == [todo_id]  # another owner's hash: parsed again
+    assert sorted(calls) == sorted([todo_id, gone])  # another owner's hash: parsed again
 
 
 def test_a_changed_entry_is_parsed_again() -> None:
