@@ -1,7 +1,9 @@
 """Pending writes' entries and their codec: where an accepted write is kept in Redis, a command
 as RECORD's arguments (`entry_for`), a hash field and its value as a `PendingEntry`
 (`id_of`, `parse_pending`, `PendingEntry.decoded`), an HGETALL reply as a page's entries
-(`entries_of`), and a pending row's timestamps as reads show them (`shown_ts`, `ts_key`).
+(`entries_of`, which keeps the entries it decoded in a bounded per-process cache, `PARSED`, keyed
+by the owner's hash and the exact bytes), and a pending row's timestamps as reads show them
+(`shown_ts`, `ts_key`).
 The reads that use them are `readers/pending.py`; their Lua, `readers/scripts.py`.
 
 Where they live
