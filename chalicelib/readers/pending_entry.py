@@ -255,8 +255,9 @@ def entries_of(
     does not parse, its row is not a usable row) is logged and left out: its key reads what
     is loaded, and its id never reaches SQL. An entry whose version is below `oldest` has
     expired (PENDING_TTL_SECONDS).
-    With `hash_key` (the owner's hash), entries decoded before from the same hash, field and
-    exact value are taken from the process's cache (`Parsed`), decoded or not."""
+    With `hash_key` (the owner's hash), an entry met before in the same hash with the same field
+    and exact value is taken from the process's cache (`PARSED`) as it was kept there: a put
+    decoded, a delete; wherever it falls (merge_page takes a decoded entry as it is)."""
     pending: dict[str, PendingEntry] = {}
     expired: list[tuple[str, int, str]] = []
     prefix = resource.tag.encode("ascii") + b":"
@@ -305,8 +306,9 @@ class Parsed:
     owner's hash, the resource, the field and the value's exact bytes, so that a changed entry
     is parsed again and two owners never share one. Until the owner's next write, every page
     read meets the same bytes. Only usable entries named by a canonical id are kept: one that
-    cannot be used is parsed and logged on every read. The entries' rows are shared by the reads: never changed in place
-    (`PendingEntry.shown` and `row` copy them). Forgotten when a resource is (re)declared."""
+    cannot be used is parsed and logged on every read. A kept entry's row is shared by the reads
+    that meet it and never changed in place (`PendingEntry.shown` and `row` return a new dict;
+    its lists, such as tags, go to JSON as they are). Forgotten when a resource is (re)declared."""
 
     SIZE = 1024  # entries kept; the oldest goes first
 
@@ -317,7 +319,10 @@ class Parsed:
     def put(self, key: tuple[str | None, str, bytes, bytes], entry: PendingEntry) -> None:
         entries = self.entries
         if len(entries) >= self.SIZE:
-            entries.pop(next(iter(entries)), None)
+            try:
+                del entries[next(iter(entries))]
+            except (StopIteration, RuntimeError, KeyError):  # changed by another thread meanwhile
+                entries.clear()
         entries[key] = entry
 
     def clear(self) -> None:
