@@ -244,7 +244,7 @@ class PendingWrites:
                 self.breaker.failed(exc, "reading")
                 return self.inner.list_rows(resource, owner, after, limit, filters)
             self.breaker.succeeded()
-            pending, expired = entries_of(raw, after, declared, self.clock() // 1000 - self.ttl_us)
+            pending, expired = entries_of(raw, after, declared, self.clock() // 1000 - self.ttl_us, hash_key)
             return self._merged(hash_key, page, pending, expired, None)
         guess = self._guesses.get((hash_key, resource), NO_GUESS)
         ids = [i for i in guess.ids if after is None or i > after][:ID_CAP]
@@ -262,7 +262,7 @@ class PendingWrites:
             rows()  # the connection is read clear before it is used again
             return self.inner.list_rows(resource, owner, after, limit, filters)
         self.breaker.succeeded()
-        pending, expired = entries_of(raw, after, declared, self.clock() // 1000 - self.ttl_us)
+        pending, expired = entries_of(raw, after, declared, self.clock() // 1000 - self.ttl_us, hash_key)
         # Rows a newer pending write replaces need only their created_at (PendingEntry.shown):
         # only usable entries replace a row (those not decoded yet, past ID_CAP, come whole).
         replaced = {i: w.version for i, w in pending.items() if type(w.data) is not bytes}

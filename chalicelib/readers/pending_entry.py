@@ -1,7 +1,9 @@
 """Pending writes' entries and their codec: where an accepted write is kept in Redis, a command
 as RECORD's arguments (`entry_for`), a hash field and its value as a `PendingEntry`
 (`id_of`, `parse_pending`, `PendingEntry.decoded`), an HGETALL reply as a page's entries
-(`entries_of`), and a pending row's timestamps as reads show them (`shown_ts`, `ts_key`).
+(`entries_of`, which keeps the entries it decoded in a bounded per-process cache, `PARSED`, keyed
+by the owner's hash and the exact bytes), and a pending row's timestamps as reads show them
+(`shown_ts`, `ts_key`).
 The reads that use them are `readers/pending.py`; their Lua, `readers/scripts.py`.
 
 Where they live
@@ -245,39 +247,90 @@ def id_of(resource: Resource, name: bytes) -> str | None:
 
 
 def entries_of(
-    raw: Any, after: str | None, resource: Resource, oldest: int
+    raw: Any, after: str | None, resource: Resource, oldest: int, hash_key: str | None = None
 ) -> tuple[dict[str, PendingEntry], list[tuple[str, int, str]]]:
     """An HGETALL reply's entries of `resource` (their rows decoded when after the cursor, up
     to ID_CAP of them; merge_page decodes the others it meets) and the expired ones (id,
     version, op_id). An entry that cannot be used (its id is not a canonical UUID, its value
     does not parse, its row is not a usable row) is logged and left out: its key reads what
     is loaded, and its id never reaches SQL. An entry whose version is below `oldest` has
-    expired (PENDING_TTL_SECONDS)."""
+    expired (PENDING_TTL_SECONDS).
+    With `hash_key` (the owner's hash), an entry met before in the same hash with the same field
+    and exact value is taken from the process's cache (`PARSED`) as it was kept there: a put
+    decoded, a delete; wherever it falls (merge_page takes a decoded entry as it is)."""
     pending: dict[str, PendingEntry] = {}
     expired: list[tuple[str, int, str]] = []
     prefix = resource.tag.encode("ascii") + b":"
     width = len(prefix)
+    known = PARSED.get if hash_key is not None else None
+    named = shape_of(resource).field_pattern.fullmatch
+    keys: dict[str, tuple[str | None, str, bytes, bytes]] = {}  # the cache's keys of the entries parsed here
     for i in range(0, len(raw or ()), 2):
         name = raw[i]
         if name[:width] != prefix:
             continue
-        id_ = id_of(resource, name)
-        write = parse_pending(id_, raw[i + 1]) if id_ is not None else None
+        value = raw[i + 1]
+        write = None
+        if known is not None:
+            key = (hash_key, resource.name, bytes(name), value if type(value) is bytes else bytes(value))
+            write = known(key)
         if write is None:
-            continue
+            id_ = id_of(resource, name)
+            write = parse_pending(id_, value) if id_ is not None else None
+            if write is None:
+                continue
+            if known is not None and named(key[2]):  # kept only when named by a canonical id
+                if write.data is None:  # a delete: nothing to decode
+                    PARSED.put(key, write)
+                else:
+                    keys[write.id] = key  # kept once its row is decoded
         if write.version < oldest:
             expired.append((write.id, write.version, write.op_id))
         else:
             pending[write.id] = write
     if len(pending) <= ID_CAP:  # rows a page may show, decoded while the database works
-        for key, write in list(pending.items()):
-            if after is None or key > after:
+        for id_, write in list(pending.items()):
+            if type(write.data) is bytes and (after is None or id_ > after):
                 usable = write.decoded(resource)
                 if usable is None:
-                    del pending[key]
+                    del pending[id_]
                 else:
-                    pending[key] = usable
+                    pending[id_] = usable
+                    if id_ in keys:
+                        PARSED.put(keys[id_], usable)
     return pending, expired
+
+
+class Parsed:
+    """A bounded cache of decoded pending entries (`entries_of`), per process: keyed by the
+    owner's hash, the resource, the field and the value's exact bytes, so that a changed entry
+    is parsed again and two owners never share one. Until the owner's next write, every page
+    read meets the same bytes. Only usable entries named by a canonical id are kept: one that
+    cannot be used is parsed and logged on every read. A kept entry's row is shared by the reads
+    that meet it and never changed in place (`PendingEntry.shown` and `row` return a new dict;
+    its lists, such as tags, go to JSON as they are). Forgotten when a resource is (re)declared."""
+
+    SIZE = 1024  # entries kept; the oldest goes first
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str | None, str, bytes, bytes], PendingEntry] = {}
+        self.get = self.entries.get
+
+    def put(self, key: tuple[str | None, str, bytes, bytes], entry: PendingEntry) -> None:
+        entries = self.entries
+        if len(entries) >= self.SIZE:
+            try:
+                del entries[next(iter(entries))]
+            except (StopIteration, RuntimeError, KeyError):  # changed by another thread meanwhile
+                entries.clear()
+        entries[key] = entry
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+
+PARSED = Parsed()
+on_change(lambda name: PARSED.clear())
 
 
 def entry_for(command: WriteCommand) -> tuple[str, bytes, int, str, bytes]:
