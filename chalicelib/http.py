@@ -114,6 +114,8 @@ def check_size(body: bytes, limit: int) -> None:
 
 def check_json_media_type(headers: Any) -> None:
     raw = headers.get("content-type") if headers is not None else None
+    if raw == JSON:  # the common case, decided by one comparison
+        return
     if not raw:
         raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
     media, _, params = raw.partition(";")
