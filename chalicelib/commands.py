@@ -46,31 +46,49 @@ class WriteCommand:
         """The command's line, written here by hand (the POST benchmark row runs on it): the
         envelope with `v`, this release's schema version, and the validated data in declared
         order. tests/unit/test_wire.py holds it to the dataclasses-json reference
-        (chalicelib.wire), byte for byte, for every declared resource."""
-        body = {
-            "v": SCHEMA_VERSION,
-            "op": self.op,
-            "resource": self.resource,
-            "owner": self.owner,
-            "id": self.id,
-            "version": self.version,
-            "op_id": self.op_id,
-            "at": self.at,
-            "data": self.data,
-        }
-        return _encode_line(body).encode("utf-8") + b"\n"
+        (chalicelib.wire), byte for byte, for every declared resource.
+
+        What json.dumps(envelope, ensure_ascii=False, separators=(",", ":")) writes, put together
+        from its parts: the fixed text, each string as the encoder writes a string, the version
+        as it writes an int, and only `data` through the encoder."""
+        data = self.data
+        return (
+            "".join(
+                (
+                    _LINE_HEAD,
+                    _encode_str(self.op),
+                    ',"resource":',
+                    _encode_str(self.resource),
+                    ',"owner":',
+                    _encode_str(self.owner),
+                    ',"id":',
+                    _encode_str(self.id),
+                    ',"version":',
+                    int.__repr__(self.version),
+                    ',"op_id":',
+                    _encode_str(self.op_id),
+                    ',"at":',
+                    _encode_str(self.at),
+                    ',"data":',
+                    "null" if data is None else _encode_line(data),
+                    "}\n",
+                )
+            )
+        ).encode("utf-8")
 
 
 # json.dumps(body, ensure_ascii=False, separators=(",", ":")) without a new encoder per call. The
 # loader's line lanes (chalicelib.loader.lanes) read exactly this layout.
 _encode_line = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_encode_str = json.encoder.encode_basestring  # a str as that encoder writes it (ensure_ascii=False)
+_LINE_HEAD = '{"v":' + str(SCHEMA_VERSION) + ',"op":'
 
 
 def make_command(
     op: str, resource: str, owner: str, id_: str, version: int, op_id: str, data: dict[str, Any] | None
 ) -> WriteCommand:
     at = version_to_ts(version)  # always YYYY-MM-DDTHH:MM:SS.ffffffZ: the stored form is a slice of it
-    return WriteCommand(op, resource, owner, id_, version, op_id, at, data, f"{at[:10]} {at[11:26]}")
+    return new_command(op, resource, owner, id_, version, op_id, at, data, at[:10] + " " + at[11:26])
 
 
 # `at` exactly as version_to_ts writes it: UTC, microseconds, Z. ASCII digits only ([0-9], not \d).

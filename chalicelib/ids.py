@@ -22,15 +22,16 @@ def is_canonical_uuid(value: object) -> bool:
 
 
 def uuid7(now_ms: int | None = None) -> str:
-    """A version 7 UUID (RFC 9562): 48-bit Unix milliseconds, then random bits."""
+    """A version 7 UUID (RFC 9562): 48-bit Unix milliseconds, the version nibble 7, 12 random bits,
+    the variant bits 10 and 62 random bits; written from the random bytes' hex, no integer built."""
     ms = int(time.time() * 1000) if now_ms is None else now_ms
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & 0xFFFFFFFFFFFF) << 80
-    value |= 0x7 << 76
-    value |= ((rand >> 62) & 0xFFF) << 64
-    value |= 0b10 << 62
-    value |= rand & 0x3FFFFFFFFFFFFFFF
-    return hyphenated(value)
+    t = "%012x" % (ms & 0xFFFFFFFFFFFF)
+    r = os.urandom(10).hex()
+    return f"{t[:8]}-{t[8:]}-7{r[:3]}-{_VARIANT[r[3]]}{r[4:7]}-{r[7:19]}"
+
+
+# A random hex digit's low two bits under the variant bits 10: 8, 9, a or b.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 def hyphenated(value: int) -> str:
@@ -48,10 +49,10 @@ def derived_id(owner: str, key: str, position: int | None = None, scope: str = "
 
 
 def new_op_id() -> str:
-    """A version 4 UUID, as str(uuid.uuid4()) gives it."""
-    value = int.from_bytes(os.urandom(16), "big")
-    value = (value & ~(0xF000 << 64) & ~(0xC000 << 48)) | (0x4000 << 64) | (0x8000 << 48)
-    return hyphenated(value)
+    """A version 4 UUID, as str(uuid.uuid4()) gives it: 122 random bits, written from the random
+    bytes' hex."""
+    r = os.urandom(16).hex()
+    return f"{r[:8]}-{r[8:12]}-4{r[13:16]}-{_VARIANT[r[16]]}{r[17:20]}-{r[20:]}"
 
 
 class VersionClock:

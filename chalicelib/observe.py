@@ -201,9 +201,10 @@ _REQUEST_DIRECTIVE = [
 ]
 _REQUEST_DIRECTIVE_JSON = json.dumps(_REQUEST_DIRECTIVE, separators=(",", ":"))
 _json_str = json.encoder.encode_basestring_ascii  # what json.dumps uses for a str (ensure_ascii)
-# (stage, route, method) -> the line's fixed text around the latency and around the status.
-_REQUEST_TEMPLATES: dict[tuple[str, Any, str], tuple[str, str]] = {}
+# (stage, route, method, status) -> the line's fixed text (`_request_template`).
+_REQUEST_TEMPLATES: dict[tuple[str, Any, str, int], tuple[str, str, str, str]] = {}
 _MAX_TEMPLATES = 512
+_OPTIONAL_STR = (str, type(None))
 
 
 def _request_parts(event: Any) -> tuple[str | None, str | None, str, Any]:
@@ -249,59 +250,51 @@ def _json_opt(value: str | None) -> str:
 
 
 def request_line(event: Any, status: int, error: str | None, latency_ms: float) -> str:
-    """`request_record` as its JSON line (what `emit` writes), rendering only the parts that vary."""
+    """`request_record` as its JSON line (what `emit` writes), rendering only the parts that vary:
+    the text fixed for a (stage, route, method, status) is rendered once (`_request_template`)."""
     request_id, lambda_id, method, route = _request_parts(event)
     if (
         type(status) is not int
         or type(latency_ms) is not float
         or not math.isfinite(latency_ms)
-        or not isinstance(route, (str, type(None)))
-        or not isinstance(request_id, (str, type(None)))
-        or not isinstance(lambda_id, (str, type(None)))
-        or not isinstance(error, (str, type(None)))
+        or not isinstance(route, _OPTIONAL_STR)
+        or not isinstance(request_id, _OPTIONAL_STR)
+        or not isinstance(lambda_id, _OPTIONAL_STR)
+        or not isinstance(error, _OPTIONAL_STR)
     ):
         record = request_record(event, status, error, latency_ms)
         return json.dumps(record, separators=(",", ":"), default=str)
-    key = (stage(), route, method)
+    key = (stage(), route, method, status)
     parts = _REQUEST_TEMPLATES.get(key)
     if parts is None:
-        dimensions = json.dumps(
-            {"Stage": key[0], "Route": str(route or "unknown"), "Method": method or "unknown"}, separators=(",", ":")
-        )
-        parts = (
-            "," + dimensions[1:-1] + ',"Requests":1,"Latency":',
-            ',"method":' + _json_opt(method or None) + ',"route":' + _json_opt(route) + ',"status":',
-        )
         if len(_REQUEST_TEMPLATES) >= _MAX_TEMPLATES:
             _REQUEST_TEMPLATES.clear()
-        _REQUEST_TEMPLATES[key] = parts
-    server_error = status >= 500
+        parts = _REQUEST_TEMPLATES[key] = _request_template(key)
     latency = repr(round(latency_ms, 3))
-    return "".join(
-        (
-            '{"_aws":{"Timestamp":',
-            str(int(time.time() * 1000)),
-            ',"CloudWatchMetrics":',
-            _REQUEST_DIRECTIVE_JSON,
-            "}",
-            parts[0],
-            latency,
-            ',"ServerErrors":',
-            "1" if server_error else "0",
-            ',"WriteAcceptanceFailures":',
-            "1" if status == 503 and method in WRITE_METHODS else "0",
-            ',"type":"request","request_id":',
-            _json_opt(request_id),
-            ',"lambda_request_id":',
-            _json_opt(lambda_id),
-            parts[1],
-            str(status),
-            ',"error":',
-            _json_opt(error),
-            ',"latency_ms":',
-            latency,
-            ',"level":"error"}' if server_error else "}",
-        )
+    rid = "null" if request_id is None else _json_str(request_id)
+    lid = "null" if lambda_id is None else _json_str(lambda_id)
+    err = "null" if error is None else _json_str(error)
+    return (
+        f'{{"_aws":{{"Timestamp":{int(time.time() * 1000)}{parts[0]}{latency}{parts[1]}{rid}'
+        f',"lambda_request_id":{lid}{parts[2]}{err},"latency_ms":{latency}{parts[3]}'
+    )
+
+
+def _request_template(key: tuple[str, Any, str, int]) -> tuple[str, str, str, str]:
+    """The fixed text of one (stage, route, method, status)'s line, around what varies: the
+    timestamp, the latency, the request id, the Lambda request id, the error, the latency."""
+    stage_name, route, method, status = key
+    dimensions = json.dumps(
+        {"Stage": stage_name, "Route": str(route or "unknown"), "Method": method or "unknown"}, separators=(",", ":")
+    )
+    server_error = status >= 500
+    failed_write = status == 503 and method in WRITE_METHODS
+    return (
+        ',"CloudWatchMetrics":' + _REQUEST_DIRECTIVE_JSON + "}," + dimensions[1:-1] + ',"Requests":1,"Latency":',
+        f',"ServerErrors":{int(server_error)},"WriteAcceptanceFailures":{int(failed_write)}'
+        ',"type":"request","request_id":',
+        f',"method":{_json_opt(method or None)},"route":{_json_opt(route)},"status":{status},"error":',
+        ',"level":"error"}' if server_error else "}",
     )
 
 

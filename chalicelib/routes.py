@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 from urllib.parse import unquote
 
@@ -105,18 +106,27 @@ class Views:
 
     def body(self, ctx: Services, validate: Callable[[Any], Any], fields: dict[str, list[str]] | None = None) -> Any:
         """413, 415, invalid_json, then the body's validation errors (with `fields`, the header's)."""
-        from chalicelib.models import Invalid
-
         body = read_json(self.request(), ctx.settings.max_body_bytes)
-        errors = dict(fields or {})
         try:
             value = validate(body)
-        except Invalid as exc:
-            errors.update(exc.fields)
-            value = None
-        if errors:
-            raise validation_error(errors)
+        except _models().Invalid as exc:
+            raise validation_error({**(fields or {}), **exc.fields}) from None
+        if fields:
+            raise validation_error(dict(fields))
         return value
+
+
+_MODELS: list[ModuleType] = []
+
+
+def _models() -> ModuleType:
+    """chalicelib.models (the validators), imported by the first write, then kept: a GET never
+    needs it, and a write does not pay an import statement per request."""
+    if not _MODELS:
+        from chalicelib import models
+
+        _MODELS.append(models)
+    return _MODELS[0]
 
 
 def _named(view: View, name: str, query: Iterable[str] = ()) -> View:
@@ -140,9 +150,7 @@ class CollectionViews:
         self.page_query = ("limit", "cursor", *collection.filters)
 
     def validate(self, body: Any) -> Any:
-        from chalicelib.models import VALIDATORS
-
-        return VALIDATORS[self.name](body)
+        return _models().VALIDATORS[self.name](body)
 
     def location(self, id_: str) -> str:
         return f"{self.path}/{id_}"
@@ -237,9 +245,7 @@ def _batch(views: Views, resource: Resource) -> View:
     name = resource.name
 
     def create_many() -> Response:
-        from chalicelib.models import validate_batch
-
-        who, ctx, items, key, min_version = views.post(lambda body: validate_batch(body, name))
+        who, ctx, items, key, min_version = views.post(lambda body: _models().validate_batch(body, name))
         done = ctx.service.create_many(name, who, items, key, min_version)
         return Response(
             body={"accepted": [{"id": a.id, "version": a.version} for a in done]},
@@ -256,9 +262,7 @@ def owner_routes(views: Views, resource: Resource) -> list[Route]:
     label = path.strip("/").replace("/", "_")
 
     def validate(body: Any) -> Any:
-        from chalicelib.models import VALIDATORS
-
-        return VALIDATORS[name](body)
+        return _models().VALIDATORS[name](body)
 
     def get() -> Response:
         who = views.who()

@@ -5,9 +5,9 @@ turns them into HTTP answers."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from chalicelib.errors import NotFound, Unavailable
 from chalicelib.identity import Principal
@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 MIN_VERSION_RETRY_AFTER = 1
 
 
-@dataclass(frozen=True)
-class Accepted:
+class Accepted(NamedTuple):
+    """A write the transport took: its id and version (a tuple: made on every write)."""
+
     id: str
     version: int
 
@@ -51,9 +52,7 @@ class Service:
     def _command(
         self, op: str, resource: str, owner: str, id_: str, data: dict[str, Any] | None, after: int | None = None
     ) -> WriteCommand:
-        from chalicelib.commands import make_command  # not on the read path: GETs never import it
-
-        return make_command(op, resource, owner, id_, self.clock.next(after), new_op_id(), data)
+        return _make_command()(op, resource, owner, id_, self.clock.next(after), new_op_id(), data)
 
     def _send(self, commands: Sequence[WriteCommand], new_ids: bool = False) -> list[Accepted]:
         """Write `commands` (one record); `new_ids`: their ids were made here (UUIDv7), so
@@ -154,6 +153,19 @@ class Service:
 
     def get_profile(self, owner: str, min_version: int | None = None) -> Row:
         return self.get("profiles", owner, owner, min_version)
+
+
+_MAKE_COMMAND: list[Callable[..., WriteCommand]] = []
+
+
+def _make_command() -> Callable[..., WriteCommand]:
+    """chalicelib.commands.make_command, imported by the first write, then kept: not on the read
+    path (GETs never import it), and a write does not pay an import statement per request."""
+    if not _MAKE_COMMAND:
+        from chalicelib.commands import make_command
+
+        _MAKE_COMMAND.append(make_command)
+    return _MAKE_COMMAND[0]
 
 
 def _at_least(seen: Seen, min_version: int | None) -> Row | None:
