@@ -12,6 +12,12 @@ on the connection's fixed settings (use_unicode, encoding, decoders), so rows an
 exactly PyMySQL's; bytes not seen before (another statement, a changed schema) are parsed as
 PyMySQL parses them.
 
+After the first packet (read by PyMySQL, which also sets the socket's read timeout), a result's
+packets are read by `packet_payload` (`Connection._read_packet` without building a `MysqlPacket`
+for every column and row; error packets raised as PyMySQL raises them) and each row by
+`row_values` (`MySQLResult._read_row_from_packet` for values shorter than 251 bytes, PyMySQL's own
+parsing for any row with a longer one).
+
 Their DATETIME and TIMESTAMP values are read by `datetime_from_text`: PyMySQL's answer, without
 its regular expression for the text MySQL sends for a DATETIME(6) (~2 µs a value, two per todo).
 
@@ -70,6 +76,65 @@ def reader_connection_class() -> Any:
         return _made[0]
 
 
+def packet_payload(conn: Any, packet_class: Any) -> bytes:
+    """The payload of the next packet, as `Connection._read_packet` reads it (bytes through
+    `Connection._read_bytes`, sequence numbers checked, a packet of 16 MiB or more joined with
+    the next); an error packet raised as PyMySQL raises it."""
+    read = conn._read_bytes
+    parts: list[bytes] = []
+    while True:
+        header = read(4)
+        length = header[0] | header[1] << 8 | header[2] << 16
+        if header[3] != conn._next_seq_id:
+            _wrong_sequence(conn, header[3])
+        conn._next_seq_id = (header[3] + 1) % 256
+        data = read(length)
+        if length < 0xFFFFFF:
+            break
+        parts.append(data)
+    if parts:
+        parts.append(data)
+        data = b"".join(parts)
+    if data[:1] == b"\xff":
+        packet_class(data, conn.encoding).raise_for_error()
+    return data
+
+
+def _wrong_sequence(conn: Any, got: int) -> None:
+    from pymysql import err
+    from pymysql.constants import CR
+
+    conn._force_close()
+    if got == 0:  # MariaDB sends an error packet numbered 0 when it shuts down
+        raise err.OperationalError(CR.CR_SERVER_LOST, "Lost connection to MySQL server during query")
+    raise err.InternalError(f"Packet sequence number wrong - got {got} expected {conn._next_seq_id}")
+
+
+def row_values(data: bytes, converters: Any) -> tuple[Any, ...] | None:
+    """A row packet's values as `MySQLResult._read_row_from_packet` reads them, or None when a
+    value is 251 bytes or longer or the packet is cut short (PyMySQL parses those rows)."""
+    values: list[Any] = []
+    pos, end = 0, len(data)
+    for encoding, converter in converters:
+        if pos >= end:
+            break  # as PyMySQL: a row packet with fewer values ends the row
+        size = data[pos]
+        if size < 251:
+            value: Any = data[pos + 1 : pos + 1 + size]
+            pos += 1 + size
+            if encoding is not None:
+                value = value.decode(encoding)
+            if converter is not None:
+                value = converter(value)
+        elif size == 251:  # NULL
+            pos += 1
+            value = None
+        else:
+            return None
+        values.append(value)
+    return tuple(values) if pos <= end else None
+
+
 def _make() -> Any:
     """`ReaderConnection` built on this PyMySQL's classes, or None when it lacks what they need."""
     try:
@@ -82,7 +147,7 @@ def _make() -> Any:
         return None
     connection, mysql_result, field_packet, text_types = found
     describe = _describer(field_packet, text_types, FIELD_TYPE, converters.through)
-    result_class = _caching_result_class(mysql_result, describe)
+    result_class = _caching_result_class(mysql_result, describe, connections.MysqlPacket)
     return _reader_connection_class(connection, result_class, _conversions(converters, FIELD_TYPE))
 
 
@@ -104,6 +169,11 @@ def _internals(connections: Any) -> tuple[Any, Any, Any, Any] | None:
         (MySQLResult, "read"),
         (FieldDescriptorPacket, "description"),
         (MysqlPacket, "get_all_data"),
+        (MysqlPacket, "raise_for_error"),
+        (Connection, "_read_bytes"),
+        (Connection, "_force_close"),
+        (MySQLResult, "_read_row_from_packet"),
+        (MySQLResult, "_check_packet_is_eof"),
     )
     if not all(callable(getattr(owner, name, None)) for owner, name in needed):
         return None
@@ -145,9 +215,10 @@ def _describer(
     return describe
 
 
-def _caching_result_class(MySQLResult: Any, describe: Callable[[Any, bytes], Any]) -> Any:
+def _caching_result_class(MySQLResult: Any, describe: Callable[[Any, bytes], Any], MysqlPacket: Any) -> Any:
     """A `MySQLResult` whose column descriptions come from the connection's `sluice_columns`,
-    each packet's bytes described once."""
+    each packet's bytes described once, and whose packets after the first are read by
+    `packet_payload` and rows by `row_values`."""
 
     class ColumnCachingResult(MySQLResult):
         def _get_descriptions(self) -> None:
@@ -157,7 +228,7 @@ def _caching_result_class(MySQLResult: Any, describe: Callable[[Any, bytes], Any
             description = []
             decoders = []
             for _ in range(self.field_count):
-                data = conn._read_packet().get_all_data()
+                data = packet_payload(conn, MysqlPacket)
                 column = known.get(data)
                 if column is None:
                     column = describe(conn, data)
@@ -167,11 +238,26 @@ def _caching_result_class(MySQLResult: Any, describe: Callable[[Any, bytes], Any
                 fields.append(column[0])
                 description.append(column[1])
                 decoders.append(column[2])
-            eof_packet = conn._read_packet()
-            assert eof_packet.is_eof_packet(), "Protocol error, expecting EOF"
+            eof = packet_payload(conn, MysqlPacket)
+            assert eof[:1] == b"\xfe" and len(eof) < 9, "Protocol error, expecting EOF"
             self.fields = fields
             self.converters = decoders
             self.description = tuple(description)
+
+        def _read_rowdata_packet(self) -> None:
+            conn = self.connection
+            converters = self.converters
+            rows = []
+            while True:
+                data = packet_payload(conn, MysqlPacket)
+                if data[:1] == b"\xfe" and len(data) < 9:  # EOF: its warnings and more-results flag
+                    self._check_packet_is_eof(MysqlPacket(data, conn.encoding))
+                    self.connection = None
+                    break
+                row = row_values(data, converters)
+                rows.append(row if row is not None else self._read_row_from_packet(MysqlPacket(data, conn.encoding)))
+            self.affected_rows = len(rows)
+            self.rows = tuple(rows)
 
     return ColumnCachingResult
 

@@ -41,6 +41,9 @@ STATEMENTS = [
     "SELECT COUNT(*), MAX(moment), SUM(money), GROUP_CONCAT(word) FROM kinds",
     "SELECT 1, 'x', NULL, CAST(1 AS DECIMAL(3, 1)), NOW(6) > '2000-01-01', JSON_OBJECT('k', word) FROM kinds",
     "SELECT word AS same_name, word AS same_name FROM kinds",
+    # values of 251 bytes and more (two- and three-byte lengths): those rows are parsed by PyMySQL
+    "SELECT id, REPEAT(word, 40), word, REPEAT('z', 70000), body, NULL FROM kinds ORDER BY id",
+    "SELECT id, REPEAT('y', 250), REPEAT('y', 251) FROM kinds ORDER BY id",
 ]
 
 
