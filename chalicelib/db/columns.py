@@ -13,10 +13,12 @@ exactly PyMySQL's; bytes not seen before (another statement, a changed schema) a
 PyMySQL parses them.
 
 After the first packet (read by PyMySQL, which also sets the socket's read timeout), a result's
-packets are read by `packet_payload` (`Connection._read_packet` without building a `MysqlPacket`
-for every column and row; error packets raised as PyMySQL raises them) and each row by
-`row_values` (`MySQLResult._read_row_from_packet` for values shorter than 251 bytes, PyMySQL's own
-parsing for any row with a longer one).
+packets are sliced out of the connection's read buffer (`BufferedPackets`: one `peek` for all the
+packets already received, the bytes used consumed after) or, for a packet not wholly received,
+read by `packet_payload` (`Connection._read_packet` without building a `MysqlPacket`); error
+packets are raised as PyMySQL raises them. Each row is read by `row_values`
+(`MySQLResult._read_row_from_packet` for values shorter than 251 bytes, PyMySQL's own parsing for
+any row with a longer one).
 
 Their DATETIME and TIMESTAMP values are read by `datetime_from_text`: PyMySQL's answer, without
 its regular expression for the text MySQL sends for a DATETIME(6) (~2 µs a value, two per todo).
@@ -110,6 +112,65 @@ def _wrong_sequence(conn: Any, got: int) -> None:
     raise err.InternalError(f"Packet sequence number wrong - got {got} expected {conn._next_seq_id}")
 
 
+class BufferedPackets:
+    """The payloads of a result's next packets, sliced from the connection's read buffer (one
+    `peek` gives every byte already received), each as `packet_payload` would read it. The bytes
+    sliced are consumed from the buffer by `sync`, which runs before a packet not wholly in the
+    buffer is read by `packet_payload`, before an error is raised, and when the result is read."""
+
+    __slots__ = ("buf", "conn", "packet_class", "pos")
+
+    def __init__(self, conn: Any, packet_class: Any) -> None:
+        self.conn = conn
+        self.packet_class = packet_class
+        self.buf = b""
+        self.pos = 0
+
+    def next(self) -> bytes:
+        conn, buf, pos = self.conn, self.buf, self.pos
+        if len(buf) - pos < 4:
+            self.sync()
+            buf = self.buf = self._peek()  # a packet is due: waiting for it is right
+            pos = 0
+        if len(buf) - pos >= 4:
+            length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+            end = pos + 4 + length
+            if end <= len(buf) and length < 0xFFFFFF:
+                seq = buf[pos + 3]
+                if seq != conn._next_seq_id:
+                    self.sync()
+                    _wrong_sequence(conn, seq)
+                conn._next_seq_id = (seq + 1) % 256
+                self.pos = end
+                data = buf[pos + 4 : end]
+                if data[:1] == b"\xff":
+                    self.sync()
+                    self.packet_class(data, conn.encoding).raise_for_error()
+                return data
+        self.sync()  # not wholly received (or 16 MiB and more): PyMySQL's way
+        return packet_payload(conn, self.packet_class)
+
+    def _peek(self) -> bytes:
+        try:
+            return bytes(self.conn._rfile.peek(1))
+        except OSError as exc:  # as Connection._read_bytes reports a failed read
+            from pymysql import err
+            from pymysql.constants import CR
+
+            self.conn._force_close()
+            raise err.OperationalError(
+                CR.CR_SERVER_LOST, f"Lost connection to MySQL server during query ({exc})"
+            ) from exc
+
+    def sync(self) -> None:
+        """Consume the bytes sliced so far from the connection's read buffer."""
+        if self.pos:
+            used, self.pos, self.buf = self.pos, 0, b""
+            rfile = self.conn._rfile
+            if rfile is not None:
+                rfile.read(used)
+
+
 def row_values(data: bytes, converters: Any) -> tuple[Any, ...] | None:
     """A row packet's values as `MySQLResult._read_row_from_packet` reads them, or None when a
     value is 251 bytes or longer or the packet is cut short (PyMySQL parses those rows)."""
@@ -174,6 +235,7 @@ def _internals(connections: Any) -> tuple[Any, Any, Any, Any] | None:
         (Connection, "_force_close"),
         (MySQLResult, "_read_row_from_packet"),
         (MySQLResult, "_check_packet_is_eof"),
+        (MySQLResult, "_read_result_packet"),
     )
     if not all(callable(getattr(owner, name, None)) for owner, name in needed):
         return None
@@ -221,14 +283,25 @@ def _caching_result_class(MySQLResult: Any, describe: Callable[[Any, bytes], Any
     `packet_payload` and rows by `row_values`."""
 
     class ColumnCachingResult(MySQLResult):
-        def _get_descriptions(self) -> None:
+        def _read_result_packet(self, first_packet: Any) -> None:
+            self.field_count = first_packet.read_length_encoded_integer()
+            packets = BufferedPackets(self.connection, MysqlPacket)
+            try:
+                self._get_descriptions(packets.next)
+                self._read_rowdata_packet(packets.next)
+            finally:
+                packets.sync()
+
+        def _get_descriptions(self, next_payload: Callable[[], bytes] | None = None) -> None:
             conn = self.connection
+            if next_payload is None:  # an unbuffered result's (SSCursor): packet by packet
+                next_payload = lambda: packet_payload(conn, MysqlPacket)  # noqa: E731
             known = conn.sluice_columns
             fields = []
             description = []
             decoders = []
             for _ in range(self.field_count):
-                data = packet_payload(conn, MysqlPacket)
+                data = next_payload()
                 column = known.get(data)
                 if column is None:
                     column = describe(conn, data)
@@ -238,18 +311,20 @@ def _caching_result_class(MySQLResult: Any, describe: Callable[[Any, bytes], Any
                 fields.append(column[0])
                 description.append(column[1])
                 decoders.append(column[2])
-            eof = packet_payload(conn, MysqlPacket)
+            eof = next_payload()
             assert eof[:1] == b"\xfe" and len(eof) < 9, "Protocol error, expecting EOF"
             self.fields = fields
             self.converters = decoders
             self.description = tuple(description)
 
-        def _read_rowdata_packet(self) -> None:
+        def _read_rowdata_packet(self, next_payload: Callable[[], bytes] | None = None) -> None:
             conn = self.connection
+            if next_payload is None:
+                next_payload = lambda: packet_payload(conn, MysqlPacket)  # noqa: E731
             converters = self.converters
             rows = []
             while True:
-                data = packet_payload(conn, MysqlPacket)
+                data = next_payload()
                 if data[:1] == b"\xfe" and len(data) < 9:  # EOF: its warnings and more-results flag
                     self._check_packet_is_eof(MysqlPacket(data, conn.encoding))
                     self.connection = None

@@ -44,6 +44,8 @@ STATEMENTS = [
     # values of 251 bytes and more (two- and three-byte lengths): those rows are parsed by PyMySQL
     "SELECT id, REPEAT(word, 40), word, REPEAT('z', 70000), body, NULL FROM kinds ORDER BY id",
     "SELECT id, REPEAT('y', 250), REPEAT('y', 251) FROM kinds ORDER BY id",
+    # a result of many reads from the socket: packets cut at the read buffer's end
+    "SELECT seq, REPEAT('x', seq % 300), NULL, seq * 2 FROM seq_1_to_3000",
 ]
 
 
