@@ -12,13 +12,11 @@ on the connection's fixed settings (use_unicode, encoding, decoders), so rows an
 exactly PyMySQL's; bytes not seen before (another statement, a changed schema) are parsed as
 PyMySQL parses them.
 
-After the first packet (read by PyMySQL, which also sets the socket's read timeout), a result's
-packets are sliced out of the connection's read buffer (`BufferedPackets`: one `peek` for all the
-packets already received, the bytes used consumed after) or, for a packet not wholly received,
-read by `packet_payload` (`Connection._read_packet` without building a `MysqlPacket`); error
-packets are raised as PyMySQL raises them. Each row is read by `row_values`
-(`MySQLResult._read_row_from_packet` for values shorter than 251 bytes, PyMySQL's own parsing for
-any row with a longer one).
+After the first packet (read by PyMySQL, which also sets the socket's read timeout), a buffered
+result's packets and rows are read by chalicelib.db.packets (sliced out of the connection's read
+buffer, rows with short values parsed in one loop). The column packets and their EOF, headers
+included, also repeat as one block for a statement: a block received before is matched with one
+comparison and its descriptions reused (`sluice_blocks`).
 
 Their DATETIME and TIMESTAMP values are read by `datetime_from_text`: PyMySQL's answer, without
 its regular expression for the text MySQL sends for a DATETIME(6) (~2 µs a value, two per todo).
@@ -39,7 +37,10 @@ from typing import Any
 
 from pymysql.converters import convert_datetime
 
+from chalicelib.db.packets import BufferedPackets, packet_payload, row_values
+
 MAX_COLUMNS = 512  # distinct column packets kept per connection (a reader's statements use ~40)
+MAX_BLOCKS = 16  # column blocks kept per connection and column count
 
 _lock = threading.Lock()
 _made: list[Any] = []  # [the class or None], made once per process
@@ -76,124 +77,6 @@ def reader_connection_class() -> Any:
         if not _made:
             _made.append(_make())
         return _made[0]
-
-
-def packet_payload(conn: Any, packet_class: Any) -> bytes:
-    """The payload of the next packet, as `Connection._read_packet` reads it (bytes through
-    `Connection._read_bytes`, sequence numbers checked, a packet of 16 MiB or more joined with
-    the next); an error packet raised as PyMySQL raises it."""
-    read = conn._read_bytes
-    parts: list[bytes] = []
-    while True:
-        header = read(4)
-        length = header[0] | header[1] << 8 | header[2] << 16
-        if header[3] != conn._next_seq_id:
-            _wrong_sequence(conn, header[3])
-        conn._next_seq_id = (header[3] + 1) % 256
-        data = read(length)
-        if length < 0xFFFFFF:
-            break
-        parts.append(data)
-    if parts:
-        parts.append(data)
-        data = b"".join(parts)
-    if data[:1] == b"\xff":
-        packet_class(data, conn.encoding).raise_for_error()
-    return data
-
-
-def _wrong_sequence(conn: Any, got: int) -> None:
-    from pymysql import err
-    from pymysql.constants import CR
-
-    conn._force_close()
-    if got == 0:  # MariaDB sends an error packet numbered 0 when it shuts down
-        raise err.OperationalError(CR.CR_SERVER_LOST, "Lost connection to MySQL server during query")
-    raise err.InternalError(f"Packet sequence number wrong - got {got} expected {conn._next_seq_id}")
-
-
-class BufferedPackets:
-    """The payloads of a result's next packets, sliced from the connection's read buffer (one
-    `peek` gives every byte already received), each as `packet_payload` would read it. The bytes
-    sliced are consumed from the buffer by `sync`, which runs before a packet not wholly in the
-    buffer is read by `packet_payload`, before an error is raised, and when the result is read."""
-
-    __slots__ = ("buf", "conn", "packet_class", "pos")
-
-    def __init__(self, conn: Any, packet_class: Any) -> None:
-        self.conn = conn
-        self.packet_class = packet_class
-        self.buf = b""
-        self.pos = 0
-
-    def next(self) -> bytes:
-        conn, buf, pos = self.conn, self.buf, self.pos
-        if len(buf) - pos < 4:
-            self.sync()
-            buf = self.buf = self._peek()  # a packet is due: waiting for it is right
-            pos = 0
-        if len(buf) - pos >= 4:
-            length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
-            end = pos + 4 + length
-            if end <= len(buf) and length < 0xFFFFFF:
-                seq = buf[pos + 3]
-                if seq != conn._next_seq_id:
-                    self.sync()
-                    _wrong_sequence(conn, seq)
-                conn._next_seq_id = (seq + 1) % 256
-                self.pos = end
-                data = buf[pos + 4 : end]
-                if data[:1] == b"\xff":
-                    self.sync()
-                    self.packet_class(data, conn.encoding).raise_for_error()
-                return data
-        self.sync()  # not wholly received (or 16 MiB and more): PyMySQL's way
-        return packet_payload(conn, self.packet_class)
-
-    def _peek(self) -> bytes:
-        try:
-            return bytes(self.conn._rfile.peek(1))
-        except OSError as exc:  # as Connection._read_bytes reports a failed read
-            from pymysql import err
-            from pymysql.constants import CR
-
-            self.conn._force_close()
-            raise err.OperationalError(
-                CR.CR_SERVER_LOST, f"Lost connection to MySQL server during query ({exc})"
-            ) from exc
-
-    def sync(self) -> None:
-        """Consume the bytes sliced so far from the connection's read buffer."""
-        if self.pos:
-            used, self.pos, self.buf = self.pos, 0, b""
-            rfile = self.conn._rfile
-            if rfile is not None:
-                rfile.read(used)
-
-
-def row_values(data: bytes, converters: Any) -> tuple[Any, ...] | None:
-    """A row packet's values as `MySQLResult._read_row_from_packet` reads them, or None when a
-    value is 251 bytes or longer or the packet is cut short (PyMySQL parses those rows)."""
-    values: list[Any] = []
-    pos, end = 0, len(data)
-    for encoding, converter in converters:
-        if pos >= end:
-            break  # as PyMySQL: a row packet with fewer values ends the row
-        size = data[pos]
-        if size < 251:
-            value: Any = data[pos + 1 : pos + 1 + size]
-            pos += 1 + size
-            if encoding is not None:
-                value = value.decode(encoding)
-            if converter is not None:
-                value = converter(value)
-        elif size == 251:  # NULL
-            pos += 1
-            value = None
-        else:
-            return None
-        values.append(value)
-    return tuple(values) if pos <= end else None
 
 
 def _make() -> Any:
@@ -287,10 +170,31 @@ def _caching_result_class(MySQLResult: Any, describe: Callable[[Any, bytes], Any
             self.field_count = first_packet.read_length_encoded_integer()
             packets = BufferedPackets(self.connection, MysqlPacket)
             try:
-                self._get_descriptions(packets.next)
+                self._known_columns(packets)
                 self._read_rowdata_packet(packets.next)
             finally:
                 packets.sync()
+
+        def _known_columns(self, packets: BufferedPackets) -> None:
+            """The column packets and their EOF: when they repeat, byte for byte (headers
+            included), a block this connection read before (the same statement's), the
+            descriptions made of it then; else parsed (`_get_descriptions`), and remembered
+            when they were all in the buffer."""
+            conn = self.connection
+            blocks = conn.sluice_blocks.setdefault(self.field_count, [])
+            packets.ready()
+            seq = conn._next_seq_id
+            for block, first, after, fields, converters, description in blocks:
+                if first == seq and packets.take(block, seq, after):
+                    self.fields, self.converters, self.description = list(fields), list(converters), description
+                    return
+            buf, start = packets.buf, packets.pos
+            self._get_descriptions(packets.next)
+            if packets.buf is buf and start < packets.pos:
+                if len(blocks) >= MAX_BLOCKS:
+                    blocks.clear()
+                made = (list(self.fields), list(self.converters), self.description)
+                blocks.append((buf[start : packets.pos], seq, conn._next_seq_id, *made))
 
         def _get_descriptions(self, next_payload: Callable[[], bytes] | None = None) -> None:
             conn = self.connection
@@ -346,6 +250,9 @@ def _reader_connection_class(Connection: Any, ColumnCachingResult: Any, conversi
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             self.sluice_columns: dict[bytes, tuple[Any, Any, tuple[str | None, Any]]] = {}
+            # column count -> (the column packets and their EOF as received, the sequence numbers
+            # of the first and after the last, fields, converters, description)
+            self.sluice_blocks: dict[int, list[tuple[bytes, int, int, list[Any], list[Any], Any]]] = {}
             if kwargs.get("conv") is None:
                 kwargs["conv"] = self.sluice_conversions
             super().__init__(*args, **kwargs)

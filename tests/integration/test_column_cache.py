@@ -108,6 +108,7 @@ def test_results_are_plain_pymysql_ones_first_time_and_from_the_cache(url, use_u
                 args = (1,) if "%s" in statement else None
                 assert _result(cached, statement, args) == _result(plain, statement, args)
         assert cached.sluice_columns  # it did keep them
+        assert cached.sluice_blocks  # and the statements' column blocks
     finally:
         plain.close()
         cached.close()
