@@ -37,7 +37,7 @@ from typing import Any
 
 from pymysql.converters import convert_datetime
 
-from chalicelib.db.packets import BufferedPackets, packet_payload, row_values
+from chalicelib.db.packets import BufferedPackets, packet_payload, read_rows
 
 MAX_COLUMNS = 512  # distinct column packets kept per connection (a reader's statements use ~40)
 MAX_BLOCKS = 16  # column blocks kept per connection and column count
@@ -161,84 +161,85 @@ def _describer(
 
 
 def _caching_result_class(MySQLResult: Any, describe: Callable[[Any, bytes], Any], MysqlPacket: Any) -> Any:
-    """A `MySQLResult` whose column descriptions come from the connection's `sluice_columns`,
-    each packet's bytes described once, and whose packets after the first are read by
-    `packet_payload` and rows by `row_values`."""
+    """A `MySQLResult` whose column descriptions come from the connection's `sluice_blocks` and
+    `sluice_columns`, and whose packets after the first are read by chalicelib.db.packets."""
 
     class ColumnCachingResult(MySQLResult):
         def _read_result_packet(self, first_packet: Any) -> None:
             self.field_count = first_packet.read_length_encoded_integer()
             packets = BufferedPackets(self.connection, MysqlPacket)
             try:
-                self._known_columns(packets)
-                self._read_rowdata_packet(packets.next)
+                if not known_columns(self, packets):
+                    buf, start, seq = packets.buf, packets.pos, self.connection._next_seq_id
+                    self._get_descriptions(packets.next)
+                    remember_columns(self, packets, buf, start, seq)
+                read_rows(self, packets.next, MysqlPacket)
             finally:
                 packets.sync()
-
-        def _known_columns(self, packets: BufferedPackets) -> None:
-            """The column packets and their EOF: when they repeat, byte for byte (headers
-            included), a block this connection read before (the same statement's), the
-            descriptions made of it then; else parsed (`_get_descriptions`), and remembered
-            when they were all in the buffer."""
-            conn = self.connection
-            blocks = conn.sluice_blocks.setdefault(self.field_count, [])
-            packets.ready()
-            seq = conn._next_seq_id
-            for block, first, after, fields, converters, description in blocks:
-                if first == seq and packets.take(block, seq, after):
-                    self.fields, self.converters, self.description = list(fields), list(converters), description
-                    return
-            buf, start = packets.buf, packets.pos
-            self._get_descriptions(packets.next)
-            if packets.buf is buf and start < packets.pos:
-                if len(blocks) >= MAX_BLOCKS:
-                    blocks.clear()
-                made = (list(self.fields), list(self.converters), self.description)
-                blocks.append((buf[start : packets.pos], seq, conn._next_seq_id, *made))
 
         def _get_descriptions(self, next_payload: Callable[[], bytes] | None = None) -> None:
             conn = self.connection
             if next_payload is None:  # an unbuffered result's (SSCursor): packet by packet
                 next_payload = lambda: packet_payload(conn, MysqlPacket)  # noqa: E731
-            known = conn.sluice_columns
-            fields = []
-            description = []
-            decoders = []
-            for _ in range(self.field_count):
-                data = next_payload()
-                column = known.get(data)
-                if column is None:
-                    column = describe(conn, data)
-                    if len(known) >= MAX_COLUMNS:
-                        known.clear()
-                    known[data] = column
-                fields.append(column[0])
-                description.append(column[1])
-                decoders.append(column[2])
-            eof = next_payload()
-            assert eof[:1] == b"\xfe" and len(eof) < 9, "Protocol error, expecting EOF"
-            self.fields = fields
-            self.converters = decoders
-            self.description = tuple(description)
+            read_descriptions(self, next_payload, describe)
 
-        def _read_rowdata_packet(self, next_payload: Callable[[], bytes] | None = None) -> None:
+        def _read_rowdata_packet(self) -> None:
             conn = self.connection
-            if next_payload is None:
-                next_payload = lambda: packet_payload(conn, MysqlPacket)  # noqa: E731
-            converters = self.converters
-            rows = []
-            while True:
-                data = next_payload()
-                if data[:1] == b"\xfe" and len(data) < 9:  # EOF: its warnings and more-results flag
-                    self._check_packet_is_eof(MysqlPacket(data, conn.encoding))
-                    self.connection = None
-                    break
-                row = row_values(data, converters)
-                rows.append(row if row is not None else self._read_row_from_packet(MysqlPacket(data, conn.encoding)))
-            self.affected_rows = len(rows)
-            self.rows = tuple(rows)
+            read_rows(self, lambda: packet_payload(conn, MysqlPacket), MysqlPacket)
 
     return ColumnCachingResult
+
+
+def known_columns(result: Any, packets: BufferedPackets) -> bool:
+    """Whether the result's column packets and their EOF repeat, byte for byte (headers
+    included), a block its connection read before (the same statement's): then they are read
+    past and the result takes the descriptions made of them then."""
+    conn = result.connection
+    packets.ready()
+    seq = conn._next_seq_id
+    for block, first, after, fields, converters, description in conn.sluice_blocks.get(result.field_count, ()):
+        if first == seq and packets.take(block, seq, after):
+            result.fields, result.converters, result.description = list(fields), list(converters), description
+            return True
+    return False
+
+
+def remember_columns(result: Any, packets: BufferedPackets, buf: bytes, start: int, seq: int) -> None:
+    """Keep the column block just read (from `start` in `buf`, from sequence number `seq`) with
+    its descriptions, when it was all in that buffer."""
+    if packets.buf is not buf or start >= packets.pos:
+        return
+    conn = result.connection
+    blocks = conn.sluice_blocks.setdefault(result.field_count, [])
+    if len(blocks) >= MAX_BLOCKS:
+        blocks.clear()
+    made = (list(result.fields), list(result.converters), result.description)
+    blocks.append((buf[start : packets.pos], seq, conn._next_seq_id, *made))
+
+
+def read_descriptions(result: Any, next_payload: Callable[[], bytes], describe: Callable[[Any, bytes], Any]) -> None:
+    """`MySQLResult._get_descriptions`, each column packet's bytes described once per connection."""
+    conn = result.connection
+    known = conn.sluice_columns
+    fields = []
+    description = []
+    decoders = []
+    for _ in range(result.field_count):
+        data = next_payload()
+        column = known.get(data)
+        if column is None:
+            column = describe(conn, data)
+            if len(known) >= MAX_COLUMNS:
+                known.clear()
+            known[data] = column
+        fields.append(column[0])
+        description.append(column[1])
+        decoders.append(column[2])
+    eof = next_payload()
+    assert eof[:1] == b"\xfe" and len(eof) < 9, "Protocol error, expecting EOF"
+    result.fields = fields
+    result.converters = decoders
+    result.description = tuple(description)
 
 
 def _reader_connection_class(Connection: Any, ColumnCachingResult: Any, conversions: dict[Any, Any]) -> Any:

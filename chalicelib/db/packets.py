@@ -7,6 +7,7 @@ connections of chalicelib.db.columns.
 - `packet_payload`: `Connection._read_packet` without building a `MysqlPacket` (sequence numbers
   checked, a packet of 16 MiB or more joined with the next, an error packet raised as PyMySQL
   raises it);
+- `read_rows`: `MySQLResult._read_rowdata_packet` through one of those, each row by
 - `row_values`: a row's values as `MySQLResult._read_row_from_packet` reads them, for rows whose
   values are all shorter than 251 bytes (PyMySQL parses the others).
 
@@ -15,6 +16,7 @@ PyMySQL is imported only to raise its errors.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
@@ -150,3 +152,22 @@ def row_values(data: bytes, converters: Any) -> tuple[Any, ...] | None:
             return None
         values.append(value)
     return tuple(values) if pos <= end else None
+
+
+def read_rows(result: Any, next_payload: Callable[[], bytes], packet_class: Any) -> None:
+    """`MySQLResult._read_rowdata_packet` with the packets `next_payload` gives: rows up to the
+    EOF packet (its warnings and more-results flag read by PyMySQL), each by `row_values` or,
+    when that declines, by PyMySQL's `_read_row_from_packet`."""
+    encoding = result.connection.encoding
+    converters = result.converters
+    rows = []
+    while True:
+        data = next_payload()
+        if data[:1] == b"\xfe" and len(data) < 9:
+            result._check_packet_is_eof(packet_class(data, encoding))
+            result.connection = None
+            break
+        row = row_values(data, converters)
+        rows.append(row if row is not None else result._read_row_from_packet(packet_class(data, encoding)))
+    result.affected_rows = len(rows)
+    result.rows = tuple(rows)
