@@ -91,7 +91,8 @@ def _make() -> Any:
         return None
     connection, mysql_result, field_packet, text_types = found
     describe = _describer(field_packet, text_types, FIELD_TYPE, converters.through)
-    result_class = _caching_result_class(mysql_result, describe, connections.MysqlPacket)
+    internals: Any = connections  # MysqlPacket: not in the type stubs
+    result_class = _caching_result_class(mysql_result, describe, internals.MysqlPacket)
     return _reader_connection_class(connection, result_class, _conversions(converters, FIELD_TYPE))
 
 
