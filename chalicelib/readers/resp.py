@@ -233,7 +233,7 @@ class RespClient:
         sock = self._sock
         assert sock is not None
         sock.sendall(payload if payload is not None else b"".join(encode_command(c) for c in commands))
-        return [self._reply() for _ in commands]
+        return self._array(len(commands))  # each reply in turn; bulk strings already received sliced out
 
     # -- reading replies ---------------------------------------------------------------------
     def _fill(self) -> None:
