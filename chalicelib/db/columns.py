@@ -12,6 +12,12 @@ on the connection's fixed settings (use_unicode, encoding, decoders), so rows an
 exactly PyMySQL's; bytes not seen before (another statement, a changed schema) are parsed as
 PyMySQL parses them.
 
+After the first packet (read by PyMySQL, which also sets the socket's read timeout), a buffered
+result's packets and rows are read by chalicelib.db.packets (sliced out of the connection's read
+buffer, rows with short values parsed in one loop). The column packets and their EOF, headers
+included, also repeat as one block for a statement: a block received before is matched with one
+comparison and its descriptions reused (`sluice_blocks`).
+
 Their DATETIME and TIMESTAMP values are read by `datetime_from_text`: PyMySQL's answer, without
 its regular expression for the text MySQL sends for a DATETIME(6) (~2 µs a value, two per todo).
 
@@ -31,7 +37,10 @@ from typing import Any
 
 from pymysql.converters import convert_datetime
 
+from chalicelib.db.packets import BufferedPackets, packet_payload, read_rows
+
 MAX_COLUMNS = 512  # distinct column packets kept per connection (a reader's statements use ~40)
+MAX_BLOCKS = 16  # column blocks kept per connection and column count
 
 _lock = threading.Lock()
 _made: list[Any] = []  # [the class or None], made once per process
@@ -82,7 +91,8 @@ def _make() -> Any:
         return None
     connection, mysql_result, field_packet, text_types = found
     describe = _describer(field_packet, text_types, FIELD_TYPE, converters.through)
-    result_class = _caching_result_class(mysql_result, describe)
+    internals: Any = connections  # MysqlPacket: not in the type stubs
+    result_class = _caching_result_class(mysql_result, describe, internals.MysqlPacket)
     return _reader_connection_class(connection, result_class, _conversions(converters, FIELD_TYPE))
 
 
@@ -104,6 +114,12 @@ def _internals(connections: Any) -> tuple[Any, Any, Any, Any] | None:
         (MySQLResult, "read"),
         (FieldDescriptorPacket, "description"),
         (MysqlPacket, "get_all_data"),
+        (MysqlPacket, "raise_for_error"),
+        (Connection, "_read_bytes"),
+        (Connection, "_force_close"),
+        (MySQLResult, "_read_row_from_packet"),
+        (MySQLResult, "_check_packet_is_eof"),
+        (MySQLResult, "_read_result_packet"),
     )
     if not all(callable(getattr(owner, name, None)) for owner, name in needed):
         return None
@@ -145,35 +161,86 @@ def _describer(
     return describe
 
 
-def _caching_result_class(MySQLResult: Any, describe: Callable[[Any, bytes], Any]) -> Any:
-    """A `MySQLResult` whose column descriptions come from the connection's `sluice_columns`,
-    each packet's bytes described once."""
+def _caching_result_class(MySQLResult: Any, describe: Callable[[Any, bytes], Any], MysqlPacket: Any) -> Any:
+    """A `MySQLResult` whose column descriptions come from the connection's `sluice_blocks` and
+    `sluice_columns`, and whose packets after the first are read by chalicelib.db.packets."""
 
     class ColumnCachingResult(MySQLResult):
-        def _get_descriptions(self) -> None:
+        def _read_result_packet(self, first_packet: Any) -> None:
+            self.field_count = first_packet.read_length_encoded_integer()
+            packets = BufferedPackets(self.connection, MysqlPacket)
+            try:
+                if not known_columns(self, packets):
+                    buf, start, seq = packets.buf, packets.pos, self.connection._next_seq_id
+                    self._get_descriptions(packets.next)
+                    remember_columns(self, packets, buf, start, seq)
+                read_rows(self, packets.next, MysqlPacket)
+            finally:
+                packets.sync()
+
+        def _get_descriptions(self, next_payload: Callable[[], bytes] | None = None) -> None:
             conn = self.connection
-            known = conn.sluice_columns
-            fields = []
-            description = []
-            decoders = []
-            for _ in range(self.field_count):
-                data = conn._read_packet().get_all_data()
-                column = known.get(data)
-                if column is None:
-                    column = describe(conn, data)
-                    if len(known) >= MAX_COLUMNS:
-                        known.clear()
-                    known[data] = column
-                fields.append(column[0])
-                description.append(column[1])
-                decoders.append(column[2])
-            eof_packet = conn._read_packet()
-            assert eof_packet.is_eof_packet(), "Protocol error, expecting EOF"
-            self.fields = fields
-            self.converters = decoders
-            self.description = tuple(description)
+            if next_payload is None:  # an unbuffered result's (SSCursor): packet by packet
+                next_payload = lambda: packet_payload(conn, MysqlPacket)  # noqa: E731
+            read_descriptions(self, next_payload, describe)
+
+        def _read_rowdata_packet(self) -> None:
+            conn = self.connection
+            read_rows(self, lambda: packet_payload(conn, MysqlPacket), MysqlPacket)
 
     return ColumnCachingResult
+
+
+def known_columns(result: Any, packets: BufferedPackets) -> bool:
+    """Whether the result's column packets and their EOF repeat, byte for byte (headers
+    included), a block its connection read before (the same statement's): then they are read
+    past and the result takes the descriptions made of them then."""
+    conn = result.connection
+    packets.ready()
+    seq = conn._next_seq_id
+    for block, first, after, fields, converters, description in conn.sluice_blocks.get(result.field_count, ()):
+        if first == seq and packets.take(block, seq, after):
+            result.fields, result.converters, result.description = list(fields), list(converters), description
+            return True
+    return False
+
+
+def remember_columns(result: Any, packets: BufferedPackets, buf: bytes, start: int, seq: int) -> None:
+    """Keep the column block just read (from `start` in `buf`, from sequence number `seq`) with
+    its descriptions, when it was all in that buffer."""
+    if packets.buf is not buf or start >= packets.pos:
+        return
+    conn = result.connection
+    blocks = conn.sluice_blocks.setdefault(result.field_count, [])
+    if len(blocks) >= MAX_BLOCKS:
+        blocks.clear()
+    made = (list(result.fields), list(result.converters), result.description)
+    blocks.append((buf[start : packets.pos], seq, conn._next_seq_id, *made))
+
+
+def read_descriptions(result: Any, next_payload: Callable[[], bytes], describe: Callable[[Any, bytes], Any]) -> None:
+    """`MySQLResult._get_descriptions`, each column packet's bytes described once per connection."""
+    conn = result.connection
+    known = conn.sluice_columns
+    fields = []
+    description = []
+    decoders = []
+    for _ in range(result.field_count):
+        data = next_payload()
+        column = known.get(data)
+        if column is None:
+            column = describe(conn, data)
+            if len(known) >= MAX_COLUMNS:
+                known.clear()
+            known[data] = column
+        fields.append(column[0])
+        description.append(column[1])
+        decoders.append(column[2])
+    eof = next_payload()
+    assert eof[:1] == b"\xfe" and len(eof) < 9, "Protocol error, expecting EOF"
+    result.fields = fields
+    result.converters = decoders
+    result.description = tuple(description)
 
 
 def _reader_connection_class(Connection: Any, ColumnCachingResult: Any, conversions: dict[Any, Any]) -> Any:
@@ -185,6 +252,9 @@ def _reader_connection_class(Connection: Any, ColumnCachingResult: Any, conversi
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             self.sluice_columns: dict[bytes, tuple[Any, Any, tuple[str | None, Any]]] = {}
+            # column count -> (the column packets and their EOF as received, the sequence numbers
+            # of the first and after the last, fields, converters, description)
+            self.sluice_blocks: dict[int, list[tuple[bytes, int, int, list[Any], list[Any], Any]]] = {}
             if kwargs.get("conv") is None:
                 kwargs["conv"] = self.sluice_conversions
             super().__init__(*args, **kwargs)

@@ -3,6 +3,8 @@ the session's settings) and its reads (a kept connection found dropped is replac
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,6 +25,9 @@ from chalicelib.db.urls import DbUrl
 from chalicelib.errors import DatabaseUnavailable
 
 COM_QUERY = 3  # pymysql.constants.COMMAND.COM_QUERY, without importing PyMySQL here
+# A string PyMySQL's escaping leaves as it is (no quote, backslash, NUL, newline or ^Z), with
+# or without NO_BACKSLASH_ESCAPES: the owners and ids every read by key sends.
+_PLAIN = re.compile(r"[0-9A-Za-z_.:@+-]*").fullmatch
 # Strict for every table, and UTC for the session. CONCAT_WS skips an empty sql_mode.
 INIT_COMMAND = (
     "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@sql_mode, ''), 'STRICT_ALL_TABLES'), time_zone = '+00:00'"
@@ -172,7 +177,23 @@ class MySQLDatabase(Database):
             conn.commit()
 
     def query(self, text: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        reused = getattr(self._local, "conn", None) is not None
+        """`Database.query`. On a reader's kept connection (`cache_columns`: chalicelib.db.columns)
+        used within `ping_after_idle`, the statement goes straight to the connection: no cursor, no
+        second health check; a failure is handled as `Database.query`'s and the retry below."""
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is not None and getattr(conn, "sluice_columns", None) is not None and conn.open:
+            now = time.monotonic()
+            if now - local.used < self.ping_after_idle:
+                local.used = now
+                try:
+                    conn.query(statement(conn, text, params))
+                    rows = conn._result.rows
+                    self._end_read(conn)
+                except Exception as exc:  # noqa: BLE001 - _query_failed re-raises what is not a lost connection
+                    return self._query_failed(exc, text, params)
+                return list(rows) if rows else []
+        reused = conn is not None
         try:
             return super().query(text, params)
         except DatabaseUnavailable as exc:
@@ -182,6 +203,16 @@ class MySQLDatabase(Database):
                 raise
             return super().query(text, params)
 
+    def _query_failed(self, exc: Exception, text: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """A failed read on a kept connection: as `Database.query` raises it (the connection
+        discarded when the server is gone), except a lost connection, read once more on a new one."""
+        try:
+            self._raise_for(exc)
+        except DatabaseUnavailable as unavailable:
+            if mysql_error_code(unavailable.__cause__) not in CONNECTION_LOST:
+                raise
+        return Database.query(self, text, params)
+
     def send_query(self, text: str, params: Sequence[Any] = ()) -> Callable[[], list[tuple[Any, ...]]]:
         """The statement is written now and its result read when the returned function is called
         (PyMySQL's `Connection.query` in its two halves: `_execute_command`, `_read_query_result`).
@@ -190,8 +221,8 @@ class MySQLDatabase(Database):
         reused = getattr(self._local, "conn", None) is not None
         conn = self.connection()
         try:
-            statement = conn.cursor().mogrify(self.sql(text), params)
-            conn._execute_command(COM_QUERY, statement)
+            sent = statement(conn, self.sql(text), params)
+            conn._execute_command(COM_QUERY, sent)
         except Exception as exc:  # noqa: BLE001 - _sent_failed re-raises what is not an outage
             return self._sent_failed(exc, reused, text, params)
 
@@ -231,3 +262,23 @@ class MySQLDatabase(Database):
 
     def is_retryable(self, exc: BaseException | None) -> bool:
         return mysql_error_code(exc) in RETRYABLE
+
+
+def statement(conn: Any, text: str, params: Sequence[Any]) -> str:
+    """`text` with `params` bound, as PyMySQL's `Cursor.execute` binds them; owners, ids and
+    integers written out directly, anything else by PyMySQL."""
+    try:
+        return text % tuple([f"'{p}'" if type(p) is str and _PLAIN(p) else _int_literal(p) for p in params])
+    except (TypeError, ValueError):
+        return mogrified(conn, text, params)
+
+
+def _int_literal(value: Any) -> str:
+    if type(value) is int:
+        return str(value)
+    raise TypeError("not a plain parameter")
+
+
+def mogrified(conn: Any, text: str, params: Sequence[Any]) -> str:
+    """`text` with `params` bound by PyMySQL (`Cursor.mogrify`)."""
+    return str(conn.cursor().mogrify(text, params))

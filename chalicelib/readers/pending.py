@@ -26,7 +26,7 @@ Reading
     A loaded (or cached) state and a pending write are ordered as the loader orders their
     commands, by (version, op_id) (`ordering.loaded_wins`): reads carry the stored op_id, so two
     writes of one version (two instances, one `min_version`) show the op_id winner wherever it is.
-    `GET /todos/{id}` and `GET /me`: one EVALSHA (READ_PAIR) returns the cache entry and the
+    `GET /todos/{id}` and `GET /me`: one round trip (`scripts.read_pair`) returns the cache entry and the
     pending entry together, and the newer of the two answers. The replica is read (and the cache
     filled) when neither is there, or neither reaches `min_version`, or the pending write is a
     put and the cache does not hold what is stored (no entry, or a tombstone's, whose created_at
@@ -63,7 +63,7 @@ from chalicelib.readers.pending_entry import (
 )
 from chalicelib.readers.pending_guess import NO_GUESS, Guesses, Page, learn, remember
 from chalicelib.readers.pending_merge import Fetched, merge_page, newer_state, newest, without_replica
-from chalicelib.readers.scripts import DROP, READ_PAIR, RECORD, guarded_set, run_script
+from chalicelib.readers.scripts import DROP, RECORD, guarded_set, read_pair, run_script
 from chalicelib.resources import RESOURCES, Resource
 
 if TYPE_CHECKING:
@@ -175,7 +175,7 @@ class PendingWrites:
             return load()
         hash_key = pending_key(owner, self.prefix)
         try:
-            raw_entry, raw_pending = run_script(self.client, READ_PAIR, [key, hash_key], [field])
+            raw_entry, raw_pending = read_pair(self.client, key, hash_key, field)
         except Exception as exc:  # noqa: BLE001 - reads fall back to the database
             self.breaker.failed(exc, "reading")
             return load()

@@ -166,7 +166,7 @@ class RespClient:
     def execute_command(self, *args: Any) -> Any:
         """Send one command and return its reply (bytes, int, list, None). Raises RespError for an
         error reply and RespConnectionError when the server cannot be used."""
-        reply = self.pipeline([args])[0]
+        reply = self._run([args], encode_command(args))[0]
         if isinstance(reply, RespError):
             raise reply
         return reply
@@ -176,7 +176,10 @@ class RespClient:
         RespError values in their place, so one bad command does not hide the others' replies."""
         if not commands:
             return []
-        payload = b"".join(encode_command(c) for c in commands)
+        return self._run(commands, b"".join([encode_command(c) for c in commands]))
+
+    def _run(self, commands: Sequence[Sequence[Any]], payload: bytes) -> list[Any]:
+        """`pipeline` with the commands already encoded in `payload`."""
         with self._lock:
             for attempt in (1, 2):
                 reused = self._sock is not None and self._pid == os.getpid()
@@ -230,7 +233,7 @@ class RespClient:
         sock = self._sock
         assert sock is not None
         sock.sendall(payload if payload is not None else b"".join(encode_command(c) for c in commands))
-        return [self._reply() for _ in commands]
+        return self._array(len(commands))  # each reply in turn; bulk strings already received sliced out
 
     # -- reading replies ---------------------------------------------------------------------
     def _fill(self) -> None:

@@ -42,8 +42,12 @@ def encode_command(args: Sequence[Any]) -> bytes:
     """One command as a RESP array of bulk strings."""
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
-        data = _encode(arg)
-        parts.append(b"$%d\r\n" % len(data))
-        parts.append(data)
-        parts.append(CRLF)
+        kind = type(arg)
+        if kind is str:
+            data = arg.encode("utf-8", "surrogatepass")
+        elif kind is bytes:
+            data = arg
+        else:
+            data = _encode(arg)
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"".join(parts)

@@ -7,6 +7,8 @@ the server lacks the script: restarted or flushed). Each is one atomic step of R
 - RECORD, DROP and READ_PAIR: the pending writes' record of accepted commands, their removal once
   a replica shows them, and a read by key's one round trip for the cache entry and the pending
   entry together (`readers/pending.py`; the entries' format is `readers/pending_entry.py`).
+  `read_pair` sends the same read as two commands in one write (no script) to this package's own
+  client, RespClient; see its docstring for why that order is as good as the script.
 
 GUARDED_SET, RECORD and DROP compare (version, op_id) with ordering.LUA_NEWER, the loader's order.
 """
@@ -18,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from chalicelib.ordering import LUA_NEWER
+from chalicelib.readers.resp import RespClient
 
 
 class CacheClient(Protocol):
@@ -258,3 +261,23 @@ def run_script(client: CacheClient, script: str, keys: Sequence[Any], args: Sequ
         if not is_noscript(exc):
             raise
     return client.execute_command("EVAL", script, len(keys), *keys, *args)
+
+
+def read_pair(client: CacheClient, key: str, hash_key: str, field: str) -> list[Any]:
+    """[the cache entry `key`, the pending entry `field` of `hash_key`], as READ_PAIR answers.
+
+    With a RespClient, the two are read in one round trip without a script: HGET, then GET, in
+    one write (Redis runs no script, which costs it more than the two reads). Read in that order,
+    they answer what READ_PAIR answers for read-your-writes: a pending entry is dropped only after
+    the cache holds a state at least as new as it (PendingWrites fills, then drops), and a cache
+    entry is only ever replaced by a newer one (GUARDED_SET), so a pending entry the HGET no
+    longer finds left behind a cache entry the later GET finds (or a miss, read from the
+    database, as when the entry expires under READ_PAIR). Other clients (redis-py) run READ_PAIR.
+    An error reply is raised, as the script's would be."""
+    if type(client) is not RespClient:
+        return list(run_script(client, READ_PAIR, [key, hash_key], [field]))
+    pending, entry = client.pipeline([("HGET", hash_key, field), ("GET", key)])
+    for reply in (pending, entry):
+        if isinstance(reply, Exception):
+            raise reply
+    return [entry, pending]

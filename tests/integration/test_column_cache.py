@@ -41,6 +41,11 @@ STATEMENTS = [
     "SELECT COUNT(*), MAX(moment), SUM(money), GROUP_CONCAT(word) FROM kinds",
     "SELECT 1, 'x', NULL, CAST(1 AS DECIMAL(3, 1)), NOW(6) > '2000-01-01', JSON_OBJECT('k', word) FROM kinds",
     "SELECT word AS same_name, word AS same_name FROM kinds",
+    # values of 251 bytes and more (two- and three-byte lengths): those rows are parsed by PyMySQL
+    "SELECT id, REPEAT(word, 40), word, REPEAT('z', 70000), body, NULL FROM kinds ORDER BY id",
+    "SELECT id, REPEAT('y', 250), REPEAT('y', 251) FROM kinds ORDER BY id",
+    # a result of many reads from the socket: packets cut at the read buffer's end
+    "SELECT seq, REPEAT('x', seq % 300), NULL, seq * 2 FROM seq_1_to_3000",
 ]
 
 
@@ -103,6 +108,7 @@ def test_results_are_plain_pymysql_ones_first_time_and_from_the_cache(url, use_u
                 args = (1,) if "%s" in statement else None
                 assert _result(cached, statement, args) == _result(plain, statement, args)
         assert cached.sluice_columns  # it did keep them
+        assert cached.sluice_blocks  # and the statements' column blocks
     finally:
         plain.close()
         cached.close()
