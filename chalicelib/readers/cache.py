@@ -70,12 +70,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import json.scanner
 import logging
 import re
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
-from chalicelib.readers import Filters, Reader, Row
+from chalicelib.readers import Filters, Reader, Row, Seen
 from chalicelib.readers.breaker import DEFAULT_COOLDOWN_SECONDS, Breaker
 from chalicelib.readers.scripts import CacheClient, Entry, guarded_set
 from chalicelib.resources import RESOURCES, Resource, on_change
@@ -155,14 +156,47 @@ def dump_row(row: Row) -> bytes:
     return json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+_JSON = json.JSONDecoder()
+_SCAN: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(_JSON)  # type: ignore[arg-type]
+
+
+def load_payload(payload: bytes) -> Any:
+    """A present entry's row: json.loads(payload), through the C scanner alone when the payload is
+    dump_row's (UTF-8, no whitespace around it); anything else is decoded (or refused) by json.loads."""
+    try:
+        text = payload.decode("utf-8", "surrogatepass")
+        row, end = _SCAN(text, 0)
+        if end == len(text):
+            return row
+    except (ValueError, StopIteration):
+        pass
+    return json.loads(payload)
+
+
 def parse_entry(raw: Any) -> tuple[bytes, int, str, Row | None] | None:
     """(state, version, op_id, row) of a stored value, or None when it is not a readable entry."""
     if not raw:
         return None
     try:
-        state, version, op_id, payload = bytes(raw).split(b"|", 3)
-        row = json.loads(payload) if state == PRESENT else None
+        state, version, op_id, payload = (raw if type(raw) is bytes else bytes(raw)).split(b"|", 3)
+        row = load_payload(payload) if state == PRESENT else None
         return state, int(version), op_id.decode("ascii"), row
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def cached_seen(id_: str, raw: Any) -> Seen | None:
+    """The state a stored value shows for row `id_` (as parse_entry reads it), or None when it is
+    not a readable entry or is a fence (UNKNOWN): one pass, for a read by key."""
+    if not raw:
+        return None
+    try:
+        state, version, op_id, payload = (raw if type(raw) is bytes else bytes(raw)).split(b"|", 3)
+        if state == UNKNOWN:
+            return None
+        row = load_payload(payload) if state == PRESENT else None
+        # Seen(...) without its Python-level __new__ (the defaults: settled, no created_at)
+        return tuple.__new__(Seen, (id_, row, int(version), op_id.decode("ascii"), True, None))
     except (ValueError, UnicodeDecodeError):
         return None
 

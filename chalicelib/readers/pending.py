@@ -47,11 +47,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from chalicelib.ordering import loaded_wins
 from chalicelib.readers import Filters, Row, Seen, state_filter
-from chalicelib.readers.cache import ABSENT, PRESENT, UNKNOWN, CachedReader, dump_row, entry_key, parse_entry
+from chalicelib.readers.cache import ABSENT, PRESENT, CachedReader, cached_seen, dump_row, entry_key
 from chalicelib.readers.pending_entry import (
     ID_CAP,
     PendingEntry,
@@ -63,13 +63,46 @@ from chalicelib.readers.pending_entry import (
 )
 from chalicelib.readers.pending_guess import NO_GUESS, Guesses, Page, learn, remember
 from chalicelib.readers.pending_merge import Fetched, merge_page, newer_state, newest, without_replica
-from chalicelib.readers.scripts import DROP, RECORD, guarded_set, read_pair, run_script
-from chalicelib.resources import RESOURCES, Resource
+from chalicelib.readers.scripts import DROP, RECORD, guarded_set, pair_payload, read_pair, run_script
+from chalicelib.resources import RESOURCES, Resource, on_change
 
 if TYPE_CHECKING:
     from chalicelib.commands import WriteCommand
 
 log = logging.getLogger(__name__)
+
+
+class _Keys(NamedTuple):
+    """What a read by key sends for one row: its cache entry, its owner's pending hash and field,
+    the two commands encoded (`scripts.pair_payload`), and the resource declared."""
+
+    key: str
+    hash_key: str
+    field: str
+    payload: bytes
+    resource: Resource
+
+
+# (prefix, resource, owner, id) -> its _Keys, built once per process; the oldest goes first past
+# KEYS_SIZE, and all when a resource is (re)declared (its entries' keys name its shape).
+_KEYS: dict[tuple[str, str, str, str], _Keys] = {}
+KEYS_SIZE = 4096
+
+
+def _keys_of(prefix: str, resource: str, owner: str, id_: str) -> _Keys:
+    declared = RESOURCES[resource]
+    key, hash_key, field = entry_key(resource, owner, id_, prefix), pending_key(owner, prefix), field_of(declared, id_)
+    made = _Keys(key, hash_key, field, pair_payload(key, hash_key, field), declared)
+    if len(_KEYS) >= KEYS_SIZE:
+        try:
+            del _KEYS[next(iter(_KEYS))]
+        except (StopIteration, RuntimeError, KeyError):  # changed by another thread meanwhile
+            _KEYS.clear()
+    _KEYS[(prefix, resource, owner, id_)] = made
+    return made
+
+
+on_change(lambda name: _KEYS.clear())
 
 
 class PendingWrites:
@@ -144,50 +177,21 @@ class PendingWrites:
     # -- reads by key --------------------------------------------------------------------------
     def get(self, resource: str, owner: str, id_: str, min_version: int | None = None) -> Seen:
         """The owner's row of `resource` by key: pending, cached and replica states (module docstring)."""
-        declared = RESOURCES[resource]
-        return self._one(
-            entry_key(resource, owner, id_, self.prefix),
-            owner,
-            field_of(declared, id_),
-            id_,
-            declared,
-            lambda: self.inner.seen(resource, owner, id_),
-            min_version,
-        )
-
-    def get_todo(self, owner: str, todo_id: str, min_version: int | None = None) -> Seen:
-        return self.get("todos", owner, todo_id, min_version)
-
-    def get_profile(self, owner: str, min_version: int | None = None) -> Seen:
-        return self.get("profiles", owner, owner, min_version)
-
-    def _one(
-        self,
-        key: str,
-        owner: str,
-        field: str,
-        id_: str,
-        resource: Resource,
-        load: Callable[[], Seen],
-        min_version: int | None,
-    ) -> Seen:
-        if not self.breaker.allows():
-            return load()
-        hash_key = pending_key(owner, self.prefix)
+        keys = _KEYS.get((self.prefix, resource, owner, id_))
+        if keys is None:
+            keys = _keys_of(self.prefix, resource, owner, id_)
+        breaker = self.breaker
+        if breaker.open_until and not breaker.allows():
+            return self.inner.seen(resource, owner, id_)
         try:
-            raw_entry, raw_pending = read_pair(self.client, key, hash_key, field)
+            raw_entry, raw_pending = read_pair(self.client, keys.key, keys.hash_key, keys.field, keys.payload)
         except Exception as exc:  # noqa: BLE001 - reads fall back to the database
-            self.breaker.failed(exc, "reading")
-            return load()
-        self.breaker.succeeded()
-        write = parse_pending(id_, raw_pending) if raw_pending else None
-        if write is not None and self._expired(write):
-            self._drop(hash_key, [(field, write.version, write.op_id)])
-            write = None
-        if write is not None:
-            write = write.decoded(resource)
-        entry = parse_entry(raw_entry)
-        cached = Seen(id_, entry[3], entry[1], entry[2]) if entry is not None and entry[0] != UNKNOWN else None
+            breaker.failed(exc, "reading")
+            return self.inner.seen(resource, owner, id_)
+        if breaker.open_until:
+            breaker.succeeded()
+        write = self._pending(keys, id_, raw_pending) if raw_pending else None
+        cached = cached_seen(id_, raw_entry)
         best = cached if write is None else without_replica(write, cached)
         if best is not None and (min_version is None or best.version >= min_version):
             # The pending write is the caller's newest recorded one: the replica could only be
@@ -195,11 +199,32 @@ class PendingWrites:
             if cached is not None:
                 self.cache.hits += 1
             return best
+        return self._loaded(keys, resource, owner, id_, write, cached)
+
+    def get_todo(self, owner: str, todo_id: str, min_version: int | None = None) -> Seen:
+        return self.get("todos", owner, todo_id, min_version)
+
+    def get_profile(self, owner: str, min_version: int | None = None) -> Seen:
+        return self.get("profiles", owner, owner, min_version)
+
+    def _pending(self, keys: _Keys, id_: str, raw: Any) -> PendingEntry | None:
+        """The usable pending write of a read by key's HGET reply; an expired one is dropped."""
+        write = parse_pending(id_, raw)
+        if write is not None and self._expired(write):
+            self._drop(keys.hash_key, [(keys.field, write.version, write.op_id)])
+            return None
+        return None if write is None else write.decoded(keys.resource)
+
+    def _loaded(
+        self, keys: _Keys, resource: str, owner: str, id_: str, write: PendingEntry | None, cached: Seen | None
+    ) -> Seen:
+        """A read by key that Redis alone cannot answer: the replica's state, filled into the
+        cache, and the pending write dropped once the replica shows it; the newest answers."""
         self.cache.misses += 1
-        seen = load()
-        filled = self._fill((key, seen))
+        seen = self.inner.seen(resource, owner, id_)
+        filled = self._fill((keys.key, seen))
         if write is not None and filled and seen.settled and loaded_wins(seen.order, write.order):
-            self._drop(hash_key, [(field, seen.version, seen.op_id)])
+            self._drop(keys.hash_key, [(keys.field, seen.version, seen.op_id)])
         best = newest(write, seen if cached is None else newer_state(cached, seen))
         assert best is not None
         return best

@@ -39,6 +39,7 @@ DEFAULT_CONNECT_TIMEOUT = 0.2
 DEFAULT_TIMEOUT = 0.1
 RECV_BYTES = 65536
 MAX_LINE_BYTES = 64 * 1024
+_TWO: tuple[tuple[Any, ...], ...] = ((), ())  # what `pair` counts its replies by
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,11 @@ class RespClient:
             return []
         return self._run(commands, b"".join([encode_command(c) for c in commands]))
 
+    def pair(self, payload: bytes) -> list[Any]:
+        """`pipeline` of two commands already encoded in `payload` (a read by key's HGET and GET,
+        encoded once per key: `scripts.pair_payload`)."""
+        return self._run(_TWO, payload)
+
     def _run(self, commands: Sequence[Sequence[Any]], payload: bytes) -> list[Any]:
         """`pipeline` with the commands already encoded in `payload`."""
         with self._lock:
@@ -268,20 +274,31 @@ class RespClient:
         return data
 
     def _array(self, count: int) -> list[Any]:
-        """An array's items: bulk strings already in the buffer are sliced out in one loop (an
-        HGETALL of pending writes is twenty of them); anything else goes through _reply."""
+        """An array's items: bulk strings (and nil ones) are sliced out of the buffer in one loop,
+        which reads the socket itself when a reply has not arrived yet (an HGETALL of pending
+        writes is twenty of them, a read by key two); anything else goes through _reply."""
         out: list[Any] = []
         buf = self._buf
         while len(out) < count:
             pos = self._pos
             end = buf.find(CRLF, pos)
+            if end < 0:
+                if len(buf) - pos > MAX_LINE_BYTES:
+                    raise RespConnectionError("redis sent an overlong line")
+                self._fill()
+                buf = self._buf
+                continue
             if end > pos and buf[pos] == 36:  # b"$"
                 try:
                     size = int(buf[pos + 1 : end])
                 except ValueError as exc:
                     raise RespConnectionError(f"redis sent a bad length: {bytes(buf[pos:end])[:40]!r}") from exc
                 start = end + 2
-                if size >= 0 and start + size + 2 <= len(buf):
+                if size < 0:
+                    out.append(None)
+                    self._pos = start
+                    continue
+                if start + size + 2 <= len(buf):
                     if buf[start + size : start + size + 2] != CRLF:
                         raise RespConnectionError("redis sent a bulk string without its CRLF")
                     out.append(bytes(buf[start : start + size]))

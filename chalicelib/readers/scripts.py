@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from chalicelib.ordering import LUA_NEWER
 from chalicelib.readers.resp import RespClient
+from chalicelib.readers.resp_wire import RespError, encode_command
 
 
 class CacheClient(Protocol):
@@ -263,11 +264,18 @@ def run_script(client: CacheClient, script: str, keys: Sequence[Any], args: Sequ
     return client.execute_command("EVAL", script, len(keys), *keys, *args)
 
 
-def read_pair(client: CacheClient, key: str, hash_key: str, field: str) -> list[Any]:
+def pair_payload(key: str, hash_key: str, field: str) -> bytes:
+    """The two commands `read_pair` sends to a RespClient (HGET, then GET), encoded: a caller that
+    reads a key often keeps them (`readers/pending.py`)."""
+    return encode_command(("HGET", hash_key, field)) + encode_command(("GET", key))
+
+
+def read_pair(client: CacheClient, key: str, hash_key: str, field: str, payload: bytes | None = None) -> list[Any]:
     """[the cache entry `key`, the pending entry `field` of `hash_key`], as READ_PAIR answers.
 
     With a RespClient, the two are read in one round trip without a script: HGET, then GET, in
-    one write (Redis runs no script, which costs it more than the two reads). Read in that order,
+    one write (Redis runs no script, which costs it more than the two reads); `payload`, when
+    given, is those commands as `pair_payload` encodes them. Read in that order,
     they answer what READ_PAIR answers for read-your-writes: a pending entry is dropped only after
     the cache holds a state at least as new as it (PendingWrites fills, then drops), and a cache
     entry is only ever replaced by a newer one (GUARDED_SET), so a pending entry the HGET no
@@ -276,8 +284,9 @@ def read_pair(client: CacheClient, key: str, hash_key: str, field: str) -> list[
     An error reply is raised, as the script's would be."""
     if type(client) is not RespClient:
         return list(run_script(client, READ_PAIR, [key, hash_key], [field]))
-    pending, entry = client.pipeline([("HGET", hash_key, field), ("GET", key)])
-    for reply in (pending, entry):
-        if isinstance(reply, Exception):
-            raise reply
+    pending, entry = client.pair(payload if payload is not None else pair_payload(key, hash_key, field))
+    if isinstance(pending, RespError):
+        raise pending
+    if isinstance(entry, RespError):
+        raise entry
     return [entry, pending]
