@@ -27,7 +27,8 @@ Reading
     commands, by (version, op_id) (`ordering.loaded_wins`): reads carry the stored op_id, so two
     writes of one version (two instances, one `min_version`) show the op_id winner wherever it is.
     `GET /todos/{id}` and `GET /me`: one round trip (`scripts.read_pair`) returns the cache entry and the
-    pending entry together, and the newer of the two answers. The replica is read (and the cache
+    pending entry together, and the newer of the two answers (the keys and the two commands
+    are built once per row and kept, bounded: `KEYS`). The replica is read (and the cache
     filled) when neither is there, or neither reaches `min_version`, or the pending write is a
     put and the cache does not hold what is stored (no entry, or a tombstone's, whose created_at
     the put shows), or the cache entry ties the pending write's version without an op_id (filled
@@ -72,7 +73,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class _Keys(NamedTuple):
+class ReadKeys(NamedTuple):
     """What a read by key sends for one row: its cache entry, its owner's pending hash and field,
     the two commands encoded (`scripts.pair_payload`), and the resource declared."""
 
@@ -83,26 +84,27 @@ class _Keys(NamedTuple):
     resource: Resource
 
 
-# (prefix, resource, owner, id) -> its _Keys, built once per process; the oldest goes first past
+# (prefix, resource, owner, id) -> its ReadKeys, built once per process; the oldest goes first past
 # KEYS_SIZE, and all when a resource is (re)declared (its entries' keys name its shape).
-_KEYS: dict[tuple[str, str, str, str], _Keys] = {}
+KEYS: dict[tuple[str, str, str, str], ReadKeys] = {}
 KEYS_SIZE = 4096
 
 
-def _keys_of(prefix: str, resource: str, owner: str, id_: str) -> _Keys:
+def keys_of(prefix: str, resource: str, owner: str, id_: str) -> ReadKeys:
+    """The ReadKeys of a row, built and kept in KEYS (PendingWrites.get looks there first)."""
     declared = RESOURCES[resource]
     key, hash_key, field = entry_key(resource, owner, id_, prefix), pending_key(owner, prefix), field_of(declared, id_)
-    made = _Keys(key, hash_key, field, pair_payload(key, hash_key, field), declared)
-    if len(_KEYS) >= KEYS_SIZE:
+    made = ReadKeys(key, hash_key, field, pair_payload(key, hash_key, field), declared)
+    if len(KEYS) >= KEYS_SIZE:
         try:
-            del _KEYS[next(iter(_KEYS))]
+            del KEYS[next(iter(KEYS))]
         except (StopIteration, RuntimeError, KeyError):  # changed by another thread meanwhile
-            _KEYS.clear()
-    _KEYS[(prefix, resource, owner, id_)] = made
+            KEYS.clear()
+    KEYS[(prefix, resource, owner, id_)] = made
     return made
 
 
-on_change(lambda name: _KEYS.clear())
+on_change(lambda name: KEYS.clear())
 
 
 class PendingWrites:
@@ -177,9 +179,9 @@ class PendingWrites:
     # -- reads by key --------------------------------------------------------------------------
     def get(self, resource: str, owner: str, id_: str, min_version: int | None = None) -> Seen:
         """The owner's row of `resource` by key: pending, cached and replica states (module docstring)."""
-        keys = _KEYS.get((self.prefix, resource, owner, id_))
+        keys = KEYS.get((self.prefix, resource, owner, id_))
         if keys is None:
-            keys = _keys_of(self.prefix, resource, owner, id_)
+            keys = keys_of(self.prefix, resource, owner, id_)
         breaker = self.breaker
         if breaker.open_until and not breaker.allows():
             return self.inner.seen(resource, owner, id_)
@@ -207,7 +209,7 @@ class PendingWrites:
     def get_profile(self, owner: str, min_version: int | None = None) -> Seen:
         return self.get("profiles", owner, owner, min_version)
 
-    def _pending(self, keys: _Keys, id_: str, raw: Any) -> PendingEntry | None:
+    def _pending(self, keys: ReadKeys, id_: str, raw: Any) -> PendingEntry | None:
         """The usable pending write of a read by key's HGET reply; an expired one is dropped."""
         write = parse_pending(id_, raw)
         if write is not None and self._expired(write):
@@ -216,7 +218,7 @@ class PendingWrites:
         return None if write is None else write.decoded(keys.resource)
 
     def _loaded(
-        self, keys: _Keys, resource: str, owner: str, id_: str, write: PendingEntry | None, cached: Seen | None
+        self, keys: ReadKeys, resource: str, owner: str, id_: str, write: PendingEntry | None, cached: Seen | None
     ) -> Seen:
         """A read by key that Redis alone cannot answer: the replica's state, filled into the
         cache, and the pending write dropped once the replica shows it; the newest answers."""
