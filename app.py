@@ -11,13 +11,41 @@ import os
 from typing import Any
 
 from chalice import Chalice, CognitoUserPoolAuthorizer, Rate, Response
+from chalice.app import RestAPIEventHandler
 
 from chalicelib import apigateway_extensions, observe, routes, stage_guard
 from chalicelib.bootstrap import services
 from chalicelib.http import guarded, read_response
 
+
+class _RestHandler(RestAPIEventHandler):
+    """Chalice's REST handler, with its binary-answer check done without matching media types
+    when the app has no binary types (it has none): the same verdict as chalice's
+    `_matches_content_type`, which with no binary types calls a type binary only when it holds "*/*"."""
+
+    def _validate_binary_response(self, request_headers: Any, response_headers: Any) -> bool:
+        if self.api.binary_types:
+            return super()._validate_binary_response(request_headers, response_headers)
+        if "*/*" not in response_headers.get("content-type", "application/json"):
+            return True
+        accept = request_headers.get("accept")
+        return accept is not None and "*/*" in accept
+
+
+class Sluice(Chalice):
+    """Chalice, serving REST requests through `_RestHandler` (what `Chalice.__call__` does)."""
+
+    def __call__(self, event: Any, context: Any) -> dict[str, Any]:
+        self.lambda_context = context
+        handler = _RestHandler(
+            self.routes, self.api, self.log, self.debug, middleware_handlers=self._get_middleware_handlers("http")
+        )
+        self.current_request = handler.create_request_object(event, context)
+        return handler(event, context)
+
+
 stage_guard.check()  # a stage without its infrastructure stops here (chalicelib/stage_guard.py)
-app = Chalice(app_name="sluice")
+app = Sluice(app_name="sluice")
 # Under chalice's CLI: the document `chalice deploy` sends carries the gateway responses and each
 # GET's cache key, so a plain deploy keeps them (chalicelib/apigateway_extensions.py).
 apigateway_extensions.install(__name__)

@@ -261,6 +261,37 @@ def etag_matches(header: str | None, etag: str) -> bool:
 # What chalice's Response.to_dict would do with a body that is not text (json.dumps with these
 # options), with one encoder built once: json.dumps builds a new JSONEncoder on every call.
 _BODY_ENCODER = json.JSONEncoder(separators=(",", ":"), default=handle_extra_types)
+# The C encoder `_BODY_ENCODER.encode` builds on every call, built once (same options, same text;
+# no circular-reference markers: an answer's body is a tree of decoded rows, never a cycle).
+_C_ENCODE = getattr(json.encoder, "c_make_encoder", None)
+_BODY_ITERENCODE = (
+    _C_ENCODE(None, handle_extra_types, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
+    if _C_ENCODE is not None
+    else None
+)
+
+
+def encode_body(body: Any) -> str:
+    """`body` as chalice's Response.to_dict writes a body that is not text (`_BODY_ENCODER`)."""
+    if _BODY_ITERENCODE is None or isinstance(body, str):
+        return _BODY_ENCODER.encode(body)
+    return "".join(_BODY_ITERENCODE(body, 0))
+
+
+class TextResponse(Response):
+    """A Response whose `to_dict` skips chalice's binary check when it cannot apply: with no
+    binary types (the app sets none), chalice base64-encodes a body only when its Content-Type
+    holds "*/*"; a text body with plain string headers none of which holds "*/*" is answered as
+    chalice would, without building a case-insensitive copy of the headers and matching types."""
+
+    def to_dict(self, binary_types: list[str] | None = None) -> dict[str, Any]:
+        body, headers = self.body, self.headers
+        if binary_types or not isinstance(body, str):
+            return super().to_dict(binary_types)
+        for value in headers.values():
+            if type(value) is not str or "*/*" in value:
+                return super().to_dict(binary_types)
+        return {"headers": dict(headers), "multiValueHeaders": {}, "statusCode": self.status_code, "body": body}
 
 
 def read_response(body: Any, max_age: int, etag: str | None = None, status: int = 200) -> Response:
@@ -268,8 +299,8 @@ def read_response(body: Any, max_age: int, etag: str | None = None, status: int 
     if etag is not None:
         headers["ETag"] = etag
     if not isinstance(body, (str, bytes)):
-        body = _BODY_ENCODER.encode(body)
-    return Response(body=body, status_code=status, headers=headers)
+        body = encode_body(body)
+    return TextResponse(body=body, status_code=status, headers=headers)
 
 
 _json_str = json.encoder.encode_basestring_ascii  # what json.dumps uses for a str (ensure_ascii)
@@ -282,4 +313,4 @@ def accepted(id_: str, version: int, location: str | None) -> Response:
     if location:
         headers["Location"] = location
     body = '{"id":' + _json_str(id_) + ',"version":' + int.__repr__(version) + ',"status":"accepted"}'
-    return Response(body=body, status_code=202, headers=headers)
+    return TextResponse(body=body, status_code=202, headers=headers)

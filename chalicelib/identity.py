@@ -47,6 +47,22 @@ def principal_from_context(context: Any) -> Principal:
     if not isinstance(claims, dict):
         raise unauthorized()
     sub = claims.get("sub")
+    raw_groups = claims.get("cognito:groups")
+    if type(sub) is str and (raw_groups is None or type(raw_groups) is str):
+        known = _PRINCIPALS.get((sub, raw_groups))
+        if known is not None:
+            return known
     if not isinstance(sub, str) or not 0 < len(sub) <= MAX_SUB_CHARS or not sub.isprintable() or sub.strip() != sub:
         raise unauthorized()
-    return Principal(sub=sub, groups=parse_groups(claims.get("cognito:groups")))
+    principal = Principal(sub=sub, groups=parse_groups(raw_groups))
+    if type(sub) is str and (raw_groups is None or type(raw_groups) is str):
+        if len(_PRINCIPALS) >= _MAX_PRINCIPALS:
+            _PRINCIPALS.clear()
+        _PRINCIPALS[(sub, raw_groups)] = principal
+    return principal
+
+
+# (sub, raw `cognito:groups` text) -> the caller those claims gave, checked: a warm Lambda sees the
+# same few callers again and again, and a Principal is frozen, so it is kept rather than rebuilt.
+_PRINCIPALS: dict[tuple[str, str | None], Principal] = {}
+_MAX_PRINCIPALS = 256
