@@ -331,7 +331,7 @@ def _rows(us: dict[str, float]) -> list[Row]:
             "µs",
             "<= 0.7",
             "both through app.app; baseline is the uncached GET reading the replica. Ours reads the cache "
-            "entry and the caller's pending entry in one round trip (one EVALSHA), pending writes included.",
+            "entry and the caller's pending entry in one round trip (HGET, then GET, sent in one write), pending writes included.",
             SECTION_CACHE,
         ),
     ]
