@@ -21,17 +21,22 @@ def _admin(url: str) -> Any:
     return pymysql.connect(host=parsed.host, port=parsed.port, user="root", password="", autocommit=True)
 
 
+def _kill(url: str, connection: Any) -> None:
+    """The server drops `connection` (KILL CONNECTION from another session)."""
+    admin = _admin(url)
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f"KILL CONNECTION {connection.thread_id()}")
+    finally:
+        admin.close()
+
+
 def test_a_dropped_kept_connection_is_read_once_more_on_a_new_one(mysql_url: str) -> None:
     db = open_reader(mysql_url)
     assert db.query("SELECT 1") == [(1,)]
     first = db.connection()
     assert first.sluice_columns is not None  # the fast path's connection
-    admin = _admin(mysql_url)
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f"KILL CONNECTION {first.thread_id()}")
-    finally:
-        admin.close()
+    _kill(mysql_url, first)
     assert db.query("SELECT %s, %s", ("a", 2)) == [("a", 2)]
     assert db.connection() is not first
     db.discard()
@@ -88,12 +93,7 @@ def test_a_connection_idle_past_the_ping_interval_is_checked_first(mysql_url: st
     db = open_reader(mysql_url, ping_after_idle=0.0)
     db.query("SELECT 1")
     first = db.connection()
-    admin = _admin(mysql_url)
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f"KILL CONNECTION {first.thread_id()}")
-    finally:
-        admin.close()
+    _kill(mysql_url, first)
     assert db.query("SELECT 3") == [(3,)]  # the ping found it dead: a new one, no failed read
     assert db.connection() is not first
     db.discard()
