@@ -55,6 +55,7 @@ from chalicelib.readers import Filters, Row, Seen, state_filter
 from chalicelib.readers.cache import ABSENT, PRESENT, CachedReader, cached_seen, dump_row, entry_key
 from chalicelib.readers.pending_entry import (
     ID_CAP,
+    Bounded,
     PendingEntry,
     entries_of,
     entry_for,
@@ -85,9 +86,8 @@ class ReadKeys(NamedTuple):
 
 
 # (prefix, resource, owner, id) -> its ReadKeys, built once per process; the oldest goes first past
-# KEYS_SIZE, and all when a resource is (re)declared (its entries' keys name its shape).
-KEYS: dict[tuple[str, str, str, str], ReadKeys] = {}
-KEYS_SIZE = 4096
+# its size, and all when a resource is (re)declared (its entries' keys name its shape).
+KEYS: Bounded[tuple[str, str, str, str], ReadKeys] = Bounded(4096)
 
 
 def keys_of(prefix: str, resource: str, owner: str, id_: str) -> ReadKeys:
@@ -95,12 +95,7 @@ def keys_of(prefix: str, resource: str, owner: str, id_: str) -> ReadKeys:
     declared = RESOURCES[resource]
     key, hash_key, field = entry_key(resource, owner, id_, prefix), pending_key(owner, prefix), field_of(declared, id_)
     made = ReadKeys(key, hash_key, field, pair_payload(key, hash_key, field), declared)
-    if len(KEYS) >= KEYS_SIZE:
-        try:
-            del KEYS[next(iter(KEYS))]
-        except (StopIteration, RuntimeError, KeyError):  # changed by another thread meanwhile
-            KEYS.clear()
-    KEYS[(prefix, resource, owner, id_)] = made
+    KEYS.put((prefix, resource, owner, id_), made)
     return made
 
 

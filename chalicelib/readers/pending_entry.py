@@ -31,7 +31,7 @@ import json.scanner
 import logging
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from chalicelib.ids import CANONICAL_UUID, version_to_ts
 from chalicelib.ordering import Order
@@ -301,35 +301,41 @@ def entries_of(
     return pending, expired
 
 
-class Parsed:
-    """A bounded cache of decoded pending entries (`entries_of`), per process: keyed by the
-    owner's hash, the resource, the field and the value's exact bytes, so that a changed entry
-    is parsed again and two owners never share one. Until the owner's next write, every page
-    read meets the same bytes. Only usable entries named by a canonical id are kept: one that
-    cannot be used is parsed and logged on every read. A kept entry's row is shared by the reads
-    that meet it and never changed in place (`PendingEntry.shown` and `row` return a new dict;
-    its lists, such as tags, go to JSON as they are). Forgotten when a resource is (re)declared."""
+K = TypeVar("K")
+V = TypeVar("V")
 
-    SIZE = 1024  # entries kept; the oldest goes first
 
-    def __init__(self) -> None:
-        self.entries: dict[tuple[str | None, str, bytes, bytes], PendingEntry] = {}
+class Bounded(Generic[K, V]):
+    """A bounded per-process cache: past `size` entries the oldest goes first (a change by
+    another thread meanwhile empties it). The read side keeps two: `PARSED` here and
+    `readers.pending.KEYS`."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.entries: dict[K, V] = {}
         self.get = self.entries.get
 
-    def put(self, key: tuple[str | None, str, bytes, bytes], entry: PendingEntry) -> None:
+    def put(self, key: K, value: V) -> None:
         entries = self.entries
-        if len(entries) >= self.SIZE:
+        if len(entries) >= self.size:
             try:
                 del entries[next(iter(entries))]
             except (StopIteration, RuntimeError, KeyError):  # changed by another thread meanwhile
                 entries.clear()
-        entries[key] = entry
+        entries[key] = value
 
     def clear(self) -> None:
         self.entries.clear()
 
 
-PARSED = Parsed()
+# Decoded pending entries (`entries_of`), keyed by the owner's hash, the resource, the field and
+# the value's exact bytes, so that a changed entry is parsed again and two owners never share
+# one. Until the owner's next write, every page read meets the same bytes. Only usable entries
+# named by a canonical id are kept: one that cannot be used is parsed and logged on every read.
+# A kept entry's row is shared by the reads that meet it and never changed in place
+# (`PendingEntry.shown` and `row` return a new dict; its lists, such as tags, go to JSON as they
+# are). Forgotten when a resource is (re)declared.
+PARSED: Bounded[tuple[str | None, str, bytes, bytes], PendingEntry] = Bounded(1024)
 on_change(lambda name: PARSED.clear())
 
 

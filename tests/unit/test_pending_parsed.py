@@ -13,7 +13,7 @@ from chalicelib.commands import make_command
 from chalicelib.ids import VersionClock, new_op_id, uuid7
 from chalicelib.models import validate_todo
 from chalicelib.readers import pending_entry
-from chalicelib.readers.pending_entry import PARSED, Parsed, entries_of, entry_for, pending_key
+from chalicelib.readers.pending_entry import PARSED, Bounded, entries_of, entry_for, pending_key
 from chalicelib.resources import TODOS
 
 CLOCK = VersionClock()
@@ -112,8 +112,7 @@ def test_an_entry_that_cannot_be_used_is_never_kept_and_logged_every_time(caplog
 def test_without_a_hash_nothing_is_kept_and_the_cache_is_bounded() -> None:
     entries_of(reply(put(uuid7(), "no hash")), None, TODOS, 0)
     assert PARSED.entries == {}
-    small = Parsed()
-    small.SIZE = 2
+    small: Bounded[tuple[str, str, bytes, bytes], None] = Bounded(2)
     for n in range(3):
         small.put((ALICE, "todos", b"t:%d" % n, b""), None)  # type: ignore[arg-type]
     assert [k[2] for k in small.entries] == [b"t:1", b"t:2"]

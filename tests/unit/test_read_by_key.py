@@ -124,12 +124,12 @@ def test_keys_are_built_once_bounded_and_forgotten_when_a_resource_changes(monke
     assert made.hash_key == pending_key("alice", "pre:v1")
     assert made.field == field_of(RESOURCES["todos"], "t1")
     assert made.payload == pair_payload(made.key, made.hash_key, made.field)
-    assert keys[("pre:v1", "todos", "alice", "t1")] is made
-    monkeypatch.setattr(pending_module, "KEYS_SIZE", 3)
+    assert keys.entries[("pre:v1", "todos", "alice", "t1")] is made
+    monkeypatch.setattr(keys, "size", 3)
     for i in range(5):
         pending_module.keys_of("pre:v1", "todos", "bob", f"t{i}")
-    assert len(keys) == 3 and ("pre:v1", "todos", "bob", "t4") in keys
+    assert len(keys.entries) == 3 and ("pre:v1", "todos", "bob", "t4") in keys.entries
     profiles = RESOURCES["profiles"]
     declare(profiles)  # any (re)declaration: entry keys name a resource's shape
-    assert keys == {}
+    assert keys.entries == {}
     forget("nothing-declared")
