@@ -4,7 +4,7 @@ resource (`resource` is its name; a resource with one row per owner is read with
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 Row = dict[str, Any]
@@ -48,6 +48,64 @@ class Seen(NamedTuple):  # a tuple: made for every row of a merged page, so chea
         nothing stored)."""
         row = self.row
         return row["created_at"] if row is not None else self.created_at
+
+
+class SeenRows(Sequence[Seen]):
+    """A page query's states as parallel lists, as `SqlReader.start_list_seen` reads them: the
+    ids, the rows (None for a tombstone; a row a pending write replaces may hold only its
+    created_at), the versions and the tombstones' created_at. A `Seen` is built only for the
+    rows asked for one by one (merge_page asks only for those a pending write names, and reads
+    the rest through `ids` and `rows`). Equal to any sequence of the same Seen values."""
+
+    __slots__ = ("ids", "rows", "versions", "created", "settled")
+
+    def __init__(
+        self,
+        ids: list[str],
+        rows: list[Row | None],
+        versions: list[int],
+        created: Mapping[str, str] | None = None,
+        settled: bool = True,
+    ) -> None:
+        self.ids = ids
+        self.rows = rows
+        self.versions = versions
+        self.created = created or {}
+        self.settled = settled
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return SeenRows(self.ids[index], self.rows[index], self.versions[index], self.created, self.settled)
+        id_, row = self.ids[index], self.rows[index]
+        created = self.created.get(id_) if row is None else None
+        return tuple.__new__(Seen, (id_, row, self.versions[index], "", self.settled, created))
+
+    def __iter__(self) -> Iterator[Seen]:
+        return map(self.__getitem__, range(len(self.ids)))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"SeenRows({list(self)!r})"
+
+    def unsettled(self) -> SeenRows:
+        """The same states, read from the master while replicas exist (`Seen.settled`)."""
+        return SeenRows(self.ids, self.rows, self.versions, self.created, False)
+
+
+def ids_and_rows(batch: Sequence[Seen]) -> tuple[list[str], list[Row | None]]:
+    """The ids and rows of a batch of states (a SeenRows's own lists, not copies)."""
+    if type(batch) is SeenRows:
+        return batch.ids, batch.rows
+    return [s.id for s in batch], [s.row for s in batch]
 
 
 class SeenLater(Protocol):

@@ -36,10 +36,11 @@ Reading
     answers. A pending entry is the caller's newest recorded write, so a replica can only be
     newer when a later write was not recorded (reads are eventual then). `GET /todos`: one
     HGETALL, and `merge_page` merges the caller's pending todos into the keyset page, which
-    always reads the replica: that is where most entries are seen and dropped. The HGETALL's
-    reply is read after the first page query, which names the pending ids the process last saw
-    for the owner (`readers/pending_guess.py`); the merge queries again where that guess did not
-    cover the reply. A page reads no op_id: the rows that tie their pending write's version are
+    always reads the replica: that is where most entries are seen and dropped. The HGETALL is
+    sent first and its reply read after the first page query is sent, which names the pending
+    ids the process last saw for the owner (`readers/pending_guess.py`); the merge queries again
+    where that guess did not cover the reply. A reply the same as the owner's last one is not
+    parsed again (`readers/pending_reply.py`). A page reads no op_id: the rows that tie their pending write's version are
     read again with it (`Reader.seen_many`), only then.
 """
 
@@ -51,10 +52,9 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from chalicelib.ordering import loaded_wins
-from chalicelib.readers import Filters, Row, Seen, state_filter
+from chalicelib.readers import Filters, Row, Seen, ids_and_rows, state_filter
 from chalicelib.readers.cache import ABSENT, PRESENT, CachedReader, cached_seen, dump_row, entry_key
 from chalicelib.readers.pending_entry import (
-    ID_CAP,
     Bounded,
     PendingEntry,
     entries_of,
@@ -63,8 +63,9 @@ from chalicelib.readers.pending_entry import (
     parse_pending,
     pending_key,
 )
-from chalicelib.readers.pending_guess import NO_GUESS, Guesses, Page, learn, remember
+from chalicelib.readers.pending_guess import NO_GUESS, Guesses, Page, learn, plan, remember
 from chalicelib.readers.pending_merge import Fetched, merge_page, newer_state, newest, without_replica
+from chalicelib.readers.pending_reply import kept_wire, page_entries
 from chalicelib.readers.scripts import DROP, RECORD, guarded_set, pair_payload, read_pair, run_script
 from chalicelib.resources import RESOURCES, Resource, on_change
 
@@ -248,11 +249,11 @@ class PendingWrites:
     def list_rows(self, resource: str, owner: str, after: str | None, limit: int, filters: Filters) -> list[Row]:
         """The owner's page of `resource` with their pending writes merged (`limit` rows at most).
 
-        With a client that can (RespClient.send), the page query is sent first, naming the
-        pending ids this process last saw for the owner (none for an owner it knows nothing of);
-        the HGETALL is sent, and its reply read and parsed, while the database runs the query.
-        merge_page queries again only when the reply holds a pending id in the page that the
-        query did not name."""
+        With a client that can (RespClient.send), the HGETALL is sent first, then the page
+        query, naming the pending ids this process last saw for the owner (none for an owner it
+        knows nothing of); the reply is read and parsed (or taken from the owner's last one,
+        `pending_reply`) while the database runs the query. merge_page queries again only when
+        the reply holds a pending id in the page that the query did not name."""
         if not self.breaker.allows():
             return self.inner.list_rows(resource, owner, after, limit, filters)
         declared = RESOURCES[resource]
@@ -267,30 +268,33 @@ class PendingWrites:
                 return self.inner.list_rows(resource, owner, after, limit, filters)
             self.breaker.succeeded()
             pending, expired = entries_of(raw, after, declared, self.clock() // 1000 - self.ttl_us, hash_key)
-            return self._merged(hash_key, page, pending, expired, None)
+            return self._merged(hash_key, page, pending, expired, None)[0]
+        try:  # first: Redis answers while the page query is made and sent
+            deferred = send("HGETALL", hash_key)
+        except Exception as exc:  # noqa: BLE001 - reads fall back to the database
+            self.breaker.failed(exc, "reading")
+            return self.inner.list_rows(resource, owner, after, limit, filters)
         guess = self._guesses.get((hash_key, resource), NO_GUESS)
-        ids = [i for i in guess.ids if after is None or i > after][:ID_CAP]
-        # Rows the guessed pending writes may take out of the page are fetched beyond it at once;
-        # new rows the same page showed last time take places, so fewer loaded rows are asked
-        # for. A wrong guess costs one more query in merge_page, never a wrong page.
-        n = limit + (len(ids) if filters else sum(1 for i in ids if i in guess.deletes))
-        if guess.new and guess.page == page.key:
-            n = max(1, n - sum(1 for i in ids if i in guess.new))
-        rows = self.inner.start_list_seen(resource, owner, after, n, filters, ids)
+        try:
+            n, ids = plan(guess, page)
+            rows = self.inner.start_list_seen(resource, owner, after, n, filters, ids)
+        except BaseException:
+            deferred.abandon()  # the client's lock is held until its reply is read
+            raise
         try:  # while the database runs the page query
-            raw = send("HGETALL", hash_key).result()
+            raw = deferred.result(kept_wire(hash_key, declared))  # SAME: the kept reply's bytes
         except Exception as exc:  # noqa: BLE001 - reads fall back to the database
             self.breaker.failed(exc, "reading")
             rows()  # the connection is read clear before it is used again
             return self.inner.list_rows(resource, owner, after, limit, filters)
         self.breaker.succeeded()
-        pending, expired = entries_of(raw, after, declared, self.clock() // 1000 - self.ttl_us, hash_key)
+        made = page_entries(raw, after, declared, self.clock() // 1000 - self.ttl_us, hash_key, deferred.wire)
         # Rows a newer pending write replaces need only their created_at (PendingEntry.shown):
         # only usable entries replace a row (those not decoded yet, past ID_CAP, come whole).
-        replaced = {i: w.version for i, w in pending.items() if type(w.data) is not bytes}
-        first = Fetched(rows(replaced), n, frozenset(ids))
-        shown = self._merged(hash_key, page, pending, expired, first)
-        learn(self._guesses, hash_key, page, pending, first, shown)
+        first = Fetched(rows(made.replaced), n, frozenset(ids))
+        shown, settled = self._merged(hash_key, page, made.pending, made.expired, first)
+        if settled or guess.source is not made or guess.page != page.key:  # else: learnt from these very entries
+            learn(self._guesses, hash_key, page, made.pending, first, shown, made.deletes, made)
         return shown
 
     def _merged(
@@ -300,14 +304,16 @@ class PendingWrites:
         pending: dict[str, PendingEntry],
         expired: list[tuple[str, int, str]],
         first: Fetched | None,
-    ) -> list[Row]:
+    ) -> tuple[list[Row], bool]:
+        """The merged page, and whether it met a pending write that is loaded (or expired): the
+        first batch then taught something new (`learn`), and entries are dropped."""
         resource, owner, filters = page.resource, page.owner, page.filters
         name = resource.name
         drops: list[Seen] = []
         if not pending and first is None:
             rows = self.inner.list_rows(name, owner, page.after, page.limit, filters)
         elif not pending and first is not None and not first.ids:  # live rows matching the filters only
-            rows = [s.row for s in first.rows if s.row is not None]
+            rows = [r for r in ids_and_rows(first.rows)[1] if r is not None]
         else:
             rows, drops = merge_page(
                 lambda cursor, n, ids: self.inner.list_seen(name, owner, cursor, n, filters, ids),
@@ -319,12 +325,13 @@ class PendingWrites:
                 orders=lambda ids: self.inner.seen_many(name, owner, ids),
                 resource=resource,
             )
+        settled = bool(drops or expired)
         if drops and not self._fill(*((entry_key(name, owner, s.id, self.prefix), s) for s in drops)):
             drops = []  # the cache may still hold an older state: the entries stay (until their TTL)
         if expired or drops:
             shown = [(s.id, s.version, s.op_id) for s in drops]
             self._drop(hash_key, [(field_of(resource, i), v, op) for i, v, op in (*expired, *shown)])
-        return rows
+        return rows, settled
 
     # -- housekeeping ----------------------------------------------------------------------------
     def _expired(self, write: PendingEntry) -> bool:

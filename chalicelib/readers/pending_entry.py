@@ -108,6 +108,10 @@ class PendingEntry(NamedTuple):
         """The row GET shows for this write over `base` (the loaded state it replaces): its
         created_at is the earliest of the pending commands' and what is stored (a live row's or
         a tombstone's), as the loader will make it (CONTRACT section 3)."""
+        return self.shown_at(base.stored_created_at if base is not None else None)
+
+    def shown_at(self, stored: str | None) -> Row | None:
+        """`shown` over what is stored with created_at `stored` (None: nothing stored, or not known)."""
         data = self.data
         if data is None:
             return None
@@ -115,10 +119,10 @@ class PendingEntry(NamedTuple):
         assert row is not None
         # The payload carries its own command's instant; an earlier pending command of the key,
         # or the stored row's created_at, is earlier still.
-        if self.created != self.version or "created_at" not in row:
-            row["created_at"] = shown_ts(self.created)
-        stored = base.stored_created_at if base is not None else None
-        if stored is not None and _earlier(stored, row["created_at"]):
+        created = row.get("created_at")
+        if self.created != self.version or created is None:
+            created = row["created_at"] = shown_ts(self.created)
+        if stored is not None and _earlier(stored, created):
             row["created_at"] = stored
         return row
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
-from chalicelib.readers import Filters, Row
-from chalicelib.readers.pending_entry import PendingEntry
+from chalicelib.readers import Filters, Row, ids_and_rows
+from chalicelib.readers.pending_entry import ID_CAP, PendingEntry
 from chalicelib.readers.pending_merge import Fetched
 from chalicelib.resources import RESOURCES, Resource
 
@@ -29,6 +29,8 @@ class Guess(NamedTuple):
     deletes: frozenset[str]  # the deletes among them: a loaded row each may take out of a page
     new: frozenset[str] = frozenset()  # puts of nothing stored that the last page showed
     page: tuple[str | None, tuple[tuple[str, str], ...], int] | None = None  # that page's (after, filters, limit)
+    source: object = None  # the entries (pending_reply.PageEntries) it was learnt from, if any
+    plan: tuple[int, list[str]] | None = None  # `plan(self, that page)`, made once
 
 
 NO_GUESS = Guess([], frozenset())
@@ -74,32 +76,54 @@ def learn(
     pending: Mapping[str, PendingEntry],
     first: Fetched,
     shown: list[Row],
+    deletes: frozenset[str] | None = None,
+    source: object = None,
 ) -> None:
     """What a page read (its first batch `first`, the rows it showed) teaches of the owner's
-    pending rows: the guess of the next page query, or none when nothing is pending."""
+    pending rows: the guess of the next page query, or none when nothing is pending.
+    `deletes`: the ids of the deletes among `pending`, when the caller has them; `source`: the
+    entries object they come from (`Guess.source`: the same entries and page teach the same)."""
     key = (hash_key, page.resource.name)
     guesses.pop(key, None)
     if not pending:
         return
     if len(guesses) >= GUESSES:
         guesses.pop(next(iter(guesses)), None)
-    deletes = frozenset(i for i, w in pending.items() if w.data is None)
+    if deletes is None:
+        deletes = frozenset(i for i, w in pending.items() if w.data is None)
     # Named puts of which the page query found nothing stored (below the batch's last id,
     # when it was full): new rows, each in the page in place of a loaded row (learnt
     # without a filter only; with one, every named id is fetched beyond the page anyway).
     new: frozenset[str] | set[str] = frozenset()
-    batch = first.rows
     if first.ids and not page.filters:
-        top = batch[-1].id if batch and len(batch) >= first.limit else None
+        batch = ids_and_rows(first.rows)[0]
+        top = batch[-1] if batch and len(batch) >= first.limit else None
         end = shown[-1]["id"] if shown and len(shown) >= page.limit else None  # the page's last id, when full
-        stored = {s.id for s in batch}
-        new = {
+        # Of the named puts (not deletes) that are pending, those below both ends and not stored.
+        candidates = [
             i
             for i in first.ids
-            if i in pending
-            and i not in deletes
-            and i not in stored
-            and (top is None or i < top)
-            and (end is None or i <= end)
-        }
-    guesses[key] = Guess(sorted(pending), deletes, frozenset(new), page.key)
+            if i in pending and i not in deletes and (top is None or i < top) and (end is None or i <= end)
+        ]
+        if candidates:
+            new = set(candidates).difference(batch)
+    made = Guess(sorted(pending), deletes, frozenset(new), page.key, source)
+    guesses[key] = made._replace(plan=plan(made, page))
+
+
+def plan(guess: Guess, page: Page) -> tuple[int, list[str]]:
+    """How many rows a page query asks for, and the pending ids it names: those of the guess
+    after the page's cursor. Rows the guessed pending writes may take out of the page are
+    fetched beyond it at once; new rows the same page showed last time take places, so fewer
+    loaded rows are asked for. A wrong guess costs one more query in merge_page, never a wrong
+    page. The guess's own page's plan is made once (`Guess.plan`)."""
+    after, limit, filters = page.after, page.limit, page.filters
+    if guess.plan is not None and guess.page == page.key:
+        return guess.plan
+    ids = guess.ids[:ID_CAP] if after is None else [i for i in guess.ids if i > after][:ID_CAP]
+    if not ids:
+        return limit, ids
+    n = limit + (len(ids) if filters else sum(1 for i in ids if i in guess.deletes))
+    if guess.new and guess.page == page.key:
+        n = max(1, n - sum(1 for i in ids if i in guess.new))
+    return n, ids

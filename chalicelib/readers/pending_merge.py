@@ -8,13 +8,12 @@ be dropped). The reads that use it are `readers/pending.py`; the entries,
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Collection, Mapping, Sequence
-from operator import attrgetter
 from typing import NamedTuple
 
 from chalicelib.ordering import loaded_wins, newer
-from chalicelib.readers import Filters, Row, Seen
+from chalicelib.readers import Filters, Row, Seen, SeenRows, ids_and_rows
 from chalicelib.readers.pending_entry import ID_CAP, PendingEntry
 from chalicelib.resources import Resource
 
@@ -68,10 +67,6 @@ class Fetched(NamedTuple):
     ids: Collection[str]
 
 
-_END = Seen("\U0010ffff", None, 0)  # after every id (ids are ASCII)
-_seen_id = attrgetter("id")
-
-
 def matches(row: Row, filters: Filters) -> bool:
     """Whether a row holds every filtered field's value (a page's `state`, `list_id`)."""
     for field, value in filters.items():
@@ -109,14 +104,15 @@ def merge_page(
     has none is read again with it by `orders` (`Reader.seen_many`), once for all such rows
     of its batch, only when there is one.
     """
-    ahead = sorted(i for i in pending if after is None or i > after)
+    ahead = sorted(pending) if after is None else sorted(i for i in pending if i > after)
     out: list[Row] = []
     drops: list[Seen] = []
     reread: dict[str, Seen] = {}  # stored states read again with their op_ids (version ties)
     cursor = after
     while True:
         if first is not None:
-            missing = next((i for i in ahead if i not in first.ids), None)
+            asked = first.ids if type(first.ids) is frozenset else frozenset(first.ids)
+            missing = None if asked.issuperset(ahead) else next(i for i in ahead if i not in asked)
             known = _known(first.rows, first.limit, first.ids, missing, cursor)
             first = None
         else:
@@ -124,7 +120,7 @@ def merge_page(
         if known is None:
             continue  # nothing known: fetch again, naming the pending ids
         batch, upper = known
-        named = ahead if upper is None else [i for i in ahead if i <= upper]
+        named = ahead if upper is None or not ahead or ahead[-1] <= upper else [i for i in ahead if i <= upper]
         if _walk(batch, named, pending, filters, orders, resource, want, out, drops, reread) or upper is None:
             return out, drops
         cursor = upper
@@ -161,7 +157,8 @@ def _known(
     rows up to `upper`, the last id up to which the stored state of every pending id is known
     (None: nothing is stored beyond the batch), and upper; None when it knows nothing.
     `missing` is the first pending id the batch did not name."""
-    upper = batch[-1].id if len(batch) >= limit else None  # None: nothing stored beyond
+    ids = ids_and_rows(batch)[0]
+    upper = ids[-1] if len(ids) >= limit else None  # None: nothing stored beyond
     if missing is not None and (upper is None or upper >= missing):
         # The stored state of `missing` (and later pending ids) is not known: the batch
         # answers up to the last id it knows below it.
@@ -171,7 +168,9 @@ def _known(
             return None
         upper = max(known)
     if upper is not None:
-        batch = batch[: bisect_right(batch, upper, key=_seen_id)]
+        cut = bisect_right(ids, upper)
+        if cut < len(ids):
+            batch = batch[:cut]
     return batch, upper
 
 
@@ -188,45 +187,76 @@ def _walk(
     reread: dict[str, Seen],
 ) -> bool:
     """Add to `out` (and `drops`) the rows of a batch and of the pending ids `named` up to its
-    end, both in id order; whether the page is full (`want` rows)."""
-    # The end mark, after every id, takes in the pending ids beyond the last row.
-    j, last = 0, len(named)
-    for base in (*batch, _END):
-        key = base.id
-        while j < last and named[j] < key:  # a pending write of a key with nothing stored
-            entry = pending[named[j]]
-            j += 1
-            alone = entry.decoded(resource) if type(entry.data) is bytes else entry
-            row = alone.shown(None) if alone is not None else None
-            if row is not None and (not filters or matches(row, filters)):
-                out.append(row)
+    end, both in id order; whether the page is full (`want` rows). The rows between two pending
+    ids go in as one slice (`_unnamed`); only a pending id's place is looked for (bisect)."""
+    ids, rows = ids_and_rows(batch)
+    versions = batch.versions if type(batch) is SeenRows else None
+    whole = not filters and None not in rows  # every row no pending write names goes in
+    pos, size = 0, len(batch)
+    for key in named:
+        at = bisect_left(ids, key, pos)
+        if at > pos:
+            if whole:
+                out += rows[pos : min(at, pos + want - len(out))]  # type: ignore[arg-type]  # whole: no None
                 if len(out) == want:
                     return True
-        if base is _END:
-            return False
-        if j < last and named[j] == key:
-            entry = pending[key]
-            j += 1
-            write = entry.decoded(resource) if type(entry.data) is bytes else entry
-            if write is not None and base.version == write.version and not base.op_id and orders is not None:
-                if key not in reread:  # a version tie: the op_ids of this batch's ties, at once
-                    reread.update(orders(_ties(batch, named, pending)))
-                base = reread.get(key, base)
-            if write is None:  # not a usable entry: what is loaded
-                row = base.row
-            elif loaded_wins((base.version, base.op_id), (write.version, write.op_id)):  # loaded already
-                if base.settled:
-                    drops.append(base)
-                row = base.row
+            elif _unnamed(rows, pos, at, filters, want, out):
+                return True
+        entry = pending[key]
+        write = entry.decoded(resource) if type(entry.data) is bytes else entry
+        if at < size and ids[at] == key:  # a pending write over a stored state
+            pos = at + 1
+            if versions is not None and write is not None and versions[at] < write.version:
+                # The common case: the pending write is newer, whatever the op_ids; of what is
+                # stored it shows only the created_at (a live row's, or a tombstone's).
+                stored = rows[at]
+                row = write.shown_at(stored["created_at"] if stored is not None else batch.created.get(key))  # type: ignore[attr-defined]
             else:
-                row = write.shown(base)
-        else:
-            row = base.row  # the common case: a loaded row no pending write touches
+                row = _over(batch[at], write, batch, named, pending, orders, drops, reread)
+        else:  # a pending write of a key with nothing stored
+            pos = at
+            row = write.shown(None) if write is not None else None
         if row is not None and (not filters or matches(row, filters)):
             out.append(row)
             if len(out) == want:
                 return True
-    return False
+    if whole:
+        out += rows[pos : pos + want - len(out)]  # type: ignore[arg-type]  # whole: no None
+        return len(out) == want
+    return pos < size and _unnamed(rows, pos, size, filters, want, out)
+
+
+def _unnamed(rows: list[Row | None], start: int, stop: int, filters: Filters, want: int, out: list[Row]) -> bool:
+    """Add to `out` the rows `rows[start:stop]`, which no pending write names (tombstones, of
+    ids named to the query, and rows a filter takes out left out); whether the page is full."""
+    out += [r for r in rows[start:stop] if r is not None and (not filters or matches(r, filters))][: want - len(out)]
+    return len(out) == want
+
+
+def _over(
+    base: Seen,
+    write: PendingEntry | None,
+    batch: Sequence[Seen],
+    named: Sequence[str],
+    pending: Mapping[str, PendingEntry],
+    orders: Orders | None,
+    drops: list[Seen],
+    reread: dict[str, Seen],
+) -> Row | None:
+    """The row of a pending write (None: not a usable entry) over the stored state `base`, in
+    the loader's order; a settled state that shows the write, or a newer one, goes to `drops`."""
+    key = base.id
+    if write is not None and base.version == write.version and not base.op_id and orders is not None:
+        if key not in reread:  # a version tie: the op_ids of this batch's ties, at once
+            reread.update(orders(_ties(batch, named, pending)))
+        base = reread.get(key, base)
+    if write is None:  # not a usable entry: what is loaded
+        return base.row
+    if loaded_wins((base.version, base.op_id), (write.version, write.op_id)):  # loaded already
+        if base.settled:
+            drops.append(base)
+        return base.row
+    return write.shown(base)
 
 
 def _ties(batch: Sequence[Seen], named: Sequence[str], pending: Mapping[str, PendingEntry]) -> list[str]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from chalicelib.db.database import open_reader
 from chalicelib.errors import DatabaseUnavailable
-from chalicelib.readers import Filters, Reader, Row, Seen, SeenLater
+from chalicelib.readers import Filters, Reader, Row, Seen, SeenLater, SeenRows
 from chalicelib.readers.breaker import Breaker
 from chalicelib.readers.sql import SqlReader
 
@@ -130,6 +130,12 @@ class ReplicaReader(Reader):
             return list(rows)
         return [s._replace(settled=False) for s in rows]
 
+    def _batch_settled(self, index: int, rows: Sequence[Seen]) -> Sequence[Seen]:
+        """`_as_settled` for a page query's batch: a SeenRows stays one (no Seen built per row)."""
+        if type(rows) is not SeenRows:
+            return self._as_settled(index, rows)
+        return rows if self._settled(index) else rows.unsettled()
+
     def start_list_seen(
         self, resource: str, owner: str, after: str | None, limit: int, filters: Filters, ids: Collection[str]
     ) -> SeenLater:
@@ -151,6 +157,6 @@ class ReplicaReader(Reader):
                 breaker.failed(exc, "reading")
                 return self.list_seen(*args)
             breaker.succeeded()
-            return self._as_settled(index, got)
+            return self._batch_settled(index, got)
 
         return seen

@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from chalicelib.readers.breaker import DEFAULT_COOLDOWN_SECONDS
+from chalicelib.readers.resp_reply import Deferred, connection_error
 from chalicelib.readers.resp_wire import CRLF, RespConnectionError, RespError, encode_command
 
 DEFAULT_PORT = 6379
@@ -117,6 +118,7 @@ class RespClient:
         self._pid = 0
         self._buf = bytearray()
         self._pos = 0
+        self._fills = 0  # socket reads so far (`Deferred.wire`: a reply read in one piece)
         self._lock = threading.Lock()
 
     @classmethod
@@ -221,7 +223,7 @@ class RespClient:
             except (OSError, RespConnectionError) as exc:
                 self._drop()
                 if not reused or isinstance(exc, TimeoutError):
-                    raise _connection_error(self, exc) from exc
+                    raise connection_error(self, exc) from exc
                 reused = False  # an idle connection the server closed: once more on a fresh one
                 self._open()
                 sock = self._sock
@@ -231,7 +233,7 @@ class RespClient:
             self._drop()
             self._lock.release()
             if isinstance(exc, OSError) and not isinstance(exc, RespConnectionError):
-                raise _connection_error(self, exc) from exc
+                raise connection_error(self, exc) from exc
             raise
         return Deferred(self, args, reused)
 
@@ -252,6 +254,20 @@ class RespClient:
             del self._buf[: self._pos]
             self._pos = 0
         self._buf += chunk
+        self._fills += 1
+
+    def _same(self, wire: bytes) -> bool:
+        """Whether the next reply is `wire`, a whole reply, byte for byte (then it is read past):
+        a reply ends where its own bytes say, so one that starts with a whole reply is that one."""
+        size = len(wire)
+        while True:
+            have = len(self._buf) - self._pos
+            if have >= size or not wire.startswith(self._buf[self._pos :]):
+                if have >= size and self._buf.startswith(wire, self._pos):
+                    self._pos += size
+                    return True
+                return False
+            self._fill()  # what has come so far is the start of `wire`
 
     def _line(self) -> bytes:
         while True:
@@ -329,57 +345,3 @@ class RespClient:
         except ValueError as exc:
             raise RespConnectionError(f"redis sent a bad length: {line[:40]!r}") from exc
         raise RespConnectionError(f"redis sent an unknown reply type: {line[:40]!r}")
-
-
-def _connection_error(client: RespClient, exc: BaseException) -> RespConnectionError:
-    if isinstance(exc, RespConnectionError):
-        return exc
-    return RespConnectionError(f"redis {client.host}:{client.port}: {exc}")
-
-
-class Deferred:
-    """The reply of a command `RespClient.send` wrote; holds the client's lock until read."""
-
-    def __init__(self, client: RespClient, args: Sequence[Any], reused: bool) -> None:
-        self._client = client
-        self._args = args
-        self._reused = reused
-        self._open = True
-
-    def result(self) -> Any:
-        """The reply (bytes, int, list, None); RespError for an error reply, RespConnectionError
-        when the server cannot be used. A connection found closed after idling is retried once."""
-        if not self._open:
-            raise RuntimeError("this reply was already read or abandoned")
-        client = self._client
-        self._open = False
-        try:
-            try:
-                reply = client._reply()
-            except (OSError, RespConnectionError) as exc:
-                client._drop()
-                if not self._reused or isinstance(exc, TimeoutError):
-                    raise _connection_error(client, exc) from exc
-                try:
-                    client._open()
-                    reply = client._roundtrip([self._args])[0]
-                except (OSError, RespConnectionError) as again:
-                    client._drop()
-                    raise _connection_error(client, again) from again
-            except BaseException:
-                client._drop()
-                raise
-        finally:
-            client._lock.release()
-        if isinstance(reply, RespError):
-            raise reply
-        return reply
-
-    def abandon(self) -> None:
-        """Give up on the reply (the caller failed meanwhile): the connection is dropped."""
-        if self._open:
-            self._open = False
-            try:
-                self._client._drop()
-            finally:
-                self._client._lock.release()

@@ -9,15 +9,19 @@ added to a declaration is read with no statement written here.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Collection, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 from chalicelib.db.database import Database
-from chalicelib.readers import Filters, Reader, Row, Seen, SeenLater
+from chalicelib.db.packets import Thin
+from chalicelib.readers import Filters, Reader, Row, Seen, SeenLater, SeenRows
 from chalicelib.resources import RESOURCES, Resource, on_change
 from chalicelib.rows import Decoder, decoder, ts_out
 
 UUID_CHARS = "0123456789abcdef-"
+TEXTS = 256  # page texts kept per resource (`Statements.texts`), each naming the ids a guess gave
 
 
 class Statements:
@@ -46,6 +50,8 @@ class Statements:
         # `seen_many` reads those again (pending_merge.merge_page).
         signed = ("CASE WHEN deleted = 0 THEN version ELSE -version END" if c == "version" else c for c in columns)
         self.list_seen = f"SELECT {', '.join(signed)} FROM {name} WHERE owner = %s AND id > %s"
+        # (filter fields, ids) -> a page's versioned read, and whether the ids are written out in it
+        self.texts: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[str, bool]] = {}
 
     def where(self, filters: Filters) -> tuple[str, list[Any]]:
         """` AND field = %s` for each filter, and their values; a filter not declared is a bug."""
@@ -122,30 +128,43 @@ class SqlReader(Reader):
         made = statements(resource)
         text, params = list_seen_statement(made, owner, after, limit, filters, ids)
         rows = self.db.send_query(text, params)
-        at_id, at_version, at_created, decode = made.id, made.version, made.created_at, made.row
+        id_of, version_of, at_created, decode = itemgetter(made.id), itemgetter(made.version), made.created_at, made.row
+        at_version, keep = made.version, frozenset((made.id, made.version, made.created_at))
 
-        def seen(replaced: Mapping[str, int] | None = None) -> list[Seen]:
-            new = tuple.__new__  # Seen(...) without its Python-level __new__: one per row of a page
-            older = (replaced or {}).get
+        def seen(replaced: Mapping[str, int] | None = None) -> SeenRows:
+            # The rows a newer pending write replaces are read for their id, version and
+            # created_at only (`packets.Thin`, on a reader connection of chalicelib.db.columns).
+            thin = Thin({i.encode("ascii"): v for i, v in replaced.items()}, at_version, keep) if replaced else None
+            got = rows(thin)
+            ids = list(map(id_of, got))
+            versions = list(map(version_of, got))
             # A tombstone comes with its version negated (list_seen): no extra column per row. A
-            # row of a version older than a pending write's (which replaces it whatever the op_ids)
-            # needs only its created_at; a tie keeps the whole row.
-            return [
-                new(
-                    Seen,
-                    (
-                        r[at_id],
-                        decode(r) if older(r[at_id], 0) <= r[at_version] else {"created_at": ts_out(r[at_created])},
-                        r[at_version],
-                        "",
-                        True,
-                        None,
-                    ),
-                )
-                if r[at_version] > 0
-                else new(Seen, (r[at_id], None, -r[at_version], "", True, ts_out(r[at_created])))
-                for r in rows()
-            ]
+            # row of a version older than a pending write's (which replaces it whatever the
+            # op_ids) needs only its created_at; a tie keeps the whole row. Every other row is
+            # decoded as list_rows decodes it.
+            apart: dict[int, Row | None] = {}  # index -> what stands for the row (None: a tombstone)
+            created: dict[str, str] = {}
+            if versions and min(versions) < 0:
+                for k, version in enumerate(versions):
+                    if version < 0:
+                        apart[k] = None
+                        versions[k] = -version
+                        created[ids[k]] = ts_out(got[k][at_created])
+            if replaced:
+                for id_, newer in replaced.items():
+                    k = bisect_left(ids, id_)  # the rows come in id order
+                    if k < len(ids) and ids[k] == id_ and k not in apart and newer > versions[k]:
+                        apart[k] = {"created_at": ts_out(got[k][at_created])}
+            if not apart:
+                return SeenRows(ids, list(map(decode, got)), versions, created)
+            out: list[Row | None] = []
+            start = 0
+            for k in sorted(apart):
+                out += map(decode, got[start:k])
+                out.append(apart[k])
+                start = k + 1
+            out += map(decode, got[start:])
+            return SeenRows(ids, out, versions, created)
 
         return seen
 
@@ -154,19 +173,33 @@ def list_seen_statement(
     made: Statements, owner: str, after: str | None, limit: int, filters: Filters, ids: Collection[str]
 ) -> tuple[str, list[Any]]:
     """A page's versioned read: live rows matching `filters`, and the stored state of each of
-    `ids`, tombstones included."""
+    `ids`, tombstones included. Its text is made once per filter fields and ids (`Statements.texts`)."""
     where, values = made.where(filters)
     params: list[Any] = [owner, after or "", *values]
+    key = (tuple(filters), tuple(ids))
+    known = made.texts.get(key)
+    if known is None:
+        known = made.texts[key] = _list_seen_text(made, where, ids)
+        if len(made.texts) > TEXTS:
+            made.texts.clear()
+    text, inlined = known
+    if ids and not inlined:
+        params.extend(ids)
+    params.append(limit)
+    return text, params
+
+
+def _list_seen_text(made: Statements, where: str, ids: Collection[str]) -> tuple[str, bool]:
     live = "deleted = 0" + where
     text = made.list_seen
+    inlined = False
     if ids:
         if all(len(i) == 36 and not i.strip(UUID_CHARS) for i in ids):  # written out: nothing to escape
             listed = "', '".join(ids)
             text += f" AND ({live} OR id IN ('{listed}'))"
+            inlined = True
         else:
             text += f" AND ({live} OR id IN ({', '.join(['%s'] * len(ids))}))"
-            params.extend(ids)
     else:
         text += f" AND {live}"
-    params.append(limit)
-    return text + " ORDER BY id LIMIT %s", params
+    return text + " ORDER BY id LIMIT %s", inlined

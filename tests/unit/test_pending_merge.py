@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chalicelib.ordering import newer
-from chalicelib.readers import Seen, state_filter
+from chalicelib.readers import Seen, SeenRows, state_filter
 from chalicelib.readers.pending_entry import PendingEntry
 from chalicelib.readers.pending_merge import Fetched, merge_page, newest
 from chalicelib.resources import TODOS
@@ -63,6 +64,19 @@ class Store:
             if live or todo_id in ids:
                 out.append(self._seen(todo_id, ""))
         return out[:limit]
+
+
+def as_seen_rows(batch: list[Seen], replaced: dict[str, int]) -> SeenRows:
+    """A batch as SqlReader.start_list_seen gives it: a row older than the pending write that
+    replaces it holds only its created_at."""
+    rows = [
+        {"created_at": s.row["created_at"]} if s.row is not None and replaced.get(s.id, 0) > s.version else s.row
+        for s in batch
+    ]
+    made = SeenRows([s.id for s in batch], rows, [s.version for s in batch], {}, batch[0].settled if batch else True)
+    if not replaced:
+        assert made == batch and list(made[1:]) == batch[1:]  # the same states, one by one
+    return made
 
 
 def ties(loaded: dict[str, State], pending: dict[str, State]) -> set[str]:
@@ -155,12 +169,15 @@ def test_any_cursor_starts_the_page_right_after_it(mix, want, cursor):
     guess=st.sets(st.sampled_from(IDS), max_size=12),
     guess_limit=st.integers(1, 14),
     plain=st.booleans(),
+    kind=st.sampled_from(["list", "rows", "thin"]),
 )
 def test_a_first_batch_fetched_on_a_guess_of_the_pending_ids_gives_the_model(
-    mix, want, cursor, guess, guess_limit, plain
+    mix, want, cursor, guess, guess_limit, plain, kind
 ):
     """PendingWrites reads the pending writes while the page query runs, naming the ids it last
-    saw: whatever that guess (stale, partial, empty) and its limit, the page is the model's."""
+    saw: whatever that guess (stale, partial, empty) and its limit, the page is the model's. The
+    batch may come as Seen values, or as SqlReader gives it (SeenRows), its rows a newer pending
+    write replaces holding only their created_at ("thin", as `replaced` asks)."""
     loaded, pending, state = mix
     store = Store(loaded, state, True)
     ids = sorted(i for i in guess if cursor is None or i > cursor)
@@ -169,6 +186,9 @@ def test_a_first_batch_fetched_on_a_guess_of_the_pending_ids_gives_the_model(
         rows = [s for s in Store(loaded, state, False).fetch(cursor, guess_limit, ()) if s.row is not None]
     else:
         rows = store.fetch(cursor, guess_limit, ids)
+    if kind != "list":
+        older = {i: v for i, (v, *_) in pending.items()} if kind == "thin" else {}
+        rows = as_seen_rows(rows, older)
     first = Fetched(rows, guess_limit, frozenset(ids))
     got, drops = merge_page(
         store.fetch, entries(pending), cursor, want, state_filter(state), 3, first, store.orders, resource=TODOS
@@ -194,6 +214,37 @@ def test_a_settled_read_that_shows_the_write_drops_it_and_an_unsettled_one_does_
     store = Store(loaded, None, False)
     _, drops = merge_page(store.fetch, entries(pending), None, 10, {}, orders=store.orders, resource=TODOS)
     assert drops == []  # the master answered (failover): replicas may still lag
+
+
+@pytest.mark.parametrize("thin", [False, True])
+def test_a_first_batch_as_sql_reads_it_keeps_ties_drops_and_created_at(thin):
+    """The first batch as SqlReader gives it (SeenRows, no op_ids; with `thin`, the rows a newer
+    pending write replaces hold only their created_at): ties are read again for op_ids and go to
+    the greater, a settled state that shows the write (or a newer one) is dropped, and a newer
+    write shows the earliest created_at of its own and what is stored (a tombstone's included)."""
+    a, b, c, d, e = IDS[:5]
+    low, high = OPS
+    loaded = {
+        a: (5, low, False, "open"),  # the pending write itself, loaded: dropped
+        b: (2, low, False, "open"),  # older: the pending write shows, with this created_at
+        c: (4, high, False, "open"),  # a tie the loaded op_id wins: loaded, and dropped
+        d: (4, low, False, "open"),  # a tie the pending op_id wins: pending
+        e: (3, low, True, "open"),  # a tombstone under a newer put: pending, with its created_at
+    }
+    pending = {a: (5, low, False, "open"), b: (3, low, False, "done"), c: (4, low, False, "done")}
+    pending |= {d: (4, high, False, "done"), e: (6, low, False, "open")}
+    store = Store(loaded, None, True)
+    batch = store.fetch(None, 10, list(pending))
+    older = {i: v for i, (v, *_) in pending.items()} if thin else {}
+    rows = as_seen_rows(batch, older)
+    rows.created = {e: "1969-12-31T00:00:00Z"}  # before the pending put's own instant (version 6 µs)
+    first = Fetched(rows, 10, frozenset(pending))
+    got, drops = merge_page(store.fetch, entries(pending), None, 10, {}, 3, first, store.orders, resource=TODOS)
+    assert [r["title"] for r in got] == ["loaded 5", "pending 3", "loaded 4", "pending 4", "pending 6"]
+    assert [(shown.id, shown.order) for shown in drops] == [(a, (5, low)), (c, (4, high))]  # loaded, or newer
+    assert sorted(store.reread) == [a, c, d]  # the ties, read again in one call
+    # the earliest of the pending command's instant and what is stored (a live row's, a tombstone's)
+    assert got[1]["created_at"] == "1970-01-01T00:00:00.000003Z" and got[4]["created_at"] == "1969-12-31T00:00:00Z"
 
 
 def test_a_version_tie_goes_to_the_greater_op_id_whichever_side_holds_it():
