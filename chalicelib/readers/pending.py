@@ -65,7 +65,7 @@ from chalicelib.readers.pending_entry import (
 )
 from chalicelib.readers.pending_guess import NO_GUESS, Guesses, Page, learn, plan, remember
 from chalicelib.readers.pending_merge import Fetched, merge_page, newer_state, newest, without_replica
-from chalicelib.readers.pending_reply import kept_wire, page_entries
+from chalicelib.readers.pending_reply import kept_reply, page_entries
 from chalicelib.readers.scripts import DROP, RECORD, guarded_set, pair_payload, read_pair, run_script
 from chalicelib.resources import RESOURCES, Resource, on_change
 
@@ -281,14 +281,15 @@ class PendingWrites:
         except BaseException:
             deferred.abandon()  # the client's lock is held until its reply is read
             raise
+        kept = kept_reply(hash_key, declared)
         try:  # while the database runs the page query
-            raw = deferred.result(kept_wire(hash_key, declared))  # SAME: the kept reply's bytes
+            raw = deferred.result(None if kept is None else kept.wire)  # SAME: the kept reply's bytes
         except Exception as exc:  # noqa: BLE001 - reads fall back to the database
             self.breaker.failed(exc, "reading")
             rows()  # the connection is read clear before it is used again
             return self.inner.list_rows(resource, owner, after, limit, filters)
         self.breaker.succeeded()
-        made = page_entries(raw, after, declared, self.clock() // 1000 - self.ttl_us, hash_key, deferred.wire)
+        made = page_entries(raw, after, declared, self.clock() // 1000 - self.ttl_us, hash_key, deferred.wire, kept)
         # Rows a newer pending write replaces need only their created_at (PendingEntry.shown):
         # only usable entries replace a row (those not decoded yet, past ID_CAP, come whole).
         first = Fetched(rows(made.replaced), n, frozenset(ids))

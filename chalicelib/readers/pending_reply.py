@@ -28,7 +28,9 @@ class PageEntries(NamedTuple):
     deletes: frozenset[str]  # the ids of the deletes among them
 
 
-class _Kept(NamedTuple):
+class Kept(NamedTuple):
+    """A reply kept for an owner's hash, and the entries it made."""
+
     raw: list[Any]
     wire: bytes | None  # the reply's bytes (`Deferred.wire`): the next reply is compared with them unparsed
     after: str | None
@@ -37,27 +39,35 @@ class _Kept(NamedTuple):
 
 
 # (owner's hash, resource) -> the last reply kept for it.
-KEPT: Bounded[tuple[str, str], _Kept] = Bounded(1024)
+KEPT: Bounded[tuple[str, str], Kept] = Bounded(1024)
 on_change(lambda name: KEPT.clear())
 
 
-def kept_wire(hash_key: str, resource: Resource) -> bytes | None:
-    """The bytes of the reply kept for the owner's hash, if any (`Deferred.result(same_as=...)`)."""
-    kept = KEPT.get((hash_key, resource.name))
-    return None if kept is None else kept.wire
+def kept_reply(hash_key: str, resource: Resource) -> Kept | None:
+    """The reply kept for the owner's hash, if any: its bytes go to `Deferred.result(same_as=...)`,
+    and it to `page_entries` (the same one: another thread may keep another reply meanwhile)."""
+    return KEPT.get((hash_key, resource.name))
 
 
 def page_entries(
-    raw: Any, after: str | None, resource: Resource, oldest: int, hash_key: str, wire: bytes | None = None
+    raw: Any,
+    after: str | None,
+    resource: Resource,
+    oldest: int,
+    hash_key: str,
+    wire: bytes | None = None,
+    kept: Kept | None = None,
 ) -> PageEntries:
     """`entries_of(raw, ...)` as PageEntries, from what is kept when `raw` is the reply kept
     for the owner's hash (module docstring). `raw` is SAME (`Deferred.result`) when the reply
-    was the kept one's bytes (`wire`); `wire` is the bytes of a reply parsed into `raw`."""
+    was the bytes of `kept` (`kept_reply`'s answer); `wire` is the bytes of a reply parsed
+    into `raw`."""
     key = (hash_key, resource.name)
-    kept = KEPT.get(key)
     if raw is SAME:
-        assert kept is not None, "SAME answers the kept reply's bytes"
+        assert kept is not None, "SAME answers the bytes of the reply kept"
         raw, wire = kept.raw, kept.wire
+    else:
+        kept = KEPT.get(key)
     if kept is not None and kept.after == after and kept.oldest >= oldest and kept.raw == raw:
         return kept.entries
     pending, expired = entries_of(raw, after, resource, oldest, hash_key)
@@ -72,5 +82,5 @@ def page_entries(
         canonical = shape_of(resource).field_pattern.fullmatch
         if len(names) == len(pending) <= ID_CAP and all(canonical(name) for name in names):
             low = min((w.version for w in pending.values()), default=oldest)
-            KEPT.put(key, _Kept(raw, wire, after, low, made))
+            KEPT.put(key, Kept(raw, wire, after, low, made))
     return made

@@ -17,7 +17,7 @@ from chalicelib.ids import VersionClock, new_op_id, uuid7
 from chalicelib.models import validate_todo
 from chalicelib.readers import pending_entry
 from chalicelib.readers.pending_entry import PARSED, entry_for, pending_key
-from chalicelib.readers.pending_reply import KEPT, kept_wire, page_entries
+from chalicelib.readers.pending_reply import KEPT, kept_reply, page_entries
 from chalicelib.readers.resp import RespClient
 from chalicelib.readers.resp_reply import SAME
 from chalicelib.resources import TODOS
@@ -66,8 +66,19 @@ def test_the_same_reply_gives_the_same_entries_without_parsing_them(monkeypatch:
     calls: list[Any] = []
     monkeypatch.setattr(pending_entry, "parse_pending", lambda *a: calls.append(a))
     assert page_entries(list(raw), None, TODOS, 0, ALICE) is first  # equal bytes, parsed
-    assert page_entries(SAME, None, TODOS, 0, ALICE) is first  # equal bytes, unparsed
-    assert kept_wire(ALICE, TODOS) == wire_of(raw) and calls == []
+    kept = kept_reply(ALICE, TODOS)
+    assert kept is not None and kept.wire == wire_of(raw)
+    assert page_entries(SAME, None, TODOS, 0, ALICE, kept=kept) is first and calls == []  # equal bytes, unparsed
+
+
+def test_same_answers_the_reply_kept_when_it_was_read_even_if_another_is_kept_since() -> None:
+    """Another thread may keep another reply of the owner between the read and its entries."""
+    one, two = put("one"), put("two")
+    page_entries(reply(one), None, TODOS, 0, ALICE, b"wire one")
+    kept = kept_reply(ALICE, TODOS)
+    page_entries(reply(one, two), None, TODOS, 0, ALICE, b"wire two")  # kept meanwhile
+    made = page_entries(SAME, None, TODOS, 0, ALICE, kept=kept)
+    assert list(made.pending) == [one.id]  # the reply read (the first), not the one kept since
 
 
 def test_a_changed_reply_another_cursor_or_owner_is_parsed_again() -> None:
@@ -86,7 +97,7 @@ def test_an_entry_that_expired_since_is_never_taken_from_what_is_kept() -> None:
     raw = reply(old, new)
     kept = page_entries(raw, None, TODOS, 0, ALICE)
     assert not kept.expired
-    later = page_entries(SAME, None, TODOS, old.version + 1, ALICE)  # `old` is past its TTL now
+    later = page_entries(SAME, None, TODOS, old.version + 1, ALICE, kept=kept_reply(ALICE, TODOS))  # `old` expired
     assert later is not kept and [e[0] for e in later.expired] == [old.id] and list(later.pending) == [new.id]
 
 
@@ -98,7 +109,7 @@ def test_a_reply_with_an_entry_that_cannot_be_used_is_never_kept(caplog: pytest.
         for _ in range(2):
             made = page_entries(raw, None, TODOS, 0, ALICE, wire_of(raw))
             assert list(made.pending) == [good.id]
-    assert kept_wire(ALICE, TODOS) is None
+    assert kept_reply(ALICE, TODOS) is None
     assert sum(bad in r.getMessage() for r in caplog.records) == 2  # logged on every read
 
 
