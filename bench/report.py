@@ -45,13 +45,14 @@ KNOWN_CAUSES = {
         "`cryptography` (brought by moto), which a Lambda package without it does not pay."
     ),
     "GET /todos page of 50, 10 pending merged vs no cache": (
-        "The page query is sent first and the HGETALL is sent, read and parsed while the database runs "
-        "it (Database.send_query), so Redis costs little wall time; what is left is Python after the "
-        "rows arrive (one tuple per fetched row, the merge walk, learning the next guess: about 40 µs "
-        "measured alone) and the query naming the pending ids (about 50 µs more on the server than the "
-        "same page without them, measured call by call). Fewer rows are fetched where the last page "
-        "showed new todos; rows a pending write replaces are not built. Left: the pending ids named "
-        "(needed to see tombstones), and the two rows fetched in place of the page's pending deletes."
+        "Measured call by call beside the uncached page (2-core machine, 2026-12-07; 1.12-1.15 in all): "
+        "with no Redis I/O at all ours is 1.10-1.11, so the HGETALL costs 4-5 % even though it is sent "
+        "first and its reply, when byte for byte the owner's last, is compared unparsed: two syscalls "
+        "and Redis's own CPU on the two cores the app and MariaDB share. The page query naming the "
+        "pending ids costs about 3 % (needed to see their tombstones; the rows a pending write replaces "
+        "are read thin). Python after the rows arrive is about 3.5 % (39 µs of CPU over the uncached "
+        "page's 196 when both are replayed without I/O: the merge of 10 pending rows about 15 µs, "
+        "the rest spread thin: the reader layers, SeenRows, the plan, the reply check)."
     ),
     "202 → visible to the writer, GET /todos p99": (
         "The page a writer reads right after its 202 is the merged page (see the row above): one Redis "
