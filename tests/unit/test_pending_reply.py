@@ -16,11 +16,12 @@ from chalicelib.commands import make_command
 from chalicelib.ids import VersionClock, new_op_id, uuid7
 from chalicelib.models import validate_todo
 from chalicelib.readers import pending_entry
-from chalicelib.readers.pending_entry import PARSED, entry_for, pending_key
+from chalicelib.readers.pending_entry import PARSED, pending_key
 from chalicelib.readers.pending_reply import KEPT, kept_reply, page_entries
 from chalicelib.readers.resp import RespClient
 from chalicelib.readers.resp_reply import SAME
 from chalicelib.resources import TODOS
+from tests.unit.test_pending_parsed import reply  # an HGETALL reply, as RECORD writes the entries
 
 CLOCK = VersionClock()
 ALICE = pending_key("alice", "test:v1")
@@ -33,18 +34,6 @@ def empty_caches() -> Any:
     yield
     KEPT.clear()
     PARSED.clear()
-
-
-def reply(*commands: Any) -> list[bytes]:
-    """An HGETALL reply holding the commands' entries, as RECORD writes them."""
-    out: list[bytes] = []
-    for command in commands:
-        field, state, version, op_id, payload = entry_for(command)
-        out += [
-            field.encode(),
-            b"|".join([state, str(version).encode(), op_id.encode(), str(version).encode(), payload]),
-        ]
-    return out
 
 
 def wire_of(items: list[bytes]) -> bytes:
