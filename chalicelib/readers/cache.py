@@ -156,19 +156,29 @@ def dump_row(row: Row) -> bytes:
     return json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-_JSON = json.JSONDecoder()
-_SCAN: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(_JSON)  # type: ignore[arg-type]
+_SCAN: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+NOT_WHOLE: Final = object()  # scan_whole: the text is not one JSON value with nothing around it
+
+
+def scan_whole(text: str) -> Any:
+    """json.loads(text) by the C scanner alone when `text` is one JSON value with no whitespace
+    around it (as dump_row writes a row), else NOT_WHOLE (the caller decodes it its own way). A
+    value the scanner refuses raises its ValueError, as json.loads would."""
+    try:
+        value, end = _SCAN(text, 0)
+    except StopIteration:
+        return NOT_WHOLE
+    return value if end == len(text) else NOT_WHOLE
 
 
 def load_payload(payload: bytes) -> Any:
     """A present entry's row: json.loads(payload), through the C scanner alone when the payload is
     dump_row's (UTF-8, no whitespace around it); anything else is decoded (or refused) by json.loads."""
     try:
-        text = payload.decode("utf-8", "surrogatepass")
-        row, end = _SCAN(text, 0)
-        if end == len(text):
+        row = scan_whole(payload.decode("utf-8", "surrogatepass"))
+        if row is not NOT_WHOLE:
             return row
-    except (ValueError, StopIteration):
+    except ValueError:
         pass
     return json.loads(payload)
 

@@ -27,16 +27,14 @@ Where they live
 from __future__ import annotations
 
 import json
-import json.scanner
 import logging
 import re
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from chalicelib.ids import CANONICAL_UUID, version_to_ts
 from chalicelib.ordering import Order
 from chalicelib.readers import Row, Seen
-from chalicelib.readers.cache import ABSENT, PRESENT, dump_row, owner_part, row_for_command
+from chalicelib.readers.cache import ABSENT, NOT_WHOLE, PRESENT, dump_row, owner_part, row_for_command, scan_whole
 from chalicelib.resources import RESOURCES, Resource, on_change
 
 if TYPE_CHECKING:
@@ -47,8 +45,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("chalicelib.readers.pending")
 
 PROFILE_FIELD = RESOURCES["profiles"].tag
-_JSON = json.JSONDecoder()
-_SCAN: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(_JSON)  # type: ignore[arg-type]
 ID_CAP = 64  # pending ids named to the database per page query (and entries decoded while it runs)
 
 
@@ -77,12 +73,9 @@ class PendingEntry(NamedTuple):
         data = self.data
         if isinstance(data, bytes):
             text = data.decode("utf-8")
-            try:  # the C scanner alone: dump_row's JSON has no whitespace around it
-                row, end = _SCAN(text, 0)
-            except StopIteration:
-                end = -1
-            if end != len(text):
-                row = _JSON.decode(text)  # anything else: decoded (or refused) as before
+            row = scan_whole(text)  # the C scanner alone: dump_row's JSON has no whitespace around it
+            if row is NOT_WHOLE:
+                row = json.loads(text)  # anything else: decoded (or refused) as before
             return row if type(row) is dict else dict(row)  # a new dict every time: the caller's own
         return None if data is None else dict(data)
 
