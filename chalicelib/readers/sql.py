@@ -43,6 +43,10 @@ class Statements:
         self.version, self.created_at = columns.index("version"), columns.index("created_at")
         self.id = columns.index("id") if resource.by_id else -1
         self.deleted, self.op_id = len(columns), len(columns) + 1
+        # A page's rows: their ids and versions taken out at once, and the columns read of a row
+        # a newer pending write replaces (`packets.Thin`: the id first, as read_fields puts it).
+        self.id_of, self.version_of = itemgetter(self.id), itemgetter(self.version)
+        self.thin = frozenset((self.id, self.version, self.created_at))
         self.list = f"SELECT {listed} FROM {name} WHERE owner = %s AND id > %s AND deleted = 0"
         # A page's versioned read: a tombstone's version comes negated (versions are positive), so
         # the rows carry no `deleted` column (one field fewer per row of a page), and no op_id
@@ -128,8 +132,8 @@ class SqlReader(Reader):
         made = statements(resource)
         text, params = list_seen_statement(made, owner, after, limit, filters, ids)
         rows = self.db.send_query(text, params)
-        id_of, version_of, at_created, decode = itemgetter(made.id), itemgetter(made.version), made.created_at, made.row
-        at_version, keep = made.version, frozenset((made.id, made.version, made.created_at))
+        id_of, version_of, at_created, decode = made.id_of, made.version_of, made.created_at, made.row
+        at_version, keep = made.version, made.thin
 
         def seen(replaced: Mapping[str, int] | None = None) -> SeenRows:
             # The rows a newer pending write replaces are read for their id, version and
