@@ -48,17 +48,19 @@ def principal_from_context(context: Any) -> Principal:
         raise unauthorized()
     sub = claims.get("sub")
     raw_groups = claims.get("cognito:groups")
-    if type(sub) is str and (raw_groups is None or type(raw_groups) is str):
-        known = _PRINCIPALS.get((sub, raw_groups))
+    # Claims of exactly these types key the callers kept (a str subclass could compare equal and differ)
+    key = (sub, raw_groups) if type(sub) is str and (raw_groups is None or type(raw_groups) is str) else None
+    if key is not None:
+        known = _PRINCIPALS.get(key)
         if known is not None:
             return known
     if not isinstance(sub, str) or not 0 < len(sub) <= MAX_SUB_CHARS or not sub.isprintable() or sub.strip() != sub:
         raise unauthorized()
     principal = Principal(sub=sub, groups=parse_groups(raw_groups))
-    if type(sub) is str and (raw_groups is None or type(raw_groups) is str):
+    if key is not None:
         if len(_PRINCIPALS) >= _MAX_PRINCIPALS:
             _PRINCIPALS.clear()
-        _PRINCIPALS[(sub, raw_groups)] = principal
+        _PRINCIPALS[key] = principal
     return principal
 
 
