@@ -11,25 +11,15 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import Any, NoReturn
 
 from chalicelib.db.schema import migrate
 from chalicelib.db.urls import DbUrl
 from chalicelib.errors import DatabaseUnavailable
-
-if TYPE_CHECKING:
-    from chalicelib.db.packets import Thin
-
-
-class SentRows(Protocol):
-    """The rows of a statement already sent (`Database.send_query`). `thin` names rows of which
-    only some columns are wanted (`packets.Thin`): a reader may leave their other columns None."""
-
-    def __call__(self, thin: Thin | None = None) -> list[tuple[Any, ...]]: ...
 
 
 def utc_now_stored() -> str:
@@ -130,12 +120,12 @@ class Database(ABC):
             raise DatabaseUnavailable(f"database {self.url.redacted()} failed: {exc}") from exc
         raise exc
 
-    def send_query(self, text: str, params: Sequence[Any] = ()) -> SentRows:
+    def send_query(self, text: str, params: Sequence[Any] = ()) -> Callable[[], list[tuple[Any, ...]]]:
         """`query` in two steps: send now, and read the rows when the returned function is called,
         so the caller can do other work while the server runs the statement. Nothing else may use
         this thread's connection until the rows are read. Here (SQLite) the statement runs now."""
         rows = self.query(text, params)
-        return lambda thin=None: rows
+        return lambda: rows
 
     def _end_read(self, conn: Any) -> None:
         return None

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from chalicelib.db import local_files
-from chalicelib.db.base import Database, SentRows
+from chalicelib.db.base import Database
 from chalicelib.db.mysql_errors import (
     ACCESS_DENIED,
     CHARSET_ERRORS,
@@ -19,7 +19,6 @@ from chalicelib.db.mysql_errors import (
     connection_dropped_inside_pymysql,
     mysql_error_code,
 )
-from chalicelib.db.packets import Thin
 from chalicelib.db.secrets import Credentials, CredentialSource
 from chalicelib.db.tls import TlsPolicy, context_for, policy_for
 from chalicelib.db.urls import DbUrl
@@ -214,7 +213,7 @@ class MySQLDatabase(Database):
                 raise
         return Database.query(self, text, params)
 
-    def send_query(self, text: str, params: Sequence[Any] = ()) -> SentRows:
+    def send_query(self, text: str, params: Sequence[Any] = ()) -> Callable[[], list[tuple[Any, ...]]]:
         """The statement is written now and its result read when the returned function is called
         (PyMySQL's `Connection.query` in its two halves: `_execute_command`, `_read_query_result`).
         A failure either side is `query`'s: DatabaseUnavailable, after once more on a new
@@ -227,13 +226,9 @@ class MySQLDatabase(Database):
         except Exception as exc:  # noqa: BLE001 - _sent_failed re-raises what is not an outage
             return self._sent_failed(exc, reused, text, params)
 
-        def rows(thin: Thin | None = None) -> list[tuple[Any, ...]]:
+        def rows() -> list[tuple[Any, ...]]:
             try:
-                conn.sluice_thin = thin
-                try:
-                    conn._read_query_result()
-                finally:
-                    conn.sluice_thin = None
+                conn._read_query_result()
                 result = conn._result.rows
                 self._end_read(conn)
             except Exception as exc:  # noqa: BLE001 - _sent_failed re-raises what is not an outage
@@ -242,11 +237,13 @@ class MySQLDatabase(Database):
 
         return rows
 
-    def _sent_failed(self, exc: Exception, reused: bool, text: str, params: Sequence[Any]) -> SentRows:
+    def _sent_failed(
+        self, exc: Exception, reused: bool, text: str, params: Sequence[Any]
+    ) -> Callable[[], list[tuple[Any, ...]]]:
         self.discard()  # sent, or read halfway: the connection's state is unknown
         if reused and self._is_unavailable(exc) and mysql_error_code(exc) in CONNECTION_LOST:
             rows = Database.query(self, text, params)  # as `query` does: once more on a new one
-            return lambda thin=None: rows
+            return lambda: rows
         self._raise_for(exc)
 
     def _is_unavailable(self, exc: BaseException) -> bool:

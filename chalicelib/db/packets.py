@@ -9,17 +9,15 @@ connections of chalicelib.db.columns.
   raises it);
 - `read_rows`: `MySQLResult._read_rowdata_packet` through one of those, each row by
 - `row_values`: a row's values as `MySQLResult._read_row_from_packet` reads them, for rows whose
-  values are all shorter than 251 bytes (PyMySQL parses the others);
-- `thin_values`: only some of a row's values, for the rows a merged page replaces with pending
-  writes (it needs their created_at, not their fields: `Thin`).
+  values are all shorter than 251 bytes (PyMySQL parses the others).
 
 PyMySQL is imported only to raise its errors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import Any
 
 
 def packet_payload(conn: Any, packet_class: Any) -> bytes:
@@ -156,46 +154,12 @@ def row_values(data: bytes, converters: Any) -> tuple[Any, ...] | None:
     return tuple(values) if pos <= end else None
 
 
-class Thin(NamedTuple):
-    """Rows of which a reader needs only a few columns (`thin_values`): those whose first column
-    (the id, as bytes) is a key of `below` and whose `version` column is below its value."""
-
-    below: Mapping[bytes, int]
-    version: int  # the version column's index
-    keep: frozenset[int]  # the indices of the columns read (the first and `version` among them)
-
-
-def thin_values(data: bytes, converters: Any, keep: frozenset[int]) -> tuple[Any, ...] | None:
-    """`row_values` with only the columns `keep` read (the others None), or None when a value
-    is 251 bytes or longer or the packet is cut short."""
-    values: list[Any] = [None] * len(converters)
-    pos, end = 0, len(data)
-    for index, (encoding, converter) in enumerate(converters):
-        if pos >= end:
-            return None
-        size = data[pos]
-        if size >= 251:
-            if size > 251:
-                return None
-            pos += 1  # NULL
-            continue
-        if index in keep:
-            value: Any = data[pos + 1 : pos + 1 + size]
-            if encoding is not None:
-                value = value.decode(encoding)
-            values[index] = converter(value) if converter is not None else value
-        pos += 1 + size
-    return tuple(values) if pos <= end else None
-
-
 def read_rows(result: Any, next_payload: Callable[[], bytes], packet_class: Any) -> None:
     """`MySQLResult._read_rowdata_packet` with the packets `next_payload` gives: rows up to the
     EOF packet (its warnings and more-results flag read by PyMySQL), each by `row_values` or,
-    when that declines, by PyMySQL's `_read_row_from_packet`. A row the connection's
-    `sluice_thin` (a `Thin`, set for one read) names is read by `thin_values` instead."""
+    when that declines, by PyMySQL's `_read_row_from_packet`."""
     encoding = result.connection.encoding
     converters = result.converters
-    thin: Thin | None = getattr(result.connection, "sluice_thin", None)
     rows = []
     while True:
         data = next_payload()
@@ -203,13 +167,7 @@ def read_rows(result: Any, next_payload: Callable[[], bytes], packet_class: Any)
             result._check_packet_is_eof(packet_class(data, encoding))
             result.connection = None
             break
-        row = None
-        if thin is not None and data[0] < 251 and (below := thin.below.get(data[1 : 1 + data[0]])) is not None:
-            row = thin_values(data, converters, thin.keep)
-            if row is not None and not row[thin.version] < below:
-                row = None  # not older than the write that replaces it: read whole
-        if row is None:
-            row = row_values(data, converters)
+        row = row_values(data, converters)
         rows.append(row if row is not None else result._read_row_from_packet(packet_class(data, encoding)))
     result.affected_rows = len(rows)
     result.rows = tuple(rows)
