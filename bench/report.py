@@ -45,14 +45,14 @@ KNOWN_CAUSES = {
         "`cryptography` (brought by moto), which a Lambda package without it does not pay."
     ),
     "GET /todos page of 50, 10 pending merged vs no cache": (
-        "Measured call by call beside the uncached page (2-core machine, 2026-12-07; 1.12-1.15 in all): "
-        "with no Redis I/O at all ours is 1.10-1.11, so the HGETALL costs 4-5 % even though it is sent "
-        "first and its reply, when byte for byte the owner's last, is compared unparsed: two syscalls "
-        "and Redis's own CPU on the two cores the app and MariaDB share. The page query naming the "
-        "pending ids costs about 3 % (needed to see their tombstones; the rows a pending write replaces "
-        "are read thin). Python after the rows arrive is about 3.5 % (39 µs of CPU over the uncached "
-        "page's 196 when both are replayed without I/O: the merge of 10 pending rows about 15 µs, "
-        "the rest spread thin: the reader layers, SeenRows, the plan, the reply check)."
+        "Measured call by call beside the uncached page (2-core machine, 2026-12-07): 1.09-1.10 per "
+        "call, 1.11-1.16 in runs of 20 or more calls of each (the uncached page gains more from running "
+        "back to back). Of the ~70 µs more per call: the HGETALL's send about 40 µs (the first write "
+        "of a request wakes a process on the other core; sent after the page query instead, the "
+        "query's send pays it and the reply waits for a core: the same in all) and its reply about "
+        "10 µs; the merge of 10 pending rows 12 µs, and the reader layers, the plan and the reply "
+        "check about 15 µs. The page query naming the pending ids costs nothing measurable at the "
+        "server. Below 1.095 would need the Redis round trip gone, which the read cannot do without."
     ),
     "202 → visible to the writer, GET /todos p99": (
         "The page a writer reads right after its 202 is the merged page (see the row above): one Redis "
