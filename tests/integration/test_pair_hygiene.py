@@ -16,7 +16,9 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pymysql
 import pytest
 
 from tests.conftest import ROOT
@@ -81,3 +83,38 @@ def test_a_run_told_to_keep_the_pair_says_how_to_stop_it_and_leaves_one_it_did_n
     assert subprocess.run([SCRIPT, "stop", pair_dir], capture_output=True, timeout=120).returncode == 0
     assert not running(pair_dir)
     assert Path(pair_dir).exists()
+
+
+def test_a_replica_killed_while_it_wrote_master_info_replicates_again_on_start(pair_dir: str) -> None:
+    """`kill-replica` (the soak's fault) can leave master.info empty; `start-replica` then failed
+    with "Could not initialize master info structure" (1201) and the soak stopped. The replica now
+    sets its connection up again and goes on from its gtid_slave_pos: nothing skipped, nothing
+    applied twice."""
+    master, replica = free_ports()
+    env = {**os.environ, "SLUICE_MASTER_PORT": str(master), "SLUICE_REPLICA_PORT": str(replica)}
+
+    def pair(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([SCRIPT, command, pair_dir], env=env, capture_output=True, text=True, timeout=180)
+
+    def rows(port: int, statement: str) -> Any:
+        conn = pymysql.connect(host="127.0.0.1", port=port, user="root", database="test", autocommit=True)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement)
+                return cur.fetchall()
+        finally:
+            conn.close()
+
+    assert pair("start").returncode == 0
+    rows(master, "CREATE TABLE marks (n INT PRIMARY KEY)")
+    rows(master, "INSERT INTO marks VALUES (1)")
+    assert pair("sync").returncode == 0
+    assert pair("kill-replica").returncode == 0
+    Path(pair_dir, "replica", "data", "master.info").write_bytes(b"")  # as a kill mid-write leaves it
+    rows(master, "INSERT INTO marks VALUES (2)")  # written while the replica is down
+    started = pair("start-replica")
+    assert started.returncode == 0, started.stderr[-2000:]
+    rows(master, "INSERT INTO marks VALUES (3)")
+    assert pair("sync").returncode == 0
+    assert rows(replica, "SELECT n FROM marks ORDER BY n") == ((1,), (2,), (3,))
+    assert running(pair_dir)
