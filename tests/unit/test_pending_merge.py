@@ -169,7 +169,7 @@ def test_any_cursor_starts_the_page_right_after_it(mix, want, cursor):
     guess=st.sets(st.sampled_from(IDS), max_size=12),
     guess_limit=st.integers(1, 14),
     plain=st.booleans(),
-    kind=st.sampled_from(["list", "rows", "thin"]),
+    kind=st.sampled_from(["list", "rows", "replaced"]),
 )
 def test_a_first_batch_fetched_on_a_guess_of_the_pending_ids_gives_the_model(
     mix, want, cursor, guess, guess_limit, plain, kind
@@ -177,7 +177,7 @@ def test_a_first_batch_fetched_on_a_guess_of_the_pending_ids_gives_the_model(
     """PendingWrites reads the pending writes while the page query runs, naming the ids it last
     saw: whatever that guess (stale, partial, empty) and its limit, the page is the model's. The
     batch may come as Seen values, or as SqlReader gives it (SeenRows), its rows a newer pending
-    write replaces holding only their created_at ("thin", as `replaced` asks)."""
+    write replaces holding only their created_at (as `replaced` asks)."""
     loaded, pending, state = mix
     store = Store(loaded, state, True)
     ids = sorted(i for i in guess if cursor is None or i > cursor)
@@ -187,7 +187,7 @@ def test_a_first_batch_fetched_on_a_guess_of_the_pending_ids_gives_the_model(
     else:
         rows = store.fetch(cursor, guess_limit, ids)
     if kind != "list":
-        older = {i: v for i, (v, *_) in pending.items()} if kind == "thin" else {}
+        older = {i: v for i, (v, *_) in pending.items()} if kind == "replaced" else {}
         rows = as_seen_rows(rows, older)
     first = Fetched(rows, guess_limit, frozenset(ids))
     got, drops = merge_page(
@@ -216,9 +216,9 @@ def test_a_settled_read_that_shows_the_write_drops_it_and_an_unsettled_one_does_
     assert drops == []  # the master answered (failover): replicas may still lag
 
 
-@pytest.mark.parametrize("thin", [False, True])
-def test_a_first_batch_as_sql_reads_it_keeps_ties_drops_and_created_at(thin):
-    """The first batch as SqlReader gives it (SeenRows, no op_ids; with `thin`, the rows a newer
+@pytest.mark.parametrize("replaced", [False, True])
+def test_a_first_batch_as_sql_reads_it_keeps_ties_drops_and_created_at(replaced):
+    """The first batch as SqlReader gives it (SeenRows, no op_ids; with `replaced`, the rows a newer
     pending write replaces hold only their created_at): ties are read again for op_ids and go to
     the greater, a settled state that shows the write (or a newer one) is dropped, and a newer
     write shows the earliest created_at of its own and what is stored (a tombstone's included)."""
@@ -235,7 +235,7 @@ def test_a_first_batch_as_sql_reads_it_keeps_ties_drops_and_created_at(thin):
     pending |= {d: (4, high, False, "done"), e: (6, low, False, "open")}
     store = Store(loaded, None, True)
     batch = store.fetch(None, 10, list(pending))
-    older = {i: v for i, (v, *_) in pending.items()} if thin else {}
+    older = {i: v for i, (v, *_) in pending.items()} if replaced else {}
     rows = as_seen_rows(batch, older)
     rows.created = {e: "1969-12-31T00:00:00Z"}  # before the pending put's own instant (version 6 µs)
     first = Fetched(rows, 10, frozenset(pending))
