@@ -406,8 +406,9 @@ class System:
             if int(cursor) == 0:
                 return keys
 
-    def delete(self, pattern: str) -> int:
-        keys = self.scan(pattern)
+    def delete(self, pattern: str, keep: bytes | None = None) -> int:
+        """Delete the keys matching `pattern`, but those starting with `keep`."""
+        keys = [k for k in self.scan(pattern) if keep is None or not k.startswith(keep)]
         for start in range(0, len(keys), 500):
             self.redis.execute_command("DEL", *keys[start : start + 500])
         return len(keys)
@@ -418,9 +419,10 @@ class System:
         self.delete(f"{self.prefix}:*")
 
     def expire_cache(self) -> None:
-        """What CACHE_TTL_SECONDS does to the cache entries (the pending hashes stay)."""
-        self.delete(f"{self.prefix}:todo:*")
-        self.delete(f"{self.prefix}:profile:*")
+        """What CACHE_TTL_SECONDS does to the cache entries (the pending hashes stay): every key
+        under the prefix but `{prefix}:pending:*` (a cache entry's kind holds its read shape's
+        digest, `cache.entry_key`: `todo:*` and `profile:*` matched none since schema version 2)."""
+        self.delete(f"{self.prefix}:*", keep=f"{self.prefix}:pending:".encode())
 
     def corrupt_pending(self, owner: str, how: str, rng: Random) -> None:
         """Write an entry no read may use into `owner`'s pending hash, beside the real ones (their

@@ -20,6 +20,9 @@ from typing import Any
 
 import pytest
 
+from chalicelib.readers.cache import entry_key
+from chalicelib.readers.pending_entry import pending_key
+from chalicelib.resources import RESOURCES
 from tests.histories.runner import Outcome, Runner
 from tests.histories.steps import generate
 from tests.histories.system import PairSystem, SqliteSystem, offsets
@@ -82,3 +85,31 @@ def test_sqlite_histories_keep_the_contract(sqlite_system: SqliteSystem, request
 def test_pair_histories_keep_the_contract(pair_system: PairSystem, request: pytest.FixtureRequest) -> None:
     outcome = play(pair_system, request.node.callspec.params["pair_system"], "pair")
     assert outcome.ok, outcome.message()
+
+
+def test_the_cache_expiry_of_a_history_takes_every_resource_s_entries_and_keeps_the_pending_hashes(
+    sqlite_system_plain: SqliteSystem,
+) -> None:
+    """`expire_cache` (the step standing for CACHE_TTL_SECONDS) deleted `todo:*` and `profile:*`,
+    which no key matches since the cache's keys hold their read shape's digest (schema version 2):
+    the model thought the cache expired while it did not, and the soak reported a created_at that
+    only a cache never expired would show."""
+    system, prefix = sqlite_system_plain, sqlite_system_plain.prefix
+    owner = "3b2a1c0d-9e8f-4a7b-8c6d-5e4f3a2b1c0d"
+    entries = [entry_key(name, owner, owner if name == "profiles" else str(uuid.uuid4()), prefix) for name in RESOURCES]
+    for key in entries:
+        system.redis.execute_command("SET", key, b"a|0||", "PX", 60_000)
+    hash_key = pending_key(owner, prefix)
+    system.redis.execute_command("HSET", hash_key, "t:x", b"kept")
+    system.expire_cache()
+    assert [system.redis.execute_command("EXISTS", key) for key in entries] == [0] * len(entries)
+    assert system.redis.execute_command("HGET", hash_key, "t:x") == b"kept"
+
+
+@pytest.fixture
+def sqlite_system_plain(tmp_path: Path, redis_server: str) -> Iterator[SqliteSystem]:
+    system = SqliteSystem(str(tmp_path), redis_server, 1, offsets(1))
+    try:
+        yield system
+    finally:
+        system.close()

@@ -23,7 +23,15 @@ from chalicelib.db.database import Database, open_master
 from chalicelib.loader import BatchLoader, local_etag
 from chalicelib.loader.apply import SqlApplier
 from chalicelib.ordering import Order, newer
-from chalicelib.readers.cache import PRESENT, UNKNOWN, CachedReader, CacheInvalidator, guarded_set, parse_entry
+from chalicelib.readers.cache import (
+    PRESENT,
+    UNKNOWN,
+    CachedReader,
+    CacheInvalidator,
+    entry_key,
+    guarded_set,
+    parse_entry,
+)
 from chalicelib.readers.pending import PendingWrites
 from chalicelib.readers.pending_entry import parse_pending
 from chalicelib.readers.resp import RespClient
@@ -233,7 +241,7 @@ def test_reads_show_a_pending_write_over_a_loaded_state_when_it_is_newer(
         expected = [f"side {side}" for side in _expected(drawn)]
         assert [_title(pending.get_todo(OWNER, i).row) for i in ids] == expected
         assert [row["title"] for row in pending.list_todos(OWNER, None, len(ids) + 1, None)] == expected
-        redis.execute_command("DEL", *[f"{prefix}:todo:{OWNER}:{i}" for i in ids])
+        assert redis.execute_command("DEL", *[entry_key("todos", OWNER, i, prefix) for i in ids]) == len(ids)
         assert [_title(pending.get_todo(OWNER, i).row) for i in ids] == expected
     finally:
         for key in redis.execute_command("KEYS", f"{prefix}:*") or []:
