@@ -183,8 +183,13 @@ class BatchLoader:
 
         touched = Touched() if self.on_commit else None
 
-        def work(cur: Any, quarantine: Quarantine) -> tuple[int, int]:
+        def open_stream() -> LineStream:
             stream = LineStream(body() if callable(body) else body, limit=self.max_object_bytes)
+            stream.again = open_stream  # bytes, or a function that opens the object again
+            return stream
+
+        def work(cur: Any, quarantine: Quarantine) -> tuple[int, int]:
+            stream = open_stream()
             if touched is not None:  # a retried transaction starts over
                 touched.clear()
             if blocked:  # the schema is behind this loader (a deploy before migrate): read it all first

@@ -28,7 +28,7 @@ from chalicelib.loader.fast_statements import (
     FastTable,
     fast_table,
 )
-from chalicelib.loader.fast_worker import REFUSED_ERRORS, LoadRefused, Worker, error_code, load_file
+from chalicelib.loader.fast_worker import REFUSED_ERRORS, LoadRefused, StartOver, Worker, error_code, load_file
 from chalicelib.ordering import newer
 
 if TYPE_CHECKING:
@@ -38,13 +38,25 @@ log = logging.getLogger(__name__)
 
 NO_MEMORY_ENGINE = frozenset({1286, 1289})  # unknown / disabled storage engine
 PROBE_KEYS = 64
+LET_GO_SLICE = 256  # commands freed at a time (`Session.let_go`): the worker thread may run in between
 
 
 class Session:
     """One object's commands of its fast resource, inside the caller's transaction."""
 
-    def __init__(self, applier: MySQLFastApplier, cur: Any, worker: Worker, heads: dict[int, str]) -> None:
+    def __init__(
+        self,
+        applier: MySQLFastApplier,
+        cur: Any,
+        worker: Worker,
+        heads: dict[int, str],
+        early: bool = False,
+        again: bool = False,
+    ) -> None:
         self.applier = applier
+        self.early = early  # let the parsed commands go before the last chunks are written (finish)
+        self.again = again  # the object read again (StartOver): the keys way, not counted again
+        self.released = False  # the parsed commands were let go: a path that needs them starts over
         self.fast: FastTable | None = None  # the resource, chosen by the first chunk (main_resource)
         self.heads = heads
         self.cur = cur
@@ -99,11 +111,12 @@ class Session:
         cur.execute(  # a locking read, as every read of the load (docs/architecture.md)
             self.fast.probe(len(sample)), [part for command in sample for part in (command.owner, command.id)]
         )
-        if int(cur.fetchone()[0]) == 0 and not self.applier.prefers_keys:
+        if int(cur.fetchone()[0]) == 0 and not self.applier.prefers_keys and not self.again:
             self.mode = "fresh"
         else:
             self._use_keys()
-        self.applier.paths[self.mode] += 1
+        if not self.again:  # counted once, by how it began
+            self.applier.paths[self.mode] += 1
 
     def _use_keys(self) -> None:
         self.mode = "keys"
@@ -138,6 +151,8 @@ class Session:
         far the keys way (later chunks follow)."""
         log.info("fast load: keys already stored; redoing this object the keys way")
         self.applier.paths["redo"] += 1
+        if self.released:  # its rows are gone: read again from the start
+            raise StartOver("keys already stored")
         self.worker.finish_all()  # a chunk's error (a deadlock ends the transaction) is raised
         self.cur.execute(ROLLBACK_TO_SAVEPOINT)
         self.applied = 0
@@ -197,6 +212,9 @@ class Session:
         # Every chunk is folded by now: which keys need a fix is known before the worker is
         # done, so it is found while the server writes the last chunk instead of after.
         fixups = self.fold.fixups()
+        commands = self.fold.commands
+        if self.early and self.mode == "fresh" and self.worker.threaded:
+            self.let_go()  # while the server writes the last chunks, not after them
         self._collect(self.worker.drain())
         if fixups and self.mode == "keys":
             self.applied += self._newly_applied([c for c, _ in fixups if (c.owner, c.id) not in self.written])
@@ -204,7 +222,25 @@ class Session:
             self._upsert(fixups)
         if self.mode == "keys":
             self.cur.execute(DROP_KEYS)
-        return self.applied, self.fold.commands - self.applied
+        return self.applied, commands - self.applied
+
+    def let_go(self) -> None:
+        """Free the object's parsed commands now (every chunk has been handed to the worker, the
+        fixups are known): freed after the last chunk, they cost the load about 10 ms per 10,000
+        rows on its critical path (measured 2026-12-07). In slices, so that the worker thread can
+        take the interpreter between them. From here on, a chunk that finds keys stored after all
+        (`_fresh_to_keys`) or a refusal starts the object over (StartOver)."""
+        fold, sent = self.fold, self.sent
+        kept = Fold()
+        kept.commands = fold.commands
+        self.fold, self.sent, self.released = kept, [], True
+        self.heads.clear()
+        commands = list(fold.best.values())
+        for each in (fold.best, fold.sent, fold.earliest):
+            each.clear()
+        sent.clear()
+        while commands:
+            del commands[-LET_GO_SLICE:]
 
     def _newly_applied(self, winners: list[WriteCommand]) -> int:
         """Of keys left alone when first seen (stored was newer), how many a later chunk's winner

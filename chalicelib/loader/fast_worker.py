@@ -32,6 +32,12 @@ class LoadRefused(Abandoned):
     """The server will not run the fast path's statements; use the multi-row upsert."""
 
 
+class StartOver(Abandoned):
+    """The object let its parsed commands go (`Session.finish`) and then met a path that needs
+    them (a chunk found keys stored after all, or the server refused a chunk): the work since the
+    savepoint is rolled back, and the object is read again from its start (`LineStream.again`)."""
+
+
 def error_code(exc: BaseException) -> int | None:
     args = getattr(exc, "args", ())
     return args[0] if args and isinstance(args[0], int) else None

@@ -25,6 +25,7 @@ class Quarantine:
         self.count = 0
         self.held = False
         self._last = (-1, -1)  # (line, part) of the last reject: a line's rejects come together
+        self._written = 0  # rejects written so far
 
     def add(self, rejects: list[Reject]) -> None:
         bid, bucket, key, etag, now = self.where
@@ -38,9 +39,22 @@ class Quarantine:
         if not self.held and len(self.pending) >= self.BATCH:
             self.flush()
 
+    def mark(self) -> tuple[int, int, int, tuple[int, int]]:
+        """Where the rejects stand now; `reset` goes back to it (an object read again from its start)."""
+        return self._written, len(self.pending), self.count, self._last
+
+    def reset(self, mark: tuple[int, int, int, tuple[int, int]]) -> None:
+        """Forget the rejects added since `mark`; raises RuntimeError when some were written since."""
+        written, size, count, last = mark
+        if self._written != written or len(self.pending) < size:
+            raise RuntimeError("rejects were written since the mark: the object cannot be read again")
+        del self.pending[size:]
+        self.count, self._last = count, last
+
     def flush(self) -> None:
         if not self.pending:
             return
+        self._written += len(self.pending)
         verb = "INSERT OR IGNORE" if self.db.dialect == "sqlite" else "INSERT IGNORE"
         self.cur.executemany(
             self.db.sql(

@@ -6,7 +6,7 @@ overlong line kept only as a reject."""
 from __future__ import annotations
 
 import zlib
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import BinaryIO
 
 from chalicelib.config import DEFAULT_LOADER_MAX_OBJECT_BYTES
@@ -155,6 +155,9 @@ class LineStream:
         self.done = False
         self.problem: str | None = None
         self._after_last = 0  # once done: the number of the line after the object's last line
+        # The same object's stream again, from its start, where its reader can open it again
+        # (BatchLoader sets it): the fast path reads an object twice on a rare path (StartOver).
+        self.again: Callable[[], LineStream] | None = None
 
     @property
     def waiting(self) -> int:

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from chalicelib.commands import WriteCommand, make_command
 from chalicelib.db.database import Database, open_master
 from chalicelib.errors import DatabaseUnavailable
-from chalicelib.loader import BatchLoader, LoadResult, fast_session, local_etag
+from chalicelib.loader import BatchLoader, LoadResult, fast_session, fast_worker, local_etag
 from chalicelib.loader.mysql_fast import MySQLFastApplier
 from chalicelib.rows import table
 from tests.factories import make
@@ -153,7 +153,11 @@ def test_each_path_really_writes_the_way_it_is_named(loader, path):
         "upsert": {"fresh": 1, "refused": 1, "upsert": 1},  # tried, refused (4166), then remembered
         "small": {"small": 2},
     }[path]
-    assert dict(loader.applier.paths) == expected
+    paths = dict(loader.applier.paths)
+    # The refusal may come after the object let its commands go (then it is read again, counted
+    # once by how it began): a race between the worker thread and the last chunk.
+    assert paths.pop("started over", 0) <= (1 if path == "upsert" else 0)
+    assert paths == expected
 
 
 def test_owners_are_separate_keys(loader, db):
@@ -293,6 +297,93 @@ def test_keys_found_after_the_probe_redo_the_object_the_keys_way(loader, db):
     old_created = {c.id: c.stored_at for c in stored_rows}
     for command in incoming[20:]:
         assert row(db, command.id)[8] == stored(db, command, old_created[command.id])[8]
+
+
+def results_only_at_the_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunk results are collected only once every chunk is handed over (Session.finish), after the
+    object's parsed commands were let go: what a slow server does to the last chunks."""
+    monkeypatch.setattr(fast_worker.Worker, "finished", lambda self: iter(()))
+
+
+def let_go_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real = fast_session.Session.let_go
+
+    def counted(self: fast_session.Session) -> None:
+        calls.append(self.fold.commands)
+        real(self)
+
+    monkeypatch.setattr(fast_session.Session, "let_go", counted)
+    return calls
+
+
+@pytest.mark.parametrize("path", ["fresh"])
+def test_an_object_lets_its_commands_go_before_its_last_chunks_are_written(loader, db, monkeypatch):
+    calls = let_go_calls(monkeypatch)
+    commands = many(12) + [put(V2, "again", todo_id=str(uuid.UUID(int=1)))]  # a key seen again: a fixup
+    assert counts(load(loader, body_of(*commands, junk=(b"{not json",)))) == (12, 1, 1, 0)
+    assert calls == [13]
+    assert loader.applier.paths == {"fresh": 1}
+    assert row(db, str(uuid.UUID(int=1)))[0] == "again"
+    assert db.query("SELECT COUNT(*) FROM todos") == [(12,)]
+
+
+@pytest.mark.parametrize("path", ["fresh"])
+def test_with_a_cache_wanting_the_winners_the_commands_stay(db, monkeypatch):
+    calls = let_go_calls(monkeypatch)
+    handed: list[Any] = []
+    loader = BatchLoader(db, applier_for_path(db, "fresh"), on_commit=handed.append)
+    assert counts(load(loader, body_of(*many(12)))) == (12, 0, 0, 0)
+    assert calls == []
+    assert len(handed) == 1 and len(handed[0]) == 12
+
+
+@pytest.mark.parametrize("path", ["fresh"])
+def test_keys_stored_met_after_the_commands_went_read_the_object_again_the_keys_way(loader, db, monkeypatch):
+    stored_rows = many(30, V1)[20:]
+    load(loader, body_of(*stored_rows))
+    results_only_at_the_end(monkeypatch)
+    calls = let_go_calls(monkeypatch)
+    incoming = many(30, V2, title="new")  # 20 new keys, then the 10 stored ones (all newer)
+    junk = (b"{not json", b'{"v":2}')
+    result = load(loader, body_of(*incoming, junk=junk))
+    assert counts(result) == (30, 0, 2, 0)  # each reject counted once although read twice
+    assert calls == [30]
+    assert loader.applier.paths["started over"] == 1 and loader.applier.paths["redo"] == 1
+    assert loader.applier.paths["fresh"] == 2 and loader.applier.paths["keys"] == 0  # counted by how it began
+    old_created = {c.id: c.stored_at for c in stored_rows}
+    for command in incoming:
+        assert row(db, command.id) == stored(db, command, old_created.get(command.id))
+    assert db.query("SELECT COUNT(*) FROM ingest_rejects") == [(2,)]
+    assert db.query("SELECT applied, stale, rejected FROM ingest_batches WHERE applied = 30") == [(30, 0, 2)]
+
+
+@pytest.mark.parametrize("path", ["fresh"])
+def test_a_refusal_met_after_the_commands_went_reads_the_object_again_with_the_upsert(loader, db, monkeypatch):
+    from chalicelib.loader.fast_worker import LoadRefused
+
+    results_only_at_the_end(monkeypatch)
+    calls = let_go_calls(monkeypatch)
+    real = fast_session.load_file
+    sent = {"n": 0}
+
+    def refusing(cur: Any, statement: str, text: str) -> int:
+        sent["n"] += 1
+        if sent["n"] == 3:  # a later chunk: the first two went in
+            raise LoadRefused("(4166) LOAD DATA LOCAL is not allowed")
+        return real(cur, statement, text)
+
+    monkeypatch.setattr(fast_session, "load_file", refusing)
+    incoming = many(12)
+    assert counts(load(loader, body_of(*incoming, junk=(b"{not json",)))) == (12, 0, 1, 0)
+    assert calls == [12]
+    paths = loader.applier.paths
+    assert (paths["fresh"], paths["refused"], paths["started over"], paths["upsert"]) == (1, 1, 1, 0)
+    assert not loader.applier.fast_allowed
+    for command in incoming:
+        assert row(db, command.id) == stored(db, command)
+    assert db.query("SELECT COUNT(*) FROM ingest_rejects") == [(1,)]
+    assert db.query("SELECT COUNT(*) FROM ingest_attempts") == [(0,)]  # a success, not a failed attempt
 
 
 @pytest.mark.parametrize("path", ["upsert"])
