@@ -387,10 +387,10 @@ PROFILE = (
     "the same rows in one statement: about 4 % from the chunks themselves (the same files split the same "
     "way, sent alone) and about 7 % from our parsing on the other core (a CPU-bound process beside the "
     "baseline alone slows it as much). Per object, off the overlap: the attempt's record and the probe "
-    "before the first chunk (~7 ms), freeing the object's parsed commands after the last chunk "
-    "(~10 ms; a thread freeing them instead measured slower: it holds the interpreter when the next "
-    "statement returns), and the commit (~5 ms, a redo log flush the baseline pays once); with half "
-    "the rows newer, the key table, the locking decision and REPLACE writes on the server."
+    "before the first chunk (~7 ms) and the commit (~5 ms, a redo log flush the baseline pays once). "
+    "The object's parsed commands are freed while the server writes the last chunks (Session.let_go; "
+    "after them they cost ~10 ms per object). With half the rows newer: the key table, the locking "
+    "decision and REPLACE writes on the server."
 )
 
 
