@@ -69,7 +69,7 @@ class Session:
         self.written: set[Key] = set()  # keys: keys written (new or newer than stored)
 
     def release(self) -> None:
-        """Let go of the object's rows (the session is done)."""
+        """Let go of the object's rows (the session is done, or its commands go early: `let_go`)."""
         self.fold = Fold()
         self.sent = []
         self.heads.clear()
@@ -230,15 +230,9 @@ class Session:
         rows on its critical path (measured 2026-12-07). In slices, so that the worker thread can
         take the interpreter between them. From here on, a chunk that finds keys stored after all
         (`_fresh_to_keys`) or a refusal starts the object over (StartOver)."""
-        fold, sent = self.fold, self.sent
-        kept = Fold()
-        kept.commands = fold.commands
-        self.fold, self.sent, self.released = kept, [], True
-        self.heads.clear()
-        commands = list(fold.best.values())
-        for each in (fold.best, fold.sent, fold.earliest):
-            each.clear()
-        sent.clear()
+        commands = list(self.fold.best.values())  # held here: `release` frees only what holds them
+        self.release()
+        self.released = True
         while commands:
             del commands[-LET_GO_SLICE:]
 
