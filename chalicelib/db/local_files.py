@@ -8,6 +8,11 @@ credentials. So every connection Sluice opens with `local_infile` carries an all
 loader names each file just before its statement (`sending`), and a request for any other file
 is refused: nothing is read, the statement fails, the object is not loaded.
 
+The loader's chunks never touch the disk: `sending(conn, name, data)` names bytes held in
+memory, and the guard sends them itself, in packets of `PACKET_BYTES` (PyMySQL's own file sender
+reads 16 KiB at a time: 32 times the packets, each a system call and a turn of the GIL). No file
+of user data is left behind by a process killed mid-load, and none is written to be read back.
+
 The check wraps PyMySQL's module function that sends a local file. If this PyMySQL has no such
 function, `install()` says so and `Database` opens its connections without `local_infile`
 (the server then refuses LOAD DATA LOCAL and the loader uses its multi-row upsert).
@@ -23,6 +28,9 @@ from typing import Any
 
 ALLOWED = "sluice_local_files"  # the attribute holding a connection's allow-list
 FILE_REFUSED = 1017  # ER_FILE_NOT_FOUND, as PyMySQL reports a file it cannot send
+# In-memory data goes in packets this big: under any server's max_allowed_packet (1 MiB at the
+# very least; MariaDB's default is 16 MiB, MySQL 8's 64 MiB), which a packet must stay below.
+PACKET_BYTES = 512 * 1024
 
 _lock = threading.Lock()
 _installed: bool | None = None
@@ -54,34 +62,52 @@ def _wrap() -> bool:
 def guarded(original: Any) -> Any:
     def send_local_file(filename: str | bytes, conn: Any) -> Any:
         allowed = getattr(conn, ALLOWED, None)
-        if allowed is not None and os.fsencode(filename) not in allowed:
+        if allowed is None:  # a connection Sluice did not open: PyMySQL's own behaviour
+            return original(filename, conn)
+        name = os.fsencode(filename)
+        if name not in allowed:
             from pymysql.err import OperationalError
 
             raise OperationalError(
                 FILE_REFUSED, f"LOAD DATA LOCAL refused: the server asked for {filename!r}, which no statement named"
             )
-        return original(filename, conn)
+        data = allowed[name]
+        if data is None:  # a file on disk
+            return original(filename, conn)
+        return send_bytes(conn, data)
 
     send_local_file.sluice_guard = True  # type: ignore[attr-defined]
     return send_local_file
 
 
+def send_bytes(conn: Any, data: bytes, size: int = PACKET_BYTES) -> None:
+    """Send `data` as a LOAD DATA LOCAL file's contents (PyMySQL sends the empty packet that ends it)."""
+    size = max(1, min(size, int(getattr(conn, "max_allowed_packet", size)) - 1))
+    view = memoryview(data)
+    for start in range(0, len(data), size):
+        conn.write_packet(view[start : start + size])
+
+
 def protect(conn: Any) -> Any:
     """Give a connection opened with local_infile its (empty) allow-list."""
-    setattr(conn, ALLOWED, set())
+    setattr(conn, ALLOWED, {})
     return conn
 
 
 @contextmanager
-def sending(conn: Any, path: str) -> Iterator[None]:
-    """`path` may be sent on `conn` while the block runs (the statement naming it)."""
+def sending(conn: Any, path: str, data: bytes | None = None) -> Iterator[None]:
+    """`path` may be sent on `conn` while the block runs (the statement naming it). With `data`,
+    `path` is only a name: those bytes are sent from memory, and the connection gets an
+    allow-list first if it had none (nothing else may then be sent on it)."""
     allowed = getattr(conn, ALLOWED, None)
-    if allowed is None:  # a connection Sluice did not open: PyMySQL's own behaviour
-        yield
-        return
+    if allowed is None:
+        if data is None:  # a connection Sluice did not open: PyMySQL's own behaviour
+            yield
+            return
+        allowed = getattr(protect(conn), ALLOWED)
     name = os.fsencode(path)  # the server names the file in bytes
-    allowed.add(name)
+    allowed[name] = data
     try:
         yield
     finally:
-        allowed.discard(name)
+        allowed.pop(name, None)

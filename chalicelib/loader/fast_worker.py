@@ -1,15 +1,14 @@
 """The LOAD DATA fast path's side of the server (`mysql_fast`): `Worker`, the thread that runs a
 session's statements in order while the caller parses the next chunk (or runs them inline), the
-switch interval that lets it take the GIL back quickly, `load_file` (a chunk written to a
-temporary file and sent with LOAD DATA LOCAL INFILE), and the errors that make the fast path
+switch interval that lets it take the GIL back quickly, `load_file` (a chunk sent from memory
+with LOAD DATA LOCAL INFILE), and the errors that make the fast path
 give an object up (`Abandoned`; `LoadRefused` when the server will not run its statements).
 """
 
 from __future__ import annotations
 
-import os
+import itertools
 import sys
-import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -18,7 +17,6 @@ from contextlib import contextmanager
 from typing import Any
 
 from chalicelib.db import local_files
-from chalicelib.loader import chunk_files
 
 # Server or proxy will not take LOAD DATA LOCAL / a temporary table inside a transaction.
 REFUSED_ERRORS = frozenset({1148, 3948, 4166, 1787, 1785})
@@ -44,22 +42,19 @@ def error_code(exc: BaseException) -> int | None:
 
 
 def load_file(cur: Any, statement: str, text: str) -> int:
-    """Write one chunk to a temporary file and LOAD DATA it; returns the rows the server took."""
-    handle = tempfile.NamedTemporaryFile(
-        "wb", prefix="sluice-load-", suffix=".tsv", dir=chunk_files.folder(), delete=False
-    )
+    """LOAD DATA one chunk, sent from memory (`local_files.sending`: no file is written); returns
+    the rows the server took."""
+    name = f"sluice-chunk-{next(_names)}.tsv"  # only a name: the server asks for it back
     try:
-        with handle:
-            handle.write(text.encode("utf-8"))
-        try:
-            with local_files.sending(cur.connection, handle.name):
-                return int(cur.execute(statement, (handle.name,)))
-        except Exception as exc:
-            if error_code(exc) in REFUSED_ERRORS:
-                raise LoadRefused(str(exc)) from exc
-            raise
-    finally:
-        os.unlink(handle.name)
+        with local_files.sending(cur.connection, name, text.encode("utf-8")):
+            return int(cur.execute(statement, (name,)))
+    except Exception as exc:
+        if error_code(exc) in REFUSED_ERRORS:
+            raise LoadRefused(str(exc)) from exc
+        raise
+
+
+_names = itertools.count(1)
 
 
 _switch_lock = threading.Lock()
@@ -71,9 +66,10 @@ _switch_saved = 0.005
 def short_switch_interval(seconds: float = 0.0002) -> Iterator[None]:
     """Let the worker thread take the GIL back quickly after each packet it sends.
 
-    With CPython's default 5 ms switch interval, a thread sending a file in 16 KiB packets while
-    another thread parses waits up to 5 ms per packet, and the overlap is lost. Process-wide while
-    any load runs; restored after the last one.
+    With CPython's default 5 ms switch interval, a thread that comes back from the socket (a
+    packet sent, a statement's reply read) while another thread parses waits up to 5 ms for the
+    GIL each time, and the overlap is lost. Process-wide while any load runs; restored after the
+    last one.
     """
     global _switch_users, _switch_saved
     with _switch_lock:

@@ -13,8 +13,8 @@ caller's transaction with the ledger row) and changes only how rows reach the se
 - An object is inflated and parsed in chunks of lines as they are needed (`LineStream`; lines our
   writer wrote take the line lane, which also writes their row text). Each command is folded into
   a per-key winner as it is read; the first time a key is seen its row goes, tab-separated, into
-  a chunk file that a worker thread sends with `LOAD DATA LOCAL INFILE` while the next chunk is
-  parsed: parsing (Python) and writing (the server) overlap instead of adding up. Chunks grow
+  a chunk that a worker thread sends from memory with `LOAD DATA LOCAL INFILE` while the next
+  chunk is parsed: parsing (Python) and writing (the server) overlap instead of adding up. Chunks grow
   from `chunk_lines`/16 by half each time, so the server starts early and rarely waits.
 - How a chunk is written depends on a probe of a few keys of the first chunk:
   * none stored ("fresh"): straight into its table with `IGNORE`. Every key is then new, so the
@@ -56,7 +56,7 @@ committed since, and disagree with the locking reads and writes (docs/architectu
 Where it lives: this module holds the applier (which objects take the fast path, the refusal and
 dropped-connection memory, the chunks of an object, the fallback to the upsert); `fast_session`
 one object's session (the probe, fresh or keys, the decision, the fix-ups at the end);
-`fast_worker` the thread that talks to the server and LOAD DATA of a chunk file; `fast_rows` the
+`fast_worker` the thread that talks to the server and LOAD DATA of a chunk; `fast_rows` the
 folding, the row text and the chunk sizes; `fast_statements` the SQL.
 """
 

@@ -63,3 +63,49 @@ def test_without_a_sender_to_wrap_connections_open_without_local_infile(monkeypa
     assert local_files.install() is False
     db = open_master("mysql://root@db.example.com:3306/app")
     assert db.local_infile and db._connect_kwargs(None)["local_infile"] is False  # type: ignore[attr-defined]
+
+
+class PacketConn:
+    """Stands for a PyMySQL connection sending a LOAD DATA LOCAL file: its packets are kept."""
+
+    def __init__(self, max_allowed_packet: int = 16 * 1024 * 1024) -> None:
+        self.max_allowed_packet = max_allowed_packet
+        self.packets: list[bytes] = []
+
+    def write_packet(self, payload: Any) -> None:
+        self.packets.append(bytes(payload))
+
+
+def test_bytes_named_for_a_statement_are_sent_from_memory_in_big_packets_and_only_then() -> None:
+    send, sent = sender()
+    conn = local_files.protect(PacketConn())
+    data = bytes(range(256)) * (5 * 1024 + 7)  # 1.25 MiB and a bit: three packets
+    with local_files.sending(conn, "sluice-chunk-1.tsv", data):
+        send(b"sluice-chunk-1.tsv", conn)
+        with pytest.raises(OperationalError, match="refused"):
+            send(b"/proc/self/environ", conn)  # still only that one
+    assert sent == []  # PyMySQL's file sender never ran: nothing was read from disk
+    assert [len(p) for p in conn.packets] == [local_files.PACKET_BYTES] * 2 + [len(data) - 2 * local_files.PACKET_BYTES]
+    assert b"".join(conn.packets) == data
+    with pytest.raises(OperationalError, match="refused"):
+        send(b"sluice-chunk-1.tsv", conn)  # and only while its statement runs
+    assert getattr(conn, local_files.ALLOWED) == {}
+
+
+def test_packets_stay_below_the_connections_max_allowed_packet() -> None:
+    send, _ = sender()
+    conn = local_files.protect(PacketConn(max_allowed_packet=1000))
+    data = b"row\n" * 1000
+    with local_files.sending(conn, "chunk", data):
+        send("chunk", conn)
+    assert max(len(p) for p in conn.packets) == 999 and b"".join(conn.packets) == data
+
+
+def test_bytes_sent_on_a_connection_without_an_allow_list_give_it_one() -> None:
+    send, sent = sender()
+    conn = PacketConn()
+    with local_files.sending(conn, "chunk", b"a\tb\n"):
+        send(b"chunk", conn)
+        with pytest.raises(OperationalError, match="refused"):
+            send(b"/etc/passwd", conn)  # no longer PyMySQL's send-anything behaviour
+    assert conn.packets == [b"a\tb\n"] and sent == []
