@@ -109,6 +109,14 @@ def test_migration_4_runs_again_cleanly_and_a_loader_before_it_counts_failures(d
     loader_limits.assert_migration_4_runs_again_cleanly_and_a_loader_before_it_counts_failures(db)
 
 
+def gone(admin: Database, thread_id: int, timeout: float = 30.0) -> None:
+    """Wait until the server has ended the connection `thread_id` (and released what it held)."""
+    deadline = time.monotonic() + timeout
+    while admin.query("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s", (thread_id,)) != [(0,)]:
+        assert time.monotonic() < deadline, f"connection {thread_id} still there {timeout} s after KILL"
+        time.sleep(0.01)
+
+
 def test_a_load_judged_dead_while_its_connection_was_lost_gives_its_count_back(db: Database, mysql_url: str) -> None:
     """A load loses its connection (and with it the lock that shows it alive); another delivery
     of the object begins meanwhile and counts it as dead. Once the first can give its attempt back,
@@ -120,7 +128,9 @@ def test_a_load_judged_dead_while_its_connection_was_lost_gives_its_count_back(d
     try:
         state, attempt = first.begin(bid, "bucket", "writes/k", "e", False)
         assert state == "go"
-        admin.query(f"KILL {attempt.holder.thread_id()}")  # the connection is lost, the server stays up
+        holder = attempt.holder.thread_id()
+        admin.query(f"KILL {holder}")  # the connection is lost, the server stays up
+        gone(admin, holder)  # KILL returns before the killed thread has ended and let its lock go
         state, other = Attempts(other_db).begin(bid, "bucket", "writes/k", "e", False)
         assert state == "go"
         assert db.query("SELECT attempts, running FROM ingest_attempts") == [(1, other.token)]  # judged dead
