@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from chalicelib.commands import WriteCommand
 from chalicelib.db.database import Database
+from chalicelib.db.schema import BY_KEY
 from chalicelib.loader.parsing import parsed_batches
 from chalicelib.loader.streaming import LineStream
 from chalicelib.ordering import newer
@@ -173,12 +174,12 @@ class SqlApplier(Applier):
     ) -> dict[tuple[str, ...], tuple[int, str, Any]]:
         if len(table.key_columns) == 2:
             if self.dialect == "sqlite":
-                where = "(owner, id) IN (VALUES " + ", ".join(["(?, ?)"] * len(keys)) + ")"
+                where = "WHERE (owner, id) IN (VALUES " + ", ".join(["(?, ?)"] * len(keys)) + ")"
             else:
-                where = "(owner, id) IN (" + ", ".join(["(%s, %s)"] * len(keys)) + ")"
+                where = f"{BY_KEY} WHERE (owner, id) IN (" + ", ".join(["(%s, %s)"] * len(keys)) + ")"
             params: list[Any] = [part for key in keys for part in key[1:]]
             cur.execute(
-                f"SELECT owner, id, version, op_id, created_at FROM {table.name} WHERE {where}{self._locking}", params
+                f"SELECT owner, id, version, op_id, created_at FROM {table.name} {where}{self._locking}", params
             )
             return {(r[0], r[1]): (int(r[2]), r[3], r[4]) for r in cur.fetchall()}
         mark = self.db.mark

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from chalicelib.commands import WriteCommand
-from chalicelib.db.schema import OWNER_COLLATION
+from chalicelib.db.schema import BY_KEY, OWNER_COLLATION
 from chalicelib.resources import RESOURCES
 from chalicelib.rows import table
 
@@ -83,11 +83,11 @@ class FastTable:
 
     def probe(self, count: int) -> str:
         marks = ", ".join(["(%s, %s)"] * count)
-        return f"SELECT COUNT(*) FROM {self.name} WHERE (owner, id) IN ({marks}) FOR UPDATE"
+        return f"SELECT COUNT(*) FROM {self.name} {BY_KEY} WHERE (owner, id) IN ({marks}) FOR UPDATE"
 
     def stored(self, count: int) -> str:
         marks = ", ".join(["(%s, %s)"] * count)
-        return f"SELECT owner, id, version, op_id FROM {self.name} WHERE (owner, id) IN ({marks}) FOR UPDATE"
+        return f"SELECT owner, id, version, op_id FROM {self.name} {BY_KEY} WHERE (owner, id) IN ({marks}) FOR UPDATE"
 
 
 _FAST_TABLES: dict[str, FastTable] = {}
