@@ -54,6 +54,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PAIR_ENV = Path(os.environ.get("SLUICE_PAIR_DIR", "/tmp/sluice-db-pair")) / "env"
 SECTION = "2. Loader rows/s"
 OBJECT_BYTES = 5 * 1024 * 1024  # Firehose's default buffer size: an object holds up to ~5 MiB
+SMALL_OBJECT = 150  # lines per object of the small-object row (under MySQLFastApplier's min_rows, 200)
+SMALL_ROWS = 15_000  # rows of that row: 100 objects
 BASE_VERSION = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
 WORDS = (
     "buy milk eggs call mum about the report taxes fix bike book flight garden paint fence write plan "
@@ -344,6 +346,18 @@ def load_data(url: str, path: str | dict[str, str], n: int) -> float:
     return n / elapsed
 
 
+def small_objects(commands: list[Any], per_object: int = SMALL_OBJECT) -> list[tuple[str, bytes]]:
+    """(key, GZIP body) objects of `per_object` lines: a quiet hour's deliveries, each under the
+    loader's `min_rows`, so each takes the guarded multi-row upsert."""
+    return [
+        (
+            f"writes/2026/01/01/00/sluice-bench-small-2026-01-01-00-00-00-{start:06d}",
+            gzip.compress(b"".join(c.to_line() for c in commands[start : start + per_object]), 6),
+        )
+        for start in range(0, len(commands), per_object)
+    ]
+
+
 def our_loader(url: str, objects: list[tuple[str, bytes]], n: int, preload: str | None = None) -> float:
     """(c)/(d) rows/s: BatchLoader over the objects; `preload` (a TSV file) fills the table first."""
     from chalicelib.db import local_files
@@ -419,6 +433,8 @@ def run(
     url = url or server_url()
     commands, mixed = make_commands(n), make_mixed_commands(n)
     objects, mixed_objects = firehose_objects(commands), firehose_objects(mixed)
+    small_n = min(n, SMALL_ROWS)
+    small = small_objects(commands[:small_n])
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as folder:
         rows_file = os.path.join(folder, "rows.tsv")
         stored_file = os.path.join(folder, "stored.tsv")
@@ -426,7 +442,9 @@ def run(
         # Every key stored; the even ones stored older than the incoming row, the odd ones newer.
         write_tsv(commands, stored_file, lambda i: -500 if i % 2 == 0 else 500)
         mixed_tsv = mixed_files(mixed, folder)
-        samples: dict[str, list[float]] = {k: [] for k in ("load_data", "fresh", "half", "load_mixed", "mixed")}
+        samples: dict[str, list[float]] = {
+            k: [] for k in ("load_data", "fresh", "half", "load_mixed", "mixed", "small")
+        }
         with replication_paused(url, replica_url):
             autocommit = per_row_autocommit(url, rows_of(commands[:per_row]))
             for _ in range(rounds):
@@ -435,7 +453,8 @@ def run(
                 samples["half"].append(our_loader(url, objects, n, preload=stored_file))
                 samples["load_mixed"].append(load_data(url, mixed_tsv, n))
                 samples["mixed"].append(our_loader(url, mixed_objects, n))
-    load, fresh, half, load_mixed, mix = (statistics.median(v) for v in samples.values())
+                samples["small"].append(our_loader(url, small, small_n))
+    load, fresh, half, load_mixed, mix, few = (statistics.median(v) for v in samples.values())
     where = f"{n:,} rows in {len(objects)} GZIP objects, median of {rounds}, server {_where(url)}"
     lists = sum(c.resource == "lists" for c in mixed)
     return [
@@ -455,6 +474,16 @@ def run(
             f"{n:,} rows ({lists:,} lists, the rest todos, interleaved) in {len(mixed_objects)} GZIP objects, "
             f"median of {rounds}; baseline: LOAD DATA of the same rows, one statement per table, one commit. "
             "No target: no issue set one (information, beside the fresh table's row).",
+        ),
+        _row(
+            f"loader, objects of {SMALL_OBJECT} rows vs LOAD DATA",
+            few,
+            load,
+            None,
+            f"{small_n:,} of the same rows in {len(small)} GZIP objects of {SMALL_OBJECT} lines (under min_rows: "
+            f"the guarded multi-row upsert, one locking read of the stored keys per object), fresh table, median "
+            f"of {rounds}; baseline: the LOAD DATA of the first row. Information: the path of a quiet stream's "
+            "objects, each with its own transaction, ledger row and commit.",
         ),
         _row(
             "loader, fresh table vs per-row autocommit",

@@ -67,15 +67,17 @@ def test_loader_rows(pair: Pair) -> None:
     from bench.__main__ import loader_rows
 
     rows = loader_rows(600, pair)  # the bench's own call: its pair's master, its replica paused
-    check_rows(rows, loader.SECTION, 4)
+    check_rows(rows, loader.SECTION, 5)
     assert [(r["name"], r["target"]) for r in rows] == [
         ("loader, fresh table vs LOAD DATA", ">= 0.7"),
         ("loader, half the rows newer vs LOAD DATA (fresh)", ">= 0.5"),
         ("loader, todos and lists mixed vs LOAD DATA", ""),  # information: no issue set a target
+        ("loader, objects of 150 rows vs LOAD DATA", ""),  # information: the small-object path
         ("loader, fresh table vs per-row autocommit", ""),  # issue 19 retired its target
     ]
     assert "600 rows in 1 GZIP objects" in rows[0]["note"]
     assert "120 lists" in rows[2]["note"]
+    assert "600 of the same rows in 4 GZIP objects of 150 lines" in rows[3]["note"]
     assert "| loader, fresh table vs per-row autocommit |" in report.markdown(rows, {}, True, 1.0)
     assert all(report.verdict(r) == "—" for r in rows[2:])
     import pymysql
