@@ -394,17 +394,17 @@ def _row(name: str, ours: float, baseline: float, target: float | None, note: st
 
 
 PROFILE = (
-    ". Where the time goes (2-core machine, 2026-12-07, 50,000 rows in 5 objects of about 160 ms each): "
-    "the server's LOAD DATA of the chunks, about 130 ms per object, is the critical path; the parsing "
-    "thread (inflate piece by piece, the line lane's regular expression, fold, row text) is done about "
-    "40 ms before it and waits. The server takes 10 to 20 % longer over the chunks than the baseline over "
-    "the same rows in one statement: about 4 % from the chunks themselves (the same files split the same "
-    "way, sent alone) and about 7 % from our parsing on the other core (a CPU-bound process beside the "
-    "baseline alone slows it as much). Per object, off the overlap: the attempt's record and the probe "
-    "before the first chunk (~7 ms) and the commit (~5 ms, a redo log flush the baseline pays once). "
-    "The object's parsed commands are freed while the server writes the last chunks (Session.let_go; "
-    "after them they cost ~10 ms per object). With half the rows newer: the key table, the locking "
-    "decision and REPLACE writes on the server."
+    ". Where the time goes (2-core machine, 2026-12-07, a timeline of 50,000 rows in 5 objects, medians "
+    "per object of about 10,000 rows, 136 ms each): the server's LOAD DATA of the chunks now takes as "
+    "long as the baseline's one statement over the same rows (1.00; 10 to 20 % longer while chunks went "
+    "through temporary files read back in 16 KiB packets: they are sent from memory in 512 KiB packets "
+    "now). What is left per object: ~6 ms before the first chunk (the attempt's record and its commit, "
+    "the first 250 lines inflated and parsed, the probe ~0.9 ms since it names the primary key), ~11 ms "
+    "of gaps where the server waits for the next chunk (the parsing thread falls behind around the "
+    "seventh chunk, when a chunk's parse takes as long as the server's previous one; growing chunks by a "
+    "quarter instead of a half did not help), and ~8 ms after the last chunk (the ledger, and a commit of "
+    "~6 ms that the baseline pays once). With half the rows newer: the key table, the locking decision "
+    "and REPLACE writes on the server."
 )
 
 
