@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import raw_connection, replica_caught_up
+from bench.master_load import firehose_objects as objects_of
 
 ROOT = Path(__file__).resolve().parent.parent
 PAIR_ENV = Path(os.environ.get("SLUICE_PAIR_DIR", "/tmp/sluice-db-pair")) / "env"
@@ -346,18 +347,6 @@ def load_data(url: str, path: str | dict[str, str], n: int) -> float:
     return n / elapsed
 
 
-def small_objects(commands: list[Any], per_object: int = SMALL_OBJECT) -> list[tuple[str, bytes]]:
-    """(key, GZIP body) objects of `per_object` lines: a quiet hour's deliveries, each under the
-    loader's `min_rows`, so each takes the guarded multi-row upsert."""
-    return [
-        (
-            f"writes/2026/01/01/00/sluice-bench-small-2026-01-01-00-00-00-{start:06d}",
-            gzip.compress(b"".join(c.to_line() for c in commands[start : start + per_object]), 6),
-        )
-        for start in range(0, len(commands), per_object)
-    ]
-
-
 def our_loader(url: str, objects: list[tuple[str, bytes]], n: int, preload: str | None = None) -> float:
     """(c)/(d) rows/s: BatchLoader over the objects; `preload` (a TSV file) fills the table first."""
     from chalicelib.db import local_files
@@ -434,7 +423,7 @@ def run(
     commands, mixed = make_commands(n), make_mixed_commands(n)
     objects, mixed_objects = firehose_objects(commands), firehose_objects(mixed)
     small_n = min(n, SMALL_ROWS)
-    small = small_objects(commands[:small_n])
+    small = objects_of(commands[:small_n], SMALL_OBJECT)  # each under min_rows: the guarded multi-row upsert
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as folder:
         rows_file = os.path.join(folder, "rows.tsv")
         stored_file = os.path.join(folder, "stored.tsv")
