@@ -82,7 +82,9 @@ def guarded(original: Any) -> Any:
 
 def send_bytes(conn: Any, data: bytes, size: int = PACKET_BYTES) -> None:
     """Send `data` as a LOAD DATA LOCAL file's contents (PyMySQL sends the empty packet that ends it)."""
-    size = max(1, min(size, int(getattr(conn, "max_allowed_packet", size)) - 1))
+    limit = getattr(conn, "max_allowed_packet", None)  # PyMySQL's; a packet must stay below it
+    if limit:
+        size = max(1, min(size, int(limit) - 1))
     view = memoryview(data)
     for start in range(0, len(data), size):
         conn.write_packet(view[start : start + size])
