@@ -31,7 +31,7 @@ class LoadRefused(Abandoned):
 
 
 class StartOver(Abandoned):
-    """The object let its parsed commands go (`Session.finish`) and then met a path that needs
+    """The object let its parsed commands go (`Session.let_go`) and then met a path that needs
     them (a chunk found keys stored after all, or the server refused a chunk): the work since the
     savepoint is rolled back, and the object is read again from its start (`LineStream.again`)."""
 
