@@ -63,6 +63,14 @@ def test_an_inflate_problem_is_one_reject_after_the_last_line(db: Database, path
     assert applier.paths[path] >= 1  # (fresh: the first object; its keys are stored for the others)
 
 
+def gone(admin: Database, thread_id: int, timeout: float = 30.0) -> None:
+    """Wait until the server has ended the connection `thread_id` (and released what it held)."""
+    deadline = time.monotonic() + timeout
+    while admin.query("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s", (thread_id,)) != [(0,)]:
+        assert time.monotonic() < deadline, f"connection {thread_id} still there {timeout} s after KILL"
+        time.sleep(0.01)
+
+
 def test_a_connection_lost_while_load_data_sends_its_file_is_an_outage_that_does_not_count(
     db: Database, mysql_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -80,8 +88,7 @@ def test_a_connection_lost_while_load_data_sends_its_file_is_an_outage_that_does
         if not killed:  # the server ends this connection (a failover, a restart, an operator's KILL)
             killed.append(conn.thread_id())
             admin.query(f"KILL {killed[0]}")
-            while admin.query("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s", killed)[0][0]:
-                time.sleep(0.01)
+            gone(admin, killed[0])
         return original(filename, conn)
 
     monkeypatch.setattr(connections, "_send_local_file", connection_killed_first)
@@ -107,14 +114,6 @@ def test_deliveries_in_flight_are_not_unfinished_attempts(db: Database) -> None:
 
 def test_migration_4_runs_again_cleanly_and_a_loader_before_it_counts_failures(db: Database) -> None:
     loader_limits.assert_migration_4_runs_again_cleanly_and_a_loader_before_it_counts_failures(db)
-
-
-def gone(admin: Database, thread_id: int, timeout: float = 30.0) -> None:
-    """Wait until the server has ended the connection `thread_id` (and released what it held)."""
-    deadline = time.monotonic() + timeout
-    while admin.query("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s", (thread_id,)) != [(0,)]:
-        assert time.monotonic() < deadline, f"connection {thread_id} still there {timeout} s after KILL"
-        time.sleep(0.01)
 
 
 def test_a_load_judged_dead_while_its_connection_was_lost_gives_its_count_back(db: Database, mysql_url: str) -> None:
