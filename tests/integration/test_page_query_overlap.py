@@ -280,7 +280,9 @@ def test_redis_failing_after_the_page_query_was_sent_gives_the_loaded_page(merge
     )
     assert page(pending)[1] == "pending"  # while Redis answers
     pending.client = RespClient.from_url(f"redis://127.0.0.1:{_closed_port()}/0")
+    counting.queries = 0
     assert page(pending) == expected(model)  # what is loaded: reads fall back to eventual
+    assert counting.queries == 1  # the page query went first; the HGETALL then failed to send
     assert not pending.breaker.allows()
     assert counting.inner.list_todos(ME, None, 3, None)[0]["title"] == "loaded 0"  # the connection is clear
 
