@@ -52,8 +52,8 @@ KNOWN_CAUSES = {
         "the process's CPU (on loopback TCP the kernel does the receiver's work and wakeup inside "
         "them; a process-to-process round trip there is 33-55 µs), the merge of the 10 pending rows "
         "about 20 µs, the plan, the reply check and the entries about 10 µs more. Sending the page "
-        "query before the HGETALL (since 655feda) keeps the Redis work off the query's start: 5-9 % "
-        "nearer in A/B runs; reading the query's rows before the reply was 7 % further. The reply is "
+        "query before the HGETALL (since 655feda) keeps the Redis work off the query's start: 3-10 % "
+        "nearer in A/B runs of the read; reading the query's rows before the reply was 7 % further. The reply is "
         "one recv, and a reply the same as the last one is not parsed. Below 1.095 would need that "
         "round trip cheaper than this machine makes it, or gone, which the read cannot do without."
     ),

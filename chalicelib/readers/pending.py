@@ -39,9 +39,10 @@ Reading
     always reads the replica: that is where most entries are seen and dropped. The first page
     query is sent first, naming the pending ids the process last saw for the owner
     (`readers/pending_guess.py`), and the HGETALL after it, its reply read while the database
-    runs the query; the merge queries again where that guess did not cover the reply. A reply the same as the owner's last one is not
-    parsed again (`readers/pending_reply.py`). A page reads no op_id: the rows that tie their pending write's version are
-    read again with it (`Reader.seen_many`), only then.
+    runs the query; the merge queries again where that guess did not cover the reply. A reply
+    the same as the owner's last one is not parsed again (`readers/pending_reply.py`). A page
+    reads no op_id: the rows that tie their pending write's version are read again with it
+    (`Reader.seen_many`), only then.
 """
 
 from __future__ import annotations
@@ -255,8 +256,9 @@ class PendingWrites:
         `pending_reply`) while the database runs the query. In that order the database starts
         at once, and the HGETALL's send (the larger part of its cost on loopback, where the
         receiver's wakeup happens inside the sender's syscall) overlaps the query instead of
-        delaying it: the merged page of the bench's row 7 measured 5-9 % nearer the uncached
-        page in process, 2026-12-07 (A/B, the two orders interleaved in one process). A Redis
+        delaying it: the merged page of the bench's row 7 measured 3-10 % nearer the uncached
+        page in process, 2026-12-07 (6 A/B runs of the read, the two orders interleaved in one
+        process; through app.app, 2 runs of 3 favoured it, the third was within noise). A Redis
         failure then finds the query sent: its rows are read (the connection clear) and the
         loaded page answers. merge_page queries again only when the reply holds a pending id
         in the page that the query did not name."""
