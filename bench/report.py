@@ -50,11 +50,11 @@ KNOWN_CAUSES = {
         "as the uncached page's (595 against 598 µs: 49 rows read against 51, 43 of them decoded). "
         "The extra is the second socket: the HGETALL's send and its reply's recv take about 60 µs of "
         "the process's CPU (on loopback TCP the kernel does the receiver's work and wakeup inside "
-        "them; a process-to-process round trip there is 33-55 µs), the merge of the 10 pending rows "
+        "them; a process-to-process round trip there is 33-83 µs), the merge of the 10 pending rows "
         "about 20 µs, the plan, the reply check and the entries about 10 µs more. Sending the page "
         "query before the HGETALL (since 655feda) keeps the Redis work off the query's start: 3-10 % "
-        "nearer in A/B runs of the read; reading the query's rows before the reply was 7 % further. The reply is "
-        "one recv, and a reply the same as the last one is not parsed. Below 1.095 would need that "
+        "nearer in A/B runs of the read; reading the query's rows before the reply was 7 % further. "
+        "The reply is one recv, and a reply the same as the last one is not parsed. Below 1.095 would need that "
         "round trip cheaper than this machine makes it, or gone, which the read cannot do without."
     ),
     "202 → visible to the writer, GET /todos p99": (
