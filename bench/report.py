@@ -61,10 +61,10 @@ KNOWN_CAUSES = {
         "the OR with one id 10-25, the 9 other ids about 35, the signed version (CASE) 10-20. FIELD(), "
         "INSTR(), `_ascii` literals, FORCE INDEX (PRIMARY) and an OR chain cost the same; a UNION ALL "
         "of the live page and a tombstone lookup 250 µs more. Naming no ids when the reply is the one "
-        "kept (trusting the last read for the ids it saw live or absent) was 1.4 % nearer on average in "
-        "5 A/B runs (4 % nearer to 3 % further), within this machine's noise, and would leave a loaded "
-        "delete's entry to its TTL: not done. Below 1.095 would need the Redis round trip cheaper than "
-        "this machine makes it, or gone, which the read cannot do without."
+        "kept (trusting the last read for the ids it saw live or absent) was 0.9 % nearer on average in "
+        "15 A/B runs (7 % nearer to 4 % further), within this machine's noise, and would leave a "
+        "loaded delete's entry to its TTL: not done. Below 1.095 would need the Redis round trip "
+        "cheaper than this machine makes it, or gone, which the read cannot do without."
     ),
     "202 → visible to the writer, GET /todos p99": (
         "The page a writer reads right after its 202 is the merged page (see the row above): one Redis "
