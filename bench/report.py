@@ -64,8 +64,16 @@ KNOWN_CAUSES = {
         "ids. Naming no ids when the reply is the one kept (trusting the last read for the ids it saw "
         "live or absent) was 0.9 % nearer on average in 15 A/B runs (7 % nearer to 4 % further), "
         "within this machine's noise, and would leave a loaded delete's entry to its TTL: not done. "
-        "Below 1.095 would need the Redis round trip cheaper than this machine makes it, or gone, "
-        "which the read cannot do without."
+        "On a faster machine (2026-12-07 23:00-23:40: the uncached page 840-880 µs in full runs, "
+        "against 1.8-2.3 ms in the full runs of 20:23-21:26) the extra was 158 and 160 µs in two full "
+        "runs (1.18 and 1.19), and the ratio 1.13-1.23 in 12 runs of the row's own measure in process "
+        "(15 interleaved rounds of 200 reads each). The process's CPU per read (time.process_time, 20 "
+        "interleaved blocks of 200, 3 runs) was 100-120 µs above the uncached page's. With the HGETALL "
+        "answered at once by a stub (the read without its Redis round trip: the most a client-side "
+        "cache kept fresh by Redis's CLIENT TRACKING could give) the same runs gave 1.03-1.14: the "
+        "round trip is about half the extra, the merge and the longer page query the other half. Below "
+        "1.095 run after run would need both gone; the merge and the ids the query names are the read's "
+        "own work."
     ),
     "202 → visible to the writer, GET /todos p99": (
         "The page a writer reads right after its 202 is the merged page (see the row above): one Redis "
