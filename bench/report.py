@@ -64,10 +64,10 @@ KNOWN_CAUSES = {
         "ids. Naming no ids when the reply is the one kept (trusting the last read for the ids it saw "
         "live or absent) was 0.9 % nearer on average in 15 A/B runs (7 % nearer to 4 % further), "
         "within this machine's noise, and would leave a loaded delete's entry to its TTL: not done. "
-        "On a faster machine (2026-12-07 23:00-23:40: the uncached page 840-880 µs in full runs, "
-        "against 1.8-2.3 ms in the full runs of 20:23-21:26) the extra was 158 and 160 µs in two full "
-        "runs (1.18 and 1.19), and the ratio 1.13-1.23 in 12 runs of the row's own measure in process "
-        "(15 interleaved rounds of 200 reads each). The process's CPU per read (time.process_time, 20 "
+        "On a faster machine (2026-12-07 23:00-23:45: the uncached page 842-939 µs in three full runs, "
+        "against 1.8-2.3 ms in the five of 20:23-21:26) the extra was 158, 160 and 210 µs (1.18, 1.19 "
+        "and 1.22), and the ratio 1.13-1.23 in 12 runs of the row's own measure in process (15 "
+        "interleaved rounds of 200 reads each). The process's CPU per read (time.process_time, 20 "
         "interleaved blocks of 200, 3 runs) was 100-120 µs above the uncached page's. With the HGETALL "
         "answered at once by a stub (the read without its Redis round trip: the most a client-side "
         "cache kept fresh by Redis's CLIENT TRACKING could give) the same runs gave 1.03-1.14: the "
@@ -92,7 +92,13 @@ KNOWN_CAUSES = {
         "come 110-250 sooner."
     ),
     "GET /todos/{id}, warm Redis cache vs replica": (
-        "A hit is one GET to Redis plus json.loads of the row; what remains is the app's own work (see the GET row)."
+        "A hit is one Redis round trip (the HGET of the caller's pending entry and the GET of the cache "
+        "entry, sent in one write) plus json.loads of the row; what remains is the app's own work (see "
+        "the GET row). On the faster machine of 2026-12-07 23:45 (3 full runs: 0.531, 0.655 and 0.667), "
+        "in process: ours 127 µs of wall time and 86 of CPU, the uncached GET 200 and 121, the app "
+        "alone 25 and 25 (20 interleaved blocks of 300); under cProfile the hit's sendall took 19 µs "
+        "and its recv 55, the wait for Redis included. The round trip, one write and one read on "
+        "loopback, is the floor of the hit; the app's 25 µs are in both."
     ),
 }
 
